@@ -1,0 +1,4 @@
+"""The features domain's assets and checks."""
+
+assets: list = []
+asset_checks: list = []

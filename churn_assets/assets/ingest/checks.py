@@ -1,0 +1,54 @@
+"""Blocking checks of the ingest assets: a partition that fails one stops everything downstream of it."""
+
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA, MAX_LATENESS
+from churn_assets.assets.ingest.raw_events import raw_events
+from churn_assets.assets.ingest.user_daily import TOTAL_COLUMNS, user_daily
+
+
+def _result(failures: dict[str, int], **metadata: object) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=not any(failures.values()),
+        metadata={**{k: int(v) for k, v in failures.items()}, **metadata},
+    )
+
+
+@dg.asset_check(asset=raw_events, blocking=True, description="Unique event ids, no null users, event times inside the export day's bounds, canonical schema.")
+def raw_events_are_valid(raw_events: pl.LazyFrame) -> dg.AssetCheckResult:
+    schema = raw_events.collect_schema()
+    wrong_schema = [c for c, t in CANONICAL_SCHEMA.items() if schema.get(c) != t]
+    day_start = pl.col("date").cast(pl.Datetime("us", "UTC"))
+    stats = raw_events.select(
+        (pl.len() - pl.struct("date", "event_id").n_unique()).alias("duplicate_event_ids"),
+        pl.col("user_id").is_null().sum().alias("null_user_ids"),
+        (
+            (pl.col("event_time") >= day_start + pl.duration(days=1))
+            | (pl.col("event_time") < day_start - pl.duration(days=MAX_LATENESS.days))
+        ).sum().alias("event_times_out_of_bounds"),
+        pl.len().alias("rows"),
+    ).collect().row(0, named=True)
+    rows = stats.pop("rows")
+    return _result({**stats, "columns_with_wrong_type": len(wrong_schema)}, rows=rows, wrong_columns=str(wrong_schema))
+
+
+@dg.asset_check(
+    asset=user_daily,
+    blocking=True,
+    description="One row per user and day, no negative count, every user known to install_times.",
+    additional_ins={"install_times": dg.AssetIn()},
+)
+def user_daily_is_consistent(user_daily: pl.LazyFrame, install_times: pl.LazyFrame) -> dg.AssetCheckResult:
+    counts = [c for c in user_daily.collect_schema() if c.startswith("n_") or c in TOTAL_COLUMNS]
+    stats = user_daily.select(
+        (pl.len() - pl.struct("date", "user_id").n_unique()).alias("duplicate_user_days"),
+        pl.sum_horizontal([(pl.col(c) < 0).sum() for c in counts]).alias("negative_counts"),
+        pl.len().alias("rows"),
+    ).collect().row(0, named=True)
+    unknown = user_daily.join(install_times, on=["date", "user_id"], how="anti").select(pl.len()).collect().item()
+    rows = stats.pop("rows")
+    return _result({**stats, "users_missing_from_install_times": unknown}, rows=rows)

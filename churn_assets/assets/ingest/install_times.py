@@ -1,0 +1,74 @@
+"""``install_times``: everyone seen so far, carried forward one day at a time."""
+
+
+import datetime as dt
+from collections.abc import Iterator
+
+import dagster as dg
+import polars as pl
+
+from churn_assets.partitions import daily_partitions, days_in_range
+from churn_assets.resources.parquet_io_manager import PartitionStream
+
+INSTALL_TIMES_SCHEMA = {
+    "user_id": pl.String(),
+    "install_time": pl.Datetime("us", "UTC"),
+    "first_active_date": pl.Date(),
+    "last_active_date": pl.Date(),
+}
+
+
+@dg.asset(
+    group_name="ingest",
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    kinds={"polars", "parquet"},
+    owners=["team:data-platform"],
+    ins={
+        "raw_events": dg.AssetIn(),
+        "previous": dg.AssetIn(
+            key="install_times",
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+            ),
+        ),
+    },
+)
+def install_times(
+    context: dg.AssetExecutionContext, raw_events: pl.LazyFrame, previous: pl.LazyFrame | None
+) -> PartitionStream:
+    """One row per user ever seen up to the end of day D: ``install_time`` (the earliest event time seen,
+    moved earlier when a late event reveals an earlier one) and the first and last export day with
+    activity. Incremental: ``install_times[D-1]`` plus ``raw_events[D]``; a range run carries the state
+    from day to day in memory.
+    """
+    days = days_in_range(context)
+    state = None if previous is None else previous.drop("date").collect()
+    return PartitionStream(_stream(days, raw_events, state))
+
+
+def _stream(days: list[dt.date], raw_events: pl.LazyFrame, state: pl.DataFrame | None) -> Iterator[tuple[str, pl.DataFrame]]:
+    for day in days:
+        state = advance_install_times(state, raw_events.filter(pl.col("date") == day).collect(), day)
+        yield day.isoformat(), state
+
+
+def advance_install_times(previous: pl.DataFrame | None, events: pl.DataFrame, day: dt.date) -> pl.DataFrame:
+    """``install_times[D]`` from ``install_times[D-1]`` (None before the first day) and ``raw_events[D]``."""
+    today = events.group_by("user_id").agg(pl.col("event_time").min().alias("first_time_today"))
+    if previous is None:
+        previous = pl.DataFrame(schema=INSTALL_TIMES_SCHEMA)
+    merged = previous.join(today, on="user_id", how="full", coalesce=True)
+    return (
+        merged.select(
+            "user_id",
+            pl.min_horizontal("install_time", "first_time_today").alias("install_time"),
+            pl.col("first_active_date").fill_null(day),
+            pl.when(pl.col("first_time_today").is_not_null())
+            .then(pl.lit(day))
+            .otherwise(pl.col("last_active_date"))
+            .alias("last_active_date"),
+        )
+        .sort("user_id")
+        .cast(INSTALL_TIMES_SCHEMA)
+    )

@@ -1,0 +1,103 @@
+"""``user_daily``: one row per user active on a day — the sparse base every feature is built from."""
+
+
+import datetime as dt
+import re
+
+import dagster as dg
+import polars as pl
+
+from churn_assets.partitions import daily_partitions, days_in_range
+from churn_assets.resources import ChurnParameters
+from churn_assets.resources.parquet_io_manager import PartitionStream
+
+# Totals every row has, whatever the tracked event types are.
+TOTAL_COLUMNS: dict[str, pl.DataType] = {
+    "n_events": pl.Int64(),
+    "n_sessions": pl.Int64(),
+    "session_minutes": pl.Float64(),
+    "revenue": pl.Float64(),
+    "n_purchases": pl.Int64(),
+}
+ATTRIBUTE_COLUMNS: dict[str, pl.DataType] = {
+    "platform": pl.String(),
+    "country": pl.String(),
+    "app_version": pl.String(),
+    "days_since_install": pl.Int32(),
+}
+
+
+def event_type_column(event_type: str) -> str:
+    """The count column of one tracked event type, e.g. ``paywall_view`` → ``n_paywall_view``."""
+    return "n_" + re.sub(r"[^0-9a-zA-Z]+", "_", event_type).strip("_").lower()
+
+
+def user_daily_schema(event_types: list[str]) -> dict[str, pl.DataType]:
+    counts = {event_type_column(t): pl.Int64() for t in event_types}
+    return {"user_id": pl.String(), **counts, **TOTAL_COLUMNS, **ATTRIBUTE_COLUMNS}
+
+
+@dg.asset(
+    group_name="ingest",
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    kinds={"polars", "parquet"},
+    owners=["team:data-platform"],
+)
+def user_daily(
+    context: dg.AssetExecutionContext,
+    churn: ChurnParameters,
+    raw_events: pl.LazyFrame,
+    install_times: pl.LazyFrame,
+) -> PartitionStream:
+    """One row per user with events exported on day D: a count per tracked event type
+    (``CHURN_EVENT_TYPES``), total events, sessions, session minutes (first to last event of each
+    session), revenue, purchases, the last platform, country and app version seen that day, and days
+    since install. Reads ``raw_events[D]`` and ``install_times[D]``; users without events on D have no row.
+    """
+    return PartitionStream(
+        (
+            day.isoformat(),
+            summarize_user_day(
+                raw_events.filter(pl.col("date") == day).collect(),
+                install_times.filter(pl.col("date") == day).drop("date").collect(),
+                day,
+                churn.event_types,
+            ),
+        )
+        for day in days_in_range(context)
+    )
+
+
+def summarize_user_day(
+    events: pl.DataFrame, installs: pl.DataFrame, day: dt.date, event_types: list[str]
+) -> pl.DataFrame:
+    """``user_daily[D]`` from the day's events and ``install_times[D]``."""
+    sessions = (
+        events.filter(pl.col("session_id").is_not_null())
+        .group_by("user_id", "session_id")
+        .agg(((pl.col("event_time").max() - pl.col("event_time").min()).dt.total_microseconds() / 60e6).alias("m"))
+        .group_by("user_id")
+        .agg(pl.len().alias("n_sessions"), pl.col("m").sum().alias("session_minutes"))
+    )
+    per_user = events.sort("event_time", "event_id").group_by("user_id").agg(
+        *[(pl.col("event_type") == t).sum().alias(event_type_column(t)) for t in event_types],
+        pl.len().alias("n_events"),
+        pl.col("revenue").sum().alias("revenue"),
+        (pl.col("revenue").fill_null(0) > 0).sum().alias("n_purchases"),
+        pl.col("platform").last().alias("platform"),
+        pl.col("country").last().alias("country"),
+        pl.col("app_version").last().alias("app_version"),
+    )
+    return (
+        per_user.join(sessions, on="user_id", how="left")
+        .join(installs.select("user_id", "install_time"), on="user_id", how="left")
+        .with_columns(
+            pl.col("n_sessions").fill_null(0),
+            pl.col("session_minutes").fill_null(0.0),
+            (pl.lit(day) - pl.col("install_time").dt.date()).dt.total_days().alias("days_since_install"),
+        )
+        .select(list(user_daily_schema(event_types)))
+        .cast(user_daily_schema(event_types))
+        .sort("user_id")
+    )

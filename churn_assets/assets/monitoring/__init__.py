@@ -1,0 +1,4 @@
+"""The monitoring domain's assets and checks."""
+
+assets: list = []
+asset_checks: list = []

@@ -1,0 +1,91 @@
+"""The platform's configuration: every environment variable is read here, once, when definitions load.
+
+Asset code never calls ``os.getenv``; it receives a :class:`ChurnSettings` (through resources or the
+module-level ``SETTINGS``) so that a test or a deployment changes behaviour in one place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The event types the simulator emits; counted one by one unless CHURN_EVENT_TYPES says otherwise.
+DEFAULT_EVENT_TYPES: tuple[str, ...] = (
+    "session_start",
+    "screen_view",
+    "feature_use",
+    "content_create",
+    "share",
+    "paywall_view",
+    "purchase",
+    "ad_impression",
+    "push_open",
+    "app_error",
+)
+
+
+def resolve_url(url: str) -> str:
+    """An ``s3://`` URL as it is; a local path made absolute (so runs started elsewhere agree)."""
+    if "://" in url:
+        if not url.startswith(("s3://", "file://")):
+            raise ValueError(f"unsupported storage URL {url!r}: use a local path or s3://bucket/prefix")
+        if url.startswith("file://"):
+            url = url[len("file://") :]
+        else:
+            return url.rstrip("/")
+    return str(Path(url).expanduser().resolve())
+
+
+def _parse_date(name: str, value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}={value!r} is not a date in YYYY-MM-DD form") from exc
+
+
+def _parse_int(name: str, value: str, minimum: int) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}={value!r} is not a whole number") from exc
+    if number < minimum:
+        raise ValueError(f"{name}={number} must be at least {minimum}")
+    return number
+
+
+@dataclass(frozen=True)
+class ChurnSettings:
+    data_url: str = field(default_factory=lambda: resolve_url("./data/lake"))
+    landing_url: str = field(default_factory=lambda: resolve_url("./data/landing"))
+    start_date: dt.date = dt.date(2025, 1, 1)
+    event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
+    alert_webhook: str | None = None
+    horizon_days: int = 14
+    lookback_months: int = 3
+    feature_window_days: int = 28
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> ChurnSettings:
+        env = dict(os.environ if env is None else env)
+        event_types = tuple(
+            t.strip() for t in env.get("CHURN_EVENT_TYPES", ",".join(DEFAULT_EVENT_TYPES)).split(",")
+        )
+        event_types = tuple(t for t in event_types if t)
+        if not event_types:
+            raise ValueError("CHURN_EVENT_TYPES is set but names no event type")
+        return cls(
+            data_url=resolve_url(env.get("CHURN_DATA_URL") or "./data/lake"),
+            landing_url=resolve_url(env.get("CHURN_LANDING_URL") or "./data/landing"),
+            start_date=_parse_date("CHURN_START_DATE", env.get("CHURN_START_DATE") or "2025-01-01"),
+            event_types=event_types,
+            alert_webhook=env.get("CHURN_ALERT_WEBHOOK") or None,
+            horizon_days=_parse_int("CHURN_HORIZON_DAYS", env.get("CHURN_HORIZON_DAYS") or "14", 1),
+            lookback_months=_parse_int(
+                "CHURN_TRAINING_LOOKBACK_MONTHS", env.get("CHURN_TRAINING_LOOKBACK_MONTHS") or "3", 1
+            ),
+        )
+
+
+SETTINGS = ChurnSettings.from_env()

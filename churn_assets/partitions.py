@@ -1,0 +1,45 @@
+"""Partitions of the asset graph: days (UTC) from CHURN_START_DATE, and the months that follow it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+from churn_assets.config import SETTINGS
+
+DATE_FORMAT = "%Y-%m-%d"
+MONTH_FORMAT = "%Y-%m"
+
+daily_partitions = dg.DailyPartitionsDefinition(
+    start_date=SETTINGS.start_date.isoformat(), timezone="UTC", fmt=DATE_FORMAT
+)
+
+# A month's partition exists from its first day (end_offset=1): the model of month M is trained on the
+# 1st of M from labels known before M, and is the one in production during M.
+monthly_partitions = dg.MonthlyPartitionsDefinition(
+    start_date=SETTINGS.start_date.strftime(MONTH_FORMAT),
+    timezone="UTC",
+    fmt=MONTH_FORMAT,
+    end_offset=1,
+)
+
+
+def partition_column(partitions_def: dg.PartitionsDefinition | None) -> str:
+    """The hive column a partitions definition stores under: ``date`` for days, ``month`` for months."""
+    if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition) and partitions_def.fmt == MONTH_FORMAT:
+        return "month"
+    if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition) and partitions_def.fmt == DATE_FORMAT:
+        return "date"
+    raise ValueError(f"unsupported partitions definition for the lake: {partitions_def!r}")
+
+
+def parse_day(key: str) -> dt.date:
+    return dt.date.fromisoformat(key)
+
+
+def days_in_range(context: dg.AssetExecutionContext) -> list[dt.date]:
+    """The days a run of a daily asset covers, in order (one for a single partition, many for a range)."""
+    window = context.partition_time_window
+    start, end = window.start.date(), window.end.date()
+    return [start + dt.timedelta(days=i) for i in range((end - start).days)]

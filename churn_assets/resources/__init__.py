@@ -1,0 +1,105 @@
+"""Resources of the code location: the lake, the landing zone and the model parameters.
+
+Local and S3 deployments differ only in the URLs these resources are given (``CHURN_DATA_URL``,
+``CHURN_LANDING_URL``), never in asset code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+from pydantic import Field
+
+from churn_assets.config import ChurnSettings
+from churn_assets.resources.filesystems import filesystem, is_s3, join
+from churn_assets.resources.lake import Lake
+from churn_assets.resources.parquet_io_manager import PartitionedParquetIOManager
+
+SUCCESS_MARKER = "_SUCCESS"
+LANDING_SUFFIXES = (".jsonl.gz", ".jsonl", ".parquet", ".csv")
+
+
+class LandingZone(dg.ConfigurableResource):
+    """The read-only landing zone: ``{url}/events/date=YYYY-MM-DD/`` folders, complete once ``_SUCCESS`` exists."""
+
+    url: str = Field(description="Root of the landing zone: a local path or s3://bucket/prefix.")
+
+    def day_url(self, day: dt.date) -> str:
+        return join(self.url, "events", f"date={day.isoformat()}")
+
+    def is_complete(self, day: dt.date) -> bool:
+        return filesystem(self.url).exists(join(self.day_url(day), SUCCESS_MARKER))
+
+    def data_files(self, day: dt.date) -> list[str]:
+        """The day's data files, sorted by name; fails clearly when the day is absent or incomplete."""
+        fs = filesystem(self.url)
+        folder = self.day_url(day)
+        if not fs.exists(folder):
+            raise FileNotFoundError(f"no landing folder for {day} at {folder}")
+        names = sorted(_name(path) for path in fs.ls(folder, detail=False))
+        if SUCCESS_MARKER not in names:
+            raise FileNotFoundError(
+                f"landing day {day} is not complete: {join(folder, SUCCESS_MARKER)} does not exist yet"
+            )
+        return [join(folder, n) for n in names if n.endswith(LANDING_SUFFIXES) and not n.startswith((".", "_"))]
+
+    def read_bytes(self, file_url: str) -> bytes:
+        return filesystem(self.url).cat_file(file_url)
+
+    def complete_days(self) -> dict[str, str]:
+        """Every complete day with the version of its ``_SUCCESS`` marker (mtime or ETag)."""
+        fs = filesystem(self.url)
+        pattern = join(self.url, "events", "date=*", SUCCESS_MARKER)
+        found: dict[str, str] = {}
+        for path, info in fs.glob(pattern, detail=True).items():
+            day = path.rstrip("/").split("/")[-2].removeprefix("date=")
+            version = info.get("ETag") or info.get("mtime") or info.get("LastModified") or info.get("created")
+            found[day] = str(version)
+        return found
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The lake, for artifacts that are not tables (quarantine files, models, reports)."""
+
+    url: str = Field(description="Root of the lake: an absolute local path or s3://bucket/prefix.")
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.url)
+
+
+class ChurnParameters(dg.ConfigurableResource):
+    """The modelling choices of DESIGN.md: tracked event types, label horizon, training lookback."""
+
+    event_types: list[str] = Field(description="Event types counted one by one (CHURN_EVENT_TYPES).")
+    horizon_days: int = Field(default=14, description="H: a snapshot's user churned when inactive for H days after it.")
+    lookback_months: int = Field(default=3, description="L: months of labels a monthly training set covers.")
+
+
+def _name(path: str) -> str:
+    return path.rstrip("/").split("/")[-1]
+
+
+def build_resources(settings: ChurnSettings) -> dict[str, object]:
+    """The resources for one deployment, all derived from its settings."""
+    return {
+        "io_manager": PartitionedParquetIOManager(base_url=settings.data_url),
+        "lake": LakeResource(url=settings.data_url),
+        "landing": LandingZone(url=settings.landing_url),
+        "churn": ChurnParameters(
+            event_types=list(settings.event_types),
+            horizon_days=settings.horizon_days,
+            lookback_months=settings.lookback_months,
+        ),
+    }
+
+
+__all__ = [
+    "ChurnParameters",
+    "LakeResource",
+    "LandingZone",
+    "PartitionedParquetIOManager",
+    "build_resources",
+    "is_s3",
+]

@@ -1,0 +1,118 @@
+"""The lake: hive-partitioned Parquet on a local path or S3, written atomically.
+
+Layout (DESIGN.md): daily partitions at ``{root}/{asset}/date=YYYY-MM-DD/``, monthly ones at
+``{root}/{asset}/month=YYYY-MM/``. A partition's table is one file, ``data.parquet``; other artifacts of a
+partition (a model, a report) sit beside it in the same folder.
+
+Atomicity: a reader sees the old file or the new one, never a torn one. Locally a file is written under a
+hidden temporary name in the same folder and renamed over the old one (``os.replace`` is atomic on POSIX);
+on S3 one PUT (or one completed multipart upload) is atomic by itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+import uuid
+from dataclasses import dataclass
+
+import polars as pl
+
+from churn_assets.resources.filesystems import filesystem, is_s3, join, polars_storage_options
+
+TABLE_FILE = "data.parquet"
+_STALE_TMP_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    url: str
+    content_hash: str
+    size_bytes: int
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def parquet_bytes(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd", compression_level=3, statistics=True)
+    return buffer.getvalue()
+
+
+class Lake:
+    """Paths and atomic reads and writes under one root URL."""
+
+    def __init__(self, root_url: str):
+        self.root_url = root_url.rstrip("/") if is_s3(root_url) else root_url
+        self.fs = filesystem(root_url)
+
+    # -- paths ------------------------------------------------------------------------------------
+    def partition_url(self, asset: str, column: str | None = None, key: str | None = None) -> str:
+        """A partition's folder; an unpartitioned asset's folder when no column is given."""
+        if column is None:
+            return join(self.root_url, asset)
+        return join(self.root_url, asset, f"{column}={key}")
+
+    def table_url(self, asset: str, column: str | None = None, key: str | None = None) -> str:
+        return join(self.partition_url(asset, column, key), TABLE_FILE)
+
+    # -- writes -----------------------------------------------------------------------------------
+    def write_bytes(self, url: str, data: bytes) -> WrittenFile:
+        if is_s3(url):
+            self.fs.pipe_file(url, data)
+        else:
+            _atomic_local_write(url, data)
+        return WrittenFile(url=url, content_hash=content_hash(data), size_bytes=len(data))
+
+    def write_table(self, url: str, frame: pl.DataFrame) -> WrittenFile:
+        return self.write_bytes(url, parquet_bytes(frame))
+
+    # -- reads ------------------------------------------------------------------------------------
+    def exists(self, url: str) -> bool:
+        return self.fs.exists(url)
+
+    def read_bytes(self, url: str) -> bytes:
+        return self.fs.cat_file(url)
+
+    def scan_tables(self, urls: list[str], hive_schema: dict[str, pl.DataType]) -> pl.LazyFrame:
+        """A lazy scan of partition tables; the hive column comes from each path, so filters on it prune files."""
+        return pl.scan_parquet(
+            urls,
+            hive_partitioning=True,
+            hive_schema=hive_schema,
+            storage_options=polars_storage_options(self.root_url),
+        )
+
+
+def _atomic_local_write(path: str, data: bytes) -> None:
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    _remove_stale_temporaries(folder)
+    # A hidden name that does not end in .parquet: no reader globbing the lake picks it up.
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _remove_stale_temporaries(folder: str) -> None:
+    """Temporaries left by a killed writer; fresh ones may belong to a concurrent writer, so they stay."""
+    now = time.time()
+    for entry in os.scandir(folder):
+        if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            try:
+                if now - entry.stat().st_mtime > _STALE_TMP_SECONDS:
+                    os.remove(entry.path)
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,185 @@
+"""A partition-aware Parquet IO manager for polars and pandas frames, on a local path or S3.
+
+What the stock IO managers do not do, and this one does (DESIGN.md):
+
+* one output may cover a range of partitions: it is split by its partition column (``date`` or
+  ``month``) into each partition's folder, so a backfill of many days is one run;
+* an output may also be a stream of ``(partition_key, frame)`` pairs, written one partition at a time,
+  so a long backfill holds one day in memory, not the whole range;
+* an input spanning several partitions arrives as one frame whatever their count; a ``pl.LazyFrame``
+  annotation gets a lazy, hive-pruned scan, so ``lf.filter(pl.col("date") == day)`` reads one file;
+* a self-dependent asset reads from storage only the partitions before the ones its run writes;
+* writes are atomic, and each partition records its row count, column schema and content hash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import polars as pl
+from pydantic import Field
+
+from churn_assets.partitions import partition_column
+from churn_assets.resources.filesystems import polars_storage_options
+from churn_assets.resources.lake import Lake, WrittenFile
+
+class PartitionStream:
+    """What a range-aware asset returns: its partitions one at a time, in order, as ``(key, frame)``.
+
+    The IO manager writes each partition as it arrives, so a run over many days holds one in memory.
+    """
+
+    def __init__(self, partitions: Iterable[tuple[str, Any]]):
+        self._partitions = partitions
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        return iter(self._partitions)
+
+_HIVE_TYPES: dict[str, pl.DataType] = {"date": pl.Date(), "month": pl.String()}
+
+
+class MissingPartitionError(Exception):
+    """An input partition that the lake does not hold."""
+
+
+class PartitionedParquetIOManager(dg.ConfigurableIOManager):
+    """Stores each partition of an asset as ``{base_url}/{asset}/{date|month}=KEY/data.parquet``."""
+
+    base_url: str = Field(description="Root of the lake: an absolute local path or s3://bucket/prefix.")
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.base_url)
+
+    # -- outputs ----------------------------------------------------------------------------------
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        asset = _asset_name(context.asset_key)
+        if not context.has_asset_partitions:
+            frame = _to_polars(obj)
+            written = self.lake.write_table(self.lake.table_url(asset), frame)
+            context.add_output_metadata(_table_metadata(frame, written))
+            return
+
+        column = partition_column(context.asset_partitions_def)
+        keys = list(context.asset_partition_keys)
+        written_hashes = []
+        for key, frame in _split_by_partition(obj, column, keys):
+            if key not in keys:
+                raise ValueError(
+                    f"{asset} produced rows for partition {key!r}, outside the run's partitions "
+                    f"{keys[0]}..{keys[-1]}"
+                )
+            written = self.lake.write_table(self.lake.table_url(asset, column, key), frame)
+            written_hashes.append(written.content_hash)
+            metadata = _table_metadata(frame, written)
+            if len(keys) == 1:
+                context.add_output_metadata(metadata)
+            else:
+                context.step_context.add_asset_metadata(
+                    metadata, asset_key=context.asset_key, partition_key=key
+                )
+        if len(written_hashes) != len(keys):
+            raise ValueError(f"{asset} wrote {len(written_hashes)} of the run's {len(keys)} partitions")
+        if len(keys) == 1:
+            # The content hash is the data version, so Dagster sees unchanged data as unchanged.
+            context.step_context.set_data_version(context.asset_key, dg.DataVersion(written_hashes[0]))
+
+    # -- inputs -----------------------------------------------------------------------------------
+    def load_input(self, context: dg.InputContext) -> Any:
+        asset = _asset_name(context.asset_key)
+        wants = context.dagster_type.typing_type
+        if not context.has_asset_partitions:
+            url = self.lake.table_url(asset)
+            return _as_requested(pl.scan_parquet(url, storage_options=polars_storage_options(url)), wants)
+
+        column = partition_column(context.asset_partitions_def)
+        keys = _keys_to_read(context)
+        if not keys:
+            # The upstream window lies before the first partition (e.g. install_times[D-1] on the
+            # start date): there is nothing earlier to read.
+            return None
+        urls = [self.lake.table_url(asset, column, key) for key in keys]
+        missing = [key for key, url in zip(keys, urls, strict=True) if not self.lake.exists(url)]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise MissingPartitionError(
+                f"{asset} has no stored partition {shown} under {self.lake.root_url}: "
+                f"materialize {asset} for those partitions first"
+            )
+        lazy = self.lake.scan_tables(urls, {column: _HIVE_TYPES[column]})
+        return _as_requested(lazy, wants)
+
+
+def _keys_to_read(context: dg.InputContext) -> list[str]:
+    keys = list(context.asset_partition_keys)
+    step = context.step_context
+    if step.assets_def is not None and context.asset_key in step.assets_def.keys and step.has_partitions:
+        # Self-dependency: partitions this run writes come from the run itself, not from storage.
+        being_written = set(
+            step.assets_def.partitions_def.get_partition_keys_in_range(step.partition_key_range)
+        )
+        keys = [key for key in keys if key not in being_written]
+    return keys
+
+
+def _asset_name(asset_key: dg.AssetKey) -> str:
+    return "/".join(asset_key.path)
+
+
+def _to_polars(frame: Any) -> pl.DataFrame:
+    if isinstance(frame, pl.DataFrame):
+        return frame
+    if isinstance(frame, pl.LazyFrame):
+        return frame.collect()
+    if isinstance(frame, pd.DataFrame):
+        return pl.from_pandas(frame)
+    raise TypeError(f"the parquet IO manager stores polars or pandas frames, not {type(frame).__name__}")
+
+
+def _split_by_partition(obj: Any, column: str, keys: list[str]) -> Iterable[tuple[str, pl.DataFrame]]:
+    """Each partition's rows, without the partition column (the folder name carries it)."""
+    if isinstance(obj, (pl.DataFrame, pl.LazyFrame, pd.DataFrame)):
+        frame = _to_polars(obj)
+        if column not in frame.columns:
+            if len(keys) != 1:
+                raise ValueError(
+                    f"an output covering {len(keys)} partitions needs a {column!r} column to split on"
+                )
+            yield keys[0], frame
+            return
+        as_keys = frame.get_column(column).cast(pl.String)
+        unknown = set(as_keys.unique().to_list()) - set(keys)
+        if unknown:
+            raise ValueError(f"rows for partitions {sorted(map(str, unknown))} outside the run's {keys}")
+        frame = frame.with_columns(as_keys.alias("__key"))
+        for key in keys:
+            yield key, frame.filter(pl.col("__key") == key).drop("__key", column)
+        return
+    for key, frame in obj:
+        frame = _to_polars(frame)
+        yield key, frame.drop(column) if column in frame.columns else frame
+
+
+def _table_metadata(frame: pl.DataFrame, written: WrittenFile) -> dict[str, Any]:
+    return {
+        "dagster/row_count": frame.height,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
+        ),
+        "dagster/uri": written.url,
+        "content_hash": written.content_hash,
+        "size_bytes": written.size_bytes,
+    }
+
+
+def _as_requested(lazy: pl.LazyFrame, wants: Any) -> Any:
+    if wants is pl.LazyFrame:
+        return lazy
+    if wants is pd.DataFrame:
+        return lazy.collect().to_pandas()
+    return lazy.collect()

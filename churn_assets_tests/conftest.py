@@ -1,0 +1,53 @@
+"""Shared fixtures: temporary lakes and landing zones, simulated data, a real S3 server, a test instance."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from churn_assets.config import ChurnSettings
+from churn_assets.resources import build_resources
+
+from churn_assets_tests.s3_server import SeaweedS3
+
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def local_settings(tmp_path: Path) -> ChurnSettings:
+    """Settings for a lake and landing zone under this test's temp dir."""
+    return ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))
+
+
+@pytest.fixture
+def local_resources(local_settings: ChurnSettings) -> dict:
+    return build_resources(local_settings)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A SeaweedFS S3 server on loopback with buckets ``lake`` and ``landing``; AWS_* variables set."""
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    try:
+        yield server
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
