@@ -14,6 +14,7 @@ What the stock IO managers do not do, and this one does (DESIGN.md):
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -178,6 +179,8 @@ def _table_metadata(frame: pl.DataFrame, written: WrittenFile) -> dict[str, Any]
 
 
 def _as_requested(lazy: pl.LazyFrame, wants: Any) -> Any:
+    # ``pl.LazyFrame | None`` (an input that may have no upstream partition) asks for a LazyFrame too.
+    wants = next((t for t in typing.get_args(wants) if t is not type(None)), wants)
     if wants is pl.LazyFrame:
         return lazy
     if wants is pd.DataFrame:

@@ -9,6 +9,7 @@ import polars as pl
 from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA, MAX_LATENESS
 from churn_assets.assets.ingest.raw_events import raw_events
 from churn_assets.assets.ingest.user_daily import TOTAL_COLUMNS, user_daily
+from churn_assets.partitions import daily_partitions
 
 
 def _result(failures: dict[str, int], **metadata: object) -> dg.AssetCheckResult:
@@ -18,7 +19,12 @@ def _result(failures: dict[str, int], **metadata: object) -> dg.AssetCheckResult
     )
 
 
-@dg.asset_check(asset=raw_events, blocking=True, description="Unique event ids, no null users, event times inside the export day's bounds, canonical schema.")
+@dg.asset_check(
+    asset=raw_events,
+    blocking=True,
+    # Partitioned like the asset, so a run checks (and loads) only the partitions it wrote.
+    partitions_def=daily_partitions,
+    description="Unique event ids, no null users, event times inside the export day's bounds, canonical schema.")
 def raw_events_are_valid(raw_events: pl.LazyFrame) -> dg.AssetCheckResult:
     schema = raw_events.collect_schema()
     wrong_schema = [c for c, t in CANONICAL_SCHEMA.items() if schema.get(c) != t]
@@ -39,6 +45,7 @@ def raw_events_are_valid(raw_events: pl.LazyFrame) -> dg.AssetCheckResult:
 @dg.asset_check(
     asset=user_daily,
     blocking=True,
+    partitions_def=daily_partitions,
     description="One row per user and day, no negative count, every user known to install_times.",
     additional_ins={"install_times": dg.AssetIn()},
 )

@@ -1,0 +1,208 @@
+"""A tiny hand-written landing zone of three export days, and the exact ingest outputs it must give."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA
+from churn_assets.assets.ingest.user_daily import user_daily_schema
+from churn_assets.config import DEFAULT_EVENT_TYPES, ChurnSettings
+from churn_assets.resources import build_resources
+
+from churn_assets_tests.landing_helpers import (
+    amplitude_row as row,
+    jsonl,
+    materialize_ingest,
+    partition_metadata,
+    read_partition,
+    write_landing_day,
+)
+
+UTC = dt.UTC
+
+
+def t(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+DAY1 = [
+    # u1: two sessions on day 1, a purchase, an app error; country and version change in the second session.
+    row("e1", "u1", "2025-01-01 10:00:00.000000", "session_start", 1000, "iOS", "US", "1.0"),
+    row("e2", "u1", "2025-01-01 10:05:00.000000", "screen_view", 1000, "iOS", "US", "1.0",
+        event_properties={"screen": "home"}, amplitude_id=99),
+    row("e3", "u1", "2025-01-01 10:12:30.000000", "purchase", 1000, "iOS", "US", "1.0", revenue=4.99),
+    row("e3", "u1", "2025-01-01 10:12:30.000000", "purchase", 1000, "iOS", "US", "1.0", revenue=4.99),  # re-sent
+    row("e4", "u1", "2025-01-01 15:00:00.000000", "session_start", 2000, "iOS", "DE", "1.1"),
+    row("e5", "u1", "2025-01-01 15:03:00.000000", "app_error", 2000, "iOS", "DE", "1.1"),
+    # u2: an untracked event type (counts in the total only) and an event outside any session.
+    row("e7", "u2", "2025-01-01 23:00:00.000000", "custom_thing", None, "android", "BE", "2.0"),
+    row("e6", "u2", "2025-01-01 23:59:59.999999", "session_start", -1, "android", "FR", "2.0"),
+]
+# Day 2 arrives as a CSV file and a Parquet file with the canonical columns.
+DAY2_CSV = (
+    "event_id,user_id,event_time,event_type,session_id,platform,country,app_version,revenue\n"
+    "e9,u3,2025-01-02 09:00:00.000000,session_start,4000,web,JP,3.0,\n"
+    "e10,u3,2025-01-02 09:30:00.000000,share,4000,web,JP,3.0,\n"
+)
+DAY2_PARQUET = pl.DataFrame(
+    {
+        "event_id": ["e11"],
+        "user_id": ["u1"],
+        "event_time": [t("2025-01-02 12:00:00")],
+        "event_type": ["screen_view"],
+        "session_id": [5000],
+        "platform": ["iOS"],
+        "country": ["DE"],
+        "app_version": ["1.1"],
+        "revenue": [None],
+    },
+    schema=CANONICAL_SCHEMA,
+)
+# Day 3: one event of u3 exported two days late, earlier than u3's known install time.
+DAY3 = [row("e12", "u3", "2025-01-01 20:00:00.000000", "app_error", 6000, "web", "JP", "2.9")]
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory):
+    """The three days ingested one run per day; shared by the tests that only read the results."""
+    root = tmp_path_factory.mktemp("known_answers")
+    settings = ChurnSettings(data_url=str(root / "lake"), landing_url=str(root / "landing"))
+    parquet = io.BytesIO()
+    DAY2_PARQUET.write_parquet(parquet)
+    write_landing_day(settings.landing_url, "2025-01-01", {"part-0.jsonl.gz": jsonl(DAY1, gz=True)})
+    write_landing_day(settings.landing_url, "2025-01-02", {"a.csv": DAY2_CSV.encode(), "b.parquet": parquet.getvalue()})
+    write_landing_day(settings.landing_url, "2025-01-03", {"late.jsonl": jsonl(DAY3)})
+    with dg.instance_for_test() as instance:
+        results = [
+            materialize_ingest(build_resources(settings), instance, day)
+            for day in ("2025-01-01", "2025-01-02", "2025-01-03")
+        ]
+    return settings.data_url, results
+
+
+def test_blocking_checks_pass(ingested):
+    _, results = ingested
+    for result in results:
+        evaluations = result.get_asset_check_evaluations()
+        assert {e.check_name for e in evaluations} == {"raw_events_are_valid", "user_daily_is_consistent"}
+        assert all(e.passed for e in evaluations)
+
+
+def test_raw_events_are_typed_and_deduplicated(ingested):
+    lake, results = ingested
+    day1 = read_partition(lake, "raw_events", "2025-01-01")
+    assert day1.schema == pl.Schema(CANONICAL_SCHEMA)
+    assert day1.to_dicts() == [
+        {"event_id": "e1", "user_id": "u1", "event_time": t("2025-01-01 10:00:00"), "event_type": "session_start",
+         "session_id": 1000, "platform": "iOS", "country": "US", "app_version": "1.0", "revenue": None},
+        {"event_id": "e2", "user_id": "u1", "event_time": t("2025-01-01 10:05:00"), "event_type": "screen_view",
+         "session_id": 1000, "platform": "iOS", "country": "US", "app_version": "1.0", "revenue": None},
+        {"event_id": "e3", "user_id": "u1", "event_time": t("2025-01-01 10:12:30"), "event_type": "purchase",
+         "session_id": 1000, "platform": "iOS", "country": "US", "app_version": "1.0", "revenue": 4.99},
+        {"event_id": "e4", "user_id": "u1", "event_time": t("2025-01-01 15:00:00"), "event_type": "session_start",
+         "session_id": 2000, "platform": "iOS", "country": "DE", "app_version": "1.1", "revenue": None},
+        {"event_id": "e5", "user_id": "u1", "event_time": t("2025-01-01 15:03:00"), "event_type": "app_error",
+         "session_id": 2000, "platform": "iOS", "country": "DE", "app_version": "1.1", "revenue": None},
+        {"event_id": "e7", "user_id": "u2", "event_time": t("2025-01-01 23:00:00"), "event_type": "custom_thing",
+         "session_id": None, "platform": "android", "country": "BE", "app_version": "2.0", "revenue": None},
+        {"event_id": "e6", "user_id": "u2", "event_time": dt.datetime(2025, 1, 1, 23, 59, 59, 999999, tzinfo=UTC),
+         "event_type": "session_start", "session_id": None, "platform": "android", "country": "FR",
+         "app_version": "2.0", "revenue": None},
+    ]
+    meta = partition_metadata(results[0], "raw_events")["2025-01-01"]
+    assert meta["rows_read"] == 8
+    assert meta["duplicates_dropped"] == 1
+    assert meta["quarantined"] == 0
+    assert meta["dagster/row_count"] == 7
+    assert meta["landing_files"] == 1
+
+    day2 = read_partition(lake, "raw_events", "2025-01-02")
+    assert day2.schema == pl.Schema(CANONICAL_SCHEMA)
+    assert sorted(day2.rows()) == [
+        ("e10", "u3", t("2025-01-02 09:30:00"), "share", 4000, "web", "JP", "3.0", None),
+        ("e11", "u1", t("2025-01-02 12:00:00"), "screen_view", 5000, "iOS", "DE", "1.1", None),
+        ("e9", "u3", t("2025-01-02 09:00:00"), "session_start", 4000, "web", "JP", "3.0", None),
+    ]
+    # The late event belongs to the day it was exported, whatever its event_time.
+    day3 = read_partition(lake, "raw_events", "2025-01-03")
+    assert day3.rows() == [("e12", "u3", t("2025-01-01 20:00:00"), "app_error", 6000, "web", "JP", "2.9", None)]
+
+
+def test_install_times_carry_forward_and_move_earlier(ingested):
+    lake, _ = ingested
+    d1, d2, d3 = dt.date(2025, 1, 1), dt.date(2025, 1, 2), dt.date(2025, 1, 3)
+    assert read_partition(lake, "install_times", d1).rows() == [
+        ("u1", t("2025-01-01 10:00:00"), d1, d1),
+        ("u2", t("2025-01-01 23:00:00"), d1, d1),
+    ]
+    assert read_partition(lake, "install_times", d2).rows() == [
+        ("u1", t("2025-01-01 10:00:00"), d1, d2),
+        ("u2", t("2025-01-01 23:00:00"), d1, d1),
+        ("u3", t("2025-01-02 09:00:00"), d2, d2),
+    ]
+    # e12, exported on day 3, shows u3 was active on Jan 1 at 20:00: the install time moves earlier.
+    assert read_partition(lake, "install_times", d3).rows() == [
+        ("u1", t("2025-01-01 10:00:00"), d1, d2),
+        ("u2", t("2025-01-01 23:00:00"), d1, d1),
+        ("u3", t("2025-01-01 20:00:00"), d2, d3),
+    ]
+
+
+def _expected_user_day(user_id: str, **values) -> dict:
+    expected = dict.fromkeys(user_daily_schema(list(DEFAULT_EVENT_TYPES)), 0)
+    expected.update(user_id=user_id, session_minutes=0.0, revenue=0.0)
+    expected.update(values)
+    return expected
+
+
+def test_user_daily_values(ingested):
+    lake, _ = ingested
+    day1 = read_partition(lake, "user_daily", "2025-01-01")
+    assert day1.schema == pl.Schema(user_daily_schema(list(DEFAULT_EVENT_TYPES)))
+    assert day1.to_dicts() == [
+        _expected_user_day(
+            "u1", n_session_start=2, n_screen_view=1, n_purchase=1, n_app_error=1, n_events=5, n_sessions=2,
+            session_minutes=12.5 + 3.0, revenue=4.99, n_purchases=1, platform="iOS", country="DE",
+            app_version="1.1", days_since_install=0,
+        ),
+        _expected_user_day(
+            "u2", n_session_start=1, n_events=2, n_sessions=0, platform="android", country="FR",
+            app_version="2.0", days_since_install=0,
+        ),
+    ]
+    # Sparse: u2 has no event on day 2 and no row.
+    assert read_partition(lake, "user_daily", "2025-01-02").to_dicts() == [
+        _expected_user_day(
+            "u1", n_screen_view=1, n_events=1, n_sessions=1, platform="iOS", country="DE", app_version="1.1",
+            days_since_install=1,
+        ),
+        _expected_user_day(
+            "u3", n_session_start=1, n_share=1, n_events=2, n_sessions=1, session_minutes=30.0, platform="web",
+            country="JP", app_version="3.0", days_since_install=0,
+        ),
+    ]
+    # days_since_install counts from the install time moved earlier by the late event.
+    assert read_partition(lake, "user_daily", "2025-01-03").to_dicts() == [
+        _expected_user_day(
+            "u3", n_app_error=1, n_events=1, n_sessions=1, platform="web", country="JP", app_version="2.9",
+            days_since_install=2,
+        ),
+    ]
+
+
+def test_event_types_are_configuration(local_settings, instance):
+    """Only the configured types get a column of their own; every event still counts in the total."""
+    settings = ChurnSettings(
+        data_url=local_settings.data_url, landing_url=local_settings.landing_url,
+        event_types=("purchase", "app-error"),
+    )
+    write_landing_day(settings.landing_url, "2025-01-01", {"part-0.jsonl": jsonl(DAY1)})
+    materialize_ingest(build_resources(settings), instance, "2025-01-01")
+    day1 = read_partition(settings.data_url, "user_daily", "2025-01-01")
+    assert day1.columns[:3] == ["user_id", "n_purchase", "n_app_error"]
+    assert day1.select("user_id", "n_purchase", "n_app_error", "n_events").rows() == [("u1", 1, 0, 5), ("u2", 0, 0, 2)]
