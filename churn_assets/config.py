@@ -55,6 +55,16 @@ def _parse_int(name: str, value: str, minimum: int) -> int:
     return number
 
 
+def _parse_share(name: str, value: str) -> float:
+    try:
+        share = float(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}={value!r} is not a number") from exc
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"{name}={share} must be between 0 and 1")
+    return share
+
+
 @dataclass(frozen=True)
 class ChurnSettings:
     data_url: str = field(default_factory=lambda: resolve_url("./data/lake"))
@@ -65,6 +75,11 @@ class ChurnSettings:
     horizon_days: int = 14
     lookback_months: int = 3
     feature_window_days: int = 28
+    # Automation (churn_assets/automation): how often the landing zone is polled, what share of drifted
+    # columns asks for a retraining, and the least time between two retraining requests.
+    landing_sensor_interval_seconds: int = 60
+    drift_threshold: float = 0.5
+    retraining_cooldown_days: int = 7
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ChurnSettings:
@@ -84,6 +99,13 @@ class ChurnSettings:
             horizon_days=_parse_int("CHURN_HORIZON_DAYS", env.get("CHURN_HORIZON_DAYS") or "14", 1),
             lookback_months=_parse_int(
                 "CHURN_TRAINING_LOOKBACK_MONTHS", env.get("CHURN_TRAINING_LOOKBACK_MONTHS") or "3", 1
+            ),
+            landing_sensor_interval_seconds=_parse_int(
+                "CHURN_LANDING_SENSOR_INTERVAL", env.get("CHURN_LANDING_SENSOR_INTERVAL") or "60", 1
+            ),
+            drift_threshold=_parse_share("CHURN_DRIFT_THRESHOLD", env.get("CHURN_DRIFT_THRESHOLD") or "0.5"),
+            retraining_cooldown_days=_parse_int(
+                "CHURN_RETRAINING_COOLDOWN_DAYS", env.get("CHURN_RETRAINING_COOLDOWN_DAYS") or "7", 0
             ),
         )
 

@@ -12,6 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from churn_assets.config import ChurnSettings
+from churn_assets.resources.alerts import AlertWebhook
 from churn_assets.resources.filesystems import filesystem, is_s3, join
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.parquet_io_manager import PartitionedParquetIOManager
@@ -54,8 +55,7 @@ class LandingZone(dg.ConfigurableResource):
         found: dict[str, str] = {}
         for path, info in fs.glob(pattern, detail=True).items():
             day = path.rstrip("/").split("/")[-2].removeprefix("date=")
-            version = info.get("ETag") or info.get("mtime") or info.get("LastModified") or info.get("created")
-            found[day] = str(version)
+            found[day] = _marker_version(info)
         return found
 
 
@@ -77,6 +77,15 @@ class ChurnParameters(dg.ConfigurableResource):
     lookback_months: int = Field(default=3, description="L: months of labels a monthly training set covers.")
 
 
+def _marker_version(info: dict) -> str:
+    """A ``_SUCCESS`` marker's version: its modification time (an empty marker's ETag never changes when
+    it is written again), with the ETag on S3."""
+    modified = info.get("LastModified") or info.get("mtime") or info.get("created")
+    modified = modified.isoformat() if isinstance(modified, dt.datetime) else str(modified)
+    etag = str(info.get("ETag") or "").strip('"')
+    return f"{modified}|{etag}" if etag else modified
+
+
 def _name(path: str) -> str:
     return path.rstrip("/").split("/")[-1]
 
@@ -87,6 +96,7 @@ def build_resources(settings: ChurnSettings) -> dict[str, object]:
         "io_manager": PartitionedParquetIOManager(base_url=settings.data_url),
         "lake": LakeResource(url=settings.data_url),
         "landing": LandingZone(url=settings.landing_url),
+        "alerts": AlertWebhook(url=settings.alert_webhook),
         "churn": ChurnParameters(
             event_types=list(settings.event_types),
             horizon_days=settings.horizon_days,
@@ -96,6 +106,7 @@ def build_resources(settings: ChurnSettings) -> dict[str, object]:
 
 
 __all__ = [
+    "AlertWebhook",
     "ChurnParameters",
     "LakeResource",
     "LandingZone",

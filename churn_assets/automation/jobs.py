@@ -1,0 +1,42 @@
+"""The jobs automation launches: each one a slice of the asset graph, run in one process per run.
+
+The in-process executor because a run's steps follow one another anyway (each asset reads its
+upstream's partition), and the multiprocess executor costs ~8 s per run on 2 cores (DESIGN.md).
+Every asset has ``BackfillPolicy.single_run()``, so a range of partitions is one run, not one per day.
+"""
+
+import dagster as dg
+
+from churn_assets.partitions import daily_partitions, monthly_partitions
+
+# Runs of daily_refresh carry this tag; dagster.yaml lets one of them run at a time, in the order they
+# were queued, because install_times[D] reads install_times[D-1] (a later day must not overtake).
+SERIAL_TAG = "churn/serial"
+
+daily_refresh = dg.define_asset_job(
+    name="daily_refresh",
+    selection=dg.AssetSelection.groups("ingest", "features"),
+    partitions_def=daily_partitions,
+    executor_def=dg.in_process_executor,
+    run_tags={SERIAL_TAG: "daily_refresh"},
+    description=(
+        "One export day through the daily graph: raw_events → install_times → user_daily → features → "
+        "labels, with their checks."
+    ),
+)
+
+weekly_scoring = dg.define_asset_job(
+    name="weekly_scoring",
+    selection=dg.AssetSelection.assets("predictions", "drift_report"),
+    partitions_def=daily_partitions,
+    executor_def=dg.in_process_executor,
+    description="Churn scores and the drift report of one day (the schedule takes the Sunday of each week).",
+)
+
+monthly_retraining = dg.define_asset_job(
+    name="monthly_retraining",
+    selection=dg.AssetSelection.assets("training_set", "model"),
+    partitions_def=monthly_partitions,
+    executor_def=dg.in_process_executor,
+    description="The training set and the (challenger-vs-champion) model of one month.",
+)

@@ -1,0 +1,73 @@
+"""Time-driven runs: every schedule asks for the partition its tick completes, and nothing else.
+
+* ``daily_refresh`` — 02:00 UTC: the job of the same name for yesterday.
+* ``weekly_scoring`` — Monday 03:00 UTC: the job of the same name for yesterday (the Sunday).
+* ``monthly_retraining`` — the 1st at 04:00 UTC: the job of the same name for the new month.
+
+Schedules carry the names DESIGN.md gives them, which are also their jobs' names (Dagster keeps
+schedules and jobs apart).
+
+A tick whose partition does not exist (before ``CHURN_START_DATE``) is skipped with a reason. The run
+key is the partition key, so a tick evaluated twice launches one run.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from churn_assets.automation.jobs import daily_refresh, monthly_retraining, weekly_scoring
+from churn_assets.partitions import MONTH_FORMAT, daily_partitions, monthly_partitions
+
+
+def partition_exists(partitions_def: dg.TimeWindowPartitionsDefinition, key: str, now: dt.datetime) -> bool:
+    """Whether ``key`` is a partition as of ``now`` (not before the start, not in the future)."""
+    with dg.partition_loading_context(effective_dt=now):
+        return partitions_def.has_partition_key(key)
+
+
+def _request(
+    partitions_def: dg.TimeWindowPartitionsDefinition, key: str, tick: dt.datetime
+) -> dg.RunRequest | dg.SkipReason:
+    if not partition_exists(partitions_def, key, tick):
+        return dg.SkipReason(f"{key} is not a partition at {tick.isoformat()} (starts {partitions_def.start:%Y-%m-%d})")
+    return dg.RunRequest(run_key=key, partition_key=key)
+
+
+def _tick(context: dg.ScheduleEvaluationContext) -> dt.datetime:
+    return context.scheduled_execution_time.astimezone(dt.UTC)
+
+
+@dg.schedule(
+    name="daily_refresh",
+    job=daily_refresh,
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
+    description="02:00 UTC every day: the daily refresh of yesterday (raw_events → labels).",
+)
+def daily_refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    tick = _tick(context)
+    return _request(daily_partitions, (tick.date() - dt.timedelta(days=1)).isoformat(), tick)
+
+
+@dg.schedule(
+    name="weekly_scoring",
+    job=weekly_scoring,
+    cron_schedule="0 3 * * 1",
+    execution_timezone="UTC",
+    description="Monday 03:00 UTC: predictions and the drift report of yesterday, the Sunday.",
+)
+def weekly_scoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    tick = _tick(context)
+    return _request(daily_partitions, (tick.date() - dt.timedelta(days=1)).isoformat(), tick)
+
+
+@dg.schedule(
+    name="monthly_retraining",
+    job=monthly_retraining,
+    cron_schedule="0 4 1 * *",
+    execution_timezone="UTC",
+    description="The 1st of each month, 04:00 UTC: the training set and model of the month that begins.",
+)
+def monthly_retraining_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    tick = _tick(context)
+    return _request(monthly_partitions, tick.strftime(MONTH_FORMAT), tick)

@@ -1,0 +1,1 @@
+"""Sensors: the landing zone, drift reports and failed runs."""

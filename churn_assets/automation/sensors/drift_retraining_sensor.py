@@ -1,0 +1,107 @@
+"""``drift_retraining_sensor``: a drift report over the threshold asks for a retraining, with a cool-down.
+
+It reads ``drift_report`` materializations from the event log after the storage id in its cursor. A
+report is over the threshold when its share of drifted columns reaches ``threshold`` (or, for a report
+without a share, when it says the dataset drifted). Among the new reports over the threshold, the latest
+day wins: ``monthly_retraining`` is requested for its month, unless the previous request was less than
+``cooldown`` ago. Cursor: ``{"after": storage id, "last_request": epoch seconds or null}``.
+"""
+
+import datetime as dt
+import json
+import time
+from typing import Any
+
+import dagster as dg
+
+from churn_assets.automation.jobs import monthly_retraining
+from churn_assets.config import SETTINGS
+
+DRIFT_REPORT = dg.AssetKey("drift_report")
+# Metadata keys a drift report may carry its verdict under, most specific first.
+SHARE_KEYS = ("share_of_drifted_columns", "drift_share", "drifted_share")
+VERDICT_KEYS = ("dataset_drift", "drift_detected")
+_BATCH = 500
+
+
+def _value(entry: Any) -> Any:
+    return getattr(entry, "value", entry)
+
+
+def drift_share(metadata: dict[str, Any]) -> float | None:
+    """The report's share of drifted columns, 1.0/0.0 for a bare verdict, None when it says neither."""
+    for key in SHARE_KEYS:
+        if key in metadata and _value(metadata[key]) is not None:
+            return float(_value(metadata[key]))
+    for key in VERDICT_KEYS:
+        if key in metadata and _value(metadata[key]) is not None:
+            return 1.0 if bool(_value(metadata[key])) else 0.0
+    return None
+
+
+def build_drift_retraining_sensor(
+    threshold: float = SETTINGS.drift_threshold,
+    cooldown: dt.timedelta = dt.timedelta(days=SETTINGS.retraining_cooldown_days),
+    minimum_interval_seconds: int = 300,
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="drift_retraining_sensor",
+        job=monthly_retraining,
+        minimum_interval_seconds=minimum_interval_seconds,
+        description=(
+            f"Requests monthly_retraining for the month of a drift_report whose share of drifted columns is "
+            f"at least {threshold:g}, at most once per {cooldown}."
+        ),
+    )
+    def drift_retraining_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        state = json.loads(context.cursor) if context.cursor else {"after": None, "last_request": None}
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=DRIFT_REPORT, after_storage_id=state["after"]),
+            limit=_BATCH,
+            ascending=True,
+        ).records
+        if not records:
+            return dg.SensorResult(skip_reason=dg.SkipReason("no new drift report"))
+        state["after"] = records[-1].storage_id
+
+        over = []
+        for record in records:
+            materialization = record.asset_materialization
+            share = drift_share(dict(materialization.metadata)) if materialization else None
+            if share is not None and share >= threshold and materialization.partition:
+                over.append((materialization.partition, share, record.storage_id))
+        if not over:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(f"{len(records)} new drift report(s), none at or over {threshold:g}"),
+                cursor=json.dumps(state),
+            )
+
+        day, share, storage_id = max(over)
+        now = time.time()
+        if state["last_request"] is not None and now - state["last_request"] < cooldown.total_seconds():
+            last = dt.datetime.fromtimestamp(state["last_request"], dt.UTC).isoformat(timespec="seconds")
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    f"drift report of {day} has {share:.0%} drifted columns, but a retraining was requested "
+                    f"at {last}, within the cool-down of {cooldown}"
+                ),
+                cursor=json.dumps(state),
+            )
+        state["last_request"] = now
+        month = day[:7]
+        context.log.info(f"drift report of {day}: {share:.0%} drifted columns; requesting retraining of {month}")
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=f"drift:{day}:{storage_id}",
+                    partition_key=month,
+                    tags={"churn/drift_day": day, "churn/drift_share": f"{share:.3f}"},
+                )
+            ],
+            cursor=json.dumps(state),
+        )
+
+    return drift_retraining_sensor
+
+
+drift_retraining_sensor = build_drift_retraining_sensor()
