@@ -1,4 +1,10 @@
-"""The features domain's assets and checks."""
+"""Features: daily feature snapshots of the users at risk, and the churn labels resolved each day."""
 
-assets: list = []
-asset_checks: list = []
+import dagster as dg
+
+from churn_assets.assets.features import checks
+from churn_assets.assets.features.features import features
+from churn_assets.assets.features.labels import labels
+
+assets = [features, labels]
+asset_checks = dg.load_asset_checks_from_modules([checks])

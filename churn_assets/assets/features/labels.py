@@ -1,0 +1,108 @@
+"""``labels``: churn outcomes, keyed by the day they become known."""
+
+import datetime as dt
+from collections.abc import Sequence
+
+import dagster as dg
+import polars as pl
+
+from churn_assets.assets.features.catalog import features_schema
+from churn_assets.assets.features.rolling import trailing_windows
+from churn_assets.config import SETTINGS
+from churn_assets.partitions import daily_partitions, days_in_range
+from churn_assets.resources import ChurnParameters
+from churn_assets.resources.parquet_io_manager import PartitionStream
+
+# Partition mappings are static, so H is fixed when the definitions load; the resource must agree.
+HORIZON_DAYS = SETTINGS.horizon_days
+
+
+def labels_schema(event_types: Sequence[str]) -> dict[str, pl.DataType]:
+    """``user_id``, ``snapshot_date``, ``churned``, then the snapshot's feature columns."""
+    feature_columns = features_schema(event_types)
+    return {
+        "user_id": pl.String(),
+        "snapshot_date": pl.Date(),
+        "churned": pl.Int8(),
+        **{name: dtype for name, dtype in feature_columns.items() if name != "user_id"},
+    }
+
+
+@dg.asset(
+    group_name="features",
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    kinds={"polars", "parquet"},
+    owners=["team:data-platform"],
+    ins={
+        "features": dg.AssetIn(
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-HORIZON_DAYS, end_offset=-HORIZON_DAYS, allow_nonexistent_upstream_partitions=True
+            )
+        ),
+        "user_daily": dg.AssetIn(
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-(HORIZON_DAYS - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
+            )
+        ),
+    },
+)
+def labels(
+    context: dg.AssetExecutionContext,
+    churn: ChurnParameters,
+    features: pl.LazyFrame | None,
+    user_daily: pl.LazyFrame,
+) -> PartitionStream:
+    """The labels resolved on day D, for the snapshot of day S = D-H (H = ``CHURN_HORIZON_DAYS``): one row
+    per user of ``features[S]`` with ``snapshot_date`` = S, ``churned`` = 1 when the user has no activity
+    in S+1..S+H = D-H+1..D and 0 otherwise, followed by that user's feature columns of ``features[S]`` (so
+    a training set reads labels alone). Reads ``features[D-H]`` and ``user_daily[D-H+1..D]`` only. The first
+    H days have no snapshot to label: their partitions are empty, with the same columns.
+    """
+    check_horizon(churn)
+    days = days_in_range(context)
+    returning = None if user_daily is None else user_daily.select("user_id", "date")
+
+    def stream():
+        for day, after in trailing_windows(returning, days, HORIZON_DAYS):
+            snapshot_day = day - dt.timedelta(days=HORIZON_DAYS)
+            snapshot = (
+                None
+                if features is None
+                else features.filter(pl.col("date") == snapshot_day).drop("date").collect()
+            )
+            yield day.isoformat(), compute_labels(snapshot, after, snapshot_day, churn.event_types)
+
+    return PartitionStream(stream())
+
+
+def check_horizon(churn: ChurnParameters) -> None:
+    if churn.horizon_days != HORIZON_DAYS:
+        raise dg.Failure(
+            f"churn.horizon_days={churn.horizon_days} but the partition mappings were built with "
+            f"H={HORIZON_DAYS} (CHURN_HORIZON_DAYS when the definitions loaded): set both to the same value",
+            allow_retries=False,
+        )
+
+
+def compute_labels(
+    snapshot: pl.DataFrame | None,
+    active_after: pl.DataFrame,
+    snapshot_day: dt.date,
+    event_types: Sequence[str],
+) -> pl.DataFrame:
+    """``labels[S+H]`` from ``features[S]`` (None before the first partition) and the users active in
+    S+1..S+H (any frame with a ``user_id`` column: one row per user and active day)."""
+    schema = labels_schema(event_types)
+    if snapshot is None or snapshot.is_empty():
+        return pl.DataFrame(schema=schema)
+    returned = active_after.get_column("user_id").unique()
+    return (
+        snapshot.with_columns(
+            pl.lit(snapshot_day).alias("snapshot_date"),
+            (~pl.col("user_id").is_in(returned.implode())).cast(pl.Int8).alias("churned"),
+        )
+        .select(list(schema))
+        .cast(schema)
+        .sort("user_id")
+    )

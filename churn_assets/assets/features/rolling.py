@@ -1,0 +1,38 @@
+"""Trailing windows of a daily input, each upstream day read once however many windows hold it."""
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+
+import polars as pl
+
+
+def trailing_windows(
+    daily: pl.LazyFrame | None, days: Sequence[dt.date], length: int
+) -> Iterator[tuple[dt.date, pl.DataFrame]]:
+    """For each of ``days`` (ascending), the rows of ``daily`` dated ``day-length+1..day``, sorted by
+    ``user_id`` then ``date``.
+
+    ``daily`` is the IO manager's hive-pruned scan (with a ``date`` column) over the mapped upstream
+    range; days it does not hold (before the first partition) contribute no rows. In a range run a day
+    is read from storage once and kept while it lies inside the window, so memory holds ``length`` days
+    and a day costs the same on day 30 as on day 120.
+    """
+    if daily is None:
+        for day in days:
+            yield day, pl.DataFrame(schema={"user_id": pl.String(), "date": pl.Date()})
+        return
+    schema = daily.collect_schema()
+    held: dict[dt.date, pl.DataFrame] = {}
+    for day in days:
+        first = day - dt.timedelta(days=length - 1)
+        held = {d: frame for d, frame in held.items() if d >= first}
+        wanted = [first + dt.timedelta(days=i) for i in range(length)]
+        missing = [d for d in wanted if d not in held]
+        if missing:
+            # Missing days are contiguous (the start of the window on the first day, then only ``day``).
+            read = daily.filter(pl.col("date").is_between(missing[0], missing[-1])).collect()
+            for d in missing:
+                held[d] = read.filter(pl.col("date") == d)
+        frames = [held[d] for d in wanted]
+        window = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+        yield day, window.sort("user_id", "date")

@@ -1,0 +1,108 @@
+"""Test helpers for features, labels and training_set: hand-made lakes and in-process materializations."""
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+
+import dagster as dg
+import polars as pl
+
+from churn_assets.assets import features as features_domain
+from churn_assets.assets import ingest as ingest_domain
+from churn_assets.assets.ingest.install_times import INSTALL_TIMES_SCHEMA
+from churn_assets.assets.ingest.user_daily import event_type_column, user_daily_schema
+from churn_assets.config import DEFAULT_EVENT_TYPES
+from churn_assets.partitions import daily_partitions
+from churn_assets.resources.lake import Lake
+
+START = daily_partitions.start.date()
+INGEST_AND_FEATURES = [*ingest_domain.assets, *features_domain.assets, *features_domain.asset_checks]
+
+
+def day(n: int) -> dt.date:
+    """The n-th day after the first partition (day(0) is the start date)."""
+    return START + dt.timedelta(days=n)
+
+
+def user_day_row(user_id: str, **values: object) -> dict:
+    """One ``user_daily`` row: zeros and the attributes of a plain user unless ``values`` say otherwise.
+
+    ``events`` (default 10) sets ``n_events``; per-type counts are given by event type, e.g.
+    ``paywall_view=3``.
+    """
+    row: dict[str, object] = {name: 0 for name in user_daily_schema(list(DEFAULT_EVENT_TYPES))}
+    row.update(user_id=user_id, n_events=values.pop("events", 10), n_sessions=1, session_minutes=5.0,
+               revenue=0.0, platform="ios", country="US", app_version="1.0", days_since_install=0)
+    for key, value in values.items():
+        column = event_type_column(key) if key in DEFAULT_EVENT_TYPES else key
+        row[column] = value
+    return row
+
+
+def write_user_daily_history(
+    lake_url: str,
+    activity: Mapping[str, Mapping[dt.date, Mapping[str, object]]],
+    last_day: dt.date,
+    installs: Mapping[str, dt.datetime] | None = None,
+) -> None:
+    """Writes ``user_daily`` and ``install_times`` partitions for every day from the start to ``last_day``
+    (inclusive), as the ingest assets would: ``activity[user][day]`` = that day's values (see
+    :func:`user_day_row`); a user's install time defaults to 08:00 UTC on their first active day.
+    """
+    lake = Lake(lake_url)
+    installs = dict(installs or {})
+    for user, days in activity.items():
+        installs.setdefault(user, dt.datetime.combine(min(days), dt.time(8), tzinfo=dt.UTC))
+    schema = user_daily_schema(list(DEFAULT_EVENT_TYPES))
+    current = START
+    while current <= last_day:
+        rows = [
+            user_day_row(user, **values) | {"days_since_install": (current - installs[user].date()).days}
+            for user, days in sorted(activity.items())
+            for d, values in days.items()
+            if d == current
+        ]
+        lake.write_table(
+            lake.table_url("user_daily", "date", current.isoformat()),
+            pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema),
+        )
+        seen = []
+        for user, days in sorted(activity.items()):
+            active = [d for d in days if d <= current]
+            if active:
+                seen.append(
+                    {"user_id": user, "install_time": installs[user],
+                     "first_active_date": min(active), "last_active_date": max(active)}
+                )
+        lake.write_table(
+            lake.table_url("install_times", "date", current.isoformat()),
+            pl.DataFrame(seen, schema=INSTALL_TIMES_SCHEMA, orient="row") if seen
+            else pl.DataFrame(schema=INSTALL_TIMES_SCHEMA),
+        )
+        current += dt.timedelta(days=1)
+
+
+def range_tags(first: str, last: str) -> dict[str, str]:
+    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+
+
+def materialize_selected(
+    selection: Iterable[str],
+    resources: dict,
+    instance: dg.DagsterInstance,
+    first: str,
+    last: str | None = None,
+    assets: list | None = None,
+) -> dg.ExecuteInProcessResult:
+    """Materializes ``selection`` (asset names; upstream assets are read from the lake) for one partition or
+    the range ``first..last`` in one run, with the blocking checks of the selected assets."""
+    assets = INGEST_AND_FEATURES if assets is None else assets
+    selected = dg.AssetSelection.assets(*selection)  # includes the checks of the selected assets
+    if last is None:
+        return dg.materialize(assets, resources=resources, instance=instance, partition_key=first, selection=selected)
+    return dg.materialize(assets, resources=resources, instance=instance, tags=range_tags(first, last), selection=selected)
+
+
+def read_partition(lake_url: str, asset: str, key: str | dt.date, column: str = "date") -> pl.DataFrame:
+    key = key.isoformat() if isinstance(key, dt.date) else key
+    lake = Lake(lake_url)
+    return pl.read_parquet(lake.table_url(asset, column, key))
