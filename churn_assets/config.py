@@ -75,6 +75,8 @@ class ChurnSettings:
     horizon_days: int = 14
     lookback_months: int = 3
     feature_window_days: int = 28
+    # Cap on the rows of one monthly training set (a seeded, stratified sample beyond it): bounds memory.
+    max_training_rows: int = 500_000
     # Automation (churn_assets/automation): how often the landing zone is polled, what share of drifted
     # columns asks for a retraining, and the least time between two retraining requests.
     landing_sensor_interval_seconds: int = 60
@@ -99,6 +101,9 @@ class ChurnSettings:
             horizon_days=_parse_int("CHURN_HORIZON_DAYS", env.get("CHURN_HORIZON_DAYS") or "14", 1),
             lookback_months=_parse_int(
                 "CHURN_TRAINING_LOOKBACK_MONTHS", env.get("CHURN_TRAINING_LOOKBACK_MONTHS") or "3", 1
+            ),
+            max_training_rows=_parse_int(
+                "CHURN_MAX_TRAINING_ROWS", env.get("CHURN_MAX_TRAINING_ROWS") or "500000", 1
             ),
             landing_sensor_interval_seconds=_parse_int(
                 "CHURN_LANDING_SENSOR_INTERVAL", env.get("CHURN_LANDING_SENSOR_INTERVAL") or "60", 1

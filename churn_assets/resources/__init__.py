@@ -75,6 +75,10 @@ class ChurnParameters(dg.ConfigurableResource):
     event_types: list[str] = Field(description="Event types counted one by one (CHURN_EVENT_TYPES).")
     horizon_days: int = Field(default=14, description="H: a snapshot's user churned when inactive for H days after it.")
     lookback_months: int = Field(default=3, description="L: months of labels a monthly training set covers.")
+    max_training_rows: int = Field(
+        default=500_000,
+        description="Cap on a monthly training set's rows; beyond it a seeded, stratified sample (CHURN_MAX_TRAINING_ROWS).",
+    )
 
 
 def _marker_version(info: dict) -> str:
@@ -101,6 +105,7 @@ def build_resources(settings: ChurnSettings) -> dict[str, object]:
             event_types=list(settings.event_types),
             horizon_days=settings.horizon_days,
             lookback_months=settings.lookback_months,
+            max_training_rows=settings.max_training_rows,
         ),
     }
 
