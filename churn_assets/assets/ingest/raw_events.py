@@ -8,6 +8,7 @@ import polars as pl
 
 from churn_assets.assets.ingest.landing_files import (
     CANONICAL_SCHEMA,
+    LandingFileError,
     read_landing_file,
     vet_export_day,
 )
@@ -45,8 +46,12 @@ def raw_events(context: dg.AssetExecutionContext, landing: LandingZone, lake: La
 def _ingest_day(
     context: dg.AssetExecutionContext, day: dt.date, landing: LandingZone, lake: LakeResource
 ) -> pl.DataFrame:
-    files = landing.data_files(day)
-    frames = [read_landing_file(url, landing.read_bytes(url)).select(_RAW_COLUMNS) for url in files]
+    try:
+        files = landing.data_files(day)
+        frames = [read_landing_file(url, landing.read_bytes(url)).select(_RAW_COLUMNS) for url in files]
+    except (LandingFileError, FileNotFoundError) as exc:
+        # Retrying cannot make a corrupt file readable or an incomplete day complete: fail at once.
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     raw = pl.concat(frames, how="vertical_relaxed") if frames else _empty_raw()
     vetted = vet_export_day(raw, day)
 

@@ -1,0 +1,265 @@
+"""Bad landing input: untrustworthy rows go to the quarantine with their reason, unreadable files fail the
+partition by name, and neither the landing zone nor the lake's previous partitions are ever damaged."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA
+from churn_assets.config import ChurnSettings
+from churn_assets.resources import build_resources
+
+from churn_assets_tests.landing_helpers import (
+    amplitude_row as row,
+    jsonl,
+    materialize_ingest,
+    partition_metadata,
+    read_partition,
+    tree_digest,
+    write_landing_day,
+)
+
+FIRST_DAY = dt.date(2025, 1, 1)
+
+
+def _valid_rows(day: dt.date) -> list[dict]:
+    """Three good events of the day every bad-input day also carries."""
+    return [
+        row(f"{day}-ok-{i}", f"u{i}", f"{day} 1{i}:00:00.000000", "session_start", 1000 + i, revenue=None)
+        for i in range(3)
+    ]
+
+
+def _without(key: str, **values) -> dict:
+    event = row(**values)
+    del event[key]
+    return event
+
+
+def _bad_rows(kind: str, day: dt.date) -> tuple[list[dict], list[dict]]:
+    """(rows to quarantine as ``kind``, valid rows on the edge of that rule) for export day ``day``."""
+    at = f"{day} 12:00:00.000000"
+    next_day = day + dt.timedelta(days=1)
+    week_before = day - dt.timedelta(days=7)
+    if kind == "missing_user_id":
+        return [
+            row("b1", None, at),
+            row("b2", "", at),
+            _without("user_id", event_id="b3", user_id="x", event_time=at),
+        ], [row("edge-1", "0", at)]
+    if kind == "missing_event_id":
+        return [
+            row(None, "u1", at),
+            row("   ", "u1", at),
+            _without("$insert_id", event_id="x", user_id="u1", event_time=at),
+        ], []
+    if kind == "unparsable_event_time":
+        return [
+            row("b1", "u1", "yesterday"),
+            row("b2", "u1", f"{day.year}-02-30 10:00:00.000000"),
+            row("b3", "u1", None),
+        ], [row("edge-1", "u1", f"{day}T08:00:00")]
+    if kind == "event_time_after_export_day":
+        return [
+            row("b1", "u1", f"{next_day} 00:00:00.000000"),
+            row("b2", "u1", f"{next_day + dt.timedelta(days=30)} 12:00:00.000000"),
+        ], [row("edge-1", "u1", f"{day} 23:59:59.999999")]
+    if kind == "event_time_too_old":
+        return [
+            row("b1", "u1", f"{week_before - dt.timedelta(days=1)} 23:59:59.999999"),
+            row("b2", "u1", "2024-06-01 12:00:00.000000"),
+        ], [row("edge-1", "u1", f"{week_before} 00:00:00.000000")]
+    if kind == "negative_revenue":
+        return [
+            row("b1", "u1", at, "purchase", revenue=-0.99),
+            row("b2", "u1", at, "purchase", revenue=-100),
+        ], [row("edge-1", "u1", at, "purchase", revenue=0.0)]
+    if kind == "missing_event_type":
+        return [row("b1", "u1", at, None)], []
+    if kind == "unparsable_revenue":
+        return [row("b1", "u1", at, "purchase", revenue="free")], []
+    if kind == "unparsable_session_id":
+        return [row("b1", "u1", at, session_id="abc")], []
+    raise AssertionError(kind)
+
+
+ROW_KINDS = [
+    "missing_user_id",
+    "missing_event_id",
+    "unparsable_event_time",
+    "event_time_after_export_day",
+    "event_time_too_old",
+    "negative_revenue",
+    "missing_event_type",
+    "unparsable_revenue",
+    "unparsable_session_id",
+]
+# One export day per kind, plus one with a broken JSON line: one range run ingests them all.
+KINDS = [*ROW_KINDS, "malformed_json"]
+DAY_OF = {kind: FIRST_DAY + dt.timedelta(days=i) for i, kind in enumerate(KINDS)}
+BROKEN_LINE = b'{"$insert_id": "b1", "user_id": "u1", "event_time": \n'
+
+
+def _landing_day(kind: str) -> tuple[bytes, list[int], list[dict]]:
+    """(file bytes, line numbers to quarantine, valid rows) of the kind's export day."""
+    day = DAY_OF[kind]
+    if kind == "malformed_json":
+        valid = _valid_rows(day)
+        data = jsonl(valid[:1]) + BROKEN_LINE + b"[1, 2]\n" + jsonl(valid[1:])
+        return data, [2, 3], valid
+    bad, edge = _bad_rows(kind, day)
+    valid_head, valid_tail = _valid_rows(day)[:2], _valid_rows(day)[2:] + edge
+    lines = valid_head + bad + valid_tail
+    bad_lines = list(range(len(valid_head) + 1, len(valid_head) + len(bad) + 1))
+    return jsonl(lines), bad_lines, valid_head + valid_tail
+
+
+@pytest.fixture(scope="module")
+def quarantined(tmp_path_factory):
+    """Every kind's day ingested by one range run of raw_events (and its blocking check)."""
+    root = tmp_path_factory.mktemp("bad_input")
+    settings = ChurnSettings(data_url=str(root / "lake"), landing_url=str(root / "landing"))
+    expected = {}
+    for kind in KINDS:
+        data, bad_lines, valid = _landing_day(kind)
+        write_landing_day(settings.landing_url, DAY_OF[kind].isoformat(), {"events.jsonl": data})
+        expected[kind] = (bad_lines, valid)
+    before = tree_digest(settings.landing_url)
+    with dg.instance_for_test() as instance:
+        result = materialize_ingest(
+            build_resources(settings), instance, DAY_OF[KINDS[0]].isoformat(), DAY_OF[KINDS[-1]].isoformat(),
+            selection=dg.AssetSelection.assets("raw_events"),
+        )
+    return settings, result, expected, before
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bad_rows_are_quarantined_with_their_reason(quarantined, kind):
+    settings, result, expected, _ = quarantined
+    bad_lines, valid = expected[kind]
+    day = DAY_OF[kind]
+
+    quarantine = read_partition(settings.data_url, "raw_events_quarantine", day)
+    assert quarantine.get_column("reason").to_list() == [kind] * len(bad_lines)
+    assert quarantine.get_column("line").to_list() == bad_lines
+    assert all(name.endswith(f"date={day}/events.jsonl") for name in quarantine.get_column("source_file"))
+    if kind == "malformed_json":
+        assert quarantine.get_column("detail").is_not_null().all()
+
+    # Every valid row kept, with nothing else.
+    events = read_partition(settings.data_url, "raw_events", day)
+    assert events.schema == pl.Schema(CANONICAL_SCHEMA)
+    assert sorted(events.get_column("event_id")) == sorted(r["$insert_id"] for r in valid)
+
+    meta = partition_metadata(result, "raw_events")[day.isoformat()]
+    assert meta["quarantined"] == len(bad_lines)
+    assert meta[f"quarantined/{kind}"] == len(bad_lines)
+    assert not [k for k in meta if k.startswith("quarantined/") and k != f"quarantined/{kind}"]
+    assert meta["rows_read"] == len(bad_lines) + len(valid)
+    assert meta["dagster/row_count"] == len(valid)
+
+
+def test_range_run_checks_pass_and_landing_is_unchanged(quarantined):
+    settings, result, _, before = quarantined
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 1 and evaluations[0].passed
+    assert tree_digest(settings.landing_url) == before
+
+
+def test_quarantine_boundaries_keep_edge_values(quarantined):
+    settings, *_ = quarantined
+    day = DAY_OF["event_time_after_export_day"]
+    edge = read_partition(settings.data_url, "raw_events", day).filter(pl.col("event_id") == "edge-1")
+    assert edge.get_column("event_time").to_list() == [dt.datetime(2025, 1, 4, 23, 59, 59, 999999, tzinfo=dt.UTC)]
+    old = read_partition(settings.data_url, "raw_events", DAY_OF["event_time_too_old"]).filter(
+        pl.col("event_id") == "edge-1"
+    )
+    assert old.get_column("event_time").to_list() == [dt.datetime(2024, 12, 29, tzinfo=dt.UTC)]
+    free = read_partition(settings.data_url, "raw_events", DAY_OF["negative_revenue"]).filter(
+        pl.col("event_id") == "edge-1"
+    )
+    assert free.get_column("revenue").to_list() == [0.0]
+
+
+# -- files that cannot be read at all ------------------------------------------------------------------
+
+
+def _failure_text(result: dg.ExecuteInProcessResult) -> str:
+    """Every step failure's error message, with its causes."""
+    texts = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            while error is not None:
+                texts.append(error.message)
+                error = error.cause
+    return "\n".join(texts)
+
+
+def _lake_files(lake: str) -> dict[str, str]:
+    return tree_digest(lake) if Path(lake).exists() else {}
+
+
+GOOD_FILE = jsonl(_valid_rows(FIRST_DAY))
+UNREADABLE = {
+    "corrupt.jsonl.gz": gzip.compress(GOOD_FILE, mtime=0)[:-12],  # truncated gzip stream
+    "garbage.parquet": b"PAR1 this is not a parquet file at all",
+    "no_columns.csv": b"id,who\n1,u1\n",
+    "binary.jsonl": b"\xff\xfe\x00garbage\n",
+}
+
+
+@pytest.mark.parametrize("name", list(UNREADABLE))
+def test_unreadable_file_fails_the_run_by_name(local_settings, local_resources, instance, name):
+    day = FIRST_DAY.isoformat()
+    write_landing_day(local_settings.landing_url, day, {"a-good.jsonl": GOOD_FILE, name: UNREADABLE[name]})
+    landing_before = tree_digest(local_settings.landing_url)
+
+    result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
+
+    assert not result.success
+    assert name in _failure_text(result)
+    assert tree_digest(local_settings.landing_url) == landing_before
+    # Nothing written for the day: no partial raw_events, no downstream partition.
+    assert _lake_files(local_settings.data_url) == {}
+
+
+def test_previous_partition_survives_a_failed_rerun(local_settings, local_resources, instance):
+    day = FIRST_DAY.isoformat()
+    write_landing_day(local_settings.landing_url, day, {"a-good.jsonl": GOOD_FILE})
+    assert materialize_ingest(local_resources, instance, day).success
+    lake_before = _lake_files(local_settings.data_url)
+    assert any(path.startswith("raw_events/date=2025-01-01/") for path in lake_before)
+
+    # The export is re-delivered with a corrupt extra file: the re-run fails and changes nothing.
+    write_landing_day(local_settings.landing_url, day, {"b-bad.jsonl.gz": UNREADABLE["corrupt.jsonl.gz"]})
+    landing_before = tree_digest(local_settings.landing_url)
+    result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
+
+    assert not result.success
+    assert "b-bad.jsonl.gz" in _failure_text(result)
+    assert _lake_files(local_settings.data_url) == lake_before
+    assert read_partition(local_settings.data_url, "raw_events", day).height == 3
+    assert tree_digest(local_settings.landing_url) == landing_before
+
+
+def test_day_without_success_marker_fails_clearly(local_settings, local_resources, instance):
+    write_landing_day(local_settings.landing_url, "2025-01-01", {"a-good.jsonl": GOOD_FILE}, complete=False)
+    result = materialize_ingest(local_resources, instance, "2025-01-01", raise_on_error=False)
+    assert not result.success
+    text = _failure_text(result)
+    assert "2025-01-01 is not complete" in text and "_SUCCESS" in text
+    assert _lake_files(local_settings.data_url) == {}
+
+
+def test_missing_landing_day_fails_clearly(local_settings, local_resources, instance):
+    result = materialize_ingest(local_resources, instance, "2025-01-02", raise_on_error=False)
+    assert not result.success
+    assert "no landing folder for 2025-01-02" in _failure_text(result)
