@@ -1,0 +1,220 @@
+"""``training_set``: the labelled feature rows a month's model is trained on."""
+
+import datetime as dt
+from dataclasses import dataclass
+
+import dagster as dg
+import polars as pl
+
+from churn_assets.assets.features.labels import HORIZON_DAYS, labels_schema
+from churn_assets.config import SETTINGS
+from churn_assets.partitions import monthly_partitions
+from churn_assets.resources import ChurnParameters
+from churn_assets.resources.parquet_io_manager import PartitionStream
+
+# The partition mapping is static, so L is fixed when the definitions load; the resource must agree.
+LOOKBACK_MONTHS = SETTINGS.lookback_months
+MIN_TRAINING_ROWS = 1000
+MIN_CLASS_ROWS = 50
+SAMPLE_SEED = 20250101
+
+
+def training_set_schema(event_types: list[str]) -> dict[str, pl.DataType]:
+    """``user_id``, ``snapshot_date``, ``label_date``, ``churned``, then the feature catalog's columns."""
+    label_columns = labels_schema(event_types)
+    return {
+        "user_id": pl.String(),
+        "snapshot_date": pl.Date(),
+        "label_date": pl.Date(),
+        "churned": pl.Int8(),
+        **{k: v for k, v in label_columns.items() if k not in ("user_id", "snapshot_date", "churned")},
+    }
+
+
+@dataclass(frozen=True)
+class MonthWindow:
+    """The label days a month's training set covers: the L whole months before it."""
+
+    month: str
+    first_label_day: dt.date
+    last_label_day: dt.date
+
+    @classmethod
+    def of(cls, month: str, lookback_months: int) -> "MonthWindow":
+        start = dt.date.fromisoformat(f"{month}-01")
+        return cls(month, add_months(start, -lookback_months), start - dt.timedelta(days=1))
+
+    def __str__(self) -> str:
+        return f"{self.first_label_day}..{self.last_label_day}"
+
+
+def add_months(first_of_month: dt.date, months: int) -> dt.date:
+    index = first_of_month.year * 12 + first_of_month.month - 1 + months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+@dg.asset(
+    group_name="ml",
+    partitions_def=monthly_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    kinds={"polars", "parquet"},
+    owners=["team:ml"],
+    ins={
+        "labels": dg.AssetIn(
+            # Offsets count downstream partitions (months): the days of months M-L .. M-1.
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-LOOKBACK_MONTHS, end_offset=-1, allow_nonexistent_upstream_partitions=True
+            )
+        ),
+    },
+)
+def training_set(
+    context: dg.AssetExecutionContext, churn: ChurnParameters, labels: pl.LazyFrame | None
+) -> PartitionStream:
+    """The rows the model of month M is trained on: every label resolved in the L months before M
+    (L = ``CHURN_TRAINING_LOOKBACK_MONTHS``), i.e. ``labels`` of those days with ``label_date`` = the day
+    the label became known, ``snapshot_date`` = the day of its features (for time-based splits),
+    ``churned`` and the snapshot's feature columns. Above ``CHURN_MAX_TRAINING_ROWS`` rows it keeps a
+    seeded sample stratified by ``churned``. Reads ``labels`` of those days lazily (the label partitions
+    carry their snapshot's features), never the whole window at once beyond the cap. A month with too
+    few labelled rows or a single class fails with the month, the row count and the class counts.
+    """
+    if churn.lookback_months != LOOKBACK_MONTHS:
+        raise dg.Failure(
+            f"churn.lookback_months={churn.lookback_months} but the partition mapping was built with "
+            f"L={LOOKBACK_MONTHS} (CHURN_TRAINING_LOOKBACK_MONTHS when the definitions loaded): set both "
+            "to the same value",
+            allow_retries=False,
+        )
+    schema = training_set_schema(churn.event_types)
+    windows = [MonthWindow.of(month, LOOKBACK_MONTHS) for month in context.partition_keys]
+    scans = {w.month: _labels_in(labels, w) for w in windows}
+    # Validate every month before writing any, so a failing month fails the run with a clear message.
+    counts = {w.month: _class_counts(scans[w.month]) for w in windows}
+    for window in windows:
+        _require_enough_labels(window, counts[window.month])
+
+    def stream():
+        for window in windows:
+            class_counts = counts[window.month]
+            rows = stratified_rows(scans[window.month], class_counts, churn.max_training_rows)
+            frame = rows.select(list(schema)).cast(schema).sort("snapshot_date", "user_id")
+            labelled = sum(class_counts.values())
+            context.add_asset_metadata(
+                {
+                    "label_window": str(window),
+                    "labelled_rows": labelled,
+                    "churned_rows": class_counts[1],
+                    "retained_rows": class_counts[0],
+                    "label_rate": round(class_counts[1] / labelled, 4),
+                    "sampled": frame.height < labelled,
+                    "first_snapshot": str(frame.get_column("snapshot_date").min()),
+                    "last_snapshot": str(frame.get_column("snapshot_date").max()),
+                },
+                partition_key=window.month,
+            )
+            yield window.month, frame
+
+    return PartitionStream(stream())
+
+
+def _labels_in(labels: pl.LazyFrame | None, window: MonthWindow) -> pl.LazyFrame:
+    if labels is None:
+        return pl.LazyFrame(schema={**labels_schema([]), "date": pl.Date()}).rename({"date": "label_date"})
+    return labels.filter(pl.col("date").is_between(window.first_label_day, window.last_label_day)).rename(
+        {"date": "label_date"}
+    )
+
+
+def _class_counts(scan: pl.LazyFrame) -> dict[int, int]:
+    found = scan.group_by("churned").len().collect(engine="streaming")
+    counts = {0: 0, 1: 0}
+    for label, n in found.iter_rows():
+        counts[int(label)] = n
+    return counts
+
+
+def _require_enough_labels(window: MonthWindow, counts: dict[int, int]) -> None:
+    total = sum(counts.values())
+    problem = None
+    if total < MIN_TRAINING_ROWS:
+        problem = f"too few labelled rows ({total} < {MIN_TRAINING_ROWS})"
+    elif min(counts.values()) < MIN_CLASS_ROWS:
+        problem = f"a class has fewer than {MIN_CLASS_ROWS} rows"
+    if problem:
+        raise dg.Failure(
+            f"training_set[{window.month}]: {problem}: {total} labelled rows in label days {window} "
+            f"(churned=1: {counts[1]}, churned=0: {counts[0]}). Materialize labels for those days, "
+            "or train a later month.",
+            metadata={"labelled_rows": total, "churned_rows": counts[1], "retained_rows": counts[0]},
+            allow_retries=False,
+        )
+
+
+def stratified_rows(scan: pl.LazyFrame, counts: dict[int, int], cap: int) -> pl.DataFrame:
+    """All rows of ``scan`` when they fit under ``cap``; otherwise ``cap`` rows keeping each class's share,
+    chosen by a seeded hash of (user_id, snapshot_date): the same rows on every run, and a bottom-k per
+    class that the streaming engine computes holding k rows, not the whole window."""
+    total = sum(counts.values())
+    if total <= cap:
+        return scan.collect(engine="streaming")
+    churned = min(counts[1], max(1, round(cap * counts[1] / total)))
+    keep = {1: churned, 0: min(counts[0], cap - churned)}
+    order = pl.struct("user_id", "snapshot_date").hash(seed=SAMPLE_SEED).alias("_order")
+    parts = [
+        scan.filter(pl.col("churned") == label)
+        .with_columns(order)
+        .bottom_k(k, by=["_order", "user_id", "snapshot_date"])
+        .drop("_order")
+        .collect(engine="streaming")
+        for label, k in keep.items()
+        if k > 0
+    ]
+    return pl.concat(parts)
+
+
+LABEL_RATE_BAND = (0.01, 0.9)
+
+
+@dg.asset_check(
+    asset=training_set,
+    blocking=True,
+    # Partitioned like the asset, so a run checks (and loads) only the months it wrote.
+    partitions_def=monthly_partitions,
+    description=(
+        f"Per month: both classes present, label rate within {LABEL_RATE_BAND}, every label known before "
+        "the month (label_date < its first day) and every snapshot H days before its label."
+    ),
+)
+def training_set_is_sound(training_set: pl.LazyFrame) -> dg.AssetCheckResult:
+    month_start = pl.concat_str(pl.col("month"), pl.lit("-01")).str.to_date()
+    horizon = pl.duration(days=HORIZON_DAYS)
+    per_month = (
+        training_set.group_by("month")
+        .agg(
+            pl.len().alias("rows"),
+            pl.col("churned").mean().alias("label_rate"),
+            pl.col("churned").n_unique().alias("classes"),
+            (pl.col("label_date") >= month_start).sum().alias("labels_after_cutoff"),
+            (pl.col("snapshot_date") > month_start - horizon - pl.duration(days=1)).sum().alias("snapshots_after_cutoff"),
+            (pl.col("label_date") - pl.col("snapshot_date") != horizon).sum().alias("snapshots_not_h_days_before_label"),
+        )
+        .sort("month")
+        .collect()
+    )
+    low, high = LABEL_RATE_BAND
+    failures = {
+        "months_with_one_class": per_month.filter(pl.col("classes") < 2).height,
+        "months_with_label_rate_outside_band": per_month.filter(~pl.col("label_rate").is_between(low, high)).height,
+        "labels_after_cutoff": per_month.get_column("labels_after_cutoff").sum(),
+        "snapshots_after_cutoff": per_month.get_column("snapshots_after_cutoff").sum(),
+        "snapshots_not_h_days_before_label": per_month.get_column("snapshots_not_h_days_before_label").sum(),
+    }
+    return dg.AssetCheckResult(
+        passed=not any(failures.values()),
+        metadata={
+            **{k: int(v) for k, v in failures.items()},
+            "label_rates": {m: round(r, 4) for m, r in per_month.select("month", "label_rate").iter_rows()},
+            "rows": int(per_month.get_column("rows").sum()),
+        },
+    )
