@@ -1,0 +1,67 @@
+"""The ``churn-assets simulate`` subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+
+from churn_assets.simulate.writer import FORMATS
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date in YYYY-MM-DD form") from exc
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from exc
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number} must be at least 1")
+    return number
+
+
+def add_subcommand(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "simulate",
+        help="write realistic, seeded landing data (event exports + ground truth)",
+        description="Simulate app users and write daily event exports under OUT/events/date=YYYY-MM-DD/ "
+        "(with _SUCCESS markers) and the ground truth under OUT/truth/.",
+    )
+    parser.add_argument("--out", default="./data/landing", help="landing root: a local path or s3://bucket/prefix "
+                        "(default: %(default)s)")
+    parser.add_argument("--users", type=_positive, default=500, help="users over the whole run (default: %(default)s)")
+    parser.add_argument("--days", type=_positive, default=21, help="export days (default: %(default)s)")
+    parser.add_argument("--start", type=_date, default=dt.date(2025, 1, 1), help="first day, YYYY-MM-DD "
+                        "(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=7, help="random seed (default: %(default)s)")
+    parser.add_argument("--dirty", action="store_true", help="also write malformed rows of every kind")
+    parser.add_argument("--format", dest="file_format", choices=FORMATS, default="jsonl.gz",
+                        help="landing file format (default: %(default)s)")
+    parser.add_argument("--files-per-day", type=_positive, default=1, help="files per export day "
+                        "(default: %(default)s)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from churn_assets.simulate import simulate
+
+    summary = simulate(
+        args.out,
+        users=args.users,
+        days=args.days,
+        start=args.start,
+        seed=args.seed,
+        dirty=args.dirty,
+        file_format=args.file_format,
+        files_per_day=args.files_per_day,
+        progress=args.progress,
+    )
+    print(summary.line())
+    return 0
