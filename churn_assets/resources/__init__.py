@@ -15,6 +15,7 @@ from churn_assets.config import ChurnSettings
 from churn_assets.resources.alerts import AlertWebhook
 from churn_assets.resources.filesystems import filesystem, is_s3, join
 from churn_assets.resources.lake import Lake
+from churn_assets.resources.model_io_manager import ModelIOManager
 from churn_assets.resources.parquet_io_manager import PartitionedParquetIOManager
 
 SUCCESS_MARKER = "_SUCCESS"
@@ -98,6 +99,7 @@ def build_resources(settings: ChurnSettings) -> dict[str, object]:
     """The resources for one deployment, all derived from its settings."""
     return {
         "io_manager": PartitionedParquetIOManager(base_url=settings.data_url),
+        "model_io_manager": ModelIOManager(base_url=settings.data_url),
         "lake": LakeResource(url=settings.data_url),
         "landing": LandingZone(url=settings.landing_url),
         "alerts": AlertWebhook(url=settings.alert_webhook),

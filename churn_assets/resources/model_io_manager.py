@@ -1,0 +1,236 @@
+"""Model artifacts in the lake, and the IO manager that stores and verifies them.
+
+One ``model`` partition is a folder ``{base_url}/model/month=YYYY-MM/`` holding
+
+* ``model.ubj`` — the booster in XGBoost's own UBJSON format;
+* ``reference_sample.parquet`` — feature rows (and their scores) the drift report compares a day against;
+* ``holdout_report.html`` — the Evidently classification report of the holdout;
+* ``model_card.json`` — features and categories, threshold, risk bands, metrics, training window, data
+  versions, and the sha256 of each file above. Written last: each file is atomic by itself, and a
+  reader that meets a card and files from different writes refuses them (their hashes disagree).
+
+Nothing loaded back is a pickle: the booster is parsed by XGBoost from UBJSON after its bytes matched
+the card, the sample is Parquet and the card JSON. A file that is not what its card says, or not an
+XGBoost model at all (a pickle renamed ``model.ubj``), is refused with an error naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from churn_assets.resources.lake import Lake, parquet_bytes
+from churn_assets.resources.parquet_io_manager import MissingPartitionError, PartitionStream, _keys_to_read
+
+MODEL_FILE = "model.ubj"
+REFERENCE_FILE = "reference_sample.parquet"
+REPORT_FILE = "holdout_report.html"
+CARD_FILE = "model_card.json"
+CARD_FORMAT = 1
+_PICKLE_PROTOCOL_MARK = b"\x80"
+
+
+class ModelArtifactError(Exception):
+    """A stored model that cannot be trusted: missing, torn, altered, or not an XGBoost model."""
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChurnModel:
+    """A model partition in memory: the booster's bytes, its card, the reference sample, the holdout report.
+
+    Artifacts are kept as the bytes that are (or will be) stored, so a champion carried forward to the
+    next month is written back byte for byte.
+    """
+
+    model_bytes: bytes
+    card: dict[str, Any]
+    reference_parquet: bytes
+    holdout_report_html: bytes
+    _booster: Any = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def build(
+        cls, booster: Any, card: dict[str, Any], reference_sample: pl.DataFrame, holdout_report_html: str
+    ) -> ChurnModel:
+        return cls(
+            model_bytes=bytes(booster.save_raw(raw_format="ubj")),
+            card=card,
+            reference_parquet=parquet_bytes(reference_sample),
+            holdout_report_html=holdout_report_html.encode(),
+            _booster=booster,
+        )
+
+    @cached_property
+    def booster(self) -> Any:
+        return self._booster if self._booster is not None else load_booster(self.model_bytes, MODEL_FILE)
+
+    @cached_property
+    def reference_sample(self) -> pl.DataFrame:
+        return pl.read_parquet(io.BytesIO(self.reference_parquet))
+
+    @property
+    def version(self) -> str:
+        return self.card["model_version"]
+
+    @property
+    def sha256(self) -> str:
+        return sha256(self.model_bytes)
+
+    def with_card(self, card: dict[str, Any]) -> ChurnModel:
+        """The same artifacts under another card (a champion carried forward to a new month)."""
+        return replace(self, card=card)
+
+
+def load_booster(data: bytes, where: str) -> Any:
+    """An XGBoost booster parsed from UBJSON bytes; anything else (a pickle above all) is refused."""
+    import xgboost as xgb  # imported where used: keeps loading the code location fast
+
+    if data[:1] == _PICKLE_PROTOCOL_MARK and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        raise ModelArtifactError(f"{where} is a Python pickle, not an XGBoost model: the platform never loads pickles")
+    if data[:1] != b"{":
+        raise ModelArtifactError(f"{where} is not an XGBoost UBJSON model (it starts with {data[:8]!r})")
+    booster = xgb.Booster(params={"nthread": 2})
+    try:
+        booster.load_model(bytearray(data))
+    except xgb.core.XGBoostError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelArtifactError(f"{where} is not a valid XGBoost model: {first_line}") from exc
+    return booster
+
+
+def card_bytes(card: dict[str, Any]) -> bytes:
+    return (json.dumps(card, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+
+
+class ModelIOManager(dg.ConfigurableIOManager):
+    """Stores ``model`` partitions as artifact folders and loads them back verified.
+
+    An output is a :class:`ChurnModel` (one partition) or a :class:`PartitionStream` of
+    ``(month, ChurnModel)``. An input arrives as ``{month: ChurnModel}`` for every upstream month (a
+    daily asset in a range run spanning months gets several), or None when the mapping yields none.
+    """
+
+    base_url: str = Field(description="Root of the lake: an absolute local path or s3://bucket/prefix.")
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.base_url)
+
+    def folder(self, asset: str, key: str) -> str:
+        return self.lake.partition_url(asset, "month", key)
+
+    # -- outputs ----------------------------------------------------------------------------------
+    def handle_output(self, context: dg.OutputContext, obj: ChurnModel | PartitionStream | None) -> None:
+        if obj is None:
+            return
+        asset = "/".join(context.asset_key.path)
+        keys = list(context.asset_partition_keys)
+        pairs: Iterable[tuple[str, ChurnModel]] = [(keys[0], obj)] if isinstance(obj, ChurnModel) else obj
+        written = []
+        for key, churn_model in pairs:
+            if key not in keys:
+                raise ValueError(f"{asset} produced a model for {key!r}, outside the run's partitions {keys}")
+            metadata = self.write(asset, key, churn_model)
+            written.append(metadata)
+            if len(keys) == 1:
+                context.add_output_metadata(metadata)
+            else:
+                context.step_context.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=key)
+        if len(written) != len(keys):
+            raise ValueError(f"{asset} wrote {len(written)} of the run's {len(keys)} partitions")
+        if len(keys) == 1:
+            context.step_context.set_data_version(context.asset_key, dg.DataVersion(written[0]["card_sha256"][:32]))
+
+    def write(self, asset: str, key: str, churn_model: ChurnModel) -> dict[str, Any]:
+        """Writes one partition's artifacts, the card last; returns the materialization metadata."""
+        folder = self.folder(asset, key)
+        artifacts = {
+            MODEL_FILE: churn_model.model_bytes,
+            REFERENCE_FILE: churn_model.reference_parquet,
+            REPORT_FILE: churn_model.holdout_report_html,
+        }
+        for name, data in artifacts.items():
+            self.lake.write_bytes(f"{folder}/{name}", data)
+        card = {
+            **churn_model.card,
+            "artifacts": {name: {"sha256": sha256(data), "bytes": len(data)} for name, data in artifacts.items()},
+        }
+        data = card_bytes(card)
+        self.lake.write_bytes(f"{folder}/{CARD_FILE}", data)
+        return {
+            "dagster/uri": folder,
+            "model_version": card["model_version"],
+            "model_sha256": card["artifacts"][MODEL_FILE]["sha256"],
+            "card_sha256": sha256(data),
+            "model_card": dg.MetadataValue.path(f"{folder}/{CARD_FILE}"),
+            "holdout_report": dg.MetadataValue.path(f"{folder}/{REPORT_FILE}"),
+        }
+
+    # -- inputs -----------------------------------------------------------------------------------
+    def load_input(self, context: dg.InputContext) -> dict[str, ChurnModel] | None:
+        asset = "/".join(context.asset_key.path)
+        keys = _keys_to_read(context)
+        if not keys:
+            return None
+        return {key: self.read(asset, key) for key in keys}
+
+    def read(self, asset: str, key: str) -> ChurnModel:
+        """One partition's artifacts, each checked against the card before anything is parsed."""
+        folder = self.folder(asset, key)
+        card_url = f"{folder}/{CARD_FILE}"
+        if not self.lake.exists(card_url):
+            raise MissingPartitionError(
+                f"{asset} has no stored partition {key} under {self.lake.root_url} ({card_url} does not exist): "
+                f"materialize {asset} for {key} first"
+            )
+        try:
+            card = json.loads(self.lake.read_bytes(card_url))
+        except ValueError as exc:
+            raise ModelArtifactError(f"{card_url} is not a JSON model card: {exc}") from exc
+        if card.get("format") != CARD_FORMAT or not isinstance(card.get("artifacts"), dict):
+            raise ModelArtifactError(f"{card_url} is not a model card of format {CARD_FORMAT}")
+
+        contents = {}
+        for name in (MODEL_FILE, REFERENCE_FILE, REPORT_FILE):
+            url = f"{folder}/{name}"
+            if not self.lake.exists(url):
+                raise ModelArtifactError(f"{url} is missing: the model card {card_url} lists it")
+            data = self.lake.read_bytes(url)
+            if name == MODEL_FILE:
+                # A pickle gets its own message even when someone also rewrote the card's hash.
+                if data[:1] != b"{":
+                    load_booster(data, url)
+            expected = card["artifacts"].get(name, {}).get("sha256")
+            if sha256(data) != expected:
+                raise ModelArtifactError(
+                    f"{url} does not match its model card: sha256 {sha256(data)[:16]}…, the card "
+                    f"{card_url} says {str(expected)[:16]}…; refusing to load it"
+                )
+            contents[name] = data
+
+        booster = load_booster(contents[MODEL_FILE], f"{folder}/{MODEL_FILE}")
+        expected_features = [f["name"] for f in card["features"]]
+        if list(booster.feature_names or []) != expected_features:
+            raise ModelArtifactError(
+                f"{folder}/{MODEL_FILE} has features {booster.feature_names}, its card lists {expected_features}"
+            )
+        return ChurnModel(
+            model_bytes=contents[MODEL_FILE],
+            card=card,
+            reference_parquet=contents[REFERENCE_FILE],
+            holdout_report_html=contents[REPORT_FILE],
+            _booster=booster,
+        )
