@@ -13,10 +13,11 @@ from churn_assets.resources.alerts import AlertWebhook
 
 
 def _root_cause(error: Any) -> str:
-    """The innermost error of a Dagster error chain (user code errors are wrapped by Dagster's own)."""
+    """The innermost error of a Dagster error chain (user code errors are wrapped by Dagster's own),
+    as ``module.ExceptionClass: message``."""
     while getattr(error, "cause", None) is not None:
         error = error.cause
-    return f"{error.cls_name}: {error.message.strip()}" if error.cls_name else error.message.strip()
+    return error.message.strip()
 
 
 def failure_alert(context: dg.RunFailureSensorContext) -> dict[str, Any]:

@@ -1,0 +1,303 @@
+"""Sensors on real instances: the landing sensor on a local and an S3 landing zone, the drift sensor with
+its cool-down, and the run-failure alert posted to an HTTP server started by the test."""
+
+import datetime as dt
+import http.server
+import json
+import os
+import threading
+import time
+import uuid
+
+import dagster as dg
+import pytest
+
+from churn_assets.automation.sensors.drift_retraining_sensor import build_drift_retraining_sensor
+from churn_assets.automation.sensors.landing_sensor import build_landing_sensor, landing_sensor
+from churn_assets.automation.sensors.run_failure_alert import run_failure_alert
+from churn_assets.definitions import defs
+from churn_assets.resources import AlertWebhook, LandingZone
+from churn_assets.resources.filesystems import filesystem, join
+
+from churn_assets_tests.landing_helpers import INGEST, amplitude_row, jsonl, write_landing_day
+
+REPOSITORY = defs.get_repository_def()
+
+
+# -- landing sensor ---------------------------------------------------------------------------------
+def _landing_day(landing_url: str, day: str, complete: bool = True) -> None:
+    rows = [amplitude_row(f"{day}-e1", "u1", f"{day} 10:00:00.000000")]
+    write_landing_day(landing_url, day, {"part-00000.jsonl": jsonl(rows)}, complete=complete)
+
+
+def _redeliver(landing_url: str, day: str) -> None:
+    """Writes the day's files and its marker again, as an exporter re-sending the day does."""
+    if landing_url.startswith("s3://"):
+        time.sleep(1.1)  # S3's LastModified has a resolution of one second
+    _landing_day(landing_url, day)
+    if not landing_url.startswith("s3://"):
+        marker = join(landing_url, "events", f"date={day}", "_SUCCESS")
+        later = os.stat(marker).st_mtime + 5
+        os.utime(marker, (later, later))
+
+
+def _tick(sensor: dg.SensorDefinition, instance, landing_url: str, cursor: str | None):
+    """One evaluation: (partition keys requested in order, run keys, the cursor after it)."""
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"landing": LandingZone(url=landing_url)},
+        repository_def=REPOSITORY,
+    )
+    data = sensor.evaluate_tick(context)
+    for request in data.run_requests or []:
+        assert request.job_name in (None, "daily_refresh")
+    requests = data.run_requests or []
+    return [r.partition_key for r in requests], [r.run_key for r in requests], data.cursor or cursor
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def landing_url(request, tmp_path) -> str:
+    if request.param == "local":
+        return str(tmp_path / "landing")
+    request.getfixturevalue("s3_server")
+    return f"s3://landing/sensor-{uuid.uuid4().hex[:8]}"
+
+
+def test_landing_sensor_requests_each_complete_day_once(instance, landing_url):
+    _landing_day(landing_url, "2025-01-01")
+    _landing_day(landing_url, "2025-01-02", complete=False)
+
+    days, run_keys, cursor = _tick(landing_sensor, instance, landing_url, None)
+    assert days == ["2025-01-01"]
+    assert run_keys[0].startswith("2025-01-01:")
+    assert list(json.loads(cursor)) == ["2025-01-01"]
+
+    days, _, cursor_again = _tick(landing_sensor, instance, landing_url, cursor)
+    assert days == []  # requested once; the incomplete day is not requested
+    assert cursor_again == cursor
+
+
+def test_landing_sensor_picks_up_a_late_day_and_a_redelivered_day(instance, landing_url):
+    _landing_day(landing_url, "2025-01-01")
+    _landing_day(landing_url, "2025-01-03")
+    days, first_keys, cursor = _tick(landing_sensor, instance, landing_url, None)
+    assert days == ["2025-01-01", "2025-01-03"]
+
+    # 2025-01-02 completes after 2025-01-03 was refreshed: no high-water mark hides it.
+    _landing_day(landing_url, "2025-01-02")
+    days, _, cursor = _tick(landing_sensor, instance, landing_url, cursor)
+    assert days == ["2025-01-02"]
+
+    # A new _SUCCESS for 2025-01-01: the day is requested again, under a new run key.
+    _redeliver(landing_url, "2025-01-01")
+    days, run_keys, cursor = _tick(landing_sensor, instance, landing_url, cursor)
+    assert days == ["2025-01-01"]
+    assert run_keys[0] != first_keys[0]
+    assert _tick(landing_sensor, instance, landing_url, cursor)[0] == []
+
+
+def test_landing_sensor_cursor_survives_a_restart(landing_url):
+    _landing_day(landing_url, "2025-01-01")
+    _landing_day(landing_url, "2025-01-02")
+    with dg.instance_for_test() as instance:
+        days, _, cursor = _tick(landing_sensor, instance, landing_url, None)
+        assert days == ["2025-01-01", "2025-01-02"]
+
+    # A new process and instance: the stored cursor string is all that is carried over.
+    _landing_day(landing_url, "2025-01-04")
+    with dg.instance_for_test() as instance:
+        days, _, cursor = _tick(build_landing_sensor(), instance, landing_url, cursor)
+    assert days == ["2025-01-04"]
+    assert sorted(json.loads(cursor)) == ["2025-01-01", "2025-01-02", "2025-01-04"]
+
+
+def test_landing_sensor_leaves_days_without_a_partition_pending(instance, tmp_path):
+    landing_url = str(tmp_path / "landing")
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    _landing_day(landing_url, "2024-12-31")  # before CHURN_START_DATE: ignored
+    _landing_day(landing_url, today)  # today's partition does not exist yet
+    days, _, cursor = _tick(landing_sensor, instance, landing_url, None)
+    assert days == []
+    assert cursor is None  # nothing recorded: today is requested once its partition exists
+
+
+def test_landing_sensor_bounds_its_cursor_and_its_requests_per_tick(instance, tmp_path):
+    landing_url = str(tmp_path / "landing")
+    for n in range(1, 6):
+        _landing_day(landing_url, f"2025-01-0{n}")
+    sensor = build_landing_sensor(max_tracked_days=3, max_requests_per_tick=2)
+
+    days, _, cursor = _tick(sensor, instance, landing_url, None)
+    assert days == ["2025-01-01", "2025-01-02"]
+    days, _, cursor = _tick(sensor, instance, landing_url, cursor)
+    assert days == ["2025-01-03", "2025-01-04"]
+    days, _, cursor = _tick(sensor, instance, landing_url, cursor)
+    assert days == ["2025-01-05"]
+    assert sorted(json.loads(cursor)) == ["2025-01-03", "2025-01-04", "2025-01-05"]
+    # Days older than the oldest tracked one are no longer watched once the cursor is full.
+    assert _tick(sensor, instance, landing_url, cursor)[0] == []
+
+
+def test_landing_sensor_run_request_launches_the_daily_refresh_of_that_day(instance, tmp_path):
+    landing_url = str(tmp_path / "landing")
+    _landing_day(landing_url, "2025-01-01")
+    context = dg.build_sensor_context(
+        instance=instance, resources={"landing": LandingZone(url=landing_url)}, repository_def=REPOSITORY
+    )
+    (request,) = landing_sensor.evaluate_tick(context).run_requests
+    assert request.partition_key == "2025-01-01"
+    assert request.tags["churn/landing_version"] == request.run_key.split(":", 1)[1]
+    assert landing_sensor.job_name == "daily_refresh"
+    assert landing_sensor.minimum_interval_seconds == 60
+
+
+def test_landing_sensor_on_s3_lists_through_the_configured_endpoint(s3_server):
+    # LandingZone reads S3 through s3fs, which takes AWS_ENDPOINT_URL from the environment.
+    landing_url = f"s3://landing/endpoint-{uuid.uuid4().hex[:8]}"
+    _landing_day(landing_url, "2025-01-05")
+    versions = LandingZone(url=landing_url).complete_days()
+    assert list(versions) == ["2025-01-05"]
+    assert any(key.endswith("date=2025-01-05/_SUCCESS") for key in s3_server.keys("landing", landing_url.removeprefix("s3://landing/")))
+    assert filesystem(landing_url).exists(join(landing_url, "events", "date=2025-01-05", "_SUCCESS"))
+
+
+# -- drift sensor ---------------------------------------------------------------------------------
+def _drift_report(instance, day: str, share: float) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            "drift_report",
+            partition=day,
+            metadata={"share_of_drifted_columns": share, "dataset_drift": share >= 0.5},
+        )
+    )
+
+
+def _drift_tick(sensor, instance, cursor):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+    data = sensor.evaluate_tick(context)
+    return [r.partition_key for r in data.run_requests or []], data.cursor or cursor, data.skip_message
+
+
+def test_drift_sensor_requests_retraining_once_per_cooldown(instance):
+    sensor = build_drift_retraining_sensor(threshold=0.5, cooldown=dt.timedelta(days=7))
+    assert sensor.job_name == "monthly_retraining"
+
+    _drift_report(instance, "2025-03-02", 0.2)
+    months, cursor, skip = _drift_tick(sensor, instance, None)
+    assert months == [] and "none at or over 0.5" in skip
+
+    _drift_report(instance, "2025-03-09", 0.6)
+    months, cursor, _ = _drift_tick(sensor, instance, cursor)
+    assert months == ["2025-03"]
+
+    _drift_report(instance, "2025-04-06", 0.9)
+    months, cursor, skip = _drift_tick(sensor, instance, cursor)
+    assert months == [] and "cool-down" in skip
+    assert _drift_tick(sensor, instance, cursor)[0] == []  # the suppressed report is not retried later
+
+    # Eight days later (the cursor holds the time of the last request).
+    state = json.loads(cursor)
+    state["last_request"] -= dt.timedelta(days=8).total_seconds()
+    _drift_report(instance, "2025-04-13", 0.7)
+    months, cursor, _ = _drift_tick(sensor, instance, json.dumps(state))
+    assert months == ["2025-04"]
+
+
+def test_drift_sensor_takes_the_latest_day_of_a_batch_and_honours_the_threshold(instance):
+    sensor = build_drift_retraining_sensor(threshold=0.75, cooldown=dt.timedelta(days=7))
+    _drift_report(instance, "2025-02-23", 0.8)
+    _drift_report(instance, "2025-03-02", 0.7)  # under this sensor's threshold
+    _drift_report(instance, "2025-03-01", 0.9)
+    months, cursor, _ = _drift_tick(sensor, instance, None)
+    assert months == ["2025-03"]
+    context = dg.build_sensor_context(instance=instance)
+    (request,) = sensor.evaluate_tick(context).run_requests
+    assert request.tags["churn/drift_day"] == "2025-03-01"
+
+
+# -- run failure alert ------------------------------------------------------------------------------
+class _Webhook(http.server.BaseHTTPRequestHandler):
+    received: list
+    status = 200
+
+    def do_POST(self):  # noqa: N802 - the http.server API
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append((self.headers["Content-Type"], json.loads(body)))
+        self.send_response(type(self).status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    handler = type("Webhook", (_Webhook,), {"received": [], "status": 200})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield handler, f"http://127.0.0.1:{server.server_address[1]}/alerts"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _failed_user_daily_run(instance, local_resources) -> dg.ExecuteInProcessResult:
+    """user_daily of a day whose raw_events were never materialized: a real failure, no retries."""
+    result = dg.materialize(
+        INGEST, resources=local_resources, instance=instance, partition_key="2025-01-03",
+        selection="user_daily", raise_on_error=False,
+    )
+    assert not result.success
+    return result
+
+
+def _failure_tick(instance, resources, cursor):
+    """One tick; returns its cursor and the errors the sensor reported back to the failed runs."""
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=resources, repository_def=REPOSITORY
+    )
+    data = run_failure_alert.evaluate_tick(context)
+    errors = [r.error.to_string() for r in data.dagster_run_reactions or [] if r.error is not None]
+    return data.cursor or cursor, errors
+
+
+def test_run_failure_alert_posts_to_the_webhook(instance, local_resources, webhook):
+    handler, url = webhook
+    resources = {"alerts": AlertWebhook(url=url)}
+    cursor, _ = _failure_tick(instance, resources, None)  # the first tick starts watching from now
+
+    result = _failed_user_daily_run(instance, local_resources)
+    _, errors = _failure_tick(instance, resources, cursor)
+    assert errors == []
+
+    ((content_type, alert),) = handler.received
+    assert content_type == "application/json"
+    assert alert["run_id"] == result.run_id
+    assert alert["job"] == result.job_def.name
+    assert alert["partition"] == "2025-01-03"
+    assert alert["failed_steps"] == ["user_daily"]
+    assert "MissingPartitionError" in alert["error"] and "install_times has no stored partition" in alert["error"]
+
+
+def test_run_failure_alert_without_webhook_only_logs(instance, local_resources, webhook):
+    handler, _ = webhook
+    resources = {"alerts": AlertWebhook(url=None)}
+    cursor, _ = _failure_tick(instance, resources, None)
+    _failed_user_daily_run(instance, local_resources)
+    _, errors = _failure_tick(instance, resources, cursor)
+    assert errors == [] and handler.received == []
+
+
+def test_run_failure_alert_fails_its_tick_when_the_webhook_refuses(instance, local_resources, webhook):
+    handler, url = webhook
+    handler.status = 500
+    resources = {"alerts": AlertWebhook(url=url)}
+    cursor, _ = _failure_tick(instance, resources, None)
+    _failed_user_daily_run(instance, local_resources)
+    # The error is reported back to the failed run (and shown on the sensor's tick by the daemon).
+    _, (error,) = _failure_tick(instance, resources, cursor)
+    assert "posting the alert" in error and "HTTP Error 500" in error
+    assert len(handler.received) == 1
