@@ -243,10 +243,6 @@ class Population:
         self.mood = rng.normal(0.0, 0.7, n)
         self.frustration = np.zeros(n)
 
-    @staticmethod
-    def version_names(count: int) -> list[str]:
-        return [version_name(i) for i in range(count)]
-
     @property
     def n_versions(self) -> int:
         return len(self.bugginess)

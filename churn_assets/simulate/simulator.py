@@ -11,9 +11,11 @@ original ``event_time``; the last day keeps its own), ~0.5 % are re-sent as exac
 same export day. With ``dirty=True`` every export day also holds a few malformed rows of each kind
 (``DIRTY_KINDS``) at deterministic positions.
 
-Same arguments and seed give byte-identical files. Speed, measured on 2 cores::
+Same arguments and seed give byte-identical files (the events themselves do not depend on the format,
+the number of files or ``dirty``). Speed on the 2-core dev machine, jsonl.gz::
 
-    python -c "from churn_assets.simulate import simulate; print(simulate('/tmp/landing', users=20000, days=120))"
+    python -c "from churn_assets.simulate import simulate; print(simulate('/tmp/l', users=20000, days=120).line())"
+    # 7.75 M events, 188 MB, 7.1 s on an idle machine (~1.1 M events/s); ~12.5 s of CPU in total
 """
 
 from __future__ import annotations

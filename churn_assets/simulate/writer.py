@@ -190,8 +190,8 @@ class JsonlRenderer:
             lo = sid - hi * 100_000_000
             lo1 = lo // 10_000
             m[:, s["sid_hi"]] = hi_table[np.clip(hi - h0, 0, h1 - h0)]
-            m[:, s["sid_lo1"]] = _DIGITS4[np.clip(lo1, 0, 9999)]
-            m[:, s["sid_lo2"]] = _DIGITS4[np.clip(lo - lo1 * 10_000, 0, 9999)]
+            m[:, s["sid_lo1"]] = _DIGITS4[lo1]  # in 0..9999 (also for -1, overwritten below)
+            m[:, s["sid_lo2"]] = _DIGITS4[lo - lo1 * 10_000]
         if none.any():
             m[none, self.sid_all] = self.minus_one
         m[:, s["user"]] = t.user_block[ev.user[rows]]
