@@ -153,7 +153,7 @@ def _split_by_partition(obj: Any, column: str, keys: list[str]) -> Iterable[tupl
                 )
             yield keys[0], frame
             return
-        as_keys = frame.get_column(column).cast(pl.String)
+        as_keys = _partition_keys(frame.get_column(column), column)
         unknown = set(as_keys.unique().to_list()) - set(keys)
         if unknown:
             raise ValueError(f"rows for partitions {sorted(map(str, unknown))} outside the run's {keys}")
@@ -164,6 +164,13 @@ def _split_by_partition(obj: Any, column: str, keys: list[str]) -> Iterable[tupl
     for key, frame in obj:
         frame = _to_polars(frame)
         yield key, frame.drop(column) if column in frame.columns else frame
+
+
+def _partition_keys(values: pl.Series, column: str) -> pl.Series:
+    """The partition key of each row; datetimes (pandas' dates) count by their day or month."""
+    if isinstance(values.dtype, (pl.Datetime, pl.Date)):
+        return values.dt.strftime("%Y-%m-%d" if column == "date" else "%Y-%m")
+    return values.cast(pl.String)
 
 
 def _table_metadata(frame: pl.DataFrame, written: WrittenFile) -> dict[str, Any]:

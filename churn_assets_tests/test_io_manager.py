@@ -1,0 +1,325 @@
+"""The partition-aware Parquet IO manager on a temp dir, and the atomicity of the lake's writes."""
+
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import polars as pl
+import pytest
+
+from churn_assets.resources.lake import Lake
+from churn_assets.resources.parquet_io_manager import (
+    MissingPartitionError,
+    PartitionedParquetIOManager,
+    PartitionStream,
+)
+
+days = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", fmt="%Y-%m-%d")
+months = dg.MonthlyPartitionsDefinition(start_date="2025-01", timezone="UTC", fmt="%Y-%m", end_offset=1)
+
+D1, D2, D3 = dt.date(2025, 1, 1), dt.date(2025, 1, 2), dt.date(2025, 1, 3)
+
+
+def _range(first: str, last: str) -> dict[str, str]:
+    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+
+
+def _days_of(context: dg.AssetExecutionContext) -> list[dt.date]:
+    window = context.partition_time_window
+    return [window.start.date() + dt.timedelta(days=i) for i in range((window.end - window.start).days)]
+
+
+@dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
+def daily_numbers(context: dg.AssetExecutionContext) -> pl.DataFrame:
+    """Rows ``day.day * 10 + i`` for i < day.day, one frame for the whole range, split by ``date``."""
+    return pl.DataFrame(
+        [{"date": day, "value": day.day * 10 + i} for day in _days_of(context) for i in range(day.day)],
+        schema={"date": pl.Date, "value": pl.Int64},
+    )
+
+
+@dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
+def daily_total(context: dg.AssetExecutionContext, daily_numbers: pl.DataFrame) -> pl.DataFrame:
+    """Sum of ``daily_numbers`` per day: its input arrives as one frame with the ``date`` column."""
+    assert daily_numbers.schema["date"] == pl.Date
+    return daily_numbers.group_by("date").agg(pl.col("value").sum()).sort("date")
+
+
+def _lake(tmp_path: Path) -> dict:
+    return {"io_manager": PartitionedParquetIOManager(base_url=str(tmp_path / "lake"))}
+
+
+def _table(tmp_path: Path, asset: str, key: str, column: str = "date") -> pl.DataFrame:
+    return pl.read_parquet(tmp_path / "lake" / asset / f"{column}={key}" / "data.parquet")
+
+
+def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, dict]:
+    return {
+        e.materialization.partition: {k: v.value for k, v in e.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key == dg.AssetKey(asset)
+    }
+
+
+def test_range_output_is_split_into_partitions(tmp_path, instance):
+    result = dg.materialize([daily_numbers, daily_total], resources=_lake(tmp_path), instance=instance,
+                            tags=_range("2025-01-01", "2025-01-03"))
+    assert result.success
+    for day in (D1, D2, D3):
+        stored = _table(tmp_path, "daily_numbers", day.isoformat())
+        # The partition column is not stored: the folder name carries it.
+        assert stored.columns == ["value"]
+        assert stored.get_column("value").to_list() == [day.day * 10 + i for i in range(day.day)]
+    assert _table(tmp_path, "daily_total", "2025-01-03").rows() == [(30 + 31 + 32,)]
+
+    meta = _metadata(result, "daily_numbers")
+    assert sorted(meta) == ["2025-01-01", "2025-01-02", "2025-01-03"]
+    assert [meta[k]["dagster/row_count"] for k in sorted(meta)] == [1, 2, 3]
+    assert all(len(m["content_hash"]) == 32 for m in meta.values())
+    assert [c.name for c in meta["2025-01-02"]["dagster/column_schema"].columns] == ["value"]
+
+
+def test_single_partition_records_content_hash_as_data_version(tmp_path, instance):
+    first = dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance, partition_key="2025-01-02")
+    second = dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance, partition_key="2025-01-02")
+    hashes = [_metadata(r, "daily_numbers")["2025-01-02"]["content_hash"] for r in (first, second)]
+    assert hashes[0] == hashes[1]
+    record = instance.get_latest_materialization_event(dg.AssetKey("daily_numbers"))
+    assert record.asset_materialization.tags["dagster/data_version"] == hashes[0]
+
+
+def test_input_across_partitions_is_one_frame_whatever_their_count(tmp_path, instance):
+    dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-03"))
+
+    @dg.asset(partitions_def=days, ins={"daily_numbers": dg.AssetIn(
+        partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-2))})
+    def three_days(daily_numbers: pl.DataFrame) -> pl.DataFrame:
+        return daily_numbers.group_by(pl.col("date").alias("day")).len().sort("day")
+
+    result = dg.materialize([daily_numbers, three_days], resources=_lake(tmp_path), instance=instance,
+                            partition_key="2025-01-03", selection=[three_days])
+    assert result.success
+    assert _table(tmp_path, "three_days", "2025-01-03").rows() == [(D1, 1), (D2, 2), (D3, 3)]
+
+    one = dg.materialize([daily_numbers, three_days], resources=_lake(tmp_path), instance=instance,
+                         partition_key="2025-01-01", selection=[three_days])
+    # D-2 and D-1 lie before the first partition: the one existing day arrives as a frame, not a bare object.
+    assert one.success
+    assert _table(tmp_path, "three_days", "2025-01-01").rows() == [(D1, 1)]
+
+
+def test_stream_output_writes_each_partition_as_it_comes(tmp_path, instance):
+    lake = tmp_path / "lake" / "streamed"
+
+    @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
+    def streamed(context: dg.AssetExecutionContext) -> PartitionStream:
+        def frames():
+            for day in _days_of(context):
+                # The previous day is already on disk when the next one is produced.
+                previous = lake / f"date={day - dt.timedelta(days=1)}" / "data.parquet"
+                written_before = previous.exists()
+                yield day.isoformat(), pl.DataFrame({"day": [day.day], "previous_written": [written_before]})
+        return PartitionStream(frames())
+
+    result = dg.materialize([streamed], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-03"))
+    assert result.success
+    assert [_table(tmp_path, "streamed", d.isoformat()).row(0) for d in (D1, D2, D3)] == [
+        (1, False), (2, True), (3, True)
+    ]
+    assert sorted(_metadata(result, "streamed")) == ["2025-01-01", "2025-01-02", "2025-01-03"]
+
+
+def test_stream_missing_a_partition_fails(tmp_path, instance):
+    @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
+    def short_stream() -> PartitionStream:
+        return PartitionStream((key, pl.DataFrame({"x": [1]})) for key in ("2025-01-01", "2025-01-02"))
+
+    with pytest.raises(Exception, match="wrote 2 of the run's 3 partitions"):
+        dg.materialize([short_stream], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-03"))
+
+
+def test_range_output_needs_its_partition_column(tmp_path, instance):
+    @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
+    def no_date() -> pl.DataFrame:
+        return pl.DataFrame({"x": [1, 2]})
+
+    @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
+    def outside() -> pl.DataFrame:
+        return pl.DataFrame({"date": [D1, dt.date(2025, 2, 1)], "x": [1, 2]})
+
+    with pytest.raises(Exception, match="needs a 'date' column"):
+        dg.materialize([no_date], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-02"))
+    with pytest.raises(Exception, match="2025-02-01"):
+        dg.materialize([outside], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-02"))
+    assert not (tmp_path / "lake" / "outside").exists()
+
+
+def test_pandas_frames_in_and_out(tmp_path, instance):
+    @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
+    def pandas_out(context: dg.AssetExecutionContext) -> pd.DataFrame:
+        # pandas users write dates as datetime64: the split understands them too.
+        return pd.DataFrame({
+            "date": pd.to_datetime([d.isoformat() for d in _days_of(context)]),
+            "amount": [float(d.day) for d in _days_of(context)],
+            "label": [f"day {d.day}" for d in _days_of(context)],
+        })
+
+    @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
+    def pandas_round_trip(pandas_out: pd.DataFrame) -> pd.DataFrame:
+        assert isinstance(pandas_out, pd.DataFrame)
+        assert list(pandas_out.columns) == ["amount", "label", "date"]
+        assert pandas_out.sort_values("date")["label"].tolist() == ["day 1", "day 2", "day 3"]
+        return pandas_out.assign(amount=pandas_out["amount"] * 2)
+
+    result = dg.materialize([pandas_out, pandas_round_trip], resources=_lake(tmp_path), instance=instance,
+                            tags=_range("2025-01-01", "2025-01-03"))
+    assert result.success
+    assert _table(tmp_path, "pandas_out", "2025-01-02").rows() == [(2.0, "day 2")]
+    # The loaded frame's dates come back as pandas datetimes and split again on the way out.
+    assert _table(tmp_path, "pandas_round_trip", "2025-01-03").rows() == [(6.0, "day 3")]
+
+
+def test_lazy_input_prunes_to_the_filtered_partition(tmp_path, instance):
+    dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-03"))
+    # Day 2's file is now unreadable: only a scan that prunes it by its hive path can succeed.
+    (tmp_path / "lake" / "daily_numbers" / "date=2025-01-02" / "data.parquet").write_bytes(b"not parquet")
+
+    @dg.asset(partitions_def=days, ins={"daily_numbers": dg.AssetIn(
+        partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-2))})
+    def first_and_last(daily_numbers: pl.LazyFrame) -> pl.DataFrame:
+        assert isinstance(daily_numbers, pl.LazyFrame)
+        return daily_numbers.filter(pl.col("date").is_in([D1, D3])).select("value").sort("value").collect()
+
+    result = dg.materialize([daily_numbers, first_and_last], resources=_lake(tmp_path), instance=instance,
+                            partition_key="2025-01-03", selection=[first_and_last])
+    assert result.success
+    assert _table(tmp_path, "first_and_last", "2025-01-03").rows() == [(10,), (30,), (31,), (32,)]
+
+
+def test_missing_upstream_partition_is_named(tmp_path, instance):
+    dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance, partition_key="2025-01-01")
+    dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance, partition_key="2025-01-03")
+    with pytest.raises(MissingPartitionError, match=r"daily_numbers has no stored partition 2025-01-02 under"):
+        dg.materialize([daily_numbers, daily_total], resources=_lake(tmp_path), instance=instance,
+                       tags=_range("2025-01-01", "2025-01-03"), selection=[daily_total])
+
+
+def test_unpartitioned_asset(tmp_path, instance):
+    @dg.asset
+    def countries() -> pl.DataFrame:
+        return pl.DataFrame({"country": ["DE", "FR"], "users": [3, 4]})
+
+    @dg.asset
+    def country_count(countries: pl.LazyFrame) -> pd.DataFrame:
+        return countries.select(pl.len().alias("n")).collect().to_pandas()
+
+    result = dg.materialize([countries, country_count], resources=_lake(tmp_path), instance=instance)
+    assert result.success
+    assert pl.read_parquet(tmp_path / "lake" / "countries" / "data.parquet").rows() == [("DE", 3), ("FR", 4)]
+    assert pl.read_parquet(tmp_path / "lake" / "country_count" / "data.parquet").rows() == [(2,)]
+    assert _metadata(result, "countries")[None]["dagster/row_count"] == 2
+
+
+def test_monthly_partitions(tmp_path, instance):
+    @dg.asset(partitions_def=months, backfill_policy=dg.BackfillPolicy.single_run())
+    def per_month(context: dg.AssetExecutionContext) -> pl.DataFrame:
+        keys = context.partition_keys
+        return pl.DataFrame({"month": keys, "n": list(range(len(keys)))})
+
+    @dg.asset(partitions_def=months)
+    def month_echo(per_month: pl.DataFrame) -> pl.DataFrame:
+        return per_month
+
+    dg.materialize([per_month], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01", "2025-03"))
+    assert _table(tmp_path, "per_month", "2025-02", column="month").rows() == [(1,)]
+    dg.materialize([per_month, month_echo], resources=_lake(tmp_path), instance=instance, partition_key="2025-03",
+                   selection=[month_echo])
+    assert _table(tmp_path, "month_echo", "2025-03", column="month").rows() == [(2,)]
+
+
+# -- atomic writes, proven by killing the writer -------------------------------------------------------
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import polars as pl
+    from churn_assets.resources.lake import Lake
+
+    rng = np.random.default_rng(0)
+    # Incompressible values, so the file is large (~50 MB) and its write takes a while.
+    frame = pl.DataFrame({f"c{i}": rng.random(1_500_000) for i in range(4)})
+    print("ready", flush=True)
+    sys.stdin.readline()
+    Lake(sys.argv[1]).write_table(sys.argv[2], frame)
+    print("done", flush=True)
+    """
+)
+KILL_DELAYS = (0.0, 0.001, 0.005, 0.02)
+
+
+def test_killed_writer_leaves_the_previous_partition_readable(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    url = lake.table_url("big", "date", "2025-01-01")
+    folder = Path(url).parent
+    previous = pl.DataFrame({"version": [1, 2, 3]})
+
+    # Start every writer at once (their start-up is the slow part), then release and kill them one by one.
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, lake.root_url, url],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in KILL_DELAYS
+    ]
+    caught_mid_write = 0
+    try:
+        for writer, delay in zip(writers, KILL_DELAYS, strict=True):
+            lake.write_table(url, previous)
+            assert writer.stdout.readline().strip() == "ready"
+            earlier = {p.name for p in folder.iterdir()}
+            writer.stdin.write("go\n")
+            writer.stdin.flush()
+            deadline = time.monotonic() + 30
+            # Wait for the writer's temporary file to appear, then kill it a little later.
+            while not any(
+                p.name.endswith(".tmp") and p.name not in earlier and p.stat().st_size > 0 for p in folder.iterdir()
+            ):
+                assert writer.poll() is None, "the writer finished before it was killed"
+                assert time.monotonic() < deadline
+                time.sleep(0.0002)
+            time.sleep(delay)
+            os.kill(writer.pid, signal.SIGKILL)
+            writer.wait()
+            assert writer.returncode == -signal.SIGKILL
+
+            temporaries = [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+            stored = pl.read_parquet(url)
+            if any(p.name not in earlier for p in temporaries):
+                # Killed mid-write: the previous version is what a reader finds, whole.
+                caught_mid_write += 1
+                assert stored.equals(previous)
+            else:
+                # Killed after the rename: the new version, whole.
+                assert stored.shape == (1_500_000, 4)
+            # No stray file a reader would pick up: only hidden temporaries beside data.parquet.
+            assert [p.name for p in folder.iterdir() if not p.name.startswith(".")] == ["data.parquet"]
+            assert all(p.name.startswith(".") and not p.name.endswith(".parquet") for p in temporaries)
+            assert pl.scan_parquet(str(tmp_path / "lake" / "big" / "**" / "*.parquet")).collect().equals(stored)
+    finally:
+        for writer in writers:
+            if writer.poll() is None:
+                writer.kill()
+                writer.wait()
+
+    assert caught_mid_write >= 2, "too few kills landed during a write for the test to prove anything"
+
+    # A later successful write replaces the partition whole.
+    lake.write_table(url, pl.DataFrame({"version": [4]}))
+    assert pl.read_parquet(url).rows() == [(4,)]
