@@ -1,7 +1,9 @@
 """Test helpers for features, labels and training_set: hand-made lakes and in-process materializations."""
 
 import datetime as dt
+import shutil
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -106,3 +108,13 @@ def read_partition(lake_url: str, asset: str, key: str | dt.date, column: str = 
     key = key.isoformat() if isinstance(key, dt.date) else key
     lake = Lake(lake_url)
     return pl.read_parquet(lake.table_url(asset, column, key))
+
+
+def delete_partitions_after(lake_url: str, last_day: dt.date) -> int:
+    """Removes every daily partition later than ``last_day`` of every asset in a local lake; returns how many."""
+    removed = 0
+    for folder in Path(lake_url).glob("*/date=*"):
+        if dt.date.fromisoformat(folder.name.removeprefix("date=")) > last_day:
+            shutil.rmtree(folder)
+            removed += 1
+    return removed

@@ -9,8 +9,7 @@ import polars as pl
 def trailing_windows(
     daily: pl.LazyFrame | None, days: Sequence[dt.date], length: int
 ) -> Iterator[tuple[dt.date, pl.DataFrame]]:
-    """For each of ``days`` (ascending), the rows of ``daily`` dated ``day-length+1..day``, sorted by
-    ``user_id`` then ``date``.
+    """For each of ``days`` (ascending), the rows of ``daily`` dated ``day-length+1..day``, oldest day first.
 
     ``daily`` is the IO manager's hive-pruned scan (with a ``date`` column) over the mapped upstream
     range; days it does not hold (before the first partition) contribute no rows. In a range run a day
@@ -35,4 +34,4 @@ def trailing_windows(
                 held[d] = read.filter(pl.col("date") == d)
         frames = [held[d] for d in wanted]
         window = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
-        yield day, window.sort("user_id", "date")
+        yield day, window

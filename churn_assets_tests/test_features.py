@@ -1,0 +1,288 @@
+"""``features``: the catalog, known answers on hand-made histories, a property test of the rolling windows
+against a plain per-user loop, no reads of the future, and range runs equal to day-by-day runs."""
+
+import datetime as dt
+import math
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+from churn_assets.assets.features.catalog import (
+    catalog_markdown,
+    feature_catalog,
+    features_schema,
+)
+from churn_assets.assets.features.features import compute_features, features
+from churn_assets.config import DEFAULT_EVENT_TYPES, ChurnSettings
+from churn_assets.resources import build_resources
+from churn_assets.simulate import simulate
+
+from churn_assets_tests.helpers import (
+    START,
+    day,
+    delete_partitions_after,
+    materialize_selected,
+    read_partition,
+    write_user_daily_history,
+)
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "features.md"
+
+
+# -- the catalog ------------------------------------------------------------------------------------
+def test_committed_doc_equals_the_generated_catalog():
+    assert DOC.read_text() == catalog_markdown(), (
+        "docs/features.md is stale: run `python -m churn_assets.assets.features.catalog > docs/features.md`"
+    )
+
+
+def test_catalog_columns_kinds_and_metadata():
+    catalog = feature_catalog(DEFAULT_EVENT_TYPES)
+    names = [f.name for f in catalog]
+    assert len(names) == len(set(names))
+    assert {f.name for f in catalog if f.kind == "categorical"} == {"platform", "country", "app_version"}
+    assert all((f.dtype == pl.String) == (f.kind == "categorical") for f in catalog)
+    assert {"n_paywall_view_7d", "n_paywall_view_28d", "active_days_1d", "revenue_28d", "history_days"} <= set(names)
+    # Per-type columns follow CHURN_EVENT_TYPES.
+    assert "n_share_7d" not in {f.name for f in feature_catalog(["purchase"])}
+    with pytest.raises(ValueError, match="collide"):
+        feature_catalog(["events"])  # n_events_7d would be both a total and a type count
+    # The asset's column schema is the catalog, with each definition as the column description.
+    schema = features.specs_by_key[dg.AssetKey("features")].metadata["dagster/column_schema"]
+    described = {c.name: c.description for c in schema.columns}
+    assert list(described) == ["user_id", *names]
+    assert described["days_since_last_active"] == next(f.definition for f in catalog if f.name == "days_since_last_active")
+
+
+# -- known answers ------------------------------------------------------------------------------------
+D = day(40)
+
+
+def _known_histories() -> dict:
+    return {
+        "steady": {day(i): {} for i in range(0, 41)},
+        "edge": {day(13): {"paywall_view": 2}},  # active only on D-27: still at risk
+        "gone": {day(12): {}},  # last active on D-28: not at risk
+        "new": {day(40): {}},  # installed and active on D
+        "fading": {
+            **{day(i): {"events": 20} for i in range(27, 34)},  # D-13..D-7
+            **{day(i): {"events": 5} for i in range(34, 37)},  # D-6..D-4
+        },
+        "mover": {
+            day(35): {"platform": "ios", "country": "US", "app_version": "2.0"},
+            day(39): {"platform": "android", "country": "DE", "app_version": None, "revenue": 4.5, "n_purchases": 1},
+        },
+    }
+
+
+@pytest.fixture
+def known_lake(local_settings: ChurnSettings, instance) -> ChurnSettings:
+    write_user_daily_history(local_settings.data_url, _known_histories(), D)
+    materialize_selected(["features"], build_resources(local_settings), instance, day(0).isoformat(), D.isoformat())
+    return local_settings
+
+
+def test_known_answers_for_each_feature_family(known_lake: ChurnSettings):
+    frame = read_partition(known_lake.data_url, "features", D)
+    assert frame.schema == pl.Schema(features_schema(DEFAULT_EVENT_TYPES))
+    assert frame.get_column("user_id").to_list() == ["edge", "fading", "mover", "new", "steady"]
+    rows = {r["user_id"]: r for r in frame.iter_rows(named=True)}
+
+    steady = rows["steady"]
+    assert [steady[f"active_days_{w}d"] for w in (1, 7, 14, 28)] == [1, 7, 14, 28]
+    assert [steady[f"n_events_{w}d"] for w in (1, 7, 14, 28)] == [10, 70, 140, 280]
+    assert steady["session_minutes_28d"] == 140.0 and steady["n_sessions_7d"] == 7
+    assert (steady["days_since_last_active"], steady["active_streak_days"], steady["tenure_days"]) == (0, 28, 40)
+    assert (steady["history_days"], steady["active_share_28d"], steady["active_days_trend_7d"]) == (28, 1.0, 0)
+    assert steady["n_events_trend_7d"] == 0.0
+    assert steady["activity_slope_28d"] == pytest.approx(0.0, abs=1e-12)
+
+    edge = rows["edge"]
+    assert (edge["days_since_last_active"], edge["active_days_28d"], edge["active_days_14d"]) == (27, 1, 0)
+    assert (edge["n_paywall_view_28d"], edge["n_paywall_view_7d"], edge["tenure_days"]) == (2, 0, 27)
+    assert edge["active_share_28d"] == pytest.approx(1 / 28)
+
+    new = rows["new"]
+    assert (new["tenure_days"], new["active_streak_days"], new["active_share_28d"]) == (0, 1, 1.0)
+    assert (new["active_days_trend_7d"], new["n_events_trend_7d"]) == (1, pytest.approx(math.log(11)))
+    # One active day at the newest end of a 28-day window: slope = 6y / (h(h+1)).
+    assert new["activity_slope_28d"] == pytest.approx(6 * math.log(11) / (28 * 29))
+
+    fading = rows["fading"]
+    assert (fading["active_days_7d"], fading["active_days_trend_7d"]) == (3, -4)
+    assert fading["n_events_trend_7d"] == pytest.approx(math.log(16 / 141))
+    assert (fading["n_events_7d"], fading["n_events_14d"], fading["n_events_1d"]) == (15, 155, 0)
+    assert (fading["days_since_last_active"], fading["active_streak_days"]) == (4, 10)
+    # Active only in the second half of the window: a positive slope, whatever the fade at the end.
+    fading_days = {27 - age: math.log1p(20) for age in range(7, 14)} | {27 - age: math.log1p(5) for age in range(4, 7)}
+    assert fading["activity_slope_28d"] == pytest.approx(_ols_slope(fading_days, 28))
+
+    mover = rows["mover"]
+    # The last non-null value of the window: app_version was null on the last day.
+    assert (mover["platform"], mover["country"], mover["app_version"]) == ("android", "DE", "2.0")
+    assert (mover["revenue_7d"], mover["revenue_1d"], mover["n_purchases_7d"]) == (4.5, 0.0, 1)
+    assert (mover["days_since_last_active"], mover["active_streak_days"], mover["active_days_7d"]) == (1, 1, 2)
+
+
+def test_short_history_in_the_first_days(known_lake: ChurnSettings):
+    first = read_partition(known_lake.data_url, "features", day(0)).row(0, named=True)
+    assert (first["user_id"], first["history_days"], first["activity_slope_28d"]) == ("steady", 1, None)
+    sixth = read_partition(known_lake.data_url, "features", day(5)).row(0, named=True)
+    assert (sixth["history_days"], sixth["active_days_28d"], sixth["active_share_28d"]) == (6, 6, 1.0)
+    assert sixth["activity_slope_28d"] == pytest.approx(0.0, abs=1e-12)
+
+
+def _ols_slope(y_by_x: dict[int, float], days: int) -> float:
+    xs = range(days)
+    ys = [y_by_x.get(x, 0.0) for x in xs]
+    mx, my = sum(xs) / days, sum(ys) / days
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+# -- property: the rolling windows against a plain per-user loop ---------------------------------------
+TYPES = ["paywall_view", "share"]
+
+
+def _loop_features(history: dict, day_d: dt.date, first_day: dt.date) -> dict[str, dict]:
+    """The window features the slow way: one user, one day at a time."""
+    out = {}
+    history_days = min(28, (day_d - first_day).days + 1)
+    for user, days in history.items():
+        window = {d: v for d, v in days.items() if 0 <= (day_d - d).days < 28 and d >= first_day}
+        if not window:
+            continue
+        f: dict[str, object] = {}
+        for w in (1, 7, 14, 28):
+            inside = [v for d, v in window.items() if (day_d - d).days < w]
+            f[f"active_days_{w}d"] = len(inside)
+            for col in ("n_events", "n_sessions", "session_minutes", "revenue", "n_purchases"):
+                f[f"{col}_{w}d"] = sum(v[col] for v in inside)
+            if w in (7, 28):
+                for t in TYPES:
+                    f[f"n_{t}_{w}d"] = sum(v[f"n_{t}"] for v in inside)
+        last = max(window)
+        f["days_since_last_active"] = (day_d - last).days
+        streak, cursor = 0, last
+        while cursor in window:
+            streak, cursor = streak + 1, cursor - dt.timedelta(days=1)
+        f["active_streak_days"] = streak
+        recent = [v for d, v in window.items() if (day_d - d).days < 7]
+        before = [v for d, v in window.items() if 7 <= (day_d - d).days < 14]
+        f["active_days_trend_7d"] = len(recent) - len(before)
+        f["n_events_trend_7d"] = math.log((1 + sum(v["n_events"] for v in recent)) / (1 + sum(v["n_events"] for v in before)))
+        ys = {history_days - 1 - (day_d - d).days: math.log1p(v["n_events"]) for d, v in window.items()}
+        f["activity_slope_28d"] = _ols_slope(ys, history_days) if history_days >= 2 else None
+        for col in ("platform", "country", "app_version"):
+            values = [window[d][col] for d in sorted(window) if window[d][col] is not None]
+            f[col] = values[-1] if values else None
+        out[user] = f
+    return out
+
+
+day_values = st.fixed_dictionaries(
+    {
+        "n_events": st.integers(0, 200),
+        "n_sessions": st.integers(0, 6),
+        "session_minutes": st.floats(0, 300, allow_nan=False).map(lambda x: round(x, 3)),
+        "revenue": st.sampled_from([0.0, 0.99, 4.99, 19.99]),
+        "n_purchases": st.integers(0, 2),
+        "n_paywall_view": st.integers(0, 5),
+        "n_share": st.integers(0, 5),
+        "platform": st.sampled_from(["ios", "android", None]),
+        "country": st.sampled_from(["US", "DE", None]),
+        "app_version": st.sampled_from(["1.0", "1.1", None]),
+    }
+)
+histories = st.dictionaries(
+    st.sampled_from(["u1", "u2", "u3", "u4", "u5"]),
+    st.dictionaries(st.integers(0, 49).map(day), day_values, min_size=1, max_size=25),
+    min_size=1,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=histories, offset=st.integers(0, 49))
+def test_rolling_windows_match_a_per_user_loop(history: dict, offset: int):
+    day_d = day(offset)
+    rows = [{"user_id": u, "date": d, **v} for u, days in history.items() for d, v in days.items() if d <= day_d]
+    window = pl.DataFrame(
+        rows,
+        schema={"user_id": pl.String, "date": pl.Date, "n_events": pl.Int64, "n_sessions": pl.Int64,
+                "session_minutes": pl.Float64, "revenue": pl.Float64, "n_purchases": pl.Int64,
+                "n_paywall_view": pl.Int64, "n_share": pl.Int64, "platform": pl.String, "country": pl.String,
+                "app_version": pl.String},
+        orient="row",
+    )
+    installs = pl.DataFrame(
+        {"user_id": list(history), "install_time": [
+            dt.datetime.combine(min(days), dt.time(0), tzinfo=dt.UTC) for days in history.values()]},
+        schema={"user_id": pl.String, "install_time": pl.Datetime("us", "UTC")},
+    )
+    got = {r["user_id"]: r for r in compute_features(window, installs, day_d, START, TYPES).iter_rows(named=True)}
+    expected = _loop_features({u: {d: v for d, v in days.items() if d <= day_d} for u, days in history.items()}, day_d, START)
+    assert set(got) == set(expected)
+    for user, want in expected.items():
+        for name, value in want.items():
+            if isinstance(value, float):
+                assert got[user][name] == pytest.approx(value, rel=1e-9, abs=1e-9), (user, name)
+            else:
+                assert got[user][name] == value, (user, name)
+
+
+# -- simulated data: no future reads, range runs == day-by-day runs ----------------------------------
+SIM_DAYS = 32
+INGEST = ["raw_events", "install_times", "user_daily"]
+
+
+@pytest.fixture(scope="module")
+def simulated_lake(tmp_path_factory: pytest.TempPathFactory) -> ChurnSettings:
+    """300 simulated users over 32 days, ingested, featured and labelled in one range run."""
+    root = tmp_path_factory.mktemp("features_sim")
+    settings_ = ChurnSettings(data_url=str(root / "lake"), landing_url=str(root / "landing"))
+    simulate(settings_.landing_url, users=300, days=SIM_DAYS, seed=11, file_format="parquet")
+    with dg.DagsterInstance.ephemeral() as instance:
+        materialize_selected(
+            [*INGEST, "features", "labels"], build_resources(settings_), instance, day(0).isoformat(),
+            day(SIM_DAYS - 1).isoformat(),
+        )
+    return settings_
+
+
+@pytest.mark.parametrize("offset", [3, 17, 29])
+def test_no_future_reads(simulated_lake: ChurnSettings, tmp_path: Path, offset: int):
+    """features[D] and labels[D] from a lake holding nothing after D equal those of the full lake."""
+    snapshot_day = day(offset)
+    truncated = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=simulated_lake.landing_url)
+    shutil.copytree(simulated_lake.data_url, truncated.data_url)
+    delete_partitions_after(truncated.data_url, snapshot_day)
+    for asset in ("features", "labels"):  # recomputed from the truncated lake, not copied
+        shutil.rmtree(Path(truncated.data_url) / asset / f"date={snapshot_day}")
+    with dg.DagsterInstance.ephemeral() as instance:
+        materialize_selected(["features", "labels"], build_resources(truncated), instance, snapshot_day.isoformat())
+    for asset in ("features", "labels"):
+        full = read_partition(simulated_lake.data_url, asset, snapshot_day)
+        assert_frame_equal(read_partition(truncated.data_url, asset, snapshot_day), full, check_exact=True)
+    assert read_partition(truncated.data_url, "features", snapshot_day).height > 50
+
+
+def test_range_run_equals_day_by_day_runs(simulated_lake: ChurnSettings, tmp_path: Path):
+    by_day = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=simulated_lake.landing_url)
+    for asset in INGEST:
+        shutil.copytree(Path(simulated_lake.data_url) / asset, Path(by_day.data_url) / asset)
+    resources = build_resources(by_day)
+    with dg.DagsterInstance.ephemeral() as instance:
+        for offset in range(SIM_DAYS):
+            materialize_selected(["features", "labels"], resources, instance, day(offset).isoformat())
+    labelled = 0
+    for offset in range(SIM_DAYS):
+        for asset in ("features", "labels"):
+            ranged = read_partition(simulated_lake.data_url, asset, day(offset))
+            assert_frame_equal(read_partition(by_day.data_url, asset, day(offset)), ranged, check_exact=True)
+        labelled += read_partition(by_day.data_url, "labels", day(offset)).height
+    assert labelled > 1000
