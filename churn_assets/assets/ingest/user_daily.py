@@ -76,9 +76,10 @@ def summarize_user_day(
     sessions = (
         events.filter(pl.col("session_id").is_not_null())
         .group_by("user_id", "session_id")
-        .agg(((pl.col("event_time").max() - pl.col("event_time").min()).dt.total_microseconds() / 60e6).alias("m"))
+        .agg((pl.col("event_time").max() - pl.col("event_time").min()).dt.total_microseconds().alias("us"))
         .group_by("user_id")
-        .agg(pl.len().alias("n_sessions"), pl.col("m").sum().alias("session_minutes"))
+        # Whole microseconds add up exactly in any order, so the result (and its hash) is reproducible.
+        .agg(pl.len().alias("n_sessions"), (pl.col("us").sum() / 60e6).alias("session_minutes"))
     )
     per_user = events.sort("event_time", "event_id").group_by("user_id").agg(
         *[(pl.col("event_type") == t).sum().alias(event_type_column(t)) for t in event_types],
