@@ -112,7 +112,7 @@ def load_booster(data: bytes, where: str) -> Any:
 
 
 def card_bytes(card: dict[str, Any]) -> bytes:
-    return (json.dumps(card, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+    return (json.dumps(card, indent=2, allow_nan=False) + "\n").encode()
 
 
 class ModelIOManager(dg.ConfigurableIOManager):
@@ -183,6 +183,13 @@ class ModelIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> dict[str, ChurnModel] | None:
         asset = "/".join(context.asset_key.path)
         keys = _keys_to_read(context)
+        if _reads_itself(context):
+            # A model's own previous month is its champion. The first months have too few labels to train
+            # a model, so the first model that exists has no predecessor: none stored means no champion.
+            stored = [key for key in keys if self.lake.exists(f"{self.folder(asset, key)}/{CARD_FILE}")]
+            if stored != keys:
+                context.log.info(f"no stored {asset} for {sorted(set(keys) - set(stored))}: no champion to compare with")
+            keys = stored
         if not keys:
             return None
         return {key: self.read(asset, key) for key in keys}
@@ -234,3 +241,8 @@ class ModelIOManager(dg.ConfigurableIOManager):
             holdout_report_html=contents[REPORT_FILE],
             _booster=booster,
         )
+
+
+def _reads_itself(context: dg.InputContext) -> bool:
+    step = context.step_context
+    return step.assets_def is not None and context.asset_key in step.assets_def.keys

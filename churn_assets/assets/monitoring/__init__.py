@@ -1,4 +1,7 @@
-"""The monitoring domain's assets and checks."""
+"""Monitoring: how far each day's features and scores drift from what the model was trained on."""
 
-assets: list = []
-asset_checks: list = []
+from churn_assets.assets.monitoring.checks import features_have_not_drifted
+from churn_assets.assets.monitoring.drift_report import drift_report
+
+assets: list = [drift_report]
+asset_checks: list = [features_have_not_drifted]

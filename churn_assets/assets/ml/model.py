@@ -1,0 +1,320 @@
+"""``model``: the model in production during a month — this month's challenger or last month's champion."""
+
+import datetime as dt
+import time
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from churn_assets.assets.features.catalog import feature_catalog
+from churn_assets.partitions import monthly_partitions
+from churn_assets.resources import ChurnParameters
+from churn_assets.resources.lake import parquet_bytes
+from churn_assets.resources.model_io_manager import CARD_FORMAT, ChurnModel, sha256
+from churn_assets.resources.parquet_io_manager import PartitionStream
+
+SCORE_COLUMN = "churn_probability"
+
+
+class ModelConfig(dg.Config):
+    target_recall: float = Field(
+        default=0.80, description="Recall the decision threshold reaches on validation: a missed churner costs more than a wasted nudge."
+    )
+    pr_auc_tolerance: float = Field(
+        default=0.0, description="The challenger is promoted when its holdout PR-AUC ≥ the champion's minus this."
+    )
+    roc_auc_floor: float = Field(default=0.65, description="Gate: the challenger's holdout ROC-AUC must reach this.")
+    validation_share: float = Field(default=0.15, description="Share of snapshot days (after embargoes) for validation.")
+    holdout_share: float = Field(default=0.15, description="Share of snapshot days (after embargoes) for the holdout.")
+    max_boost_rounds: int = Field(default=500, description="Boosting rounds at most; early stopping usually ends sooner.")
+    early_stopping_rounds: int = Field(default=30, description="Rounds without validation improvement before stopping.")
+    seed: int = Field(default=7, description="Seed of XGBoost's row/column sampling and of every sample drawn.")
+    reference_rows: int = Field(default=10_000, description="Rows of the reference sample kept for drift reports.")
+
+
+@dg.asset(
+    group_name="ml",
+    partitions_def=monthly_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    kinds={"xgboost", "scikitlearn"},
+    owners=["team:ml"],
+    io_manager_key="model_io_manager",
+    ins={
+        "training_set": dg.AssetIn(),
+        "champion": dg.AssetIn(
+            key="model",
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+            ),
+        ),
+    },
+)
+def model(
+    context: dg.AssetExecutionContext,
+    config: ModelConfig,
+    churn: ChurnParameters,
+    training_set: pl.LazyFrame,
+    champion: dict[str, ChurnModel] | None,
+) -> PartitionStream:
+    """The model in production during month M, stored as XGBoost's own format with a JSON card, a
+    reference sample for drift and an Evidently holdout report. A challenger is trained on
+    ``training_set[M]`` (time-based train / validation / holdout blocks, H-day embargoes between them),
+    and promoted only when it passes the gates (beats a logistic baseline, ROC-AUC above a floor) and is
+    at least as good on holdout PR-AUC as the champion ``model[M-1]`` scored on the same holdout;
+    otherwise the champion's artifacts are carried forward unchanged. Reads ``training_set[M]`` and
+    ``model[M-1]`` (none for the first model). A range run carries the champion from month to month.
+    """
+    previous = None if not champion else champion[max(champion)]
+    definitions = {f.name: f.definition for f in feature_catalog(churn.event_types)}
+
+    def stream():
+        nonlocal previous
+        for month in context.partition_keys:
+            frame = training_set.filter(pl.col("month") == month).drop("month").collect()
+            chosen, metadata = train_and_select(
+                month=month,
+                frame=frame,
+                champion=previous,
+                config=config,
+                horizon_days=churn.horizon_days,
+                training_set_version=_data_version(context, "training_set", month),
+                definitions=definitions,
+            )
+            context.add_asset_metadata(metadata, partition_key=month)
+            context.log.info(f"model[{month}]: {metadata['decision']} ({metadata['reason']})")
+            previous = chosen
+            yield month, chosen
+
+    return PartitionStream(stream())
+
+
+def train_and_select(
+    month: str,
+    frame: pl.DataFrame,
+    champion: ChurnModel | None,
+    config: ModelConfig,
+    horizon_days: int,
+    training_set_version: dict[str, Any] | None = None,
+    definitions: dict[str, str] | None = None,
+) -> tuple[ChurnModel, dict[str, Any]]:
+    """Trains month ``month``'s challenger on ``frame`` and returns the model to put in production (the
+    challenger or ``champion`` carried forward) with the materialization's metadata."""
+    # Imported where used: XGBoost, scikit-learn and Evidently take seconds to import.
+    import xgboost as xgb
+
+    from churn_assets.assets.ml import metrics, scoring, training
+
+    started = time.perf_counter()
+    if frame.height == 0:
+        raise dg.Failure(f"training_set[{month}] is empty: nothing to train model[{month}] on", allow_retries=False)
+    split = training.time_split(
+        frame.get_column("snapshot_date").min(),
+        frame.get_column("snapshot_date").max(),
+        horizon_days,
+        config.validation_share,
+        config.holdout_share,
+    )
+    blocks = {name: split.rows(frame, name) for name in ("train", "validation", "holdout")}
+    for name, rows in blocks.items():
+        classes = rows.get_column(training.LABEL).n_unique() if rows.height else 0
+        if classes < 2:
+            raise dg.Failure(
+                f"model[{month}]: the {name} block {getattr(split, name)[0]}..{getattr(split, name)[1]} of "
+                f"training_set[{month}] has {rows.height} rows and {classes} class(es): both churners and "
+                "retained users are needed",
+                allow_retries=False,
+            )
+    train, validation, holdout = blocks["train"], blocks["validation"], blocks["holdout"]
+    specs = training.feature_specs(train)
+    booster = training.train_booster(
+        train, validation, specs, config.seed, config.max_boost_rounds, config.early_stopping_rounds
+    )
+    validation_scores = training.predict(booster, validation, specs)
+    validation_labels = validation.get_column(training.LABEL).to_numpy()
+    threshold = training.threshold_for_recall(validation_labels, validation_scores, config.target_recall)
+    cutoffs = training.risk_cutoffs(validation_labels, validation_scores, threshold)
+    holdout_scores = training.predict(booster, holdout, specs)
+    challenger_eval = metrics.evaluate(holdout, holdout_scores, threshold)
+
+    baseline = training.fit_baseline(train, specs, config.seed)
+    baseline_threshold = training.threshold_for_recall(
+        validation_labels, training.baseline_scores(baseline, validation, specs), config.target_recall
+    )
+    baseline_eval = metrics.evaluate(holdout, training.baseline_scores(baseline, holdout, specs), baseline_threshold)
+
+    champion_eval, champion_note = None, None
+    if champion is not None:
+        missing = [f["name"] for f in champion.card["features"] if f["name"] not in holdout.columns]
+        if missing:
+            champion_note = f"the champion {champion.version} needs features this training set lacks: {missing}"
+        else:
+            champion_eval = metrics.evaluate(holdout, scoring.score(champion, holdout), champion.card["threshold"])
+    promote, reason = decide(challenger_eval, baseline_eval, champion_eval, config, champion_note)
+    training_seconds = round(time.perf_counter() - started, 2)
+
+    selection = {
+        "decision": "promoted" if promote else "carried_forward",
+        "reason": reason,
+        "evaluated_on": {"training_set": month, "holdout": split.to_card()["holdout"]},
+        "challenger": challenger_eval,
+        "champion": champion_eval,
+        "champion_version": None if champion is None else champion.version,
+        "baseline": baseline_eval,
+        "gates": {"roc_auc_floor": config.roc_auc_floor, "pr_auc_tolerance": config.pr_auc_tolerance},
+    }
+    if promote:
+        model_bytes = bytes(booster.save_raw(raw_format="ubj"))
+        reference = holdout.select([s.name for s in specs]).with_columns(pl.Series(SCORE_COLUMN, holdout_scores))
+        if reference.height > config.reference_rows:
+            reference = reference.sample(config.reference_rows, seed=config.seed)
+        importance = booster.get_score(importance_type="gain")
+        card = {
+            "format": CARD_FORMAT,
+            "month": month,
+            "trained_for_month": month,
+            "model_version": f"{month}-{sha256(model_bytes)[:8]}",
+            "carried_forward_from": None,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "xgboost": {
+                "version": xgb.__version__,
+                "params": {**training.XGB_PARAMS, "seed": config.seed},
+                "rounds": booster.num_boosted_rounds(),
+                "early_stopping_rounds": config.early_stopping_rounds,
+            },
+            "features": [s.to_card((definitions or {}).get(s.name)) for s in specs],
+            "label": {
+                "column": training.LABEL,
+                "horizon_days": horizon_days,
+                "definition": f"1 when the user had no activity in the {horizon_days} days after the snapshot day",
+            },
+            "threshold": threshold,
+            "target_recall": config.target_recall,
+            "risk_bands": cutoffs,
+            "training_window": {
+                **split.to_card(),
+                "rows": {name: rows.height for name, rows in blocks.items()},
+                "churn_rate": {
+                    name: float(rows.get_column(training.LABEL).mean()) for name, rows in blocks.items()
+                },
+            },
+            "data_versions": {"training_set": training_set_version or {"partition": month}},
+            "metrics": {"holdout": challenger_eval, "baseline": baseline_eval},
+            "feature_importance": {
+                name: round(gain, 6) for name, gain in sorted(importance.items(), key=lambda kv: (-kv[1], kv[0]))
+            },
+            "reference_sample": {"rows": reference.height, "drawn_from": "holdout", "score_column": SCORE_COLUMN},
+            "selection": selection,
+        }
+        chosen = ChurnModel(
+            model_bytes=model_bytes,
+            card=card,
+            reference_parquet=parquet_bytes(reference),
+            holdout_report_html=metrics.holdout_report_html(
+                holdout.get_column(training.LABEL).to_numpy(), holdout_scores, threshold
+            ).encode(),
+            _booster=booster,
+        )
+    elif champion is not None:
+        card = {k: v for k, v in champion.card.items() if k != "artifacts"}
+        chosen = champion.with_card(
+            {**card, "month": month, "carried_forward_from": champion.card["month"], "selection": selection}
+        )
+    else:
+        raise dg.Failure(
+            f"model[{month}]: no champion to fall back on and the challenger fails: {reason}",
+            metadata={"metrics": dg.MetadataValue.md(metrics.metrics_markdown({"challenger": challenger_eval, "baseline": baseline_eval}))},
+            allow_retries=False,
+        )
+
+    winner = chosen.card
+    metadata = {
+        "decision": selection["decision"],
+        "reason": reason,
+        "model_version": winner["model_version"],
+        "trained_for_month": winner["trained_for_month"],
+        "threshold": float(winner["threshold"]),
+        "risk_bands": dg.MetadataValue.json(winner["risk_bands"]),
+        "metrics": dg.MetadataValue.md(
+            metrics.metrics_markdown(
+                {"challenger": challenger_eval, "champion": champion_eval, "logistic baseline": baseline_eval}
+            )
+        ),
+        "challenger/roc_auc": _metric(challenger_eval, "roc_auc"),
+        "challenger/pr_auc": _metric(challenger_eval, "pr_auc"),
+        "champion/pr_auc": _metric(champion_eval, "pr_auc"),
+        "baseline/pr_auc": _metric(baseline_eval, "pr_auc"),
+        "feature_importance": dg.MetadataValue.md(_importance_markdown(winner["feature_importance"])),
+        "training_window": dg.MetadataValue.json(split.to_card()),
+        "training_rows": frame.height,
+        "training_seconds": training_seconds,
+    }
+    return chosen, metadata
+
+
+def decide(
+    challenger: dict[str, Any],
+    baseline: dict[str, Any],
+    champion: dict[str, Any] | None,
+    config: ModelConfig,
+    champion_note: str | None = None,
+) -> tuple[bool, str]:
+    """Whether the challenger goes to production, and why: it must pass the absolute gates, then be at
+    least as good on holdout PR-AUC as the champion (within the tolerance)."""
+    ours, theirs = challenger["all"], baseline["all"]
+    failures = []
+    if ours["roc_auc"] is None or ours["roc_auc"] < config.roc_auc_floor:
+        failures.append(f"holdout ROC-AUC {_f(ours['roc_auc'])} is below the floor {config.roc_auc_floor}")
+    if ours["pr_auc"] is None or (theirs["pr_auc"] is not None and ours["pr_auc"] <= theirs["pr_auc"]):
+        failures.append(f"holdout PR-AUC {_f(ours['pr_auc'])} does not beat the logistic baseline's {_f(theirs['pr_auc'])}")
+    if failures:
+        return False, "the challenger fails the gates: " + "; ".join(failures)
+    gates = (
+        f"passes the gates (ROC-AUC {_f(ours['roc_auc'])} ≥ {config.roc_auc_floor}, "
+        f"PR-AUC {_f(ours['pr_auc'])} > baseline {_f(theirs['pr_auc'])})"
+    )
+    if champion is None:
+        return True, f"no champion to compare with ({champion_note or 'first model'}); the challenger {gates}"
+    best = champion["all"]["pr_auc"]
+    if best is None or ours["pr_auc"] >= best - config.pr_auc_tolerance:
+        return True, (
+            f"challenger holdout PR-AUC {_f(ours['pr_auc'])} ≥ champion's {_f(best)} − tolerance "
+            f"{config.pr_auc_tolerance}, and it {gates}"
+        )
+    return False, (
+        f"challenger holdout PR-AUC {_f(ours['pr_auc'])} < champion's {_f(best)} − tolerance {config.pr_auc_tolerance}"
+    )
+
+
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _metric(evaluation: dict[str, Any] | None, name: str) -> float | None:
+    if evaluation is None or evaluation["all"][name] is None:
+        return None
+    return float(evaluation["all"][name])
+
+
+def _importance_markdown(importance: dict[str, float], top: int = 15) -> str:
+    total = sum(importance.values()) or 1.0
+    lines = ["| feature | gain | share |", "|---|---|---|"]
+    for name, gain in list(importance.items())[:top]:
+        lines.append(f"| {name} | {gain:.3f} | {gain / total:.1%} |")
+    return "\n".join(lines)
+
+
+def _data_version(context: dg.AssetExecutionContext, asset: str, partition: str) -> dict[str, Any]:
+    """The stored version of an input partition, from its latest materialization."""
+    found: dict[str, Any] = {"partition": partition}
+    record = context.instance.get_latest_data_version_record(dg.AssetKey(asset), partition_key=partition)
+    if record is None:
+        return found
+    entry = record.event_log_entry
+    found["data_version"] = (entry.tags or {}).get("dagster/data_version")
+    found["run_id"] = entry.run_id
+    materialization = entry.asset_materialization
+    if materialization is not None and "content_hash" in materialization.metadata:
+        found["content_hash"] = materialization.metadata["content_hash"].value
+    return found

@@ -1,0 +1,94 @@
+"""``predictions``: churn scores of every user at risk, with their risk band, rank and top reasons."""
+
+import dagster as dg
+import polars as pl
+
+from churn_assets.partitions import MONTH_FORMAT, daily_partitions, days_in_range
+from churn_assets.resources.model_io_manager import ChurnModel
+from churn_assets.resources.parquet_io_manager import PartitionStream
+
+PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "churn_probability": pl.Float64(),
+    "risk_band": pl.String(),
+    "rank": pl.UInt32(),
+    "top_reason_1": pl.String(),
+    "top_reason_2": pl.String(),
+    "top_reason_3": pl.String(),
+    "recommended_action": pl.String(),
+    "model_version": pl.String(),
+}
+
+
+@dg.asset(
+    group_name="ml",
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    kinds={"xgboost", "parquet"},
+    owners=["team:ml"],
+    ins={
+        "features": dg.AssetIn(),
+        # A day maps to the month it belongs to; a range run spanning months gets each of them.
+        "model": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping()),
+    },
+    metadata={
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name, str(dtype)) for name, dtype in PREDICTIONS_SCHEMA.items()]
+        )
+    },
+)
+def predictions(
+    context: dg.AssetExecutionContext, features: pl.LazyFrame, model: dict[str, ChurnModel]
+) -> PartitionStream:
+    """Every user of ``features[D]`` scored by ``model[month of D]``, one row each, highest risk first:
+    ``churn_probability``, ``risk_band`` (Low / Medium / High / Critical, cut-offs from the model card),
+    ``rank`` (1 = highest probability; ties by user_id), ``top_reason_1..3`` (the features that raised this
+    user's score the most, by XGBoost's per-feature contributions; null when fewer did), the band's
+    ``recommended_action`` and the ``model_version``. Reads ``features[D]`` and ``model[month of D]``.
+    """
+
+    def stream():
+        for day in days_in_range(context):
+            churn_model = model[day.strftime(MONTH_FORMAT)]
+            scored = predict_day(churn_model, features.filter(pl.col("date") == day).drop("date").collect())
+            bands = dict(scored.get_column("risk_band").value_counts().iter_rows())
+            context.add_asset_metadata(
+                {
+                    "model_version": churn_model.version,
+                    "users": scored.height,
+                    "mean_churn_probability": float(scored.get_column("churn_probability").mean() or 0.0),
+                    "flagged_share": float(
+                        (scored.get_column("churn_probability") >= churn_model.card["threshold"]).mean() or 0.0
+                    ),
+                    **{f"band/{band}": int(bands.get(band, 0)) for band in churn_model.card["risk_bands"]},
+                },
+                partition_key=day.isoformat(),
+            )
+            yield day.isoformat(), scored
+
+    return PartitionStream(stream())
+
+
+def predict_day(churn_model: ChurnModel, features: pl.DataFrame) -> pl.DataFrame:
+    """``predictions[D]`` from ``features[D]``: one row per feature row, in rank order."""
+    from churn_assets.assets.ml.scoring import RECOMMENDED_ACTIONS, risk_bands, score_with_reasons
+
+    probabilities, reasons = score_with_reasons(churn_model, features)
+    return (
+        pl.DataFrame(
+            {
+                "user_id": features.get_column("user_id"),
+                "churn_probability": probabilities,
+                "risk_band": risk_bands(probabilities, churn_model.card["risk_bands"]),
+                **{f"top_reason_{i + 1}": reason for i, reason in enumerate(reasons)},
+            }
+        )
+        .sort(["churn_probability", "user_id"], descending=[True, False])
+        .with_row_index("rank", offset=1)
+        .with_columns(
+            pl.col("risk_band").replace_strict(RECOMMENDED_ACTIONS, return_dtype=pl.String).alias("recommended_action"),
+            pl.lit(churn_model.version, dtype=pl.String).alias("model_version"),
+        )
+        .select(list(PREDICTIONS_SCHEMA))
+        .cast(PREDICTIONS_SCHEMA)
+    )

@@ -1,0 +1,205 @@
+"""``drift_report``: how far a day's features and scores have moved from what the model was trained on."""
+
+import json
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from churn_assets.partitions import MONTH_FORMAT, daily_partitions, days_in_range
+from churn_assets.resources import LakeResource
+from churn_assets.resources.model_io_manager import ChurnModel
+from churn_assets.resources.parquet_io_manager import PartitionStream
+
+SCORE_COLUMN = "churn_probability"
+# Evidently's rule: the dataset drifted when at least this share of the feature columns did.
+DATASET_DRIFT_SHARE = 0.5
+# Days with more users are compared on a seeded sample of this many: drift statistics are stable well
+# below it, and a 100k-user day stays within seconds.
+MAX_CURRENT_ROWS = 20_000
+SAMPLE_SEED = 7
+REPORT_FILE = "report.html"
+SUMMARY_FILE = "summary.json"
+
+DRIFT_SCHEMA: dict[str, pl.DataType] = {
+    "column": pl.String(),
+    "kind": pl.String(),
+    "stattest": pl.String(),
+    "threshold": pl.Float64(),
+    "drift_score": pl.Float64(),
+    "drifted": pl.Boolean(),
+}
+
+
+@dg.asset(
+    group_name="monitoring",
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    kinds={"evidently", "parquet"},
+    owners=["team:ml"],
+    ins={
+        "features": dg.AssetIn(),
+        "model": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping()),
+    },
+    metadata={
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name, str(dtype)) for name, dtype in DRIFT_SCHEMA.items()]
+        )
+    },
+)
+def drift_report(
+    context: dg.AssetExecutionContext, lake: LakeResource, features: pl.LazyFrame, model: dict[str, ChurnModel]
+) -> PartitionStream:
+    """Data drift of ``features[D]`` against the reference sample of ``model[month of D]`` (Evidently's
+    drift preset: per-column tests chosen by type and size), plus the drift of the score distribution
+    (the day's users scored by that model against the sample's stored scores). One row per model
+    feature and one for the score: ``column``, ``kind``, ``stattest``, ``threshold``, ``drift_score``,
+    ``drifted``. The HTML report and a JSON summary (share of drifted feature columns, dataset drift
+    yes/no, per-column scores) sit beside the partition: ``drift_report/date=D/report.html`` and
+    ``summary.json``. Days above 20,000 users are compared on a seeded sample of 20,000. Reads
+    ``features[D]`` and ``model[month of D]``.
+    """
+    store = lake.lake
+
+    def stream():
+        for day in days_in_range(context):
+            churn_model = model[day.strftime(MONTH_FORMAT)]
+            frame = features.filter(pl.col("date") == day).drop("date").collect()
+            table, summary, html = measure_drift(frame, churn_model)
+            folder = store.partition_url("drift_report", "date", day.isoformat())
+            report = store.write_bytes(f"{folder}/{REPORT_FILE}", html.encode())
+            summary = {"date": day.isoformat(), **summary, "report": report.url}
+            store.write_bytes(f"{folder}/{SUMMARY_FILE}", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+            context.add_asset_metadata(_metadata(summary, folder), partition_key=day.isoformat())
+            if summary["dataset_drift"]:
+                context.log.warning(
+                    f"{day}: dataset drift — {summary['share_of_drifted_columns']:.0%} of the feature columns "
+                    f"drifted ({', '.join(summary['drifted_columns'][:10])}); report at {report.url}"
+                )
+            yield day.isoformat(), table
+
+    return PartitionStream(stream())
+
+
+def measure_drift(features: pl.DataFrame, churn_model: ChurnModel) -> tuple[pl.DataFrame, dict[str, Any], str]:
+    """The drift table, the JSON summary and the Evidently HTML of one day's features against a model."""
+    # Imported where used: Evidently takes seconds to import.
+    import warnings
+
+    import numpy as np
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    from churn_assets.assets.ml.scoring import score
+
+    specs = churn_model.card["features"]
+    missing = [f["name"] for f in specs if f["name"] not in features.columns]
+    if missing:
+        raise ValueError(f"features lack columns the model {churn_model.version} was trained on: {missing}")
+    current = features.sample(MAX_CURRENT_ROWS, seed=SAMPLE_SEED) if features.height > MAX_CURRENT_ROWS else features
+    current = current.select([f["name"] for f in specs]).with_columns(
+        pl.Series(SCORE_COLUMN, score(churn_model, current))
+    )
+    reference = churn_model.reference_sample.select(current.columns)
+
+    kinds = {f["name"]: f["kind"] for f in specs} | {SCORE_COLUMN: "score"}
+    # Evidently refuses a column with no values; such a column is reported without a test: drifted when
+    # only one side is empty (a feature that stopped arriving, or started), not drifted when both are.
+    empty = {c: (current.get_column(c).null_count() == current.height, reference.get_column(c).null_count() == reference.height) for c in current.columns}
+    tested = [c for c, (now, then) in empty.items() if not now and not then]
+    definition = DataDefinition(
+        numerical_columns=[c for c in tested if kinds[c] != "categorical"],
+        categorical_columns=[c for c in tested if kinds[c] == "categorical"],
+    )
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        snapshot = Report([DataDriftPreset(columns=tested)], include_tests=True).run(
+            Dataset.from_pandas(_pandas(current, kinds), data_definition=definition),
+            Dataset.from_pandas(_pandas(reference, kinds), data_definition=definition),
+        )
+    results = _column_results(snapshot.dict())
+
+    rows = []
+    for column in current.columns:
+        now_empty, then_empty = empty[column]
+        if column in results:
+            rows.append({"column": column, "kind": kinds[column], **results[column]})
+        else:
+            rows.append(
+                {
+                    "column": column,
+                    "kind": kinds[column],
+                    "stattest": "empty column" if now_empty and then_empty else "column empty on one side",
+                    "threshold": None,
+                    "drift_score": None,
+                    "drifted": now_empty != then_empty,
+                }
+            )
+    table = pl.DataFrame(rows, schema=DRIFT_SCHEMA, orient="row")
+    feature_rows = table.filter(pl.col("kind") != "score")
+    drifted = feature_rows.filter(pl.col("drifted")).get_column("column").to_list()
+    share = len(drifted) / feature_rows.height
+    score_row = table.filter(pl.col("kind") == "score").row(0, named=True)
+    summary = {
+        "model_version": churn_model.version,
+        "current_rows": features.height,
+        "compared_rows": current.height,
+        "reference_rows": reference.height,
+        "share_of_drifted_columns": share,
+        "drifted_columns": drifted,
+        "dataset_drift": share >= DATASET_DRIFT_SHARE,
+        "dataset_drift_share": DATASET_DRIFT_SHARE,
+        "score_drift": score_row,
+        "columns": {r["column"]: {k: v for k, v in r.items() if k != "column"} for r in table.iter_rows(named=True)},
+    }
+    return table, summary, snapshot.get_html_str(as_iframe=False)
+
+
+def _pandas(frame: pl.DataFrame, kinds: dict[str, str]) -> Any:
+    exprs = [
+        pl.col(c).cast(pl.String) if kinds[c] == "categorical" else pl.col(c).cast(pl.Float64) for c in frame.columns
+    ]
+    return frame.select(exprs).to_pandas()
+
+
+def _column_results(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per column: the drift test Evidently chose, its threshold, the score and the verdict."""
+    scores = {}
+    for metric in report["metrics"]:
+        config = metric["config"]
+        if config.get("type", "").endswith(":ValueDrift"):
+            scores[config["column"]] = {
+                "stattest": config["method"],
+                "threshold": float(config["threshold"]),
+                "drift_score": float(metric["value"]),
+            }
+    for test in report["tests"]:
+        column = test["metric_config"]["params"].get("column")
+        if column in scores:
+            scores[column]["drifted"] = str(getattr(test["status"], "value", test["status"])) == "FAIL"
+    unresolved = [c for c, r in scores.items() if "drifted" not in r]
+    if unresolved:
+        raise RuntimeError(f"Evidently returned no drift verdict for {unresolved}")
+    return scores
+
+
+def _metadata(summary: dict[str, Any], folder: str) -> dict[str, Any]:
+    score = summary["score_drift"]
+    top = sorted(
+        ((c, r) for c, r in summary["columns"].items() if r["drift_score"] is not None and r["kind"] != "score"),
+        key=lambda item: (not item[1]["drifted"], item[0]),
+    )[:15]
+    lines = ["| column | test | score | drifted |", "|---|---|---|---|"]
+    lines += [f"| {c} | {r['stattest']} | {r['drift_score']:.4f} | {'yes' if r['drifted'] else 'no'} |" for c, r in top]
+    return {
+        "share_of_drifted_columns": float(summary["share_of_drifted_columns"]),
+        "dataset_drift": bool(summary["dataset_drift"]),
+        "drifted_columns": len(summary["drifted_columns"]),
+        "score_drift_score": score["drift_score"],
+        "score_drifted": bool(score["drifted"]),
+        "model_version": summary["model_version"],
+        "compared_rows": summary["compared_rows"],
+        "columns": dg.MetadataValue.md("\n".join(lines)),
+        "report": dg.MetadataValue.path(f"{folder}/{REPORT_FILE}"),
+        "summary": dg.MetadataValue.path(f"{folder}/{SUMMARY_FILE}"),
+    }

@@ -1,0 +1,281 @@
+"""The monthly model: time split with embargoes, champion/challenger gates, artifacts verified on load."""
+
+import datetime as dt
+import json
+import pickle
+import shutil
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from churn_assets.assets.ml import training
+from churn_assets.assets.ml.checks import model_artifacts_are_sound
+from churn_assets.assets.ml.model import ModelConfig, decide, model
+from churn_assets.config import ChurnSettings
+from churn_assets.resources import build_resources
+from churn_assets.resources.lake import Lake
+from churn_assets.resources.model_io_manager import (
+    CARD_FILE,
+    MODEL_FILE,
+    REFERENCE_FILE,
+    REPORT_FILE,
+    ModelArtifactError,
+    ModelIOManager,
+    card_bytes,
+    sha256,
+)
+from churn_assets_tests.ml_frames import (
+    HORIZON,
+    shuffle_training_labels,
+    synthetic_training_set,
+    training_set_stub,
+)
+
+M1, M2 = "2025-03", "2025-04"
+
+
+@pytest.fixture(scope="module")
+def frames() -> dict[str, pl.DataFrame]:
+    return {M1: synthetic_training_set(M1, seed=11), M2: synthetic_training_set(M2, seed=12)}
+
+
+@pytest.fixture(scope="module")
+def first_model(frames, tmp_path_factory) -> dict:
+    """``model[M1]`` trained once for the module: its lake (copy it before changing it) and its run."""
+    root = tmp_path_factory.mktemp("first_model")
+    settings = ChurnSettings(data_url=str(root / "lake"), landing_url=str(root / "landing"))
+    with dg.instance_for_test() as instance:
+        result = materialize_model(frames, build_resources(settings), instance, M1)
+        assert result.success
+        return {
+            "lake": settings.data_url,
+            "metadata": model_metadata(result),
+            "check_passed": result.get_asset_check_evaluations()[0].passed,
+        }
+
+
+@pytest.fixture
+def lake_with_first_model(first_model, local_settings) -> str:
+    """A test's own lake holding a copy of ``model[M1]``."""
+    shutil.copytree(first_model["lake"], local_settings.data_url)
+    return local_settings.data_url
+
+
+def materialize_model(frames, resources, instance, month, config=None):
+    run_config = None if config is None else {"ops": {"model": {"config": config}}}
+    return dg.materialize(
+        [training_set_stub(frames), model, model_artifacts_are_sound],
+        resources=resources,
+        instance=instance,
+        partition_key=month,
+        run_config=run_config,
+    )
+
+
+def artifact_bytes(lake_url: str, month: str) -> dict[str, bytes]:
+    lake = Lake(lake_url)
+    folder = lake.partition_url("model", "month", month)
+    return {name: lake.read_bytes(f"{folder}/{name}") for name in (MODEL_FILE, REFERENCE_FILE, REPORT_FILE, CARD_FILE)}
+
+
+def model_metadata(result: dg.ExecuteInProcessResult) -> dict:
+    (materialization,) = result.asset_materializations_for_node("model")
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+# -- the split --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("span,horizon", [(31, 14), (45, 14), (90, 14), (120, 7), (60, 1)])
+def test_time_split_keeps_an_embargo_between_blocks(span, horizon):
+    first = dt.date(2025, 1, 1)
+    last = first + dt.timedelta(days=span - 1)
+    split = training.time_split(first, last, horizon, 0.15, 0.15)
+    (t0, t1), (v0, v1), (h0, h1) = split.train, split.validation, split.holdout
+    assert t0 == first and h1 == last
+    assert t0 <= t1 < v0 <= v1 < h0 <= h1
+    # No validation or holdout snapshot lies within H days after the last snapshot of the block before.
+    assert (v0 - t1).days > horizon and (h0 - v1).days > horizon
+    # The embargoes are exactly what is left out.
+    used = sum((b - a).days + 1 for a, b in (split.train, split.validation, split.holdout))
+    assert used == span - 2 * horizon
+
+
+def test_time_split_refuses_a_window_too_short_for_the_embargoes():
+    with pytest.raises(ValueError, match="needs at least 31"):
+        training.time_split(dt.date(2025, 1, 1), dt.date(2025, 1, 30), 14, 0.15, 0.15)
+
+
+def test_threshold_reaches_the_target_recall():
+    rng = np.random.default_rng(0)
+    labels = (rng.random(5000) < 0.3).astype(int)
+    scores = np.clip(labels * 0.3 + rng.random(5000) * 0.7, 0, 1)
+    threshold = training.threshold_for_recall(labels, scores, 0.8)
+    recall = ((scores >= threshold) & (labels == 1)).sum() / labels.sum()
+    assert 0.8 <= recall < 0.8 + 2 / labels.sum()
+
+
+def test_gates_and_champion_comparison():
+    config = ModelConfig()
+
+    def evaluation(roc, pr):
+        return {"all": {"roc_auc": roc, "pr_auc": pr}}
+
+    assert decide(evaluation(0.8, 0.5), evaluation(0.7, 0.4), None, config)[0]
+    promote, reason = decide(evaluation(0.6, 0.5), evaluation(0.55, 0.4), None, config)
+    assert not promote and "below the floor" in reason
+    promote, reason = decide(evaluation(0.8, 0.39), evaluation(0.7, 0.4), None, config)
+    assert not promote and "baseline" in reason
+    assert decide(evaluation(0.8, 0.5), evaluation(0.7, 0.4), evaluation(0.8, 0.5), config)[0]
+    promote, reason = decide(evaluation(0.8, 0.49), evaluation(0.7, 0.4), evaluation(0.8, 0.5), config)
+    assert not promote and "< champion's" in reason
+    tolerant = ModelConfig(pr_auc_tolerance=0.02)
+    assert decide(evaluation(0.8, 0.49), evaluation(0.7, 0.4), evaluation(0.8, 0.5), tolerant)[0]
+
+
+# -- through the asset ------------------------------------------------------------------------------
+def test_first_model_is_trained_split_with_embargo_and_stored_as_xgboost_and_card(frames, first_model):
+    metadata = first_model["metadata"]
+    assert metadata["decision"] == "promoted"
+    assert "first model" in metadata["reason"]
+    for column in ("challenger", "logistic baseline", "active_7d"):
+        assert column in metadata["metrics"]
+    assert "| feature | gain | share |" in metadata["feature_importance"]
+    assert metadata["holdout_report"].endswith(f"model/month={M1}/{REPORT_FILE}")
+
+    stored = artifact_bytes(first_model["lake"], M1)
+    card = json.loads(stored[CARD_FILE])
+    assert stored[MODEL_FILE][:1] == b"{"  # UBJSON, XGBoost's own format
+    assert card["artifacts"][MODEL_FILE]["sha256"] == sha256(stored[MODEL_FILE])
+    assert card["model_version"] == f"{M1}-{sha256(stored[MODEL_FILE])[:8]}"
+    assert card["data_versions"]["training_set"]["content_hash"]  # the version of training_set[M1] it read
+    assert b"<html" in stored[REPORT_FILE][:2000].lower()
+
+    # Features and categories come from the training frame.
+    names = [f["name"] for f in card["features"]]
+    expected = [c for c in frames[M1].columns if c not in training.NON_FEATURES]
+    assert names == expected
+    platform = next(f for f in card["features"] if f["name"] == "platform")
+    assert platform["kind"] == "categorical" and platform["categories"] == ["Android", "Web", "iOS"]
+
+    # The embargo, on the rows actually used: no holdout snapshot within H days after the last training one.
+    window = card["training_window"]
+    train_end = dt.date.fromisoformat(window["train"][1])
+    holdout_start = dt.date.fromisoformat(window["holdout"][0])
+    validation_start = dt.date.fromisoformat(window["validation"][0])
+    assert window["embargo_days"] == HORIZON
+    assert (validation_start - train_end).days > HORIZON
+    assert (holdout_start - dt.date.fromisoformat(window["validation"][1])).days > HORIZON
+    holdout_rows = frames[M1].filter(pl.col("snapshot_date") >= holdout_start)
+    assert holdout_rows.height == window["rows"]["holdout"]
+    assert holdout_rows.get_column("snapshot_date").min() > train_end + dt.timedelta(days=HORIZON)
+
+    # Quality: the synthetic signal is learnt, the threshold reaches the target recall on validation.
+    holdout = card["metrics"]["holdout"]["all"]
+    assert holdout["roc_auc"] > 0.7
+    assert 0 < card["risk_bands"]["Medium"] <= card["threshold"] <= card["risk_bands"]["Critical"] < 1
+    assert card["target_recall"] == 0.8
+    assert 0.7 <= holdout["recall"] <= 0.9
+    # The reference sample: holdout features with the scores the model gave them.
+    loaded = ModelIOManager(base_url=first_model["lake"]).read("model", M1)
+    assert loaded.reference_sample.height == window["rows"]["holdout"]
+    assert set(names) | {"churn_probability"} == set(loaded.reference_sample.columns)
+    assert first_model["check_passed"]
+
+
+def test_training_is_deterministic(frames, first_model, local_settings, local_resources, instance):
+    assert materialize_model(frames, local_resources, instance, M1).success
+    again = artifact_bytes(local_settings.data_url, M1)
+    assert again[MODEL_FILE] == artifact_bytes(first_model["lake"], M1)[MODEL_FILE]
+
+
+def test_weakened_challenger_is_not_promoted_and_champion_is_carried_forward_unchanged(
+    frames, lake_with_first_model, local_resources, instance
+):
+    champion = artifact_bytes(lake_with_first_model, M1)
+
+    # The challenger of M2 learns from shuffled labels; its validation and holdout keep the true ones.
+    split = training.time_split(
+        frames[M2].get_column("snapshot_date").min(), frames[M2].get_column("snapshot_date").max(), HORIZON, 0.15, 0.15
+    )
+    weakened = {**frames, M2: shuffle_training_labels(frames[M2], split.train[1])}
+    result = materialize_model(weakened, local_resources, instance, M2)
+    assert result.success
+    metadata = model_metadata(result)
+    assert metadata["decision"] == "carried_forward"
+    assert "fails the gates" in metadata["reason"] or "< champion's" in metadata["reason"]
+    assert metadata["champion/pr_auc"] > metadata["challenger/pr_auc"]
+    assert "| champion | all |" in metadata["metrics"] and "| challenger | all |" in metadata["metrics"]
+
+    carried = artifact_bytes(lake_with_first_model, M2)
+    for name in (MODEL_FILE, REFERENCE_FILE, REPORT_FILE):
+        assert carried[name] == champion[name], name
+    card, champion_card = json.loads(carried[CARD_FILE]), json.loads(champion[CARD_FILE])
+    assert card["month"] == M2 and card["carried_forward_from"] == M1
+    assert card["model_version"] == champion_card["model_version"]
+    assert card["trained_for_month"] == M1
+    assert card["selection"]["decision"] == "carried_forward"
+    assert card["selection"]["champion"]["all"]["pr_auc"] == metadata["champion/pr_auc"]
+    assert card["selection"]["challenger"]["all"]["pr_auc"] == metadata["challenger/pr_auc"]
+
+
+def test_a_range_run_carries_the_champion_from_month_to_month(frames, local_settings, local_resources, instance):
+    result = dg.materialize(
+        [training_set_stub(frames), model],
+        resources=local_resources,
+        instance=instance,
+        tags={"dagster/asset_partition_range_start": M1, "dagster/asset_partition_range_end": M2},
+    )
+    assert result.success
+    cards = {m: json.loads(artifact_bytes(local_settings.data_url, m)[CARD_FILE]) for m in (M1, M2)}
+    # M2's challenger met M1's model, produced in the same run, as its champion on M2's holdout.
+    selection = cards[M2]["selection"]
+    assert selection["champion_version"] == cards[M1]["model_version"]
+    challenger, champion = selection["challenger"]["all"]["pr_auc"], selection["champion"]["all"]["pr_auc"]
+    if selection["decision"] == "promoted":
+        assert challenger >= champion
+    else:
+        assert challenger < champion or "fails the gates" in selection["reason"]
+    assert cards[M2]["model_version"] == (
+        cards[M1]["model_version"] if selection["decision"] == "carried_forward" else f"{M2}-{cards[M2]['artifacts'][MODEL_FILE]['sha256'][:8]}"
+    )
+
+
+# -- artifacts that are not what the card says ------------------------------------------------------
+def test_a_pickle_disguised_as_the_model_file_is_refused(lake_with_first_model):
+    lake = Lake(lake_with_first_model)
+    folder = lake.partition_url("model", "month", M1)
+    manager = ModelIOManager(base_url=lake_with_first_model)
+    disguised = pickle.dumps({"booster": "anything", "run": print})
+    lake.write_bytes(f"{folder}/{MODEL_FILE}", disguised)
+
+    with pytest.raises(ModelArtifactError, match="pickle"):
+        manager.read("model", M1)
+
+    # Even with the card's hash rewritten to match, a pickle is never loaded.
+    card = json.loads(lake.read_bytes(f"{folder}/{CARD_FILE}"))
+    card["artifacts"][MODEL_FILE]["sha256"] = sha256(disguised)
+    lake.write_bytes(f"{folder}/{CARD_FILE}", card_bytes(card))
+    with pytest.raises(ModelArtifactError, match="is a Python pickle, not an XGBoost model"):
+        manager.read("model", M1)
+
+
+def test_a_model_file_that_differs_from_its_card_is_refused(lake_with_first_model):
+    lake = Lake(lake_with_first_model)
+    folder = lake.partition_url("model", "month", M1)
+    manager = ModelIOManager(base_url=lake_with_first_model)
+
+    # A valid XGBoost model, but not the one the card describes.
+    other = manager.read("model", M1).booster[:1].save_raw(raw_format="ubj")
+    lake.write_bytes(f"{folder}/{MODEL_FILE}", bytes(other))
+    with pytest.raises(ModelArtifactError, match="does not match its model card"):
+        manager.read("model", M1)
+
+    # Garbage with a matching hash is refused by XGBoost's parser.
+    garbage = b"{not a model at all"
+    card = json.loads(lake.read_bytes(f"{folder}/{CARD_FILE}"))
+    card["artifacts"][MODEL_FILE]["sha256"] = sha256(garbage)
+    lake.write_bytes(f"{folder}/{MODEL_FILE}", garbage)
+    lake.write_bytes(f"{folder}/{CARD_FILE}", card_bytes(card))
+    with pytest.raises(ModelArtifactError, match="not a valid XGBoost model"):
+        manager.read("model", M1)
