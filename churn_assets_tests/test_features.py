@@ -18,12 +18,15 @@ from churn_assets.assets.features.catalog import (
     feature_catalog,
     features_schema,
 )
+from churn_assets.assets.features.checks import features_cover_users_at_risk
 from churn_assets.assets.features.features import compute_features, features
 from churn_assets.config import DEFAULT_EVENT_TYPES, ChurnSettings
 from churn_assets.resources import build_resources
+from churn_assets.resources.lake import Lake
 from churn_assets.simulate import simulate
 
 from churn_assets_tests.helpers import (
+    INGEST_AND_FEATURES,
     START,
     day,
     delete_partitions_after,
@@ -81,11 +84,15 @@ def _known_histories() -> dict:
     }
 
 
-@pytest.fixture
-def known_lake(local_settings: ChurnSettings, instance) -> ChurnSettings:
-    write_user_daily_history(local_settings.data_url, _known_histories(), D)
-    materialize_selected(["features"], build_resources(local_settings), instance, day(0).isoformat(), D.isoformat())
-    return local_settings
+@pytest.fixture(scope="module")
+def known_lake(tmp_path_factory: pytest.TempPathFactory) -> ChurnSettings:
+    """The histories above through D, with features materialized for every day in one range run."""
+    root = tmp_path_factory.mktemp("known")
+    settings_ = ChurnSettings(data_url=str(root / "lake"), landing_url=str(root / "landing"))
+    write_user_daily_history(settings_.data_url, _known_histories(), D)
+    with dg.DagsterInstance.ephemeral() as instance:
+        materialize_selected(["features"], build_resources(settings_), instance, day(0).isoformat(), D.isoformat())
+    return settings_
 
 
 def test_known_answers_for_each_feature_family(known_lake: ChurnSettings):
@@ -143,6 +150,36 @@ def _ols_slope(y_by_x: dict[int, float], days: int) -> float:
     ys = [y_by_x.get(x, 0.0) for x in xs]
     mx, my = sum(xs) / days, sum(ys) / days
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def test_blocking_check_compares_the_population_with_install_times(
+    known_lake: ChurnSettings, tmp_path: Path, instance
+):
+    """install_times (computed from raw_events, not user_daily) says who is at risk; the check holds
+    features[D] to it."""
+    tampered = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=known_lake.landing_url)
+    shutil.copytree(known_lake.data_url, tampered.data_url)
+    lake = Lake(tampered.data_url)
+    url = lake.table_url("install_times", "date", D.isoformat())
+    installs = pl.read_parquet(url)
+    stranger = installs.filter(pl.col("user_id") == "new").with_columns(pl.lit("stranger").alias("user_id"))
+    lake.write_table(url, pl.concat([
+        installs.with_columns(  # steady, per install_times, was last active on D-28: not at risk
+            pl.when(pl.col("user_id") == "steady").then(pl.lit(day(12))).otherwise(pl.col("last_active_date"))
+            .alias("last_active_date")
+        ),
+        stranger,  # at risk per install_times, absent from features
+    ]))
+    result = dg.materialize(
+        INGEST_AND_FEATURES, resources=build_resources(tampered), instance=instance,
+        selection=dg.AssetSelection.checks(features_cover_users_at_risk),
+        tags={"dagster/partition": D.isoformat()}, raise_on_error=False,
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.metadata["users_not_at_risk"].value == 1
+    assert evaluation.metadata["users_at_risk_missing"].value == 1
+    assert evaluation.metadata["nulls_in_required_columns"].value == 0
 
 
 # -- property: the rolling windows against a plain per-user loop ---------------------------------------

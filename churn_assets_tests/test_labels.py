@@ -1,0 +1,126 @@
+"""``labels``: known answers at the horizon's edges, empty first partitions, the horizon guard, and the
+blocking check catching a population that does not match its snapshot."""
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from churn_assets.assets.features.checks import labels_match_snapshots
+from churn_assets.assets.features.labels import HORIZON_DAYS, labels_schema
+from churn_assets.config import DEFAULT_EVENT_TYPES, ChurnSettings
+from churn_assets.resources import ChurnParameters, build_resources
+from churn_assets.resources.lake import Lake
+
+from churn_assets_tests.helpers import (
+    INGEST_AND_FEATURES,
+    day,
+    materialize_selected,
+    read_partition,
+    write_user_daily_history,
+)
+
+S = day(30)  # the snapshot
+D = day(30 + HORIZON_DAYS)  # the day its labels become known
+LAST = day(30 + HORIZON_DAYS + 1)
+
+
+def _histories() -> dict:
+    h = HORIZON_DAYS
+    return {
+        "back_on_last_day": {day(30): {}, day(30 + h): {}},  # returns on S+H: not churned
+        "back_a_day_late": {day(30): {}, day(30 + h + 1): {}},  # returns on S+H+1: churned
+        "installed_on_snapshot": {day(30): {}},  # installed on S: at risk, churned
+        "last_seen_s_minus_27": {day(3): {}},  # at risk on S (just), churned
+        "last_seen_s_minus_28": {day(2): {}},  # not at risk on S: not labelled at all
+        "back_next_day": {day(20): {}, day(31): {}},  # inactive on S itself, returns on S+1
+        "regular": {day(i): {} for i in range(0, 46)},
+    }
+
+
+@pytest.fixture(scope="module")
+def labelled_lake(tmp_path_factory: pytest.TempPathFactory) -> ChurnSettings:
+    """The histories above through S+H+1, with features and labels materialized in one range run."""
+    root = tmp_path_factory.mktemp("labels")
+    settings = ChurnSettings(data_url=str(root / "lake"), landing_url=str(root / "landing"))
+    write_user_daily_history(settings.data_url, _histories(), LAST)
+    with dg.DagsterInstance.ephemeral() as instance:
+        materialize_selected(["features", "labels"], build_resources(settings), instance,
+                             day(0).isoformat(), LAST.isoformat())
+    return settings
+
+
+def test_known_labels_at_the_edges_of_the_horizon(labelled_lake: ChurnSettings):
+    frame = read_partition(labelled_lake.data_url, "labels", D)
+    assert frame.schema == pl.Schema(labels_schema(list(DEFAULT_EVENT_TYPES)))
+    assert list(frame.columns[:3]) == ["user_id", "snapshot_date", "churned"]
+    assert dict(frame.select("user_id", "churned").iter_rows()) == {
+        "back_a_day_late": 1,
+        "back_next_day": 0,
+        "back_on_last_day": 0,
+        "installed_on_snapshot": 1,
+        "last_seen_s_minus_27": 1,
+        "regular": 0,
+    }
+    assert frame.get_column("snapshot_date").unique().to_list() == [S]
+    # The snapshot's features travel with the label, unchanged.
+    snapshot = read_partition(labelled_lake.data_url, "features", S)
+    assert_frame_equal(frame.drop("snapshot_date", "churned"), snapshot, check_exact=True)
+    installed = frame.filter(pl.col("user_id") == "installed_on_snapshot").row(0, named=True)
+    assert (installed["tenure_days"], installed["days_since_last_active"]) == (0, 0)
+
+
+def test_a_day_later_the_late_returner_is_labelled_for_the_next_snapshot(labelled_lake: ChurnSettings):
+    frame = read_partition(labelled_lake.data_url, "labels", LAST)
+    assert frame.get_column("snapshot_date").unique().to_list() == [day(31)]
+    churned = dict(frame.select("user_id", "churned").iter_rows())
+    # Snapshot S+1: back_a_day_late was at risk (active on S) and returned on (S+1)+H.
+    assert churned["back_a_day_late"] == 0 and churned["back_next_day"] == 1
+
+
+def test_first_horizon_days_are_empty_partitions(labelled_lake: ChurnSettings):
+    schema = pl.Schema(labels_schema(list(DEFAULT_EVENT_TYPES)))
+    for offset in range(HORIZON_DAYS):
+        empty = read_partition(labelled_lake.data_url, "labels", day(offset))
+        assert empty.height == 0 and empty.schema == schema
+    first = read_partition(labelled_lake.data_url, "labels", day(HORIZON_DAYS))
+    assert first.get_column("snapshot_date").unique().to_list() == [day(0)]
+    assert first.get_column("user_id").to_list() == ["regular"]
+
+
+def test_horizon_that_disagrees_with_the_partition_mapping_fails_clearly(labelled_lake: ChurnSettings, instance):
+    resources = build_resources(labelled_lake)
+    churn = resources["churn"]
+    resources["churn"] = ChurnParameters(
+        event_types=churn.event_types, horizon_days=HORIZON_DAYS + 7, lookback_months=churn.lookback_months
+    )
+    with pytest.raises(dg.Failure, match=f"horizon_days={HORIZON_DAYS + 7}.*H={HORIZON_DAYS}"):
+        materialize_selected(["labels"], resources, instance, D.isoformat())
+
+
+def test_blocking_check_catches_a_population_that_differs_from_its_snapshot(
+    labelled_lake: ChurnSettings, tmp_path: Path, instance
+):
+    tampered = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=labelled_lake.landing_url)
+    shutil.copytree(labelled_lake.data_url, tampered.data_url)
+    lake = Lake(tampered.data_url)
+    snapshot = read_partition(tampered.data_url, "features", S)
+    extra = snapshot.filter(pl.col("user_id") == "regular").with_columns(pl.lit("ghost").alias("user_id"))
+    lake.write_table(lake.table_url("features", "date", S.isoformat()), pl.concat([snapshot, extra]))
+    # The check alone, on the stored labels[D]: a check-only selection takes its partition as a run tag
+    # (dagster cannot infer a partitions definition from checks, so partition_key= is refused).
+    result = dg.materialize(
+        INGEST_AND_FEATURES,
+        resources=build_resources(tampered),
+        instance=instance,
+        selection=dg.AssetSelection.checks(labels_match_snapshots),
+        tags={"dagster/partition": D.isoformat()},
+        raise_on_error=False,
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.metadata["snapshot_users_unlabelled"].value == 1
+    assert evaluation.metadata["users_not_in_snapshot"].value == 0
