@@ -1,0 +1,214 @@
+"""``training_set``: exactly the labels of the L months before M with their features, a seeded stratified
+cap, clear failures, month ranges equal to single months, and the dependencies the UI shows."""
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from churn_assets.assets.features.catalog import feature_catalog
+from churn_assets.assets.features.features import features
+from churn_assets.assets.features.labels import HORIZON_DAYS, labels
+from churn_assets.assets.ml.training_set import (
+    LOOKBACK_MONTHS,
+    training_set,
+    training_set_is_sound,
+    training_set_schema,
+)
+from churn_assets.config import DEFAULT_EVENT_TYPES, ChurnSettings
+from churn_assets.partitions import daily_partitions, monthly_partitions
+from churn_assets.resources import ChurnParameters, build_resources
+from churn_assets.resources.lake import Lake
+from churn_assets.simulate import simulate
+
+from churn_assets_tests.helpers import INGEST_AND_FEATURES, day, materialize_selected, range_tags, read_partition
+
+ASSETS = [*INGEST_AND_FEATURES, training_set, training_set_is_sound]
+SIM_DAYS = 59  # 2025-01-01 .. 2025-02-28: the labels training_set[2025-02] and [2025-03] cover
+
+
+@pytest.fixture(scope="module")
+def labelled_lake(tmp_path_factory: pytest.TempPathFactory) -> ChurnSettings:
+    """400 simulated users over January and February, ingested, featured and labelled in one run."""
+    root = tmp_path_factory.mktemp("training_sim")
+    settings = ChurnSettings(data_url=str(root / "lake"), landing_url=str(root / "landing"))
+    simulate(settings.landing_url, users=400, days=SIM_DAYS, seed=5, file_format="parquet")
+    with dg.DagsterInstance.ephemeral() as instance:
+        materialize_selected(
+            ["raw_events", "install_times", "user_daily", "features", "labels"], build_resources(settings),
+            instance, day(0).isoformat(), day(SIM_DAYS - 1).isoformat(),
+        )
+    return settings
+
+
+def _copy(settings: ChurnSettings, tmp_path: Path) -> ChurnSettings:
+    copy = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=settings.landing_url)
+    shutil.copytree(settings.data_url, copy.data_url)
+    return copy
+
+
+def _resources(settings: ChurnSettings, max_training_rows: int | None = None, **changes) -> dict:
+    resources = build_resources(settings)
+    churn = resources["churn"]
+    fields = {"event_types": churn.event_types, "horizon_days": churn.horizon_days,
+              "lookback_months": churn.lookback_months,
+              "max_training_rows": max_training_rows or churn.max_training_rows, **changes}
+    resources["churn"] = ChurnParameters(**fields)
+    return resources
+
+
+def _materialize(resources: dict, month: str, last: str | None = None) -> dg.ExecuteInProcessResult:
+    with dg.DagsterInstance.ephemeral() as instance:
+        return materialize_selected(["training_set"], resources, instance, month, last, assets=ASSETS)
+
+
+def _labels_between(lake_url: str, first: dt.date, last: dt.date) -> pl.DataFrame:
+    frames = []
+    current = first
+    while current <= last:
+        frames.append(read_partition(lake_url, "labels", current).with_columns(pl.lit(current).alias("label_date")))
+        current += dt.timedelta(days=1)
+    return pl.concat(frames)
+
+
+def test_rows_are_the_labels_of_the_months_before_with_their_features(labelled_lake: ChurnSettings, tmp_path: Path):
+    settings = _copy(labelled_lake, tmp_path)
+    result = _materialize(build_resources(settings), "2025-03")
+    frame = read_partition(settings.data_url, "training_set", "2025-03", column="month")
+
+    schema = training_set_schema(list(DEFAULT_EVENT_TYPES))
+    assert frame.schema == pl.Schema(schema)
+    assert frame.columns[:4] == ["user_id", "snapshot_date", "label_date", "churned"]
+    # Exactly the label partitions of the L (=3) months before March that exist: January and February.
+    expected = _labels_between(settings.data_url, day(0), dt.date(2025, 2, 28)).select(list(schema))
+    assert frame.height == expected.height > 3000
+    assert_frame_equal(frame, expected.sort("snapshot_date", "user_id"), check_exact=True)
+    # Every row has its features; snapshots fall inside the window, H days before their label.
+    required = [f.name for f in feature_catalog(DEFAULT_EVENT_TYPES) if not f.nullable]
+    assert frame.select(pl.sum_horizontal(pl.col(required).is_null().sum())).item() == 0
+    assert frame.get_column("label_date").min() >= dt.date(2025, 1, 1)
+    assert frame.get_column("label_date").max() <= dt.date(2025, 2, 28)
+    assert frame.get_column("snapshot_date").max() <= dt.date(2025, 2, 28) - dt.timedelta(days=HORIZON_DAYS)
+    assert (frame.get_column("label_date") - frame.get_column("snapshot_date")).unique().to_list() == [
+        dt.timedelta(days=HORIZON_DAYS)
+    ]
+    assert frame.get_column("churned").unique().sort().to_list() == [0, 1]
+
+    [materialization] = result.asset_materializations_for_node("training_set")
+    assert materialization.metadata["labelled_rows"].value == expected.height
+    assert materialization.metadata["sampled"].value is False
+    assert materialization.metadata["label_window"].value == "2024-12-01..2025-02-28"
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.passed
+
+
+def test_cap_is_a_seeded_sample_that_keeps_class_shares(labelled_lake: ChurnSettings, tmp_path: Path):
+    settings = _copy(labelled_lake, tmp_path)
+    full = _labels_between(settings.data_url, day(0), dt.date(2025, 2, 28))
+    cap = 1000
+    _materialize(_resources(settings, max_training_rows=cap), "2025-03")
+    first = read_partition(settings.data_url, "training_set", "2025-03", column="month")
+    _materialize(_resources(settings, max_training_rows=cap), "2025-03")
+    second = read_partition(settings.data_url, "training_set", "2025-03", column="month")
+
+    assert first.height == cap
+    assert_frame_equal(first, second, check_exact=True)  # seeded: the same rows every time
+    churned_share = full.get_column("churned").mean()
+    assert first.get_column("churned").sum() == round(cap * churned_share)
+    # A sample of the real rows, values untouched.
+    joined = first.join(full, on=["user_id", "snapshot_date"], how="inner", suffix="_label")
+    assert joined.height == cap
+    assert (joined.get_column("n_events_28d") == joined.get_column("n_events_28d_label")).all()
+
+
+def test_a_range_of_months_equals_single_month_runs(labelled_lake: ChurnSettings, tmp_path: Path):
+    ranged = _copy(labelled_lake, tmp_path / "ranged")
+    single = _copy(labelled_lake, tmp_path / "single")
+    _materialize(build_resources(ranged), "2025-02", "2025-03")
+    for month in ("2025-02", "2025-03"):
+        _materialize(build_resources(single), month)
+    for month in ("2025-02", "2025-03"):
+        assert_frame_equal(
+            read_partition(ranged.data_url, "training_set", month, column="month"),
+            read_partition(single.data_url, "training_set", month, column="month"),
+            check_exact=True,
+        )
+    february = read_partition(single.data_url, "training_set", "2025-02", column="month")
+    assert february.get_column("label_date").max() == dt.date(2025, 1, 31)
+
+
+def test_a_month_without_labels_fails_with_its_counts(labelled_lake: ChurnSettings):
+    with pytest.raises(dg.Failure, match=r"training_set\[2025-01\]: too few labelled rows \(0 < \d+\).*"
+                                         r"2024-10-01\.\.2024-12-31.*churned=1: 0, churned=0: 0"):
+        _materialize(build_resources(labelled_lake), "2025-01")
+
+
+def test_a_month_with_one_class_fails_with_its_counts(labelled_lake: ChurnSettings, tmp_path: Path):
+    settings = _copy(labelled_lake, tmp_path)
+    lake = Lake(settings.data_url)
+    for offset in range(31):  # January's labels, all "retained"
+        url = lake.table_url("labels", "date", day(offset).isoformat())
+        lake.write_table(url, pl.read_parquet(url).with_columns(pl.lit(0, pl.Int8).alias("churned")))
+    rows = _labels_between(settings.data_url, day(0), day(30)).height
+    with pytest.raises(dg.Failure, match=rf"training_set\[2025-02\]: a class has fewer than \d+ rows: {rows} "
+                                         rf"labelled rows.*churned=1: 0, churned=0: {rows}"):
+        _materialize(build_resources(settings), "2025-02")
+
+
+def test_lookback_that_disagrees_with_the_partition_mapping_fails_clearly(labelled_lake: ChurnSettings):
+    resources = _resources(labelled_lake, lookback_months=LOOKBACK_MONTHS + 1)
+    with pytest.raises(dg.Failure, match=f"lookback_months={LOOKBACK_MONTHS + 1}"):
+        _materialize(resources, "2025-03")
+
+
+def test_check_flags_snapshots_after_the_cutoff(labelled_lake: ChurnSettings, tmp_path: Path):
+    settings = _copy(labelled_lake, tmp_path)
+    _materialize(build_resources(settings), "2025-03")
+    lake = Lake(settings.data_url)
+    url = lake.table_url("training_set", "month", "2025-03")
+    frame = pl.read_parquet(url)
+    late = frame.head(3).with_columns(  # labels known only in March: too late for March's model
+        pl.lit(dt.date(2025, 3, 2)).alias("label_date"), pl.lit(dt.date(2025, 2, 16)).alias("snapshot_date")
+    )
+    lake.write_table(url, pl.concat([frame, late]))
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            ASSETS, resources=build_resources(settings), instance=instance,
+            selection=dg.AssetSelection.checks(training_set_is_sound),
+            tags={"dagster/partition": "2025-03"}, raise_on_error=False,
+        )
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.metadata["labels_after_cutoff"].value == 3
+    assert evaluation.metadata["snapshots_after_cutoff"].value == 3
+    assert evaluation.metadata["snapshots_not_h_days_before_label"].value == 0
+
+
+def _upstream_keys(asset: dg.AssetsDefinition, upstream: str, key: str, downstream_def, upstream_def) -> list[str]:
+    """The upstream partitions Dagster maps ``asset[key]`` to (the mapping it infers when none is declared)."""
+    graph = dg.Definitions(assets=ASSETS, resources=build_resources(ChurnSettings())).resolve_asset_graph()
+    mapping = graph.get_partition_mapping(asset.key, dg.AssetKey(upstream))
+    result = mapping.get_upstream_mapped_partitions_result_for_partitions(
+        downstream_def.subset_with_partition_keys([key]), downstream_def, upstream_def
+    )
+    return sorted(result.partitions_subset.get_partition_keys())
+
+
+def test_declared_dependencies_are_the_true_ones():
+    """What the UI shows: lookback windows, the H-day shift, month -> days."""
+    daily, monthly = daily_partitions, monthly_partitions
+    window = _upstream_keys(features, "user_daily", "2025-03-10", daily, daily)
+    assert (window[0], window[-1], len(window)) == ("2025-02-11", "2025-03-10", 28)
+    assert _upstream_keys(features, "user_daily", "2025-01-03", daily, daily) == ["2025-01-01", "2025-01-02", "2025-01-03"]
+    assert _upstream_keys(features, "install_times", "2025-03-10", daily, daily) == ["2025-03-10"]
+    assert _upstream_keys(labels, "features", "2025-03-10", daily, daily) == ["2025-02-24"]
+    assert _upstream_keys(labels, "features", "2025-01-10", daily, daily) == []  # before the start: empty
+    returns = _upstream_keys(labels, "user_daily", "2025-03-10", daily, daily)
+    assert (returns[0], returns[-1], len(returns)) == ("2025-02-25", "2025-03-10", HORIZON_DAYS)
+    months = _upstream_keys(training_set, "labels", "2025-05", monthly, daily)
+    assert (months[0], months[-1], len(months)) == ("2025-02-01", "2025-04-30", 89)
+    assert _upstream_keys(training_set, "labels", "2025-01", monthly, daily) == []
