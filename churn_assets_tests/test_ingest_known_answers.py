@@ -77,11 +77,10 @@ def ingested(tmp_path_factory):
     write_landing_day(settings.landing_url, "2025-01-01", {"part-0.jsonl.gz": jsonl(DAY1, gz=True)})
     write_landing_day(settings.landing_url, "2025-01-02", {"a.csv": DAY2_CSV.encode(), "b.parquet": parquet.getvalue()})
     write_landing_day(settings.landing_url, "2025-01-03", {"late.jsonl": jsonl(DAY3)})
-    with dg.instance_for_test() as instance:
-        results = [
-            materialize_ingest(build_resources(settings), instance, day)
-            for day in ("2025-01-01", "2025-01-02", "2025-01-03")
-        ]
+    instance = dg.DagsterInstance.ephemeral()
+    results = [
+        materialize_ingest(build_resources(settings), instance, day) for day in ("2025-01-01", "2025-01-02", "2025-01-03")
+    ]
     return settings.data_url, results
 
 
