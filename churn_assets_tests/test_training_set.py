@@ -15,6 +15,8 @@ from churn_assets.assets.features.features import features
 from churn_assets.assets.features.labels import HORIZON_DAYS, labels
 from churn_assets.assets.ml.training_set import (
     LOOKBACK_MONTHS,
+    SAMPLE_SEED,
+    stratified_rows,
     training_set,
     training_set_is_sound,
     training_set_schema,
@@ -123,6 +125,27 @@ def test_cap_is_a_seeded_sample_that_keeps_class_shares(labelled_lake: ChurnSett
     joined = first.join(full, on=["user_id", "snapshot_date"], how="inner", suffix="_label")
     assert joined.height == cap
     assert (joined.get_column("n_events_28d") == joined.get_column("n_events_28d_label")).all()
+
+
+def test_prefiltered_sample_is_exactly_the_bottom_k_of_each_class():
+    """The streaming threshold pass is an optimisation only: the rows are those a plain bottom-k picks."""
+    n = 40_000
+    rows = pl.DataFrame({
+        "user_id": [f"u{i % 5000}" for i in range(n)],
+        "snapshot_date": [dt.date(2025, 1, 1) + dt.timedelta(days=i // 5000) for i in range(n)],
+        "churned": pl.Series([int(i % 7 == 0) for i in range(n)], dtype=pl.Int8),
+        "value": range(n),
+    })
+    counts = {c: rows.filter(pl.col("churned") == c).height for c in (0, 1)}
+    sample = stratified_rows(rows.lazy(), counts, cap=1200).collect()
+    order = pl.struct("user_id", "snapshot_date").hash(seed=SAMPLE_SEED).alias("_order")
+    expected = pl.concat([
+        rows.filter(pl.col("churned") == c).with_columns(order)
+        .bottom_k(k, by=["_order", "user_id", "snapshot_date"]).drop("_order")
+        for c, k in ((1, round(1200 * counts[1] / n)), (0, 1200 - round(1200 * counts[1] / n)))
+    ])
+    assert sample.height == 1200
+    assert_frame_equal(sample.sort("value"), expected.sort("value"))
 
 
 def test_a_range_of_months_equals_single_month_runs(labelled_lake: ChurnSettings, tmp_path: Path):

@@ -1,6 +1,7 @@
 """``training_set``: the labelled feature rows a month's model is trained on."""
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 
 import dagster as dg
@@ -98,7 +99,7 @@ def training_set(
         for window in windows:
             class_counts = counts[window.month]
             rows = stratified_rows(scans[window.month], class_counts, churn.max_training_rows)
-            frame = rows.select(list(schema)).cast(schema).sort("snapshot_date", "user_id")
+            frame = rows.select(list(schema)).cast(schema).sort("snapshot_date", "user_id").collect(engine="streaming")
             labelled = sum(class_counts.values())
             context.add_asset_metadata(
                 {
@@ -151,27 +152,30 @@ def _require_enough_labels(window: MonthWindow, counts: dict[int, int]) -> None:
         )
 
 
-def stratified_rows(scan: pl.LazyFrame, counts: dict[int, int], cap: int) -> pl.DataFrame:
-    """All rows of ``scan`` when they fit under ``cap``; otherwise ``cap`` rows keeping each class's share,
-    chosen by a seeded hash of (user_id, snapshot_date): the same rows on every run, and a bottom-k per
-    class that the streaming engine computes holding k rows, not the whole window."""
+def stratified_rows(scan: pl.LazyFrame, counts: dict[int, int], cap: int) -> pl.LazyFrame:
+    """All rows of ``scan`` when they fit under ``cap``; otherwise ``cap`` rows keeping each class's share:
+    per class, the k rows with the smallest seeded hash of (user_id, snapshot_date), so every run picks
+    the same rows. To hold about k rows rather than the whole window, a streaming pass first keeps only
+    hashes under a threshold a little above the k-th's expected value; when (rarely) too few pass, the
+    exact bottom-k runs over the whole class instead. Both give the same rows."""
     total = sum(counts.values())
     if total <= cap:
-        return scan.collect(engine="streaming")
+        return scan
     churned = min(counts[1], max(1, round(cap * counts[1] / total)))
     keep = {1: churned, 0: min(counts[0], cap - churned)}
     order = pl.struct("user_id", "snapshot_date").hash(seed=SAMPLE_SEED).alias("_order")
-    parts = [
-        scan.filter(pl.col("churned") == label)
-        .with_columns(order)
-        .bottom_k(k, by=["_order", "user_id", "snapshot_date"])
-        .drop("_order")
-        .collect(engine="streaming")
-        for label, k in keep.items()
-        if k > 0
-    ]
+    by = ["_order", "user_id", "snapshot_date"]
+    parts = []
+    for label, k in keep.items():
+        if k == 0:
+            continue
+        rows = scan.filter(pl.col("churned") == label).with_columns(order)
+        share = min(1.0, (k + 6 * math.sqrt(k) + 100) / counts[label])  # hashes are uniform over u64
+        threshold = min(int(share * 2**64), 2**64 - 1)
+        candidates = rows.filter(pl.col("_order") <= pl.lit(threshold, pl.UInt64)).collect(engine="streaming")
+        chosen = candidates.bottom_k(k, by=by) if candidates.height >= k else rows.bottom_k(k, by=by).collect()
+        parts.append(chosen.drop("_order").lazy())
     return pl.concat(parts)
-
 
 LABEL_RATE_BAND = (0.01, 0.9)
 
