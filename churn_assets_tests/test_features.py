@@ -323,3 +323,10 @@ def test_range_run_equals_day_by_day_runs(simulated_lake: ChurnSettings, tmp_pat
             assert_frame_equal(read_partition(by_day.data_url, asset, day(offset)), ranged, check_exact=True)
         labelled += read_partition(by_day.data_url, "labels", day(offset)).height
     assert labelled > 1000
+
+
+def test_event_types_missing_from_user_daily_fail_clearly(known_lake: ChurnSettings, instance):
+    settings_ = ChurnSettings(data_url=known_lake.data_url, landing_url=known_lake.landing_url,
+                              event_types=(*DEFAULT_EVENT_TYPES, "level_up"))
+    with pytest.raises(dg.Failure, match="no column n_level_up.*rematerialize user_daily"):
+        materialize_selected(["features"], build_resources(settings_), instance, D.isoformat())

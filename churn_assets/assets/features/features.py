@@ -55,6 +55,13 @@ def features(
     """
     first_day = daily_partitions.start.date()
     days = days_in_range(context)
+    missing = [c for c in map(event_type_column, churn.event_types) if c not in user_daily.collect_schema()]
+    if missing:
+        raise dg.Failure(
+            f"user_daily has no column {', '.join(missing)} for the tracked event types {churn.event_types}: "
+            "CHURN_EVENT_TYPES changed since user_daily was materialized; rematerialize user_daily first",
+            allow_retries=False,
+        )
 
     def stream():
         for day, window in trailing_windows(user_daily, days, LOOKBACK_DAYS):
