@@ -2,7 +2,12 @@
 contract's shape (every feature of the catalog) with a known churn signal, and stand-in upstream assets
 that write them through the real IO manager."""
 
+import atexit
 import datetime as dt
+import functools
+import shutil
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -135,3 +140,43 @@ def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
 
 def next_month(month: str) -> str:
     return add_months(dt.date.fromisoformat(f"{month}-01"), 1).strftime("%Y-%m")
+
+
+def lake_with_models(root, frames: dict[str, pl.DataFrame]) -> str:
+    """A lake under ``root`` holding ``model`` of each month of ``frames`` (trained in one range run through
+    the real asset); returns its URL."""
+    from churn_assets.assets.ml.model import model
+    from churn_assets.config import ChurnSettings
+    from churn_assets.resources import build_resources
+
+    settings = ChurnSettings(data_url=str(root / "lake"), landing_url=str(root / "landing"))
+    months = sorted(frames)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [training_set_stub(frames), model],
+            resources=build_resources(settings),
+            instance=instance,
+            tags={"dagster/asset_partition_range_start": months[0], "dagster/asset_partition_range_end": months[-1]},
+        )
+        assert result.success
+    return settings.data_url
+
+
+def stored_model() -> dg.SourceAsset:
+    """``model`` as it is in the lake (read through its own IO manager), for runs that do not train it."""
+    from churn_assets.assets.ml.model import model
+
+    return model.to_source_asset()
+
+
+MARCH, APRIL = "2025-03", "2025-04"
+
+
+@functools.cache
+def shared_models_lake() -> str:
+    """A lake with ``model[2025-03]`` and ``model[2025-04]``, trained once per test session for the
+    predictions and drift tests (each copies it before writing)."""
+    root = Path(tempfile.mkdtemp(prefix="churn_models_"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    frames = {MARCH: synthetic_training_set(MARCH, seed=21), APRIL: synthetic_training_set(APRIL, seed=22)}
+    return lake_with_models(root, frames)

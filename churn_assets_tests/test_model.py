@@ -4,6 +4,7 @@ import datetime as dt
 import json
 import pickle
 import shutil
+import uuid
 
 import dagster as dg
 import numpy as np
@@ -185,8 +186,27 @@ def test_first_model_is_trained_split_with_embargo_and_stored_as_xgboost_and_car
 
 def test_training_is_deterministic(frames, first_model, local_settings, local_resources, instance):
     assert materialize_model(frames, local_resources, instance, M1).success
-    again = artifact_bytes(local_settings.data_url, M1)
-    assert again[MODEL_FILE] == artifact_bytes(first_model["lake"], M1)[MODEL_FILE]
+    again, first = artifact_bytes(local_settings.data_url, M1), artifact_bytes(first_model["lake"], M1)
+    for name in (MODEL_FILE, REFERENCE_FILE):
+        assert again[name] == first[name], name
+    # The card too, but for the hash of the Evidently report (its HTML carries random element ids).
+    cards = [json.loads(stored[CARD_FILE]) for stored in (again, first)]
+    for card in cards:
+        del card["artifacts"][REPORT_FILE]
+    assert cards[0] == cards[1]
+
+
+@pytest.mark.s3
+def test_model_artifacts_round_trip_through_s3(s3_server, lake_with_first_model):
+    local = ModelIOManager(base_url=lake_with_first_model).read("model", M1)
+    remote = ModelIOManager(base_url=f"s3://lake/model-tests-{uuid.uuid4().hex[:8]}")
+    metadata = remote.write("model", M1, local)
+    assert metadata["dagster/uri"].startswith("s3://lake/")
+    back = remote.read("model", M1)
+    assert back.model_bytes == local.model_bytes
+    assert back.reference_parquet == local.reference_parquet
+    assert back.card == local.card
+    assert back.booster.num_boosted_rounds() == local.booster.num_boosted_rounds()
 
 
 def test_weakened_challenger_is_not_promoted_and_champion_is_carried_forward_unchanged(
@@ -279,3 +299,57 @@ def test_a_model_file_that_differs_from_its_card_is_refused(lake_with_first_mode
     lake.write_bytes(f"{folder}/{CARD_FILE}", card_bytes(card))
     with pytest.raises(ModelArtifactError, match="not a valid XGBoost model"):
         manager.read("model", M1)
+
+
+# -- end to end on simulated data ------------------------------------------------------------------
+def test_end_to_end_on_simulated_data(tmp_path, instance):
+    """simulate → ingest → features → labels → training_set → model → predictions → drift_report."""
+    from churn_assets.assets import features, ingest, ml, monitoring
+    from churn_assets.simulate import simulate
+
+    from churn_assets_tests.helpers import materialize_selected
+
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))
+    resources = build_resources(settings)
+    last_day = dt.date(2025, 3, 2)
+    simulate(settings.landing_url, users=400, days=(last_day - dt.date(2025, 1, 1)).days + 1, seed=5, file_format="parquet")
+    graph = [
+        *ingest.assets, *features.assets, *ml.assets, *monitoring.assets,
+        *ingest.asset_checks, *features.asset_checks, *ml.asset_checks, *monitoring.asset_checks,
+    ]
+    chain = ["raw_events", "install_times", "user_daily", "features", "labels"]
+    assert materialize_selected(chain, resources, instance, "2025-01-01", last_day.isoformat(), assets=graph).success
+
+    trained = materialize_selected(["training_set", "model"], resources, instance, M1, assets=graph)
+    assert trained.success
+    assert all(check.passed for check in trained.get_asset_check_evaluations())
+    card = json.loads(artifact_bytes(settings.data_url, M1)[CARD_FILE])
+    assert card["selection"]["decision"] == "promoted"
+    assert card["metrics"]["holdout"]["all"]["roc_auc"] > 0.8
+    assert card["data_versions"]["training_set"]["data_version"]
+    training_rows = pl.read_parquet(Lake(settings.data_url).table_url("training_set", "month", M1))
+    holdout_start = dt.date.fromisoformat(card["training_window"]["holdout"][0])
+    train_end = dt.date.fromisoformat(card["training_window"]["train"][1])
+    assert training_rows.filter(pl.col("snapshot_date") >= holdout_start).height == card["training_window"]["rows"]["holdout"]
+    assert (holdout_start - train_end).days > card["training_window"]["embargo_days"] == HORIZON
+
+    scored = materialize_selected(["predictions", "drift_report"], resources, instance, last_day.isoformat(), assets=graph)
+    assert scored.success
+    lake = Lake(settings.data_url)
+    snapshot = pl.read_parquet(lake.table_url("features", "date", last_day.isoformat()))
+    out = pl.read_parquet(lake.table_url("predictions", "date", last_day.isoformat()))
+    assert out.height == snapshot.height > 100
+    assert set(out.get_column("model_version")) == {card["model_version"]}
+    feature_names = {f["name"] for f in card["features"]}
+    assert set(out.select("top_reason_1").to_series().drop_nulls()) <= feature_names
+    # Users who have been silent for longer are scored as riskier, on average.
+    joined = out.join(snapshot, on="user_id")
+    silent = joined.filter(pl.col("days_since_last_active") >= 7).get_column("churn_probability").mean()
+    active = joined.filter(pl.col("days_since_last_active") == 0).get_column("churn_probability").mean()
+    assert silent > active
+    drift = pl.read_parquet(lake.table_url("drift_report", "date", last_day.isoformat()))
+    assert drift.height == len(feature_names) + 1
+    assert lake.exists(f"{lake.partition_url('drift_report', 'date', last_day.isoformat())}/summary.json")
+    checks = {e.check_name: e for e in scored.get_asset_check_evaluations()}
+    assert checks["predictions_cover_every_user"].passed
+    assert "features_have_not_drifted" in checks

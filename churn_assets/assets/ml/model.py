@@ -1,6 +1,5 @@
 """``model``: the model in production during a month — this month's challenger or last month's champion."""
 
-import datetime as dt
 import time
 from typing import Any
 
@@ -176,7 +175,6 @@ def train_and_select(
             "trained_for_month": month,
             "model_version": f"{month}-{sha256(model_bytes)[:8]}",
             "carried_forward_from": None,
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "xgboost": {
                 "version": xgb.__version__,
                 "params": {**training.XGB_PARAMS, "seed": config.seed},
@@ -313,7 +311,6 @@ def _data_version(context: dg.AssetExecutionContext, asset: str, partition: str)
         return found
     entry = record.event_log_entry
     found["data_version"] = (entry.tags or {}).get("dagster/data_version")
-    found["run_id"] = entry.run_id
     materialization = entry.asset_materialization
     if materialization is not None and "content_hash" in materialization.metadata:
         found["content_hash"] = materialization.metadata["content_hash"].value

@@ -62,7 +62,8 @@ def feature_specs(frame: pl.DataFrame) -> list[FeatureSpec]:
             continue
         if dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum)):
             values = frame.get_column(name).cast(pl.String).drop_nulls().unique().sort().to_list()
-            specs.append(FeatureSpec(name, "categorical", tuple(values)))
+            if values:  # a category column with no value in training carries nothing to learn
+                specs.append(FeatureSpec(name, "categorical", tuple(values)))
         elif dtype.is_numeric() or dtype == pl.Boolean:
             specs.append(FeatureSpec(name, "numeric"))
         else:

@@ -92,6 +92,8 @@ def measure_drift(features: pl.DataFrame, churn_model: ChurnModel) -> tuple[pl.D
 
     from churn_assets.assets.ml.scoring import score
 
+    if features.height == 0:
+        raise ValueError("the feature snapshot has no rows: no user at risk to compare with the reference sample")
     specs = churn_model.card["features"]
     missing = [f["name"] for f in specs if f["name"] not in features.columns]
     if missing:

@@ -1,0 +1,100 @@
+"""The daily drift report: Evidently drift of features and scores against the model's reference sample."""
+
+import datetime as dt
+import json
+import shutil
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from churn_assets.assets.monitoring.checks import features_have_not_drifted
+from churn_assets.assets.monitoring.drift_report import DRIFT_SCHEMA, REPORT_FILE, SUMMARY_FILE, drift_report
+from churn_assets.resources.lake import Lake
+from churn_assets.resources.model_io_manager import ModelIOManager
+from churn_assets_tests.ml_frames import MARCH, features_stub, shared_models_lake, stored_model, synthetic_features
+
+MONTH = MARCH
+DAY = dt.date(2025, 3, 10)
+
+
+@pytest.fixture
+def settings(local_settings):
+    shutil.copytree(shared_models_lake(), local_settings.data_url)
+    return local_settings
+
+
+def report_day(resources, instance, features: pl.DataFrame) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [features_stub({DAY.isoformat(): features}), stored_model(), drift_report, features_have_not_drifted],
+        resources=resources,
+        instance=instance,
+        partition_key=DAY.isoformat(),
+    )
+
+
+def outputs(lake_url: str) -> tuple[pl.DataFrame, dict, bytes]:
+    lake = Lake(lake_url)
+    folder = lake.partition_url("drift_report", "date", DAY.isoformat())
+    table = pl.read_parquet(lake.read_bytes(lake.table_url("drift_report", "date", DAY.isoformat())))
+    return table, json.loads(lake.read_bytes(f"{folder}/{SUMMARY_FILE}")), lake.read_bytes(f"{folder}/{REPORT_FILE}")
+
+
+def metadata_of(result: dg.ExecuteInProcessResult) -> dict:
+    (materialization,) = result.asset_materializations_for_node("drift_report")
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def test_identical_data_is_not_drifted(settings, local_resources, instance):
+    churn_model = ModelIOManager(base_url=settings.data_url).read("model", MONTH)
+    reference = churn_model.reference_sample
+    # The day's features are the reference sample itself (users renamed): nothing moved.
+    features = reference.drop("churn_probability").with_row_index("user_id").with_columns(
+        pl.format("u{}", pl.col("user_id")).alias("user_id")
+    )
+    result = report_day(local_resources, instance, features)
+    assert result.success
+
+    table, summary, html = outputs(settings.data_url)
+    names = [f["name"] for f in churn_model.card["features"]]
+    assert table.schema == pl.Schema(DRIFT_SCHEMA)
+    assert table.get_column("column").to_list() == [*names, "churn_probability"]
+    assert table.filter(pl.col("drifted")).height == 0
+    assert summary["share_of_drifted_columns"] == 0.0 and summary["dataset_drift"] is False
+    assert summary["score_drift"]["drifted"] is False and summary["score_drift"]["drift_score"] < 1e-9
+    assert summary["model_version"] == churn_model.version
+    assert b"<html" in html[:2000].lower()
+
+    metadata = metadata_of(result)
+    assert metadata["share_of_drifted_columns"] == 0.0 and metadata["dataset_drift"] is False
+    assert metadata["report"].endswith(f"drift_report/date={DAY}/{REPORT_FILE}")
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed
+
+
+def test_shifted_features_are_reported_as_drifted(settings, local_resources, instance):
+    # Counts and recency moved, and one feature stopped arriving (all null).
+    shifted = synthetic_features(DAY, users=3000, seed=4, shift=0.35).with_columns(
+        pl.lit(None, pl.Float64).alias("revenue_28d")
+    )
+    result = report_day(local_resources, instance, shifted)
+    assert result.success  # drift warns, it does not fail the run
+
+    table, summary, _ = outputs(settings.data_url)
+    assert summary["dataset_drift"] is True
+    assert summary["share_of_drifted_columns"] >= 0.5
+    drifted = set(table.filter(pl.col("drifted")).get_column("column"))
+    assert {"n_events_7d", "session_minutes_28d", "days_since_last_active"} <= drifted
+    # Categories were drawn the same way as in training: they did not move.
+    assert not drifted & {"platform", "country", "app_version"}
+    assert summary["score_drift"]["drifted"] is True
+    assert set(summary["drifted_columns"]) == drifted - {"churn_probability"}
+    assert all(table.get_column("stattest").is_not_null())
+    stopped = table.filter(pl.col("column") == "revenue_28d").row(0, named=True)
+    assert stopped["drifted"] is True and stopped["stattest"] == "column empty on one side"
+
+    assert metadata_of(result)["dataset_drift"] is True
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["days_with_dataset_drift"].value == 1

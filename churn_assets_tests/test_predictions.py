@@ -1,0 +1,121 @@
+"""Daily predictions: every user scored by the model of the day's month, ranked, banded and explained."""
+
+import datetime as dt
+import pickle
+import shutil
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from churn_assets.assets.ml.checks import predictions_cover_every_user
+from churn_assets.assets.ml.predictions import PREDICTIONS_SCHEMA, predictions
+from churn_assets.assets.ml.scoring import RECOMMENDED_ACTIONS, model_specs, score
+from churn_assets.assets.ml.training import to_dmatrix
+from churn_assets.resources.lake import Lake
+from churn_assets.resources.model_io_manager import MODEL_FILE, ModelIOManager
+from churn_assets_tests.ml_frames import MARCH, features_stub, shared_models_lake, stored_model, synthetic_features
+
+DAY = dt.date(2025, 3, 10)
+
+
+@pytest.fixture
+def lake(local_settings) -> str:
+    shutil.copytree(shared_models_lake(), local_settings.data_url)
+    return local_settings.data_url
+
+
+def score_day(resources, instance, frames, **partition) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [features_stub(frames), stored_model(), predictions, predictions_cover_every_user],
+        resources=resources,
+        instance=instance,
+        **partition,
+    )
+
+
+def stored(lake_url: str, day: dt.date) -> pl.DataFrame:
+    lake = Lake(lake_url)
+    return pl.read_parquet(lake.read_bytes(lake.table_url("predictions", "date", day.isoformat())))
+
+
+def test_every_user_is_scored_ranked_banded_and_explained(lake, local_resources, instance):
+    features = synthetic_features(DAY, users=700)
+    result = score_day(local_resources, instance, {DAY.isoformat(): features}, partition_key=DAY.isoformat())
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    churn_model = ModelIOManager(base_url=lake).read("model", MARCH)
+    out = stored(lake, DAY)
+
+    assert out.schema == pl.Schema(PREDICTIONS_SCHEMA)
+    assert out.height == features.height
+    assert sorted(out.get_column("user_id").to_list()) == sorted(features.get_column("user_id").to_list())
+    # Probabilities are the model's own scores of each user's features.
+    expected = dict(zip(features.get_column("user_id").to_list(), score(churn_model, features), strict=True))
+    got = dict(zip(out.get_column("user_id").to_list(), out.get_column("churn_probability").to_list(), strict=True))
+    assert all(abs(got[u] - expected[u]) < 1e-6 for u in expected)
+    # Rank 1 is the highest risk; rows are in rank order, ties broken by user id.
+    assert out.get_column("rank").to_list() == list(range(1, out.height + 1))
+    assert out.equals(out.sort(["churn_probability", "user_id"], descending=[True, False]))
+    # Bands follow the card's cut-offs; actions follow bands; the version is the model's.
+    cut = churn_model.card["risk_bands"]
+    for row in out.iter_rows(named=True):
+        p = row["churn_probability"]
+        band = "Critical" if p >= cut["Critical"] else "High" if p >= cut["High"] else "Medium" if p >= cut["Medium"] else "Low"
+        assert row["risk_band"] == band
+        assert row["recommended_action"] == RECOMMENDED_ACTIONS[band]
+    assert set(out.get_column("risk_band")) >= {"Low", "High", "Critical"}
+    assert set(out.get_column("model_version")) == {churn_model.version}
+
+    # Reasons name real features: for each user, the features with the largest positive contributions.
+    names = [s.name for s in model_specs(churn_model)]
+    reasons = out.select("top_reason_1", "top_reason_2", "top_reason_3")
+    assert set(reasons.unpivot().get_column("value").drop_nulls()) <= set(names)
+    assert reasons.get_column("top_reason_1").null_count() < out.height * 0.05
+    by_user = features.sort("user_id")
+    contributions = churn_model.booster.predict(
+        to_dmatrix(by_user, model_specs(churn_model)), pred_contribs=True, approx_contribs=True
+    )[:, :-1]
+    explained = out.sort("user_id")
+    for i in range(0, by_user.height, 37):
+        row = contributions[i]
+        top = [names[j] for j in np.argsort(-row, kind="stable")[:3] if row[j] > 0]
+        row_out = explained.row(i, named=True)
+        given = [row_out[f"top_reason_{k}"] for k in (1, 2, 3) if row_out[f"top_reason_{k}"] is not None]
+        assert given == top
+
+
+def test_predictions_are_reproducible(lake, local_resources, instance):
+    frames = {DAY.isoformat(): synthetic_features(DAY, users=400, seed=5)}
+    lake_store = Lake(lake)
+    url = lake_store.table_url("predictions", "date", DAY.isoformat())
+    assert score_day(local_resources, instance, frames, partition_key=DAY.isoformat()).success
+    first = lake_store.read_bytes(url)
+    assert score_day(local_resources, instance, frames, partition_key=DAY.isoformat()).success
+    assert lake_store.read_bytes(url) == first
+
+
+def test_a_range_across_months_scores_each_day_with_its_months_model(lake, local_resources, instance):
+    days = [dt.date(2025, 3, 30), dt.date(2025, 3, 31), dt.date(2025, 4, 1)]
+    frames = {d.isoformat(): synthetic_features(d, users=300, seed=i) for i, d in enumerate(days)}
+    result = score_day(
+        local_resources,
+        instance,
+        frames,
+        tags={"dagster/asset_partition_range_start": days[0].isoformat(), "dagster/asset_partition_range_end": days[-1].isoformat()},
+    )
+    assert result.success
+    manager = ModelIOManager(base_url=lake)
+    for d in days:
+        out = stored(lake, d)
+        assert out.height == 300
+        assert set(out.get_column("model_version")) == {manager.read("model", d.strftime("%Y-%m")).version}
+
+
+def test_a_tampered_model_stops_scoring(lake, local_resources, instance):
+    folder = Lake(lake).partition_url("model", "month", MARCH)
+    Lake(lake).write_bytes(f"{folder}/{MODEL_FILE}", pickle.dumps(object))
+    with pytest.raises(Exception, match="pickle"):
+        score_day(local_resources, instance, {DAY.isoformat(): synthetic_features(DAY)}, partition_key=DAY.isoformat())
+    assert not Lake(lake).exists(Lake(lake).table_url("predictions", "date", DAY.isoformat()))
