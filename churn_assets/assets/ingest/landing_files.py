@@ -171,20 +171,31 @@ def _stringify(frame: pl.DataFrame, name: str) -> pl.DataFrame:
     )
 
 
+def parse_event_times(text: pl.Series) -> pl.Series:
+    """Each text as a UTC timestamp in the first of ``_TIME_FORMATS`` that parses it, else null.
+
+    The first format is tried on every row, the others only on the rows it left unparsed (usually none):
+    parsing is a third of vetting's time, and coalescing every format would parse every row each time.
+    """
+    parsed = text.str.to_datetime(_TIME_FORMATS[0], time_unit="us", time_zone="UTC", strict=False, cache=False)
+    for fmt in _TIME_FORMATS[1:]:
+        retry = (parsed.is_null() & text.is_not_null()).arg_true()
+        if retry.is_empty():
+            break
+        again = text.gather(retry).str.to_datetime(fmt, time_unit="us", time_zone="UTC", strict=False, cache=False)
+        parsed = parsed.scatter(retry, again)
+    return parsed
+
+
 def vet_export_day(raw: pl.DataFrame, export_day: dt.date) -> VettedDay:
     """Types the raw rows of one export day, quarantines the untrustworthy ones, drops duplicate ids."""
     day_start = dt.datetime.combine(export_day, dt.time(), tzinfo=dt.UTC)
     day_end = day_start + dt.timedelta(days=1)
     oldest = day_start - MAX_LATENESS
 
-    def parse_time(col: str) -> pl.Expr:
-        return pl.coalesce(
-            [pl.col(col).str.to_datetime(f, time_unit="us", time_zone="UTC", strict=False) for f in _TIME_FORMATS]
-        )
-
     session_text = pl.col("session_id").str.strip_chars()
     typed = raw.with_columns(
-        parse_time("event_time").alias("_time"),
+        parse_event_times(raw.get_column("event_time")).alias("_time"),
         pl.col("revenue").cast(pl.Float64, strict=False).alias("_revenue"),
         pl.coalesce(
             session_text.cast(pl.Int64, strict=False),
@@ -223,7 +234,8 @@ def vet_export_day(raw: pl.DataFrame, export_day: dt.date) -> VettedDay:
         "app_version",
         pl.col("_revenue").alias("revenue"),
     )
-    events = valid.unique(subset="event_id", keep="first", maintain_order=True)
+    # The first row of each event id, in file order (is_first_distinct: a third of unique(maintain_order)'s time).
+    events = valid.filter(pl.col("event_id").is_first_distinct())
     return VettedDay(
         events=events.cast(CANONICAL_SCHEMA),
         quarantine=quarantine,

@@ -2,6 +2,8 @@
 
 
 import datetime as dt
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import polars as pl
@@ -40,19 +42,37 @@ def raw_events(context: dg.AssetExecutionContext, landing: LandingZone, lake: La
     Parquet or CSV) once the day's ``_SUCCESS`` exists. Untrustworthy rows go to
     ``raw_events_quarantine/date=D/`` with a reason each; their counts are materialization metadata.
     """
-    return PartitionStream((day.isoformat(), _ingest_day(context, day, landing, lake)) for day in days_in_range(context))
+    return PartitionStream(_stream(context, days_in_range(context), landing, lake))
 
 
-def _ingest_day(
-    context: dg.AssetExecutionContext, day: dt.date, landing: LandingZone, lake: LakeResource
-) -> pl.DataFrame:
+def _stream(
+    context: dg.AssetExecutionContext, days: list[dt.date], landing: LandingZone, lake: LakeResource
+) -> Iterator[tuple[str, pl.DataFrame]]:
+    # Two stages on two cores: while one day is vetted and written, a worker thread reads and decodes the
+    # next day's files (gzip and polars' JSON reader release the GIL). Days still come out in order, and
+    # at most two are in memory.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="landing") as reader:
+        upcoming = reader.submit(_read_day, landing, days[0]) if days else None
+        for index, day in enumerate(days):
+            files, raw = upcoming.result()
+            upcoming = reader.submit(_read_day, landing, days[index + 1]) if index + 1 < len(days) else None
+            yield day.isoformat(), _vet_day(context, day, files, raw, lake)
+
+
+def _read_day(landing: LandingZone, day: dt.date) -> tuple[list[str], pl.DataFrame]:
+    """The day's landing files and their rows as the raw frame (all strings, with file and line)."""
     try:
         files = landing.data_files(day)
         frames = [read_landing_file(url, landing.read_bytes(url)).select(_RAW_COLUMNS) for url in files]
     except (LandingFileError, FileNotFoundError) as exc:
         # Retrying cannot make a corrupt file readable or an incomplete day complete: fail at once.
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    raw = pl.concat(frames, how="vertical_relaxed") if frames else _empty_raw()
+    return files, pl.concat(frames, how="vertical_relaxed") if frames else _empty_raw()
+
+
+def _vet_day(
+    context: dg.AssetExecutionContext, day: dt.date, files: list[str], raw: pl.DataFrame, lake: LakeResource
+) -> pl.DataFrame:
     vetted = vet_export_day(raw, day)
 
     store = lake.lake
