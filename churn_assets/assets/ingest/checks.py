@@ -25,19 +25,21 @@ def _result(failures: dict[str, int], **metadata: object) -> dg.AssetCheckResult
     # Partitioned like the asset, so a run checks (and loads) only the partitions it wrote.
     partitions_def=daily_partitions,
     description="Unique event ids, no null users, event times inside the export day's bounds, canonical schema.")
-def raw_events_are_valid(raw_events: pl.LazyFrame) -> dg.AssetCheckResult:
+def raw_events_are_valid(context: dg.AssetCheckExecutionContext, raw_events: pl.LazyFrame) -> dg.AssetCheckResult:
     schema = raw_events.collect_schema()
     wrong_schema = [c for c, t in CANONICAL_SCHEMA.items() if schema.get(c) != t]
     day_start = pl.col("date").cast(pl.Datetime("us", "UTC"))
-    stats = raw_events.select(
-        (pl.len() - pl.struct("date", "event_id").n_unique()).alias("duplicate_event_ids"),
+    stats = _sum_per_day(
+        context,
+        raw_events,
+        (pl.len() - pl.col("event_id").n_unique()).alias("duplicate_event_ids"),
         pl.col("user_id").is_null().sum().alias("null_user_ids"),
         (
             (pl.col("event_time") >= day_start + pl.duration(days=1))
             | (pl.col("event_time") < day_start - pl.duration(days=MAX_LATENESS.days))
         ).sum().alias("event_times_out_of_bounds"),
         pl.len().alias("rows"),
-    ).collect().row(0, named=True)
+    )
     rows = stats.pop("rows")
     return _result({**stats, "columns_with_wrong_type": len(wrong_schema)}, rows=rows, wrong_columns=str(wrong_schema))
 
@@ -49,13 +51,38 @@ def raw_events_are_valid(raw_events: pl.LazyFrame) -> dg.AssetCheckResult:
     description="One row per user and day, no negative count, every user known to install_times.",
     additional_ins={"install_times": dg.AssetIn()},
 )
-def user_daily_is_consistent(user_daily: pl.LazyFrame, install_times: pl.LazyFrame) -> dg.AssetCheckResult:
+def user_daily_is_consistent(
+    context: dg.AssetCheckExecutionContext, user_daily: pl.LazyFrame, install_times: pl.LazyFrame
+) -> dg.AssetCheckResult:
     counts = [c for c in user_daily.collect_schema() if c.startswith("n_") or c in TOTAL_COLUMNS]
-    stats = user_daily.select(
-        (pl.len() - pl.struct("date", "user_id").n_unique()).alias("duplicate_user_days"),
+    stats = _sum_per_day(
+        context,
+        user_daily,
+        (pl.len() - pl.col("user_id").n_unique()).alias("duplicate_user_days"),
         pl.sum_horizontal([(pl.col(c) < 0).sum() for c in counts]).alias("negative_counts"),
         pl.len().alias("rows"),
-    ).collect().row(0, named=True)
-    unknown = user_daily.join(install_times, on=["date", "user_id"], how="anti").select(pl.len()).collect().item()
+    )
+    unknown = sum(
+        user_daily.filter(pl.col("date") == day)
+        .join(install_times.filter(pl.col("date") == day), on=["date", "user_id"], how="anti")
+        .select(pl.len())
+        .collect()
+        .item()
+        for day in _checked_days(context)
+    )
     rows = stats.pop("rows")
     return _result({**stats, "users_missing_from_install_times": unknown}, rows=rows)
+
+
+def _checked_days(context: dg.AssetCheckExecutionContext) -> list[dt.date]:
+    return [dt.date.fromisoformat(key) for key in context.partition_keys]
+
+
+def _sum_per_day(context: dg.AssetCheckExecutionContext, frame: pl.LazyFrame, *stats: pl.Expr) -> dict[str, int]:
+    """``stats`` (one count each) of every checked day, summed: a range run reads one day at a time, so
+    memory is bounded by the largest partition, not by the range."""
+    total = {stat.meta.output_name(): 0 for stat in stats}
+    for day in _checked_days(context):
+        for name, value in frame.filter(pl.col("date") == day).select(*stats).collect().row(0, named=True).items():
+            total[name] += int(value or 0)
+    return total
