@@ -174,7 +174,7 @@ def _drift_report(instance, day: str, share: float) -> None:
 
 
 def _drift_tick(sensor, instance, cursor):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, repository_def=REPOSITORY)
     data = sensor.evaluate_tick(context)
     return [r.partition_key for r in data.run_requests or []], data.cursor or cursor, data.skip_message
 
@@ -211,7 +211,7 @@ def test_drift_sensor_takes_the_latest_day_of_a_batch_and_honours_the_threshold(
     _drift_report(instance, "2025-03-01", 0.9)
     months, cursor, _ = _drift_tick(sensor, instance, None)
     assert months == ["2025-03"]
-    context = dg.build_sensor_context(instance=instance)
+    context = dg.build_sensor_context(instance=instance, repository_def=REPOSITORY)
     (request,) = sensor.evaluate_tick(context).run_requests
     assert request.tags["churn/drift_day"] == "2025-03-01"
 

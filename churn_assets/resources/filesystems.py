@@ -8,9 +8,28 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import botocore.exceptions
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+
+class StorageUnreachableError(ConnectionError):
+    """The object store could not be reached at all (as opposed to a missing or unreadable object)."""
+
+
+@contextmanager
+def reaching(url: str, action: str) -> Iterator[None]:
+    """Turns "could not connect" errors of an S3 call into one that says S3 was unreachable, and where."""
+    try:
+        yield
+    except (botocore.exceptions.ConnectionError, ConnectionRefusedError, ConnectionResetError) as exc:
+        if not is_s3(url):
+            raise
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or "AWS S3"
+        raise StorageUnreachableError(f"S3 unreachable at {endpoint}: could not {action} {url}: {exc}") from exc
 
 
 def is_s3(url: str) -> bool:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from churn_assets.resources.filesystems import filesystem, is_s3, join, polars_storage_options
+from churn_assets.resources.filesystems import filesystem, is_s3, join, polars_storage_options, reaching
 
 TABLE_FILE = "data.parquet"
 _STALE_TMP_SECONDS = 3600
@@ -63,7 +63,8 @@ class Lake:
     # -- writes -----------------------------------------------------------------------------------
     def write_bytes(self, url: str, data: bytes) -> WrittenFile:
         if is_s3(url):
-            self.fs.pipe_file(url, data)
+            with reaching(url, "write"):
+                self.fs.pipe_file(url, data)
         else:
             _atomic_local_write(url, data)
         return WrittenFile(url=url, content_hash=content_hash(data), size_bytes=len(data))
@@ -73,10 +74,12 @@ class Lake:
 
     # -- reads ------------------------------------------------------------------------------------
     def exists(self, url: str) -> bool:
-        return self.fs.exists(url)
+        with reaching(url, "look up"):
+            return self.fs.exists(url)
 
     def read_bytes(self, url: str) -> bytes:
-        return self.fs.cat_file(url)
+        with reaching(url, "read"):
+            return self.fs.cat_file(url)
 
     def scan_tables(self, urls: list[str], hive_schema: dict[str, pl.DataType]) -> pl.LazyFrame:
         """A lazy scan of partition tables; the hive column comes from each path, so filters on it prune files."""

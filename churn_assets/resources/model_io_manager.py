@@ -28,7 +28,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from churn_assets.resources.lake import Lake, parquet_bytes
+from churn_assets.resources.lake import Lake
 from churn_assets.resources.parquet_io_manager import MissingPartitionError, PartitionStream, _keys_to_read
 
 MODEL_FILE = "model.ubj"
@@ -61,18 +61,6 @@ class ChurnModel:
     holdout_report_html: bytes
     _booster: Any = field(default=None, repr=False, compare=False)
 
-    @classmethod
-    def build(
-        cls, booster: Any, card: dict[str, Any], reference_sample: pl.DataFrame, holdout_report_html: str
-    ) -> ChurnModel:
-        return cls(
-            model_bytes=bytes(booster.save_raw(raw_format="ubj")),
-            card=card,
-            reference_parquet=parquet_bytes(reference_sample),
-            holdout_report_html=holdout_report_html.encode(),
-            _booster=booster,
-        )
-
     @cached_property
     def booster(self) -> Any:
         return self._booster if self._booster is not None else load_booster(self.model_bytes, MODEL_FILE)
@@ -84,10 +72,6 @@ class ChurnModel:
     @property
     def version(self) -> str:
         return self.card["model_version"]
-
-    @property
-    def sha256(self) -> str:
-        return sha256(self.model_bytes)
 
     def with_card(self, card: dict[str, Any]) -> ChurnModel:
         """The same artifacts under another card (a champion carried forward to a new month)."""

@@ -1,0 +1,90 @@
+"""The daemon: ``dagster-daemon run`` on a temp instance with the landing sensor turned on; a landing day
+dropped while it runs becomes a successful daily_refresh run, queued and launched like in production."""
+
+import json
+
+import dagster as dg
+import pytest
+from dagster._core.scheduler.instigation import InstigatorStatus
+
+from churn_assets.partitions import daily_partitions
+from churn_assets.resources.lake import Lake
+
+from churn_assets_tests.dagster_processes import (
+    ROOT,
+    DagsterProcess,
+    executable,
+    instance_home,
+    run_env,
+    wait_until,
+)
+from churn_assets_tests.landing_helpers import amplitude_row, jsonl, write_landing_day
+
+pytestmark = pytest.mark.slow
+
+DAY = daily_partitions.start.strftime("%Y-%m-%d")
+REFRESHED = ("raw_events", "install_times", "user_daily", "features", "labels")
+
+
+def _landing_day(landing_url: str) -> None:
+    rows = [
+        amplitude_row(f"e{i}", f"u{i % 4}", f"{DAY} {i:02d}:00:00.000000",
+                      event_type="session_start" if i % 2 else "screen_view", session_id=1735689600000 + i)
+        for i in range(12)
+    ]
+    write_landing_day(landing_url, DAY, {"part-00000.jsonl": jsonl(rows)})
+
+
+def _sensor_state(instance: dg.DagsterInstance, name: str):
+    return next((s for s in instance.all_instigator_state() if s.instigator_name == name), None)
+
+
+def test_daemon_refreshes_a_day_that_lands_while_it_runs(tmp_path):
+    home = instance_home(tmp_path / "dagster_home")
+    lake_url, landing_url = str(tmp_path / "lake"), str(tmp_path / "landing")
+    env = run_env(home, CHURN_DATA_URL=lake_url, CHURN_LANDING_URL=landing_url, CHURN_LANDING_SENSOR_INTERVAL="2")
+    workspace = str(ROOT / "workspace.yaml")
+
+    # Turned on the way an operator does it; the state lives in the instance, not in the code.
+    started = DagsterProcess(
+        [executable("dagster"), "sensor", "start", "landing_sensor", "-w", workspace], env, tmp_path / "start.log"
+    )
+    started.process.wait(timeout=60)
+    assert started.process.returncode == 0, started.log()
+    started.stop()
+
+    daemon = DagsterProcess([executable("dagster-daemon"), "run", "-w", workspace], env, tmp_path / "daemon.log")
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            state = _sensor_state(instance, "landing_sensor")
+            assert state is not None and state.status == InstigatorStatus.RUNNING
+
+            # The sensor ticks (and finds nothing) before the day lands.
+            wait_until(lambda: instance.get_ticks(state.instigator_origin_id, state.selector_id),
+                       45, "the first landing_sensor tick", daemon)
+            assert not instance.get_runs()
+            _landing_day(landing_url)
+
+            def finished_run():
+                runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": DAY}))
+                done = [r for r in runs if r.is_finished]
+                return done[0] if done else None
+
+            run = wait_until(finished_run, 60, f"the daily_refresh run of {DAY}", daemon, interval=0.5)
+            assert run.status == dg.DagsterRunStatus.SUCCESS, daemon.log()
+            assert run.job_name == "daily_refresh"
+            assert run.tags["dagster/sensor_name"] == "landing_sensor"
+            assert run.tags["dagster/run_key"].startswith(f"{DAY}:")
+            assert run.tags["churn/serial"] == "daily_refresh"
+
+            lake = Lake(lake_url)
+            for asset in REFRESHED:
+                assert lake.exists(lake.table_url(asset, "date", DAY)), asset
+                assert instance.get_latest_materialization_event(dg.AssetKey(asset)).run_id == run.run_id
+
+            # The cursor is stored in the instance: a restarted daemon would not request the day again.
+            cursor = json.loads(_sensor_state(instance, "landing_sensor").instigator_data.cursor)
+            assert list(cursor) == [DAY]
+            assert len(instance.get_runs()) == 1
+    finally:
+        daemon.stop()
