@@ -13,10 +13,11 @@ UTC = dt.UTC
 
 def _evaluate(name: str, tick: dt.datetime) -> dg.RunRequest | dg.SkipReason:
     schedule = defs.get_repository_def().get_schedule_def(name)
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()
-        )
+    # Both as context managers, closed in order: a context left open keeps the closed instance as
+    # Dagster's current one for whatever runs next in this process.
+    with dg.instance_for_test() as instance, dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()
+    ) as context:
         data = schedule.evaluate_tick(context)
     if data.skip_message:
         return dg.SkipReason(data.skip_message)
