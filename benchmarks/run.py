@@ -1,0 +1,268 @@
+"""The benchmark command: ``python -m benchmarks.run --scale tiny|small|medium|day [--reuse] [--profile]``.
+
+For a named scale (``benchmarks/scales.py``) it simulates the landing zone with ``churn-assets simulate``
+(or reuses it with ``--reuse`` when the simulator's arguments are unchanged), then runs each piece of
+the scale in a fresh process (``benchmarks/child.py``): the code location's own definitions, IO managers
+and single-run partition ranges, on a persistent SQLite instance. It prints per step and in total: wall
+seconds, time in our code, peak RSS, events per second and Dagster's share of the time. Results are
+also saved as JSON under ``benchmarks/.data/<scale>/results/``.
+
+``--profile`` runs each piece under py-spy (``--py-spy PATH`` or ``py-spy`` on PATH; not a project
+dependency) and prints where the samples fall (``benchmarks/profile.py``).
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.scales import SCALES, START, Piece, Scale
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "benchmarks" / ".data"
+MB = 1024 * 1024
+
+# The issue's targets, on 2 cores and 24 GB: (wall seconds, peak RSS bytes) per scale and graph.
+TARGETS = {
+    ("small", "data chain"): (20.0, 2 * 1024 * MB),
+    ("small", "full graph"): (60.0, 2 * 1024 * MB),
+    ("day", "daily refresh of D"): (30.0, 4 * 1024 * MB),
+}
+DAGSTER_SHARE_TARGET = 0.10
+SIMULATE_TARGET_EVENTS_PER_S = 500_000
+
+
+@dataclass
+class Measured:
+    """One child process: what the parent saw (wall, rusage) and what the child reported."""
+
+    name: str
+    wall_s: float
+    cpu_s: float
+    max_rss: int
+    report: dict
+    setup: bool = False
+
+
+def machine() -> dict:
+    mem_total = 0
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemTotal:"):
+                mem_total = int(line.split()[1]) * 1024
+    model = ""
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "memory_gb": round(mem_total / 1024**3, 1),
+        "python": platform.python_version(),
+        "load_average": os.getloadavg()[0],
+    }
+
+
+def run_child(command: list[str], env: dict[str, str], log=None) -> tuple[float, float, int, int]:
+    """Runs ``command`` and returns (wall s, CPU s, peak RSS bytes, exit code) of that child alone; its
+    output goes to ``log`` when given (Dagster's console log: written as for any run, kept out of sight)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT if log else None)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, process.returncode
+
+
+def simulate(scale: Scale, landing: Path, reuse: bool) -> Measured | None:
+    """The landing zone of the scale; simulated (and measured) unless reused."""
+    stamp = landing / "truth" / "simulation.json"
+    if reuse and stamp.exists():
+        written = json.loads(stamp.read_text())
+        if all(written.get(k) == v for k, v in scale.simulation().items()):
+            print(f"landing: reusing {written['events_written']:,} events under {landing}")
+            return None
+    shutil.rmtree(landing, ignore_errors=True)
+    args = scale.simulation()
+    command = [sys.executable, "-m", "churn_assets.cli", "simulate", "--out", str(landing),
+               "--users", str(args["users"]), "--days", str(args["days"]), "--start", args["start"],
+               "--seed", str(args["seed"]), "--format", args["file_format"], "--no-progress"]
+    wall, cpu, rss, code = run_child(command, dict(os.environ))
+    if code:
+        raise SystemExit(f"churn-assets simulate failed with exit code {code}")
+    events = json.loads(stamp.read_text())["events_written"]
+    measured = Measured("simulate", wall, cpu, rss, {"events": events})
+    print(f"simulate: {events:,} events in {wall:.1f} s ({events / wall:,.0f} events/s, target "
+          f"≥ {SIMULATE_TARGET_EVENTS_PER_S:,}), CPU {cpu:.1f} s, peak RSS {rss / MB:,.0f} MB")
+    return measured
+
+
+def run_piece(piece: Piece, env: dict[str, str], work: Path, profiler: str | None) -> Measured:
+    spec = {"assets": list(piece.assets), "first": piece.first, "last": piece.last,
+            "event_days": [d.isoformat() for d in piece.days]}
+    slug = piece.name.replace(" ", "_").replace(":", "").replace("-", "")
+    spec_path, result_path = work / f"{slug}.spec.json", work / f"{slug}.result.json"
+    spec_path.write_text(json.dumps(spec))
+    result_path.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "benchmarks.child", str(spec_path), str(result_path)]
+    profile_path = work / f"{slug}.pyspy.txt"
+    if profiler:
+        command = [profiler, "record", "--rate", "50", "--format", "raw", "--output",
+                   str(profile_path), "--", *command]
+    print(f"\n{piece.name}: {', '.join(piece.assets)} for {piece.first}..{piece.last}"
+          + (" (setup, not in the totals)" if piece.setup else ""), flush=True)
+    log_path = work / f"{slug}.log"
+    with open(log_path, "w") as log:
+        wall, cpu, rss, code = run_child(command, env, log)
+    if not result_path.exists() or not json.loads(result_path.read_text())["success"]:
+        sys.stderr.write(log_path.read_text()[-6000:])
+        failure = json.loads(result_path.read_text())["failure"] if result_path.exists() else f"exit code {code}"
+        raise SystemExit(f"{piece.name}: the run failed ({failure}); its log is {log_path}")
+    report = json.loads(result_path.read_text())
+    measured = Measured(piece.name, wall, cpu, rss, report, setup=piece.setup)
+    print_piece(measured)
+    if profiler:
+        from benchmarks.profile import summarize
+
+        print(summarize(profile_path))
+    return measured
+
+
+def _rate(events: int, seconds: float) -> str:
+    return f"{events / seconds:,.0f}" if events and seconds > 0 else "-"
+
+
+def print_piece(m: Measured) -> None:
+    report = m.report
+    events = report["events"]
+    print(f"  {'step':<44} {'wall s':>8} {'ours s':>8} {'peak RSS MB':>12} {'events/s':>12}")
+    for step in report["steps"]:
+        print(f"  {step['step']:<44} {step['wall_s']:>8.2f} {step['ours_s']:>8.2f} "
+              f"{step['peak_rss'] / MB:>12,.0f} {_rate(events, step['wall_s']):>12}")
+    ours = sum(s["ours_s"] for s in report["steps"])
+    run_wall = report["run_wall_s"]
+    print(f"  {'run (dg.materialize)':<44} {run_wall:>8.2f} {ours:>8.2f} {'':>12} {_rate(events, run_wall):>12}"
+          f"   Dagster {100 * (run_wall - ours) / run_wall:.1f} % of the run")
+    print(f"  {'process (start, imports, run)':<44} {m.wall_s:>8.2f} {'':>8} {m.max_rss / MB:>12,.0f} "
+          f"{_rate(events, m.wall_s):>12}   imports {report['imports_s']:.1f} s, CPU {m.cpu_s:.1f} s"
+          + (f", {events:,} events" if events else ""))
+
+
+def print_totals(scale: Scale, pieces: list[Measured]) -> dict:
+    measured = [m for m in pieces if not m.setup]
+    wall = sum(m.wall_s for m in measured)
+    run_wall = sum(m.report["run_wall_s"] for m in measured)
+    ours = sum(s["ours_s"] for m in measured for s in m.report["steps"])
+    rss = max(m.max_rss for m in measured)
+    events = max(m.report["events"] for m in measured)
+    totals = {
+        "wall_s": wall, "run_wall_s": run_wall, "ours_s": ours, "peak_rss": rss, "events": events,
+        "cpu_s": sum(m.cpu_s for m in measured),
+        "dagster_share_of_runs": (run_wall - ours) / run_wall,
+        "dagster_share_of_processes": (wall - ours) / wall,
+    }
+    graph = "full graph" if len(measured) > 1 else measured[0].name
+    print(f"\n{scale.name} ({scale.description}), {graph}: {wall:.1f} s wall in {len(measured)} process(es) "
+          f"({run_wall:.1f} s in runs, {ours:.1f} s in our code), peak RSS {rss / MB:,.0f} MB, "
+          f"{_rate(events, wall)} events/s, CPU {totals['cpu_s']:.1f} s")
+    print(f"  Dagster's share: {100 * totals['dagster_share_of_runs']:.1f} % of the runs' wall, "
+          f"{100 * totals['dagster_share_of_processes']:.1f} % with process start and imports "
+          f"(target ≤ {100 * DAGSTER_SHARE_TARGET:.0f} %)")
+    keys = [(scale.name, graph)] + ([(scale.name, m.name) for m in measured] if len(measured) > 1 else [])
+    for key in keys:
+        if key in TARGETS:
+            target_wall, target_rss = TARGETS[key]
+            m_wall = wall if key[1] == graph else next(m.wall_s for m in measured if m.name == key[1])
+            m_rss = rss if key[1] == graph else next(m.max_rss for m in measured if m.name == key[1])
+            verdict = "met" if m_wall <= target_wall and m_rss <= target_rss else "MISSED"
+            print(f"  target {key[1]}: ≤ {target_wall:.0f} s, ≤ {target_rss / MB / 1024:.0f} GB → "
+                  f"{m_wall:.1f} s, {m_rss / MB / 1024:.2f} GB: {verdict}")
+    return totals
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), required=True)
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse the simulated landing zone (and a day scale's ingested history) when present")
+    parser.add_argument("--graph", choices=("full", "chain"), default="full",
+                        help="the whole graph of the scale, or its data chain (raw_events → labels) only")
+    parser.add_argument("--dagster-home", help="where the runs' SQLite instance lives (default: under --data); "
+                        "e.g. a tmpfs folder to see Dagster's cost without fsync")
+    parser.add_argument("--planned-events", choices=("per-partition", "per-asset"), default="per-partition",
+                        help="per-asset sets DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS for the runs: one "
+                        "'materialization planned' event per asset of a range run instead of one per partition")
+    parser.add_argument("--profile", action="store_true", help="sample each piece with py-spy")
+    parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="the py-spy binary (default: on PATH)")
+    parser.add_argument("--data", default=str(DATA), help="where data and results go (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.profile and not args.py_spy:
+        parser.error("--profile needs py-spy: pip install py-spy somewhere and pass --py-spy PATH")
+
+    scale = SCALES[args.scale] if args.graph == "full" else SCALES[args.scale].chain_only()
+    root = Path(args.data) / scale.name
+    landing, lake, work = root / "landing", root / "lake", root / "results"
+    home = Path(args.dagster_home) if args.dagster_home else root / "dagster_home"
+    info = machine()
+    print(f"benchmark {scale.name}: {scale.description}; {info['date']}, {info['cores']} cores "
+          f"({info['cpu']}), {info['memory_gb']} GB, load average {info['load_average']:.2f}")
+
+    simulated = simulate(scale, landing, args.reuse)
+    history_stamp = lake / "_history.json"
+    history_key = {**scale.simulation(), "pieces": [p.name for p in scale.pieces if p.setup]}
+    reuse_history = (
+        args.reuse and simulated is None and history_stamp.exists()
+        and json.loads(history_stamp.read_text()) == history_key
+    )
+    if not reuse_history:
+        shutil.rmtree(lake, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    work.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "CHURN_DATA_URL": str(lake),
+        "CHURN_LANDING_URL": str(landing),
+        "CHURN_START_DATE": START.isoformat(),
+        "DAGSTER_HOME": str(home),
+        "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
+    if args.planned_events == "per-asset":
+        env["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "true"
+    print(f"instance: SQLite under {home}, planned events {args.planned_events}")
+
+    pieces: list[Measured] = []
+    for piece in scale.pieces:
+        if piece.setup and reuse_history:
+            print(f"\n{piece.name}: reusing the history in {lake}")
+            continue
+        pieces.append(run_piece(piece, env, work, args.py_spy if args.profile else None))
+        if piece.setup and piece is [p for p in scale.pieces if p.setup][-1]:
+            history_stamp.write_text(json.dumps(history_key))
+    totals = print_totals(scale, pieces)
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    saved = work / f"{scale.name}-{stamp}.json"
+    saved.write_text(json.dumps({
+        "scale": scale.name, "machine": info | {"load_average_end": os.getloadavg()[0]},
+        "options": {"graph": args.graph, "dagster_home": str(home), "planned_events": args.planned_events},
+        "simulate": None if simulated is None else simulated.__dict__,
+        "pieces": [m.__dict__ for m in pieces], "totals": totals,
+    }, indent=1))
+    print(f"\nresults saved to {saved}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

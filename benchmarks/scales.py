@@ -1,0 +1,111 @@
+"""The named benchmark scales and the runs ("pieces") each one measures.
+
+A piece is one Dagster run, exactly as a user starts it: a selection of assets (with their blocking
+checks) over one partition or one single-run range. Pieces marked ``setup`` prepare history and are not
+part of the scale's totals.
+"""
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+START = dt.date(2025, 1, 1)
+
+DATA_CHAIN = ("raw_events", "install_times", "user_daily", "features", "labels")
+TRAINING = ("training_set", "model")
+SCORING = ("predictions", "drift_report")
+
+
+@dataclass(frozen=True)
+class Piece:
+    name: str
+    assets: tuple[str, ...]
+    first: str
+    last: str
+    setup: bool = False  # prepares history: measured and printed, but outside the scale's totals
+
+    @property
+    def partitions(self) -> str:
+        return "monthly" if len(self.first) == 7 else "daily"
+
+    @property
+    def days(self) -> list[dt.date]:
+        """The days of the landing data this piece ingests (daily pieces that include raw_events)."""
+        if self.partitions != "daily" or "raw_events" not in self.assets:
+            return []
+        first, last = dt.date.fromisoformat(self.first), dt.date.fromisoformat(self.last)
+        return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    users: int
+    days: int
+    description: str
+    file_format: str = "jsonl.gz"
+    seed: int = 7
+    pieces: tuple[Piece, ...] = field(default=())
+
+    def chain_only(self) -> "Scale":
+        """The scale with its data-chain pieces only (setup included)."""
+        pieces = tuple(p for p in self.pieces if p.setup or p.assets == DATA_CHAIN)
+        return Scale(self.name, self.users, self.days, self.description, self.file_format, self.seed, pieces)
+
+    def simulation(self) -> dict:
+        """The simulator's arguments: a landing zone is reused only when they are equal."""
+        return {"users": self.users, "days": self.days, "start": START.isoformat(), "seed": self.seed,
+                "file_format": self.file_format}
+
+
+def _month(day: dt.date) -> str:
+    return day.strftime("%Y-%m")
+
+
+def backfill_scale(name: str, users: int, days: int, description: str) -> Scale:
+    """A backfill of every day: the data chain over the whole range in one run, then (full graph) the
+    training sets and models of the covered months that can have a model (from the third month on: the
+    model's time split needs 31 days of snapshots, and labels start H days after the first day) and the
+    predictions and drift report of the last day."""
+    last = START + dt.timedelta(days=days - 1)
+    pieces = [Piece("data chain", DATA_CHAIN, START.isoformat(), last.isoformat())]
+    third_month = dt.date(START.year + (START.month + 1) // 12, (START.month + 1) % 12 + 1, 1)
+    first_month, last_month = _month(third_month), _month(last)
+    if first_month > last_month:
+        raise ValueError(f"the full graph needs days into the third month, not {days} days")
+    pieces += [
+        Piece("training", TRAINING, first_month, last_month),
+        Piece("scoring", SCORING, last.isoformat(), last.isoformat()),
+    ]
+    return Scale(name, users, days, description, pieces=tuple(pieces))
+
+
+def day_scale(users: int, description: str, name: str = "day", history_days: int = 28) -> Scale:
+    """One daily refresh after ``history_days`` days: the history is ingested once by the pipeline itself
+    (setup pieces, cached with --reuse), then the refresh of the last day is measured alone.
+
+    The refresh of D reads raw_events[D], install_times[D-1], user_daily[D-27..D], features[D-H] and
+    user_daily[D-H+1..D]: the setup builds exactly those (features only for D-H).
+    """
+    from churn_assets.config import SETTINGS
+
+    last = START + dt.timedelta(days=history_days)
+    snapshot = last - dt.timedelta(days=SETTINGS.horizon_days)
+    pieces = (
+        Piece("history: ingest", DATA_CHAIN[:3], START.isoformat(), (last - dt.timedelta(days=1)).isoformat(),
+              setup=True),
+        Piece("history: snapshot D-H", ("features",), snapshot.isoformat(), snapshot.isoformat(), setup=True),
+        Piece("daily refresh of D", DATA_CHAIN, last.isoformat(), last.isoformat()),
+    )
+    return Scale(name, users, history_days + 1, description, pieces=pieces)
+
+
+SCALES: dict[str, Scale] = {
+    scale.name: scale
+    for scale in (
+        backfill_scale("tiny", 3000, 75, "smoke run: 3k users × 75 days, full graph"),
+        backfill_scale("small", 20_000, 120, "20k users × 120 days, full graph"),
+        backfill_scale("medium", 200_000, 120, "200k users × 120 days, full graph"),
+        # Users over the whole run; ~26 % of them are active on day 29 (measured with the simulator).
+        day_scale(3_900_000, "one day with ~1M active users after 28 days of history"),
+    )
+}

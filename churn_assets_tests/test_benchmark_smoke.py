@@ -1,0 +1,40 @@
+"""The benchmark command stays runnable: ``python -m benchmarks.run --scale tiny`` end to end (simulate,
+data chain, training, scoring), in a subprocess, on a temp folder. Figures are printed, never asserted."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+def test_tiny_benchmark_runs_the_whole_graph_and_saves_its_figures(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--scale", "tiny", "--data", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
+    assert "Dagster's share" in done.stdout
+
+    (saved,) = (tmp_path / "tiny" / "results").glob("tiny-*.json")
+    result = json.loads(saved.read_text())
+    pieces = {piece["name"]: piece for piece in result["pieces"]}
+    assert list(pieces) == ["data chain", "training", "scoring"]
+    chain_steps = {step["step"] for step in pieces["data chain"]["report"]["steps"]}
+    assert {"raw_events", "install_times", "user_daily", "features", "labels"} <= chain_steps
+    assert {"model", "training_set"} <= {step["step"] for step in pieces["training"]["report"]["steps"]}
+    assert {"predictions", "drift_report"} <= {step["step"] for step in pieces["scoring"]["report"]["steps"]}
+    # raw_events kept the simulated events but for the re-sent duplicates (a small share).
+    simulated, kept = result["simulate"]["report"]["events"], pieces["data chain"]["report"]["events"]
+    assert 0.95 * simulated < kept < simulated
+    totals = result["totals"]
+    assert totals["wall_s"] > 0 and 0 <= totals["dagster_share_of_runs"] < 1 and totals["peak_rss"] > 0
+    # The lake holds what the runs wrote: one partition folder per simulated day, models of the month.
+    lake = tmp_path / "tiny" / "lake"
+    assert len(list((lake / "raw_events").glob("date=*/data.parquet"))) == 75
+    assert (lake / "model" / "month=2025-03").is_dir()
