@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the whole graph of the scale, or its data chain (raw_events → labels) only")
     parser.add_argument("--dagster-home", help="where the runs' SQLite instance lives (default: under --data); "
                         "e.g. a tmpfs folder to see Dagster's cost without fsync")
+    parser.add_argument("--instance-yaml", help="a dagster.yaml for the runs' instance (e.g. PostgreSQL storage: "
+                        "benchmarks/postgres.yaml); default: SQLite under --dagster-home")
     parser.add_argument("--planned-events", choices=("per-partition", "per-asset"), default="per-partition",
                         help="per-asset sets DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS for the runs: one "
                         "'materialization planned' event per asset of a range run instead of one per partition")
@@ -228,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(lake, ignore_errors=True)
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    instance_yaml = Path(args.instance_yaml).read_text() if args.instance_yaml else ""
+    (home / "dagster.yaml").write_text(instance_yaml + "\ntelemetry:\n  enabled: false\n")
     work.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -240,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.planned_events == "per-asset":
         env["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "true"
-    print(f"instance: SQLite under {home}, planned events {args.planned_events}")
+    storage = f"{args.instance_yaml} in {home}" if args.instance_yaml else f"SQLite under {home}"
+    print(f"instance: {storage}, planned events {args.planned_events}")
 
     pieces: list[Measured] = []
     for piece in scale.pieces:
@@ -256,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     saved = work / f"{scale.name}-{stamp}.json"
     saved.write_text(json.dumps({
         "scale": scale.name, "machine": info | {"load_average_end": os.getloadavg()[0]},
-        "options": {"graph": args.graph, "dagster_home": str(home), "planned_events": args.planned_events},
+        "options": {"graph": args.graph, "dagster_home": str(home), "instance_yaml": args.instance_yaml, "planned_events": args.planned_events},
         "simulate": None if simulated is None else simulated.__dict__,
         "pieces": [m.__dict__ for m in pieces], "totals": totals,
     }, indent=1))

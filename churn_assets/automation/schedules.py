@@ -37,6 +37,12 @@ def _tick(context: dg.ScheduleEvaluationContext) -> dt.datetime:
     return context.scheduled_execution_time.astimezone(dt.UTC)
 
 
+def _yesterday(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    """The daily partition of the day that ended before the tick."""
+    tick = _tick(context)
+    return _request(daily_partitions, (tick.date() - dt.timedelta(days=1)).isoformat(), tick)
+
+
 @dg.schedule(
     name="daily_refresh",
     job=daily_refresh,
@@ -45,8 +51,7 @@ def _tick(context: dg.ScheduleEvaluationContext) -> dt.datetime:
     description="02:00 UTC every day: the daily refresh of yesterday (raw_events → labels).",
 )
 def daily_refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    tick = _tick(context)
-    return _request(daily_partitions, (tick.date() - dt.timedelta(days=1)).isoformat(), tick)
+    return _yesterday(context)
 
 
 @dg.schedule(
@@ -57,8 +62,7 @@ def daily_refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunReque
     description="Monday 03:00 UTC: predictions and the drift report of yesterday, the Sunday.",
 )
 def weekly_scoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    tick = _tick(context)
-    return _request(daily_partitions, (tick.date() - dt.timedelta(days=1)).isoformat(), tick)
+    return _yesterday(context)
 
 
 @dg.schedule(

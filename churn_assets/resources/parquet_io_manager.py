@@ -15,7 +15,7 @@ What the stock IO managers do not do, and this one does (DESIGN.md):
 from __future__ import annotations
 
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -173,12 +173,15 @@ def _partition_keys(values: pl.Series, column: str) -> pl.Series:
     return values.cast(pl.String)
 
 
+def column_schema(schema: Mapping[str, pl.DataType]) -> dg.TableSchema:
+    """The column schema the UI shows for a table of this polars schema."""
+    return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in schema.items()])
+
+
 def _table_metadata(frame: pl.DataFrame, written: WrittenFile) -> dict[str, Any]:
     return {
         "dagster/row_count": frame.height,
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
-        ),
+        "dagster/column_schema": column_schema(frame.schema),
         "dagster/uri": written.url,
         "content_hash": written.content_hash,
         "size_bytes": written.size_bytes,

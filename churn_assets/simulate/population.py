@@ -23,19 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# The event types, in the order of their integer codes.
-EVENT_TYPES: tuple[str, ...] = (
-    "session_start",
-    "screen_view",
-    "feature_use",
-    "content_create",
-    "share",
-    "paywall_view",
-    "purchase",
-    "ad_impression",
-    "push_open",
-    "app_error",
-)
+from churn_assets.config import DEFAULT_EVENT_TYPES
+
+# The event types, in the order of their integer codes: the default tracked types are exactly these.
+EVENT_TYPES: tuple[str, ...] = DEFAULT_EVENT_TYPES
 ET = {name: code for code, name in enumerate(EVENT_TYPES)}
 SESSION_START, PURCHASE, PUSH_OPEN, APP_ERROR, PAYWALL_VIEW = (
     ET["session_start"],

@@ -16,7 +16,7 @@ from churn_assets.assets.ingest.landing_files import (
 )
 from churn_assets.partitions import daily_partitions, days_in_range
 from churn_assets.resources import LakeResource, LandingZone
-from churn_assets.resources.parquet_io_manager import PartitionStream
+from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
 
 QUARANTINE_ASSET = "raw_events_quarantine"
 _RAW_COLUMNS = [
@@ -32,9 +32,7 @@ _RAW_COLUMNS = [
     kinds={"polars", "parquet"},
     owners=["team:data-platform"],
     retry_policy=dg.RetryPolicy(max_retries=2, delay=2),
-    metadata={"dagster/column_schema": dg.TableSchema(
-        columns=[dg.TableColumn(name, str(dtype)) for name, dtype in CANONICAL_SCHEMA.items()]
-    )},
+    metadata={"dagster/column_schema": column_schema(CANONICAL_SCHEMA)},
 )
 def raw_events(context: dg.AssetExecutionContext, landing: LandingZone, lake: LakeResource) -> PartitionStream:
     """Every valid event exported on day D (UTC), whatever its ``event_time``: typed to the canonical

@@ -5,7 +5,14 @@ import polars as pl
 
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, days_in_range
 from churn_assets.resources.model_io_manager import ChurnModel
-from churn_assets.resources.parquet_io_manager import PartitionStream
+from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
+
+# The inputs of an asset about day D and its model: features[D] and model[month of D]. A day maps to
+# the month it belongs to; a range run spanning months gets each of them.
+SCORED_DAY_INS = {
+    "features": dg.AssetIn(),
+    "model": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping()),
+}
 
 PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
     "user_id": pl.String(),
@@ -26,16 +33,8 @@ PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
     backfill_policy=dg.BackfillPolicy.single_run(),
     kinds={"xgboost", "parquet"},
     owners=["team:ml"],
-    ins={
-        "features": dg.AssetIn(),
-        # A day maps to the month it belongs to; a range run spanning months gets each of them.
-        "model": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping()),
-    },
-    metadata={
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name, str(dtype)) for name, dtype in PREDICTIONS_SCHEMA.items()]
-        )
-    },
+    ins=SCORED_DAY_INS,
+    metadata={"dagster/column_schema": column_schema(PREDICTIONS_SCHEMA)},
 )
 def predictions(
     context: dg.AssetExecutionContext, features: pl.LazyFrame, model: dict[str, ChurnModel]

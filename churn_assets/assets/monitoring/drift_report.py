@@ -9,7 +9,8 @@ import polars as pl
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, days_in_range
 from churn_assets.resources import LakeResource
 from churn_assets.resources.model_io_manager import ChurnModel
-from churn_assets.resources.parquet_io_manager import PartitionStream
+from churn_assets.assets.ml.predictions import SCORED_DAY_INS
+from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
 
 SCORE_COLUMN = "churn_probability"
 # Evidently's rule: the dataset drifted when at least this share of the feature columns did.
@@ -37,15 +38,8 @@ DRIFT_SCHEMA: dict[str, pl.DataType] = {
     backfill_policy=dg.BackfillPolicy.single_run(),
     kinds={"evidently", "parquet"},
     owners=["team:ml"],
-    ins={
-        "features": dg.AssetIn(),
-        "model": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping()),
-    },
-    metadata={
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name, str(dtype)) for name, dtype in DRIFT_SCHEMA.items()]
-        )
-    },
+    ins=SCORED_DAY_INS,
+    metadata={"dagster/column_schema": column_schema(DRIFT_SCHEMA)},
 )
 def drift_report(
     context: dg.AssetExecutionContext, lake: LakeResource, features: pl.LazyFrame, model: dict[str, ChurnModel]
