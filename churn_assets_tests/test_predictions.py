@@ -67,6 +67,12 @@ def test_every_user_is_scored_ranked_banded_and_explained(lake, local_resources,
         assert row["recommended_action"] == RECOMMENDED_ACTIONS[band]
     assert set(out.get_column("risk_band")) >= {"Low", "High", "Critical"}
     assert set(out.get_column("model_version")) == {churn_model.version}
+    # The UI shows the ten highest-risk users of the day, in rank order.
+    (materialization,) = result.asset_materializations_for_node("predictions")
+    preview = materialization.metadata["highest_risk"].value.splitlines()
+    assert preview[0].startswith("| rank | user_id | churn_probability | risk_band | top_reason_1")
+    assert len(preview) == 2 + 10
+    assert [line.split(" | ")[1] for line in preview[2:]] == out.get_column("user_id").head(10).to_list()
 
     # Reasons name real features: for each user, the features with the largest positive contributions.
     names = [s.name for s in model_specs(churn_model)]

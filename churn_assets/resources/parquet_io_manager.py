@@ -178,6 +178,18 @@ def column_schema(schema: Mapping[str, pl.DataType]) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in schema.items()])
 
 
+def preview_markdown(frame: pl.DataFrame, rows: int = 10) -> dg.MetadataValue:
+    """The first ``rows`` rows of ``frame`` as a Markdown table for the UI (floats to 4 decimals)."""
+    head = frame.head(rows)
+    cells = [
+        ["–" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]
+        for row in head.iter_rows()
+    ]
+    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * head.width]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
 def _table_metadata(frame: pl.DataFrame, written: WrittenFile) -> dict[str, Any]:
     return {
         "dagster/row_count": frame.height,

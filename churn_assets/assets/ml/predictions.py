@@ -5,7 +5,7 @@ import polars as pl
 
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, days_in_range
 from churn_assets.resources.model_io_manager import ChurnModel
-from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
+from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema, preview_markdown
 
 # The inputs of an asset about day D and its model: features[D] and model[month of D]. A day maps to
 # the month it belongs to; a range run spanning months gets each of them.
@@ -60,6 +60,10 @@ def predictions(
                         (scored.get_column("churn_probability") >= churn_model.card["threshold"]).mean() or 0.0
                     ),
                     **{f"band/{band}": int(bands.get(band, 0)) for band in churn_model.card["risk_bands"]},
+                    "highest_risk": preview_markdown(
+                        scored.select("rank", "user_id", "churn_probability", "risk_band", "top_reason_1",
+                                      "top_reason_2", "top_reason_3")
+                    ),
                 },
                 partition_key=day.isoformat(),
             )
