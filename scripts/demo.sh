@@ -1,37 +1,130 @@
 #!/usr/bin/env bash
-# The main job on the local default: simulate landing data, then materialize the graph over it.
-#   bash scripts/demo.sh            # 2,000 users over 28 days from 2025-01-01
+# The main job on the local default: simulate landing data, then materialize the whole graph over it
+# (DESIGN.md): the daily chain over every day, the training sets and models of every month that can
+# have one, and the predictions and drift report of the last day.
+#   bash scripts/demo.sh            # 3,000 users over 75 days from 2025-01-01: the model of 2025-03
 #   USERS=20000 DAYS=120 bash scripts/demo.sh
+# CHURN_DATA_URL, CHURN_LANDING_URL and DAGSTER_HOME choose where it writes (default: ./data, ./.dagster_home).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VENV="${VENV:-.venv}"
-export PATH="$PWD/$VENV/bin:$PATH"
+BIN="$(cd "$VENV/bin" && pwd)"
+export PATH="$BIN:$PATH"
 
-USERS="${USERS:-2000}"
-DAYS="${DAYS:-28}"
+USERS="${USERS:-3000}"
+DAYS="${DAYS:-75}"
 START="${CHURN_START_DATE:-2025-01-01}"
+export CHURN_START_DATE="$START"
 export CHURN_DATA_URL="${CHURN_DATA_URL:-$PWD/data/lake}"
 export CHURN_LANDING_URL="${CHURN_LANDING_URL:-$PWD/data/landing}"
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"
+
+# The last day, and the months to train: the model of month M trains on the labels resolved in the L
+# months before M; labels start H days after START (their snapshots are H days older), and the time split
+# (train / validation / holdout, H-day embargoes) needs 2H+3 days of snapshots. Training starts with the
+# first month whose lookback lies wholly after START (the fourth with L = 3) when the days reach it, else
+# with the first month that can have a model at all (the third): there the training block is short, and
+# with too few users the first challenger can lose to the logistic baseline, which fails the run (no
+# champion to fall back on), like benchmarks/scales.py.
+PLAN=$(python - "$START" "$DAYS" <<'PY'
+import datetime as dt
+import sys
+
+from churn_assets.config import SETTINGS  # H and L as the definitions read them (CHURN_HORIZON_DAYS, …)
+
+start, days = dt.date.fromisoformat(sys.argv[1]), int(sys.argv[2])
+last = start + dt.timedelta(days=days - 1)
+H, L = SETTINGS.horizon_days, SETTINGS.lookback_months
+
+
+def add_months(first: dt.date, n: int) -> dt.date:
+    index = first.year * 12 + first.month - 1 + n
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def trainable(month: dt.date) -> bool:
+    first_snapshot = max(start, add_months(month, -L) - dt.timedelta(days=H))
+    last_snapshot = month - dt.timedelta(days=1 + H)
+    return (last_snapshot - first_snapshot).days + 1 >= 2 * H + 3
+
+
+month = start.replace(day=1)
+while not trainable(month):
+    month = add_months(month, 1)
+min_days = (month - start).days + 1  # the first day of the first month that can have a model
+full_lookback = add_months(start.replace(day=1), L + (start.day > 1))
+if month < full_lookback <= last:
+    month = full_lookback
+months = []
+while month <= last:
+    months.append(month.strftime("%Y-%m"))
+    month = add_months(month, 1)
+print(last, months[0] if months else "-", months[-1] if months else "-", min_days)
+PY
+)
+read -r LAST FIRST_MONTH LAST_MONTH MIN_DAYS <<<"$PLAN"
+if [ "$FIRST_MONTH" = "-" ]; then
+  echo "DAYS=$DAYS is too few for the whole graph: the first model needs at least $MIN_DAYS days from $START." >&2
+  exit 2
+fi
+
 mkdir -p "$DAGSTER_HOME"
 [ -f "$DAGSTER_HOME/dagster.yaml" ] || { [ -f dagster.yaml ] && cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"; } || true
 
-LAST=$(python -c "import datetime as d; print(d.date.fromisoformat('$START') + d.timedelta(days=$DAYS - 1))")
+# One process per run (each step follows the one before anyway; the multiprocess executor costs ~8 s a
+# run on 2 cores), and the console log at INFO: step events, checks and warnings, without Dagster's DEBUG.
+RUN_CONFIG='{"execution": {"config": {"in_process": {}}}, "loggers": {"console": {"config": {"log_level": "INFO"}}}}'
+materialize() {
+  dagster asset materialize -m churn_assets.definitions --config-json "$RUN_CONFIG" "$@"
+}
 
 echo "==> simulating $USERS users over $DAYS days into $CHURN_LANDING_URL"
 churn-assets simulate --out "$CHURN_LANDING_URL" --users "$USERS" --days "$DAYS" --start "$START" --seed 7
 
-echo "==> materializing raw_events → install_times → user_daily for $START...$LAST (one run)"
-dagster asset materialize -m churn_assets.definitions \
-  --select raw_events,install_times,user_daily \
-  --partition-range "$START...$LAST"
+echo "==> raw_events → install_times → user_daily → features → labels for $START...$LAST (one run)"
+materialize --select raw_events,install_times,user_daily,features,labels --partition-range "$START...$LAST"
+
+echo "==> training_set → model for $FIRST_MONTH...$LAST_MONTH (one run)"
+materialize --select training_set,model --partition-range "$FIRST_MONTH...$LAST_MONTH"
+
+echo "==> predictions, drift_report for $LAST"
+materialize --select predictions,drift_report --partition "$LAST"
+
+case "$CHURN_DATA_URL" in
+  s3://*) ;;
+  *)
+    echo
+    python - "$CHURN_DATA_URL" "$LAST" "$LAST_MONTH" <<'PY'
+import json
+import sys
+
+import polars as pl
+
+lake, day, month = sys.argv[1:]
+card = json.load(open(f"{lake}/model/month={month}/model_card.json"))
+print(f"model[{month}]: {card['model_version']} — {card['selection']['decision']}: {card['selection']['reason']}")
+drift = json.load(open(f"{lake}/drift_report/date={day}/summary.json"))
+print(f"drift on {day}: {drift['share_of_drifted_columns']:.0%} of the feature columns drifted "
+      f"(dataset drift: {'yes' if drift['dataset_drift'] else 'no'})")
+scores = pl.read_parquet(f"{lake}/predictions/date={day}/data.parquet")
+bands = dict(scores.group_by("risk_band").len().iter_rows())
+print(f"predictions for {day}: {scores.height} users at risk; risk bands "
+      + ", ".join(f"{band} {bands.get(band, 0)}" for band in ("Low", "Medium", "High", "Critical")))
+with pl.Config(tbl_rows=5, tbl_hide_dataframe_shape=True, tbl_width_chars=120):
+    print(scores.sort("rank").head(5).select("rank", "user_id", "churn_probability", "risk_band", "top_reason_1"))
+PY
+    ;;
+esac
 
 cat <<MSG
 
 Done. The lake is at $CHURN_DATA_URL (hive-partitioned Parquet, e.g. user_daily/date=$LAST/data.parquet).
-Query it directly, e.g. with polars:
-  $VENV/bin/python -c "import polars as pl; print(pl.scan_parquet('$CHURN_DATA_URL/user_daily/**/*.parquet', hive_partitioning=True).collect())"
+  predictions of $LAST:    $CHURN_DATA_URL/predictions/date=$LAST/data.parquet
+  drift report of $LAST:   $CHURN_DATA_URL/drift_report/date=$LAST/report.html (summary.json beside it)
+  model in production $LAST_MONTH: $CHURN_DATA_URL/model/month=$LAST_MONTH/ (model_card.json, holdout_report.html, model.ubj)
+Query it directly, e.g. with polars (the date column comes from the folder names):
+  $BIN/python -c "import polars as pl; print(pl.scan_parquet('$CHURN_DATA_URL/predictions/**/*.parquet', hive_partitioning=True).filter(pl.col('risk_band') == 'Critical').select('date', 'rank', 'user_id', 'churn_probability', 'top_reason_1').collect())"
 Open the Dagster UI on the same lake and run history:
-  DAGSTER_HOME=$DAGSTER_HOME CHURN_DATA_URL=$CHURN_DATA_URL CHURN_LANDING_URL=$CHURN_LANDING_URL $VENV/bin/dagster dev -m churn_assets.definitions
+  DAGSTER_HOME=$DAGSTER_HOME CHURN_DATA_URL=$CHURN_DATA_URL CHURN_LANDING_URL=$CHURN_LANDING_URL CHURN_START_DATE=$START $BIN/dagster dev -m churn_assets.definitions
 MSG
