@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import build_resources
@@ -21,6 +22,7 @@ from churn_assets_tests.landing_helpers import materialize_ingest, read_partitio
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
 DAYS = [(dt.date(2025, 1, 1) + dt.timedelta(days=i)).isoformat() for i in range(5)]
 SIMULATION = {"users": 200, "days": len(DAYS), "start": dt.date(2025, 1, 1), "seed": 3}
 
@@ -107,3 +109,26 @@ def test_dagster_asset_materialize_partition_range(simulated_landing, tmp_path):
         for day in DAYS:
             assert read_partition(str(lake), asset, day).equals(read_partition(reference.data_url, asset, day))
     assert not (tmp_path / "data").exists(), "nothing written to the default ./data"
+
+
+def test_a_job_backfill_of_daily_refresh_queues_serial_runs(tmp_path):
+    """``dagster job backfill -j daily_refresh``: one queued run per day, each tagged so the instance's
+    concurrency rule (dagster.yaml) runs daily refreshes one at a time, oldest first."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    env = _env(CHURN_DATA_URL=str(tmp_path / "lake"), CHURN_LANDING_URL=str(tmp_path / "landing"),
+               DAGSTER_HOME=str(home))
+    _run(
+        [str(BIN / "dagster"), "job", "backfill", "-j", "daily_refresh", "--partitions", ",".join(DAYS[:3]),
+         "--noprompt", "-w", str(ROOT / "workspace.yaml")],
+        cwd=tmp_path, env=env,
+    )
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert sorted(r.tags["dagster/partition"] for r in runs) == DAYS[:3]
+        assert {r.status for r in runs} == {dg.DagsterRunStatus.QUEUED}  # no daemon here to launch them
+        assert {r.tags.get("churn/serial") for r in runs} == {"daily_refresh"}
+        assert all("dagster/backfill" in r.tags for r in runs)
+    serial = yaml.safe_load((ROOT / "dagster.yaml").read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": "churn/serial", "value": "daily_refresh", "limit": 1} in serial

@@ -18,7 +18,9 @@ daily_refresh = dg.define_asset_job(
     selection=dg.AssetSelection.groups("ingest", "features"),
     partitions_def=daily_partitions,
     executor_def=dg.in_process_executor,
-    run_tags={SERIAL_TAG: "daily_refresh"},
+    # Job tags (not run_tags): Dagster also puts them on the runs of a job backfill, not only on runs
+    # started by the schedule, the sensor or the launchpad.
+    tags={SERIAL_TAG: "daily_refresh"},
     description=(
         "One export day through the daily graph: raw_events → install_times → user_daily → features → "
         "labels, with their checks."
