@@ -132,3 +132,8 @@ def test_a_job_backfill_of_daily_refresh_queues_serial_runs(tmp_path):
         assert all("dagster/backfill" in r.tags for r in runs)
     serial = yaml.safe_load((ROOT / "dagster.yaml").read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
     assert {"key": "churn/serial", "value": "daily_refresh", "limit": 1} in serial
+    assert {"key": "churn/serial", "value": "monthly_retraining", "limit": 1} in serial
+    # The monthly job has a lane of its own: model[M] reads model[M-1].
+    from churn_assets.definitions import defs
+
+    assert defs.resolve_job_def("monthly_retraining").tags["churn/serial"] == "monthly_retraining"

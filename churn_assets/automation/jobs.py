@@ -9,8 +9,9 @@ import dagster as dg
 
 from churn_assets.partitions import daily_partitions, monthly_partitions
 
-# Runs of daily_refresh carry this tag; dagster.yaml lets one of them run at a time, in the order they
-# were queued, because install_times[D] reads install_times[D-1] (a later day must not overtake).
+# Runs of daily_refresh and of monthly_retraining carry this tag; dagster.yaml lets one run per value
+# run at a time, in the order they were queued, because install_times[D] reads install_times[D-1] and
+# model[M] reads model[M-1] (a later partition must not overtake).
 SERIAL_TAG = "churn/serial"
 
 daily_refresh = dg.define_asset_job(
@@ -40,5 +41,7 @@ monthly_retraining = dg.define_asset_job(
     selection=dg.AssetSelection.assets("training_set", "model"),
     partitions_def=monthly_partitions,
     executor_def=dg.in_process_executor,
+    # model[M] reads model[M-1] (its champion): months run one at a time, in the order they were queued.
+    tags={SERIAL_TAG: "monthly_retraining"},
     description="The training set and the (challenger-vs-champion) model of one month.",
 )
