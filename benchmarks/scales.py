@@ -57,33 +57,21 @@ class Scale:
                 "file_format": self.file_format}
 
 
-def _month(day: dt.date) -> str:
-    return day.strftime("%Y-%m")
-
-
-def _add_months(day: dt.date, months: int) -> dt.date:
-    index = day.year * 12 + day.month - 1 + months
-    return dt.date(index // 12, index % 12 + 1, 1)
-
-
 def backfill_scale(name: str, users: int, days: int, description: str) -> Scale:
     """A backfill of every day: the data chain over the whole range in one run, then (full graph) the
-    training sets and models of the covered months, and the predictions and drift report of the last day.
-
-    Months with a model: from the first whose training set spans the whole lookback (the fourth month
-    with L = 3), or the third month when the days end before that (the model's time split needs ~31
-    days of snapshots, and labels start H days after the first day). The third month's training set
-    has only ~45 snapshot days, 11 of them left for training after the embargoes: on the simulator's
-    data the challenger can lose to the logistic baseline there, and model fails its gates (by design).
+    training sets and models of the months a backfill can train (``months_to_train``: from the first
+    with a whole lookback when the days reach it), and the predictions and drift report of the last day.
     """
+    from churn_assets.assets.ml.training_set import months_to_train
+    from churn_assets.config import SETTINGS
+
     last = START + dt.timedelta(days=days - 1)
     pieces = [Piece("data chain", DATA_CHAIN, START.isoformat(), last.isoformat())]
-    third, fourth = _add_months(START, 2), _add_months(START, 3)
-    first_month, last_month = _month(fourth if fourth <= last else third), _month(last)
-    if first_month > last_month:
-        raise ValueError(f"the full graph needs days into the third month, not {days} days")
+    months = months_to_train(START, last, SETTINGS.horizon_days, SETTINGS.lookback_months)
+    if not months:
+        raise ValueError(f"the full graph needs a month with a model, which {days} days from {START} do not reach")
     pieces += [
-        Piece("training", TRAINING, first_month, last_month),
+        Piece("training", TRAINING, months[0], months[-1]),
         Piece("scoring", SCORING, last.isoformat(), last.isoformat()),
     ]
     return Scale(name, users, days, description, pieces=tuple(pieces))

@@ -30,9 +30,10 @@ import time
 import warnings
 from pathlib import Path
 
+from benchmarks.scales import START
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "benchmarks" / ".data" / "train_quality"
-START = dt.date(2025, 1, 1)
 SEED = 7
 TARGETS = {"train_s": 60.0, "score_users_per_10s": 1_000_000, "drift_100k_s": 30.0}
 

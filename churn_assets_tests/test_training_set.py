@@ -16,6 +16,7 @@ from churn_assets.assets.features.labels import HORIZON_DAYS, labels
 from churn_assets.assets.ml.training_set import (
     LOOKBACK_MONTHS,
     SAMPLE_SEED,
+    months_to_train,
     stratified_rows,
     training_set,
     training_set_is_sound,
@@ -235,3 +236,19 @@ def test_declared_dependencies_are_the_true_ones():
     months = _upstream_keys(training_set, "labels", "2025-05", monthly, daily)
     assert (months[0], months[-1], len(months)) == ("2025-02-01", "2025-04-30", 89)
     assert _upstream_keys(training_set, "labels", "2025-01", monthly, daily) == []
+
+
+def test_months_to_train_from_the_first_with_a_whole_lookback():
+    """The months a backfill (the demo, the benchmarks) trains: those whose snapshots span the split's
+    2H + 3 days, from the first with a whole lookback once the days reach it."""
+    start = dt.date(2025, 1, 1)
+
+    def months(days: int) -> list[str]:
+        return months_to_train(start, start + dt.timedelta(days=days - 1), horizon_days=14, lookback_months=3)
+
+    assert months(59) == []  # 2025-03's snapshots start on the 1st: the month is needed whole
+    assert months(60) == months(90) == ["2025-03"]  # 45 snapshot days, 2 × 14 + 3 needed
+    assert months(91) == months(120) == ["2025-04"]  # labels of January..March, all after the start
+    assert months(200) == ["2025-04", "2025-05", "2025-06", "2025-07"]
+    # A start mid-month: the first whole lookback is one month later.
+    assert months_to_train(dt.date(2025, 1, 15), dt.date(2025, 6, 1), 14, 3) == ["2025-05", "2025-06"]

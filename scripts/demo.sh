@@ -20,47 +20,26 @@ export CHURN_DATA_URL="${CHURN_DATA_URL:-$PWD/data/lake}"
 export CHURN_LANDING_URL="${CHURN_LANDING_URL:-$PWD/data/landing}"
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"
 
-# The last day, and the months to train: the model of month M trains on the labels resolved in the L
-# months before M; labels start H days after START (their snapshots are H days older), and the time split
-# (train / validation / holdout, H-day embargoes) needs 2H+3 days of snapshots. Training starts with the
-# first month whose lookback lies wholly after START (the fourth with L = 3) when the days reach it, else
-# with the first month that can have a model at all (the third): there the training block is short, and
-# with too few users the first challenger can lose to the logistic baseline, which fails the run (no
-# champion to fall back on), like benchmarks/scales.py.
+# The last day, and the months to train (churn_assets/assets/ml/training_set.py, months_to_train): those
+# whose snapshots span the model's time split, from the first with a whole lookback when the days reach
+# it (the benchmarks do the same), with H and L as the definitions read them.
 PLAN=$(python - "$START" "$DAYS" <<'PY'
 import datetime as dt
 import sys
 
-from churn_assets.config import SETTINGS  # H and L as the definitions read them (CHURN_HORIZON_DAYS, …)
+from churn_assets.assets.ml.training_set import months_to_train
+from churn_assets.config import SETTINGS
+
+
+def months(start: dt.date, days: int) -> list[str]:
+    last = start + dt.timedelta(days=days - 1)
+    return months_to_train(start, last, SETTINGS.horizon_days, SETTINGS.lookback_months)
+
 
 start, days = dt.date.fromisoformat(sys.argv[1]), int(sys.argv[2])
-last = start + dt.timedelta(days=days - 1)
-H, L = SETTINGS.horizon_days, SETTINGS.lookback_months
-
-
-def add_months(first: dt.date, n: int) -> dt.date:
-    index = first.year * 12 + first.month - 1 + n
-    return dt.date(index // 12, index % 12 + 1, 1)
-
-
-def trainable(month: dt.date) -> bool:
-    first_snapshot = max(start, add_months(month, -L) - dt.timedelta(days=H))
-    last_snapshot = month - dt.timedelta(days=1 + H)
-    return (last_snapshot - first_snapshot).days + 1 >= 2 * H + 3
-
-
-month = start.replace(day=1)
-while not trainable(month):
-    month = add_months(month, 1)
-min_days = (month - start).days + 1  # the first day of the first month that can have a model
-full_lookback = add_months(start.replace(day=1), L + (start.day > 1))
-if month < full_lookback <= last:
-    month = full_lookback
-months = []
-while month <= last:
-    months.append(month.strftime("%Y-%m"))
-    month = add_months(month, 1)
-print(last, months[0] if months else "-", months[-1] if months else "-", min_days)
+planned = months(start, days)
+min_days = next(n for n in range(1, 400) if months(start, n))  # the first day of the first month with a model
+print(start + dt.timedelta(days=days - 1), planned[0] if planned else "-", planned[-1] if planned else "-", min_days)
 PY
 )
 read -r LAST FIRST_MONTH LAST_MONTH MIN_DAYS <<<"$PLAN"

@@ -9,7 +9,7 @@ import polars as pl
 
 from churn_assets.assets.features.labels import HORIZON_DAYS, labels_schema
 from churn_assets.config import SETTINGS
-from churn_assets.partitions import monthly_partitions
+from churn_assets.partitions import MONTH_FORMAT, monthly_partitions
 from churn_assets.resources import ChurnParameters
 from churn_assets.resources.parquet_io_manager import PartitionStream
 
@@ -52,6 +52,37 @@ class MonthWindow:
 def add_months(first_of_month: dt.date, months: int) -> dt.date:
     index = first_of_month.year * 12 + first_of_month.month - 1 + months
     return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def months_to_train(start: dt.date, last: dt.date, horizon_days: int, lookback_months: int) -> list[str]:
+    """The months up to ``last``'s that a backfill from ``start`` can train a model for, in order.
+
+    A month can have a model when its snapshots (label days minus H, none before ``start``) span the
+    2H + 3 days the model's time split needs (``training.time_split``). When ``last`` reaches it, the
+    list starts at the first month whose whole lookback lies after ``start``: the months before it have
+    a short training block, where the first challenger can lose to the logistic baseline and, with no
+    champion to fall back on, fail the run.
+    """
+    horizon = dt.timedelta(days=horizon_days)
+
+    def trainable(month: dt.date) -> bool:
+        window = MonthWindow.of(month.strftime(MONTH_FORMAT), lookback_months)
+        first_snapshot = max(start, window.first_label_day - horizon)
+        return (window.last_label_day - horizon - first_snapshot).days + 1 >= 2 * horizon_days + 3
+
+    month = start.replace(day=1)
+    while not trainable(month):
+        month = add_months(month, 1)
+    full_lookback = month
+    while MonthWindow.of(full_lookback.strftime(MONTH_FORMAT), lookback_months).first_label_day < start:
+        full_lookback = add_months(full_lookback, 1)
+    if full_lookback <= last:
+        month = full_lookback
+    months = []
+    while month <= last:
+        months.append(month.strftime(MONTH_FORMAT))
+        month = add_months(month, 1)
+    return months
 
 
 @dg.asset(

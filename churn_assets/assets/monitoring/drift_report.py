@@ -6,10 +6,10 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from churn_assets.assets.ml.predictions import SCORED_DAY_INS
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, days_in_range
 from churn_assets.resources import LakeResource
 from churn_assets.resources.model_io_manager import ChurnModel
-from churn_assets.assets.ml.predictions import SCORED_DAY_INS
 from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
 
 SCORE_COLUMN = "churn_probability"
