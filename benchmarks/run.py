@@ -199,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the whole graph of the scale, or its data chain (raw_events → labels) only")
     parser.add_argument("--dagster-home", help="where the runs' SQLite instance lives (default: under --data); "
                         "e.g. a tmpfs folder to see Dagster's cost without fsync")
-    parser.add_argument("--instance-yaml", help="a dagster.yaml for the runs' instance (e.g. PostgreSQL storage: "
-                        "benchmarks/postgres.yaml); default: SQLite under --dagster-home")
+    parser.add_argument("--instance-yaml", default=str(REPO / "dagster.yaml"),
+                        help="the dagster.yaml of the runs' instance (default: the repository's, the local "
+                        "default users run; benchmarks/postgres.yaml for PostgreSQL; /dev/null for Dagster's "
+                        "stock SQLite storage)")
     parser.add_argument("--planned-events", choices=("per-partition", "per-asset"), default="per-partition",
                         help="per-asset sets DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS for the runs: one "
                         "'materialization planned' event per asset of a range run instead of one per partition")
@@ -230,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(lake, ignore_errors=True)
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    instance_yaml = Path(args.instance_yaml).read_text() if args.instance_yaml else ""
-    (home / "dagster.yaml").write_text(instance_yaml + "\ntelemetry:\n  enabled: false\n")
+    instance_yaml = Path(args.instance_yaml).read_text()
+    if "telemetry:" not in instance_yaml:
+        instance_yaml += "\ntelemetry:\n  enabled: false\n"
+    (home / "dagster.yaml").write_text(instance_yaml)
     work.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.planned_events == "per-asset":
         env["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "true"
-    storage = f"{args.instance_yaml} in {home}" if args.instance_yaml else f"SQLite under {home}"
+    storage = f"{args.instance_yaml} in {home}"
     print(f"instance: {storage}, planned events {args.planned_events}")
 
     pieces: list[Measured] = []

@@ -1,0 +1,131 @@
+"""The local instance's event log: Dagster's SQLite event log, with its connections kept open.
+
+Dagster's ``SqliteEventLogStorage`` creates a SQLAlchemy engine, opens a SQLite connection, compiles
+its statements and closes everything again for every event it stores, twice for an asset event (the
+run's shard and the cross-run index). A backfill of 120 days over the five data assets stores
+~1,300 such events, and that bookkeeping took 30 s of the run, more than half our own work
+(docs/benchmarks.md). This subclass keeps one engine per shard, each holding one open connection, so
+statements are compiled once and connections are reused. The files, tables and reads are Dagster's
+own: the same ``history/runs/`` folder of the instance that the default uses, readable by it.
+
+Engines are kept for the index shard and the few most recently used run shards; a long-lived
+webserver or daemon that reads thousands of runs keeps a handful of files open, not thousands.
+"""
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import dagster._check as check
+from dagster._config import Field, StringSource
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
+from dagster._core.storage.sql import create_engine
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._serdes import ConfigurableClassData
+from sqlalchemy.engine import Connection, Engine
+
+RUN_SHARDS_KEPT = 4
+
+
+class PooledSqliteEventLogStorage(SqliteEventLogStorage):
+    """Dagster's SQLite event log, reusing its connections. Configured in ``dagster.yaml``::
+
+        event_log_storage:
+          module: churn_assets.instance
+          class: PooledSqliteEventLogStorage
+
+    Without ``config: {base_dir: ...}`` it lives where Dagster's default would: ``history/runs/`` under
+    the instance's own folder (``$DAGSTER_HOME``, the folder given to ``DagsterInstance.from_config``,
+    or the throwaway folder of ``dagster dev`` without ``DAGSTER_HOME``), known once the instance
+    registers it.
+    """
+
+    def __init__(self, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None):
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
+        self._engines_pid = os.getpid()
+        self._engines_lock = threading.Lock()
+        self._pending_inst_data = inst_data
+        if base_dir is None:
+            self._instance_weakref = None  # SqliteEventLogStorage.__init__ runs in register_instance
+        else:
+            super().__init__(base_dir, inst_data)
+
+    def register_instance(self, instance: Any) -> None:
+        if not hasattr(self, "_base_dir"):
+            super().__init__(os.path.join(instance.root_directory, "history", "runs"), self._pending_inst_data)
+        super().register_instance(instance)
+
+    @classmethod
+    def config_type(cls) -> Mapping[str, Any]:
+        return {"base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
+    def from_config_value(  # type: ignore[override]
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> "PooledSqliteEventLogStorage":
+        return cls(inst_data=inst_data, **config_value)
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Connection]:
+        with self._db_lock:
+            check.str_param(shard, "shard")
+            engine = self._engine_for(shard)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn:
+                with conn.begin():
+                    yield conn
+
+    def _engine_for(self, shard: str) -> Engine:
+        with self._engines_lock:
+            if self._engines_pid != os.getpid():
+                # A forked child must not share its parent's open SQLite connections: start afresh.
+                for engine in self._engines.values():
+                    engine.dispose(close=False)
+                self._engines.clear()
+                self._engines_pid = os.getpid()
+            engine = self._engines.get(shard)
+            if engine is None:
+                engine = create_engine(
+                    self.conn_string_for_shard(shard),
+                    pool_size=1,
+                    max_overflow=2,
+                    # Connections are used under _db_lock, one thread at a time, but not always by the
+                    # thread that opened them.
+                    connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+                )
+                self._engines[shard] = engine
+            self._engines.move_to_end(shard)
+            run_shards = [name for name in self._engines if name != INDEX_SHARD_NAME]
+            for name in run_shards[: max(0, len(run_shards) - RUN_SHARDS_KEPT)]:
+                self._engines.pop(name).dispose()
+            return engine
+
+    def open_shards(self) -> list[str]:
+        """The shards whose connections are held open, least recently used first."""
+        with self._engines_lock:
+            return list(self._engines)
+
+    def _dispose_engines(self) -> None:
+        with self._engines_lock:
+            for engine in self._engines.values():
+                engine.dispose()
+            self._engines.clear()
+
+    def wipe(self) -> None:
+        # The run shards' files are deleted: no connection may stay open on them.
+        with self._db_lock:
+            self._dispose_engines()
+        super().wipe()
+
+    def upgrade(self) -> None:
+        super().upgrade()
+        self._dispose_engines()
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._dispose_engines()

@@ -1,0 +1,86 @@
+"""The local instance of dagster.yaml: Dagster's SQLite storage, with an event log that keeps its
+connections open. Runs land where Dagster's stock storage reads them, and open files stay bounded."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from churn_assets.instance import RUN_SHARDS_KEPT, PooledSqliteEventLogStorage
+
+from churn_assets_tests.dagster_processes import instance_home
+
+DAYS = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2025-01-08")
+
+
+@dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run())
+def counted(context: dg.AssetExecutionContext) -> None:
+    for key in context.partition_keys:
+        context.add_asset_metadata({"dagster/row_count": int(key[-2:])}, partition_key=key)
+
+
+RANGE = {"dagster/asset_partition_range_start": "2025-01-01", "dagster/asset_partition_range_end": "2025-01-05"}
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = instance_home(tmp_path / "dagster_home")
+    monkeypatch.setenv("DAGSTER_HOME", str(path))
+    return path
+
+
+def test_runs_are_readable_by_dagsters_stock_sqlite_storage(home: Path, tmp_path: Path):
+    with dg.DagsterInstance.get() as instance:
+        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+        result = dg.materialize([counted], instance=instance, tags=RANGE)
+        assert result.success
+        events = len(instance.all_logs(result.run_id))
+
+    # The same folder opened with Dagster's defaults (no event_log_storage entry) sees the same history.
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(home)) as stock:
+        assert type(stock.event_log_storage).__name__ == "SqliteEventLogStorage"
+        assert len(stock.all_logs(result.run_id)) == events
+        assert stock.get_materialized_partitions(dg.AssetKey("counted")) == {
+            "2025-01-01", "2025-01-02", "2025-01-03", "2025-01-04", "2025-01-05"
+        }
+        latest = stock.get_latest_materialization_event(dg.AssetKey("counted"))
+        assert latest.asset_materialization.metadata["dagster/row_count"].value in range(1, 6)
+
+
+def test_open_connections_stay_bounded_and_wipe_closes_them(home: Path):
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        run_ids = [
+            dg.materialize([counted], instance=instance, partition_key=f"2025-01-0{day}").run_id
+            for day in range(1, 7)
+        ]
+        assert len(run_ids) > RUN_SHARDS_KEPT + 1
+        shards = storage.open_shards()
+        assert "index" in shards
+        assert len(shards) <= RUN_SHARDS_KEPT + 1
+        assert run_ids[-1] in shards  # the newest run is still open
+        assert run_ids[0] not in shards
+
+        # Every run is still readable, whether its connection was kept or closed.
+        assert all(instance.get_run_by_id(run_id).is_success for run_id in run_ids)
+        assert all(len(instance.all_logs(run_id)) > 0 for run_id in run_ids)
+
+        instance.wipe()
+        assert storage.open_shards() in ([], ["index"])
+        assert not [p for p in (home / "history" / "runs").glob("*.db") if p.stem != "index"]
+        # And the storage keeps working after the wipe.
+        assert dg.materialize([counted], instance=instance, partition_key="2025-01-03").success
+        assert instance.get_materialized_partitions(dg.AssetKey("counted")) == {"2025-01-03"}
+
+
+def test_the_event_log_lives_in_the_instance_folder_it_is_opened_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``DagsterInstance.from_config(folder)`` (and dagster dev's throwaway folder) need no DAGSTER_HOME,
+    and a DAGSTER_HOME pointing elsewhere does not pull the event log away from the runs."""
+    monkeypatch.setenv("DAGSTER_HOME", str(instance_home(tmp_path / "other")))
+    home = instance_home(tmp_path / "elsewhere")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        result = dg.materialize([counted], instance=instance, partition_key="2025-01-02")
+        assert result.success
+    assert (home / "history" / "runs" / f"{result.run_id}.db").exists()
+    assert not (tmp_path / "other" / "history" / "runs" / f"{result.run_id}.db").exists()
