@@ -96,7 +96,8 @@ def simulate(scale: Scale, landing: Path, reuse: bool) -> Measured | None:
     args = scale.simulation()
     command = [sys.executable, "-m", "churn_assets.cli", "simulate", "--out", str(landing),
                "--users", str(args["users"]), "--days", str(args["days"]), "--start", args["start"],
-               "--seed", str(args["seed"]), "--format", args["file_format"], "--no-progress"]
+               "--seed", str(args["seed"]), "--format", args["file_format"], "--no-progress",
+               *(["--thin-before", args["thin_before"]] if "thin_before" in args else [])]
     wall, cpu, rss, code = run_child(command, dict(os.environ))
     if code:
         raise SystemExit(f"churn-assets simulate failed with exit code {code}")

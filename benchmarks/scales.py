@@ -6,7 +6,7 @@ part of the scale's totals.
 """
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 START = dt.date(2025, 1, 1)
 
@@ -45,16 +45,17 @@ class Scale:
     file_format: str = "jsonl.gz"
     seed: int = 7
     pieces: tuple[Piece, ...] = field(default=())
+    thin_before: str | None = None  # simulate --thin-before: a history of one event per active user and day
 
     def chain_only(self) -> "Scale":
         """The scale with its data-chain pieces only (setup included)."""
         pieces = tuple(p for p in self.pieces if p.setup or p.assets == DATA_CHAIN)
-        return Scale(self.name, self.users, self.days, self.description, self.file_format, self.seed, pieces)
+        return replace(self, pieces=pieces)
 
     def simulation(self) -> dict:
         """The simulator's arguments: a landing zone is reused only when they are equal."""
         return {"users": self.users, "days": self.days, "start": START.isoformat(), "seed": self.seed,
-                "file_format": self.file_format}
+                "file_format": self.file_format, **({"thin_before": self.thin_before} if self.thin_before else {})}
 
 
 def backfill_scale(name: str, users: int, days: int, description: str) -> Scale:
@@ -81,6 +82,11 @@ def day_scale(users: int, description: str, name: str = "day", history_days: int
     """One daily refresh after ``history_days`` days: the history is ingested once by the pipeline itself
     (setup pieces, cached with --reuse), then the refresh of the last day is measured alone.
 
+    The history is simulated thin (``--thin-before`` D: one event per active user and day), so that
+    28 days of a population with ~1M daily users take minutes, not an hour, to write and ingest, while
+    what the refresh reads has its full size: ``install_times[D-1]`` holds every user seen, each
+    ``user_daily`` partition one row per active user. Day D itself is simulated in full.
+
     The refresh of D reads raw_events[D], install_times[D-1], user_daily[D-27..D], features[D-H] and
     user_daily[D-H+1..D]: the setup builds exactly those (features only for D-H).
     """
@@ -94,7 +100,7 @@ def day_scale(users: int, description: str, name: str = "day", history_days: int
         Piece("history: snapshot D-H", ("features",), snapshot.isoformat(), snapshot.isoformat(), setup=True),
         Piece("daily refresh of D", DATA_CHAIN, last.isoformat(), last.isoformat()),
     )
-    return Scale(name, users, history_days + 1, description, pieces=pieces)
+    return Scale(name, users, history_days + 1, description, pieces=pieces, thin_before=last.isoformat())
 
 
 SCALES: dict[str, Scale] = {

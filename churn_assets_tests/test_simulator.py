@@ -249,6 +249,33 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
             assert files_c[name] != data, name
 
 
+def _events(root: Path) -> set[tuple[str, str, dt.date]]:
+    """(event id, user, date of event_time) of every row of every export day."""
+    return {
+        (r["$insert_id"], r["user_id"], _time(r["event_time"]).date())
+        for d in _day_dirs(root) for r in map(json.loads, _lines(d))
+    }
+
+
+def test_a_thin_history_keeps_who_was_active_when(tmp_path):
+    """--thin-before D: the same users active on the same days, one event each before D, every event from D."""
+    full_root, thin_root = tmp_path / "full", tmp_path / "thin"
+    thin_from = START + dt.timedelta(days=6)
+    full = simulate(str(full_root), users=300, days=8, seed=5)
+    thin = simulate(str(thin_root), users=300, days=8, seed=5, thin_before=thin_from)
+    full_events, thin_events = _events(full_root), _events(thin_root)
+
+    assert {(u, d) for _, u, d in thin_events} == {(u, d) for _, u, d in full_events}
+    per_user_day = collections.Counter((u, d) for _, u, d in thin_events if d < thin_from)
+    assert set(per_user_day.values()) == {1}
+    assert {e for e in thin_events if e[2] >= thin_from} == {e for e in full_events if e[2] >= thin_from}
+    assert len(thin_events) < len(full_events) / 2
+    assert thin.events_written < full.events_written
+    assert json.loads((thin_root / "truth" / "simulation.json").read_text())["thin_before"] == thin_from.isoformat()
+    # The population behind the events is the same.
+    assert (full_root / "truth" / "users.parquet").read_bytes() == (thin_root / "truth" / "users.parquet").read_bytes()
+
+
 @pytest.mark.parametrize("file_format", ["parquet", "csv", "jsonl"])
 def test_other_formats_are_deterministic(tmp_path, file_format):
     simulate(str(tmp_path / "a"), users=80, days=3, seed=5, dirty=True, file_format=file_format)

@@ -44,6 +44,9 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
                         help="landing file format (default: %(default)s)")
     parser.add_argument("--files-per-day", type=_positive, default=1, help="files per export day "
                         "(default: %(default)s)")
+    parser.add_argument("--thin-before", type=_date, default=None, metavar="YYYY-MM-DD",
+                        help="days before this one hold only each active user's first event: a cheap long "
+                        "history for benchmarks (default: every day in full)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run)
     return parser
@@ -62,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         file_format=args.file_format,
         files_per_day=args.files_per_day,
         progress=args.progress,
+        thin_before=args.thin_before,
     )
     print(summary.line())
     return 0

@@ -115,12 +115,22 @@ def simulate(
     file_format: str = "jsonl.gz",
     files_per_day: int = 1,
     progress: bool = False,
+    thin_before: dt.date | None = None,
 ) -> SimulationSummary:
-    """Simulate ``users`` app users over ``days`` days from ``start`` and write the landing zone."""
+    """Simulate ``users`` app users over ``days`` days from ``start`` and write the landing zone.
+
+    ``thin_before``: the export days before this date hold only the first event of each user active
+    that day. The users, their days of activity and everything after the date are as without it, so a
+    long history of a large population is cheap to write and to ingest while ``install_times`` and the
+    ``user_daily`` rows (one per active user and day) keep their full size: the benchmarks' ``day``
+    scale measures one full day's refresh on top of such a history.
+    """
     if isinstance(start, str):
         start = dt.date.fromisoformat(start)
     if isinstance(start, dt.datetime):
         start = start.date()
+    if isinstance(thin_before, str):
+        thin_before = dt.date.fromisoformat(thin_before)
     if file_format not in FORMATS:
         raise ValueError(f"file_format must be one of {', '.join(FORMATS)}, not {file_format!r}")
     if users < 1 or days < 1 or files_per_day < 1:
@@ -156,6 +166,8 @@ def simulate(
                   dynamic_ncols=True) as bar:
             for d, day in enumerate(day_list):
                 ev = pop.step(d)
+                if thin_before is not None and day < thin_before and len(ev):
+                    ev = ev.take(np.sort(np.unique(ev.user, return_index=True)[1]))
                 stats["unique_events"] += len(ev)
                 if d < days - 1 and len(ev):
                     late = xrng.random(len(ev)) < LATE_RATE
@@ -211,6 +223,7 @@ def simulate(
             "dirty": dirty,
             "file_format": file_format,
             "files_per_day": files_per_day,
+            **({"thin_before": thin_before.isoformat()} if thin_before else {}),
             "event_types": list(EVENT_TYPES),
             "late_rate": LATE_RATE,
             "duplicate_rate": DUPLICATE_RATE,
