@@ -5,7 +5,8 @@ its statements and closes everything again for every event it stores, twice for 
 run's shard and the cross-run index). A backfill of 120 days over the five data assets stores
 ~1,300 such events, and that bookkeeping took 30 s of the run, more than half our own work
 (docs/benchmarks.md). This subclass keeps one engine per shard, each holding one open connection, so
-statements are compiled once and connections are reused. The files, tables and reads are Dagster's
+statements are compiled once and connections are reused (and the index's tables, which Dagster
+looks up before every asset event, are looked up once). The files, tables and reads are Dagster's
 own: the same ``history/runs/`` folder of the instance that the default uses, readable by it.
 
 Engines are kept for the index shard and the few most recently used run shards; a long-lived
@@ -48,6 +49,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self._engines_pid = os.getpid()
         self._engines_lock = threading.Lock()
         self._pending_inst_data = inst_data
+        self._tables_present: set[str] = set()
         if base_dir is None:
             self._instance_weakref = None  # SqliteEventLogStorage.__init__ runs in register_instance
         else:
@@ -104,6 +106,13 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             for name in run_shards[: max(0, len(run_shards) - RUN_SHARDS_KEPT)]:
                 self._engines.pop(name).dispose()
             return engine
+
+    def has_table(self, table_name: str) -> bool:
+        # Dagster asks before storing each asset event's tags, through a new engine each time. Tables
+        # are only ever added (by migrations), so one that exists is remembered.
+        if table_name not in self._tables_present and super().has_table(table_name):
+            self._tables_present.add(table_name)
+        return table_name in self._tables_present
 
     def open_shards(self) -> list[str]:
         """The shards whose connections are held open, least recently used first."""

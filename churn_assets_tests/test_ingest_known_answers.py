@@ -205,3 +205,22 @@ def test_event_types_are_configuration(local_settings, instance):
     day1 = read_partition(settings.data_url, "user_daily", "2025-01-01")
     assert day1.columns[:3] == ["user_id", "n_purchase", "n_app_error"]
     assert day1.select("user_id", "n_purchase", "n_app_error", "n_events").rows() == [("u1", 1, 0, 5), ("u2", 0, 0, 2)]
+
+
+def test_event_times_parse_in_every_export_shape():
+    """Amplitude's six-digit fraction, shorter or longer fractions, none, and the ISO "T": all the same
+    instant as the text says; anything else is null (and quarantined by the vetting)."""
+    from churn_assets.assets.ingest.landing_files import parse_event_times
+
+    texts = pl.Series([
+        "2025-03-01 00:01:24.230633", "2025-03-01 00:01:24.5", "2025-03-01 00:01:24",
+        "2025-03-01 00:01:24.2306339", "2025-03-01T00:01:24.230633", "2025-03-01T00:01:24",
+        "2025-02-30 00:01:24.230633", "yesterday", None,
+    ])
+    utc = dt.timezone.utc
+    assert parse_event_times(texts).to_list() == [
+        dt.datetime(2025, 3, 1, 0, 1, 24, 230633, tzinfo=utc), dt.datetime(2025, 3, 1, 0, 1, 24, 500000, tzinfo=utc),
+        dt.datetime(2025, 3, 1, 0, 1, 24, tzinfo=utc), dt.datetime(2025, 3, 1, 0, 1, 24, 230633, tzinfo=utc),
+        dt.datetime(2025, 3, 1, 0, 1, 24, 230633, tzinfo=utc), dt.datetime(2025, 3, 1, 0, 1, 24, tzinfo=utc),
+        None, None, None,
+    ]
