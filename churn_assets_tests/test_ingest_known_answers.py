@@ -224,3 +224,32 @@ def test_event_times_parse_in_every_export_shape():
         dt.datetime(2025, 3, 1, 0, 1, 24, 230633, tzinfo=utc), dt.datetime(2025, 3, 1, 0, 1, 24, tzinfo=utc),
         None, None, None,
     ]
+
+
+def test_numbers_as_json_numbers_or_as_text_in_several_files_give_the_same_events(tmp_path):
+    """The contract's JSON numbers take the typed fast path; a file with quoted or fractional numbers is
+    read as text. Both, in files of the same day, give the same typed events."""
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))
+    numbers = [
+        row("n1", "u1", "2025-01-01 10:00:00.000000", "purchase", 1000, revenue=4.99),
+        row("n2", "u1", "2025-01-01 10:01:00.000000", "screen_view", -1),
+        row("n3", "u2", "2025-01-01 11:00:00.000000", "session_start", None, revenue=2),
+    ]
+    quoted = [dict(r, **{"$insert_id": "q" + r["$insert_id"][1:]},
+                   session_id=None if r["session_id"] is None else str(r["session_id"]),
+                   revenue=None if r["revenue"] is None else str(r["revenue"])) for r in numbers]
+    fractional = [dict(numbers[0], **{"$insert_id": "f1"}, session_id=1000.0)]
+    write_landing_day(settings.landing_url, "2025-01-01", {
+        "a.jsonl.gz": jsonl(numbers, gz=True), "b.jsonl": jsonl(quoted), "c.jsonl": jsonl(fractional),
+    })
+    result = materialize_ingest(build_resources(settings), dg.DagsterInstance.ephemeral(), "2025-01-01",
+                                selection=["raw_events"])
+    assert result.success
+    events = read_partition(settings.data_url, "raw_events", "2025-01-01").sort("event_id")
+    assert events.schema == pl.Schema(CANONICAL_SCHEMA)
+    assert events.select("event_id", "session_id", "revenue").rows() == [
+        ("f1", 1000, 4.99),
+        ("n1", 1000, 4.99), ("n2", None, None), ("n3", None, 2.0),
+        ("q1", 1000, 4.99), ("q2", None, None), ("q3", None, 2.0),
+    ]
+    assert partition_metadata(result, "raw_events")["2025-01-01"]["quarantined"] == 0

@@ -47,21 +47,32 @@ def _stream(
     context: dg.AssetExecutionContext, days: list[dt.date], landing: LandingZone, lake: LakeResource
 ) -> Iterator[tuple[str, pl.DataFrame]]:
     # Two stages on two cores: while one day is vetted and written, a worker thread reads and decodes the
-    # next day's files (gzip and polars' JSON reader release the GIL). Days still come out in order, and
-    # at most two are in memory.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="landing") as reader:
-        upcoming = reader.submit(_read_day, landing, days[0]) if days else None
+    # next day's files (gzip and polars' JSON reader release the GIL), two files at a time when the day
+    # has several (an hourly export, or one day's refresh with nothing to read ahead). Days still come
+    # out in order, and at most two are in memory.
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="landing-day") as reader,
+        ThreadPoolExecutor(max_workers=2, thread_name_prefix="landing-file") as decoders,
+    ):
+        upcoming = reader.submit(_read_day, landing, days[0], decoders) if days else None
         for index, day in enumerate(days):
             files, raw = upcoming.result()
-            upcoming = reader.submit(_read_day, landing, days[index + 1]) if index + 1 < len(days) else None
+            if index + 1 < len(days):
+                upcoming = reader.submit(_read_day, landing, days[index + 1], decoders)
             yield day.isoformat(), _vet_day(context, day, files, raw, lake)
 
 
-def _read_day(landing: LandingZone, day: dt.date) -> tuple[list[str], pl.DataFrame]:
-    """The day's landing files and their rows as the raw frame (all strings, with file and line)."""
+def _read_day(
+    landing: LandingZone, day: dt.date, decoders: ThreadPoolExecutor
+) -> tuple[list[str], pl.DataFrame]:
+    """The day's landing files and their rows as the raw frame (text or JSON numbers, with file and line)."""
+
+    def read(url: str) -> pl.DataFrame:
+        return read_landing_file(url, landing.read_bytes(url)).select(_RAW_COLUMNS)
+
     try:
         files = landing.data_files(day)
-        frames = [read_landing_file(url, landing.read_bytes(url)).select(_RAW_COLUMNS) for url in files]
+        frames = list(decoders.map(read, files))
     except (LandingFileError, FileNotFoundError) as exc:
         # Retrying cannot make a corrupt file readable or an incomplete day complete: fail at once.
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
