@@ -1,6 +1,7 @@
 """``features``: the feature snapshot of every user at risk, as of the end of each day."""
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 
 import dagster as dg
@@ -16,12 +17,19 @@ from churn_assets.assets.features.catalog import (
     features_schema,
     table_schema,
 )
-from churn_assets.assets.features.rolling import trailing_windows
+from churn_assets.assets.features.rolling import largest_window, trailing_windows, user_ranges
 from churn_assets.assets.ingest.user_daily import event_type_column
 from churn_assets.config import SETTINGS
 from churn_assets.partitions import daily_partitions, days_in_range
 from churn_assets.resources import ChurnParameters
 from churn_assets.resources.parquet_io_manager import PartitionStream
+
+
+# compute_features builds ~60 windowed columns per user_daily row before summing them per user. A window
+# of more rows than this (about 1M daily users) is computed in slices of users, contiguous user_id
+# ranges that the row-group statistics of the sorted user_daily files prune, so memory follows the
+# slice, not the population.
+MAX_SLICE_ROWS = 2_000_000
 
 
 @dg.asset(
@@ -63,10 +71,27 @@ def features(
             allow_retries=False,
         )
 
+    def installs_of(day: dt.date) -> pl.DataFrame:
+        return install_times.filter(pl.col("date") == day).select("user_id", "install_time").collect()
+
     def stream():
-        for day, window in trailing_windows(user_daily, days, LOOKBACK_DAYS):
-            installs = install_times.filter(pl.col("date") == day).select("user_id", "install_time").collect()
-            yield day.isoformat(), compute_features(window, installs, day, first_day, churn.event_types)
+        largest = largest_window(user_daily, days, LOOKBACK_DAYS)
+        if largest <= MAX_SLICE_ROWS:
+            for day, window in trailing_windows(user_daily, days, LOOKBACK_DAYS):
+                yield day.isoformat(), compute_features(window, installs_of(day), day, first_day, churn.event_types)
+            return
+        context.log.info(f"windows of up to {largest:,} user_daily rows: computed in slices of users")
+        for day in days:
+            installs = installs_of(day)
+            slices = user_ranges(installs.get_column("user_id"), math.ceil(largest / MAX_SLICE_ROWS))
+            first = day - dt.timedelta(days=LOOKBACK_DAYS - 1)
+            yield day.isoformat(), pl.concat(
+                compute_features(
+                    user_daily.filter(pl.col("date").is_between(first, day) & users).collect(),
+                    installs.filter(users), day, first_day, churn.event_types,
+                )
+                for users in slices
+            )
 
     return PartitionStream(stream())
 

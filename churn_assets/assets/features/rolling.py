@@ -35,3 +35,25 @@ def trailing_windows(
         frames = [held[d] for d in wanted]
         window = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
         yield day, window
+
+
+def largest_window(daily: pl.LazyFrame | None, days: Sequence[dt.date], length: int) -> int:
+    """The rows of the largest of the days' windows, counted from the Parquet footers (no data read)."""
+    if daily is None or not days:
+        return 0
+    per_day = dict(daily.group_by("date").agg(pl.len()).collect().iter_rows())
+    return max(sum(per_day.get(day - dt.timedelta(days=i), 0) for i in range(length)) for day in days)
+
+
+def user_ranges(user_ids: pl.Series, count: int) -> list[pl.Expr]:
+    """``count`` filters on ``user_id`` that split the key space into contiguous ranges, each holding about
+    the same number of ``user_ids``; together they cover every id, known or not, exactly once."""
+    ids = user_ids.sort()
+    bounds = [ids[len(ids) * i // count] for i in range(1, count)] if len(ids) else []
+    bounds = sorted(set(bounds))
+    lows, highs = [None, *bounds], [*bounds, None]
+    user = pl.col("user_id")
+    return [
+        (user >= low if low is not None else pl.lit(True)) & (user < high if high is not None else pl.lit(True))
+        for low, high in zip(lows, highs, strict=True)
+    ]
