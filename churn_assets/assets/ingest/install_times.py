@@ -49,7 +49,8 @@ def install_times(
 
 def _stream(days: list[dt.date], raw_events: pl.LazyFrame, state: pl.DataFrame | None) -> Iterator[tuple[str, pl.DataFrame]]:
     for day in days:
-        state = advance_install_times(state, raw_events.filter(pl.col("date") == day).collect(), day)
+        events = raw_events.filter(pl.col("date") == day).select("user_id", "event_time").collect()
+        state = advance_install_times(state, events, day)
         yield day.isoformat(), state
 
 

@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import polars as pl
@@ -76,37 +77,99 @@ class VettedDay:
         return counts
 
 
+# JSON is decoded and parsed this many bytes at a time: a day of 28 M events is ~8 GB of JSON, and holding
+# it (and the frame parsed from it at once) is what bounded memory; a chunk is ~0.8 M events.
+CHUNK_BYTES = 256 * 1024 * 1024
+
+
 def read_landing_file(name: str, data: bytes) -> pl.DataFrame:
     """One landing file as the raw frame: canonical names, every value a string, plus file and line."""
+    return pl.concat(iter_landing_file(name, data), how="vertical_relaxed")
+
+
+def iter_landing_file(name: str, data: bytes, chunk_bytes: int | None = None) -> Iterator[pl.DataFrame]:
+    """One landing file as raw frames of consecutive lines (JSON: ~``chunk_bytes`` of text each, by default
+    ``CHUNK_BYTES``; other formats: one frame). Canonical names, values as text (or JSON numbers), plus
+    file and line."""
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
     try:
         if name.endswith(".jsonl.gz"):
-            raw = _read_jsonl(_gunzip(data))
+            chunks = _json_chunks(_gunzip_chunks(data, chunk_bytes))
         elif name.endswith(".jsonl"):
-            raw = _read_jsonl(data)
+            chunks = _json_chunks(_split_lines(data, chunk_bytes))
         elif name.endswith(".parquet"):
-            raw = _stringify(pl.read_parquet(io.BytesIO(data)), name)
+            chunks = iter([_stringify(pl.read_parquet(io.BytesIO(data)), name)])
         elif name.endswith(".csv"):
-            raw = _stringify(pl.read_csv(io.BytesIO(data), infer_schema=False), name)
+            chunks = iter([_stringify(pl.read_csv(io.BytesIO(data), infer_schema=False), name)])
         else:
             raise LandingFileError(f"unknown landing file type: {name}")
+        for raw in chunks:
+            yield raw.with_columns(pl.lit(name).alias("source_file"))
     except LandingFileError as exc:
         raise LandingFileError(f"cannot read landing file {name}: {exc}") from exc
     except Exception as exc:  # any decoder's error: the file as a whole is unreadable
         raise LandingFileError(f"cannot read landing file {name}: {type(exc).__name__}: {exc}") from exc
-    return raw.with_columns(pl.lit(name).alias("source_file"))
 
 
-def _gunzip(data: bytes) -> bytes:
-    # zlib with wbits=47 accepts gzip (and concatenated members) without an extra file object.
+def _gunzip_chunks(data: bytes, chunk_bytes: int) -> Iterator[bytes]:
+    """The decompressed text in pieces of whole lines, ~``chunk_bytes`` each (gzip members concatenated)."""
+    # zlib with wbits=47 reads gzip without a file object. The input is fed a slice at a time so that
+    # the output held is a chunk, not the whole text (JSON lines compress ~12 x).
+    view, position, step = memoryview(data), 0, max(1, chunk_bytes // 16)
     decompressor = zlib.decompressobj(47)
-    out = decompressor.decompress(data) + decompressor.flush()
-    while decompressor.unused_data:  # further gzip members
-        rest = decompressor.unused_data
-        decompressor = zlib.decompressobj(47)
-        out += decompressor.decompress(rest) + decompressor.flush()
+    feed: bytes | memoryview = b""
+    pending: list[bytes] = []
+    size = 0
+    while feed or position < len(view):
+        if not feed:
+            feed, position = view[position:position + step], position + step
+        out = decompressor.decompress(feed)
+        feed = b""
+        if decompressor.eof:
+            out += decompressor.flush()
+            feed = decompressor.unused_data  # the next gzip member starts here
+            if feed or position < len(view):
+                decompressor = zlib.decompressobj(47)
+        if out:
+            pending.append(out)
+            size += len(out)
+        if size >= chunk_bytes:
+            yield from _whole_lines(pending)
+            size = sum(map(len, pending))
     if not decompressor.eof:
         raise gzip.BadGzipFile("truncated gzip stream")
-    return out
+    tail = b"".join(pending)
+    if tail:
+        yield tail
+
+
+def _whole_lines(pending: list[bytes]) -> Iterator[bytes]:
+    """Yields the complete lines of ``pending`` as one piece; leaves the unfinished last line in it."""
+    text = b"".join(pending)
+    cut = text.rfind(b"\n") + 1
+    pending.clear()
+    if cut:
+        yield text[:cut]
+    if cut < len(text):
+        pending.append(text[cut:])
+
+
+def _split_lines(data: bytes, chunk_bytes: int) -> Iterator[bytes]:
+    start = 0
+    while start < len(data):
+        end = data.rfind(b"\n", start, start + chunk_bytes) + 1 if start + chunk_bytes < len(data) else len(data)
+        if end <= start:  # one line longer than a chunk
+            end = data.find(b"\n", start + chunk_bytes) + 1 or len(data)
+        yield data[start:end]
+        start = end
+
+
+def _json_chunks(texts: Iterator[bytes]) -> Iterator[pl.DataFrame]:
+    first_line = 1
+    for text in texts:
+        frame = _read_jsonl(text, first_line)
+        first_line += text.count(b"\n") + (0 if text.endswith(b"\n") else 1)
+        yield frame
 
 
 # The contract's shape has session_id and revenue as JSON numbers: read typed, a file parses ~25 % faster.
@@ -116,22 +179,22 @@ _JSON_AS_TEXT = {key: pl.String for key in AMPLITUDE_KEYS}
 _JSON_TYPED = _JSON_AS_TEXT | {"session_id": pl.Int64, "revenue": pl.Float64}
 
 
-def _read_jsonl(data: bytes) -> pl.DataFrame:
+def _read_jsonl(data: bytes, first_line: int = 1) -> pl.DataFrame:
     for schema in (_JSON_TYPED, _JSON_AS_TEXT):
         try:
             frame = pl.read_ndjson(io.BytesIO(data), schema=schema)
         except pl.exceptions.ComputeError:
             continue
         frame = frame.rename(AMPLITUDE_KEYS).with_columns(pl.lit(None, pl.String).alias("parse_error"))
-        return frame.with_row_index("line", offset=1)
-    return _read_jsonl_line_by_line(data)
+        return frame.with_row_index("line", offset=first_line)
+    return _read_jsonl_line_by_line(data, first_line)
 
 
-def _read_jsonl_line_by_line(data: bytes) -> pl.DataFrame:
+def _read_jsonl_line_by_line(data: bytes, first_line: int = 1) -> pl.DataFrame:
     """The slow path for a file with broken lines: good lines kept, each bad one marked for quarantine."""
     rows = []
     text = data.decode("utf-8", errors="strict")
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=first_line):
         if not line.strip():
             continue
         try:
@@ -179,6 +242,11 @@ def _stringify(frame: pl.DataFrame, name: str) -> pl.DataFrame:
     )
 
 
+_EMPTY_RAW = pl.DataFrame(
+    schema={"line": pl.UInt32, **{c: pl.String for c in (*AMPLITUDE_KEYS.values(), "parse_error", "source_file")}}
+)
+
+
 def parse_event_times(text: pl.Series) -> pl.Series:
     """Each text as a UTC timestamp in the first of ``_TIME_FORMATS`` that parses it, else null.
 
@@ -195,8 +263,43 @@ def parse_event_times(text: pl.Series) -> pl.Series:
     return parsed
 
 
-def vet_export_day(raw: pl.DataFrame, export_day: dt.date) -> VettedDay:
-    """Types the raw rows of one export day, quarantines the untrustworthy ones, drops duplicate ids."""
+def vet_export_day(raw: pl.DataFrame | Iterable[pl.DataFrame], export_day: dt.date) -> VettedDay:
+    """Types the raw rows of one export day, quarantines the untrustworthy ones, drops duplicate ids.
+
+    ``raw`` may come in chunks (consecutive rows, in file order): each is typed and vetted on its own,
+    so only the compact typed rows of the day are held, and duplicates are then dropped across them.
+    """
+    chunks = [raw] if isinstance(raw, pl.DataFrame) else raw
+    valid: list[pl.DataFrame] = []
+    quarantined: list[pl.DataFrame] = []
+    rows_read = 0
+    for chunk in chunks:
+        rows_read += chunk.height
+        kept, rejected = _vet_chunk(chunk, export_day)
+        valid.append(kept)
+        quarantined.append(rejected)
+    if not valid:
+        valid, quarantined = [pl.DataFrame(schema=CANONICAL_SCHEMA)], [_vet_chunk(_EMPTY_RAW, export_day)[1]]
+    # The first row of each event id, in file order (is_first_distinct: a third of unique(maintain_order)'s
+    # time), over the whole day; each chunk is filtered by its slice of the mask and let go.
+    first = pl.concat([v.get_column("event_id") for v in valid], rechunk=False).is_first_distinct()
+    events, offset, total_valid = [], 0, 0
+    while valid:
+        chunk = valid.pop(0)
+        events.append(chunk.filter(first.slice(offset, chunk.height)))
+        offset += chunk.height
+        total_valid += chunk.height
+    day_events = pl.concat(events, rechunk=False)
+    return VettedDay(
+        events=day_events,
+        quarantine=pl.concat(quarantined),
+        rows_read=rows_read,
+        duplicates_dropped=total_valid - day_events.height,
+    )
+
+
+def _vet_chunk(raw: pl.DataFrame, export_day: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One chunk's trusted rows, typed (duplicates kept), and its quarantined rows with their reason."""
     day_start = dt.datetime.combine(export_day, dt.time(), tzinfo=dt.UTC)
     day_end = day_start + dt.timedelta(days=1)
     oldest = day_start - MAX_LATENESS
@@ -248,11 +351,4 @@ def vet_export_day(raw: pl.DataFrame, export_day: dt.date) -> VettedDay:
         "app_version",
         pl.col("_revenue").alias("revenue"),
     )
-    # The first row of each event id, in file order (is_first_distinct: a third of unique(maintain_order)'s time).
-    events = valid.filter(pl.col("event_id").is_first_distinct())
-    return VettedDay(
-        events=events.cast(CANONICAL_SCHEMA),
-        quarantine=quarantine,
-        rows_read=raw.height,
-        duplicates_dropped=valid.height - events.height,
-    )
+    return valid.cast(CANONICAL_SCHEMA), quarantine

@@ -1,9 +1,12 @@
 """``raw_events``: every valid event of one export day, typed and deduplicated."""
 
 
+import contextlib
 import datetime as dt
+import queue
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -11,7 +14,8 @@ import polars as pl
 from churn_assets.assets.ingest.landing_files import (
     CANONICAL_SCHEMA,
     LandingFileError,
-    read_landing_file,
+    VettedDay,
+    iter_landing_file,
     vet_export_day,
 )
 from churn_assets.partitions import daily_partitions, days_in_range
@@ -46,44 +50,83 @@ def raw_events(context: dg.AssetExecutionContext, landing: LandingZone, lake: La
 def _stream(
     context: dg.AssetExecutionContext, days: list[dt.date], landing: LandingZone, lake: LakeResource
 ) -> Iterator[tuple[str, pl.DataFrame]]:
-    # Two stages on two cores: while one day is vetted and written, a worker thread reads and decodes the
-    # next day's files (gzip and polars' JSON reader release the GIL), two files at a time when the day
-    # has several (an hourly export, or one day's refresh with nothing to read ahead). Days still come
-    # out in order, and at most two are in memory.
-    with (
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="landing-day") as reader,
-        ThreadPoolExecutor(max_workers=2, thread_name_prefix="landing-file") as decoders,
-    ):
-        upcoming = reader.submit(_read_day, landing, days[0], decoders) if days else None
-        for index, day in enumerate(days):
-            files, raw = upcoming.result()
-            if index + 1 < len(days):
-                upcoming = reader.submit(_read_day, landing, days[index + 1], decoders)
-            yield day.isoformat(), _vet_day(context, day, files, raw, lake)
+    # Two stages on two cores: a reader thread decodes the landing files a chunk of lines at a time
+    # (gzip and polars' JSON reader release the GIL), a few chunks ahead, while this thread vets each
+    # chunk into compact typed rows and writes each finished day. Memory holds a day's typed events and
+    # a few raw chunks, never a whole day of JSON text.
+    with _Prefetched(_landing_chunks(landing, days), ahead=2) as items:
+        for day in days:
+            try:
+                files = items.next_for(day)
+                vetted = vet_export_day(items.until_end_of(day), day)
+            except (LandingFileError, FileNotFoundError) as exc:
+                # Retrying cannot make a corrupt file readable or an incomplete day complete: fail at once.
+                raise dg.Failure(description=str(exc), allow_retries=False) from exc
+            yield day.isoformat(), _vet_day(context, day, files, vetted, lake)
 
 
-def _read_day(
-    landing: LandingZone, day: dt.date, decoders: ThreadPoolExecutor
-) -> tuple[list[str], pl.DataFrame]:
-    """The day's landing files and their rows as the raw frame (text or JSON numbers, with file and line)."""
+_END = object()
 
-    def read(url: str) -> pl.DataFrame:
-        return read_landing_file(url, landing.read_bytes(url)).select(_RAW_COLUMNS)
 
-    try:
+def _landing_chunks(landing: LandingZone, days: list[dt.date]) -> Iterator[tuple[dt.date, Any]]:
+    """(day, the day's files), then (day, raw chunk) for each chunk of its files, then (day, _END)."""
+    for day in days:
         files = landing.data_files(day)
-        frames = list(decoders.map(read, files))
-    except (LandingFileError, FileNotFoundError) as exc:
-        # Retrying cannot make a corrupt file readable or an incomplete day complete: fail at once.
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    return files, pl.concat(frames, how="vertical_relaxed") if frames else _empty_raw()
+        yield day, files
+        for url in files:
+            for raw in iter_landing_file(url, landing.read_bytes(url)):
+                yield day, raw.select(_RAW_COLUMNS)
+        yield day, _END
+
+
+class _Prefetched:
+    """Runs an iterator on a worker thread, at most ``ahead`` items in advance; its errors surface here."""
+
+    def __init__(self, items: Iterator[tuple[dt.date, Any]], ahead: int):
+        self._queue: queue.Queue = queue.Queue(maxsize=ahead)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(items,), name="landing", daemon=True)
+
+    def __enter__(self) -> "_Prefetched":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a reader waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.05)
+        self._thread.join()
+
+    def _run(self, items: Iterator[tuple[dt.date, Any]]) -> None:
+        try:
+            for item in items:
+                if self._stop.is_set():
+                    return
+                self._queue.put(item)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._queue.put((None, exc))
+
+    def _next(self) -> tuple[dt.date, Any]:
+        day, value = self._queue.get()
+        if isinstance(value, BaseException):
+            raise value
+        return day, value
+
+    def next_for(self, day: dt.date) -> Any:
+        got, value = self._next()
+        if got != day:
+            raise RuntimeError(f"landing reader out of step: expected {day}, got {got}")
+        return value
+
+    def until_end_of(self, day: dt.date) -> Iterator[pl.DataFrame]:
+        while (value := self.next_for(day)) is not _END:
+            yield value
 
 
 def _vet_day(
-    context: dg.AssetExecutionContext, day: dt.date, files: list[str], raw: pl.DataFrame, lake: LakeResource
+    context: dg.AssetExecutionContext, day: dt.date, files: list[str], vetted: VettedDay, lake: LakeResource
 ) -> pl.DataFrame:
-    vetted = vet_export_day(raw, day)
-
     store = lake.lake
     quarantine_url = store.table_url(QUARANTINE_ASSET, "date", day.isoformat())
     store.write_table(quarantine_url, vetted.quarantine)
@@ -102,8 +145,3 @@ def _vet_day(
     if vetted.quarantine.height:
         context.log.warning(f"{day}: {vetted.quarantine.height} rows quarantined at {quarantine_url}: {counts}")
     return vetted.events
-
-
-def _empty_raw() -> pl.DataFrame:
-    schema = {c: pl.String for c in _RAW_COLUMNS} | {"line": pl.UInt32}
-    return pl.DataFrame(schema=schema)
