@@ -329,11 +329,12 @@ def test_range_run_equals_day_by_day_runs(simulated_lake: ChurnSettings, tmp_pat
 def test_large_windows_computed_in_slices_of_users_give_the_same_features(
     simulated_lake: ChurnSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    """A window above MAX_SLICE_ROWS (about 1M daily users in production; here 300 rows) is computed in
+    """A window above MAX_WINDOW_ROWS (28 days of ~70k daily users in production; here 300 rows) is computed in
     user_id ranges: every user in exactly one slice, so the partition is the same, row for row."""
     # The package exports the asset under the module's name: fetch the module itself.
     features_module = importlib.import_module("churn_assets.assets.features.features")
-    monkeypatch.setattr(features_module, "MAX_SLICE_ROWS", 300)
+    monkeypatch.setattr(features_module, "MAX_WINDOW_ROWS", 300)
+    monkeypatch.setattr(features_module, "SLICE_ROWS", 300)
     sliced = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=simulated_lake.landing_url)
     for asset in INGEST:
         shutil.copytree(Path(simulated_lake.data_url) / asset, Path(sliced.data_url) / asset)

@@ -74,32 +74,29 @@ def summarize_user_day(
 ) -> pl.DataFrame:
     """``user_daily[D]`` from the day's events and ``install_times[D]``.
 
-    Grouped on a categorical key (one hash pass over the user ids, then integer keys) and without
-    sorting the day's events: the last platform, country and app version are taken per user in
-    (event time, event id) order. On a day of 28 M events this is ~3 x faster and holds half the
+    Without sorting the day's events: the last platform, country and app version are taken per user
+    in (event time, event id) order. On a day of 28 M events this is ~3 x faster and holds half the
     memory of a sort of the whole day.
     """
-    events = events.with_columns(pl.col("user_id").cast(pl.Categorical).alias("_key"))
     sessions = (
         events.lazy()
         .filter(pl.col("session_id").is_not_null())
-        .group_by("_key", "session_id")
+        .group_by("user_id", "session_id")
         .agg((pl.col("event_time").max() - pl.col("event_time").min()).dt.total_microseconds().alias("us"))
-        .group_by("_key")
+        .group_by("user_id")
         # Whole microseconds add up exactly in any order, so the result (and its hash) is reproducible.
         .agg(pl.len().alias("n_sessions"), (pl.col("us").sum() / 60e6).alias("session_minutes"))
     )
     latest = ["event_time", "event_id"]
-    per_user = events.lazy().group_by("_key").agg(
-        pl.col("user_id").first(),
+    per_user = events.lazy().group_by("user_id").agg(
         *[(pl.col("event_type") == t).sum().alias(event_type_column(t)) for t in event_types],
         pl.len().alias("n_events"),
-        pl.col("revenue").sum().alias("revenue"),  # in file order: the same input gives the same sum
+        pl.col("revenue").sum().alias("revenue"),
         (pl.col("revenue").fill_null(0) > 0).sum().alias("n_purchases"),
         *[pl.col(c).sort_by(latest).last().alias(c) for c in ("platform", "country", "app_version")],
     )
     return (
-        per_user.join(sessions, on="_key", how="left")
+        per_user.join(sessions, on="user_id", how="left")
         .join(installs.lazy().select("user_id", "install_time"), on="user_id", how="left")
         .with_columns(
             pl.col("n_sessions").fill_null(0),
