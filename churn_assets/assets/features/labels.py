@@ -97,12 +97,13 @@ def compute_labels(
     if snapshot is None or snapshot.is_empty():
         return pl.DataFrame(schema=schema)
     returned = active_after.get_column("user_id").unique()
-    return (
+    labelled = (
         snapshot.with_columns(
             pl.lit(snapshot_day).alias("snapshot_date"),
             (~pl.col("user_id").is_in(returned.implode())).cast(pl.Int8).alias("churned"),
         )
         .select(list(schema))
         .cast(schema)
-        .sort("user_id")
     )
+    # features[S] is stored sorted by user_id: sorting again would copy millions of rows for nothing.
+    return labelled if labelled.get_column("user_id").is_sorted() else labelled.sort("user_id")
