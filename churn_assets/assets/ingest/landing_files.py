@@ -15,6 +15,11 @@ from dataclasses import dataclass
 
 import polars as pl
 
+try:  # ISA-L's inflate reads gzip ~3 x faster than zlib's: a day of JSON lines is gigabytes of text
+    from isal import isal_zlib as _inflate
+except ImportError:  # a platform without its wheel: the standard library's
+    _inflate = zlib
+
 CANONICAL_SCHEMA: dict[str, pl.DataType] = {
     "event_id": pl.String(),
     "user_id": pl.String(),
@@ -113,12 +118,12 @@ def iter_landing_file(name: str, data: bytes, chunk_bytes: int | None = None) ->
 
 def _gunzip_chunks(data: bytes, chunk_bytes: int) -> Iterator[bytes]:
     """The decompressed text in pieces of whole lines, ~``chunk_bytes`` each (gzip members concatenated)."""
-    # zlib with wbits=47 reads gzip without a file object. The input is fed a slice at a time so that
-    # the output held is a chunk, not the whole text (JSON lines compress ~12 x).
+    # wbits=47 reads gzip without a file object. The input is fed a slice at a time so that the output
+    # held is a chunk, not the whole text (JSON lines compress ~12 x); each chunk is copied once.
     view, position, step = memoryview(data), 0, max(1, chunk_bytes // 16)
-    decompressor = zlib.decompressobj(47)
+    decompressor = _inflate.decompressobj(47)
     feed: bytes | memoryview = b""
-    pending: list[bytes] = []
+    pieces: list[bytes | memoryview] = []
     size = 0
     while feed or position < len(view):
         if not feed:
@@ -129,29 +134,21 @@ def _gunzip_chunks(data: bytes, chunk_bytes: int) -> Iterator[bytes]:
             out += decompressor.flush()
             feed = decompressor.unused_data  # the next gzip member starts here
             if feed or position < len(view):
-                decompressor = zlib.decompressobj(47)
-        if out:
-            pending.append(out)
-            size += len(out)
-        if size >= chunk_bytes:
-            yield from _whole_lines(pending)
-            size = sum(map(len, pending))
+                decompressor = _inflate.decompressobj(47)
+        if not out:
+            continue
+        pieces.append(out)
+        size += len(out)
+        cut = out.rfind(b"\n") + 1 if size >= chunk_bytes else 0
+        if cut:
+            pieces[-1] = memoryview(out)[:cut]
+            yield b"".join(pieces)
+            pieces = [out[cut:]] if cut < len(out) else []
+            size = len(pieces[0]) if pieces else 0
     if not decompressor.eof:
         raise gzip.BadGzipFile("truncated gzip stream")
-    tail = b"".join(pending)
-    if tail:
-        yield tail
-
-
-def _whole_lines(pending: list[bytes]) -> Iterator[bytes]:
-    """Yields the complete lines of ``pending`` as one piece; leaves the unfinished last line in it."""
-    text = b"".join(pending)
-    cut = text.rfind(b"\n") + 1
-    pending.clear()
-    if cut:
-        yield text[:cut]
-    if cut < len(text):
-        pending.append(text[cut:])
+    if pieces:
+        yield b"".join(pieces)
 
 
 def _split_lines(data: bytes, chunk_bytes: int) -> Iterator[bytes]:
