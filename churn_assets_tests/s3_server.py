@@ -77,6 +77,12 @@ class SeaweedS3:
                 for bucket in self.buckets:
                     if bucket not in existing:
                         client.create_bucket(Bucket=bucket)
+                # Listing answers before the volume server has registered (on a restart over existing
+                # data, reads then fail with InternalError): ready means an object goes in and comes out.
+                probe = {"Bucket": self.buckets[0], "Key": ".ready-probe"}
+                client.put_object(**probe, Body=b"ok")
+                client.get_object(**probe)["Body"].read()
+                client.delete_object(**probe)
                 return
             except Exception:
                 if time.monotonic() > deadline:
