@@ -111,9 +111,8 @@ def compute_features(
     Sparse: it aggregates the rows that exist (one per active user and day); an inactive day is simply
     absent, so cost follows activity, not users × days. Shaped for polars' fast paths: each windowed
     value is first a row-wise column (the day's value inside the window, else 0) so the per-user step
-    is plain sums keyed by the user id; the active days are
-    one bit mask per user (bit k = active on D-k), from which recency, streak and active-day counts
-    are bit counts.
+    is plain sums keyed by the user id; the active days are one bit mask per user (bit k = active on
+    D-k), from which recency, streak and active-day counts are bit counts.
     """
     schema = features_schema(event_types)
     history = min(LOOKBACK_DAYS, (day - first_day).days + 1)

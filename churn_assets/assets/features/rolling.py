@@ -38,7 +38,7 @@ def trailing_windows(
 
 
 def largest_window(daily: pl.LazyFrame | None, days: Sequence[dt.date], length: int) -> int:
-    """The rows of the largest of the days' windows, counted from the Parquet footers (no data read)."""
+    """The rows of the largest of the days' windows (one count per stored day, before any window is read)."""
     if daily is None or not days:
         return 0
     per_day = dict(daily.group_by("date").agg(pl.len()).collect().iter_rows())

@@ -87,11 +87,6 @@ class VettedDay:
 CHUNK_BYTES = 256 * 1024 * 1024
 
 
-def read_landing_file(name: str, data: bytes) -> pl.DataFrame:
-    """One landing file as the raw frame: canonical names, every value a string, plus file and line."""
-    return pl.concat(iter_landing_file(name, data), how="vertical_relaxed")
-
-
 def iter_landing_file(name: str, data: bytes, chunk_bytes: int | None = None) -> Iterator[pl.DataFrame]:
     """One landing file as raw frames of consecutive lines (JSON: ~``chunk_bytes`` of text each, by default
     ``CHUNK_BYTES``; other formats: one frame). Canonical names, values as text (or JSON numbers), plus
@@ -275,23 +270,23 @@ def vet_export_day(raw: pl.DataFrame | Iterable[pl.DataFrame], export_day: dt.da
         kept, rejected = _vet_chunk(chunk, export_day)
         valid.append(kept)
         quarantined.append(rejected)
-    if not valid:
-        valid, quarantined = [pl.DataFrame(schema=CANONICAL_SCHEMA)], [_vet_chunk(_EMPTY_RAW, export_day)[1]]
+    if not valid:  # a day without rows: the empty frames of the vetting itself
+        kept, rejected = _vet_chunk(_EMPTY_RAW, export_day)
+        valid, quarantined = [kept], [rejected]
     # The first row of each event id, in file order (is_first_distinct: a third of unique(maintain_order)'s
     # time), over the whole day; each chunk is filtered by its slice of the mask and let go.
     first = pl.concat([v.get_column("event_id") for v in valid], rechunk=False).is_first_distinct()
-    events, offset, total_valid = [], 0, 0
+    events, offset = [], 0
     while valid:
         chunk = valid.pop(0)
         events.append(chunk.filter(first.slice(offset, chunk.height)))
         offset += chunk.height
-        total_valid += chunk.height
     day_events = pl.concat(events, rechunk=False)
     return VettedDay(
         events=day_events,
         quarantine=pl.concat(quarantined),
         rows_read=rows_read,
-        duplicates_dropped=total_valid - day_events.height,
+        duplicates_dropped=offset - day_events.height,
     )
 
 
