@@ -27,8 +27,31 @@ from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 RUN_SHARDS_KEPT = 4
+
+
+def _commit_without_fsync(conn: Connection) -> None:
+    """Puts a shard in WAL mode with synchronous=NORMAL, once per SQLite connection.
+
+    Dagster means its SQLite files to be in WAL mode (its ``_initdb`` asks for it), but the request is
+    lost inside the transaction that creates a run's shard, so run shards stay in rollback-journal mode,
+    which syncs the disk several times per commit. In WAL mode with synchronous=NORMAL a commit does not
+    sync at all (checkpoints do): a killed process loses nothing, a power cut can lose the last events
+    but never corrupts the file. This took ~2 s of fsync out of a 120-day backfill's 1,275 events. A
+    shard another process holds open in rollback mode cannot switch; it keeps SQLite's full sync.
+    """
+    if conn.info.get("synchronous_set"):
+        return
+    conn.info["synchronous_set"] = True
+    try:
+        mode = str(conn.exec_driver_sql("PRAGMA journal_mode=WAL").scalar()).lower()
+        if mode == "wal":
+            conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+        conn.commit()
+    except OperationalError:  # "database is locked": another process holds it; leave it as it is
+        conn.rollback()
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
@@ -50,6 +73,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self._engines_lock = threading.Lock()
         self._pending_inst_data = inst_data
         self._tables_present: set[str] = set()
+        self._asset_key_columns_present: set[str] = set()
         if base_dir is None:
             self._instance_weakref = None  # SqliteEventLogStorage.__init__ runs in register_instance
         else:
@@ -79,6 +103,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 self._initdb(engine)
                 self._initialized_dbs.add(shard)
             with engine.connect() as conn:
+                _commit_without_fsync(conn)
                 with conn.begin():
                     yield conn
 
@@ -113,6 +138,15 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         if table_name not in self._tables_present and super().has_table(table_name):
             self._tables_present.add(table_name)
         return table_name in self._tables_present
+
+    def _has_asset_key_col_on_connection(self, conn: Connection, column_name: str) -> bool:
+        # Asked before storing each asset event, by reflecting the whole asset_keys table. Columns too
+        # are only ever added (by migrations), so one that exists is remembered.
+        if column_name not in self._asset_key_columns_present and super()._has_asset_key_col_on_connection(
+            conn, column_name
+        ):
+            self._asset_key_columns_present.add(column_name)
+        return column_name in self._asset_key_columns_present
 
     def open_shards(self) -> list[str]:
         """The shards whose connections are held open, least recently used first."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import dagster as dg
+import polars as pl
 
 from churn_assets.config import SETTINGS
 
@@ -43,3 +45,11 @@ def days_in_range(context: dg.AssetExecutionContext) -> list[dt.date]:
     window = context.partition_time_window
     start, end = window.start.date(), window.end.date()
     return [start + dt.timedelta(days=i) for i in range((end - start).days)]
+
+
+def largest_window(daily: pl.LazyFrame | None, days: Sequence[dt.date], length: int) -> int:
+    """The rows of the largest of the days' windows (one count per stored day, before any window is read)."""
+    if daily is None or not days:
+        return 0
+    per_day = dict(daily.group_by("date").agg(pl.len()).collect().iter_rows())
+    return max(sum(per_day.get(day - dt.timedelta(days=i), 0) for i in range(length)) for day in days)

@@ -277,3 +277,22 @@ def test_a_file_vetted_in_chunks_equals_the_file_vetted_whole(tmp_path, name):
     assert whole.duplicates_dropped > 0 and chunked.duplicates_dropped == whole.duplicates_dropped
     assert chunked.events.equals(whole.events)
     assert chunked.quarantine.height > 0 and chunked.quarantine.equals(whole.quarantine)
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 64])
+def test_blank_lines_keep_quarantine_line_numbers_true(chunk_bytes):
+    """polars skips blank lines; a quarantined row still names the line it is on in the file, whether the
+    file is read whole or in chunks of a few lines."""
+    from churn_assets.assets.ingest.landing_files import iter_landing_file, vet_export_day
+
+    good = row("e1", "u1", "2025-01-01 10:00:00.000000", "screen_view", 1)
+    no_user = row("e2", None, "2025-01-01 10:01:00.000000", "screen_view", 1)
+    late = row("e3", "u1", "2025-01-02 00:00:01.000000", "screen_view", 1)
+    lines = [jsonl([good]), b"\n", jsonl([no_user]), b"   \r\n", b"\n", jsonl([late]), jsonl([good])[:-1]]
+    text = b"".join(lines)  # the last line has no newline
+    vetted = vet_export_day(list(iter_landing_file("a.jsonl", text, chunk_bytes=chunk_bytes)), dt.date(2025, 1, 1))
+    assert vetted.quarantine.select("line", "reason").rows() == [
+        (3, "missing_user_id"), (6, "event_time_after_export_day")
+    ]
+    assert vetted.events.get_column("event_id").to_list() == ["e1"]
+    assert vetted.duplicates_dropped == 1

@@ -1,6 +1,9 @@
 """The local instance of dagster.yaml: Dagster's SQLite storage, with an event log that keeps its
 connections open. Runs land where Dagster's stock storage reads them, and open files stay bounded."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -35,6 +38,12 @@ def test_runs_are_readable_by_dagsters_stock_sqlite_storage(home: Path, tmp_path
         result = dg.materialize([counted], instance=instance, tags=RANGE)
         assert result.success
         events = len(instance.all_logs(result.run_id))
+        # Commits do not fsync: WAL with synchronous=NORMAL (1) on the run's shard and the index.
+        storage = instance.event_log_storage
+        for connection in (storage.run_connection(result.run_id), storage.index_connection()):
+            with connection as conn:
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
 
     # The same folder opened with Dagster's defaults (no event_log_storage entry) sees the same history.
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -46,6 +55,27 @@ def test_runs_are_readable_by_dagsters_stock_sqlite_storage(home: Path, tmp_path
         }
         latest = stock.get_latest_materialization_event(dg.AssetKey("counted"))
         assert latest.asset_materialization.metadata["dagster/row_count"].value in range(1, 6)
+
+
+def test_a_killed_process_keeps_the_history_of_its_runs(home: Path):
+    """Without an fsync per commit, what a run committed still survives its process being killed."""
+    script = (
+        "import os, dagster as dg\n"
+        "from churn_assets_tests.test_instance_local import RANGE, counted\n"
+        "result = dg.materialize([counted], instance=dg.DagsterInstance.get(), tags=RANGE)\n"
+        "print(result.run_id, flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert child.returncode == -9, child.stderr[-2000:]
+    run_id = child.stdout.split()[-1]
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(home)) as stock:
+        assert stock.get_run_by_id(run_id).is_success
+        assert stock.get_materialized_partitions(dg.AssetKey("counted")) == {
+            "2025-01-01", "2025-01-02", "2025-01-03", "2025-01-04", "2025-01-05"
+        }
 
 
 def test_open_connections_stay_bounded_and_wipe_closes_them(home: Path):

@@ -22,6 +22,7 @@ from churn_assets.resources.parquet_io_manager import (
     MissingPartitionError,
     PartitionedParquetIOManager,
     PartitionStream,
+    column_schema,
 )
 
 days = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", fmt="%Y-%m-%d")
@@ -95,6 +96,28 @@ def test_range_output_is_split_into_partitions(tmp_path, instance):
     assert [c.name for c in meta["2025-01-02"]["dagster/column_schema"].columns] == ["value"]
 
 
+def test_partition_schema_is_recorded_only_where_it_differs_from_the_declared_one(tmp_path, instance):
+    declared = column_schema({"day": pl.Int64(), "value": pl.Float64()})
+
+    @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run(),
+              metadata={"dagster/column_schema": declared})
+    def declared_table(context: dg.AssetExecutionContext) -> PartitionStream:
+        def frames():
+            for day in _days_of(context):
+                value = pl.lit(1.5) if day.day == 1 else pl.lit("drifted")  # day 2's column changed type
+                yield day.isoformat(), pl.DataFrame({"day": [day.day]}).with_columns(value.alias("value"))
+        return PartitionStream(frames())
+
+    result = dg.materialize([declared_table], resources=_lake(tmp_path), instance=instance,
+                            tags=_range("2025-01-01", "2025-01-02"))
+    meta = _metadata(result, "declared_table")
+    assert "dagster/column_schema" not in meta["2025-01-01"]
+    assert meta["2025-01-01"]["dagster/row_count"] == 1
+    assert [(c.name, c.type) for c in meta["2025-01-02"]["dagster/column_schema"].columns] == [
+        ("day", "Int64"), ("value", "String")
+    ]
+
+
 def test_single_partition_records_content_hash_as_data_version(tmp_path, instance):
     first = dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance, partition_key="2025-01-02")
     second = dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance, partition_key="2025-01-02")
@@ -131,18 +154,18 @@ def test_stream_output_writes_each_partition_as_it_comes(tmp_path, instance):
     def streamed(context: dg.AssetExecutionContext) -> PartitionStream:
         def frames():
             for day in _days_of(context):
-                # The previous day is already on disk when the next one is produced.
-                previous = lake / f"date={day - dt.timedelta(days=1)}" / "data.parquet"
-                written_before = previous.exists()
-                yield day.isoformat(), pl.DataFrame({"day": [day.day], "previous_written": [written_before]})
+                # The writer is at most one partition behind: the day before the previous one is on disk
+                # when the next one is produced, so a range run holds two days, not the range.
+                two_before = lake / f"date={day - dt.timedelta(days=2)}" / "data.parquet"
+                yield day.isoformat(), pl.DataFrame({"day": [day.day], "two_before_written": [two_before.exists()]})
         return PartitionStream(frames())
 
-    result = dg.materialize([streamed], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-03"))
+    result = dg.materialize([streamed], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-04"))
     assert result.success
-    assert [_table(tmp_path, "streamed", d.isoformat()).row(0) for d in (D1, D2, D3)] == [
-        (1, False), (2, True), (3, True)
+    assert [_table(tmp_path, "streamed", f"2025-01-0{d}").row(0) for d in (1, 2, 3, 4)] == [
+        (1, False), (2, False), (3, True), (4, True)
     ]
-    assert sorted(_metadata(result, "streamed")) == ["2025-01-01", "2025-01-02", "2025-01-03"]
+    assert sorted(_metadata(result, "streamed")) == ["2025-01-01", "2025-01-02", "2025-01-03", "2025-01-04"]
 
 
 def test_stream_missing_a_partition_fails(tmp_path, instance):

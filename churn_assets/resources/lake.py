@@ -38,8 +38,9 @@ def content_hash(data: bytes) -> str:
 
 
 def parquet_bytes(frame: pl.DataFrame) -> bytes:
+    # zstd level 1 encodes a day of events ~2 x faster than level 3, for files ~10 % larger that read as fast.
     buffer = io.BytesIO()
-    frame.write_parquet(buffer, compression="zstd", compression_level=3, statistics=True)
+    frame.write_parquet(buffer, compression="zstd", compression_level=1, statistics=True)
     return buffer.getvalue()
 
 

@@ -17,12 +17,13 @@ from churn_assets.assets.features.catalog import (
     features_schema,
     table_schema,
 )
-from churn_assets.assets.features.rolling import largest_window, trailing_windows, user_ranges
+from churn_assets.assets.features.rolling import trailing_windows, user_ranges
 from churn_assets.assets.ingest.user_daily import event_type_column
 from churn_assets.config import SETTINGS
-from churn_assets.partitions import daily_partitions, days_in_range
+from churn_assets.partitions import daily_partitions, days_in_range, largest_window
 from churn_assets.resources import ChurnParameters
 from churn_assets.resources.parquet_io_manager import PartitionStream
+from churn_assets.threads import ordered_map, workers_for
 
 
 # compute_features builds ~60 windowed columns per user_daily row before summing them per user. A window
@@ -80,8 +81,12 @@ def features(
     def stream():
         largest = largest_window(user_daily, days, LOOKBACK_DAYS)
         if largest <= MAX_WINDOW_ROWS:
-            for day, window in trailing_windows(user_daily, days, LOOKBACK_DAYS):
-                yield day.isoformat(), compute_features(window, installs_of(day), day, first_day, churn.event_types)
+            def of_window(item: tuple[dt.date, pl.DataFrame]) -> tuple[str, pl.DataFrame]:
+                day, window = item
+                return day.isoformat(), compute_features(window, installs_of(day), day, first_day, churn.event_types)
+
+            windows = trailing_windows(user_daily, days, LOOKBACK_DAYS)
+            yield from ordered_map(of_window, windows, workers=workers_for(largest))
             return
         context.log.info(f"windows of up to {largest:,} user_daily rows: computed in slices of users")
         for day in days:

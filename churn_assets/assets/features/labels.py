@@ -9,9 +9,10 @@ import polars as pl
 from churn_assets.assets.features.catalog import features_schema
 from churn_assets.assets.features.rolling import trailing_windows
 from churn_assets.config import SETTINGS
-from churn_assets.partitions import daily_partitions, days_in_range
+from churn_assets.partitions import daily_partitions, days_in_range, largest_window
 from churn_assets.resources import ChurnParameters
 from churn_assets.resources.parquet_io_manager import PartitionStream
+from churn_assets.threads import ordered_map, workers_for
 
 # Partition mappings are static, so H is fixed when the definitions load; the resource must agree.
 HORIZON_DAYS = SETTINGS.horizon_days
@@ -63,17 +64,15 @@ def labels(
     days = days_in_range(context)
     returning = None if user_daily is None else user_daily.select("user_id", "date")
 
-    def stream():
-        for day, after in trailing_windows(returning, days, HORIZON_DAYS):
-            snapshot_day = day - dt.timedelta(days=HORIZON_DAYS)
-            snapshot = (
-                None
-                if features is None
-                else features.filter(pl.col("date") == snapshot_day).drop("date").collect()
-            )
-            yield day.isoformat(), compute_labels(snapshot, after, snapshot_day, churn.event_types)
+    def of_window(item: tuple[dt.date, pl.DataFrame]) -> tuple[str, pl.DataFrame]:
+        day, after = item
+        snapshot_day = day - dt.timedelta(days=HORIZON_DAYS)
+        snapshot = None if features is None else features.filter(pl.col("date") == snapshot_day).drop("date").collect()
+        return day.isoformat(), compute_labels(snapshot, after, snapshot_day, churn.event_types)
 
-    return PartitionStream(stream())
+    largest_snapshot = largest_window(features, [day - dt.timedelta(days=HORIZON_DAYS) for day in days], 1)
+    windows = trailing_windows(returning, days, HORIZON_DAYS)
+    return PartitionStream(ordered_map(of_window, windows, workers=workers_for(largest_snapshot)))
 
 
 def check_horizon(churn: ChurnParameters) -> None:

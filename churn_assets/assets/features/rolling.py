@@ -37,14 +37,6 @@ def trailing_windows(
         yield day, window
 
 
-def largest_window(daily: pl.LazyFrame | None, days: Sequence[dt.date], length: int) -> int:
-    """The rows of the largest of the days' windows (one count per stored day, before any window is read)."""
-    if daily is None or not days:
-        return 0
-    per_day = dict(daily.group_by("date").agg(pl.len()).collect().iter_rows())
-    return max(sum(per_day.get(day - dt.timedelta(days=i), 0) for i in range(length)) for day in days)
-
-
 def user_ranges(user_ids: pl.Series, count: int) -> list[pl.Expr]:
     """``count`` filters on ``user_id`` that split the key space into contiguous ranges, each holding about
     the same number of ``user_ids``; together they cover every id, known or not, exactly once."""

@@ -10,6 +10,7 @@ from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA, MAX_LATEN
 from churn_assets.assets.ingest.raw_events import raw_events
 from churn_assets.assets.ingest.user_daily import TOTAL_COLUMNS, user_daily
 from churn_assets.partitions import daily_partitions
+from churn_assets.threads import ordered_map
 
 
 def _result(failures: dict[str, int], **metadata: object) -> dg.AssetCheckResult:
@@ -62,14 +63,12 @@ def user_daily_is_consistent(
         pl.sum_horizontal([(pl.col(c) < 0).sum() for c in counts]).alias("negative_counts"),
         pl.len().alias("rows"),
     )
-    unknown = sum(
-        user_daily.filter(pl.col("date") == day)
-        .join(install_times.filter(pl.col("date") == day), on=["date", "user_id"], how="anti")
-        .select(pl.len())
-        .collect()
-        .item()
-        for day in _checked_days(context)
-    )
+    def unknown_users(day: dt.date) -> int:
+        today = user_daily.filter(pl.col("date") == day)
+        known = install_times.filter(pl.col("date") == day)
+        return today.join(known, on=["date", "user_id"], how="anti").select(pl.len()).collect().item()
+
+    unknown = sum(ordered_map(unknown_users, _checked_days(context)))
     rows = stats.pop("rows")
     return _result({**stats, "users_missing_from_install_times": unknown}, rows=rows)
 
@@ -79,10 +78,14 @@ def _checked_days(context: dg.AssetCheckExecutionContext) -> list[dt.date]:
 
 
 def _sum_per_day(context: dg.AssetCheckExecutionContext, frame: pl.LazyFrame, *stats: pl.Expr) -> dict[str, int]:
-    """``stats`` (one count each) of every checked day, summed: a range run reads one day at a time, so
-    memory is bounded by the largest partition, not by the range."""
+    """``stats`` (one count each) of every checked day, summed: a range run reads a day at a time (two at
+    once), so memory is bounded by the largest partitions, not by the range."""
     total = {stat.meta.output_name(): 0 for stat in stats}
-    for day in _checked_days(context):
-        for name, value in frame.filter(pl.col("date") == day).select(*stats).collect().row(0, named=True).items():
+
+    def of_day(day: dt.date) -> dict[str, int | None]:
+        return frame.filter(pl.col("date") == day).select(*stats).collect().row(0, named=True)
+
+    for counts in ordered_map(of_day, _checked_days(context)):
+        for name, value in counts.items():
             total[name] += int(value or 0)
     return total

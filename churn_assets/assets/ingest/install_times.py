@@ -9,6 +9,7 @@ import polars as pl
 
 from churn_assets.partitions import daily_partitions, days_in_range
 from churn_assets.resources.parquet_io_manager import PartitionStream
+from churn_assets.threads import ordered_map
 
 INSTALL_TIMES_SCHEMA = {
     "user_id": pl.String(),
@@ -48,9 +49,13 @@ def install_times(
 
 
 def _stream(days: list[dt.date], raw_events: pl.LazyFrame, state: pl.DataFrame | None) -> Iterator[tuple[str, pl.DataFrame]]:
-    for day in days:
-        events = raw_events.filter(pl.col("date") == day).select("user_id", "event_time").collect()
-        state = advance_install_times(state, events, day)
+    def earliest_of(day: dt.date) -> tuple[dt.date, pl.DataFrame]:
+        # Each user's earliest event of the day, read while the previous day is merged into the state.
+        events = raw_events.filter(pl.col("date") == day).select("user_id", "event_time")
+        return day, events.group_by("user_id").agg(pl.col("event_time").min()).collect()
+
+    for day, earliest in ordered_map(earliest_of, days, workers=1):
+        state = advance_install_times(state, earliest, day)
         yield day.isoformat(), state
 
 

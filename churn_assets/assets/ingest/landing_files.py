@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 try:  # ISA-L's inflate reads gzip ~3 x faster than zlib's: a day of JSON lines is gigabytes of text
@@ -159,10 +160,21 @@ def _split_lines(data: bytes, chunk_bytes: int) -> Iterator[bytes]:
 def _json_chunks(texts: Iterator[bytes]) -> Iterator[pl.DataFrame]:
     first_line = 1
     for text in texts:
-        frame = _read_jsonl(text, first_line)
-        first_line += text.count(b"\n") + (0 if text.endswith(b"\n") else 1)
-        yield frame
+        lines = count_lines(text)
+        yield _read_jsonl(text, first_line, lines)
+        first_line += lines
 
+
+def count_lines(text: bytes) -> int:
+    """The lines of ``text``, a last one without its newline included. numpy counts ~1 GB/s without the GIL,
+    in slices (bounded scratch memory); ``bytes.count`` holds the GIL for as long, and the reader thread
+    shares it with the run."""
+    view = np.frombuffer(text, dtype=np.uint8)
+    newlines = sum(int(np.count_nonzero(view[i:i + _COUNT_SLICE] == 10)) for i in range(0, len(view), _COUNT_SLICE))
+    return newlines + (1 if text and not text.endswith(b"\n") else 0)
+
+
+_COUNT_SLICE = 16 * 1024 * 1024
 
 # The contract's shape has session_id and revenue as JSON numbers: read typed, a file parses ~25 % faster.
 # A file with any other shape (quoted numbers, fractions, booleans ...) is read again as text, and a file
@@ -171,12 +183,17 @@ _JSON_AS_TEXT = {key: pl.String for key in AMPLITUDE_KEYS}
 _JSON_TYPED = _JSON_AS_TEXT | {"session_id": pl.Int64, "revenue": pl.Float64}
 
 
-def _read_jsonl(data: bytes, first_line: int = 1) -> pl.DataFrame:
+def _read_jsonl(data: bytes, first_line: int, lines: int) -> pl.DataFrame:
+    """``data``'s JSON lines as a raw frame, each row numbered by its line in the file (the first is
+    ``first_line``). polars skips blank lines, so a text with any (more ``lines`` than rows) is read line by
+    line, which numbers rows by the lines they are on."""
     for schema in (_JSON_TYPED, _JSON_AS_TEXT):
         try:
             frame = pl.read_ndjson(io.BytesIO(data), schema=schema)
         except pl.exceptions.ComputeError:
             continue
+        if frame.height != lines:
+            break
         frame = frame.rename(AMPLITUDE_KEYS).with_columns(pl.lit(None, pl.String).alias("parse_error"))
         return frame.with_row_index("line", offset=first_line)
     return _read_jsonl_line_by_line(data, first_line)
@@ -186,7 +203,8 @@ def _read_jsonl_line_by_line(data: bytes, first_line: int = 1) -> pl.DataFrame:
     """The slow path for a file with broken lines: good lines kept, each bad one marked for quarantine."""
     rows = []
     text = data.decode("utf-8", errors="strict")
-    for number, line in enumerate(text.splitlines(), start=first_line):
+    # Lines end at "\n" only: JSON text may hold U+2028 and other characters str.splitlines() splits on.
+    for number, line in enumerate(text.removesuffix("\n").split("\n"), start=first_line):
         if not line.strip():
             continue
         try:
@@ -310,29 +328,34 @@ def _vet_chunk(raw: pl.DataFrame, export_day: dt.date) -> tuple[pl.DataFrame, pl
         pl.col("revenue").cast(pl.Float64, strict=False).alias("_revenue"),
         session.alias("_session"),
     )
-    blank = lambda c: pl.col(c).is_null() | (pl.col(c).str.strip_chars() == "")  # noqa: E731
-    reason = (
-        pl.when(pl.col("parse_error").is_not_null()).then(pl.lit("malformed_json"))
-        .when(blank("event_id")).then(pl.lit("missing_event_id"))
-        .when(blank("user_id")).then(pl.lit("missing_user_id"))
-        .when(blank("event_type")).then(pl.lit("missing_event_type"))
-        .when(pl.col("_time").is_null()).then(pl.lit("unparsable_event_time"))
-        .when(pl.col("_time") >= day_end).then(pl.lit("event_time_after_export_day"))
-        .when(pl.col("_time") < oldest).then(pl.lit("event_time_too_old"))
-        .when(pl.col("revenue").is_not_null() & pl.col("_revenue").is_null()).then(pl.lit("unparsable_revenue"))
-        .when(pl.col("_revenue") < 0).then(pl.lit("negative_revenue"))
-        .when(pl.col("session_id").is_not_null() & pl.col("_session").is_null()).then(pl.lit("unparsable_session_id"))
-        .otherwise(pl.lit(None, pl.String))
-    )
-    typed = typed.with_columns(reason.alias("reason"))
+    blank = lambda c: pl.col(c).is_null() | (pl.col(c).str.strip_chars_start().str.len_bytes() == 0)  # noqa: E731
+    # Each reason's test, in order of precedence; every test is true or false, never null.
+    tests = [
+        ("malformed_json", pl.col("parse_error").is_not_null()),
+        ("missing_event_id", blank("event_id")),
+        ("missing_user_id", blank("user_id")),
+        ("missing_event_type", blank("event_type")),
+        ("unparsable_event_time", pl.col("_time").is_null()),
+        ("event_time_after_export_day", (pl.col("_time") >= day_end).fill_null(False)),
+        ("event_time_too_old", (pl.col("_time") < oldest).fill_null(False)),
+        ("unparsable_revenue", pl.col("revenue").is_not_null() & pl.col("_revenue").is_null()),
+        ("negative_revenue", (pl.col("_revenue") < 0).fill_null(False)),
+        ("unparsable_session_id", pl.col("session_id").is_not_null() & pl.col("_session").is_null()),
+    ]
+    # Most rows pass every test: one boolean per row splits them, and only the rejected few get the
+    # first reason that applies (a chain of string when/then over every row cost a third of vetting).
+    typed = typed.with_columns(pl.any_horizontal([test for _, test in tests]).alias("_rejected"))
+    reason = pl.when(tests[0][1]).then(pl.lit(tests[0][0]))
+    for name, test in tests[1:]:
+        reason = reason.when(test).then(pl.lit(name))
 
-    quarantine = typed.filter(pl.col("reason").is_not_null()).select(
+    quarantine = typed.filter(pl.col("_rejected")).with_columns(reason.alias("reason")).select(
         "source_file", pl.col("line").cast(pl.Int64), "reason",
         "event_id", "user_id", "event_time", "event_type",
         pl.col("session_id").cast(pl.String), pl.col("revenue").cast(pl.String),
         pl.col("parse_error").alias("detail"),
     )
-    valid = typed.filter(pl.col("reason").is_null()).select(
+    valid = typed.filter(~pl.col("_rejected")).select(
         "event_id",
         "user_id",
         pl.col("_time").alias("event_time"),

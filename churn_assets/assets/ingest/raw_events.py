@@ -1,10 +1,7 @@
 """``raw_events``: every valid event of one export day, typed and deduplicated."""
 
 
-import contextlib
 import datetime as dt
-import queue
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +18,7 @@ from churn_assets.assets.ingest.landing_files import (
 from churn_assets.partitions import daily_partitions, days_in_range
 from churn_assets.resources import LakeResource, LandingZone
 from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
+from churn_assets.threads import Prefetched
 
 QUARANTINE_ASSET = "raw_events_quarantine"
 _RAW_COLUMNS = [
@@ -54,11 +52,11 @@ def _stream(
     # (gzip and polars' JSON reader release the GIL), a few chunks ahead, while this thread vets each
     # chunk into compact typed rows and writes each finished day. Memory holds a day's typed events and
     # a few raw chunks, never a whole day of JSON text.
-    with _Prefetched(_landing_chunks(landing, days), ahead=2) as items:
+    with Prefetched(_landing_chunks(landing, days), ahead=2, name="landing") as items:
         for day in days:
             try:
-                files = items.next_for(day)
-                vetted = vet_export_day(items.until_end_of(day), day)
+                files = _next_for(items, day)
+                vetted = vet_export_day(_until_end_of(items, day), day)
             except (LandingFileError, FileNotFoundError) as exc:
                 # Retrying cannot make a corrupt file readable or an incomplete day complete: fail at once.
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
@@ -79,49 +77,16 @@ def _landing_chunks(landing: LandingZone, days: list[dt.date]) -> Iterator[tuple
         yield day, _END
 
 
-class _Prefetched:
-    """Runs an iterator on a worker thread, at most ``ahead`` items in advance; its errors surface here."""
+def _next_for(items: Prefetched, day: dt.date) -> Any:
+    got, value = next(items)
+    if got != day:
+        raise RuntimeError(f"landing reader out of step: expected {day}, got {got}")
+    return value
 
-    def __init__(self, items: Iterator[tuple[dt.date, Any]], ahead: int):
-        self._queue: queue.Queue = queue.Queue(maxsize=ahead)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(items,), name="landing", daemon=True)
 
-    def __enter__(self) -> "_Prefetched":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        while self._thread.is_alive():  # unblock a reader waiting on a full queue
-            with contextlib.suppress(queue.Empty):
-                self._queue.get(timeout=0.05)
-        self._thread.join()
-
-    def _run(self, items: Iterator[tuple[dt.date, Any]]) -> None:
-        try:
-            for item in items:
-                if self._stop.is_set():
-                    return
-                self._queue.put(item)
-        except BaseException as exc:  # handed to the consumer, which raises it
-            self._queue.put((None, exc))
-
-    def _next(self) -> tuple[dt.date, Any]:
-        day, value = self._queue.get()
-        if isinstance(value, BaseException):
-            raise value
-        return day, value
-
-    def next_for(self, day: dt.date) -> Any:
-        got, value = self._next()
-        if got != day:
-            raise RuntimeError(f"landing reader out of step: expected {day}, got {got}")
-        return value
-
-    def until_end_of(self, day: dt.date) -> Iterator[pl.DataFrame]:
-        while (value := self.next_for(day)) is not _END:
-            yield value
+def _until_end_of(items: Prefetched, day: dt.date) -> Iterator[pl.DataFrame]:
+    while (value := _next_for(items, day)) is not _END:
+        yield value
 
 
 def _vet_day(

@@ -7,9 +7,10 @@ import re
 import dagster as dg
 import polars as pl
 
-from churn_assets.partitions import daily_partitions, days_in_range
+from churn_assets.partitions import daily_partitions, days_in_range, largest_window
 from churn_assets.resources import ChurnParameters
 from churn_assets.resources.parquet_io_manager import PartitionStream
+from churn_assets.threads import ordered_map, workers_for
 
 # Totals every row has, whatever the tracked event types are.
 TOTAL_COLUMNS: dict[str, pl.DataType] = {
@@ -55,18 +56,15 @@ def user_daily(
     session), revenue, purchases, the last platform, country and app version seen that day, and days
     since install. Reads ``raw_events[D]`` and ``install_times[D]``; users without events on D have no row.
     """
-    return PartitionStream(
-        (
-            day.isoformat(),
-            summarize_user_day(
-                raw_events.filter(pl.col("date") == day).collect(),
-                install_times.filter(pl.col("date") == day).drop("date").collect(),
-                day,
-                churn.event_types,
-            ),
-        )
-        for day in days_in_range(context)
-    )
+    days = days_in_range(context)
+
+    def of_day(day: dt.date) -> tuple[str, pl.DataFrame]:
+        events = raw_events.filter(pl.col("date") == day).collect()
+        installs = install_times.filter(pl.col("date") == day).drop("date").collect()
+        return day.isoformat(), summarize_user_day(events, installs, day, churn.event_types)
+
+    largest_day = largest_window(raw_events, days, 1)
+    return PartitionStream(ordered_map(of_day, days, workers=workers_for(largest_day)))
 
 
 def summarize_user_day(

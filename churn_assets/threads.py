@@ -1,0 +1,98 @@
+"""Two small ways to keep both cores busy in a range run: a producer thread, and an ordered map.
+
+polars, zstd, gzip inflation and sha256 release the GIL, so threads overlap the parts of a day that
+run on one core (reading its files, a small group-by, Python building the next query) with another
+day's work. Both helpers hold a bounded number of items, and an error in a worker surfaces in the
+caller, at the item it belongs to.
+"""
+
+import contextlib
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+# A range run computes partitions of fewer rows than this two at a time: one small day leaves a core idle
+# (planning, reading a file, a small group-by), while a big day keeps both busy by itself, and two big
+# days at once would double the memory the run needs.
+PARALLEL_BELOW_ROWS = 2_000_000
+
+
+def workers_for(largest_rows: int) -> int:
+    """How many partitions to compute at a time when the largest one reads ``largest_rows`` rows."""
+    return 2 if largest_rows < PARALLEL_BELOW_ROWS else 1
+
+
+def ordered_map(fn: Callable[[In], Out], items: Iterable[In], workers: int = 2) -> Iterator[Out]:
+    """``fn(item)`` for each item, computed on ``workers`` threads and yielded in the items' order.
+
+    ``items`` is consumed on the caller's thread (a stateful reader stays sequential, and producing the
+    next item overlaps with ``fn`` working on the previous ones), at most ``workers`` + 1 items ahead of
+    what has been yielded. ``workers=1`` is write-behind: the caller makes item N+1 while item N is
+    handled.
+    """
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ordered-map") as pool:
+        pending: deque[Future[Out]] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:  # the caller stopped early or an item failed: nothing more starts
+                future.cancel()
+
+
+class Prefetched:
+    """Runs an iterator on a worker thread, at most ``ahead`` items in advance; its errors surface here.
+
+    Use as a context manager; leaving it stops the worker, even one blocked on a full queue.
+    """
+
+    def __init__(self, items: Iterator[Any], ahead: int, name: str = "prefetch"):
+        self._queue: queue.Queue = queue.Queue(maxsize=ahead)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(items,), name=name, daemon=True)
+
+    def __enter__(self) -> "Prefetched":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a reader waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.05)
+        self._thread.join()
+
+    def _run(self, items: Iterator[Any]) -> None:
+        try:
+            for item in items:
+                if self._stop.is_set():
+                    return
+                self._queue.put((item, None))
+            self._queue.put((_DONE, None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._queue.put((None, exc))
+
+    def __iter__(self) -> "Prefetched":
+        return self
+
+    def __next__(self) -> Any:
+        item, error = self._queue.get()
+        if error is not None:
+            raise error
+        if item is _DONE:
+            self._queue.put((_DONE, None))  # stays exhausted
+            raise StopIteration
+        return item
+
+
+_DONE = object()
