@@ -197,6 +197,7 @@ def main(spec_path: str, result_path: str) -> int:
         "process_start": PROCESS_START,
         "imports_s": definitions_loaded - imports_start,
         "run_wall_s": run_end - run_start,
+        "run_end": run_end,
         "steps": step_figures(logs, calls, sampler),
         "peak_rss": peak_rss_bytes(),
         "events": count_events(SETTINGS.data_url, spec.get("event_days", [])) if result.success else 0,

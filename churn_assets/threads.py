@@ -7,6 +7,7 @@ caller, at the item it belongs to.
 """
 
 import contextlib
+import importlib
 import queue
 import threading
 from collections import deque
@@ -96,3 +97,18 @@ class Prefetched:
 
 
 _DONE = object()
+
+
+def import_in_background(*modules: str) -> threading.Thread:
+    """Starts importing ``modules`` on a thread, so a slow import overlaps with native work that releases
+    the GIL (XGBoost training). A later ``import`` of the same module waits for this one (Python's import
+    lock) and raises its error, if any; the thread itself swallows it."""
+
+    def run() -> None:
+        for name in modules:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=run, name="import", daemon=True)
+    thread.start()
+    return thread

@@ -241,7 +241,10 @@ def fit_baseline(train: pl.DataFrame, specs: list[FeatureSpec], seed: int, max_r
             ),
         ]
     )
-    pipeline = make_pipeline(transformer, LogisticRegression(max_iter=1000, random_state=seed))
+    # Newton-Cholesky reaches lbfgs's optimum (the same penalty) in ~6 iterations instead of ~130: for a
+    # hundred columns it fits 200k rows in a quarter of the time.
+    logistic = LogisticRegression(solver="newton-cholesky", max_iter=1000, random_state=seed)
+    pipeline = make_pipeline(transformer, logistic)
     pipeline.fit(_sklearn_frame(train, specs), train.get_column(LABEL).to_numpy())
     return pipeline
 
