@@ -121,29 +121,16 @@ def compute_features(
     """
     schema = features_schema(event_types)
     history = min(LOOKBACK_DAYS, (day - first_day).days + 1)
-    age = pl.col("_age")
-    recent, before = age < TREND_DAYS, age.is_between(TREND_DAYS, 2 * TREND_DAYS - 1)
     sums = [column for column, _, _ in WINDOW_SUMS]
     type_columns = [event_type_column(t) for t in event_types]
 
-    def within(condition: pl.Expr, column: str) -> pl.Expr:
-        return pl.when(condition).then(pl.col(column)).otherwise(0)
-
-    windowed = [pl.lit(2, pl.Int64).pow(age).alias("_active_mask")]
-    for days in WINDOWS:
-        windowed += [within(age < days, c).alias(f"{c}_{days}d") for c in sums]
-    for days in TYPE_WINDOWS:
-        windowed += [within(age < days, c).alias(f"{c}_{days}d") for c in type_columns]
-    windowed += [
-        within(recent, "n_events").alias("_recent_events"),
-        within(before, "n_events").alias("_before_events"),
-        within(recent, "session_minutes").alias("_recent_minutes"),
-        within(before, "session_minutes").alias("_before_minutes"),
-        # Least squares against x = 0 (oldest day of history) .. history-1 (D); absent days have y = 0,
-        # so only the active rows enter the sums.
-        ((history - 1 - age) * pl.col("_log_events")).alias("_sxy"),
-        pl.col("_log_events").alias("_sy"),
-    ]
+    # Two stages, so that the ~45 windowed sums are not built row by row over the whole window. First
+    # each user's rows are summed per age band: the bands between the windows' edges (D, D-1..D-6,
+    # D-7..D-13, D-14..D-27). Then a window's sum is the sum of the bands inside it, over at most four
+    # rows per user: ~2 x faster than masking every row of the window for every windowed column.
+    edges = sorted({*WINDOWS, *TYPE_WINDOWS, TREND_DAYS, 2 * TREND_DAYS})
+    band_of = {days: edges.index(days) for days in edges}  # window "age < days" = bands 0..band_of[days]
+    age = pl.col("_age")
     rows = (
         window.lazy()
         .filter(pl.col("date").is_between(day - dt.timedelta(days=LOOKBACK_DAYS - 1), day))
@@ -154,8 +141,39 @@ def compute_features(
             pl.col("n_events").fill_null(0).log1p().alias("_log_events"),
             *[pl.col(c).fill_null(0) for c in [*sums, *type_columns]],
         )
-        .with_columns(windowed)
+        .with_columns(
+            pl.sum_horizontal([(age >= edge).cast(pl.Int8) for edge in edges[:-1]]).alias("_band"),
+            pl.lit(2, pl.Int64).pow(age).alias("_active_mask"),
+            # Least squares against x = 0 (oldest day of history) .. history-1 (D); absent days have y = 0,
+            # so only the active rows enter the sums.
+            ((history - 1 - age) * pl.col("_log_events")).alias("_sxy"),
+            pl.col("_log_events").alias("_sy"),
+        )
     )
+    whole_window = ["_active_mask", "_sxy", "_sy"]
+    bands = rows.group_by("user_id", "_band").agg(
+        *[pl.col(c).sum() for c in [*sums, *type_columns, *whole_window]],
+        *[pl.col(c).drop_nulls().last() for c in CATEGORICAL_COLUMNS],
+    )
+    band = pl.col("_band")
+
+    def within(bands_in: pl.Expr, column: str) -> pl.Expr:
+        return pl.when(bands_in).then(pl.col(column)).otherwise(0)
+
+    windowed = [pl.col(c) for c in whole_window]
+    for days in WINDOWS:
+        windowed += [within(band <= band_of[days], c).alias(f"{c}_{days}d") for c in sums]
+    for days in TYPE_WINDOWS:
+        windowed += [within(band <= band_of[days], c).alias(f"{c}_{days}d") for c in type_columns]
+    recent = band <= band_of[TREND_DAYS]
+    before = (band > band_of[TREND_DAYS]) & (band <= band_of[2 * TREND_DAYS])
+    windowed += [
+        within(recent, "n_events").alias("_recent_events"),
+        within(before, "n_events").alias("_before_events"),
+        within(recent, "session_minutes").alias("_recent_minutes"),
+        within(before, "session_minutes").alias("_before_minutes"),
+    ]
+    rows = bands.sort("_band", descending=True).select("user_id", *CATEGORICAL_COLUMNS, *windowed)
     summed = [e.meta.output_name() for e in windowed]
     mask = pl.col("_active_mask")
 
