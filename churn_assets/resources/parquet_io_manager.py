@@ -14,12 +14,12 @@ What the stock IO managers do not do, and this one does (DESIGN.md):
 
 from __future__ import annotations
 
+import sys
 import typing
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 import polars as pl
 from pydantic import Field
 
@@ -153,14 +153,14 @@ def _to_polars(frame: Any) -> pl.DataFrame:
         return frame
     if isinstance(frame, pl.LazyFrame):
         return frame.collect()
-    if isinstance(frame, pd.DataFrame):
+    if _is_pandas_frame(frame):
         return pl.from_pandas(frame)
     raise TypeError(f"the parquet IO manager stores polars or pandas frames, not {type(frame).__name__}")
 
 
 def _split_by_partition(obj: Any, column: str, keys: list[str]) -> Iterable[tuple[str, pl.DataFrame]]:
     """Each partition's rows, without the partition column (the folder name carries it)."""
-    if isinstance(obj, (pl.DataFrame, pl.LazyFrame, pd.DataFrame)):
+    if isinstance(obj, (pl.DataFrame, pl.LazyFrame)) or _is_pandas_frame(obj):
         frame = _to_polars(obj)
         if column not in frame.columns:
             if len(keys) != 1:
@@ -230,6 +230,18 @@ def _as_requested(lazy: pl.LazyFrame, wants: Any) -> Any:
     wants = next((t for t in typing.get_args(wants) if t is not type(None)), wants)
     if wants is pl.LazyFrame:
         return lazy
-    if wants is pd.DataFrame:
+    if _is_pandas_frame_type(wants):
         return lazy.collect().to_pandas()
     return lazy.collect()
+
+
+# pandas takes ~1.5 s to import and the data assets never use it: it is only looked at when already loaded
+# (a pandas frame, or an input annotated with one, means its module imported pandas).
+def _is_pandas_frame(obj: Any) -> bool:
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(obj, pandas.DataFrame)
+
+
+def _is_pandas_frame_type(wants: Any) -> bool:
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and wants is pandas.DataFrame
