@@ -11,6 +11,7 @@ import io
 import json
 import zlib
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,28 +85,68 @@ class VettedDay:
 
 
 # JSON is decoded and parsed this many bytes at a time: a day of 28 M events is ~8 GB of JSON, and holding
-# it (and the frame parsed from it at once) is what bounded memory; a chunk is ~0.8 M events.
-CHUNK_BYTES = 256 * 1024 * 1024
+# it (and the frame parsed from it at once) is what bounded memory. Chunks of 16 MB (~50 k events) also
+# decode and vet ~10 % faster than chunks of 256 MB: they stay in the CPU's caches.
+CHUNK_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LandingPiece:
+    """A slice of one landing file, not parsed yet: whole JSON lines (numbered from ``first_line``), or a
+    whole Parquet or CSV file. Cutting a file into pieces (and inflating gzip, which holds the GIL) and
+    parsing them (which does not) are separate steps, so they can run on separate threads."""
+
+    name: str
+    data: bytes
+    first_line: int = 1
+    lines: int = 0
 
 
 def iter_landing_file(name: str, data: bytes, chunk_bytes: int | None = None) -> Iterator[pl.DataFrame]:
     """One landing file as raw frames of consecutive lines (JSON: ~``chunk_bytes`` of text each, by default
     ``CHUNK_BYTES``; other formats: one frame). Canonical names, values as text (or JSON numbers), plus
     file and line."""
+    for piece in landing_pieces(name, data, chunk_bytes):
+        yield decode_piece(piece)
+
+
+def landing_pieces(name: str, data: bytes, chunk_bytes: int | None = None) -> Iterator[LandingPiece]:
+    """``name``'s content in pieces of ~``chunk_bytes`` of JSON text (inflated when gzipped), or whole."""
     chunk_bytes = chunk_bytes or CHUNK_BYTES
-    try:
+    with _naming(name):
         if name.endswith(".jsonl.gz"):
-            chunks = _json_chunks(_gunzip_chunks(data, chunk_bytes))
+            texts = _gunzip_chunks(data, chunk_bytes)
         elif name.endswith(".jsonl"):
-            chunks = _json_chunks(_split_lines(data, chunk_bytes))
-        elif name.endswith(".parquet"):
-            chunks = iter([_stringify(pl.read_parquet(io.BytesIO(data)), name)])
-        elif name.endswith(".csv"):
-            chunks = iter([_stringify(pl.read_csv(io.BytesIO(data), infer_schema=False), name)])
+            texts = _split_lines(data, chunk_bytes)
+        elif name.endswith((".parquet", ".csv")):
+            yield LandingPiece(name, data)
+            return
         else:
             raise LandingFileError(f"unknown landing file type: {name}")
-        for raw in chunks:
-            yield raw.with_columns(pl.lit(name).alias("source_file"))
+        first_line = 1
+        for text in texts:
+            lines = count_lines(text)
+            yield LandingPiece(name, text, first_line, lines)
+            first_line += lines
+
+
+def decode_piece(piece: LandingPiece) -> pl.DataFrame:
+    """A piece as a raw frame: canonical names, values as text (or JSON numbers), file and line."""
+    with _naming(piece.name):
+        if piece.name.endswith(".parquet"):
+            raw = _stringify(pl.read_parquet(io.BytesIO(piece.data)), piece.name)
+        elif piece.name.endswith(".csv"):
+            raw = _stringify(pl.read_csv(io.BytesIO(piece.data), infer_schema=False), piece.name)
+        else:
+            raw = _read_jsonl(piece.data, piece.first_line, piece.lines)
+        return raw.with_columns(pl.lit(piece.name).alias("source_file"))
+
+
+@contextmanager
+def _naming(name: str) -> Iterator[None]:
+    """Any error reading a file fails it as a whole, with its name."""
+    try:
+        yield
     except LandingFileError as exc:
         raise LandingFileError(f"cannot read landing file {name}: {exc}") from exc
     except Exception as exc:  # any decoder's error: the file as a whole is unreadable
@@ -155,14 +196,6 @@ def _split_lines(data: bytes, chunk_bytes: int) -> Iterator[bytes]:
             end = data.find(b"\n", start + chunk_bytes) + 1 or len(data)
         yield data[start:end]
         start = end
-
-
-def _json_chunks(texts: Iterator[bytes]) -> Iterator[pl.DataFrame]:
-    first_line = 1
-    for text in texts:
-        lines = count_lines(text)
-        yield _read_jsonl(text, first_line, lines)
-        first_line += lines
 
 
 def count_lines(text: bytes) -> int:

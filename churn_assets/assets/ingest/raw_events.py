@@ -11,8 +11,10 @@ import polars as pl
 from churn_assets.assets.ingest.landing_files import (
     CANONICAL_SCHEMA,
     LandingFileError,
+    LandingPiece,
     VettedDay,
-    iter_landing_file,
+    decode_piece,
+    landing_pieces,
     vet_export_day,
 )
 from churn_assets.partitions import daily_partitions, days_in_range
@@ -48,11 +50,14 @@ def raw_events(context: dg.AssetExecutionContext, landing: LandingZone, lake: La
 def _stream(
     context: dg.AssetExecutionContext, days: list[dt.date], landing: LandingZone, lake: LakeResource
 ) -> Iterator[tuple[str, pl.DataFrame]]:
-    # Two stages on two cores: a reader thread decodes the landing files a chunk of lines at a time
-    # (gzip and polars' JSON reader release the GIL), a few chunks ahead, while this thread vets each
-    # chunk into compact typed rows and writes each finished day. Memory holds a day's typed events and
-    # a few raw chunks, never a whole day of JSON text.
-    with Prefetched(_landing_chunks(landing, days), ahead=2, name="landing") as items:
+    # Three stages on two cores: a thread reads the landing files and inflates them into pieces of JSON
+    # lines (gzip holds the GIL), a second parses each piece (polars releases it), a few pieces ahead,
+    # while this thread vets each parsed chunk into compact typed rows and hands each finished day to the
+    # IO manager's writer. Memory holds a day's typed events and a few pieces, never a day of JSON text.
+    with (
+        Prefetched(_landing_pieces(landing, days), ahead=2, name="landing-read") as pieces,
+        Prefetched(_parsed(pieces), ahead=2, name="landing-parse") as items,
+    ):
         for day in days:
             try:
                 files = _next_for(items, day)
@@ -66,25 +71,31 @@ def _stream(
 _END = object()
 
 
-def _landing_chunks(landing: LandingZone, days: list[dt.date]) -> Iterator[tuple[dt.date, Any]]:
-    """(day, the day's files), then (day, raw chunk) for each chunk of its files, then (day, _END)."""
+def _landing_pieces(landing: LandingZone, days: list[dt.date]) -> Iterator[tuple[dt.date, Any]]:
+    """(day, the day's files), then (day, piece) for each piece of its files, then (day, _END)."""
     for day in days:
         files = landing.data_files(day)
         yield day, files
         for url in files:
-            for raw in iter_landing_file(url, landing.read_bytes(url)):
-                yield day, raw.select(_RAW_COLUMNS)
+            for piece in landing_pieces(url, landing.read_bytes(url)):
+                yield day, piece
         yield day, _END
 
 
-def _next_for(items: Prefetched, day: dt.date) -> Any:
+def _parsed(items: Iterator[tuple[dt.date, Any]]) -> Iterator[tuple[dt.date, Any]]:
+    """The same items, each piece parsed into its raw frame."""
+    for day, value in items:
+        yield day, decode_piece(value).select(_RAW_COLUMNS) if isinstance(value, LandingPiece) else value
+
+
+def _next_for(items: Iterator[tuple[dt.date, Any]], day: dt.date) -> Any:
     got, value = next(items)
     if got != day:
         raise RuntimeError(f"landing reader out of step: expected {day}, got {got}")
     return value
 
 
-def _until_end_of(items: Prefetched, day: dt.date) -> Iterator[pl.DataFrame]:
+def _until_end_of(items: Iterator[tuple[dt.date, Any]], day: dt.date) -> Iterator[pl.DataFrame]:
     while (value := _next_for(items, day)) is not _END:
         yield value
 
