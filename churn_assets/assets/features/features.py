@@ -93,13 +93,13 @@ def features(
             installs = installs_of(day)
             slices = user_ranges(installs.get_column("user_id"), math.ceil(largest / SLICE_ROWS))
             first = day - dt.timedelta(days=LOOKBACK_DAYS - 1)
-            yield day.isoformat(), pl.concat(
-                compute_features(
-                    user_daily.filter(pl.col("date").is_between(first, day) & users).collect(),
-                    installs.filter(users), day, first_day, churn.event_types,
-                )
-                for users in slices
-            )
+
+            def of_slice(users: pl.Expr) -> pl.DataFrame:
+                window = user_daily.filter(pl.col("date").is_between(first, day) & users).collect()
+                return compute_features(window, installs.filter(users), day, first_day, churn.event_types)
+
+            # Slices are small partitions of their own: two at a time, reading one's files while summing another.
+            yield day.isoformat(), pl.concat(ordered_map(of_slice, slices, workers=workers_for(SLICE_ROWS)))
 
     return PartitionStream(stream())
 
