@@ -1,9 +1,9 @@
-"""Two small ways to keep both cores busy in a range run: a producer thread, and an ordered map.
+"""Small ways to keep both cores busy: an ordered map, a producer thread, an import in the background.
 
-polars, zstd, gzip inflation and sha256 release the GIL, so threads overlap the parts of a day that
-run on one core (reading its files, a small group-by, Python building the next query) with another
-day's work. Both helpers hold a bounded number of items, and an error in a worker surfaces in the
-caller, at the item it belongs to.
+polars, zstd, sha256, fsync and XGBoost release the GIL (ISA-L's gzip inflation and plotly do not), so
+threads overlap the parts of a day that run on one core (reading its files, a small group-by, Python
+building the next query) with another day's work. The map and the producer hold a bounded number of
+items, and an error in a worker surfaces in the caller, at the item it belongs to.
 """
 
 import contextlib

@@ -260,7 +260,7 @@ def test_numbers_as_json_numbers_or_as_text_in_several_files_give_the_same_event
 def test_a_file_vetted_in_chunks_equals_the_file_vetted_whole(tmp_path, name):
     """Large files are decoded and vetted a chunk of lines at a time: the same events, the same
     quarantined rows with the same line numbers, and duplicates dropped across chunks."""
-    from churn_assets.assets.ingest.landing_files import iter_landing_file, vet_export_day
+    from churn_assets.assets.ingest.landing_files import decode_piece, landing_pieces, vet_export_day
     from churn_assets.simulate import simulate
 
     simulate(str(tmp_path), users=200, days=2, seed=3, dirty=True, file_format="jsonl.gz")
@@ -268,9 +268,9 @@ def test_a_file_vetted_in_chunks_equals_the_file_vetted_whole(tmp_path, name):
     if not name.endswith(".gz"):
         data = gzip.decompress(data)
     day = dt.date(2025, 1, 2)
-    (whole_file,) = iter_landing_file(name, data)  # a small file is one chunk by default
+    (whole_file,) = map(decode_piece, landing_pieces(name, data))  # a small file is one piece by default
     whole = vet_export_day(whole_file, day)
-    chunks = list(iter_landing_file(name, data, chunk_bytes=4096))
+    chunks = [decode_piece(piece) for piece in landing_pieces(name, data, chunk_bytes=4096)]
     assert len(chunks) > 20
     chunked = vet_export_day(chunks, day)
     assert chunked.rows_read == whole.rows_read == sum(c.height for c in chunks)
@@ -283,14 +283,15 @@ def test_a_file_vetted_in_chunks_equals_the_file_vetted_whole(tmp_path, name):
 def test_blank_lines_keep_quarantine_line_numbers_true(chunk_bytes):
     """polars skips blank lines; a quarantined row still names the line it is on in the file, whether the
     file is read whole or in chunks of a few lines."""
-    from churn_assets.assets.ingest.landing_files import iter_landing_file, vet_export_day
+    from churn_assets.assets.ingest.landing_files import decode_piece, landing_pieces, vet_export_day
 
     good = row("e1", "u1", "2025-01-01 10:00:00.000000", "screen_view", 1)
     no_user = row("e2", None, "2025-01-01 10:01:00.000000", "screen_view", 1)
     late = row("e3", "u1", "2025-01-02 00:00:01.000000", "screen_view", 1)
     lines = [jsonl([good]), b"\n", jsonl([no_user]), b"   \r\n", b"\n", jsonl([late]), jsonl([good])[:-1]]
     text = b"".join(lines)  # the last line has no newline
-    vetted = vet_export_day(list(iter_landing_file("a.jsonl", text, chunk_bytes=chunk_bytes)), dt.date(2025, 1, 1))
+    pieces = landing_pieces("a.jsonl", text, chunk_bytes=chunk_bytes)
+    vetted = vet_export_day([decode_piece(piece) for piece in pieces], dt.date(2025, 1, 1))
     assert vetted.quarantine.select("line", "reason").rows() == [
         (3, "missing_user_id"), (6, "event_time_after_export_day")
     ]

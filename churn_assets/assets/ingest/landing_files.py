@@ -102,16 +102,9 @@ class LandingPiece:
     lines: int = 0
 
 
-def iter_landing_file(name: str, data: bytes, chunk_bytes: int | None = None) -> Iterator[pl.DataFrame]:
-    """One landing file as raw frames of consecutive lines (JSON: ~``chunk_bytes`` of text each, by default
-    ``CHUNK_BYTES``; other formats: one frame). Canonical names, values as text (or JSON numbers), plus
-    file and line."""
-    for piece in landing_pieces(name, data, chunk_bytes):
-        yield decode_piece(piece)
-
-
 def landing_pieces(name: str, data: bytes, chunk_bytes: int | None = None) -> Iterator[LandingPiece]:
-    """``name``'s content in pieces of ~``chunk_bytes`` of JSON text (inflated when gzipped), or whole."""
+    """One landing file in pieces of consecutive lines: JSON in ~``chunk_bytes`` of text each (by default
+    ``CHUNK_BYTES``; inflated when gzipped), other formats whole. ``decode_piece`` parses each."""
     chunk_bytes = chunk_bytes or CHUNK_BYTES
     with _naming(name):
         if name.endswith(".jsonl.gz"):
