@@ -61,17 +61,15 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         asset = _asset_name(context.asset_key)
+        declared = context.definition_metadata.get("dagster/column_schema")
         if not context.has_asset_partitions:
             frame = _to_polars(obj)
             written = self.lake.write_table(self.lake.table_url(asset), frame)
-            context.add_output_metadata(
-                _table_metadata(frame, written, context.definition_metadata.get("dagster/column_schema"))
-            )
+            context.add_output_metadata(_table_metadata(frame, written, declared))
             return
 
         column = partition_column(context.asset_partitions_def)
         keys = list(context.asset_partition_keys)
-        declared = context.definition_metadata.get("dagster/column_schema")
         written_hashes = []
 
         def record(key: str, frame: pl.DataFrame, written: WrittenFile) -> None:

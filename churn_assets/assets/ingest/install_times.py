@@ -49,13 +49,12 @@ def install_times(
 
 
 def _stream(days: list[dt.date], raw_events: pl.LazyFrame, state: pl.DataFrame | None) -> Iterator[tuple[str, pl.DataFrame]]:
-    def earliest_of(day: dt.date) -> tuple[dt.date, pl.DataFrame]:
-        # Each user's earliest event of the day, read while the previous day is merged into the state.
-        events = raw_events.filter(pl.col("date") == day).select("user_id", "event_time")
-        return day, events.group_by("user_id").agg(pl.col("event_time").min()).collect()
+    def events_of(day: dt.date) -> tuple[dt.date, pl.DataFrame]:
+        # Read on a worker thread while the previous day is merged into the state.
+        return day, raw_events.filter(pl.col("date") == day).select("user_id", "event_time").collect()
 
-    for day, earliest in ordered_map(earliest_of, days, workers=1):
-        state = advance_install_times(state, earliest, day)
+    for day, events in ordered_map(events_of, days, workers=1):
+        state = advance_install_times(state, events, day)
         yield day.isoformat(), state
 
 
