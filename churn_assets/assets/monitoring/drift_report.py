@@ -45,7 +45,7 @@ def drift_report(
     context: dg.AssetExecutionContext, lake: LakeResource, features: pl.LazyFrame, model: dict[str, ChurnModel]
 ) -> PartitionStream:
     """Data drift of ``features[D]`` against the reference sample of ``model[month of D]`` (Evidently's
-    drift preset: per-column tests chosen by type and size), plus the drift of the score distribution
+    drift table: per-column tests chosen by type and size), plus the drift of the score distribution
     (the day's users scored by that model against the sample's stored scores). One row per model
     feature and one for the score: ``column``, ``kind``, ``stattest``, ``threshold``, ``drift_score``,
     ``drifted``. The HTML report and a JSON summary (share of drifted feature columns, dataset drift
@@ -81,8 +81,9 @@ def measure_drift(features: pl.DataFrame, churn_model: ChurnModel) -> tuple[pl.D
     import warnings
 
     import numpy as np
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
+    from evidently.legacy.metrics import DataDriftTable
+    from evidently.legacy.pipeline.column_mapping import ColumnMapping
+    from evidently.legacy.report import Report
 
     from churn_assets.assets.ml.scoring import score
 
@@ -103,17 +104,21 @@ def measure_drift(features: pl.DataFrame, churn_model: ChurnModel) -> tuple[pl.D
     # only one side is empty (a feature that stopped arriving, or started), not drifted when both are.
     empty = {c: (current.get_column(c).null_count() == current.height, reference.get_column(c).null_count() == reference.height) for c in current.columns}
     tested = [c for c, (now, then) in empty.items() if not now and not then]
-    definition = DataDefinition(
-        numerical_columns=[c for c in tested if kinds[c] != "categorical"],
-        categorical_columns=[c for c in tested if kinds[c] == "categorical"],
+    mapping = ColumnMapping(
+        target=None,
+        prediction=None,
+        numerical_features=[c for c in tested if kinds[c] != "categorical"],
+        categorical_features=[c for c in tested if kinds[c] == "categorical"],
     )
+    # Evidently's drift table (the test per column chosen by type and size, a distribution plot for each):
+    # the widgets and statistics of its DataDriftPreset, computed once. The preset of Evidently's newer API
+    # computes every column's drift three times and draws its plots twice, for the same verdicts.
+    report = Report(metrics=[DataDriftTable(columns=tested)])
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        snapshot = Report([DataDriftPreset(columns=tested)], include_tests=True).run(
-            Dataset.from_pandas(_pandas(current, kinds), data_definition=definition),
-            Dataset.from_pandas(_pandas(reference, kinds), data_definition=definition),
-        )
-    results = _column_results(snapshot.dict())
+        report.run(reference_data=_pandas(reference, kinds), current_data=_pandas(current, kinds), column_mapping=mapping)
+        results = _column_results(report.as_dict(), tested)
+        html = report.get_html()
 
     rows = []
     for column in current.columns:
@@ -148,7 +153,7 @@ def measure_drift(features: pl.DataFrame, churn_model: ChurnModel) -> tuple[pl.D
         "score_drift": score_row,
         "columns": {r["column"]: {k: v for k, v in r.items() if k != "column"} for r in table.iter_rows(named=True)},
     }
-    return table, summary, snapshot.get_html_str(as_iframe=False)
+    return table, summary, html
 
 
 def _pandas(frame: pl.DataFrame, kinds: dict[str, str]) -> Any:
@@ -158,25 +163,21 @@ def _pandas(frame: pl.DataFrame, kinds: dict[str, str]) -> Any:
     return frame.select(exprs).to_pandas()
 
 
-def _column_results(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _column_results(report: dict[str, Any], tested: list[str]) -> dict[str, dict[str, Any]]:
     """Per column: the drift test Evidently chose, its threshold, the score and the verdict."""
-    scores = {}
-    for metric in report["metrics"]:
-        config = metric["config"]
-        if config.get("type", "").endswith(":ValueDrift"):
-            scores[config["column"]] = {
-                "stattest": config["method"],
-                "threshold": float(config["threshold"]),
-                "drift_score": float(metric["value"]),
-            }
-    for test in report["tests"]:
-        column = test["metric_config"]["params"].get("column")
-        if column in scores:
-            scores[column]["drifted"] = str(getattr(test["status"], "value", test["status"])) == "FAIL"
-    unresolved = [c for c, r in scores.items() if "drifted" not in r]
+    by_column = report["metrics"][0]["result"]["drift_by_columns"]
+    unresolved = [c for c in tested if c not in by_column]
     if unresolved:
         raise RuntimeError(f"Evidently returned no drift verdict for {unresolved}")
-    return scores
+    return {
+        column: {
+            "stattest": result["stattest_name"],
+            "threshold": float(result["stattest_threshold"]),
+            "drift_score": float(result["drift_score"]),
+            "drifted": bool(result["drift_detected"]),
+        }
+        for column, result in by_column.items()
+    }
 
 
 def _metadata(summary: dict[str, Any], folder: str) -> dict[str, Any]:
