@@ -122,8 +122,7 @@ def _materialize_command(data_url: str, landing: str, home: Path, log: Path) -> 
     return subprocess.Popen(
         [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "churn_assets.definitions",
          "--select", "raw_events,install_times,user_daily",
-         "--partition-range", f"{DAYS[0]}...{DAYS[-1]}",
-         "--config-json", '{"execution": {"config": {"in_process": {}}}}'],
+         "--partition-range", f"{DAYS[0]}...{DAYS[-1]}"],
         env=env, cwd=home, stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )
 

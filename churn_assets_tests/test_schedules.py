@@ -97,6 +97,8 @@ def test_next_tick_times(name, after, expected_next):
 
 
 def test_jobs_run_in_process_with_single_run_backfills():
+    # What the UI, backfills and `dagster asset materialize` start for a selection of assets, too.
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == dg.in_process_executor.name
     for job_name in ("daily_refresh", "weekly_scoring", "monthly_retraining"):
         job = defs.resolve_job_def(job_name)
         assert job.executor_def.name == dg.in_process_executor.name

@@ -1,7 +1,6 @@
-"""The jobs automation launches: each one a slice of the asset graph, run in one process per run.
+"""The jobs automation launches: each one a slice of the asset graph, run in one process per run (the
+code location's executor, ``definitions.py``).
 
-The in-process executor because a run's steps follow one another anyway (each asset reads its
-upstream's partition), and the multiprocess executor costs ~8 s per run on 2 cores (DESIGN.md).
 Every asset has ``BackfillPolicy.single_run()``, so a range of partitions is one run, not one per day.
 """
 
@@ -18,7 +17,6 @@ daily_refresh = dg.define_asset_job(
     name="daily_refresh",
     selection=dg.AssetSelection.groups("ingest", "features"),
     partitions_def=daily_partitions,
-    executor_def=dg.in_process_executor,
     # Job tags (not run_tags): Dagster also puts them on the runs of a job backfill, not only on runs
     # started by the schedule, the sensor or the launchpad.
     tags={SERIAL_TAG: "daily_refresh"},
@@ -32,7 +30,6 @@ weekly_scoring = dg.define_asset_job(
     name="weekly_scoring",
     selection=dg.AssetSelection.assets("predictions", "drift_report"),
     partitions_def=daily_partitions,
-    executor_def=dg.in_process_executor,
     description="Churn scores and the drift report of one day (the schedule takes the Sunday of each week).",
 )
 
@@ -40,7 +37,6 @@ monthly_retraining = dg.define_asset_job(
     name="monthly_retraining",
     selection=dg.AssetSelection.assets("training_set", "model"),
     partitions_def=monthly_partitions,
-    executor_def=dg.in_process_executor,
     # model[M] reads model[M-1] (its champion): months run one at a time, in the order they were queued.
     tags={SERIAL_TAG: "monthly_retraining"},
     description="The training set and the (challenger-vs-champion) model of one month.",
