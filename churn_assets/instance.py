@@ -6,7 +6,8 @@ run's shard and the cross-run index). A backfill of 120 days over the five data 
 ~1,300 such events, and that bookkeeping took 30 s of the run, more than half our own work
 (docs/benchmarks.md). This subclass keeps one engine per shard, each holding one open connection, so
 statements are compiled once and connections are reused (and the index's tables, which Dagster
-looks up before every asset event, are looked up once). The files, tables and reads are Dagster's
+looks up before every asset event, are looked up once). Each asset's row in ``asset_keys`` is updated
+in place, where Dagster first tries an insert that fails on every event but the asset's first. The files, tables and reads are Dagster's
 own: the same ``history/runs/`` folder of the instance that the default uses, readable by it.
 
 Engines are kept for the index shard and the few most recently used run shards; a long-lived
@@ -22,12 +23,13 @@ from typing import Any
 
 import dagster._check as check
 from dagster._config import Field, StringSource
+from dagster._core.storage.event_log.schema import AssetKeyTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 RUN_SHARDS_KEPT = 4
 
@@ -147,6 +149,23 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         ):
             self._asset_key_columns_present.add(column_name)
         return column_name in self._asset_key_columns_present
+
+    def _store_asset_event(self, conn: Connection, event: Any, event_id: int) -> None:
+        # The asset's row in asset_keys, as Dagster writes it, but updated first: Dagster inserts first and
+        # lets the insert fail on every event but an asset's first (~0.45 s of a 120-day backfill).
+        if not (event.dagster_event and event.dagster_event.asset_key):
+            return
+        values = self._get_asset_entry_values(event, event_id, self._has_asset_key_index_cols_on_connection(conn))
+        if not values:
+            return
+        asset_key = event.dagster_event.asset_key.to_string()
+        update = AssetKeyTable.update().values(**values).where(AssetKeyTable.c.asset_key == asset_key)
+        if conn.execute(update).rowcount:
+            return
+        try:
+            conn.execute(AssetKeyTable.insert().values(asset_key=asset_key, **values))
+        except IntegrityError:  # another process inserted the row in between
+            conn.execute(update)
 
     def open_shards(self) -> list[str]:
         """The shards whose connections are held open, least recently used first."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.storage.event_log.schema import AssetKeyTable
 
 from churn_assets.instance import RUN_SHARDS_KEPT, PooledSqliteEventLogStorage
 
@@ -114,3 +115,24 @@ def test_the_event_log_lives_in_the_instance_folder_it_is_opened_with(tmp_path: 
         assert result.success
     assert (home / "history" / "runs" / f"{result.run_id}.db").exists()
     assert not (tmp_path / "other" / "history" / "runs" / f"{result.run_id}.db").exists()
+
+
+def test_the_asset_row_follows_the_latest_materialization(home: Path):
+    """Each asset's row in asset_keys is updated in place (inserted on its first event only), and holds
+    the latest materialization and run, as Dagster's own storage would have it."""
+    with dg.DagsterInstance.get() as instance:
+        first = dg.materialize([counted], instance=instance, tags=RANGE)
+        second = dg.materialize([counted], instance=instance, partition_key="2025-01-07")
+        assert first.success and second.success
+        with instance.event_log_storage.index_connection() as conn:
+            rows = conn.execute(AssetKeyTable.select().where(AssetKeyTable.c.asset_key == '["counted"]')).fetchall()
+        assert len(rows) == 1
+
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(home)) as stock:
+        (record,) = stock.get_asset_records([dg.AssetKey("counted")])
+        assert record.asset_entry.last_run_id == second.run_id
+        latest = stock.get_latest_materialization_event(dg.AssetKey("counted"))
+        assert latest.run_id == second.run_id
+        assert latest.asset_materialization.partition == "2025-01-07"
+        assert latest.asset_materialization.metadata["dagster/row_count"].value == 7
