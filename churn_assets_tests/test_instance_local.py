@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.storage.event_log.schema import AssetKeyTable
+from dagster._core.storage.event_log.schema import AssetEventTagsTable, AssetKeyTable
 
 from churn_assets.instance import RUN_SHARDS_KEPT, PooledSqliteEventLogStorage
 
@@ -136,3 +136,63 @@ def test_the_asset_row_follows_the_latest_materialization(home: Path):
         assert latest.run_id == second.run_id
         assert latest.asset_materialization.partition == "2025-01-07"
         assert latest.asset_materialization.metadata["dagster/row_count"].value == 7
+
+
+def _stored(home: Path, run_id: str) -> dict:
+    """What Dagster's stock SQLite storage reads back of a run of ``counted``."""
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    key = dg.AssetKey("counted")
+    with dg.DagsterInstance.from_config(str(home)) as stock:
+        assert type(stock.event_log_storage).__name__ == "SqliteEventLogStorage"
+
+        (asset,) = stock.get_asset_records([key])
+        with stock.event_log_storage.index_connection() as conn:
+            tag_rows = conn.execute(AssetEventTagsTable.select()).fetchall()
+        return {
+            "events": [e.dagster_event_type for e in stock.all_logs(run_id)],
+            "materialized": stock.get_materialized_partitions(key),
+            "materializations": sorted(
+                (r.partition_key, r.asset_materialization.metadata["dagster/row_count"].value)
+                for r in stock.fetch_materializations(key, limit=100).records
+            ),
+            "planned": sorted(
+                r.partition_key
+                for r in stock.get_records_for_run(
+                    run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=100
+                ).records
+            ),
+            "last_run_id": asset.asset_entry.last_run_id == run_id,
+            "latest": asset.asset_entry.last_materialization_record.partition_key,
+            # A data version without a code version derives from the run: keys and counts compare.
+            "tags": sorted((row.asset_key, row.key) for row in tag_rows),
+        }
+
+
+def test_batched_events_are_stored_as_one_by_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The local instance stores Dagster's event batches (a range run's planned events, the materializations
+    of its partitions) a batch at a time; Dagster's own storage reads back exactly what storing them one
+    by one gives."""
+    stored = {}
+    for batch_size in ("0", "1000"):
+        monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", batch_size)
+        path = instance_home(tmp_path / f"batch_{batch_size}")
+        with dg.DagsterInstance.from_config(str(path)) as instance:
+            assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+            result = dg.materialize([counted], instance=instance, tags=RANGE)
+            assert result.success
+        stored[batch_size] = _stored(path, result.run_id)
+    assert stored["1000"] == stored["0"]
+    assert stored["0"]["materialized"] == {"2025-01-01", "2025-01-02", "2025-01-03", "2025-01-04", "2025-01-05"}
+    assert stored["0"]["materializations"] == [(f"2025-01-0{d}", d) for d in range(1, 6)]
+    assert stored["0"]["planned"] == sorted(stored["0"]["materialized"]) and stored["0"]["last_run_id"]
+    assert stored["0"]["latest"] == "2025-01-05" and stored["0"]["tags"]
+
+
+def test_the_local_instance_turns_on_dagsters_event_batches(home: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
+    with dg.DagsterInstance.get() as instance:
+        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+        assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "1000"
+        monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")  # what a user sets is kept
+        PooledSqliteEventLogStorage()
+        assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "0"
