@@ -297,3 +297,26 @@ def test_blank_lines_keep_quarantine_line_numbers_true(chunk_bytes):
     ]
     assert vetted.events.get_column("event_id").to_list() == ["e1"]
     assert vetted.duplicates_dropped == 1
+
+
+def test_user_daily_sums_revenue_exactly_and_breaks_time_ties_by_event_id():
+    """Ten purchases of 0.10 make 1.00 (a float sum gives 0.9999999999999999, and on a large day a
+    different last digit from run to run); of two last events at the same time, the greater id wins,
+    whatever the rows' order."""
+    from churn_assets.assets.ingest.user_daily import summarize_user_day
+
+    day = dt.date(2025, 1, 1)
+    purchases = [
+        ("p" + str(i), "u1", t(f"2025-01-01 10:00:0{i}.000000"), "purchase", 1, "iOS", "US", "1.0", 0.1)
+        for i in range(10)
+    ]
+    last = [
+        ("z2", "u1", t("2025-01-01 11:00:00.000000"), "screen_view", 1, "android", "FR", "2.0", None),
+        ("z1", "u1", t("2025-01-01 11:00:00.000000"), "screen_view", 1, "web", "DE", "1.5", None),
+    ]
+    events = pl.DataFrame(purchases + last, schema=CANONICAL_SCHEMA, orient="row")
+    installs = pl.DataFrame({"user_id": ["u1"], "install_time": [t("2024-12-31 08:00:00.000000")]})
+    for frame in (events, events.reverse()):
+        (user,) = summarize_user_day(frame, installs, day, DEFAULT_EVENT_TYPES).iter_rows(named=True)
+        assert user["revenue"] == 1.0 and user["n_purchases"] == 10
+        assert (user["platform"], user["country"], user["app_version"]) == ("android", "FR", "2.0")

@@ -73,8 +73,9 @@ def summarize_user_day(
     """``user_daily[D]`` from the day's events and ``install_times[D]``.
 
     Without sorting the day's events: the last platform, country and app version are taken per user
-    in (event time, event id) order. On a day of 28 M events this is ~3 x faster and holds half the
-    memory of a sort of the whole day.
+    in (event time, event id) order, from the events at each user's latest time only (usually one). On
+    a day of 28 M events this is ~5 x faster and holds half the memory of a sort of the whole day, and
+    ~2 x faster than sorting each user's events.
     """
     sessions = (
         events.lazy()
@@ -85,16 +86,26 @@ def summarize_user_day(
         # Whole microseconds add up exactly in any order, so the result (and its hash) is reproducible.
         .agg(pl.len().alias("n_sessions"), (pl.col("us").sum() / 60e6).alias("session_minutes"))
     )
-    latest = ["event_time", "event_id"]
     per_user = events.lazy().group_by("user_id").agg(
         *[(pl.col("event_type") == t).sum().alias(event_type_column(t)) for t in event_types],
         pl.len().alias("n_events"),
-        pl.col("revenue").sum().alias("revenue"),
+        # Summed in whole millionths: integers add up exactly in any order. A float sum did not, and on a
+        # large day polars' threads add a user's revenue in a different order from run to run.
+        ((pl.col("revenue") * 1e6).round().cast(pl.Int64).sum() / 1e6).alias("revenue"),
         (pl.col("revenue").fill_null(0) > 0).sum().alias("n_purchases"),
-        *[pl.col(c).sort_by(latest).last().alias(c) for c in ("platform", "country", "app_version")],
+        pl.col("event_time").max().alias("_latest"),
+    )
+    # Each user's last event by (event time, event id): among the events at the user's latest time, the
+    # greatest id (ids are unique within a day).
+    at_latest = events.lazy().join(
+        per_user.select("user_id", pl.col("_latest").alias("event_time")), on=["user_id", "event_time"], how="semi"
+    )
+    attributes = at_latest.group_by("user_id").agg(
+        *[pl.col(c).sort_by("event_id").last() for c in ("platform", "country", "app_version")]
     )
     return (
-        per_user.join(sessions, on="user_id", how="left")
+        per_user.join(attributes, on="user_id", how="left")
+        .join(sessions, on="user_id", how="left")
         .join(installs.lazy().select("user_id", "install_time"), on="user_id", how="left")
         .with_columns(
             pl.col("n_sessions").fill_null(0),
