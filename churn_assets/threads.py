@@ -29,6 +29,17 @@ def workers_for(largest_rows: int) -> int:
     return 2 if largest_rows < PARALLEL_BELOW_ROWS else 1
 
 
+# polars' in-memory engine runs a query over a small partition faster than its streaming engine (the
+# default), which wins on big ones: user_daily of a day of 57 k events took 24 ms in memory against 39 ms
+# streaming, of 561 k events 295 ms against 202 ms, of 27.7 M events 25 s against 11 s.
+IN_MEMORY_BELOW_ROWS = 250_000
+
+
+def engine_for(rows: int) -> str:
+    """The polars engine for a query over a partition of ``rows`` rows."""
+    return "in-memory" if rows < IN_MEMORY_BELOW_ROWS else "streaming"
+
+
 def ordered_map(fn: Callable[[In], Out], items: Iterable[In], workers: int = 2) -> Iterator[Out]:
     """``fn(item)`` for each item, computed on ``workers`` threads and yielded in the items' order.
 

@@ -299,11 +299,15 @@ def test_blank_lines_keep_quarantine_line_numbers_true(chunk_bytes):
     assert vetted.duplicates_dropped == 1
 
 
-def test_user_daily_sums_revenue_exactly_and_breaks_time_ties_by_event_id():
+@pytest.mark.parametrize("in_memory_below_rows", [0, 10**9], ids=["streaming", "in-memory"])
+def test_user_daily_sums_revenue_exactly_and_breaks_time_ties_by_event_id(in_memory_below_rows, monkeypatch):
     """Ten purchases of 0.10 make 1.00 (a float sum gives 0.9999999999999999, and on a large day a
     different last digit from run to run); of two last events at the same time, the greater id wins,
-    whatever the rows' order."""
+    whatever the rows' order, and whichever polars engine the day's size picks."""
+    from churn_assets import threads
     from churn_assets.assets.ingest.user_daily import summarize_user_day
+
+    monkeypatch.setattr(threads, "IN_MEMORY_BELOW_ROWS", in_memory_below_rows)
 
     day = dt.date(2025, 1, 1)
     purchases = [

@@ -9,8 +9,8 @@ import polars as pl
 from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA, MAX_LATENESS
 from churn_assets.assets.ingest.raw_events import raw_events
 from churn_assets.assets.ingest.user_daily import TOTAL_COLUMNS, user_daily
-from churn_assets.partitions import daily_partitions
-from churn_assets.threads import ordered_map
+from churn_assets.partitions import daily_partitions, largest_window
+from churn_assets.threads import engine_for, ordered_map, workers_for
 
 
 def _result(failures: dict[str, int], **metadata: object) -> dg.AssetCheckResult:
@@ -81,11 +81,14 @@ def _sum_per_day(context: dg.AssetCheckExecutionContext, frame: pl.LazyFrame, *s
     """``stats`` (one count each) of every checked day, summed: a range run reads a day at a time (two at
     once), so memory is bounded by the largest partitions, not by the range."""
     total = {stat.meta.output_name(): 0 for stat in stats}
+    days = _checked_days(context)
+    largest = largest_window(frame, days, 1)
+    engine = engine_for(largest)
 
     def of_day(day: dt.date) -> dict[str, int | None]:
-        return frame.filter(pl.col("date") == day).select(*stats).collect().row(0, named=True)
+        return frame.filter(pl.col("date") == day).select(*stats).collect(engine=engine).row(0, named=True)
 
-    for counts in ordered_map(of_day, _checked_days(context)):
+    for counts in ordered_map(of_day, days, workers=workers_for(largest)):
         for name, value in counts.items():
             total[name] += int(value or 0)
     return total

@@ -10,7 +10,7 @@ import polars as pl
 from churn_assets.partitions import daily_partitions, days_in_range, largest_window
 from churn_assets.resources import ChurnParameters
 from churn_assets.resources.parquet_io_manager import PartitionStream
-from churn_assets.threads import ordered_map, workers_for
+from churn_assets.threads import engine_for, ordered_map, workers_for
 
 # Totals every row has, whatever the tracked event types are.
 TOTAL_COLUMNS: dict[str, pl.DataType] = {
@@ -115,5 +115,5 @@ def summarize_user_day(
         .select(list(user_daily_schema(event_types)))
         .cast(user_daily_schema(event_types))
         .sort("user_id")
-        .collect()
+        .collect(engine=engine_for(events.height))
     )
