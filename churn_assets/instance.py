@@ -10,8 +10,9 @@ looks up before every asset event, are looked up once). Each asset's row in ``as
 in place, where Dagster first tries an insert that fails on every event but the asset's first. And it
 turns on Dagster's event batches (``DAGSTER_EVENT_BATCH_SIZE``, unless set): a range run's planned
 events and each asset's materializations of its partitions are stored a batch at a time, one
-transaction per shard instead of two per event, with each asset's row updated once per batch. The files, tables and reads are Dagster's
-own: the same ``history/runs/`` folder of the instance that the default uses, readable by it.
+transaction per shard instead of two per event, with each asset's row updated once per batch. The
+files, tables and reads are Dagster's own: the same ``history/runs/`` folder of the instance that the
+default uses, readable by it.
 
 Engines are kept for the index shard and the few most recently used run shards; a long-lived
 webserver or daemon that reads thousands of runs keeps a handful of files open, not thousands.
