@@ -89,7 +89,13 @@ def _bad_rows(kind: str, day: dt.date) -> tuple[list[dict], list[dict]]:
     if kind == "missing_event_type":
         return [row("b1", "u1", at, None)], []
     if kind == "unparsable_revenue":
-        return [row("b1", "u1", at, "purchase", revenue="free")], []
+        # Text that is no number, and numbers that are not finite (which float parsing accepts).
+        return [
+            row("b1", "u1", at, "purchase", revenue="free"),
+            row("b2", "u1", at, "purchase", revenue="NaN"),
+            row("b3", "u1", at, "purchase", revenue="inf"),
+            row("b4", "u1", at, "purchase", revenue="1e400"),
+        ], []
     if kind == "unparsable_session_id":
         return [row("b1", "u1", at, session_id="abc")], []
     raise AssertionError(kind)
