@@ -12,18 +12,8 @@ from dagster._core.storage.event_log.schema import AssetEventTagsTable, AssetKey
 
 from churn_assets.instance import RUN_SHARDS_KEPT, PooledSqliteEventLogStorage
 
+from churn_assets_tests.counted_asset import RANGE, counted
 from churn_assets_tests.dagster_processes import instance_home
-
-DAYS = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2025-01-08")
-
-
-@dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run())
-def counted(context: dg.AssetExecutionContext) -> None:
-    for key in context.partition_keys:
-        context.add_asset_metadata({"dagster/row_count": int(key[-2:])}, partition_key=key)
-
-
-RANGE = {"dagster/asset_partition_range_start": "2025-01-01", "dagster/asset_partition_range_end": "2025-01-05"}
 
 
 @pytest.fixture
@@ -62,7 +52,7 @@ def test_a_killed_process_keeps_the_history_of_its_runs(home: Path):
     """Without an fsync per commit, what a run committed still survives its process being killed."""
     script = (
         "import os, dagster as dg\n"
-        "from churn_assets_tests.test_instance_local import RANGE, counted\n"
+        "from churn_assets_tests.counted_asset import RANGE, counted\n"
         "result = dg.materialize([counted], instance=dg.DagsterInstance.get(), tags=RANGE)\n"
         "print(result.run_id, flush=True)\n"
         "os.kill(os.getpid(), 9)\n"

@@ -1,7 +1,10 @@
 """The production instance: deploy/dagster.yaml pointed at a private PostgreSQL server and at compute logs
-on the loopback S3 server; a partition materialized through it leaves its run and events in PostgreSQL."""
+on the loopback S3 server. A partition materialized through it leaves its run and events in PostgreSQL,
+where Dagster's stock PostgreSQL storage reads them; its event log keeps one connection, and survives
+losing it."""
 
 import json
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -10,8 +13,13 @@ import yaml
 from dagster._config import process_config
 from dagster_aws.ecs import EcsRunLauncher
 from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
-from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+from dagster_postgres import PostgresRunStorage, PostgresScheduleStorage
 
+from sqlalchemy import event
+
+from churn_assets.instance.postgres import PooledPostgresEventLogStorage
+
+from churn_assets_tests.counted_asset import RANGE, counted
 from churn_assets_tests.landing_helpers import INGEST, amplitude_row, jsonl, write_landing_day
 from churn_assets_tests.postgres_server import PostgresServer, postgres_available
 
@@ -49,15 +57,37 @@ def production_home(tmp_path, postgres, s3_server, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture
+def stock_home(tmp_path, production_home) -> Path:
+    """A DAGSTER_HOME on the same database with Dagster's stock PostgreSQL storage (``storage: postgres``)."""
+    config = yaml.safe_load((production_home / "dagster.yaml").read_text())
+    home = tmp_path / "stock_home"
+    home.mkdir()
+    stock = {"storage": {"postgres": config["event_log_storage"]["config"]}, "telemetry": {"enabled": False}}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(stock))
+    return home
+
+
 def test_production_yaml_has_the_promised_shape():
     config = yaml.safe_load(PRODUCTION_YAML.read_text())
-    assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    storages = ("run_storage", "event_log_storage", "schedule_storage")
+    assert [config[s]["class"] for s in storages] == [
+        "PostgresRunStorage", "PooledPostgresEventLogStorage", "PostgresScheduleStorage"
+    ]
     assert config["compute_logs"]["class"] == "S3ComputeLogManager"
     assert config["run_launcher"]["class"] == "EcsRunLauncher"
     assert config["run_retries"] == {"enabled": True, "max_retries": 1}
-    # Settings come from the environment: no literal host, password or bucket in the file.
-    db = config["storage"]["postgres"]["postgres_db"]
-    assert all(isinstance(db[k], dict) and "env" in db[k] for k in ("hostname", "port", "db_name", "username", "password"))
+    for storage in storages:
+        # One database for all three, its settings from the environment: no literal host or password.
+        db = config[storage]["config"]["postgres_db"]
+        assert db == {
+            "hostname": {"env": "DAGSTER_PG_HOST"},
+            "port": {"env": "DAGSTER_PG_PORT"},
+            "db_name": {"env": "DAGSTER_PG_DB"},
+            "username": {"env": "DAGSTER_PG_USERNAME"},
+            "password": {"env": "DAGSTER_PG_PASSWORD"},
+            "scheme": "postgresql+psycopg2",
+        }
     assert "env" in config["compute_logs"]["config"]["bucket"]
 
 
@@ -77,7 +107,7 @@ def test_materialize_through_the_production_instance(production_home, postgres, 
 
     with dg.DagsterInstance.from_config(str(production_home)) as instance:
         assert isinstance(instance.run_storage, PostgresRunStorage)
-        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.event_log_storage, PooledPostgresEventLogStorage)
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
         assert isinstance(instance.compute_log_manager, S3ComputeLogManager)
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
@@ -98,8 +128,10 @@ def test_materialize_through_the_production_instance(production_home, postgres, 
     (event_count,) = postgres.query("select count(*) from event_logs where run_id = %s", run_id)[0]
     assert event_count > 10
 
-    # A second instance (another process in production) sees the same run and its materializations.
+    # A second instance (another process in production, here the webserver's, which replaces the event
+    # log's pool with its own) sees the same run and its materializations.
     with dg.DagsterInstance.from_config(str(production_home)) as instance:
+        instance.optimize_for_webserver(statement_timeout=5000, pool_recycle=3600, max_overflow=10)
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
         record = instance.get_latest_materialization_event(dg.AssetKey("user_daily"))
         assert record.run_id == run_id
@@ -117,3 +149,73 @@ def test_compute_logs_go_to_s3(production_home, s3_server):
         prefix = instance.compute_log_manager._s3_prefix  # noqa: SLF001 - where this instance writes
     keys = s3_server.keys("lake", prefix)
     assert any(key.endswith(".out") for key in keys), keys
+
+
+def test_event_batches_are_stored_as_one_by_one(production_home, stock_home, postgres, monkeypatch):
+    """A range run's planned events and materializations, stored a batch at a time (the production
+    instance turns batches on), read back by Dagster's stock storage exactly as when stored one by one."""
+    stored = {}
+    for batch_size in ("0", "1000"):
+        monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", batch_size)
+        with dg.DagsterInstance.from_config(str(production_home)) as instance:
+            result = dg.materialize([counted], instance=instance, tags=RANGE)
+            assert result.success
+        stored[batch_size] = _stored(stock_home, postgres, result.run_id)
+    assert stored["1000"] == stored["0"]
+    assert stored["0"]["materializations"] == [(f"2025-01-0{d}", d) for d in range(1, 6)]
+    assert stored["0"]["planned"] == [f"2025-01-0{d}" for d in range(1, 6)]
+    assert stored["0"]["latest"] == ("2025-01-05", True) and stored["0"]["tags"]
+
+
+def test_the_production_instance_turns_on_event_batches(production_home, monkeypatch):
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
+    with dg.DagsterInstance.from_config(str(production_home)):
+        assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "1000"
+
+
+def test_a_run_keeps_one_connection_and_survives_losing_it(production_home, postgres):
+    with dg.DagsterInstance.from_config(str(production_home)) as instance:
+        # The first run also looks up, once per process, which of Dagster's tables and indexes exist.
+        assert dg.materialize([counted], instance=instance, tags=RANGE).success
+        connections = []
+        event.listen(instance.event_log_storage._engine, "connect", lambda *_: connections.append(1))  # noqa: SLF001
+        result = dg.materialize([counted], instance=instance, tags=RANGE)
+        assert result.success
+        # Every event of the run on the connection kept open (dagster-postgres opens ~3 per asset event).
+        assert len(instance.all_logs(result.run_id)) >= 20 and connections == []
+
+        # The server drops it (a restart, a failover, an idle timeout): the next run connects again.
+        postgres.query(
+            "select pg_terminate_backend(pid) from pg_stat_activity where datname = %s and pid <> pg_backend_pid()",
+            postgres.db_name,
+        )
+        again = dg.materialize([counted], instance=instance, partition_key="2025-01-07")
+        assert again.success and len(connections) == 1
+        assert instance.get_latest_materialization_event(dg.AssetKey("counted")).run_id == again.run_id
+
+
+def _stored(stock_home: Path, postgres: PostgresServer, run_id: str) -> dict:
+    """What Dagster's stock PostgreSQL storage reads back of a run of ``counted``."""
+    key = dg.AssetKey("counted")
+    with dg.DagsterInstance.from_config(str(stock_home)) as stock:
+        assert type(stock.event_log_storage).__name__ == "PostgresEventLogStorage"
+        (asset,) = stock.get_asset_records([key])
+        records = stock.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, limit=100)
+        planned = stock.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=100
+        )
+        latest = asset.asset_entry.last_materialization_record
+        return {
+            "events": [e.dagster_event_type for e in stock.all_logs(run_id)],
+            "materializations": sorted(
+                (r.partition_key, r.asset_materialization.metadata["dagster/row_count"].value)
+                for r in records.records
+            ),
+            "planned": sorted(r.partition_key for r in planned.records),
+            "latest": (latest.partition_key, asset.asset_entry.last_run_id == run_id),
+            "tags": postgres.query(
+                "select t.asset_key, t.key from asset_event_tags t join event_logs e on e.id = t.event_id"
+                " where e.run_id = %s order by 1, 2",
+                run_id,
+            ),
+        }

@@ -18,7 +18,6 @@ Engines are kept for the index shard and the few most recently used run shards; 
 webserver or daemon that reads thousands of runs keeps a handful of files open, not thousands.
 """
 
-import itertools
 import os
 import threading
 from collections import OrderedDict
@@ -28,7 +27,6 @@ from typing import Any
 
 import dagster._check as check
 from dagster._config import Field, StringSource
-from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.schema import AssetKeyTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
@@ -38,20 +36,10 @@ from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from churn_assets.instance.batches import batch_groups, last_of_each_asset, turn_on_event_batches
+
 RUN_SHARDS_KEPT = 4
 
-# Events Dagster hands over in batches (a range run's planned events, and the materializations of each
-# asset's partitions) that are stored a batch at a time; any other event is stored on its own.
-BATCHED_EVENTS = frozenset(
-    {
-        DagsterEventType.ASSET_MATERIALIZATION,
-        DagsterEventType.ASSET_OBSERVATION,
-        DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
-    }
-)
-# Dagster batches events only when this variable is set (batches are sent at most this many events at a
-# time); the local instance sets it for the processes that use it, unless it is set already.
-EVENT_BATCH_SIZE = "1000"
 
 
 def _commit_without_fsync(conn: Connection) -> None:
@@ -90,7 +78,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     """
 
     def __init__(self, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None):
-        os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
+        turn_on_event_batches()
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._engines_lock = threading.Lock()
@@ -172,16 +160,10 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         return column_name in self._asset_key_columns_present
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        # What store_event does for each event, a batch at a time: one transaction in the run's shard and
-        # one in the index, and each asset's row updated once, from its last event of each type (the one
-        # that would have been written last). Consecutive batchable events go together, so storage order
-        # is Dagster's; any other event goes through store_event.
-        def batchable(event: EventLogEntry) -> bool:
-            return event.is_dagster_event and event.dagster_event_type in BATCHED_EVENTS
-
-        for together, group in itertools.groupby(events, key=batchable):
-            group = list(group)
-            if not together or len(group) == 1:
+        # What store_event does for each event, a batch at a time (batches.py): one transaction in the run's
+        # shard and one in the index, each asset's row updated once.
+        for together, group in batch_groups(events):
+            if not together:
                 for event in group:
                     self.store_event(event)
                 continue
@@ -190,12 +172,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             with self.index_transaction() as conn:
                 event_ids = [conn.execute(self.prepare_insert_event(e)).inserted_primary_key[0] for e in group]
                 self._store_asset_event_tags(conn, group, event_ids)
-                last: dict[tuple[str, DagsterEventType], tuple[EventLogEntry, int]] = {}
-                for event, event_id in zip(group, event_ids, strict=True):
-                    key = (event.get_dagster_event().asset_key.to_string(), event.dagster_event_type)
-                    last.pop(key, None)  # re-inserted: the dict keeps the order of each key's last event
-                    last[key] = (event, event_id)
-                for event, event_id in last.values():
+                for event, event_id in last_of_each_asset(group, event_ids):
                     self._store_asset_event(conn, event, event_id)
 
     def _store_asset_event(self, conn: Connection, event: Any, event_id: int) -> None:
