@@ -7,6 +7,7 @@ import gzip
 import io
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pytest
 
@@ -16,6 +17,7 @@ from churn_assets.config import DEFAULT_EVENT_TYPES, ChurnSettings
 from churn_assets.resources import build_resources
 
 from churn_assets_tests.landing_helpers import (
+    INGEST,
     amplitude_row as row,
     jsonl,
     materialize_ingest,
@@ -324,3 +326,41 @@ def test_user_daily_sums_revenue_exactly_and_breaks_time_ties_by_event_id(in_mem
         (user,) = summarize_user_day(frame, installs, day, DEFAULT_EVENT_TYPES).iter_rows(named=True)
         assert user["revenue"] == 1.0 and user["n_purchases"] == 10
         assert (user["platform"], user["country"], user["app_version"]) == ("android", "FR", "2.0")
+
+
+def test_first_of_each_id_matches_is_first_distinct():
+    """Duplicates are found through 64-bit hashes first, then compared as strings: the same rows as
+    polars' exact ``is_first_distinct``, over a chunked column as ``vet_export_day`` builds it."""
+    from churn_assets.assets.ingest.landing_files import first_of_each_id
+
+    rng = np.random.default_rng(7)
+    ids = pl.Series("event_id", [f"e{n}" for n in rng.integers(0, 40_000, 50_000)])  # ~15 k repeats
+    chunked = pl.concat([ids.slice(i, 5_000) for i in range(0, len(ids), 5_000)], rechunk=False)
+    assert chunked.n_chunks() == 10
+    first = first_of_each_id(chunked)
+    assert first.to_list() == ids.is_first_distinct().to_list()
+    assert (~first).sum() == len(ids) - ids.n_unique() > 0
+    unique = pl.Series("event_id", ["b", "a", "c"])
+    assert first_of_each_id(unique).to_list() == [True, True, True]
+    assert first_of_each_id(pl.Series("event_id", [], pl.String)).to_list() == []
+
+
+def test_the_raw_events_check_fails_on_a_repeated_event_id(ingested, tmp_path):
+    """raw_events_are_valid counts the rows that repeat an event id (here a stored partition tampered with)."""
+    from churn_assets.assets.ingest.checks import raw_events_are_valid
+    from churn_assets.resources.lake import Lake
+
+    lake_url, _ = ingested
+    tampered = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))
+    lake = Lake(tampered.data_url)
+    day1 = read_partition(lake_url, "raw_events", "2025-01-01")
+    lake.write_table(lake.table_url("raw_events", "date", "2025-01-01"), pl.concat([day1, day1.slice(2, 2)]))
+    result = dg.materialize(
+        INGEST, resources=build_resources(tampered), instance=dg.DagsterInstance.ephemeral(),
+        selection=dg.AssetSelection.checks(raw_events_are_valid), tags={"dagster/partition": "2025-01-01"},
+        raise_on_error=False,
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.metadata["duplicate_event_ids"].value == 2
+    assert evaluation.metadata["rows"].value == day1.height + 2

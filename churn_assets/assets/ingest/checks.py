@@ -6,7 +6,7 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA, MAX_LATENESS
+from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA, MAX_LATENESS, first_of_each_id
 from churn_assets.assets.ingest.raw_events import raw_events
 from churn_assets.assets.ingest.user_daily import TOTAL_COLUMNS, user_daily
 from churn_assets.partitions import daily_partitions, largest_window
@@ -33,7 +33,6 @@ def raw_events_are_valid(context: dg.AssetCheckExecutionContext, raw_events: pl.
     stats = _sum_per_day(
         context,
         raw_events,
-        (pl.len() - pl.col("event_id").n_unique()).alias("duplicate_event_ids"),
         pl.col("user_id").is_null().sum().alias("null_user_ids"),
         (
             (pl.col("event_time") >= day_start + pl.duration(days=1))
@@ -42,7 +41,18 @@ def raw_events_are_valid(context: dg.AssetCheckExecutionContext, raw_events: pl.
         pl.len().alias("rows"),
     )
     rows = stats.pop("rows")
-    return _result({**stats, "columns_with_wrong_type": len(wrong_schema)}, rows=rows, wrong_columns=str(wrong_schema))
+
+    def duplicates(day: dt.date) -> int:
+        ids = raw_events.filter(pl.col("date") == day).select("event_id").collect().get_column("event_id")
+        return int((~first_of_each_id(ids)).sum())
+
+    days = _checked_days(context)
+    duplicate_ids = sum(ordered_map(duplicates, days, workers=workers_for(largest_window(raw_events, days, 1))))
+    return _result(
+        {"duplicate_event_ids": duplicate_ids, **stats, "columns_with_wrong_type": len(wrong_schema)},
+        rows=rows,
+        wrong_columns=str(wrong_schema),
+    )
 
 
 @dg.asset_check(
