@@ -32,10 +32,18 @@ def executable(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
-def instance_home(path: Path, dagster_yaml: Path = ROOT / "dagster.yaml") -> Path:
-    """A DAGSTER_HOME holding the repository's local dagster.yaml."""
+def instance_home(path: Path, dagster_yaml: Path = ROOT / "dagster.yaml", create_storage: bool = False) -> Path:
+    """A DAGSTER_HOME holding the repository's local dagster.yaml; with ``create_storage``, its SQLite
+    storage created too. Dagster creates a fresh folder's tables when a process first opens it, and two
+    processes started at once (a code server and a webserver) can both try: "table run_tags already
+    exists". An operator's instance exists before its processes start; so does the tests'."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "dagster.yaml").write_text(dagster_yaml.read_text())
+    if create_storage:
+        import dagster as dg
+
+        with dg.DagsterInstance.from_config(str(path)) as instance:
+            instance.get_runs(limit=1)
     return path
 
 

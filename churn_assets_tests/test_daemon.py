@@ -40,7 +40,7 @@ def _sensor_state(instance: dg.DagsterInstance, name: str):
 
 
 def test_daemon_refreshes_a_day_that_lands_while_it_runs(tmp_path):
-    home = instance_home(tmp_path / "dagster_home")
+    home = instance_home(tmp_path / "dagster_home", create_storage=True)
     lake_url, landing_url = str(tmp_path / "lake"), str(tmp_path / "landing")
     env = run_env(home, CHURN_DATA_URL=lake_url, CHURN_LANDING_URL=landing_url, CHURN_LANDING_SENSOR_INTERVAL="2")
     workspace = str(ROOT / "workspace.yaml")

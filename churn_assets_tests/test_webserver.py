@@ -61,7 +61,7 @@ RESOURCES = """query($selector: RepositorySelector!) {
 
 @pytest.fixture
 def webserver(tmp_path):
-    home = instance_home(tmp_path / "dagster_home")
+    home = instance_home(tmp_path / "dagster_home", create_storage=True)
     env = run_env(home, CHURN_DATA_URL=str(tmp_path / "lake"), CHURN_LANDING_URL=str(tmp_path / "landing"))
     grpc_port, web_port = free_port(), free_port()
     code_server = DagsterProcess(
