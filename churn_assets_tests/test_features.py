@@ -355,3 +355,26 @@ def test_event_types_missing_from_user_daily_fail_clearly(known_lake: ChurnSetti
                               event_types=(*DEFAULT_EVENT_TYPES, "level_up"))
     with pytest.raises(dg.Failure, match="no column n_level_up.*rematerialize user_daily"):
         materialize_selected(["features"], build_resources(settings_), instance, D.isoformat())
+
+
+def test_features_are_the_same_on_either_engine_and_in_any_row_order(simulated_lake: ChurnSettings, monkeypatch):
+    """A big window's sums run on polars' streaming engine, which adds a user's values in a varying
+    order: float values are summed in fixed point, so a window gives the very same features on either
+    engine, whatever the order of its rows, run after run."""
+    from churn_assets import threads
+
+    snapshot_day = day(29)
+    lake = Path(simulated_lake.data_url)
+    window = pl.concat(
+        pl.read_parquet(lake / "user_daily" / f"date={d}").with_columns(pl.lit(d).alias("date"))
+        for d in (snapshot_day - dt.timedelta(days=n) for n in range(27, -1, -1))
+    )
+    installs = pl.read_parquet(lake / "install_times" / f"date={snapshot_day}").select("user_id", "install_time")
+    in_memory = compute_features(window, installs, snapshot_day, day(0), DEFAULT_EVENT_TYPES)
+    assert in_memory.height > 200 and in_memory.get_column("session_minutes_28d").sum() > 0
+
+    monkeypatch.setattr(threads, "IN_MEMORY_BELOW_ROWS", 0)
+    for seed in range(3):
+        shuffled = window.sample(fraction=1.0, shuffle=True, seed=seed)
+        streaming = compute_features(shuffled, installs, snapshot_day, day(0), DEFAULT_EVENT_TYPES)
+        assert_frame_equal(streaming, in_memory, check_exact=True)

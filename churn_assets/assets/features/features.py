@@ -23,7 +23,7 @@ from churn_assets.config import SETTINGS
 from churn_assets.partitions import daily_partitions, days_in_range, largest_window
 from churn_assets.resources import ChurnParameters
 from churn_assets.resources.parquet_io_manager import PartitionStream
-from churn_assets.threads import ordered_map, workers_for
+from churn_assets.threads import engine_for, ordered_map, workers_for
 
 
 # compute_features builds ~60 windowed columns per user_daily row before summing them per user. A window
@@ -34,6 +34,12 @@ from churn_assets.threads import ordered_map, workers_for
 # ~55 s in slices of 2M.
 MAX_WINDOW_ROWS = 2_000_000
 SLICE_ROWS = 1_000_000
+
+# Float values are summed in fixed point, as whole units of 1/scale: integer sums are exact in any order,
+# so a window gives the same features on either polars engine, in slices or whole, run after run (the
+# streaming engine adds a user's values in a varying order, and a float sum's last digit follows it).
+# Revenue is exact to a millionth in user_daily; minutes are kept to a millionth (60 µs).
+FIXED_POINT = {"session_minutes": 10**6, "revenue": 10**6, "_log_events": 10**9}
 
 
 @dg.asset(
@@ -131,16 +137,15 @@ def compute_features(
     edges = sorted({*WINDOWS, *TYPE_WINDOWS, TREND_DAYS, 2 * TREND_DAYS})
     band_of = {days: edges.index(days) for days in edges}  # window "age < days" = bands 0..band_of[days]
     age = pl.col("_age")
+    in_window = window.lazy().filter(pl.col("date").is_between(day - dt.timedelta(days=LOOKBACK_DAYS - 1), day))
     rows = (
-        window.lazy()
-        .filter(pl.col("date").is_between(day - dt.timedelta(days=LOOKBACK_DAYS - 1), day))
-        # Oldest day first within each user (a stable sort on a date is cheap): "last" means latest.
-        .sort("date", maintain_order=True)
+        in_window
         .with_columns(
             (pl.lit(day) - pl.col("date")).dt.total_days().alias("_age"),
             pl.col("n_events").fill_null(0).log1p().alias("_log_events"),
             *[pl.col(c).fill_null(0) for c in [*sums, *type_columns]],
         )
+        .with_columns(*[(pl.col(c) * scale).round().cast(pl.Int64) for c, scale in FIXED_POINT.items()])
         .with_columns(
             pl.sum_horizontal([(age >= edge).cast(pl.Int8) for edge in edges[:-1]]).alias("_band"),
             pl.lit(2, pl.Int64).pow(age).alias("_active_mask"),
@@ -151,10 +156,7 @@ def compute_features(
         )
     )
     whole_window = ["_active_mask", "_sxy", "_sy"]
-    bands = rows.group_by("user_id", "_band").agg(
-        *[pl.col(c).sum() for c in [*sums, *type_columns, *whole_window]],
-        *[pl.col(c).drop_nulls().last() for c in CATEGORICAL_COLUMNS],
-    )
+    bands = rows.group_by("user_id", "_band").agg(*[pl.col(c).sum() for c in [*sums, *type_columns, *whole_window]])
     band = pl.col("_band")
 
     def within(bands_in: pl.Expr, column: str) -> pl.Expr:
@@ -173,8 +175,24 @@ def compute_features(
         within(recent, "session_minutes").alias("_recent_minutes"),
         within(before, "session_minutes").alias("_before_minutes"),
     ]
-    rows = bands.sort("_band", descending=True).select("user_id", *CATEGORICAL_COLUMNS, *windowed)
     summed = [e.meta.output_name() for e in windowed]
+    scaled = {f"{c}_{days}d": FIXED_POINT[c] for days in WINDOWS for c in sums if c in FIXED_POINT} | {
+        "_recent_minutes": FIXED_POINT["session_minutes"],
+        "_before_minutes": FIXED_POINT["session_minutes"],
+        "_sxy": FIXED_POINT["_log_events"],
+        "_sy": FIXED_POINT["_log_events"],
+    }
+    # Only sums: polars' streaming engine sums ~60 columns per user ~5 x faster than its in-memory engine
+    # on a window of 1 M rows (0.3 s against 1.6 s); a small window is faster in memory (engine_for).
+    totals = bands.select("user_id", *windowed).group_by("user_id").agg(*[pl.col(c).sum() for c in summed])
+    if engine_for(window.height) == "streaming":
+        totals = totals.collect(engine="streaming").lazy()
+    # The last platform/country/app version each user had in the window: an order-dependent "last", kept
+    # apart from the sums (with them, polars computes every sum on its slower in-memory path).
+    latest = in_window.select("user_id", "date", *CATEGORICAL_COLUMNS)
+    if not window.get_column("date").is_sorted():  # windows come oldest day first; "last" must mean latest
+        latest = latest.sort("date", maintain_order=True)
+    latest = latest.group_by("user_id").agg(*[pl.col(c).drop_nulls().last() for c in CATEGORICAL_COLUMNS])
     mask = pl.col("_active_mask")
 
     def active_days(first_age: int, last_age: int) -> pl.Expr:
@@ -187,12 +205,9 @@ def compute_features(
     tenure = (pl.lit(day) - pl.col("install_time").dt.date()).dt.total_days()
     last_active = mask.bitwise_trailing_zeros()
     return (
-        rows.group_by("user_id")
-        .agg(
-            *[pl.col(c).sum() for c in summed],
-            *[pl.col(c).drop_nulls().last() for c in CATEGORICAL_COLUMNS],
-        )
+        totals.join(latest, on="user_id", how="left")
         .join(installs.lazy(), on="user_id", how="left")
+        .with_columns(*[pl.col(c) / scale for c, scale in scaled.items()])
         .with_columns(
             pl.lit(history).alias("history_days"),
             tenure.alias("tenure_days"),
