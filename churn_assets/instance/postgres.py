@@ -5,7 +5,7 @@ engine has no pool), and a stored asset event takes three: the insert, the quest
 table exists, and the index transaction. A run's process stores ~2,500 events for a 120-day backfill of
 the data chain, and the connections alone took more than half of that run (docs/benchmarks.md). This
 subclass keeps one connection open per process (and opens up to ``MAX_OVERFLOW`` more while several
-threads write at once), checks it before each use so a dropped connection is replaced rather than
+threads use it at once), checks it before each use so a dropped connection is replaced rather than
 failing a run, and remembers which tables exist. It also stores Dagster's event batches a batch at a
 time (``batches.py``; it turns them on unless ``DAGSTER_EVENT_BATCH_SIZE`` is set): a run's planned
 events and each asset's materializations in one insert and one index transaction. Tables, rows and
@@ -35,8 +35,9 @@ from sqlalchemy.engine import Connection
 
 from churn_assets.instance.batches import batch_groups, last_of_each_asset, turn_on_event_batches
 
-# More connections than the one kept open, opened only while threads store events at the same time.
-MAX_OVERFLOW = 4
+# More connections than the one kept open, opened only while several threads use the storage at once (the
+# daemon's), and closed when they are done; the webserver's defaults (dagster-webserver --db-pool-*).
+MAX_OVERFLOW = 20
 # A kept connection older than this is replaced (servers and proxies close idle connections).
 POOL_RECYCLE_SECONDS = 3600
 

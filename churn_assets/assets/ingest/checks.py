@@ -78,7 +78,8 @@ def user_daily_is_consistent(
         known = install_times.filter(pl.col("date") == day)
         return today.join(known, on=["date", "user_id"], how="anti").select(pl.len()).collect().item()
 
-    unknown = sum(ordered_map(unknown_users, _checked_days(context)))
+    days = _checked_days(context)
+    unknown = sum(ordered_map(unknown_users, days, workers=workers_for(largest_window(user_daily, days, 1))))
     rows = stats.pop("rows")
     return _result({**stats, "users_missing_from_install_times": unknown}, rows=rows)
 
