@@ -28,7 +28,7 @@ from typing import Any
 import dagster._check as check
 from dagster._config import Field, StringSource
 from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log.schema import AssetKeyTable
+from dagster._core.storage.event_log.schema import AssetKeyTable, SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
@@ -167,10 +167,13 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 for event in group:
                     self.store_event(event)
                 continue
+            # Each event is serialized once, for both shards (Dagster's helpers serialize it per insert).
+            rows = [self._event_to_row(event) for event in group]
             with self.run_connection(group[0].run_id) as conn:
-                conn.execute(self.prepare_insert_event_batch(group))
+                conn.execute(SqlEventLogStorageTable.insert(), rows)
             with self.index_transaction() as conn:
-                event_ids = [conn.execute(self.prepare_insert_event(e)).inserted_primary_key[0] for e in group]
+                insert = SqlEventLogStorageTable.insert()
+                event_ids = [conn.execute(insert, row).inserted_primary_key[0] for row in rows]
                 self._store_asset_event_tags(conn, group, event_ids)
                 for event, event_id in last_of_each_asset(group, event_ids):
                     self._store_asset_event(conn, event, event_id)
