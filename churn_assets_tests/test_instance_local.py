@@ -8,11 +8,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.storage.event_log.schema import AssetEventTagsTable, AssetKeyTable
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, AssetEventTagsTable, AssetKeyTable
+from dagster._serdes import deserialize_value
 
 from churn_assets.instance import RUN_SHARDS_KEPT, PooledSqliteEventLogStorage
 
-from churn_assets_tests.counted_asset import RANGE, counted
+from churn_assets_tests.counted_asset import RANGE, counted, counted_is_positive
 from churn_assets_tests.dagster_processes import instance_home
 
 
@@ -186,3 +187,37 @@ def test_the_local_instance_turns_on_dagsters_event_batches(home: Path, monkeypa
         monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")  # what a user sets is kept
         PooledSqliteEventLogStorage()
         assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "0"
+
+
+def test_a_checks_plan_for_a_range_is_stored_as_dagster_stores_it(tmp_path: Path):
+    """A check planned for five partitions at once: one row per partition, each holding the planning
+    event (serialized once by our storage, five times by Dagster's), exactly as Dagster's storage has it."""
+    stored = {}
+    for name, dagster_yaml in (("ours", None), ("stock", "telemetry:\n  enabled: false\n")):
+        home = instance_home(tmp_path / name)
+        if dagster_yaml:
+            (home / "dagster.yaml").write_text(dagster_yaml)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert (type(instance.event_log_storage) is PooledSqliteEventLogStorage) == (name == "ours")
+            result = dg.materialize([counted, counted_is_positive], instance=instance, tags=RANGE)
+            assert result.success
+            with instance.event_log_storage.index_connection() as conn:
+                rows = conn.execute(AssetCheckExecutionsTable.select()).fetchall()
+        stored[name] = sorted(
+            (
+                (row.partition, row.check_name, row.execution_status, row.run_id == result.run_id,
+                 deserialize_value(row.evaluation_event).dagster_event_type.value)
+                for row in rows
+            ),
+            key=str,
+        )
+    assert stored["ours"] == stored["stock"]
+    planned = [row for row in stored["ours"] if row[0] is not None]
+    assert [row[0] for row in planned] == [f"2025-01-0{d}" for d in range(1, 6)]
+    assert {row[1:] for row in planned} == {
+        ("counted_is_positive", "PLANNED", True, "ASSET_CHECK_EVALUATION_PLANNED")
+    }
+    # One result for the whole range (as the project's range checks report) is stored without a partition.
+    assert [row[1:] for row in stored["ours"] if row[0] is None] == [
+        ("counted_is_positive", "SUCCEEDED", True, "ASSET_CHECK_EVALUATION")
+    ]

@@ -1,10 +1,11 @@
-"""Dagster's event batches, as both of our event logs store them.
+"""Dagster's event batches and check plans, as both of our event logs store them.
 
 Dagster hands a range run's planned events, and the materializations of each asset's partitions, to the
 event log as batches, but only when ``DAGSTER_EVENT_BATCH_SIZE`` is set (it reads the switch from the
 environment and nowhere else). Its storages then still write most of them one by one; ours write a run
 of consecutive batchable events in one statement and one index transaction, and update each asset's row
-once, from its last event of each type.
+once, from its last event of each type. ``SerializedOncePerCheckPlan`` stores a check's plan for a range of
+partitions with the event serialized once instead of once per partition.
 """
 
 import itertools
@@ -13,6 +14,9 @@ from collections.abc import Iterator, Sequence
 
 from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster._serdes import serialize_value
 
 # Events stored a batch at a time; any other event is stored on its own, in Dagster's order.
 BATCHED_EVENTS = frozenset(
@@ -52,3 +56,25 @@ def last_of_each_asset(events: Sequence[EventLogEntry], event_ids: Sequence[int]
         last.pop(key, None)  # re-inserted: the dict keeps the order of each key's last event
         last[key] = (event, event_id)
     return list(last.values())
+
+
+class SerializedOncePerCheckPlan:
+    """Mixed into our event logs: a check planned for a range of partitions is stored as Dagster stores it
+    (one ``asset_check_executions`` row per partition, each holding the planning event), with the event
+    serialized once. Dagster serializes it again for every row: 120 times for each check of a 120-day
+    range run, ~0.14 s per check."""
+
+    def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
+        planned = event.get_dagster_event().event_specific_data
+        partition_keys = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
+        row = {
+            "asset_key": planned.asset_key.to_string(),
+            "check_name": planned.check_name,
+            "run_id": event.run_id,
+            "execution_status": AssetCheckExecutionRecordStatus.PLANNED.value,
+            "evaluation_event": serialize_value(event),
+            "evaluation_event_timestamp": self._event_insert_timestamp(event),  # type: ignore[attr-defined]
+            "evaluation_event_storage_id": event_id,
+        }
+        with self.index_connection() as conn:  # type: ignore[attr-defined]
+            conn.execute(AssetCheckExecutionsTable.insert().values([{**row, "partition": key} for key in partition_keys]))

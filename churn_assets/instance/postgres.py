@@ -33,7 +33,12 @@ from dagster_postgres.utils import (
 )
 from sqlalchemy.engine import Connection
 
-from churn_assets.instance.batches import batch_groups, last_of_each_asset, turn_on_event_batches
+from churn_assets.instance.batches import (
+    SerializedOncePerCheckPlan,
+    batch_groups,
+    last_of_each_asset,
+    turn_on_event_batches,
+)
 
 # More connections than the one kept open, opened only while several threads use the storage at once (the
 # daemon's), and closed when they are done; the webserver's defaults (dagster-webserver --db-pool-*).
@@ -42,7 +47,7 @@ MAX_OVERFLOW = 20
 POOL_RECYCLE_SECONDS = 3600
 
 
-class PooledPostgresEventLogStorage(PostgresEventLogStorage):
+class PooledPostgresEventLogStorage(SerializedOncePerCheckPlan, PostgresEventLogStorage):
     """Dagster's PostgreSQL event log, keeping a connection open. Configured like Dagster's
     (``postgres_db`` or ``postgres_url``) in ``dagster.yaml``::
 

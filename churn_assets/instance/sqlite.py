@@ -36,7 +36,12 @@ from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from churn_assets.instance.batches import batch_groups, last_of_each_asset, turn_on_event_batches
+from churn_assets.instance.batches import (
+    SerializedOncePerCheckPlan,
+    batch_groups,
+    last_of_each_asset,
+    turn_on_event_batches,
+)
 
 RUN_SHARDS_KEPT = 4
 
@@ -64,7 +69,7 @@ def _commit_without_fsync(conn: Connection) -> None:
         conn.rollback()
 
 
-class PooledSqliteEventLogStorage(SqliteEventLogStorage):
+class PooledSqliteEventLogStorage(SerializedOncePerCheckPlan, SqliteEventLogStorage):
     """Dagster's SQLite event log, reusing its connections. Configured in ``dagster.yaml``::
 
         event_log_storage:
