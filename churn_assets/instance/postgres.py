@@ -2,7 +2,7 @@
 
 ``dagster-postgres`` opens a new database connection for every statement outside the webserver (its
 engine has no pool), and a stored asset event takes three: the insert, the question whether the tags
-table exists, and the index transaction. A run's process stores ~2,500 events for a 120-day backfill of
+table exists, and the index transaction. A run's process stores ~1,300 events for a 120-day backfill of
 the data chain, and the connections alone took more than half of that run (docs/benchmarks.md). This
 subclass keeps one connection open per process (and opens up to ``MAX_OVERFLOW`` more while several
 threads use it at once), checks it before each use so a dropped connection is replaced rather than
