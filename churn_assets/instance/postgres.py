@@ -7,7 +7,7 @@ the data chain, and the connections alone took more than half of that run (docs/
 subclass keeps one connection open per process (and opens up to ``MAX_OVERFLOW`` more while several
 threads use it at once), checks it before each use so a dropped connection is replaced rather than
 failing a run, and remembers which tables exist. It also stores Dagster's event batches a batch at a
-time (``batches.py``; it turns them on unless ``DAGSTER_EVENT_BATCH_SIZE`` is set): a run's planned
+time (``shared.py``; it turns them on unless ``DAGSTER_EVENT_BATCH_SIZE`` is set): a run's planned
 events and each asset's materializations in one insert and one index transaction. Tables, rows and
 reads are Dagster's own: a stock ``PostgresEventLogStorage`` reads the same database.
 
@@ -33,12 +33,7 @@ from dagster_postgres.utils import (
 )
 from sqlalchemy.engine import Connection
 
-from churn_assets.instance.batches import (
-    SerializedOncePerCheckPlan,
-    batch_groups,
-    last_of_each_asset,
-    turn_on_event_batches,
-)
+from churn_assets.instance.shared import SharedEventLog, turn_on_event_batches
 
 # More connections than the one kept open, opened only while several threads use the storage at once (the
 # daemon's), and closed when they are done; the webserver's defaults (dagster-webserver --db-pool-*).
@@ -47,7 +42,7 @@ MAX_OVERFLOW = 20
 POOL_RECYCLE_SECONDS = 3600
 
 
-class PooledPostgresEventLogStorage(SerializedOncePerCheckPlan, PostgresEventLogStorage):
+class PooledPostgresEventLogStorage(SharedEventLog, PostgresEventLogStorage):
     """Dagster's PostgreSQL event log, keeping a connection open. Configured like Dagster's
     (``postgres_db`` or ``postgres_url``) in ``dagster.yaml``::
 
@@ -67,7 +62,6 @@ class PooledPostgresEventLogStorage(SerializedOncePerCheckPlan, PostgresEventLog
     ):
         turn_on_event_batches()
         self._engine_pid = os.getpid()
-        self._tables_present: set[str] = set()
         super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
         self._engine.dispose()
         kwargs: dict[str, Any] = {}
@@ -105,29 +99,18 @@ class PooledPostgresEventLogStorage(SerializedOncePerCheckPlan, PostgresEventLog
         with create_pg_connection(self._engine) as conn:
             yield conn
 
-    def has_table(self, table_name: str) -> bool:
-        # Dagster asks before storing each asset event's tags. Tables are only ever added (by
-        # migrations), so one that exists is remembered.
-        if table_name not in self._tables_present and super().has_table(table_name):
-            self._tables_present.add(table_name)
-        return table_name in self._tables_present
-
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         # PostgreSQL storage keeps no "failed to materialize" events: Dagster drops them before storing
         # single events (instance.should_store_event) and in its own batches alike.
-        events = [event for event in events if not event.get_dagster_event().is_asset_failed_to_materialize]
-        for together, group in batch_groups(events):
-            if not together:
-                for event in group:
-                    self.store_event(event)
-                continue
-            insert = self.prepare_insert_event_batch(group).returning(SqlEventLogStorageTable.c.id)
-            with self._connect() as conn:
-                event_ids = [int(row[0]) for row in conn.execute(insert).fetchall()]
-            with self.index_transaction() as conn:
-                self._store_asset_event_tags(conn, group, event_ids)
-                for event, event_id in last_of_each_asset(group, event_ids):
-                    self._store_asset_event(conn, event, event_id)
+        super().store_event_batch([e for e in events if not e.get_dagster_event().is_asset_failed_to_materialize])
+
+    def _store_group(self, group: list[EventLogEntry]) -> None:
+        # One insert of the group (its ids returned), then the index transaction, as Dagster's batches do.
+        insert = self.prepare_insert_event_batch(group).returning(SqlEventLogStorageTable.c.id)
+        with self._connect() as conn:
+            event_ids = [int(row[0]) for row in conn.execute(insert).fetchall()]
+        with self.index_transaction() as conn:
+            self._index_group(conn, group, event_ids)
 
     def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:
         self._engine.dispose()

@@ -21,7 +21,7 @@ webserver or daemon that reads thousands of runs keeps a handful of files open, 
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -36,12 +36,7 @@ from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from churn_assets.instance.batches import (
-    SerializedOncePerCheckPlan,
-    batch_groups,
-    last_of_each_asset,
-    turn_on_event_batches,
-)
+from churn_assets.instance.shared import SharedEventLog, turn_on_event_batches
 
 RUN_SHARDS_KEPT = 4
 
@@ -69,7 +64,7 @@ def _commit_without_fsync(conn: Connection) -> None:
         conn.rollback()
 
 
-class PooledSqliteEventLogStorage(SerializedOncePerCheckPlan, SqliteEventLogStorage):
+class PooledSqliteEventLogStorage(SharedEventLog, SqliteEventLogStorage):
     """Dagster's SQLite event log, reusing its connections. Configured in ``dagster.yaml``::
 
         event_log_storage:
@@ -88,7 +83,6 @@ class PooledSqliteEventLogStorage(SerializedOncePerCheckPlan, SqliteEventLogStor
         self._engines_pid = os.getpid()
         self._engines_lock = threading.Lock()
         self._pending_inst_data = inst_data
-        self._tables_present: set[str] = set()
         self._asset_key_columns_present: set[str] = set()
         if base_dir is None:
             self._instance_weakref = None  # SqliteEventLogStorage.__init__ runs in register_instance
@@ -148,13 +142,6 @@ class PooledSqliteEventLogStorage(SerializedOncePerCheckPlan, SqliteEventLogStor
                 self._engines.pop(name).dispose()
             return engine
 
-    def has_table(self, table_name: str) -> bool:
-        # Dagster asks before storing each asset event's tags, through a new engine each time. Tables
-        # are only ever added (by migrations), so one that exists is remembered.
-        if table_name not in self._tables_present and super().has_table(table_name):
-            self._tables_present.add(table_name)
-        return table_name in self._tables_present
-
     def _has_asset_key_col_on_connection(self, conn: Connection, column_name: str) -> bool:
         # Asked before storing each asset event, by reflecting the whole asset_keys table. Columns too
         # are only ever added (by migrations), so one that exists is remembered.
@@ -164,24 +151,15 @@ class PooledSqliteEventLogStorage(SerializedOncePerCheckPlan, SqliteEventLogStor
             self._asset_key_columns_present.add(column_name)
         return column_name in self._asset_key_columns_present
 
-    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        # What store_event does for each event, a batch at a time (batches.py): one transaction in the run's
-        # shard and one in the index, each asset's row updated once.
-        for together, group in batch_groups(events):
-            if not together:
-                for event in group:
-                    self.store_event(event)
-                continue
-            # Each event is serialized once, for both shards (Dagster's helpers serialize it per insert).
-            rows = [self._event_to_row(event) for event in group]
-            with self.run_connection(group[0].run_id) as conn:
-                conn.execute(SqlEventLogStorageTable.insert(), rows)
-            with self.index_transaction() as conn:
-                insert = SqlEventLogStorageTable.insert()
-                event_ids = [conn.execute(insert, row).inserted_primary_key[0] for row in rows]
-                self._store_asset_event_tags(conn, group, event_ids)
-                for event, event_id in last_of_each_asset(group, event_ids):
-                    self._store_asset_event(conn, event, event_id)
+    def _store_group(self, group: list[EventLogEntry]) -> None:
+        # One transaction in the run's shard, one in the index. Each event is serialized once, for both
+        # shards, and inserted with one compiled statement (Dagster's helpers do both again per insert).
+        rows = [self._event_to_row(event) for event in group]
+        with self.run_connection(group[0].run_id) as conn:
+            conn.execute(SqlEventLogStorageTable.insert(), rows)
+        with self.index_transaction() as conn:
+            insert = SqlEventLogStorageTable.insert()
+            self._index_group(conn, group, [conn.execute(insert, row).inserted_primary_key[0] for row in rows])
 
     def _store_asset_event(self, conn: Connection, event: Any, event_id: int) -> None:
         # The asset's row in asset_keys, as Dagster writes it, but updated first: Dagster inserts first and

@@ -1,16 +1,19 @@
-"""Dagster's event batches and check plans, as both of our event logs store them.
+"""What both of our event logs change in Dagster's: ``SharedEventLog``, mixed in before Dagster's class.
 
-Dagster hands a range run's planned events, and the materializations of each asset's partitions, to the
-event log as batches, but only when ``DAGSTER_EVENT_BATCH_SIZE`` is set (it reads the switch from the
-environment and nowhere else). Its storages then still write most of them one by one; ours write a run
-of consecutive batchable events in one statement and one index transaction, and update each asset's row
-once, from its last event of each type. ``SerializedOncePerCheckPlan`` stores a check's plan for a range of
-partitions with the event serialized once instead of once per partition.
+- Dagster hands a range run's planned events, and the materializations of each asset's partitions, to
+  the event log as batches, but only when ``DAGSTER_EVENT_BATCH_SIZE`` is set (it reads the switch from
+  the environment and nowhere else). Its storages then still write most of them one by one; ours write a
+  run of consecutive batchable events at once, and update each asset's row once, from its last event of
+  each type.
+- A check's plan for a range of partitions is stored with its event serialized once, not once per
+  partition.
+- The tables that exist are remembered: Dagster asks before storing each asset event's tags.
 """
 
 import itertools
 import os
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
@@ -58,13 +61,42 @@ def last_of_each_asset(events: Sequence[EventLogEntry], event_ids: Sequence[int]
     return list(last.values())
 
 
-class SerializedOncePerCheckPlan:
-    """Mixed into our event logs: a check planned for a range of partitions is stored as Dagster stores it
-    (one ``asset_check_executions`` row per partition, each holding the planning event), with the event
-    serialized once. Dagster serializes it again for every row: 120 times for each check of a 120-day
-    range run, ~0.14 s per check."""
+class SharedEventLog:
+    """Mixed into both event logs, before Dagster's class. Each says how it stores a group of batchable
+    events (``_store_group``); what follows the inserts (``_index_group``) is the same for both."""
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        # What store_event does for each event, a group of consecutive batchable events at a time, in
+        # Dagster's order; any other event goes through store_event.
+        for together, group in batch_groups(events):
+            if together:
+                self._store_group(group)
+            else:
+                for event in group:
+                    self.store_event(event)  # type: ignore[attr-defined]
+
+    def _store_group(self, group: list[EventLogEntry]) -> None:
+        raise NotImplementedError
+
+    def _index_group(self, conn: Any, group: list[EventLogEntry], event_ids: list[int]) -> None:
+        """In the index transaction, once the group's events are inserted: their tags, and each asset's row
+        from its last event of each type."""
+        self._store_asset_event_tags(conn, group, event_ids)  # type: ignore[attr-defined]
+        for event, event_id in last_of_each_asset(group, event_ids):
+            self._store_asset_event(conn, event, event_id)  # type: ignore[attr-defined]
+
+    def has_table(self, table_name: str) -> bool:
+        # Asked before storing each asset event's tags (by the SQLite log through a new engine each time).
+        # Tables are only ever added (by migrations), so one that exists is remembered.
+        present = vars(self).setdefault("_tables_present", set())
+        if table_name not in present and super().has_table(table_name):  # type: ignore[misc]
+            present.add(table_name)
+        return table_name in present
 
     def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
+        # As Dagster stores it (one asset_check_executions row per partition, each holding the planning
+        # event), with the event serialized once: Dagster serializes it again for every row, 120 times for
+        # each check of a 120-day range run (~0.14 s per check).
         planned = event.get_dagster_event().event_specific_data
         partition_keys = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
         row = {
