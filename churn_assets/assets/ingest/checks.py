@@ -2,6 +2,8 @@
 
 
 import datetime as dt
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import dagster as dg
 import polars as pl
@@ -11,6 +13,8 @@ from churn_assets.assets.ingest.raw_events import raw_events
 from churn_assets.assets.ingest.user_daily import TOTAL_COLUMNS, user_daily
 from churn_assets.partitions import daily_partitions, largest_window
 from churn_assets.threads import engine_for, ordered_map, workers_for
+
+Out = TypeVar("Out")
 
 
 def _result(failures: dict[str, int], **metadata: object) -> dg.AssetCheckResult:
@@ -42,12 +46,11 @@ def raw_events_are_valid(context: dg.AssetCheckExecutionContext, raw_events: pl.
     )
     rows = stats.pop("rows")
 
-    def duplicates(day: dt.date) -> int:
-        ids = raw_events.filter(pl.col("date") == day).select("event_id").collect().get_column("event_id")
+    def duplicates(day: dt.date, engine: str) -> int:
+        ids = raw_events.filter(pl.col("date") == day).select("event_id").collect(engine=engine).get_column("event_id")
         return int((~first_of_each_id(ids)).sum())
 
-    days = _checked_days(context)
-    duplicate_ids = sum(ordered_map(duplicates, days, workers=workers_for(largest_window(raw_events, days, 1))))
+    duplicate_ids = sum(_per_day(context, raw_events, duplicates))
     return _result(
         {"duplicate_event_ids": duplicate_ids, **stats, "columns_with_wrong_type": len(wrong_schema)},
         rows=rows,
@@ -73,13 +76,12 @@ def user_daily_is_consistent(
         pl.sum_horizontal([(pl.col(c) < 0).sum() for c in counts]).alias("negative_counts"),
         pl.len().alias("rows"),
     )
-    def unknown_users(day: dt.date) -> int:
+    def unknown_users(day: dt.date, engine: str) -> int:
         today = user_daily.filter(pl.col("date") == day)
         known = install_times.filter(pl.col("date") == day)
-        return today.join(known, on=["date", "user_id"], how="anti").select(pl.len()).collect().item()
+        return today.join(known, on=["date", "user_id"], how="anti").select(pl.len()).collect(engine=engine).item()
 
-    days = _checked_days(context)
-    unknown = sum(ordered_map(unknown_users, days, workers=workers_for(largest_window(user_daily, days, 1))))
+    unknown = sum(_per_day(context, user_daily, unknown_users))
     rows = stats.pop("rows")
     return _result({**stats, "users_missing_from_install_times": unknown}, rows=rows)
 
@@ -88,18 +90,26 @@ def _checked_days(context: dg.AssetCheckExecutionContext) -> list[dt.date]:
     return [dt.date.fromisoformat(key) for key in context.partition_keys]
 
 
-def _sum_per_day(context: dg.AssetCheckExecutionContext, frame: pl.LazyFrame, *stats: pl.Expr) -> dict[str, int]:
-    """``stats`` (one count each) of every checked day, summed: a range run reads a day at a time (two at
-    once), so memory is bounded by the largest partitions, not by the range."""
-    total = {stat.meta.output_name(): 0 for stat in stats}
+def _per_day(
+    context: dg.AssetCheckExecutionContext, frame: pl.LazyFrame, of_day: Callable[[dt.date, str], Out]
+) -> Iterator[Out]:
+    """``of_day(day, engine)`` for every checked day, in order: two days at once while ``frame``'s days are
+    small (memory is bounded by the largest partitions, not by the range), with the polars engine for
+    that size."""
     days = _checked_days(context)
     largest = largest_window(frame, days, 1)
     engine = engine_for(largest)
+    return ordered_map(lambda day: of_day(day, engine), days, workers=workers_for(largest))
 
-    def of_day(day: dt.date) -> dict[str, int | None]:
+
+def _sum_per_day(context: dg.AssetCheckExecutionContext, frame: pl.LazyFrame, *stats: pl.Expr) -> dict[str, int]:
+    """``stats`` (one count each) of every checked day, summed."""
+    total = {stat.meta.output_name(): 0 for stat in stats}
+
+    def of_day(day: dt.date, engine: str) -> dict[str, int | None]:
         return frame.filter(pl.col("date") == day).select(*stats).collect(engine=engine).row(0, named=True)
 
-    for counts in ordered_map(of_day, days, workers=workers_for(largest)):
+    for counts in _per_day(context, frame, of_day):
         for name, value in counts.items():
             total[name] += int(value or 0)
     return total
