@@ -109,4 +109,5 @@ class SharedEventLog:
             "evaluation_event_storage_id": event_id,
         }
         with self.index_connection() as conn:  # type: ignore[attr-defined]
-            conn.execute(AssetCheckExecutionsTable.insert().values([{**row, "partition": key} for key in partition_keys]))
+            rows = [{**row, "partition": key} for key in partition_keys]
+            conn.execute(AssetCheckExecutionsTable.insert().values(rows))

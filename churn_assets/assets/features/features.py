@@ -159,29 +159,29 @@ def compute_features(
     bands = rows.group_by("user_id", "_band").agg(*[pl.col(c).sum() for c in [*sums, *type_columns, *whole_window]])
     band = pl.col("_band")
 
-    def within(bands_in: pl.Expr, column: str) -> pl.Expr:
-        return pl.when(bands_in).then(pl.col(column)).otherwise(0)
+    # Each summed column and the value it sums (the slope's sums are of log-events): the fixed-point ones
+    # are scaled back once summed.
+    source_of = {"_active_mask": "_active_mask", "_sxy": "_log_events", "_sy": "_log_events"}
+
+    def within(bands_in: pl.Expr, column: str, name: str) -> pl.Expr:
+        source_of[name] = column
+        return pl.when(bands_in).then(pl.col(column)).otherwise(0).alias(name)
 
     windowed = [pl.col(c) for c in whole_window]
     for days in WINDOWS:
-        windowed += [within(band <= band_of[days], c).alias(f"{c}_{days}d") for c in sums]
+        windowed += [within(band <= band_of[days], c, f"{c}_{days}d") for c in sums]
     for days in TYPE_WINDOWS:
-        windowed += [within(band <= band_of[days], c).alias(f"{c}_{days}d") for c in type_columns]
+        windowed += [within(band <= band_of[days], c, f"{c}_{days}d") for c in type_columns]
     recent = band <= band_of[TREND_DAYS]
     before = (band > band_of[TREND_DAYS]) & (band <= band_of[2 * TREND_DAYS])
     windowed += [
-        within(recent, "n_events").alias("_recent_events"),
-        within(before, "n_events").alias("_before_events"),
-        within(recent, "session_minutes").alias("_recent_minutes"),
-        within(before, "session_minutes").alias("_before_minutes"),
+        within(recent, "n_events", "_recent_events"),
+        within(before, "n_events", "_before_events"),
+        within(recent, "session_minutes", "_recent_minutes"),
+        within(before, "session_minutes", "_before_minutes"),
     ]
     summed = [e.meta.output_name() for e in windowed]
-    scaled = {f"{c}_{days}d": FIXED_POINT[c] for days in WINDOWS for c in sums if c in FIXED_POINT} | {
-        "_recent_minutes": FIXED_POINT["session_minutes"],
-        "_before_minutes": FIXED_POINT["session_minutes"],
-        "_sxy": FIXED_POINT["_log_events"],
-        "_sy": FIXED_POINT["_log_events"],
-    }
+    scaled = {name: FIXED_POINT[source] for name, source in source_of.items() if source in FIXED_POINT}
     # Only sums: polars' streaming engine sums ~60 columns per user ~5 x faster than its in-memory engine
     # on a window of 1 M rows (0.3 s against 1.6 s); a small window is faster in memory (engine_for).
     totals = bands.select("user_id", *windowed).group_by("user_id").agg(*[pl.col(c).sum() for c in summed])
