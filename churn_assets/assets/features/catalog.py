@@ -24,8 +24,8 @@ TREND_DAYS = 7
 WINDOW_SUMS: tuple[tuple[str, pl.DataType, str], ...] = (
     ("n_events", pl.Int64(), "events (all types)"),
     ("n_sessions", pl.Int64(), "sessions"),
-    ("session_minutes", pl.Float64(), "session minutes (first to last event of each session)"),
-    ("revenue", pl.Float64(), "revenue"),
+    ("session_minutes", pl.Float64(), "session minutes (first to last event of each session, to 1e-6 minute)"),
+    ("revenue", pl.Float64(), "revenue (to 1e-6)"),
     ("n_purchases", pl.Int64(), "events with positive revenue"),
 )
 CATEGORICAL_COLUMNS: tuple[str, ...] = ("platform", "country", "app_version")
