@@ -20,7 +20,7 @@ NON_FEATURES = frozenset({"user_id", "snapshot_date", "label_date", LABEL, "date
 # per-feature contributions (the reasons of every prediction) cheap to compute.
 XGB_PARAMS: dict[str, Any] = {
     "objective": "binary:logistic",
-    "eval_metric": ["aucpr", "logloss"],  # early stopping watches the last one
+    "eval_metric": "logloss",  # what early stopping watches (nothing reads another metric's rounds)
     "tree_method": "hist",
     "max_depth": 5,
     "eta": 0.1,
