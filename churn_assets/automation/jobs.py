@@ -1,12 +1,11 @@
 """The jobs automation launches: each one a slice of the asset graph, run in one process per run (the
 code location's executor, ``definitions.py``).
 
-Every asset has ``BackfillPolicy.single_run()``, so a range of partitions is one run, not one per day.
+Every asset has ``BackfillPolicy.single_run()``, so a range of partitions is one run, not one per day. A job's
+partitions are its assets' (daily, or monthly for retraining): Dagster infers them from the selection.
 """
 
 import dagster as dg
-
-from churn_assets.partitions import daily_partitions, monthly_partitions
 
 # Runs of daily_refresh and of monthly_retraining carry this tag; dagster.yaml lets one run per value
 # run at a time, in the order they were queued, because install_times[D] reads install_times[D-1] and
@@ -16,7 +15,6 @@ SERIAL_TAG = "churn/serial"
 daily_refresh = dg.define_asset_job(
     name="daily_refresh",
     selection=dg.AssetSelection.groups("ingest", "features"),
-    partitions_def=daily_partitions,
     # Job tags (not run_tags): Dagster also puts them on the runs of a job backfill, not only on runs
     # started by the schedule, the sensor or the launchpad.
     tags={SERIAL_TAG: "daily_refresh"},
@@ -29,14 +27,12 @@ daily_refresh = dg.define_asset_job(
 weekly_scoring = dg.define_asset_job(
     name="weekly_scoring",
     selection=dg.AssetSelection.assets("predictions", "drift_report"),
-    partitions_def=daily_partitions,
     description="Churn scores and the drift report of one day (the schedule takes the Sunday of each week).",
 )
 
 monthly_retraining = dg.define_asset_job(
     name="monthly_retraining",
     selection=dg.AssetSelection.assets("training_set", "model"),
-    partitions_def=monthly_partitions,
     # model[M] reads model[M-1] (its champion): months run one at a time, in the order they were queued.
     tags={SERIAL_TAG: "monthly_retraining"},
     description="The training set and the (challenger-vs-champion) model of one month.",
