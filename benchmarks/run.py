@@ -20,10 +20,11 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from benchmarks.scales import SCALES, START, Piece, Scale
+from churn_assets.simulate.writer import FORMATS
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "benchmarks" / ".data"
@@ -159,7 +160,9 @@ def print_piece(m: Measured) -> None:
     print(f"  {'run (dg.materialize)':<44} {run_wall:>8.2f} {ours:>8.2f} {'':>12} {_rate(events, run_wall):>12}"
           f"   Dagster {100 * (run_wall - ours) / run_wall:.1f} % of the run")
     print(f"  {'process (start, imports, run)':<44} {m.wall_s:>8.2f} {'':>8} {m.max_rss / MB:>12,.0f} "
-          f"{_rate(events, m.wall_s):>12}   imports {report['imports_s']:.1f} s, CPU {m.cpu_s:.1f} s"
+          f"{_rate(events, m.wall_s):>12}   imports {report['imports_s']:.1f} s "
+          f"(Dagster {report.get('dagster_import_s', 0):.1f} s), instance {report.get('instance_s', 0):.1f} s, "
+          f"CPU {m.cpu_s:.1f} s"
           + (f", {events:,} events" if events else ""))
 
 
@@ -170,19 +173,25 @@ def print_totals(scale: Scale, pieces: list[Measured]) -> dict:
     ours = sum(s["ours_s"] for m in measured for s in m.report["steps"])
     rss = max(m.max_rss for m in measured)
     events = max(m.report["events"] for m in measured)
+    dagster_startup = sum(m.report.get("dagster_import_s", 0) + m.report.get("instance_s", 0) for m in measured)
     totals = {
         "wall_s": wall, "run_wall_s": run_wall, "ours_s": ours, "peak_rss": rss, "events": events,
         "cpu_s": sum(m.cpu_s for m in measured),
         "dagster_share_of_runs": (run_wall - ours) / run_wall,
-        "dagster_share_of_processes": (wall - ours) / wall,
+        # The processes' wall adds the interpreter, the code location's imports and the instance: of these,
+        # importing Dagster and opening its instance are Dagster's; everything else outside our code is not.
+        "dagster_startup_s": dagster_startup,
+        "dagster_share_of_processes": (run_wall - ours + dagster_startup) / wall,
+        "outside_our_code_share_of_processes": (wall - ours) / wall,
     }
     graph = "full graph" if len(measured) > 1 else measured[0].name
     print(f"\n{scale.name} ({scale.description}), {graph}: {wall:.1f} s wall in {len(measured)} process(es) "
           f"({run_wall:.1f} s in runs, {ours:.1f} s in our code), peak RSS {rss / MB:,.0f} MB, "
           f"{_rate(events, wall)} events/s, CPU {totals['cpu_s']:.1f} s")
-    print(f"  Dagster's share: {100 * totals['dagster_share_of_runs']:.1f} % of the runs' wall, "
-          f"{100 * totals['dagster_share_of_processes']:.1f} % with process start and imports "
-          f"(target ≤ {100 * DAGSTER_SHARE_TARGET:.0f} %)")
+    print(f"  Dagster's share: {100 * totals['dagster_share_of_runs']:.1f} % of the runs' wall; "
+          f"{100 * totals['dagster_share_of_processes']:.1f} % of the processes' wall with its import and "
+          f"instance start ({dagster_startup:.1f} s) (target ≤ {100 * DAGSTER_SHARE_TARGET:.0f} %); "
+          f"{100 * totals['outside_our_code_share_of_processes']:.1f} % of it outside our code")
     keys = [(scale.name, graph)] + ([(scale.name, m.name) for m in measured] if len(measured) > 1 else [])
     for key in keys:
         if key in TARGETS:
@@ -211,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--planned-events", choices=("per-partition", "per-asset"), default="per-partition",
                         help="per-asset sets DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS for the runs: one "
                         "'materialization planned' event per asset of a range run instead of one per partition")
+    parser.add_argument("--landing-format", choices=FORMATS,
+                        help="the landing files' format (default: the scale's, gzipped JSON lines); another "
+                        "format is simulated and measured under --data/<scale>-<format>")
     parser.add_argument("--profile", action="store_true", help="sample each piece with py-spy")
     parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="the py-spy binary (default: on PATH)")
     parser.add_argument("--data", default=str(DATA), help="where data and results go (default: %(default)s)")
@@ -220,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
 
     scale = SCALES[args.scale] if args.graph == "full" else SCALES[args.scale].chain_only()
     root = Path(args.data) / scale.name
+    if args.landing_format and args.landing_format != scale.file_format:
+        scale = replace(scale, file_format=args.landing_format)
+        root = Path(args.data) / f"{scale.name}-{scale.file_format}"
     landing, lake, work = root / "landing", root / "lake", root / "results"
     home = Path(args.dagster_home) if args.dagster_home else root / "dagster_home"
     info = machine()
@@ -269,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     saved = work / f"{scale.name}-{stamp}.json"
     saved.write_text(json.dumps({
         "scale": scale.name, "machine": info | {"load_average_end": os.getloadavg()[0]},
-        "options": {"graph": args.graph, "dagster_home": str(home), "instance_yaml": args.instance_yaml, "planned_events": args.planned_events},
+        "options": {"graph": args.graph, "landing_format": scale.file_format, "dagster_home": str(home), "instance_yaml": args.instance_yaml, "planned_events": args.planned_events},
         "simulate": None if simulated is None else simulated.__dict__,
         "pieces": [m.__dict__ for m in pieces], "totals": totals,
     }, indent=1))

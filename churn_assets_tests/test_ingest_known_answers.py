@@ -281,6 +281,61 @@ def test_a_file_vetted_in_chunks_equals_the_file_vetted_whole(tmp_path, name):
     assert chunked.quarantine.height > 0 and chunked.quarantine.equals(whole.quarantine)
 
 
+def test_a_typed_parquet_file_is_vetted_like_the_same_values_as_text():
+    """A Parquet landing file whose event times and numbers have their canonical types is vetted as it is,
+    without turning them into text and back: the same events, and the same quarantined rows with the same
+    text in them, as the same values landed as text."""
+    from churn_assets.assets.ingest.landing_files import decode_piece, landing_pieces, vet_export_day
+
+    day = dt.date(2025, 1, 2)
+    typed = pl.DataFrame(
+        {
+            "event_id": ["a", "b", "c", "d", "e", "f", "g", "a", "h", "i"],
+            "user_id": ["u1", "u2", None, "u3", "u4", "u5", "u6", "u1", "u7", "u8"],
+            "event_time": [
+                t("2025-01-02 10:00:00.000001"), t("2025-01-02 23:59:59.999999"), t("2025-01-02 11:00:00"), None,
+                t("2025-01-03 00:00:00"), t("2024-12-25 23:59:59"), t("2025-01-02 12:00:00"),
+                t("2025-01-02 10:00:00.000001"), t("2025-01-02 13:00:00"), t("2025-01-02 14:00:00"),
+            ],
+            "event_type": ["session_start", "purchase", "screen_view", "screen_view", "screen_view", "purchase",
+                           "purchase", "session_start", "purchase", "purchase"],
+            "session_id": [1000, -1, None, 3, 4, 5, 6, 1000, 7, 8],
+            "platform": ["iOS"] * 10,
+            "country": ["US"] * 10,
+            "app_version": ["1.0"] * 10,
+            "revenue": [None, 4.99, 0.0, None, None, -1.0, float("nan"), None, float("inf"), -0.5],
+        },
+        schema=CANONICAL_SCHEMA,
+    )
+    as_text = typed.with_columns(
+        pl.col("event_time").dt.strftime("%Y-%m-%d %H:%M:%S%.6f"),
+        pl.col("session_id").cast(pl.String),
+        pl.col("revenue").cast(pl.String),
+    )
+
+    def vetted(frame: pl.DataFrame):
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer)
+        (piece,) = landing_pieces("part-0.parquet", buffer.getvalue())
+        raw = decode_piece(piece)
+        return raw.schema["event_time"], vet_export_day(raw, day)
+
+    typed_times, from_typed = vetted(typed)
+    text_times, from_text = vetted(as_text)
+    assert (typed_times, text_times) == (CANONICAL_SCHEMA["event_time"], pl.String)
+    assert from_typed.events.get_column("event_id").to_list() == ["a", "b"]
+    assert from_typed.events.equals(from_text.events)
+    assert from_typed.quarantine.get_column("reason").to_list() == [
+        "missing_user_id", "unparsable_event_time", "event_time_after_export_day", "event_time_too_old",
+        "unparsable_revenue", "unparsable_revenue", "negative_revenue",
+    ]
+    assert from_typed.quarantine.equals(from_text.quarantine)
+    assert from_typed.quarantine.filter(pl.col("event_id") == "e").get_column("event_time").to_list() == [
+        "2025-01-03 00:00:00.000000"
+    ]
+    assert from_typed.duplicates_dropped == from_text.duplicates_dropped == 1
+
+
 @pytest.mark.parametrize("chunk_bytes", [None, 64])
 def test_blank_lines_keep_quarantine_line_numbers_true(chunk_bytes):
     """polars skips blank lines; a quarantined row still names the line it is on in the file, whether the
