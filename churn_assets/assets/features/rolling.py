@@ -26,12 +26,11 @@ def trailing_windows(
         first = day - dt.timedelta(days=length - 1)
         held = {d: frame for d, frame in held.items() if d >= first}
         wanted = [first + dt.timedelta(days=i) for i in range(length)]
-        missing = [d for d in wanted if d not in held]
-        if missing:
-            # Missing days are contiguous (the start of the window on the first day, then only ``day``).
-            read = daily.filter(pl.col("date").is_between(missing[0], missing[-1])).collect()
-            for d in missing:
-                held[d] = read.filter(pl.col("date") == d)
+        for d in (d for d in wanted if d not in held):
+            # One scan per day (the hive column prunes it to the day's file). Reading the missing days at
+            # once and filtering each out of them held ~12 x the rows' size at a time: 3.5 GB for 14 days
+            # of 0.9 M user ids, where reading them day by day peaks at 0.3 GB.
+            held[d] = daily.filter(pl.col("date") == d).collect()
         frames = [held[d] for d in wanted]
         window = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
         yield day, window
