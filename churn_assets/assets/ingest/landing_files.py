@@ -264,6 +264,11 @@ def _as_string(value: object) -> str | None:
 _KEPT_TYPED = ("event_time", "session_id", "revenue")
 
 
+def _time_text(times: pl.Expr) -> pl.Expr:
+    """UTC timestamps as the text the contract's JSON carries (what a quarantined row shows)."""
+    return times.dt.strftime("%Y-%m-%d %H:%M:%S%.6f")
+
+
 def _stringify(frame: pl.DataFrame, name: str) -> pl.DataFrame:
     missing = [c for c in ("event_id", "user_id", "event_time", "event_type") if c not in frame.columns]
     if missing:
@@ -287,10 +292,6 @@ def _stringify(frame: pl.DataFrame, name: str) -> pl.DataFrame:
 _EMPTY_RAW = pl.DataFrame(
     schema={"line": pl.UInt32, **{c: pl.String for c in (*AMPLITUDE_KEYS.values(), "parse_error", "source_file")}}
 )
-
-
-def _time_text(times: pl.Expr) -> pl.Expr:
-    return times.dt.strftime("%Y-%m-%d %H:%M:%S%.6f")
 
 
 def parse_event_times(text: pl.Series) -> pl.Series:
