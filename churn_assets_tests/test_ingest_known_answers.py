@@ -419,3 +419,33 @@ def test_the_raw_events_check_fails_on_a_repeated_event_id(ingested, tmp_path):
     assert not evaluation.passed
     assert evaluation.metadata["duplicate_event_ids"].value == 2
     assert evaluation.metadata["rows"].value == day1.height + 2
+
+
+def test_the_user_daily_check_fails_on_a_repeated_user_and_an_unknown_one(ingested, tmp_path):
+    """user_daily_is_consistent counts, over a range of two days, a user-day stored twice and a user
+    install_times does not know (here stored partitions tampered with), beside the days that are sound."""
+    from churn_assets.assets.ingest.checks import user_daily_is_consistent
+    from churn_assets.resources.lake import Lake
+
+    lake_url, _ = ingested
+    tampered = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))
+    lake = Lake(tampered.data_url)
+    for day in ("2025-01-01", "2025-01-02"):
+        for asset in ("user_daily", "install_times"):
+            lake.write_table(lake.table_url(asset, "date", day), read_partition(lake_url, asset, day))
+    day2 = read_partition(lake_url, "user_daily", "2025-01-02")
+    stranger = day2.head(1).with_columns(pl.lit("nobody").alias("user_id"))
+    lake.write_table(lake.table_url("user_daily", "date", "2025-01-02"), pl.concat([day2, day2.head(1), stranger]))
+    result = dg.materialize(
+        INGEST, resources=build_resources(tampered), instance=dg.DagsterInstance.ephemeral(),
+        selection=dg.AssetSelection.checks(user_daily_is_consistent),
+        tags={"dagster/asset_partition_range_start": "2025-01-01", "dagster/asset_partition_range_end": "2025-01-02"},
+        raise_on_error=False,
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.metadata["duplicate_user_days"].value == 1
+    assert evaluation.metadata["users_missing_from_install_times"].value == 1
+    assert evaluation.metadata["negative_counts"].value == 0
+    day1 = read_partition(lake_url, "user_daily", "2025-01-01")
+    assert evaluation.metadata["rows"].value == day1.height + day2.height + 2

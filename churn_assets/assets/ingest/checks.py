@@ -34,8 +34,9 @@ def raw_events_are_valid(context: dg.AssetCheckExecutionContext, raw_events: pl.
     schema = raw_events.collect_schema()
     wrong_schema = [c for c, t in CANONICAL_SCHEMA.items() if schema.get(c) != t]
     day_start = pl.col("date").cast(pl.Datetime("us", "UTC"))
+    each_day = _each_checked_day(context, raw_events)
     stats = _sum_per_day(
-        context,
+        each_day,
         raw_events,
         pl.col("user_id").is_null().sum().alias("null_user_ids"),
         (
@@ -50,7 +51,7 @@ def raw_events_are_valid(context: dg.AssetCheckExecutionContext, raw_events: pl.
         ids = raw_events.filter(pl.col("date") == day).select("event_id").collect(engine=engine).get_column("event_id")
         return int((~first_of_each_id(ids)).sum())
 
-    duplicate_ids = sum(_per_day(context, raw_events, duplicates))
+    duplicate_ids = sum(each_day(duplicates))
     return _result(
         {"duplicate_event_ids": duplicate_ids, **stats, "columns_with_wrong_type": len(wrong_schema)},
         rows=rows,
@@ -69,47 +70,51 @@ def user_daily_is_consistent(
     context: dg.AssetCheckExecutionContext, user_daily: pl.LazyFrame, install_times: pl.LazyFrame
 ) -> dg.AssetCheckResult:
     counts = [c for c in user_daily.collect_schema() if c.startswith("n_") or c in TOTAL_COLUMNS]
+    each_day = _each_checked_day(context, user_daily)
     stats = _sum_per_day(
-        context,
+        each_day,
         user_daily,
         (pl.len() - pl.col("user_id").n_unique()).alias("duplicate_user_days"),
         pl.sum_horizontal([(pl.col(c) < 0).sum() for c in counts]).alias("negative_counts"),
         pl.len().alias("rows"),
     )
+
     def unknown_users(day: dt.date, engine: str) -> int:
         today = user_daily.filter(pl.col("date") == day)
         known = install_times.filter(pl.col("date") == day)
         return today.join(known, on=["date", "user_id"], how="anti").select(pl.len()).collect(engine=engine).item()
 
-    unknown = sum(_per_day(context, user_daily, unknown_users))
+    unknown = sum(each_day(unknown_users))
     rows = stats.pop("rows")
     return _result({**stats, "users_missing_from_install_times": unknown}, rows=rows)
 
 
-def _checked_days(context: dg.AssetCheckExecutionContext) -> list[dt.date]:
-    return [dt.date.fromisoformat(key) for key in context.partition_keys]
+EachDay = Callable[[Callable[[dt.date, str], Out]], Iterator[Out]]
 
 
-def _per_day(
-    context: dg.AssetCheckExecutionContext, frame: pl.LazyFrame, of_day: Callable[[dt.date, str], Out]
-) -> Iterator[Out]:
-    """``of_day(day, engine)`` for every checked day, in order: two days at once while ``frame``'s days are
-    small (memory is bounded by the largest partitions, not by the range), with the polars engine for
-    that size."""
-    days = _checked_days(context)
+def _each_checked_day(context: dg.AssetCheckExecutionContext, frame: pl.LazyFrame) -> EachDay:
+    """A map over the checked days: ``each_day(of_day)`` yields ``of_day(day, engine)`` for every day, in
+    order, two days at once while ``frame``'s days are small (memory is bounded by the largest partitions,
+    not by the range), with the polars engine for that size. The days' sizes are looked up once (0.5 s for
+    a day of 28 M events), however many passes a check makes."""
+    days = [dt.date.fromisoformat(key) for key in context.partition_keys]
     largest = largest_window(frame, days, 1)
     engine = engine_for(largest)
-    return ordered_map(lambda day: of_day(day, engine), days, workers=workers_for(largest))
+
+    def each_day(of_day: Callable[[dt.date, str], Out]) -> Iterator[Out]:
+        return ordered_map(lambda day: of_day(day, engine), days, workers=workers_for(largest))
+
+    return each_day
 
 
-def _sum_per_day(context: dg.AssetCheckExecutionContext, frame: pl.LazyFrame, *stats: pl.Expr) -> dict[str, int]:
+def _sum_per_day(each_day: EachDay, frame: pl.LazyFrame, *stats: pl.Expr) -> dict[str, int]:
     """``stats`` (one count each) of every checked day, summed."""
     total = {stat.meta.output_name(): 0 for stat in stats}
 
     def of_day(day: dt.date, engine: str) -> dict[str, int | None]:
         return frame.filter(pl.col("date") == day).select(*stats).collect(engine=engine).row(0, named=True)
 
-    for counts in _per_day(context, frame, of_day):
+    for counts in each_day(of_day):
         for name, value in counts.items():
             total[name] += int(value or 0)
     return total
