@@ -14,7 +14,6 @@ from dagster._config import process_config
 from dagster_aws.ecs import EcsRunLauncher
 from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
 from dagster_postgres import PostgresRunStorage, PostgresScheduleStorage
-
 from sqlalchemy import event
 
 from churn_assets.instance.postgres import PooledPostgresEventLogStorage

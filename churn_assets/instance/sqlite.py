@@ -41,7 +41,6 @@ from churn_assets.instance.shared import SharedEventLog, turn_on_event_batches
 RUN_SHARDS_KEPT = 4
 
 
-
 def _commit_without_fsync(conn: Connection) -> None:
     """Puts a shard in WAL mode with synchronous=NORMAL, once per SQLite connection.
 
