@@ -98,6 +98,7 @@ def simulate(scale: Scale, landing: Path, reuse: bool) -> Measured | None:
     command = [sys.executable, "-m", "churn_assets.cli", "simulate", "--out", str(landing),
                "--users", str(args["users"]), "--days", str(args["days"]), "--start", args["start"],
                "--seed", str(args["seed"]), "--format", args["file_format"], "--no-progress",
+               "--event-share", str(args["event_share"]),
                *(["--thin-before", args["thin_before"]] if "thin_before" in args else [])]
     wall, cpu, rss, code = run_child(command, dict(os.environ))
     if code:

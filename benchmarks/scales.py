@@ -46,6 +46,9 @@ class Scale:
     seed: int = 7
     pieces: tuple[Piece, ...] = field(default=())
     thin_before: str | None = None  # simulate --thin-before: a history of one event per active user and day
+    # simulate --event-share: the share of each session's events kept besides its start, which sizes the
+    # scale to the event count the targets give it (issue 6) without changing who is active when
+    event_share: float = 1.0
 
     def chain_only(self) -> "Scale":
         """The scale with its data-chain pieces only (setup included)."""
@@ -55,10 +58,11 @@ class Scale:
     def simulation(self) -> dict:
         """The simulator's arguments: a landing zone is reused only when they are equal."""
         return {"users": self.users, "days": self.days, "start": START.isoformat(), "seed": self.seed,
-                "file_format": self.file_format, **({"thin_before": self.thin_before} if self.thin_before else {})}
+                "file_format": self.file_format, "event_share": self.event_share,
+                **({"thin_before": self.thin_before} if self.thin_before else {})}
 
 
-def backfill_scale(name: str, users: int, days: int, description: str) -> Scale:
+def backfill_scale(name: str, users: int, days: int, description: str, event_share: float = 1.0) -> Scale:
     """A backfill of every day: the data chain over the whole range in one run, then (full graph) the
     training sets and models of the months a backfill can train (``months_to_train``: from the first
     with a whole lookback when the days reach it), and the predictions and drift report of the last day.
@@ -75,10 +79,11 @@ def backfill_scale(name: str, users: int, days: int, description: str) -> Scale:
         Piece("training", TRAINING, months[0], months[-1]),
         Piece("scoring", SCORING, last.isoformat(), last.isoformat()),
     ]
-    return Scale(name, users, days, description, pieces=tuple(pieces))
+    return Scale(name, users, days, description, pieces=tuple(pieces), event_share=event_share)
 
 
-def day_scale(users: int, description: str, name: str = "day", history_days: int = 28) -> Scale:
+def day_scale(users: int, description: str, name: str = "day", history_days: int = 28,
+              event_share: float = 1.0) -> Scale:
     """One daily refresh after ``history_days`` days: the history is ingested once by the pipeline itself
     (setup pieces, cached with --reuse), then the refresh of the last day is measured alone.
 
@@ -100,16 +105,25 @@ def day_scale(users: int, description: str, name: str = "day", history_days: int
         Piece("history: snapshot D-H", ("features",), snapshot.isoformat(), snapshot.isoformat(), setup=True),
         Piece("daily refresh of D", DATA_CHAIN, last.isoformat(), last.isoformat()),
     )
-    return Scale(name, users, history_days + 1, description, pieces=pieces, thin_before=last.isoformat())
+    return Scale(name, users, history_days + 1, description, pieces=pieces, thin_before=last.isoformat(),
+                 event_share=event_share)
 
 
+# The simulator's users send ~30 events a day when active. Issue 6 sizes its scales by events as well as
+# users: `small` ~5 M events, `day` ~10 M events from ~1 M active users. Those scales keep that share of
+# each session's events (simulate --event-share; the same users active on the same days, in the same
+# sessions): 4.93 M events at `small`, ~10.3 M on the refreshed day (measured with the simulator).
+# `medium` keeps `small`'s share, so that it measures linearity in users at the same events per user.
 SCALES: dict[str, Scale] = {
     scale.name: scale
     for scale in (
         backfill_scale("tiny", 3000, 75, "smoke run: 3k users × 75 days, full graph"),
-        backfill_scale("small", 20_000, 120, "20k users × 120 days, full graph"),
-        backfill_scale("medium", 200_000, 120, "200k users × 120 days, full graph"),
-        # Users over the whole run; ~26 % of them are active on day 29 (measured with the simulator).
-        day_scale(3_900_000, "one day with ~1M active users after 28 days of history"),
+        backfill_scale("small", 20_000, 120, "20k users × 120 days (~5M events), full graph",
+                       event_share=0.6),
+        backfill_scale("medium", 200_000, 120, "200k users × 120 days (~49M events), full graph",
+                       event_share=0.6),
+        # Users over the whole run; ~24 % of them are active on day 29 (measured with the simulator).
+        day_scale(3_900_000, "one day with ~1M active users and ~10M events after 28 days of history",
+                  event_share=0.3),
     )
 }

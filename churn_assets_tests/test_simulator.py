@@ -276,6 +276,36 @@ def test_a_thin_history_keeps_who_was_active_when(tmp_path):
     assert (full_root / "truth" / "users.parquet").read_bytes() == (thin_root / "truth" / "users.parquet").read_bytes()
 
 
+def test_an_event_share_keeps_the_users_days_and_sessions(tmp_path):
+    """--event-share S: the same users active on the same days in the same sessions, each session's other
+    events kept with probability S (the benchmarks' scales sized to the targets' event counts)."""
+    full_root, light_root = tmp_path / "full", tmp_path / "light"
+    full = simulate(str(full_root), users=300, days=8, seed=5)
+    light = simulate(str(light_root), users=300, days=8, seed=5, event_share=0.3)
+    rows = {root: {r["$insert_id"]: r for d in _day_dirs(root) for r in map(json.loads, _lines(d))}
+            for root in (full_root, light_root)}
+    full_rows, light_rows = rows[full_root], rows[light_root]
+
+    assert set(light_rows) < set(full_rows)  # a subset of the same events, same ids
+    assert all(full_rows[i] == r for i, r in light_rows.items())
+    always = {"session_start", "push_open"}
+    kept = {i for i, r in full_rows.items() if r["event_type"] in always}
+    assert kept and kept <= set(light_rows)
+    others = [i for i, r in full_rows.items() if r["event_type"] not in always]
+    share = sum(i in light_rows for i in others) / len(others)
+    assert 0.27 < share < 0.33, share
+    assert {(r["user_id"], _time(r["event_time"]).date()) for r in light_rows.values()} == {
+        (r["user_id"], _time(r["event_time"]).date()) for r in full_rows.values()
+    }
+    assert light.events_written < 0.5 * full.events_written
+    assert json.loads((light_root / "truth" / "simulation.json").read_text())["event_share"] == 0.3
+    # The population behind the events is the same.
+    assert (full_root / "truth" / "users.parquet").read_bytes() == (light_root / "truth" / "users.parquet").read_bytes()
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="event_share must be in"):
+            simulate(str(tmp_path / "bad"), users=10, days=1, event_share=bad)
+
+
 @pytest.mark.parametrize("file_format", ["parquet", "csv", "jsonl"])
 def test_other_formats_are_deterministic(tmp_path, file_format):
     simulate(str(tmp_path / "a"), users=80, days=3, seed=5, dirty=True, file_format=file_format)
@@ -414,6 +444,9 @@ def test_cli(tmp_path, capsys):
     assert meta["seed"] == 9 and meta["dirty"] is True and meta["files_per_day"] == 2
     with pytest.raises(SystemExit):
         main(["simulate", "--format", "xml"])
+    with pytest.raises(SystemExit):
+        main(["simulate", "--event-share", "0"])
+    assert "not a share in (0, 1]" in capsys.readouterr().err
 
 
 def test_cli_module_runs(tmp_path):

@@ -25,6 +25,16 @@ def _positive(value: str) -> int:
     return number
 
 
+def _share(value: str) -> float:
+    try:
+        share = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from exc
+    if not 0.0 < share <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not a share in (0, 1]")
+    return share
+
+
 def add_subcommand(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "simulate",
@@ -47,6 +57,9 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--thin-before", type=_date, default=None, metavar="YYYY-MM-DD",
                         help="days before this one hold only each active user's first event: a cheap long "
                         "history for benchmarks (default: every day in full)")
+    parser.add_argument("--event-share", type=_share, default=1.0, metavar="SHARE",
+                        help="keep this share (0 < SHARE <= 1) of each session's events besides its start: the "
+                        "same users, days and sessions with fewer events (default: %(default)s, all)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run)
     return parser
@@ -66,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         files_per_day=args.files_per_day,
         progress=args.progress,
         thin_before=args.thin_before,
+        event_share=args.event_share,
     )
     print(summary.line())
     return 0

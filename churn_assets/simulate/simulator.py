@@ -35,6 +35,7 @@ from tqdm import tqdm
 from churn_assets.resources import filesystems
 from churn_assets.simulate.population import (
     COUNTRY_CODES,
+    ET,
     EVENT_TYPES,
     PLATFORMS,
     US_PER_DAY,
@@ -116,6 +117,7 @@ def simulate(
     files_per_day: int = 1,
     progress: bool = False,
     thin_before: dt.date | None = None,
+    event_share: float = 1.0,
 ) -> SimulationSummary:
     """Simulate ``users`` app users over ``days`` days from ``start`` and write the landing zone.
 
@@ -124,6 +126,11 @@ def simulate(
     long history of a large population is cheap to write and to ingest while ``install_times`` and the
     ``user_daily`` rows (one per active user and day) keep their full size: the benchmarks' ``day``
     scale measures one full day's refresh on top of such a history.
+
+    ``event_share``: the share of the other events of a session kept besides its ``session_start`` and
+    the ``push_open`` that led to it (each kept with this probability, drawn apart from the users'
+    behaviour). The same users are active on the same days, in the same sessions, sending fewer events:
+    the benchmarks simulate each scale at the event count the performance targets give it.
     """
     if isinstance(start, str):
         start = dt.date.fromisoformat(start)
@@ -131,6 +138,8 @@ def simulate(
         start = start.date()
     if isinstance(thin_before, str):
         thin_before = dt.date.fromisoformat(thin_before)
+    if not 0.0 < event_share <= 1.0:
+        raise ValueError(f"event_share must be in (0, 1], not {event_share!r}")
     if file_format not in FORMATS:
         raise ValueError(f"file_format must be one of {', '.join(FORMATS)}, not {file_format!r}")
     if users < 1 or days < 1 or files_per_day < 1:
@@ -146,9 +155,11 @@ def simulate(
         out_url = out_url.rstrip("/")
 
     t0 = time.perf_counter()
-    model_seq, export_seq, key_seq = np.random.SeedSequence(seed).spawn(3)
+    # A fourth child leaves the first three (and so the users and the exports) as with three.
+    model_seq, export_seq, key_seq, share_seq = np.random.SeedSequence(seed).spawn(4)
     rng = np.random.Generator(np.random.PCG64(model_seq))
     xrng = np.random.Generator(np.random.PCG64(export_seq))
+    srng = np.random.Generator(np.random.PCG64(share_seq))
     id_key, device_key = (int(k) for k in key_seq.generate_state(2, np.uint64))
 
     pop = Population(users, days, _epoch_us(start), start.weekday(), rng, id_key)
@@ -166,6 +177,9 @@ def simulate(
                   dynamic_ncols=True) as bar:
             for d, day in enumerate(day_list):
                 ev = pop.step(d)
+                if event_share < 1.0 and len(ev):
+                    always = (ev.event_type == ET["session_start"]) | (ev.event_type == ET["push_open"])
+                    ev = ev.take(np.flatnonzero(always | (srng.random(len(ev)) < event_share)))
                 if thin_before is not None and day < thin_before and len(ev):
                     ev = ev.take(np.sort(np.unique(ev.user, return_index=True)[1]))
                 stats["unique_events"] += len(ev)
@@ -224,6 +238,7 @@ def simulate(
             "file_format": file_format,
             "files_per_day": files_per_day,
             **({"thin_before": thin_before.isoformat()} if thin_before else {}),
+            "event_share": event_share,
             "event_types": list(EVENT_TYPES),
             "late_rate": LATE_RATE,
             "duplicate_rate": DUPLICATE_RATE,
