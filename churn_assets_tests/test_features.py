@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -357,12 +358,19 @@ def test_event_types_missing_from_user_daily_fail_clearly(known_lake: ChurnSetti
         materialize_selected(["features"], build_resources(settings_), instance, D.isoformat())
 
 
-def test_features_are_the_same_on_either_engine_and_in_any_row_order(simulated_lake: ChurnSettings, monkeypatch):
-    """A big window's sums run on polars' streaming engine, which adds a user's values in a varying
-    order: float values are summed in fixed point, so a window gives the very same features on either
-    engine, whatever the order of its rows, run after run."""
-    from churn_assets import threads
+def test_window_sums_stay_exact_beyond_what_float64_counts():
+    """The per-user sums are exact integers, also where a float64 sum would round (above 2**53)."""
+    from churn_assets.assets.features.features import _sums_by
 
+    keys = np.array([0, 1, 0, 0, 1])
+    assert _sums_by(keys, np.array([3, 4, 5, -2, 0]), 3).tolist() == [6, 4, 0]
+    big = np.array([2**53, 1, 1, 1, 2**60])
+    assert _sums_by(keys, big, 2).tolist() == [2**53 + 2, 2**60 + 1]
+
+
+def test_features_are_the_same_in_any_row_order(simulated_lake: ChurnSettings):
+    """Float values are summed in fixed point, so a window gives the very same features whatever the order
+    of its rows (as read whole, in slices of users, or shuffled), run after run."""
     snapshot_day = day(29)
     lake = Path(simulated_lake.data_url)
     window = pl.concat(
@@ -373,8 +381,7 @@ def test_features_are_the_same_on_either_engine_and_in_any_row_order(simulated_l
     in_memory = compute_features(window, installs, snapshot_day, day(0), DEFAULT_EVENT_TYPES)
     assert in_memory.height > 200 and in_memory.get_column("session_minutes_28d").sum() > 0
 
-    monkeypatch.setattr(threads, "IN_MEMORY_BELOW_ROWS", 0)
     for seed in range(3):
         shuffled = window.sample(fraction=1.0, shuffle=True, seed=seed)
-        streaming = compute_features(shuffled, installs, snapshot_day, day(0), DEFAULT_EVENT_TYPES)
-        assert_frame_equal(streaming, in_memory, check_exact=True)
+        assert_frame_equal(compute_features(shuffled, installs, snapshot_day, day(0), DEFAULT_EVENT_TYPES),
+                           in_memory, check_exact=True)

@@ -5,6 +5,7 @@ import math
 from collections.abc import Sequence
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from churn_assets.assets.features.catalog import (
@@ -23,22 +24,22 @@ from churn_assets.config import SETTINGS
 from churn_assets.partitions import daily_partitions, days_in_range, largest_window
 from churn_assets.resources import ChurnParameters
 from churn_assets.resources.parquet_io_manager import PartitionStream
-from churn_assets.threads import engine_for, ordered_map, workers_for
+from churn_assets.threads import ordered_map, workers_for
 
 
-# compute_features builds ~60 windowed columns per user_daily row before summing them per user. A window
-# of more rows than MAX_WINDOW_ROWS (28 days of ~70k daily users) is computed in slices of ~SLICE_ROWS rows:
-# contiguous user_id ranges, which the row-group statistics of the sorted user_daily files prune. Memory
-# then follows the slice, not the population, and slices of 1M rows are also faster than larger ones
-# (the per-user hash tables stay in cache): 28 days of 1M daily users take ~41 s in slices of 1M rows,
-# ~55 s in slices of 2M.
+# compute_features holds a window's rows and ~20 of their columns as numbers before summing them per user.
+# A window of more rows than MAX_WINDOW_ROWS (28 days of ~70k daily users) is computed in slices of
+# ~SLICE_ROWS rows: contiguous user_id ranges, which the row-group statistics of the sorted user_daily files
+# prune. Memory then follows the slice, not the population, and slices of 1M rows were also faster than
+# larger ones (the per-user tables stay in cache): 28 days of 1M daily users took ~41 s in slices of 1M
+# rows, ~55 s in slices of 2M.
 MAX_WINDOW_ROWS = 2_000_000
 SLICE_ROWS = 1_000_000
 
-# Float values are summed in fixed point, as whole units of 1/scale: integer sums are exact in any order,
-# so a window gives the same features on either polars engine, in slices or whole, run after run (the
-# streaming engine adds a user's values in a varying order, and a float sum's last digit follows it).
-# Revenue is exact to a millionth in user_daily; minutes are kept to a millionth (60 µs).
+# Float values are summed in fixed point, as whole units of 1/scale: whole numbers add up exactly in any
+# order, so a window gives the same features in slices or whole, whatever the order of its rows (a float
+# sum's last digit follows the order of its terms). Revenue is exact to a millionth in user_daily; minutes
+# are kept to a millionth (60 µs).
 FIXED_POINT = {"session_minutes": 10**6, "revenue": 10**6, "_log_events": 10**9}
 
 
@@ -120,79 +121,95 @@ def compute_features(
     """``features[D]`` from the ``user_daily`` rows of D-27..D (with their ``date``) and ``install_times[D]``.
 
     Sparse: it aggregates the rows that exist (one per active user and day); an inactive day is simply
-    absent, so cost follows activity, not users × days. Shaped for polars' fast paths: each windowed
-    value is first a row-wise column (the day's value inside the window, else 0) so the per-user step
-    is plain sums keyed by the user id; the active days are one bit mask per user (bit k = active on
-    D-k), from which recency, streak and active-day counts are bit counts.
+    absent, so cost follows activity, not users × days. Each row is numbered by its user's rank among the
+    window's users and its age band, and each column is summed per user and band by one ``np.bincount``
+    (no hashing of user ids per column); a window's sums are then cumulative sums over the bands. The
+    active days are one bit mask per user (bit k = active on D-k), from which recency, streak and
+    active-day counts are bit counts.
     """
     schema = features_schema(event_types)
     history = min(LOOKBACK_DAYS, (day - first_day).days + 1)
     sums = [column for column, _, _ in WINDOW_SUMS]
     type_columns = [event_type_column(t) for t in event_types]
 
-    # Two stages, so that the ~45 windowed sums are not built row by row over the whole window. First
-    # each user's rows are summed per age band: the bands between the windows' edges (D, D-1..D-6,
-    # D-7..D-13, D-14..D-27). Then a window's sum is the sum of the bands inside it, over at most four
-    # rows per user: ~2 x faster than masking every row of the window for every windowed column.
+    # Every windowed value is a sum over the user's rows of the age bands between the windows' edges
+    # (D, D-1..D-6, D-7..D-13, D-14..D-27): each column is summed per user and band at once, and a window's
+    # sum is the sum of the bands inside it.
     edges = sorted({*WINDOWS, *TYPE_WINDOWS, TREND_DAYS, 2 * TREND_DAYS})
     band_of = {days: edges.index(days) for days in edges}  # window "age < days" = bands 0..band_of[days]
     age = pl.col("_age")
-    in_window = window.lazy().filter(pl.col("date").is_between(day - dt.timedelta(days=LOOKBACK_DAYS - 1), day))
+    if not window.get_column("date").is_sorted():  # windows come oldest day first; "last" must mean latest
+        window = window.sort("date", maintain_order=True)
     rows = (
-        in_window
+        window.lazy()
+        .filter(pl.col("date").is_between(day - dt.timedelta(days=LOOKBACK_DAYS - 1), day))
         .with_columns(
             (pl.lit(day) - pl.col("date")).dt.total_days().alias("_age"),
             pl.col("n_events").fill_null(0).log1p().alias("_log_events"),
             *[pl.col(c).fill_null(0) for c in [*sums, *type_columns]],
         )
         .with_columns(*[(pl.col(c) * scale).round().cast(pl.Int64) for c, scale in FIXED_POINT.items()])
-        .with_columns(
-            pl.sum_horizontal([(age >= edge).cast(pl.Int8) for edge in edges[:-1]]).alias("_band"),
+        .select(
+            # Each user's position among the window's users in user_id order: the row of the result.
+            (pl.col("user_id").rank("dense") - 1).alias("_user"),
+            "user_id",
+            pl.sum_horizontal([(age >= edge).cast(pl.Int64) for edge in edges[:-1]]).alias("_band"),
+            *sums,
+            *type_columns,
             pl.lit(2, pl.Int64).pow(age).alias("_active_mask"),
             # Least squares against x = 0 (oldest day of history) .. history-1 (D); absent days have y = 0,
             # so only the active rows enter the sums.
             ((history - 1 - age) * pl.col("_log_events")).alias("_sxy"),
             pl.col("_log_events").alias("_sy"),
+            *CATEGORICAL_COLUMNS,
         )
+        .collect(engine="in-memory")
     )
+    user = rows.get_column("_user").to_numpy().astype(np.int64)
+    users = int(user.max()) + 1 if rows.height else 0
+    cell = user * len(edges) + rows.get_column("_band").to_numpy()
+    banded_columns = [*sums, *type_columns]
     whole_window = ["_active_mask", "_sxy", "_sy"]
-    bands = rows.group_by("user_id", "_band").agg(*[pl.col(c).sum() for c in [*sums, *type_columns, *whole_window]])
-    band = pl.col("_band")
+    values = rows.select(*banded_columns, *whole_window).to_numpy()  # whole numbers (fixed point), int64
+    # cumulative[i, u, b]: user u's sum of banded column i over bands 0..b
+    cumulative = np.stack(
+        [_sums_by(cell, values[:, i], users * len(edges)) for i in range(len(banded_columns))]
+    ).reshape(len(banded_columns), users, len(edges)).cumsum(axis=2)
+    index = {c: i for i, c in enumerate(banded_columns)}
 
-    # Each summed column and the value it sums (the slope's sums are of log-events): the fixed-point ones
-    # are scaled back once summed.
-    source_of = {"_active_mask": "_active_mask", "_sxy": "_log_events", "_sy": "_log_events"}
-
-    def within(bands_in: pl.Expr, column: str, name: str) -> pl.Expr:
-        source_of[name] = column
-        return pl.when(bands_in).then(pl.col(column)).otherwise(0).alias(name)
-
-    windowed = [pl.col(c) for c in whole_window]
-    for days in WINDOWS:
-        windowed += [within(band <= band_of[days], c, f"{c}_{days}d") for c in sums]
-    for days in TYPE_WINDOWS:
-        windowed += [within(band <= band_of[days], c, f"{c}_{days}d") for c in type_columns]
-    recent = band <= band_of[TREND_DAYS]
-    before = (band > band_of[TREND_DAYS]) & (band <= band_of[2 * TREND_DAYS])
-    windowed += [
-        within(recent, "n_events", "_recent_events"),
-        within(before, "n_events", "_before_events"),
-        within(recent, "session_minutes", "_recent_minutes"),
-        within(before, "session_minutes", "_before_minutes"),
-    ]
-    summed = [e.meta.output_name() for e in windowed]
+    # Each summed column, its sums per user, and the value it sums (the slope's sums are of log-events):
+    # the fixed-point ones are scaled back once summed.
+    totals: dict[str, np.ndarray] = {}
+    source_of: dict[str, str] = {}
+    for i, c in enumerate(whole_window):
+        totals[c] = _sums_by(user, values[:, len(banded_columns) + i], users)
+        source_of[c] = "_log_events" if c in ("_sxy", "_sy") else c
+    for columns, windows in ((sums, WINDOWS), (type_columns, TYPE_WINDOWS)):
+        for c in columns:
+            for days in windows:
+                totals[f"{c}_{days}d"] = cumulative[index[c], :, band_of[days]]
+                source_of[f"{c}_{days}d"] = c
+    for c, name in (("n_events", "events"), ("session_minutes", "minutes")):
+        recent = cumulative[index[c], :, band_of[TREND_DAYS]]
+        totals[f"_recent_{name}"] = recent
+        totals[f"_before_{name}"] = cumulative[index[c], :, band_of[2 * TREND_DAYS]] - recent
+        source_of[f"_recent_{name}"] = source_of[f"_before_{name}"] = c
     scaled = {name: FIXED_POINT[source] for name, source in source_of.items() if source in FIXED_POINT}
-    # Only sums: polars' streaming engine sums ~60 columns per user ~5 x faster than its in-memory engine
-    # on a window of 1 M rows (0.3 s against 1.6 s); a small window is faster in memory (engine_for).
-    totals = bands.select("user_id", *windowed).group_by("user_id").agg(*[pl.col(c).sum() for c in summed])
-    if engine_for(window.height) == "streaming":
-        totals = totals.collect(engine="streaming").lazy()
-    # The last platform/country/app version each user had in the window: an order-dependent "last", kept
-    # apart from the sums (with them, polars computes every sum on its slower in-memory path).
-    latest = in_window.select("user_id", "date", *CATEGORICAL_COLUMNS)
-    if not window.get_column("date").is_sorted():  # windows come oldest day first; "last" must mean latest
-        latest = latest.sort("date", maintain_order=True)
-    latest = latest.group_by("user_id").agg(*[pl.col(c).drop_nulls().last() for c in CATEGORICAL_COLUMNS])
+    summed = pl.DataFrame(totals)
+
+    # The last platform/country/app version each user had in the window: per column, the latest of the
+    # user's rows (the window is in date order) that holds a value.
+    positions = np.arange(rows.height, dtype=np.int64)
+    latest = {}
+    for c in CATEGORICAL_COLUMNS:
+        seen = rows.get_column(c)
+        held = ~seen.is_null().to_numpy()
+        last = np.full(users, -1, np.int64)
+        np.maximum.at(last, user[held], positions[held])
+        latest[c] = seen.gather(np.maximum(last, 0)).scatter(np.flatnonzero(last < 0), None)
+    first_row = np.zeros(users, np.int64)
+    first_row[user] = positions  # any of a user's rows: they all hold the same user_id
+    per_user = summed.with_columns(user_id=rows.get_column("user_id").gather(first_row), **latest).lazy()
     mask = pl.col("_active_mask")
 
     def active_days(first_age: int, last_age: int) -> pl.Expr:
@@ -205,8 +222,7 @@ def compute_features(
     tenure = (pl.lit(day) - pl.col("install_time").dt.date()).dt.total_days()
     last_active = mask.bitwise_trailing_zeros()
     return (
-        totals.join(latest, on="user_id", how="left")
-        .join(installs.lazy(), on="user_id", how="left")
+        per_user.join(installs.lazy(), on="user_id", how="left", maintain_order="left")
         .with_columns(*[pl.col(c) / scale for c, scale in scaled.items()])
         .with_columns(
             pl.lit(history).alias("history_days"),
@@ -238,3 +254,18 @@ def compute_features(
         # One day's window is small: the in-memory engine beats the streaming default here (~30%).
         .collect(engine="in-memory")
     )
+
+
+def _sums_by(keys: np.ndarray, values: np.ndarray, length: int) -> np.ndarray:
+    """The exact int64 sum of ``values`` (whole numbers) per key in ``0..length-1``.
+
+    ``np.bincount`` adds in float64, which holds every whole number below 2**53 exactly: when the values'
+    absolute total stays below that (2**52 here, a margin for the total's own rounding), so does every
+    partial sum, and the result is exact. Larger totals (it would take hundreds of millions in revenue
+    within one window) are added as integers, more slowly.
+    """
+    if np.abs(values).sum(dtype=np.float64) < 2.0**52:
+        return np.rint(np.bincount(keys, weights=values, minlength=length)).astype(np.int64)
+    sums = np.zeros(length, np.int64)
+    np.add.at(sums, keys, values)
+    return sums
