@@ -40,18 +40,29 @@ def features_cover_users_at_risk(
         (pl.len() - pl.struct("date", "user_id").n_unique()).alias("duplicate_user_days"),
         pl.sum_horizontal([pl.col(c).is_null().sum() for c in ["user_id", *required]]).alias("nulls_in_required_columns"),
         pl.len().alias("rows"),
-    ).collect().row(0, named=True)
+    )
     # install_times is computed from raw_events independently of user_daily: it says who is at risk.
     at_risk = install_times.filter(
         (pl.col("install_time").dt.date() <= pl.col("date"))
         & (pl.col("last_active_date") >= pl.col("date") - pl.duration(days=LOOKBACK_DAYS - 1))
     ).select("date", "user_id")
-    keys = features.select("date", "user_id")
-    not_at_risk = keys.join(at_risk, on=["date", "user_id"], how="anti").select(pl.len()).collect().item()
-    missing = at_risk.join(keys, on=["date", "user_id"], how="anti").select(pl.len()).collect().item()
+    stats, compared = pl.collect_all([stats, _compare_keys(features.select("date", "user_id"), at_risk)])
+    stats = stats.row(0, named=True)
+    not_at_risk, missing = compared.row(0)
     rows = stats.pop("rows")
     return _result(
         {**stats, "users_not_at_risk": not_at_risk, "users_at_risk_missing": missing}, rows=rows
+    )
+
+
+def _compare_keys(rows: pl.LazyFrame, expected: pl.LazyFrame) -> pl.LazyFrame:
+    """One row: how many of ``rows`` have no match in ``expected``, and how many of ``expected`` have none in
+    ``rows``, on their common columns. One full join (counted on both sides) instead of two anti-joins."""
+    on = rows.collect_schema().names()
+    return (
+        rows.with_columns(pl.lit(True).alias("_row"))
+        .join(expected.with_columns(pl.lit(True).alias("_expected")), on=on, how="full", coalesce=True)
+        .select(pl.col("_expected").is_null().sum(), pl.col("_row").is_null().sum())
     )
 
 
@@ -74,11 +85,11 @@ def labels_match_snapshots(
         (pl.len() - pl.struct("date", "user_id").n_unique()).alias("duplicate_user_days"),
         pl.len().alias("rows"),
         pl.col("churned").mean().alias("churn_rate"),
-    ).collect().row(0, named=True)
+    )
     snapshots, missing_snapshots = _snapshots(context.partition_keys, lake.lake)
-    keys = labels.select("user_id", "snapshot_date")
-    added = keys.join(snapshots, on=["user_id", "snapshot_date"], how="anti").select(pl.len()).collect().item()
-    lost = snapshots.join(keys, on=["user_id", "snapshot_date"], how="anti").select(pl.len()).collect().item()
+    stats, compared = pl.collect_all([stats, _compare_keys(labels.select("user_id", "snapshot_date"), snapshots)])
+    stats = stats.row(0, named=True)
+    added, lost = compared.row(0)
     rows, churn_rate = stats.pop("rows"), stats.pop("churn_rate")
     return _result(
         {
