@@ -40,30 +40,33 @@ def features_cover_users_at_risk(
         (pl.len() - pl.struct("date", "user_id").n_unique()).alias("duplicate_user_days"),
         pl.sum_horizontal([pl.col(c).is_null().sum() for c in ["user_id", *required]]).alias("nulls_in_required_columns"),
         pl.len().alias("rows"),
-    )
+    ).collect().row(0, named=True)
     # install_times is computed from raw_events independently of user_daily: it says who is at risk.
     at_risk = install_times.filter(
         (pl.col("install_time").dt.date() <= pl.col("date"))
         & (pl.col("last_active_date") >= pl.col("date") - pl.duration(days=LOOKBACK_DAYS - 1))
     ).select("date", "user_id")
-    stats, compared = pl.collect_all([stats, _compare_keys(features.select("date", "user_id"), at_risk)])
-    stats = stats.row(0, named=True)
-    not_at_risk, missing = compared.row(0)
+    not_at_risk, missing = _compare_keys(features.select("date", "user_id"), at_risk)
     rows = stats.pop("rows")
     return _result(
         {**stats, "users_not_at_risk": not_at_risk, "users_at_risk_missing": missing}, rows=rows
     )
 
 
-def _compare_keys(rows: pl.LazyFrame, expected: pl.LazyFrame) -> pl.LazyFrame:
-    """One row: how many of ``rows`` have no match in ``expected``, and how many of ``expected`` have none in
-    ``rows``, on their common columns. One full join (counted on both sides) instead of two anti-joins."""
+def _compare_keys(rows: pl.LazyFrame, expected: pl.LazyFrame) -> tuple[int, int]:
+    """How many of ``rows`` have no match in ``expected``, and how many of ``expected`` have none in
+    ``rows``, on their common columns: one full join counted on both sides, not two anti-joins (~30 %
+    faster over a range of days). Collected apart from the checks' other statistics: together, polars held
+    both at once (1.7 GB against 1.3 GB for medium's 120 days of features)."""
     on = rows.collect_schema().names()
-    return (
+    counts = (
         rows.with_columns(pl.lit(True).alias("_row"))
         .join(expected.with_columns(pl.lit(True).alias("_expected")), on=on, how="full", coalesce=True)
         .select(pl.col("_expected").is_null().sum(), pl.col("_row").is_null().sum())
+        .collect()
     )
+    unmatched_rows, unmatched_expected = counts.row(0)
+    return unmatched_rows, unmatched_expected
 
 
 @dg.asset_check(
@@ -85,11 +88,9 @@ def labels_match_snapshots(
         (pl.len() - pl.struct("date", "user_id").n_unique()).alias("duplicate_user_days"),
         pl.len().alias("rows"),
         pl.col("churned").mean().alias("churn_rate"),
-    )
+    ).collect().row(0, named=True)
     snapshots, missing_snapshots = _snapshots(context.partition_keys, lake.lake)
-    stats, compared = pl.collect_all([stats, _compare_keys(labels.select("user_id", "snapshot_date"), snapshots)])
-    stats = stats.row(0, named=True)
-    added, lost = compared.row(0)
+    added, lost = _compare_keys(labels.select("user_id", "snapshot_date"), snapshots)
     rows, churn_rate = stats.pop("rows"), stats.pop("churn_rate")
     return _result(
         {
