@@ -112,7 +112,7 @@ def day_scale(users: int, description: str, name: str = "day", history_days: int
 # The simulator's users send ~30 events a day when active. Issue 6 sizes its scales by events as well as
 # users: `small` ~5 M events, `day` ~10 M events from ~1 M active users. Those scales keep that share of
 # each session's events (simulate --event-share; the same users active on the same days, in the same
-# sessions): 4.93 M events at `small`, ~10.3 M on the refreshed day (measured with the simulator).
+# sessions): 4.93 M events at `small`, 10.2 M on the refreshed day (measured with the simulator).
 # `medium` keeps `small`'s share, so that it measures linearity in users at the same events per user.
 SCALES: dict[str, Scale] = {
     scale.name: scale
