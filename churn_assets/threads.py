@@ -31,15 +31,13 @@ def workers_for(largest_rows: int) -> int:
 
 # polars' in-memory engine runs a query over a small partition faster than its streaming engine (the
 # default), which wins on big ones: user_daily of a day of 57 k events took 24 ms in memory against 39 ms
-# streaming, of 561 k events 295 ms against 202 ms, of 27.7 M events 25 s against 11 s. The crossover
-# depends on the query: compute_features sums a window of 1 M rows ~5 x faster streaming (0.3 s against
-# 1.6 s), but only as a query of plain sums; its other steps stay in memory.
+# streaming, of 561 k events 295 ms against 202 ms, of 27.7 M events 25 s against 11 s.
 IN_MEMORY_BELOW_ROWS = 250_000
 
 
 def engine_for(rows: int) -> str:
-    """The polars engine for a per-partition query of user_daily, labels, an ingest check or the window sums
-    of features over ``rows`` rows (measured on those queries; see above)."""
+    """The polars engine for a per-partition query of user_daily, labels or an ingest check over ``rows``
+    rows (measured on those queries; see above)."""
     return "in-memory" if rows < IN_MEMORY_BELOW_ROWS else "streaming"
 
 

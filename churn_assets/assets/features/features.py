@@ -30,9 +30,8 @@ from churn_assets.threads import ordered_map, workers_for
 # compute_features holds a window's rows and ~20 of their columns as numbers before summing them per user.
 # A window of more rows than MAX_WINDOW_ROWS (28 days of ~70k daily users) is computed in slices of
 # ~SLICE_ROWS rows: contiguous user_id ranges, which the row-group statistics of the sorted user_daily files
-# prune. Memory then follows the slice, not the population, and slices of 1M rows were also faster than
-# larger ones (the per-user tables stay in cache): 28 days of 1M daily users took ~41 s in slices of 1M
-# rows, ~55 s in slices of 2M.
+# prune. Memory then follows the slice, not the population; since the sums are numpy's, slices of 0.5 M,
+# 1 M and 2 M rows take about the same time (21-23 s for 28 days of 1 M daily users).
 MAX_WINDOW_ROWS = 2_000_000
 SLICE_ROWS = 1_000_000
 
@@ -179,11 +178,8 @@ def compute_features(
 
     # Each summed column, its sums per user, and the value it sums (the slope's sums are of log-events):
     # the fixed-point ones are scaled back once summed.
-    totals: dict[str, np.ndarray] = {}
-    source_of: dict[str, str] = {}
-    for i, c in enumerate(whole_window):
-        totals[c] = _sums_by(user, values[:, len(banded_columns) + i], users)
-        source_of[c] = "_log_events" if c in ("_sxy", "_sy") else c
+    source_of = {"_active_mask": "_active_mask", "_sxy": "_log_events", "_sy": "_log_events"}
+    totals = {c: _sums_by(user, values[:, len(banded_columns) + i], users) for i, c in enumerate(whole_window)}
     for columns, windows in ((sums, WINDOWS), (type_columns, TYPE_WINDOWS)):
         for c in columns:
             for days in windows:
