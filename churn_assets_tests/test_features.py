@@ -359,13 +359,14 @@ def test_event_types_missing_from_user_daily_fail_clearly(known_lake: ChurnSetti
 
 
 def test_window_sums_stay_exact_beyond_what_float64_counts():
-    """The per-user sums are exact integers, also where a float64 sum would round (above 2**53)."""
-    from churn_assets.assets.features.features import _sums_by
+    """A window's sum is the difference of two running totals: an exact integer, also above 2**53 (where a
+    float64 sum rounds) and when the running totals themselves pass 2**63 on the way."""
+    from churn_assets.assets.features.features import running_totals
 
-    keys = np.array([0, 1, 0, 0, 1])
-    assert _sums_by(keys, np.array([3, 4, 5, -2, 0]), 3).tolist() == [6, 4, 0]
-    big = np.array([2**53, 1, 1, 1, 2**60])
-    assert _sums_by(keys, big, 2).tolist() == [2**53 + 2, 2**60 + 1]
+    running = running_totals(np.array([2**53, 1, 1, 2**62, 2**62, 2**62, 7, -(2**62)]))
+    first, last = np.array([0, 1, 5, 6]), np.array([3, 3, 7, 8])
+    assert (running[last] - running[first]).tolist() == [2**53 + 2, 2, 2**62 + 7, 7 - 2**62]
+    assert running_totals(np.array([], np.int64)).tolist() == [0]
 
 
 def test_features_are_the_same_in_any_row_order(simulated_lake: ChurnSettings):

@@ -27,11 +27,11 @@ from churn_assets.resources.parquet_io_manager import PartitionStream
 from churn_assets.threads import ordered_map, workers_for
 
 
-# compute_features holds a window's rows and ~20 of their columns as numbers before summing them per user.
+# compute_features holds a window's rows and ~25 of their columns, sorted by user, before summing them.
 # A window of more rows than MAX_WINDOW_ROWS (28 days of ~70k daily users) is computed in slices of
 # ~SLICE_ROWS rows: contiguous user_id ranges, which the row-group statistics of the sorted user_daily files
-# prune. Memory then follows the slice, not the population; since the sums are numpy's, slices of 0.5 M,
-# 1 M and 2 M rows take about the same time (21-23 s for 28 days of 1 M daily users).
+# prune. Memory then follows the slice, not the population; slices of 0.5 M, 1 M and 2 M rows take about
+# the same time.
 MAX_WINDOW_ROWS = 2_000_000
 SLICE_ROWS = 1_000_000
 
@@ -120,24 +120,21 @@ def compute_features(
     """``features[D]`` from the ``user_daily`` rows of D-27..D (with their ``date``) and ``install_times[D]``.
 
     Sparse: it aggregates the rows that exist (one per active user and day); an inactive day is simply
-    absent, so cost follows activity, not users × days. Each row is numbered by its user's rank among the
-    window's users and its age band, and each column is summed per user and band by one ``np.bincount``
-    (no hashing of user ids per column); a window's sums are then cumulative sums over the bands. The
-    active days are one bit mask per user (bit k = active on D-k), from which recency, streak and
-    active-day counts are bit counts.
+    absent, so cost follows activity, not users × days. The rows are sorted by user, oldest first, so a
+    user's rows inside any window are the tail of the user's run of rows: each window sum is the difference
+    of two running totals of the column (no hashing of user ids per column or per window). The active days
+    are one bit mask per user (bit k = active on D-k), from which recency, streak and active-day counts
+    are bit counts.
     """
     schema = features_schema(event_types)
     history = min(LOOKBACK_DAYS, (day - first_day).days + 1)
     sums = [column for column, _, _ in WINDOW_SUMS]
     type_columns = [event_type_column(t) for t in event_types]
 
-    # Every windowed value is a sum over the user's rows of the age bands between the windows' edges
-    # (D, D-1..D-6, D-7..D-13, D-14..D-27): each column is summed per user and band at once, and a window's
-    # sum is the sum of the bands inside it.
-    edges = sorted({*WINDOWS, *TYPE_WINDOWS, TREND_DAYS, 2 * TREND_DAYS})
-    band_of = {days: edges.index(days) for days in edges}  # window "age < days" = bands 0..band_of[days]
-    age = pl.col("_age")
-    if not window.get_column("date").is_sorted():  # windows come oldest day first; "last" must mean latest
+    # Every windowed value is a sum over the user's rows younger than the window's length. The rows are
+    # sorted by user, oldest first: a user's rows inside a window are then the tail of the user's run of
+    # rows, and each window sum is a difference of two running totals (exact integers, fixed point).
+    if not window.get_column("date").is_sorted():  # a user's rows must come oldest first
         window = window.sort("date", maintain_order=True)
     rows = (
         window.lazy()
@@ -149,63 +146,61 @@ def compute_features(
         )
         .with_columns(*[(pl.col(c) * scale).round().cast(pl.Int64) for c, scale in FIXED_POINT.items()])
         .select(
-            # Each user's position among the window's users in user_id order: the row of the result.
-            (pl.col("user_id").rank("dense") - 1).alias("_user"),
             "user_id",
-            pl.sum_horizontal([(age >= edge).cast(pl.Int64) for edge in edges[:-1]]).alias("_band"),
+            "_age",
             *sums,
             *type_columns,
-            pl.lit(2, pl.Int64).pow(age).alias("_active_mask"),
+            pl.lit(2, pl.Int64).pow(pl.col("_age")).alias("_active_mask"),
             # Least squares against x = 0 (oldest day of history) .. history-1 (D); absent days have y = 0,
             # so only the active rows enter the sums.
-            ((history - 1 - age) * pl.col("_log_events")).alias("_sxy"),
+            ((history - 1 - pl.col("_age")) * pl.col("_log_events")).alias("_sxy"),
             pl.col("_log_events").alias("_sy"),
             *CATEGORICAL_COLUMNS,
         )
+        .sort("user_id", maintain_order=True)
         .collect(engine="in-memory")
     )
-    user = rows.get_column("_user").to_numpy().astype(np.int64)
-    users = int(user.max()) + 1 if rows.height else 0
-    cell = user * len(edges) + rows.get_column("_band").to_numpy()
-    banded_columns = [*sums, *type_columns]
-    whole_window = ["_active_mask", "_sxy", "_sy"]
-    values = rows.select(*banded_columns, *whole_window).to_numpy()  # whole numbers (fixed point), int64
-    # cumulative[i, u, b]: user u's sum of banded column i over bands 0..b
-    cumulative = np.stack(
-        [_sums_by(cell, values[:, i], users * len(edges)) for i in range(len(banded_columns))]
-    ).reshape(len(banded_columns), users, len(edges)).cumsum(axis=2)
-    index = {c: i for i, c in enumerate(banded_columns)}
-
-    # Each summed column, its sums per user, and the value it sums (the slope's sums are of log-events):
-    # the fixed-point ones are scaled back once summed.
-    source_of = {"_active_mask": "_active_mask", "_sxy": "_log_events", "_sy": "_log_events"}
-    totals = {c: _sums_by(user, values[:, len(banded_columns) + i], users) for i, c in enumerate(whole_window)}
-    for columns, windows in ((sums, WINDOWS), (type_columns, TYPE_WINDOWS)):
-        for c in columns:
-            for days in windows:
-                totals[f"{c}_{days}d"] = cumulative[index[c], :, band_of[days]]
-                source_of[f"{c}_{days}d"] = c
+    ids = rows.get_column("user_id")
+    starts = np.flatnonzero(ids.ne_missing(ids.shift(1)).to_numpy())  # each user's first row
+    users = len(starts)
+    ends = np.append(starts[1:], rows.height) if users else starts
+    # Each row's key: its user's number, then its age from the window's oldest day. The first of user u's
+    # rows younger than n days is the first key >= u * LOOKBACK_DAYS + LOOKBACK_DAYS - n.
+    user = np.repeat(np.arange(users, dtype=np.int64), ends - starts)
+    key = user * LOOKBACK_DAYS + (LOOKBACK_DAYS - 1) - rows.get_column("_age").to_numpy()
+    windows_of = {  # each summed column: the name of each of its sums, and the days that sum covers
+        **{c: {f"{c}_{days}d": days for days in WINDOWS} for c in sums},
+        **{c: {f"{c}_{days}d": days for days in TYPE_WINDOWS} for c in type_columns},
+        **{c: {c: LOOKBACK_DAYS} for c in ("_active_mask", "_sxy", "_sy")},
+    }
     for c, name in (("n_events", "events"), ("session_minutes", "minutes")):
-        recent = cumulative[index[c], :, band_of[TREND_DAYS]]
-        totals[f"_recent_{name}"] = recent
-        totals[f"_before_{name}"] = cumulative[index[c], :, band_of[2 * TREND_DAYS]] - recent
-        source_of[f"_recent_{name}"] = source_of[f"_before_{name}"] = c
+        windows_of[c] |= {f"_recent_{name}": TREND_DAYS, f"_two_weeks_{name}": 2 * TREND_DAYS}
+    first_younger = {
+        days: np.searchsorted(key, np.arange(users, dtype=np.int64) * LOOKBACK_DAYS + LOOKBACK_DAYS - days)
+        for days in {days for named in windows_of.values() for days in named.values()}
+    }
+    totals, source_of = {}, {}
+    for c, named in windows_of.items():
+        running = running_totals(rows.get_column(c).to_numpy())
+        for name, days in named.items():
+            totals[name] = running[ends] - running[first_younger[days]]
+            source_of[name] = "_log_events" if c in ("_sxy", "_sy") else c  # the slope's sums are of log-events
+    for name in ("events", "minutes"):
+        totals[f"_before_{name}"] = totals.pop(f"_two_weeks_{name}") - totals[f"_recent_{name}"]
+        source_of[f"_before_{name}"] = source_of.pop(f"_two_weeks_{name}")
+    # The fixed-point sums are scaled back once summed.
     scaled = {name: FIXED_POINT[source] for name, source in source_of.items() if source in FIXED_POINT}
     summed = pl.DataFrame(totals)
 
     # The last platform/country/app version each user had in the window: per column, the latest of the
-    # user's rows (the window is in date order) that holds a value.
+    # user's rows (oldest first) that holds a value.
     positions = np.arange(rows.height, dtype=np.int64)
     latest = {}
     for c in CATEGORICAL_COLUMNS:
         seen = rows.get_column(c)
-        held = ~seen.is_null().to_numpy()
-        last = np.full(users, -1, np.int64)
-        np.maximum.at(last, user[held], positions[held])
+        last = np.maximum.reduceat(np.where(seen.is_null().to_numpy(), -1, positions), starts) if users else starts
         latest[c] = seen.gather(np.maximum(last, 0)).scatter(np.flatnonzero(last < 0), None)
-    first_row = np.zeros(users, np.int64)
-    first_row[user] = positions  # any of a user's rows: they all hold the same user_id
-    per_user = summed.with_columns(user_id=rows.get_column("user_id").gather(first_row), **latest).lazy()
+    per_user = summed.with_columns(user_id=ids.gather(starts), **latest).lazy()
     mask = pl.col("_active_mask")
 
     def active_days(first_age: int, last_age: int) -> pl.Expr:
@@ -246,22 +241,15 @@ def compute_features(
         )
         .select(list(schema))
         .cast(schema)
-        .sort("user_id")
         # One day's window is small: the in-memory engine beats the streaming default here (~30%).
         .collect(engine="in-memory")
     )
 
 
-def _sums_by(keys: np.ndarray, values: np.ndarray, length: int) -> np.ndarray:
-    """The exact int64 sum of ``values`` (whole numbers) per key in ``0..length-1``.
-
-    ``np.bincount`` adds in float64, which holds every whole number below 2**53 exactly: when the values'
-    absolute total stays below that (2**52 here, a margin for the total's own rounding), so does every
-    partial sum, and the result is exact. Larger totals (it would take hundreds of millions in revenue
-    within one window) are added as integers, more slowly.
-    """
-    if np.abs(values).sum(dtype=np.float64) < 2.0**52:
-        return np.rint(np.bincount(keys, weights=values, minlength=length)).astype(np.int64)
-    sums = np.zeros(length, np.int64)
-    np.add.at(sums, keys, values)
-    return sums
+def running_totals(values: np.ndarray) -> np.ndarray:
+    """0, then the running totals of ``values`` (whole numbers, int64): the sum of rows i..j-1 is
+    ``running[j] - running[i]``. int64 arithmetic wraps around, so a difference is exact whenever the sum
+    itself fits in 64 bits, whatever the running totals reach."""
+    running = np.zeros(len(values) + 1, np.int64)
+    np.cumsum(values, out=running[1:])
+    return running
