@@ -1,5 +1,5 @@
 """``labels``: known answers at the horizon's edges, empty first partitions, the horizon guard, and the
-blocking check catching a population that does not match its snapshot."""
+blocking check catching a population that does not match its snapshot, on one day and over a range."""
 
 import shutil
 from pathlib import Path
@@ -124,3 +124,35 @@ def test_blocking_check_catches_a_population_that_differs_from_its_snapshot(
     assert not evaluation.passed
     assert evaluation.metadata["snapshot_users_unlabelled"].value == 1
     assert evaluation.metadata["users_not_in_snapshot"].value == 0
+
+
+def test_blocking_check_over_a_range_adds_up_each_day(labelled_lake: ChurnSettings, tmp_path: Path, instance):
+    """A range run's check compares each label day with its own snapshot (one day at a time, so its memory
+    follows a day, not the range) and reports the range's totals."""
+    tampered = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=labelled_lake.landing_url)
+    shutil.copytree(labelled_lake.data_url, tampered.data_url)
+    lake = Lake(tampered.data_url)
+    snapshot = read_partition(tampered.data_url, "features", S)  # labels[D] will miss its ghost
+    ghost = snapshot.filter(pl.col("user_id") == "regular").with_columns(pl.lit("ghost").alias("user_id"))
+    lake.write_table(lake.table_url("features", "date", S.isoformat()), pl.concat([snapshot, ghost]))
+    last = read_partition(tampered.data_url, "labels", LAST)  # labels[LAST] gains a user features[S+1] lacks
+    stranger = last.filter(pl.col("user_id") == "regular").with_columns(pl.lit("stranger").alias("user_id"))
+    lake.write_table(lake.table_url("labels", "date", LAST.isoformat()), pl.concat([last, stranger]).sort("user_id"))
+    result = dg.materialize(
+        INGEST_AND_FEATURES,
+        resources=build_resources(tampered),
+        instance=instance,
+        selection=dg.AssetSelection.checks(labels_match_snapshots),
+        tags={
+            "dagster/asset_partition_range_start": D.isoformat(),
+            "dagster/asset_partition_range_end": LAST.isoformat(),
+        },
+        raise_on_error=False,
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    metadata = {k: v.value for k, v in evaluation.metadata.items()}
+    assert metadata["snapshot_users_unlabelled"] == 1
+    assert metadata["users_not_in_snapshot"] == 1
+    assert metadata["rows"] == read_partition(tampered.data_url, "labels", D).height + last.height + 1
+    assert metadata["duplicate_user_days"] == 0 and metadata["snapshot_partitions_missing"] == 0
