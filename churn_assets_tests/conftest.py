@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,16 @@ from churn_assets_tests.s3_server import SeaweedS3
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+# A shell starts a background job (`pytest ... &`, nohup, some CI runners) with SIGINT ignored, and Dagster's
+# in-process runs map SIGTERM to SIGINT's handler (dagster._utils.interrupts.setup_interrupt_handlers):
+# SIGTERM would then be ignored too, by this process and by every child it starts afterwards, such as the
+# compute-log manager's `tail`, which then outlives its terminate() (a 30 s timeout, and a failed test).
+# The suite restores the default handlers, so it behaves the same however it is launched.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture
