@@ -38,14 +38,18 @@ def each_checked_day(context: dg.AssetCheckExecutionContext, frame: pl.LazyFrame
     return each_day
 
 
-def sum_per_day(each_day: EachDay, frame: pl.LazyFrame, *stats: pl.Expr) -> dict[str, int]:
-    """``stats`` (one count each) of every checked day, summed."""
+def sum_per_day(
+    each_day: EachDay, frame: pl.LazyFrame, *stats: pl.Expr, also: Callable[[dt.date], pl.LazyFrame] | None = None
+) -> dict[str, int]:
+    """``stats`` (one count each) of every checked day, summed; with ``also``, the counts of the one-row
+    frame ``also(day)`` too, collected in the same pass over the day."""
     total = {stat.meta.output_name(): 0 for stat in stats}
 
     def of_day(day: dt.date, engine: str) -> dict[str, int | None]:
-        return frame.filter(pl.col("date") == day).select(*stats).collect(engine=engine).row(0, named=True)
+        queries = [frame.filter(pl.col("date") == day).select(*stats), *([also(day)] if also else [])]
+        return {k: v for row in pl.collect_all(queries, engine=engine) for k, v in row.row(0, named=True).items()}
 
     for counts in each_day(of_day):
         for name, value in counts.items():
-            total[name] += int(value or 0)
+            total[name] = total.get(name, 0) + int(value or 0)
     return total
