@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from churn_assets.assets import check_days
 from churn_assets.assets.features.checks import labels_match_snapshots
 from churn_assets.assets.features.labels import HORIZON_DAYS, labels_schema
 from churn_assets.config import DEFAULT_EVENT_TYPES, ChurnSettings
@@ -126,9 +127,14 @@ def test_blocking_check_catches_a_population_that_differs_from_its_snapshot(
     assert evaluation.metadata["users_not_in_snapshot"].value == 0
 
 
-def test_blocking_check_over_a_range_adds_up_each_day(labelled_lake: ChurnSettings, tmp_path: Path, instance):
-    """A range run's check compares each label day with its own snapshot (one day at a time, so its memory
-    follows a day, not the range) and reports the range's totals."""
+@pytest.mark.parametrize("batch_rows", [1, 1_000_000])
+def test_blocking_check_over_a_range_adds_up_each_day(
+    labelled_lake: ChurnSettings, tmp_path: Path, instance, monkeypatch, batch_rows: int
+):
+    """A range run's check compares each label day with its own snapshot, a batch of days at a time (so its
+    memory follows a batch, not the range: here each day alone, or both days together), and reports the
+    range's totals."""
+    monkeypatch.setattr(check_days, "BATCH_ROWS", batch_rows)
     tampered = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=labelled_lake.landing_url)
     shutil.copytree(labelled_lake.data_url, tampered.data_url)
     lake = Lake(tampered.data_url)

@@ -5,7 +5,7 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from churn_assets.assets.check_days import check_result, each_checked_day, sum_per_day
+from churn_assets.assets.check_days import check_result, each_checked_batch, in_days, sum_per_batch
 from churn_assets.assets.features.catalog import LOOKBACK_DAYS, feature_catalog
 from churn_assets.assets.features.features import features
 from churn_assets.assets.features.labels import HORIZON_DAYS, labels
@@ -33,20 +33,20 @@ def features_cover_users_at_risk(
 ) -> dg.AssetCheckResult:
     required = [f.name for f in feature_catalog(churn.event_types) if not f.nullable]
 
-    def compared(day: dt.date) -> pl.LazyFrame:
+    def compared(days: list[dt.date]) -> pl.LazyFrame:
         # install_times is computed from raw_events independently of user_daily: it says who is at risk.
         at_risk = install_times.filter(
-            (pl.col("date") == day)
-            & (pl.col("install_time").dt.date() <= day)
-            & (pl.col("last_active_date") >= day - dt.timedelta(days=LOOKBACK_DAYS - 1))
-        ).select("user_id")
-        rows = features.filter(pl.col("date") == day).select("user_id")
+            in_days(days)
+            & (pl.col("install_time").dt.date() <= pl.col("date"))
+            & (pl.col("last_active_date") >= pl.col("date") - pl.duration(days=LOOKBACK_DAYS - 1))
+        ).select("date", "user_id")
+        rows = features.filter(in_days(days)).select("date", "user_id")
         return _compare_keys(rows, at_risk, "users_not_at_risk", "users_at_risk_missing")
 
-    stats = sum_per_day(
-        each_checked_day(context, features),
+    stats = sum_per_batch(
+        each_checked_batch(context, features),
         features,
-        (pl.len() - pl.col("user_id").n_unique()).alias("duplicate_user_days"),
+        (pl.len() - pl.struct("date", "user_id").n_unique()).alias("duplicate_user_days"),
         pl.sum_horizontal([pl.col(c).is_null().sum() for c in ["user_id", *required]])
         .alias("nulls_in_required_columns"),
         pl.len().alias("rows"),
@@ -85,21 +85,21 @@ def _compare_keys(
 def labels_match_snapshots(
     context: dg.AssetCheckExecutionContext, labels: pl.LazyFrame, lake: LakeResource
 ) -> dg.AssetCheckResult:
-    def compared(day: dt.date) -> pl.LazyFrame:
-        snapshot, stored = _snapshot(day, lake.lake)
-        labelled = labels.filter(pl.col("date") == day).select("user_id", "snapshot_date")
-        counts = _compare_keys(labelled, snapshot, "users_not_in_snapshot", "snapshot_users_unlabelled")
-        return counts.with_columns(pl.lit(0 if stored else 1).alias("snapshot_partitions_missing"))
+    def compared(days: list[dt.date]) -> pl.LazyFrame:
+        snapshots, missing = _snapshots(days, lake.lake)
+        labelled = labels.filter(in_days(days)).select("user_id", "snapshot_date")
+        counts = _compare_keys(labelled, snapshots, "users_not_in_snapshot", "snapshot_users_unlabelled")
+        return counts.with_columns(pl.lit(missing).alias("snapshot_partitions_missing"))
 
-    stats = sum_per_day(
-        each_checked_day(context, labels),
+    stats = sum_per_batch(
+        each_checked_batch(context, labels),
         labels,
         (~pl.col("churned").is_in([0, 1]) | pl.col("churned").is_null()).sum().alias("non_binary_labels"),
         (pl.col("snapshot_date") != pl.col("date") - pl.duration(days=HORIZON_DAYS))
         .sum()
         .alias("wrong_snapshot_dates"),
         pl.col("snapshot_date").is_null().sum().alias("null_snapshot_dates"),
-        (pl.len() - pl.col("user_id").n_unique()).alias("duplicate_user_days"),
+        (pl.len() - pl.struct("date", "user_id").n_unique()).alias("duplicate_user_days"),
         pl.len().alias("rows"),
         pl.col("churned").cast(pl.Int64).sum().alias("churned"),
         pl.col("churned").count().alias("labelled"),
@@ -109,17 +109,19 @@ def labels_match_snapshots(
     return check_result(stats, rows=rows, churn_rate=churned / labelled if labelled else 0.0)
 
 
-def _snapshot(label_day: dt.date, lake: Lake) -> tuple[pl.LazyFrame, bool]:
-    """The (user_id, snapshot_date) pairs of ``features[D-H]`` for label day D, and whether that partition is
-    stored (a day whose snapshot would fall before the first partition has none to store: empty, and True).
+def _snapshots(label_days: list[dt.date], lake: Lake) -> tuple[pl.LazyFrame, int]:
+    """The (user_id, snapshot_date) pairs of ``features[D-H]`` for these label days, and how many of those
+    partitions the lake lacks (a label day whose snapshot would fall before the first partition has none).
 
     Read from the lake directly: Dagster ignores partition mappings on an asset check's inputs (its
     check nodes have none), so an ``additional_ins`` mapped by -H would load ``features[D]`` instead.
     """
-    snapshot_day = label_day - dt.timedelta(days=HORIZON_DAYS)
-    url = lake.table_url("features", "date", snapshot_day.isoformat())
-    if snapshot_day < daily_partitions.start.date() or not lake.exists(url):
+    first_day = daily_partitions.start.date()
+    snapshot_days = [d - dt.timedelta(days=HORIZON_DAYS) for d in label_days]
+    urls = [lake.table_url("features", "date", d.isoformat()) for d in snapshot_days if d >= first_day]
+    present = [url for url in urls if lake.exists(url)]
+    if not present:
         empty = pl.LazyFrame(schema={"user_id": pl.String(), "snapshot_date": pl.Date()})
-        return empty, snapshot_day < daily_partitions.start.date()
-    scan = lake.scan_tables([url], {"date": pl.Date()})
-    return scan.select("user_id", pl.col("date").alias("snapshot_date")), True
+        return empty, len(urls)
+    scan = lake.scan_tables(present, {"date": pl.Date()})
+    return scan.select("user_id", pl.col("date").alias("snapshot_date")), len(urls) - len(present)

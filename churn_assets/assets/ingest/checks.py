@@ -6,7 +6,7 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from churn_assets.assets.check_days import check_result, each_checked_day, sum_per_day
+from churn_assets.assets.check_days import check_result, each_checked_batch, in_days, sum_per_batch
 from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA, MAX_LATENESS, first_of_each_id
 from churn_assets.assets.ingest.raw_events import raw_events
 from churn_assets.assets.ingest.user_daily import TOTAL_COLUMNS, user_daily
@@ -23,9 +23,9 @@ def raw_events_are_valid(context: dg.AssetCheckExecutionContext, raw_events: pl.
     schema = raw_events.collect_schema()
     wrong_schema = [c for c, t in CANONICAL_SCHEMA.items() if schema.get(c) != t]
     day_start = pl.col("date").cast(pl.Datetime("us", "UTC"))
-    each_day = each_checked_day(context, raw_events)
-    stats = sum_per_day(
-        each_day,
+    each_batch = each_checked_batch(context, raw_events)
+    stats = sum_per_batch(
+        each_batch,
         raw_events,
         pl.col("user_id").is_null().sum().alias("null_user_ids"),
         (
@@ -36,11 +36,12 @@ def raw_events_are_valid(context: dg.AssetCheckExecutionContext, raw_events: pl.
     )
     rows = stats.pop("rows")
 
-    def duplicates(day: dt.date, engine: str) -> int:
-        ids = raw_events.filter(pl.col("date") == day).select("event_id").collect(engine=engine).get_column("event_id")
-        return int((~first_of_each_id(ids)).sum())
+    def duplicates(days: list[dt.date], engine: str) -> int:
+        # Ids are unique within an export day (a late event may be re-exported on a later day).
+        ids = raw_events.filter(in_days(days)).select("date", "event_id").collect(engine=engine)
+        return sum(int((~first_of_each_id(day.get_column("event_id"))).sum()) for day in ids.partition_by("date"))
 
-    duplicate_ids = sum(each_day(duplicates))
+    duplicate_ids = sum(each_batch(duplicates))
     return check_result(
         {"duplicate_event_ids": duplicate_ids, **stats, "columns_with_wrong_type": len(wrong_schema)},
         rows=rows,
@@ -59,20 +60,21 @@ def user_daily_is_consistent(
     context: dg.AssetCheckExecutionContext, user_daily: pl.LazyFrame, install_times: pl.LazyFrame
 ) -> dg.AssetCheckResult:
     counts = [c for c in user_daily.collect_schema() if c.startswith("n_") or c in TOTAL_COLUMNS]
-    each_day = each_checked_day(context, user_daily)
-    stats = sum_per_day(
-        each_day,
+
+    def unknown_users(days: list[dt.date]) -> pl.LazyFrame:
+        known = install_times.filter(in_days(days))
+        today = user_daily.filter(in_days(days))
+        return today.join(known, on=["date", "user_id"], how="anti").select(
+            pl.len().alias("users_missing_from_install_times")
+        )
+
+    stats = sum_per_batch(
+        each_checked_batch(context, user_daily),
         user_daily,
-        (pl.len() - pl.col("user_id").n_unique()).alias("duplicate_user_days"),
+        (pl.len() - pl.struct("date", "user_id").n_unique()).alias("duplicate_user_days"),
         pl.sum_horizontal([(pl.col(c) < 0).sum() for c in counts]).alias("negative_counts"),
         pl.len().alias("rows"),
+        also=unknown_users,
     )
-
-    def unknown_users(day: dt.date, engine: str) -> int:
-        today = user_daily.filter(pl.col("date") == day)
-        known = install_times.filter(pl.col("date") == day)
-        return today.join(known, on=["date", "user_id"], how="anti").select(pl.len()).collect(engine=engine).item()
-
-    unknown = sum(each_day(unknown_users))
     rows = stats.pop("rows")
-    return check_result({**stats, "users_missing_from_install_times": unknown}, rows=rows)
+    return check_result(stats, rows=rows)
