@@ -47,9 +47,14 @@ def days_in_range(context: dg.AssetExecutionContext) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((end - start).days)]
 
 
+def rows_per_day(daily: pl.LazyFrame) -> dict[dt.date, int]:
+    """The rows of each stored day of a daily asset's scan (one count per day, before any day is read)."""
+    return dict(daily.group_by("date").agg(pl.len()).collect().iter_rows())
+
+
 def largest_window(daily: pl.LazyFrame | None, days: Sequence[dt.date], length: int) -> int:
-    """The rows of the largest of the days' windows (one count per stored day, before any window is read)."""
+    """The rows of the largest of the days' windows."""
     if daily is None or not days:
         return 0
-    per_day = dict(daily.group_by("date").agg(pl.len()).collect().iter_rows())
+    per_day = rows_per_day(daily)
     return max(sum(per_day.get(day - dt.timedelta(days=i), 0) for i in range(length)) for day in days)
