@@ -1,4 +1,4 @@
-"""Small ways to keep both cores busy: an ordered map, a producer thread, an import in the background.
+"""Small ways to keep both cores busy: an ordered map and a producer thread.
 
 polars, zstd, sha256, fsync and XGBoost release the GIL (ISA-L's gzip inflation and plotly do not), so
 threads overlap the parts of a day that run on one core (reading its files, a small group-by, Python
@@ -7,7 +7,6 @@ items, and an error in a worker surfaces in the caller, at the item it belongs t
 """
 
 import contextlib
-import importlib
 import queue
 import threading
 from collections import deque
@@ -109,18 +108,3 @@ class Prefetched:
 
 
 _DONE = object()
-
-
-def import_in_background(*modules: str) -> threading.Thread:
-    """Starts importing ``modules`` on a thread, so a slow import overlaps with native work that releases
-    the GIL (XGBoost training). A later ``import`` of the same module waits for this one (Python's import
-    lock) and raises its error, if any; the thread itself swallows it."""
-
-    def run() -> None:
-        for name in modules:
-            with contextlib.suppress(Exception):
-                importlib.import_module(name)
-
-    thread = threading.Thread(target=run, name="import", daemon=True)
-    thread.start()
-    return thread

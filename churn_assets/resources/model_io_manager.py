@@ -4,7 +4,7 @@ One ``model`` partition is a folder ``{base_url}/model/month=YYYY-MM/`` holding
 
 * ``model.ubj`` — the booster in XGBoost's own UBJSON format;
 * ``reference_sample.parquet`` — feature rows (and their scores) the drift report compares a day against;
-* ``holdout_report.html`` — the Evidently classification report of the holdout;
+* ``holdout_report.html`` — the holdout report: the scorers' metrics, risk bands, ROC, PR and calibration charts;
 * ``model_card.json`` — features and categories, threshold, risk bands, metrics, training window, data
   versions, and the sha256 of each file above. Written last: each file is atomic by itself, and a
   reader that meets a card and files from different writes refuses them (their hashes disagree).

@@ -1,5 +1,4 @@
-"""Holdout metrics of a churn score, overall and for the users a retention team can still reach, and the
-Evidently classification report of a holdout."""
+"""Holdout metrics of a churn score, overall and for the users a retention team can still reach."""
 
 from typing import Any
 
@@ -64,16 +63,23 @@ def evaluate(frame: pl.DataFrame, scores: np.ndarray, threshold: float) -> dict[
     }
 
 
-def metrics_markdown(rows: dict[str, dict[str, dict[str, Any]] | None]) -> str:
-    """A Markdown table: one row per scorer and population, one column per metric."""
+def metric_table(rows: dict[str, dict[str, dict[str, Any]] | None]) -> tuple[list[str], list[list[str]]]:
+    """The scorers' metrics as a table: a header, then one row per scorer and population."""
     names = [m for m in METRIC_NAMES if m != "churners"]
-    lines = ["| scorer | users | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-    for scorer, evaluation in rows.items():
-        if evaluation is None:
-            continue
-        for population, metrics in evaluation.items():
-            cells = [_fmt(metrics.get(m)) for m in names]
-            lines.append(f"| {scorer} | {population} | " + " | ".join(cells) + " |")
+    body = [
+        [scorer, population, *(_fmt(metrics.get(m)) for m in names)]
+        for scorer, evaluation in rows.items()
+        if evaluation is not None
+        for population, metrics in evaluation.items()
+    ]
+    return ["scorer", "users", *names], body
+
+
+def metrics_markdown(rows: dict[str, dict[str, dict[str, Any]] | None]) -> str:
+    """:func:`metric_table` in Markdown, for Dagster's metadata."""
+    header, body = metric_table(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines)
 
 
@@ -83,21 +89,3 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
-
-
-def holdout_report_html(labels: np.ndarray, scores: np.ndarray, threshold: float) -> str:
-    """Evidently's classification report (quality at the threshold, ROC and PR curves) of a holdout."""
-    # Imported where used: Evidently takes seconds to import, and most runs never need it.
-    import pandas as pd
-    from evidently import BinaryClassification, DataDefinition, Dataset, Report
-    from evidently.presets import ClassificationPreset
-
-    table = pd.DataFrame({LABEL: np.asarray(labels, dtype=np.int64), "churn_probability": scores})
-    definition = DataDefinition(
-        classification=[BinaryClassification(target=LABEL, prediction_probas="churn_probability", pos_label=1)],
-        numerical_columns=["churn_probability"],
-    )
-    snapshot = Report([ClassificationPreset(probas_threshold=threshold)]).run(
-        Dataset.from_pandas(table, data_definition=definition), None
-    )
-    return snapshot.get_html_str(as_iframe=False)

@@ -13,7 +13,6 @@ from churn_assets.resources import ChurnParameters
 from churn_assets.resources.lake import parquet_bytes
 from churn_assets.resources.model_io_manager import CARD_FORMAT, ChurnModel, sha256
 from churn_assets.resources.parquet_io_manager import PartitionStream
-from churn_assets.threads import import_in_background
 
 SCORE_COLUMN = "churn_probability"
 
@@ -59,7 +58,7 @@ def model(
     champion: dict[str, ChurnModel] | None,
 ) -> PartitionStream:
     """The model in production during month M, stored as XGBoost's own format with a JSON card, a
-    reference sample for drift and an Evidently holdout report. A challenger is trained on
+    reference sample for drift and a holdout report (HTML). A challenger is trained on
     ``training_set[M]`` (time-based train / validation / holdout blocks, H-day embargoes between them),
     and promoted only when it passes the gates (beats a logistic baseline, ROC-AUC above a floor) and is
     at least as good on holdout PR-AUC as the champion ``model[M-1]`` scored on the same holdout;
@@ -101,10 +100,11 @@ def train_and_select(
 ) -> tuple[ChurnModel, dict[str, Any]]:
     """Trains month ``month``'s challenger on ``frame`` and returns the model to put in production (the
     challenger or ``champion`` carried forward) with the materialization's metadata."""
-    # Imported where used: XGBoost, scikit-learn and Evidently take seconds to import.
+    # Imported where used: XGBoost and scikit-learn take seconds to import.
     import xgboost as xgb
 
     from churn_assets.assets.ml import metrics, scoring, training
+    from churn_assets.assets.ml.holdout_report import holdout_report_html
 
     started = time.perf_counter()
     if frame.height == 0:
@@ -128,8 +128,6 @@ def train_and_select(
             )
     train, validation, holdout = blocks["train"], blocks["validation"], blocks["holdout"]
     specs = training.feature_specs(train)
-    # Evidently (the holdout report) takes ~7 s to import, mostly on one core; XGBoost trains without the GIL.
-    import_in_background("evidently", "evidently.presets")
     booster = training.train_booster(
         train, validation, specs, config.seed, config.max_boost_rounds, config.early_stopping_rounds
     )
@@ -142,9 +140,10 @@ def train_and_select(
 
     baseline = training.fit_baseline(train, specs, config.seed)
     baseline_threshold = training.threshold_for_recall(
-        validation_labels, training.baseline_scores(baseline, validation, specs), config.target_recall
+        validation_labels, baseline.scores(validation), config.target_recall
     )
-    baseline_eval = metrics.evaluate(holdout, training.baseline_scores(baseline, holdout, specs), baseline_threshold)
+    holdout_scored = {"challenger": holdout_scores, "logistic baseline": baseline.scores(holdout)}
+    baseline_eval = metrics.evaluate(holdout, holdout_scored["logistic baseline"], baseline_threshold)
 
     champion_eval, champion_note = None, None
     if champion is not None:
@@ -152,7 +151,10 @@ def train_and_select(
         if missing:
             champion_note = f"the champion {champion.version} needs features this training set lacks: {missing}"
         else:
-            champion_eval = metrics.evaluate(holdout, scoring.score(champion, holdout), champion.card["threshold"])
+            holdout_scored[f"champion {champion.version}"] = scoring.score(champion, holdout)
+            champion_eval = metrics.evaluate(
+                holdout, holdout_scored[f"champion {champion.version}"], champion.card["threshold"]
+            )
     promote, reason = decide(challenger_eval, baseline_eval, champion_eval, config, champion_note)
     training_seconds = round(time.perf_counter() - started, 2)
 
@@ -212,8 +214,21 @@ def train_and_select(
             model_bytes=model_bytes,
             card=card,
             reference_parquet=parquet_bytes(reference),
-            holdout_report_html=metrics.holdout_report_html(
-                holdout.get_column(training.LABEL).to_numpy(), holdout_scores, threshold
+            holdout_report_html=holdout_report_html(
+                f"model[{month}]: holdout report of {card['model_version']}",
+                {
+                    "decision": reason,
+                    "holdout snapshots": " .. ".join(split.to_card()["holdout"]),
+                    "rows (churn rate)": f"{holdout.height:,} ({card['training_window']['churn_rate']['holdout']:.1%})",
+                    "training rows": f"{train.height:,}, validation rows {validation.height:,}",
+                    "boosting rounds": card["xgboost"]["rounds"],
+                    "threshold": f"{threshold:.4f}, the score that reaches recall {config.target_recall} on validation",
+                },
+                holdout.get_column(training.LABEL).to_numpy(),
+                holdout_scored,
+                threshold,
+                cutoffs,
+                {"challenger": challenger_eval, "champion": champion_eval, "logistic baseline": baseline_eval},
             ).encode(),
             _booster=booster,
         )

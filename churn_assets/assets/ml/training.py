@@ -207,63 +207,87 @@ def risk_cutoffs(labels: np.ndarray, scores: np.ndarray, threshold: float) -> di
 
 
 # -- the baseline ---------------------------------------------------------------------------------
-def fit_baseline(train: pl.DataFrame, specs: list[FeatureSpec], seed: int, max_rows: int = 200_000) -> Any:
-    """A logistic regression on the same features: signed-log numbers, standardised, missing values
-    imputed with a flag; one-hot categories. Trained on at most ``max_rows`` training rows."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+MISSING_CATEGORY = "(missing)"
 
+
+@dataclass(frozen=True)
+class LogisticBaseline:
+    """A logistic regression on the model's features, with its preprocessing fitted on training rows:
+    numbers signed-log transformed, missing values imputed with the training median (0 for a column
+    with no value) plus a 0/1 "was missing" column for each number that had missing values, all of these
+    standardised; categories one-hot, a missing one as its own category, an unseen one as all zeros.
+    (scikit-learn's SimpleImputer, StandardScaler and OneHotEncoder in a pipeline, computed by polars:
+    the same matrix in a fraction of the time.)"""
+
+    numeric: tuple[str, ...]
+    medians: tuple[float, ...]
+    flagged: tuple[str, ...]
+    means: np.ndarray
+    scales: np.ndarray
+    categories: tuple[tuple[str, tuple[str, ...]], ...]
+    logistic: Any
+
+    def design(self, frame: pl.DataFrame) -> np.ndarray:
+        """The rows of ``frame`` as the regression's input matrix (float64, one row per row)."""
+        columns = [_signed_log(name).fill_null(median) for name, median in zip(self.numeric, self.medians)]
+        columns += [_signed_log(name).is_null().cast(pl.Float64) for name in self.flagged]
+        scaled = [
+            ((column - mean) / scale).alias(f"x{i}")
+            for i, (column, mean, scale) in enumerate(zip(columns, self.means, self.scales))
+        ]
+        one_hot = [
+            (_category(name) == value).cast(pl.Float64).alias(f"c{i}_{j}")
+            for i, (name, values) in enumerate(self.categories)
+            for j, value in enumerate(values)
+        ]
+        return frame.select(scaled + one_hot).to_numpy(order="c")
+
+    def scores(self, frame: pl.DataFrame) -> np.ndarray:
+        """Churn probabilities of the rows of ``frame``."""
+        if frame.height == 0:
+            return np.empty(0, dtype=np.float64)
+        return self.logistic.predict_proba(self.design(frame))[:, 1]
+
+
+def fit_baseline(
+    train: pl.DataFrame, specs: list[FeatureSpec], seed: int, max_rows: int = 200_000
+) -> LogisticBaseline:
+    """The logistic baseline the challenger has to beat, trained on at most ``max_rows`` training rows."""
+    from sklearn.linear_model import LogisticRegression
+
+    train = train.select([s.name for s in specs] + [LABEL])
     if train.height > max_rows:
         train = train.sample(max_rows, seed=seed)
-    numeric = [s.name for s in specs if s.kind == "numeric"]
-    categorical = [s.name for s in specs if s.kind == "categorical"]
-    transformer = ColumnTransformer(
-        [
-            (
-                "numeric",
-                make_pipeline(
-                    FunctionTransformer(_signed_log),
-                    SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-                    StandardScaler(),
-                ),
-                numeric,
-            ),
-            (
-                "categorical",
-                make_pipeline(
-                    SimpleImputer(strategy="constant", fill_value="(missing)", keep_empty_features=True),
-                    OneHotEncoder(handle_unknown="ignore"),
-                ),
-                categorical,
-            ),
-        ]
-    )
+    numeric = tuple(s.name for s in specs if s.kind == "numeric")
+    categorical = tuple(s.name for s in specs if s.kind == "categorical")
+    stats = train.select(
+        *[_signed_log(n).median().alias(f"median{i}") for i, n in enumerate(numeric)],
+        *[_signed_log(n).null_count().alias(f"missing{i}") for i, n in enumerate(numeric)],
+        *[_category(n).unique().sort().implode().alias(f"values{i}") for i, n in enumerate(categorical)],
+    ).row(0)
+    medians = tuple(0.0 if m is None else float(m) for m in stats[: len(numeric)])
+    flagged = tuple(n for n, missing in zip(numeric, stats[len(numeric) : 2 * len(numeric)]) if missing)
+    categories = tuple((n, tuple(values)) for n, values in zip(categorical, stats[2 * len(numeric) :]))
+    width = len(numeric) + len(flagged)
+    matrix = LogisticBaseline(numeric, medians, flagged, np.zeros(width), np.ones(width), categories, None).design(train)
+    means = matrix[:, :width].mean(axis=0)
+    scales = matrix[:, :width].std(axis=0)
+    # A constant column is centred and left unscaled, as StandardScaler does (its std is rounding noise).
+    scales[matrix[:, :width].min(axis=0) == matrix[:, :width].max(axis=0)] = 1.0
+    matrix[:, :width] -= means
+    matrix[:, :width] /= scales
     # Newton-Cholesky reaches lbfgs's optimum (the same penalty) in ~6 iterations instead of ~130: for a
     # hundred columns it fits 200k rows in a quarter of the time.
     logistic = LogisticRegression(solver="newton-cholesky", max_iter=1000, random_state=seed)
-    pipeline = make_pipeline(transformer, logistic)
-    pipeline.fit(_sklearn_frame(train, specs), train.get_column(LABEL).to_numpy())
-    return pipeline
+    logistic.fit(matrix, train.get_column(LABEL).to_numpy())
+    return LogisticBaseline(numeric, medians, flagged, means, scales, categories, logistic)
 
 
-def baseline_scores(pipeline: Any, frame: pl.DataFrame, specs: list[FeatureSpec]) -> np.ndarray:
-    return pipeline.predict_proba(_sklearn_frame(frame, specs))[:, 1]
+def _signed_log(name: str) -> pl.Expr:
+    """sign(x) · log(1 + |x|) of a numeric column as Float64, NaN counted as missing."""
+    value = pl.col(name).cast(pl.Float64).fill_nan(None)
+    return value.sign() * value.abs().log1p()
 
 
-def _signed_log(values: np.ndarray) -> np.ndarray:
-    return np.sign(values) * np.log1p(np.abs(values))
-
-
-def _sklearn_frame(frame: pl.DataFrame, specs: list[FeatureSpec]) -> Any:
-    exprs = [
-        pl.col(s.name).cast(pl.String) if s.kind == "categorical" else pl.col(s.name).cast(pl.Float64)
-        for s in specs
-    ]
-    table = frame.select(exprs).to_pandas()
-    for spec in specs:
-        if spec.kind == "categorical":
-            table[spec.name] = table[spec.name].astype(object).where(table[spec.name].notna(), np.nan)
-    return table
+def _category(name: str) -> pl.Expr:
+    return pl.col(name).cast(pl.String).fill_null(MISSING_CATEGORY)
