@@ -190,6 +190,33 @@ def test_logistic_baseline_matches_scikit_learns_pipeline():
     assert (ours.design(scoring)[:, -3:] == 0).all()  # "Web": no one-hot column lit (missing, Android, iOS)
 
 
+def test_holdout_report_counts_known_scores():
+    """The report's confusion matrix and risk bands, on eight users with known scores."""
+    from churn_assets.assets.ml.holdout_report import holdout_report_html
+
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    scores = np.array([0.95, 0.8, 0.6, 0.2, 0.7, 0.3, 0.1, 0.05])
+    cutoffs = {"Low": 0.0, "Medium": 0.25, "High": 0.5, "Critical": 0.9}
+    page = holdout_report_html(
+        "model[2025-04]: holdout report of v1", {"holdout snapshots": "2025-03-11 .. 2025-03-17"}, labels,
+        {"challenger": scores, "logistic baseline": scores[::-1].copy()}, 0.5, cutoffs,
+        {"challenger": {"all": {"rows": 8, "roc_auc": 0.8125}}, "champion": None},
+    )
+    # Flagged at 0.5: three churners (0.95, 0.8, 0.6) and one retained user (0.7).
+    assert "<tr><td>churned</td><td>3</td><td>1</td></tr><tr><td>retained</td><td>1</td><td>3</td></tr>" in page
+    # band, from, users, share of users, churn rate, share of churners
+    for row in (
+        ["Critical", "0.9000", "1", "12.5%", "100.0%", "25.0%"],
+        ["High", "0.5000", "3", "37.5%", "66.7%", "50.0%"],
+        ["Medium", "0.2500", "1", "12.5%", "0.0%", "0.0%"],
+        ["Low", "0.0000", "3", "37.5%", "33.3%", "25.0%"],
+    ):
+        assert "<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" in page
+    assert "<tr><td>challenger</td><td>all</td><td>8</td><td>–</td><td>0.8125</td>" in page
+    assert "champion" not in page.split("<h2>Metrics")[1].split("</table>")[0]  # no champion: no row
+    assert page.count("<polyline") == 2 + 2 + 2 + 1  # ROC and PR per scorer, two distributions, calibration
+
+
 def test_gates_and_champion_comparison():
     config = ModelConfig()
 
