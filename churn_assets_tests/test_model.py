@@ -142,9 +142,9 @@ def test_logistic_baseline_matches_scikit_learns_pipeline():
             training.LABEL: (rng.random(n) < 1 / (1 + np.exp(sessions - 3))).astype(np.int8),
         }
     )
-    specs = [
-        training.FeatureSpec(name, "numeric") for name in ("sessions_7d", "activity_slope", "ratio", "never_seen", "constant")
-    ] + [training.FeatureSpec("platform", "categorical", ("Android", "iOS"))]
+    numbers = ("sessions_7d", "activity_slope", "ratio", "never_seen", "constant")
+    specs = [training.FeatureSpec(name, "numeric") for name in numbers]
+    specs.append(training.FeatureSpec("platform", "categorical", ("Android", "iOS")))
     scoring = train.head(50).with_columns(platform=pl.lit("Web"))  # a category the baseline never saw
 
     ours = training.fit_baseline(train, specs, seed=7)

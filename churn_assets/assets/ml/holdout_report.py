@@ -141,7 +141,8 @@ def _chart(
     def py(y: float) -> float:
         return TOP + plot_h - float(np.clip(y / y_max, 0, 1)) * plot_h
 
-    out = [f"<svg width='{WIDTH}' height='{HEIGHT}' viewBox='0 0 {WIDTH} {HEIGHT}' role='img' aria-label='{_e(title)}'>",
+    out = [f"<svg width='{WIDTH}' height='{HEIGHT}' viewBox='0 0 {WIDTH} {HEIGHT}' role='img' "
+           f"aria-label='{_e(title)}'>",
            f"<text x='{LEFT}' y='16' style='font-weight:bold;font-size:13px'>{_e(title)}</text>"]
     for tick in np.linspace(0, 1, 5):
         x, y = px(tick), py(tick * y_max)
@@ -151,9 +152,11 @@ def _chart(
         out.append(f"<text x='{LEFT - 4}' y='{y + 4:.1f}' text-anchor='end'>{tick * y_max:.2f}</text>")
     out.append(f"<rect x='{LEFT}' y='{TOP}' width='{plot_w}' height='{plot_h}' fill='none' stroke='#999'/>")
     out.append(f"<text x='{LEFT + plot_w / 2}' y='{TOP + plot_h + 30}' text-anchor='middle'>{_e(x_label)}</text>")
-    out.append(f"<text transform='translate(12 {TOP + plot_h / 2}) rotate(-90)' text-anchor='middle'>{_e(y_label)}</text>")
+    out.append(f"<text transform='translate(12 {TOP + plot_h / 2}) rotate(-90)' "
+               f"text-anchor='middle'>{_e(y_label)}</text>")
     if diagonal:
-        out.append(f"<line x1='{px(0)}' y1='{py(0)}' x2='{px(1)}' y2='{py(y_max)}' stroke='#bbb' stroke-dasharray='4 3'/>")
+        out.append(f"<line x1='{px(0)}' y1='{py(0)}' x2='{px(1)}' y2='{py(y_max)}' "
+                   "stroke='#bbb' stroke-dasharray='4 3'/>")
     if marker is not None:
         out.append(f"<line x1='{px(marker):.1f}' y1='{TOP}' x2='{px(marker):.1f}' y2='{TOP + plot_h}' "
                    "stroke='#000' stroke-dasharray='2 2'/>")

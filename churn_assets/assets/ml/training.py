@@ -269,7 +269,8 @@ def fit_baseline(
     flagged = tuple(n for n, missing in zip(numeric, stats[len(numeric) : 2 * len(numeric)]) if missing)
     categories = tuple((n, tuple(values)) for n, values in zip(categorical, stats[2 * len(numeric) :]))
     width = len(numeric) + len(flagged)
-    matrix = LogisticBaseline(numeric, medians, flagged, np.zeros(width), np.ones(width), categories, None).design(train)
+    unscaled = LogisticBaseline(numeric, medians, flagged, np.zeros(width), np.ones(width), categories, None)
+    matrix = unscaled.design(train)
     means = matrix[:, :width].mean(axis=0)
     scales = matrix[:, :width].std(axis=0)
     # A constant column is centred and left unscaled, as StandardScaler does (its std is rounding noise).
