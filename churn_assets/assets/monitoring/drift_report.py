@@ -45,8 +45,9 @@ def drift_report(
     context: dg.AssetExecutionContext, lake: LakeResource, features: pl.LazyFrame, model: dict[str, ChurnModel]
 ) -> PartitionStream:
     """Data drift of ``features[D]`` against the reference sample of ``model[month of D]`` (Evidently's
-    drift table: per-column tests chosen by type and size), plus the drift of the score distribution
-    (the day's users scored by that model against the sample's stored scores). One row per model
+    drift table: per-column tests chosen by type and size, each column's distribution against the
+    reference), plus the drift of the score distribution (the day's users scored by that model against
+    the sample's stored scores). One row per model
     feature and one for the score: ``column``, ``kind``, ``stattest``, ``threshold``, ``drift_score``,
     ``drifted``. The HTML report and a JSON summary (share of drifted feature columns, dataset drift
     yes/no, per-column scores) sit beside the partition: ``drift_report/date=D/report.html`` and
@@ -81,11 +82,11 @@ def measure_drift(features: pl.DataFrame, churn_model: ChurnModel) -> tuple[pl.D
     import warnings
 
     import numpy as np
-    from evidently.legacy.metrics import DataDriftTable
     from evidently.legacy.pipeline.column_mapping import ColumnMapping
     from evidently.legacy.report import Report
 
     from churn_assets.assets.ml.scoring import score
+    from churn_assets.assets.monitoring.snapshot_drift import SnapshotDriftTable
 
     if features.height == 0:
         raise ValueError("the feature snapshot has no rows: no user at risk to compare with the reference sample")
@@ -112,8 +113,9 @@ def measure_drift(features: pl.DataFrame, churn_model: ChurnModel) -> tuple[pl.D
     )
     # Evidently's drift table (the test per column chosen by type and size, a distribution plot for each):
     # the widgets and statistics of its DataDriftPreset, computed once. The preset of Evidently's newer API
-    # computes every column's drift three times and draws its plots twice, for the same verdicts.
-    report = Report(metrics=[DataDriftTable(columns=tested)])
+    # computes every column's drift three times and draws its plots twice, for the same verdicts. The
+    # table is drawn without its plot over the rows' order, which a snapshot of users does not have.
+    report = Report(metrics=[SnapshotDriftTable(columns=tested)])
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         report.run(reference_data=_pandas(reference, kinds), current_data=_pandas(current, kinds), column_mapping=mapping)
