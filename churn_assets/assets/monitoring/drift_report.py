@@ -114,8 +114,9 @@ def measure_drift(features: pl.DataFrame, churn_model: ChurnModel) -> tuple[pl.D
     # Evidently's drift table (the test per column chosen by type and size, a distribution plot for each):
     # the widgets and statistics of its DataDriftPreset, computed once. The preset of Evidently's newer API
     # computes every column's drift three times and draws its plots twice, for the same verdicts. The
-    # table is drawn without its plot over the rows' order, which a snapshot of users does not have.
-    report = Report(metrics=[SnapshotDriftTable(columns=tested)])
+    # table is drawn without its plot over the rows' order, which a snapshot of users does not have; with
+    # raw_data, Evidently keeps the column as that plot's data instead of binning it (~0.4 s for 57 columns).
+    report = Report(metrics=[SnapshotDriftTable(columns=tested)], options={"render": {"raw_data": True}})
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         report.run(reference_data=_pandas(reference, kinds), current_data=_pandas(current, kinds), column_mapping=mapping)
