@@ -151,10 +151,8 @@ def train_and_select(
         if missing:
             champion_note = f"the champion {champion.version} needs features this training set lacks: {missing}"
         else:
-            holdout_scored[f"champion {champion.version}"] = scoring.score(champion, holdout)
-            champion_eval = metrics.evaluate(
-                holdout, holdout_scored[f"champion {champion.version}"], champion.card["threshold"]
-            )
+            champion_scores = holdout_scored[f"champion {champion.version}"] = scoring.score(champion, holdout)
+            champion_eval = metrics.evaluate(holdout, champion_scores, champion.card["threshold"])
     promote, reason = decide(challenger_eval, baseline_eval, champion_eval, config, champion_note)
     training_seconds = round(time.perf_counter() - started, 2)
 
