@@ -52,9 +52,12 @@ def rows_per_day(daily: pl.LazyFrame) -> dict[dt.date, int]:
     return dict(daily.group_by("date").agg(pl.len()).collect().iter_rows())
 
 
+def window_sizes(daily: pl.LazyFrame | None, days: Sequence[dt.date], length: int) -> dict[dt.date, int]:
+    """The rows of each day's window: the stored rows of day-length+1..day."""
+    per_day = rows_per_day(daily) if daily is not None and days else {}
+    return {day: sum(per_day.get(day - dt.timedelta(days=i), 0) for i in range(length)) for day in days}
+
+
 def largest_window(daily: pl.LazyFrame | None, days: Sequence[dt.date], length: int) -> int:
     """The rows of the largest of the days' windows."""
-    if daily is None or not days:
-        return 0
-    per_day = rows_per_day(daily)
-    return max(sum(per_day.get(day - dt.timedelta(days=i), 0) for i in range(length)) for day in days)
+    return max(window_sizes(daily, days, length).values(), default=0)

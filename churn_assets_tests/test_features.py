@@ -21,7 +21,7 @@ from churn_assets.assets.features.catalog import (
     features_schema,
 )
 from churn_assets.assets.features.checks import features_cover_users_at_risk
-from churn_assets.assets.features.features import compute_features, features
+from churn_assets.assets.features.features import compute_features, features, features_of_days
 from churn_assets.config import DEFAULT_EVENT_TYPES, ChurnSettings
 from churn_assets.resources import build_resources
 from churn_assets.resources.lake import Lake
@@ -245,19 +245,19 @@ histories = st.dictionaries(
 )
 
 
+_WINDOW_SCHEMA = {
+    "user_id": pl.String, "date": pl.Date, "n_events": pl.Int64, "n_sessions": pl.Int64,
+    "session_minutes": pl.Float64, "revenue": pl.Float64, "n_purchases": pl.Int64, "n_paywall_view": pl.Int64,
+    "n_share": pl.Int64, "platform": pl.String, "country": pl.String, "app_version": pl.String,
+}
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(history=histories, offset=st.integers(0, 49))
 def test_rolling_windows_match_a_per_user_loop(history: dict, offset: int):
     day_d = day(offset)
     rows = [{"user_id": u, "date": d, **v} for u, days in history.items() for d, v in days.items() if d <= day_d]
-    window = pl.DataFrame(
-        rows,
-        schema={"user_id": pl.String, "date": pl.Date, "n_events": pl.Int64, "n_sessions": pl.Int64,
-                "session_minutes": pl.Float64, "revenue": pl.Float64, "n_purchases": pl.Int64,
-                "n_paywall_view": pl.Int64, "n_share": pl.Int64, "platform": pl.String, "country": pl.String,
-                "app_version": pl.String},
-        orient="row",
-    )
+    window = pl.DataFrame(rows, schema=_WINDOW_SCHEMA, orient="row")
     installs = pl.DataFrame(
         {"user_id": list(history), "install_time": [
             dt.datetime.combine(min(days), dt.time(0), tzinfo=dt.UTC) for days in history.values()]},
@@ -272,6 +272,44 @@ def test_rolling_windows_match_a_per_user_loop(history: dict, offset: int):
                 assert got[user][name] == pytest.approx(value, rel=1e-9, abs=1e-9), (user, name)
             else:
                 assert got[user][name] == value, (user, name)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=histories, first=st.integers(0, 45), count=st.integers(1, 12), late=st.sampled_from(["u1", "u2"]))
+def test_a_block_of_days_matches_the_per_user_loop_on_each_day(history: dict, first: int, count: int, late: str):
+    """A range run computes consecutive days together (``features_of_days``): each day of the block equals
+    that day alone, the per-user loop's windows included, and takes its install times from its own day's
+    ``install_times`` (here one user's install time moves earlier midway, as a late event does)."""
+    days = [day(first + i) for i in range(count)]
+    rows = [{"user_id": u, "date": d, **v} for u, by_day in history.items() for d, v in by_day.items() if d <= days[-1]]
+    window = pl.DataFrame(rows, schema=_WINDOW_SCHEMA, orient="row")
+    moved = days[len(days) // 2]
+
+    def installs_on(d: dt.date) -> pl.DataFrame:
+        times = {u: dt.datetime.combine(min(by_day), dt.time(12), tzinfo=dt.UTC) for u, by_day in history.items()}
+        if late in times and d >= moved:
+            times[late] -= dt.timedelta(days=3)
+        return pl.DataFrame({"user_id": list(times), "install_time": list(times.values())},
+                            schema={"user_id": pl.String, "install_time": pl.Datetime("us", "UTC")})
+
+    def installs_of(block: list[dt.date]) -> pl.DataFrame:
+        return pl.concat(installs_on(d).with_columns(pl.lit(d).alias("date")) for d in block)
+
+    block = features_of_days(window, installs_of, days, START, TYPES)
+    assert [d for d, _ in block] == days
+    for d, frame in block:
+        alone = compute_features(window.filter(pl.col("date") <= d), installs_on(d), d, START, TYPES)
+        assert_frame_equal(frame, alone, check_exact=True)
+        expected = _loop_features({u: {e: v for e, v in by_day.items() if e <= d} for u, by_day in history.items()},
+                                  d, START)
+        assert frame.get_column("user_id").to_list() == sorted(expected)
+        for row in frame.iter_rows(named=True):
+            assert row["active_days_28d"] == expected[row["user_id"]]["active_days_28d"]
+            assert row["n_events_7d"] == expected[row["user_id"]]["n_events_7d"]
+            assert row["active_streak_days"] == expected[row["user_id"]]["active_streak_days"]
+        if late in history and any(0 <= (d - e).days < 28 for e in history[late]):
+            tenure = frame.filter(pl.col("user_id") == late).get_column("tenure_days").item()
+            assert tenure == (d - min(history[late])).days + (3 if d >= moved else 0)
 
 
 # -- simulated data: no future reads, range runs == day-by-day runs ----------------------------------

@@ -1,7 +1,7 @@
 """Trailing windows of a daily input, each upstream day read once however many windows hold it."""
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import polars as pl
 
@@ -9,23 +9,32 @@ import polars as pl
 def trailing_windows(
     daily: pl.LazyFrame | None, days: Sequence[dt.date], length: int
 ) -> Iterator[tuple[dt.date, pl.DataFrame]]:
-    """For each of ``days`` (ascending), the rows of ``daily`` dated ``day-length+1..day``, oldest day first.
+    """For each of ``days`` (ascending), the rows of ``daily`` dated ``day-length+1..day``, oldest day first."""
+    for block, rows in trailing_blocks(daily, [[day] for day in days], length):
+        yield block[0], rows
+
+
+def trailing_blocks(
+    daily: pl.LazyFrame | None, blocks: Sequence[Sequence[dt.date]], length: int
+) -> Iterator[tuple[Sequence[dt.date], pl.DataFrame]]:
+    """For each block of consecutive days (blocks ascending), the rows of ``daily`` dated
+    ``block[0]-length+1..block[-1]``, oldest day first: every window ending on a day of the block.
 
     ``daily`` is the IO manager's hive-pruned scan (with a ``date`` column) over the mapped upstream
     range; days it does not hold (before the first partition) contribute no rows. In a range run a day
-    is read from storage once and kept while it lies inside the window, so memory holds ``length`` days
+    is read from storage once and kept while a later block still needs it, so memory holds a block's days
     and a day costs the same on day 30 as on day 120.
     """
     if daily is None:
-        for day in days:
-            yield day, pl.DataFrame(schema={"user_id": pl.String(), "date": pl.Date()})
+        for block in blocks:
+            yield block, pl.DataFrame(schema={"user_id": pl.String(), "date": pl.Date()})
         return
     schema = daily.collect_schema()
     held: dict[dt.date, pl.DataFrame] = {}
-    for day in days:
-        first = day - dt.timedelta(days=length - 1)
+    for block in blocks:
+        first = block[0] - dt.timedelta(days=length - 1)
         held = {d: frame for d, frame in held.items() if d >= first}
-        wanted = [first + dt.timedelta(days=i) for i in range(length)]
+        wanted = [first + dt.timedelta(days=i) for i in range((block[-1] - first).days + 1)]
         for d in wanted:
             # One scan per day not held yet (the hive column prunes it to the day's file). Reading the
             # missing days at once and filtering each out of them held ~12 x the rows' size at a time:
@@ -33,8 +42,22 @@ def trailing_windows(
             if d not in held:
                 held[d] = daily.filter(pl.col("date") == d).collect()
         frames = [held[d] for d in wanted]
-        window = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
-        yield day, window
+        yield block, pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+
+
+def day_blocks(days: Sequence[dt.date], window_rows: Callable[[dt.date], int], max_rows: int) -> list[list[dt.date]]:
+    """``days`` (ascending) in runs of consecutive days whose windows hold ``max_rows`` rows or fewer in all
+    (a day whose window alone holds more is a block of its own)."""
+    blocks: list[list[dt.date]] = []
+    rows = 0
+    for day in days:
+        if blocks and rows + window_rows(day) <= max_rows and day - blocks[-1][-1] == dt.timedelta(days=1):
+            blocks[-1].append(day)
+            rows += window_rows(day)
+        else:
+            blocks.append([day])
+            rows = window_rows(day)
+    return blocks
 
 
 def user_ranges(user_ids: pl.Series, count: int) -> list[pl.Expr]:
