@@ -72,7 +72,16 @@ def timed_io_manager(inner, calls: list[dict]):
                     {"step": context.step_context.step.key, "kind": "input", "start": start, "end": time.time()}
                 )
 
-    return TimedIOManager()
+    @dg.io_manager
+    def timed(init_context):
+        # The wrapped IO manager's own set-up and tear-down run as they do in a user's run.
+        inner.setup_for_execution(init_context)
+        try:
+            yield TimedIOManager()
+        finally:
+            inner.teardown_after_execution(init_context)
+
+    return timed
 
 
 def peak_rss_bytes() -> int:
