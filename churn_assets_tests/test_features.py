@@ -22,6 +22,7 @@ from churn_assets.assets.features.catalog import (
 )
 from churn_assets.assets.features.checks import features_cover_users_at_risk
 from churn_assets.assets.features.features import compute_features, features, features_of_days
+from churn_assets.assets.features.rolling import day_blocks
 from churn_assets.config import DEFAULT_EVENT_TYPES, ChurnSettings
 from churn_assets.resources import build_resources
 from churn_assets.resources.lake import Lake
@@ -387,6 +388,28 @@ def test_large_windows_computed_in_slices_of_users_give_the_same_features(
         full = read_partition(simulated_lake.data_url, "features", day(offset))
         assert full.height > 100
         assert_frame_equal(read_partition(sliced.data_url, "features", day(offset)), full, check_exact=True)
+
+
+def test_range_runs_in_blocks_of_days_give_the_same_features(
+    simulated_lake: ChurnSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A range run computes its days in blocks (here ~2 days each instead of one block for the whole range):
+    each block reads the days its windows need, and every partition is the same, row for row."""
+    features_module = importlib.import_module("churn_assets.assets.features.features")
+    windows = [read_partition(simulated_lake.data_url, "user_daily", day(o)).height for o in range(SIM_DAYS)]
+    limit = 2 * sum(windows[-28:])
+    monkeypatch.setattr(features_module, "BLOCK_WINDOW_ROWS", limit)
+    sizes = {day(o): sum(windows[max(0, o - 27):o + 1]) for o in range(SIM_DAYS)}
+    assert len(day_blocks(list(sizes), sizes.get, limit)) >= 10
+    blocked = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=simulated_lake.landing_url)
+    for asset in INGEST:
+        shutil.copytree(Path(simulated_lake.data_url) / asset, Path(blocked.data_url) / asset)
+    with dg.DagsterInstance.ephemeral() as instance:
+        materialize_selected(["features"], build_resources(blocked), instance, day(0).isoformat(),
+                             day(SIM_DAYS - 1).isoformat())
+    for offset in range(SIM_DAYS):
+        full = read_partition(simulated_lake.data_url, "features", day(offset))
+        assert_frame_equal(read_partition(blocked.data_url, "features", day(offset)), full, check_exact=True)
 
 
 def test_event_types_missing_from_user_daily_fail_clearly(known_lake: ChurnSettings, instance):
