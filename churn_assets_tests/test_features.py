@@ -293,10 +293,8 @@ def test_a_block_of_days_matches_the_per_user_loop_on_each_day(history: dict, fi
         return pl.DataFrame({"user_id": list(times), "install_time": list(times.values())},
                             schema={"user_id": pl.String, "install_time": pl.Datetime("us", "UTC")})
 
-    def installs_of(block: list[dt.date]) -> pl.DataFrame:
-        return pl.concat(installs_on(d).with_columns(pl.lit(d).alias("date")) for d in block)
-
-    block = features_of_days(window, installs_of, days, START, TYPES)
+    installs = pl.concat(installs_on(d).with_columns(pl.lit(d).alias("date")) for d in days)
+    block = features_of_days(window, installs, days, START, TYPES)
     assert [d for d, _ in block] == days
     for d, frame in block:
         alone = compute_features(window.filter(pl.col("date") <= d), installs_on(d), d, START, TYPES)

@@ -2,7 +2,7 @@
 
 import datetime as dt
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import dagster as dg
 import numpy as np
@@ -27,7 +27,7 @@ from churn_assets.resources.parquet_io_manager import PartitionStream
 from churn_assets.threads import ordered_map, workers_for
 
 
-# compute_features holds a window's rows and ~25 of their columns, sorted by user, before summing them.
+# features_of_days holds a window's rows and ~25 of their columns, sorted by user, before summing them.
 # A window of more rows than MAX_WINDOW_ROWS (28 days of ~70k daily users) is computed in slices of
 # ~SLICE_ROWS rows: contiguous user_id ranges, which the row-group statistics of the sorted user_daily files
 # prune. Memory then follows the slice, not the population; slices of 0.5 M, 1 M and 2 M rows take about
@@ -86,10 +86,8 @@ def features(
             allow_retries=False,
         )
 
-    def installs_of(day: dt.date) -> pl.DataFrame:
-        return install_times.filter(pl.col("date") == day).select("user_id", "install_time").collect()
-
-    def installs_of_days(block: Sequence[dt.date]) -> pl.DataFrame:
+    def installs_of(block: Sequence[dt.date]) -> pl.DataFrame:
+        """install_times[D] of each of the block's (consecutive) days, with its ``date``."""
         consecutive = pl.col("date").is_between(block[0], block[-1])
         return install_times.filter(consecutive).select("user_id", "date", "install_time").collect()
 
@@ -99,7 +97,7 @@ def features(
         if largest <= MAX_WINDOW_ROWS:
             def of_block(item: tuple[list[dt.date], pl.DataFrame]) -> list[tuple[dt.date, pl.DataFrame]]:
                 block, rows = item
-                return features_of_days(rows, installs_of_days, block, first_day, churn.event_types)
+                return features_of_days(rows, installs_of(block), block, first_day, churn.event_types)
 
             blocks = day_blocks(days, window_rows.get, BLOCK_WINDOW_ROWS)
             computed = trailing_blocks(user_daily, blocks, LOOKBACK_DAYS)
@@ -108,7 +106,7 @@ def features(
             return
         context.log.info(f"windows of up to {largest:,} user_daily rows: computed in slices of users")
         for day in days:
-            installs = installs_of(day)
+            installs = installs_of([day])
             slices = user_ranges(installs.get_column("user_id"), math.ceil(largest / SLICE_ROWS))
             first = day - dt.timedelta(days=LOOKBACK_DAYS - 1)
 
@@ -129,22 +127,23 @@ def compute_features(
     first_day: dt.date,
     event_types: Sequence[str],
 ) -> pl.DataFrame:
-    """``features[D]`` from the ``user_daily`` rows of D-27..D (with their ``date``) and ``install_times[D]``."""
+    """``features[D]`` from the ``user_daily`` rows of D-27..D (with their ``date``) and ``install_times[D]``
+    (``user_id``, ``install_time``): :func:`features_of_days` for one day."""
     dated = installs.select("user_id", pl.lit(day).alias("date"), "install_time")
-    [(_, frame)] = features_of_days(window, lambda _: dated, [day], first_day, event_types)
+    [(_, frame)] = features_of_days(window, dated, [day], first_day, event_types)
     return frame
 
 
 def features_of_days(
     rows: pl.DataFrame,
-    installs_of: Callable[[Sequence[dt.date]], pl.DataFrame],
+    installs: pl.DataFrame,
     days: Sequence[dt.date],
     first_day: dt.date,
     event_types: Sequence[str],
 ) -> list[tuple[dt.date, pl.DataFrame]]:
     """``features[D]`` for each of ``days`` (consecutive, ascending) from the ``user_daily`` rows of
-    ``days[0]``-27..``days[-1]`` (with their ``date``) and ``installs_of(days)``: ``install_times[D]`` of each of
-    the days (``user_id``, ``date`` = D, ``install_time``).
+    ``days[0]``-27..``days[-1]`` (with their ``date``) and ``install_times[D]`` of each of the days
+    (``installs``: ``user_id``, ``date`` = D, ``install_time``).
 
     Sparse: it aggregates the rows that exist (one per active user and day); an inactive day is simply
     absent, so cost follows activity, not users × days. The rows are sorted by user, oldest first, so the
@@ -186,6 +185,7 @@ def features_of_days(
 
     # The (user, day) pairs at risk: a row on day d puts its user at risk on d..d+27. Each row adds the days
     # its predecessor (the same user's previous active day) did not already cover, within the block.
+    positions = np.arange(rows.height, dtype=np.int64)
     new_user = np.zeros(rows.height, dtype=bool)
     new_user[starts] = True
     previous = np.where(new_user, np.iinfo(np.int64).min // 2, np.roll(row_day, 1))
@@ -224,8 +224,8 @@ def features_of_days(
     latest = last - 1  # the user's last active day in the window (each pair has one)
     totals["days_since_last_active"] = (pair_day - row_day[latest]).astype(np.int32)
     # The run of consecutive active days ending on each row, cut at the window's first day.
-    run_start = np.maximum.accumulate(np.where(new_user | (row_day != previous + 1), np.arange(rows.height), 0))
-    streak = np.arange(rows.height) - run_start + 1
+    run_start = np.maximum.accumulate(np.where(new_user | (row_day != previous + 1), positions, 0))
+    streak = positions - run_start + 1
     totals["active_streak_days"] = np.minimum(
         streak[latest], row_day[latest] - (pair_day - (LOOKBACK_DAYS - 1)) + 1
     ).astype(np.int32)
@@ -250,7 +250,6 @@ def features_of_days(
 
     # The last platform/country/app version each user had in the window: per column, the latest of the
     # user's rows up to the day that holds a value, when it lies inside the window.
-    positions = np.arange(rows.height, dtype=np.int64)
     categorical = {}
     for c in CATEGORICAL_COLUMNS:
         seen = rows.get_column(c)
@@ -272,12 +271,12 @@ def features_of_days(
     history_days = pl.col("history_days")
     tenure = (pl.col("_snapshot") - pl.col("install_time").dt.date()).dt.total_days()
     snapshot = (pl.col("_date") + (days[0] - _EPOCH).days).cast(pl.Date)
-    installs = installs_of(days).lazy().select("user_id", pl.col("date").alias("_snapshot"), "install_time")
+    snapshot_installs = installs.lazy().select("user_id", pl.col("date").alias("_snapshot"), "install_time")
     features = (
         per_pair.lazy()
         .with_columns(snapshot.alias("_snapshot"))
         # install_times[D] is the state as of D: each pair takes its user's install time of its own day.
-        .join(installs, on=["user_id", "_snapshot"], how="left", maintain_order="left")
+        .join(snapshot_installs, on=["user_id", "_snapshot"], how="left", maintain_order="left")
         .with_columns(
             tenure.alias("tenure_days"),
             pl.when(history_days >= 2).then(pl.col("activity_slope_28d")).alias("activity_slope_28d"),
