@@ -16,14 +16,13 @@ virtual machine's speed varies from one minute to the next (on the project's CI-
 run has used 30 s of CPU and then 45 s), and one run cannot tell the code's time from the machine's.
 """
 
-import statistics
-
 import argparse
 import datetime as dt
 import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -350,6 +349,7 @@ def print_repeats(scale: Scale, runs: list[dict]) -> None:
             verdict = "met" if wall <= target_wall and rss_ok else "MISSED"
             print(f"  target {graph}: ≤ {target_wall:.0f} s, ≤ {target_rss / MB / 1024:.0f} GB → {label} "
                   f"{wall:.1f} s: {verdict}")
+
 
 if __name__ == "__main__":
     sys.exit(main())
