@@ -1,5 +1,6 @@
-"""``training_set``: exactly the labels of the L months before M with their features, a seeded stratified
-cap, clear failures, month ranges equal to single months, and the dependencies the UI shows."""
+"""``training_set``: exactly the labels of the L months before M with their snapshots' features, a seeded
+stratified cap, clear failures, month ranges equal to single months, old label partitions that carried
+their features, and the dependencies the UI shows."""
 
 import datetime as dt
 import shutil
@@ -70,12 +71,18 @@ def _materialize(resources: dict, month: str, last: str | None = None) -> dg.Exe
 
 
 def _labels_between(lake_url: str, first: dt.date, last: dt.date) -> pl.DataFrame:
+    """The stored labels of the label days ``first..last``, each row with its ``label_date`` and the user's
+    columns of its snapshot ``features[snapshot_date]``, read partition by partition."""
     frames = []
     current = first
     while current <= last:
-        frames.append(read_partition(lake_url, "labels", current).with_columns(pl.lit(current).alias("label_date")))
+        labelled = read_partition(lake_url, "labels", current).with_columns(pl.lit(current).alias("label_date"))
+        if labelled.height:
+            snapshot = read_partition(lake_url, "features", current - dt.timedelta(days=HORIZON_DAYS))
+            labelled = labelled.join(snapshot, on="user_id", how="left", maintain_order="left")
+        frames.append(labelled)
         current += dt.timedelta(days=1)
-    return pl.concat(frames)
+    return pl.concat(frames, how="diagonal_relaxed")
 
 
 def test_rows_are_the_labels_of_the_months_before_with_their_features(labelled_lake: ChurnSettings, tmp_path: Path):
@@ -183,6 +190,44 @@ def test_a_month_with_one_class_fails_with_its_counts(labelled_lake: ChurnSettin
         _materialize(build_resources(settings), "2025-02")
 
 
+def test_a_label_whose_user_left_its_snapshot_fails_with_the_days_to_label_again(
+    labelled_lake: ChurnSettings, tmp_path: Path
+):
+    """features[S] rematerialized without a user that labels[S+H] still has: no features to train on."""
+    settings = _copy(labelled_lake, tmp_path)
+    lake = Lake(settings.data_url)
+    snapshot_day = dt.date(2025, 1, 20)
+    url = lake.table_url("features", "date", snapshot_day.isoformat())
+    snapshot = pl.read_parquet(url)
+    lake.write_table(url, snapshot.slice(1))
+    stored = lake.table_url("training_set", "month", "2025-03")
+    with pytest.raises(dg.Failure, match=r"training_set\[2025-03\]: 1 labelled rows have no row in their snapshot's "
+                                         r"features \(snapshot days 2025-01-20\).*Materialize labels again"):
+        _materialize(build_resources(settings), "2025-03")
+    assert not lake.exists(stored)  # nothing half-written
+
+
+def test_labels_stored_with_their_features_give_the_same_training_set(labelled_lake: ChurnSettings, tmp_path: Path):
+    """Label partitions written when labels still carried their snapshot's feature columns are read as
+    they are: only their keys and label count, and the features come from the snapshots."""
+    slim = _copy(labelled_lake, tmp_path / "slim")
+    wide = _copy(labelled_lake, tmp_path / "wide")
+    lake = Lake(wide.data_url)
+    for offset in range(HORIZON_DAYS, 59):
+        label_day = day(offset)
+        url = lake.table_url("labels", "date", label_day.isoformat())
+        snapshot = read_partition(wide.data_url, "features", label_day - dt.timedelta(days=HORIZON_DAYS))
+        stale = snapshot.with_columns(pl.col("n_events_28d") + 1000)  # what the wide file held: not read
+        lake.write_table(url, pl.read_parquet(url).join(stale, on="user_id", how="left", maintain_order="left"))
+    for settings in (slim, wide):
+        _materialize(build_resources(settings), "2025-03")
+    assert_frame_equal(
+        read_partition(wide.data_url, "training_set", "2025-03", column="month"),
+        read_partition(slim.data_url, "training_set", "2025-03", column="month"),
+        check_exact=True,
+    )
+
+
 def test_lookback_that_disagrees_with_the_partition_mapping_fails_clearly(labelled_lake: ChurnSettings):
     resources = _resources(labelled_lake, lookback_months=LOOKBACK_MONTHS + 1)
     with pytest.raises(dg.Failure, match=f"lookback_months={LOOKBACK_MONTHS + 1}"):
@@ -236,6 +281,9 @@ def test_declared_dependencies_are_the_true_ones():
     months = _upstream_keys(training_set, "labels", "2025-05", monthly, daily)
     assert (months[0], months[-1], len(months)) == ("2025-02-01", "2025-04-30", 89)
     assert _upstream_keys(training_set, "labels", "2025-01", monthly, daily) == []
+    # The labels' snapshots lie H days earlier: a month more of features (month offsets cannot shift by H).
+    snapshots = _upstream_keys(training_set, "features", "2025-05", monthly, daily)
+    assert (snapshots[0], snapshots[-1], len(snapshots)) == ("2025-01-01", "2025-04-30", 120)
 
 
 def test_months_to_train_from_the_first_with_a_whole_lookback():

@@ -115,6 +115,7 @@ def test_webserver_serves_the_asset_graph_schedules_and_sensors(webserver):
     assert deps["user_daily"] == {"raw_events", "install_times"}
     assert {"user_daily", "install_times"} <= deps["features"]
     assert {"features", "user_daily"} <= deps["labels"]
+    assert deps["training_set"] == {"labels", "features"}  # the labels, and their snapshots' features
     assert "model" in deps["predictions"] and "features" in deps["predictions"]
 
     fmt = {name: node["partitionDefinition"]["fmt"] for name, node in nodes.items()}

@@ -83,12 +83,18 @@ class Lake:
             return self.fs.cat_file(url)
 
     def scan_tables(self, urls: list[str], hive_schema: dict[str, pl.DataType]) -> pl.LazyFrame:
-        """A lazy scan of partition tables; the hive column comes from each path, so filters on it prune files."""
+        """A lazy scan of partition tables; the hive column comes from each path, so filters on it prune files.
+
+        The first file's columns are the scan's. A later file's columns beyond them are not read (partitions
+        written before a table lost columns, such as labels that carried their snapshot's features); a column
+        the reader asks for and a file lacks is still an error.
+        """
         return pl.scan_parquet(
             urls,
             hive_partitioning=True,
             hive_schema=hive_schema,
             storage_options=polars_storage_options(self.root_url),
+            extra_columns="ignore",
         )
 
 

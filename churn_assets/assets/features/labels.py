@@ -1,12 +1,10 @@
 """``labels``: churn outcomes, keyed by the day they become known."""
 
 import datetime as dt
-from collections.abc import Sequence
 
 import dagster as dg
 import polars as pl
 
-from churn_assets.assets.features.catalog import features_schema
 from churn_assets.assets.features.rolling import trailing_windows
 from churn_assets.config import SETTINGS
 from churn_assets.partitions import daily_partitions, days_in_range, largest_window
@@ -18,15 +16,9 @@ from churn_assets.threads import engine_for, ordered_map, workers_for
 HORIZON_DAYS = SETTINGS.horizon_days
 
 
-def labels_schema(event_types: Sequence[str]) -> dict[str, pl.DataType]:
-    """``user_id``, ``snapshot_date``, ``churned``, then the snapshot's feature columns."""
-    feature_columns = features_schema(event_types)
-    return {
-        "user_id": pl.String(),
-        "snapshot_date": pl.Date(),
-        "churned": pl.Int8(),
-        **{name: dtype for name, dtype in feature_columns.items() if name != "user_id"},
-    }
+# One row per user of the snapshot: the label alone. Its features stay in features[S], where training_set
+# joins them (storing them again here doubled what a daily refresh encoded and the lake held).
+LABELS_SCHEMA: dict[str, pl.DataType] = {"user_id": pl.String(), "snapshot_date": pl.Date(), "churned": pl.Int8()}
 
 
 @dg.asset(
@@ -55,10 +47,11 @@ def labels(
     user_daily: pl.LazyFrame,
 ) -> PartitionStream:
     """The labels resolved on day D, for the snapshot of day S = D-H (H = ``CHURN_HORIZON_DAYS``): one row
-    per user of ``features[S]`` with ``snapshot_date`` = S, ``churned`` = 1 when the user has no activity
-    in S+1..S+H = D-H+1..D and 0 otherwise, followed by that user's feature columns of ``features[S]`` (so
-    a training set reads labels alone). Reads ``features[D-H]`` and ``user_daily[D-H+1..D]`` only. The first
-    H days have no snapshot to label: their partitions are empty, with the same columns.
+    per user of ``features[S]``, in its order (by ``user_id``), with ``snapshot_date`` = S and ``churned`` =
+    1 when the user has no activity in S+1..S+H = D-H+1..D, 0 otherwise. The features stay in
+    ``features[S]``: ``training_set`` joins them on (``user_id``, ``snapshot_date``). Reads the user ids of
+    ``features[D-H]`` and ``user_daily[D-H+1..D]`` only. The first H days have no snapshot to label: their
+    partitions are empty, with the same columns.
     """
     check_horizon(churn)
     days = days_in_range(context)
@@ -67,8 +60,10 @@ def labels(
     def of_window(item: tuple[dt.date, pl.DataFrame]) -> tuple[str, pl.DataFrame]:
         day, after = item
         snapshot_day = day - dt.timedelta(days=HORIZON_DAYS)
-        snapshot = None if features is None else features.filter(pl.col("date") == snapshot_day).drop("date").collect()
-        return day.isoformat(), compute_labels(snapshot, after, snapshot_day, churn.event_types)
+        snapshot = None
+        if features is not None:
+            snapshot = features.filter(pl.col("date") == snapshot_day).select("user_id").collect()
+        return day.isoformat(), compute_labels(snapshot, after, snapshot_day)
 
     largest_snapshot = largest_window(features, [day - dt.timedelta(days=HORIZON_DAYS) for day in days], 1)
     windows = trailing_windows(returning, days, HORIZON_DAYS)
@@ -84,15 +79,11 @@ def check_horizon(churn: ChurnParameters) -> None:
         )
 
 
-def compute_labels(
-    snapshot: pl.DataFrame | None,
-    active_after: pl.DataFrame,
-    snapshot_day: dt.date,
-    event_types: Sequence[str],
-) -> pl.DataFrame:
-    """``labels[S+H]`` from ``features[S]`` (None before the first partition) and the users active in
-    S+1..S+H (any frame with a ``user_id`` column: one row per user and active day)."""
-    schema = labels_schema(event_types)
+def compute_labels(snapshot: pl.DataFrame | None, active_after: pl.DataFrame, snapshot_day: dt.date) -> pl.DataFrame:
+    """``labels[S+H]`` from the users of ``features[S]`` (a frame with its ``user_id`` column; None before
+    the first partition) and the users active in S+1..S+H (any frame with a ``user_id`` column: one row per
+    user and active day)."""
+    schema = LABELS_SCHEMA
     if snapshot is None or snapshot.is_empty():
         return pl.DataFrame(schema=schema)
     # A left join on the users who came back, in snapshot order, not ``is_in``: 3.4 s instead of 4–5.3 s for

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
-from churn_assets.assets.features.labels import HORIZON_DAYS, labels_schema
+from churn_assets.assets.features.catalog import features_schema
+from churn_assets.assets.features.labels import HORIZON_DAYS, LABELS_SCHEMA
 from churn_assets.config import SETTINGS
 from churn_assets.partitions import MONTH_FORMAT, monthly_partitions
 from churn_assets.resources import ChurnParameters
@@ -22,13 +23,12 @@ SAMPLE_SEED = 20250101
 
 def training_set_schema(event_types: list[str]) -> dict[str, pl.DataType]:
     """``user_id``, ``snapshot_date``, ``label_date``, ``churned``, then the feature catalog's columns."""
-    label_columns = labels_schema(event_types)
     return {
         "user_id": pl.String(),
         "snapshot_date": pl.Date(),
         "label_date": pl.Date(),
         "churned": pl.Int8(),
-        **{k: v for k, v in label_columns.items() if k not in ("user_id", "snapshot_date", "churned")},
+        **{k: v for k, v in features_schema(event_types).items() if k != "user_id"},
     }
 
 
@@ -98,18 +98,30 @@ def months_to_train(start: dt.date, last: dt.date, horizon_days: int, lookback_m
                 start_offset=-LOOKBACK_MONTHS, end_offset=-1, allow_nonexistent_upstream_partitions=True
             )
         ),
+        "features": dg.AssetIn(
+            # The labels' snapshots, H days before each label: inside the days of months M-L-1 .. M-1 (the
+            # offsets count months, so they cannot shift by H days; only the snapshot days are read).
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-LOOKBACK_MONTHS - 1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+            )
+        ),
     },
 )
 def training_set(
-    context: dg.AssetExecutionContext, churn: ChurnParameters, labels: pl.LazyFrame | None
+    context: dg.AssetExecutionContext,
+    churn: ChurnParameters,
+    labels: pl.LazyFrame | None,
+    features: pl.LazyFrame | None,
 ) -> PartitionStream:
     """The rows the model of month M is trained on: every label resolved in the L months before M
     (L = ``CHURN_TRAINING_LOOKBACK_MONTHS``), i.e. ``labels`` of those days with ``label_date`` = the day
     the label became known, ``snapshot_date`` = the day of its features (for time-based splits),
-    ``churned`` and the snapshot's feature columns. Above ``CHURN_MAX_TRAINING_ROWS`` rows it keeps a
-    seeded sample stratified by ``churned``. Reads ``labels`` of those days lazily (the label partitions
-    carry their snapshot's features), never the whole window at once beyond the cap. A month with too
-    few labelled rows or a single class fails with the month, the row count and the class counts.
+    ``churned``, then the user's feature columns of ``features[snapshot_date]``. Above
+    ``CHURN_MAX_TRAINING_ROWS`` rows it keeps a seeded sample stratified by ``churned``, chosen from the
+    labels before any feature is read. Reads ``labels`` of those days and the snapshots of the rows kept,
+    never the whole window at once beyond the cap. A month with too few labelled rows or a single class
+    fails with the month, the row count and the class counts; a label whose user is missing from its
+    snapshot (features rematerialized after the labels) fails with the snapshot days to label again.
     """
     if churn.lookback_months != LOOKBACK_MONTHS:
         raise dg.Failure(
@@ -129,8 +141,9 @@ def training_set(
     def stream():
         for window in windows:
             class_counts = counts[window.month]
-            rows = stratified_rows(scans[window.month], class_counts, churn.max_training_rows)
-            frame = rows.select(list(schema)).cast(schema).sort("snapshot_date", "user_id").collect(engine="streaming")
+            rows = stratified_rows(scans[window.month], class_counts, churn.max_training_rows).collect()
+            frame = with_snapshot_features(window, rows, features).select(list(schema)).cast(schema)
+            frame = frame.sort("snapshot_date", "user_id")
             labelled = sum(class_counts.values())
             context.add_asset_metadata(
                 {
@@ -151,11 +164,46 @@ def training_set(
 
 
 def _labels_in(labels: pl.LazyFrame | None, window: MonthWindow) -> pl.LazyFrame:
+    """The window's labels: ``user_id``, ``snapshot_date``, ``churned`` and ``label_date`` (label partitions
+    written before their features moved out of them hold feature columns too; they are not read)."""
     if labels is None:
-        return pl.LazyFrame(schema={**labels_schema([]), "date": pl.Date()}).rename({"date": "label_date"})
-    return labels.filter(pl.col("date").is_between(window.first_label_day, window.last_label_day)).rename(
-        {"date": "label_date"}
+        return pl.LazyFrame(schema={**LABELS_SCHEMA, "label_date": pl.Date()})
+    return labels.filter(pl.col("date").is_between(window.first_label_day, window.last_label_day)).select(
+        *LABELS_SCHEMA, pl.col("date").alias("label_date")
     )
+
+
+def with_snapshot_features(window: MonthWindow, rows: pl.DataFrame, features: pl.LazyFrame | None) -> pl.DataFrame:
+    """``rows`` (labels) with their user's columns of ``features[snapshot_date]``, in the rows' order.
+
+    The snapshots are read lazily and cut to the rows' keys first (a semi-join builds on the rows, which
+    the cap bounds, and streams the features), so memory follows the rows kept, not the window's features.
+    """
+    keys = ["user_id", "snapshot_date"]
+    if rows.is_empty():
+        return rows
+    first, last = rows.get_column("snapshot_date").min(), rows.get_column("snapshot_date").max()
+    found = (
+        pl.DataFrame(schema={"user_id": pl.String(), "snapshot_date": pl.Date()})
+        if features is None
+        else features.filter(pl.col("date").is_between(first, last))
+        .rename({"date": "snapshot_date"})
+        .join(rows.lazy().select(keys), on=keys, how="semi")
+        .collect(engine="streaming")
+    )
+    frame = rows.join(found.with_columns(pl.lit(True).alias("_found")), on=keys, how="left", maintain_order="left")
+    lost = frame.filter(pl.col("_found").is_null())
+    if not lost.is_empty():
+        days = lost.get_column("snapshot_date").unique().sort()
+        shown = ", ".join(str(d) for d in days.head(5)) + (f" and {len(days) - 5} more" if len(days) > 5 else "")
+        raise dg.Failure(
+            f"training_set[{window.month}]: {lost.height} labelled rows have no row in their snapshot's features "
+            f"(snapshot days {shown}): features were rematerialized after those labels. Materialize labels "
+            f"again for the label days (snapshot day + {HORIZON_DAYS} days), then this month.",
+            metadata={"labels_without_features": lost.height},
+            allow_retries=False,
+        )
+    return frame.drop("_found")
 
 
 def _class_counts(scan: pl.LazyFrame) -> dict[int, int]:
