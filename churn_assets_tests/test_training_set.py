@@ -201,8 +201,8 @@ def test_a_label_whose_user_left_its_snapshot_fails_with_the_days_to_label_again
     snapshot = pl.read_parquet(url)
     lake.write_table(url, snapshot.slice(1))
     stored = lake.table_url("training_set", "month", "2025-03")
-    with pytest.raises(dg.Failure, match=r"training_set\[2025-03\]: 1 labelled rows have no row in their snapshot's "
-                                         r"features \(snapshot days 2025-01-20\).*Materialize labels again"):
+    with pytest.raises(dg.Failure, match=r"training_set\[2025-03\]: labels whose user has no row in their snapshot's "
+                                         r"features: 1 \(snapshot days 2025-01-20\).*Materialize labels again"):
         _materialize(build_resources(settings), "2025-03")
     assert not lake.exists(stored)  # nothing half-written
 

@@ -180,8 +180,6 @@ def with_snapshot_features(window: MonthWindow, rows: pl.DataFrame, features: pl
     the cap bounds, and streams the features), so memory follows the rows kept, not the window's features.
     """
     keys = ["user_id", "snapshot_date"]
-    if rows.is_empty():
-        return rows
     first, last = rows.get_column("snapshot_date").min(), rows.get_column("snapshot_date").max()
     found = (
         pl.DataFrame(schema={"user_id": pl.String(), "snapshot_date": pl.Date()})
@@ -197,9 +195,9 @@ def with_snapshot_features(window: MonthWindow, rows: pl.DataFrame, features: pl
         days = lost.get_column("snapshot_date").unique().sort()
         shown = ", ".join(str(d) for d in days.head(5)) + (f" and {len(days) - 5} more" if len(days) > 5 else "")
         raise dg.Failure(
-            f"training_set[{window.month}]: {lost.height} labelled rows have no row in their snapshot's features "
-            f"(snapshot days {shown}): features were rematerialized after those labels. Materialize labels "
-            f"again for the label days (snapshot day + {HORIZON_DAYS} days), then this month.",
+            f"training_set[{window.month}]: labels whose user has no row in their snapshot's features: "
+            f"{lost.height} (snapshot days {shown}); features were rematerialized after those labels. "
+            f"Materialize labels again for the label days (snapshot day + {HORIZON_DAYS} days), then this month.",
             metadata={"labels_without_features": lost.height},
             allow_retries=False,
         )
