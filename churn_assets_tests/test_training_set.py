@@ -207,6 +207,19 @@ def test_a_label_whose_user_left_its_snapshot_fails_with_the_days_to_label_again
     assert not lake.exists(stored)  # nothing half-written
 
 
+def test_a_missing_snapshot_partition_fails_with_its_day(labelled_lake: ChurnSettings, tmp_path: Path):
+    settings = _copy(labelled_lake, tmp_path)
+    shutil.rmtree(Path(settings.data_url) / "features" / "date=2025-01-20")
+    with pytest.raises(dg.Failure, match=r"training_set\[2025-03\]: features has no stored partition 2025-01-20 "
+                                         r"under .*materialize features \(then labels\) for those days first"):
+        _materialize(build_resources(settings), "2025-03")
+    # features of days no label of the window needs (2025-02-15 onwards: labels of March and later) are not read
+    shutil.rmtree(Path(settings.data_url) / "features" / "date=2025-02-20")
+    shutil.copytree(Path(labelled_lake.data_url) / "features" / "date=2025-01-20",
+                    Path(settings.data_url) / "features" / "date=2025-01-20")
+    _materialize(build_resources(settings), "2025-03")
+
+
 def test_labels_stored_with_their_features_give_the_same_training_set(labelled_lake: ChurnSettings, tmp_path: Path):
     """Label partitions written when labels still carried their snapshot's feature columns are read as
     they are: only their keys and label count, and the features come from the snapshots."""

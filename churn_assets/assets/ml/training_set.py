@@ -11,7 +11,8 @@ from churn_assets.assets.features.catalog import features_schema
 from churn_assets.assets.features.labels import HORIZON_DAYS, LABELS_SCHEMA
 from churn_assets.config import SETTINGS
 from churn_assets.partitions import MONTH_FORMAT, monthly_partitions
-from churn_assets.resources import ChurnParameters
+from churn_assets.resources import ChurnParameters, LakeResource
+from churn_assets.resources.lake import Lake
 from churn_assets.resources.parquet_io_manager import PartitionStream
 
 # The partition mapping is static, so L is fixed when the definitions load; the resource must agree.
@@ -98,28 +99,30 @@ def months_to_train(start: dt.date, last: dt.date, horizon_days: int, lookback_m
                 start_offset=-LOOKBACK_MONTHS, end_offset=-1, allow_nonexistent_upstream_partitions=True
             )
         ),
-        "features": dg.AssetIn(
-            # The labels' snapshots, H days before each label: inside the days of months M-L-1 .. M-1 (the
-            # offsets count months, so they cannot shift by H days; only the snapshot days are read).
+    },
+    deps=[
+        dg.AssetDep(
+            "features",
+            # The labels' snapshots, H days before each label, lie inside the days of months M-L-1 .. M-1: the
+            # offsets count months and cannot shift by H days, so the lineage holds a month more than is read.
+            # Read from the lake (with_snapshot_features): the snapshot days of the rows kept, and no others.
             partition_mapping=dg.TimeWindowPartitionMapping(
                 start_offset=-LOOKBACK_MONTHS - 1, end_offset=-1, allow_nonexistent_upstream_partitions=True
-            )
-        ),
-    },
+            ),
+        )
+    ],
 )
 def training_set(
-    context: dg.AssetExecutionContext,
-    churn: ChurnParameters,
-    labels: pl.LazyFrame | None,
-    features: pl.LazyFrame | None,
+    context: dg.AssetExecutionContext, churn: ChurnParameters, lake: LakeResource, labels: pl.LazyFrame | None
 ) -> PartitionStream:
     """The rows the model of month M is trained on: every label resolved in the L months before M
     (L = ``CHURN_TRAINING_LOOKBACK_MONTHS``), i.e. ``labels`` of those days with ``label_date`` = the day
     the label became known, ``snapshot_date`` = the day of its features (for time-based splits),
     ``churned``, then the user's feature columns of ``features[snapshot_date]``. Above
     ``CHURN_MAX_TRAINING_ROWS`` rows it keeps a seeded sample stratified by ``churned``, chosen from the
-    labels before any feature is read. Reads ``labels`` of those days and the snapshots of the rows kept,
-    never the whole window at once beyond the cap. A month with too few labelled rows or a single class
+    labels before any feature is read. Reads ``labels`` of those days, then from the lake the
+    ``features`` partitions of the kept rows' snapshot days only, never the whole window at once beyond
+    the cap. A month with too few labelled rows or a single class
     fails with the month, the row count and the class counts; a label whose user is missing from its
     snapshot (features rematerialized after the labels) fails with the snapshot days to label again.
     """
@@ -142,7 +145,7 @@ def training_set(
         for window in windows:
             class_counts = counts[window.month]
             rows = stratified_rows(scans[window.month], class_counts, churn.max_training_rows).collect()
-            frame = with_snapshot_features(window, rows, features).select(list(schema)).cast(schema)
+            frame = with_snapshot_features(window, rows, lake.lake).select(list(schema)).cast(schema)
             frame = frame.sort("snapshot_date", "user_id")
             labelled = sum(class_counts.values())
             context.add_asset_metadata(
@@ -173,18 +176,27 @@ def _labels_in(labels: pl.LazyFrame | None, window: MonthWindow) -> pl.LazyFrame
     )
 
 
-def with_snapshot_features(window: MonthWindow, rows: pl.DataFrame, features: pl.LazyFrame | None) -> pl.DataFrame:
+def with_snapshot_features(window: MonthWindow, rows: pl.DataFrame, lake: Lake) -> pl.DataFrame:
     """``rows`` (labels) with their user's columns of ``features[snapshot_date]``, in the rows' order.
 
-    The snapshots are read lazily and cut to the rows' keys first (a semi-join builds on the rows, which
-    the cap bounds, and streams the features), so memory follows the rows kept, not the window's features.
+    Only the rows' snapshot days are read, and cut to the rows' keys as they are read (a semi-join builds
+    on the rows, which the cap bounds, and streams the features), so memory follows the rows kept, not the
+    window's features.
     """
     keys = ["user_id", "snapshot_date"]
-    first, last = rows.get_column("snapshot_date").min(), rows.get_column("snapshot_date").max()
+    days = rows.get_column("snapshot_date").unique().sort().to_list()
+    urls = [lake.table_url("features", "date", d.isoformat()) for d in days]
+    missing = [d for d, url in zip(days, urls, strict=True) if not lake.exists(url)]
+    if missing:
+        raise dg.Failure(
+            f"training_set[{window.month}]: features has no stored partition {_some(missing)} under "
+            f"{lake.root_url}, the snapshots of labels of this window: materialize features (then labels) for "
+            "those days first",
+            allow_retries=False,
+        )
+    # rows is never empty: the month passed _require_enough_labels.
     found = (
-        pl.DataFrame(schema={"user_id": pl.String(), "snapshot_date": pl.Date()})
-        if features is None
-        else features.filter(pl.col("date").is_between(first, last))
+        lake.scan_tables(urls, {"date": pl.Date()})
         .rename({"date": "snapshot_date"})
         .join(rows.lazy().select(keys), on=keys, how="semi")
         .collect(engine="streaming")
@@ -192,16 +204,19 @@ def with_snapshot_features(window: MonthWindow, rows: pl.DataFrame, features: pl
     frame = rows.join(found.with_columns(pl.lit(True).alias("_found")), on=keys, how="left", maintain_order="left")
     lost = frame.filter(pl.col("_found").is_null())
     if not lost.is_empty():
-        days = lost.get_column("snapshot_date").unique().sort()
-        shown = ", ".join(str(d) for d in days.head(5)) + (f" and {len(days) - 5} more" if len(days) > 5 else "")
         raise dg.Failure(
             f"training_set[{window.month}]: labels whose user has no row in their snapshot's features: "
-            f"{lost.height} (snapshot days {shown}); features were rematerialized after those labels. "
-            f"Materialize labels again for the label days (snapshot day + {HORIZON_DAYS} days), then this month.",
+            f"{lost.height} (snapshot days {_some(lost.get_column('snapshot_date').unique().sort().to_list())}); "
+            "features were rematerialized after those labels. Materialize labels again for the label days "
+            f"(snapshot day + {HORIZON_DAYS} days), then this month.",
             metadata={"labels_without_features": lost.height},
             allow_retries=False,
         )
     return frame.drop("_found")
+
+
+def _some(days: list[dt.date]) -> str:
+    return ", ".join(str(d) for d in days[:5]) + (f" and {len(days) - 5} more" if len(days) > 5 else "")
 
 
 def _class_counts(scan: pl.LazyFrame) -> dict[int, int]:
