@@ -37,6 +37,11 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
+def some_keys(keys: list[str]) -> str:
+    """Partition keys for a message: the first five, and how many more."""
+    return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+
 def parquet_bytes(frame: pl.DataFrame) -> bytes:
     # zstd level 1 encodes a day of events ~2 x faster than level 3, for files ~10 % larger that read as fast.
     buffer = io.BytesIO()
@@ -60,6 +65,12 @@ class Lake:
 
     def table_url(self, asset: str, column: str | None = None, key: str | None = None) -> str:
         return join(self.partition_url(asset, column, key), TABLE_FILE)
+
+    def stored_tables(self, asset: str, column: str, keys: list[str]) -> tuple[list[str], list[str]]:
+        """The table URLs of the partitions ``keys`` of ``asset`` that are stored, and the keys that are not."""
+        urls = {key: self.table_url(asset, column, key) for key in keys}
+        missing = [key for key, url in urls.items() if not self.exists(url)]
+        return [url for key, url in urls.items() if key not in missing], missing
 
     # -- writes -----------------------------------------------------------------------------------
     def write_bytes(self, url: str, data: bytes) -> WrittenFile:

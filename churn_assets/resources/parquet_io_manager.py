@@ -25,7 +25,7 @@ from pydantic import Field
 
 from churn_assets.partitions import partition_column
 from churn_assets.resources.filesystems import polars_storage_options
-from churn_assets.resources.lake import Lake, WrittenFile
+from churn_assets.resources.lake import Lake, WrittenFile, some_keys
 from churn_assets.threads import ordered_map
 
 class PartitionStream:
@@ -118,12 +118,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             # The upstream window lies before the first partition (e.g. install_times[D-1] on the
             # start date): there is nothing earlier to read.
             return None
-        urls = [self.lake.table_url(asset, column, key) for key in keys]
-        missing = [key for key, url in zip(keys, urls, strict=True) if not self.lake.exists(url)]
+        urls, missing = self.lake.stored_tables(asset, column, keys)
         if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             raise MissingPartitionError(
-                f"{asset} has no stored partition {shown} under {self.lake.root_url}: "
+                f"{asset} has no stored partition {some_keys(missing)} under {self.lake.root_url}: "
                 f"materialize {asset} for those partitions first"
             )
         lazy = self.lake.scan_tables(urls, {column: _HIVE_TYPES[column]})

@@ -118,10 +118,9 @@ def _snapshots(label_days: list[dt.date], lake: Lake) -> tuple[pl.LazyFrame, int
     """
     first_day = daily_partitions.start.date()
     snapshot_days = [d - dt.timedelta(days=HORIZON_DAYS) for d in label_days]
-    urls = [lake.table_url("features", "date", d.isoformat()) for d in snapshot_days if d >= first_day]
-    present = [url for url in urls if lake.exists(url)]
+    present, missing = lake.stored_tables("features", "date", [d.isoformat() for d in snapshot_days if d >= first_day])
     if not present:
         empty = pl.LazyFrame(schema={"user_id": pl.String(), "snapshot_date": pl.Date()})
-        return empty, len(urls)
+        return empty, len(missing)
     scan = lake.scan_tables(present, {"date": pl.Date()})
-    return scan.select("user_id", pl.col("date").alias("snapshot_date")), len(urls) - len(present)
+    return scan.select("user_id", pl.col("date").alias("snapshot_date")), len(missing)

@@ -12,7 +12,7 @@ from churn_assets.assets.features.labels import HORIZON_DAYS, LABELS_SCHEMA
 from churn_assets.config import SETTINGS
 from churn_assets.partitions import MONTH_FORMAT, monthly_partitions
 from churn_assets.resources import ChurnParameters, LakeResource
-from churn_assets.resources.lake import Lake
+from churn_assets.resources.lake import Lake, some_keys
 from churn_assets.resources.parquet_io_manager import PartitionStream
 
 # The partition mapping is static, so L is fixed when the definitions load; the resource must agree.
@@ -122,9 +122,9 @@ def training_set(
     ``CHURN_MAX_TRAINING_ROWS`` rows it keeps a seeded sample stratified by ``churned``, chosen from the
     labels before any feature is read. Reads ``labels`` of those days, then from the lake the
     ``features`` partitions of the kept rows' snapshot days only, never the whole window at once beyond
-    the cap. A month with too few labelled rows or a single class
-    fails with the month, the row count and the class counts; a label whose user is missing from its
-    snapshot (features rematerialized after the labels) fails with the snapshot days to label again.
+    the cap. A month with too few labelled rows or a single class fails with the month, the row count and
+    the class counts; a label whose user is missing from its snapshot (features rematerialized after the
+    labels) fails with the snapshot days to label again.
     """
     if churn.lookback_months != LOOKBACK_MONTHS:
         raise dg.Failure(
@@ -184,12 +184,11 @@ def with_snapshot_features(window: MonthWindow, rows: pl.DataFrame, lake: Lake) 
     window's features.
     """
     keys = ["user_id", "snapshot_date"]
-    days = rows.get_column("snapshot_date").unique().sort().to_list()
-    urls = [lake.table_url("features", "date", d.isoformat()) for d in days]
-    missing = [d for d, url in zip(days, urls, strict=True) if not lake.exists(url)]
+    days = [d.isoformat() for d in rows.get_column("snapshot_date").unique().sort()]
+    urls, missing = lake.stored_tables("features", "date", days)
     if missing:
         raise dg.Failure(
-            f"training_set[{window.month}]: features has no stored partition {_some(missing)} under "
+            f"training_set[{window.month}]: features has no stored partition {some_keys(missing)} under "
             f"{lake.root_url}, the snapshots of labels of this window: materialize features (then labels) for "
             "those days first",
             allow_retries=False,
@@ -204,19 +203,16 @@ def with_snapshot_features(window: MonthWindow, rows: pl.DataFrame, lake: Lake) 
     frame = rows.join(found.with_columns(pl.lit(True).alias("_found")), on=keys, how="left", maintain_order="left")
     lost = frame.filter(pl.col("_found").is_null())
     if not lost.is_empty():
+        lost_days = [d.isoformat() for d in lost.get_column("snapshot_date").unique().sort()]
         raise dg.Failure(
             f"training_set[{window.month}]: labels whose user has no row in their snapshot's features: "
-            f"{lost.height} (snapshot days {_some(lost.get_column('snapshot_date').unique().sort().to_list())}); "
+            f"{lost.height} (snapshot days {some_keys(lost_days)}); "
             "features were rematerialized after those labels. Materialize labels again for the label days "
             f"(snapshot day + {HORIZON_DAYS} days), then this month.",
             metadata={"labels_without_features": lost.height},
             allow_retries=False,
         )
     return frame.drop("_found")
-
-
-def _some(days: list[dt.date]) -> str:
-    return ", ".join(str(d) for d in days[:5]) + (f" and {len(days) - 5} more" if len(days) > 5 else "")
 
 
 def _class_counts(scan: pl.LazyFrame) -> dict[int, int]:
