@@ -24,12 +24,12 @@ PROCESS_START = time.time()
 
 
 class RssSampler(threading.Thread):
-    """Samples this process's resident set size (bytes) until stopped."""
+    """Samples this process's resident set size (bytes) and CPU time (seconds, all threads) until stopped."""
 
     def __init__(self, interval: float = 0.02):
         super().__init__(daemon=True)
         self.interval = interval
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, float]] = []
         self._stop_event = threading.Event()
         self._page = os.sysconf("SC_PAGE_SIZE")
 
@@ -39,7 +39,8 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.samples.append((time.time(), self.rss()))
+            times = os.times()
+            self.samples.append((time.time(), self.rss(), times.user + times.system))
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
@@ -47,8 +48,13 @@ class RssSampler(threading.Thread):
         self.join()
 
     def peak_between(self, start: float, end: float) -> int:
-        inside = [rss for t, rss in self.samples if start <= t <= end]
+        inside = [rss for t, rss, _ in self.samples if start <= t <= end]
         return max(inside, default=0)
+
+    def cpu_between(self, start: float, end: float) -> float:
+        """CPU seconds used between the samples nearest ``start`` and ``end`` (to the sampling interval)."""
+        inside = [cpu for t, _, cpu in self.samples if start <= t <= end]
+        return inside[-1] - inside[0] if len(inside) > 1 else 0.0
 
 
 def timed_io_manager(inner, calls: list[dict]):
@@ -135,6 +141,7 @@ def step_figures(logs: list, calls: list[dict], sampler: RssSampler) -> list[dic
                 "partitions": step["partitions"],
                 "checks": step["checks"],
                 "peak_rss": sampler.peak_between(step["start"], step["end"]),
+                "cpu_s": sampler.cpu_between(step["start"], step["end"]),
                 "start": step["start"],
             }
         )

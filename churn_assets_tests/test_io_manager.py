@@ -19,6 +19,7 @@ import pytest
 from churn_assets.config import ChurnSettings
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.parquet_io_manager import (
+    RECENT,
     MissingPartitionError,
     PartitionedParquetIOManager,
     PartitionStream,
@@ -241,6 +242,72 @@ def test_missing_upstream_partition_is_named(tmp_path, instance):
     with pytest.raises(MissingPartitionError, match=r"daily_numbers has no stored partition 2025-01-02 under"):
         dg.materialize([daily_numbers, daily_total], resources=_lake(tmp_path), instance=instance,
                        tags=_range("2025-01-01", "2025-01-03"), selection=[daily_total])
+
+
+def _loads(asset: str, seen: dict) -> dg.AssetsDefinition:
+    """A daily asset reading ``asset`` lazily, which notes in ``seen`` what it got: the frame, its schema and
+    whether polars reads it from a Parquet file or from memory."""
+
+    @dg.asset(name=f"{asset}_read", partitions_def=days, ins={"upstream": dg.AssetIn(asset)})
+    def read(upstream: pl.LazyFrame) -> pl.DataFrame:
+        seen.update(frame=upstream.collect(), schema=upstream.collect_schema(),
+                    from_file="parquet" in upstream.explain().lower())
+        return pl.DataFrame({"rows": [seen["frame"].height]})
+
+    return read
+
+
+def test_the_partition_a_run_just_wrote_is_read_from_memory_while_its_file_is_unchanged(tmp_path, instance):
+    seen: dict = {}
+    reader = _loads("daily_numbers", seen)
+    result = dg.materialize([daily_numbers, reader], resources=_lake(tmp_path), instance=instance,
+                            partition_key="2025-01-02")
+    assert result.success
+    assert not seen["from_file"]
+    handed = seen["frame"]
+    # The same frame, columns and types as a scan of the stored file gives (the partition column last).
+    stored = Lake(str(tmp_path / "lake")).scan_tables(
+        [str(tmp_path / "lake" / "daily_numbers" / "date=2025-01-02" / "data.parquet")], {"date": pl.Date()}
+    )
+    assert seen["schema"] == stored.collect_schema() == {"value": pl.Int64(), "date": pl.Date()}
+    assert handed.equals(stored.collect())
+
+    # Another writer replaces the file: the next run reads the file, not the frame kept in memory.
+    Lake(str(tmp_path / "lake")).write_table(
+        str(tmp_path / "lake" / "daily_numbers" / "date=2025-01-02" / "data.parquet"), pl.DataFrame({"value": [7]})
+    )
+    assert dg.materialize([daily_numbers, reader], resources=_lake(tmp_path), instance=instance,
+                          partition_key="2025-01-02", selection=[reader]).success
+    assert seen["from_file"]
+    assert seen["frame"].rows() == [(7, D2)]
+
+
+def test_a_range_run_keeps_no_partition_in_memory(tmp_path, instance):
+    seen: dict = {}
+    reader = _loads("daily_numbers", seen)
+    dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance, partition_key="2025-01-03")
+    # Writing the asset again over a range forgets the partition kept from the single-partition run.
+    dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance,
+                   tags=_range("2025-01-01", "2025-01-03"))
+    assert dg.materialize([daily_numbers, reader], resources=_lake(tmp_path), instance=instance,
+                          partition_key="2025-01-03", selection=[reader]).success
+    assert seen["from_file"]
+    assert seen["frame"].get_column("value").to_list() == [30, 31, 32]
+
+
+def test_memory_holds_the_partitions_of_the_last_two_assets_written(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    urls = {}
+    for asset in ("a", "b", "c"):
+        urls[asset] = lake.table_url(asset, "date", "2025-01-01")
+        frame = pl.DataFrame({"x": [1]})
+        lake.write_table(urls[asset], frame)
+        RECENT.keep(asset, urls[asset], lake.checksum(urls[asset]), frame)
+    assert RECENT.get("a", urls["a"], lake) is None
+    assert RECENT.get("b", urls["b"], lake) is not None and RECENT.get("c", urls["c"], lake) is not None
+    assert RECENT.get("c", urls["b"], lake) is None  # another partition of the asset is not the kept one
+    RECENT.forget("b")
+    RECENT.forget("c")
 
 
 def test_unpartitioned_asset(tmp_path, instance):

@@ -89,6 +89,12 @@ class Lake:
         with reaching(url, "look up"):
             return self.fs.exists(url)
 
+    def checksum(self, url: str) -> str:
+        """A token that changes when the file at ``url`` is rewritten (fsspec's: its size and modification
+        time locally, its ETag on S3)."""
+        with reaching(url, "look up"):
+            return str(self.fs.checksum(url))
+
     def read_bytes(self, url: str) -> bytes:
         with reaching(url, "read"):
             return self.fs.cat_file(url)
