@@ -14,12 +14,14 @@ import dagster as dg
 import pandas as pd
 import polars as pl
 import pyarrow.dataset
+import pyarrow.parquet
 import pytest
 
 from churn_assets.config import ChurnSettings
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.parquet_io_manager import (
     RECENT,
+    ROW_GROUP_ROWS,
     MissingPartitionError,
     PartitionedParquetIOManager,
     PartitionStream,
@@ -308,6 +310,21 @@ def test_memory_holds_the_partitions_of_the_last_two_assets_written(tmp_path):
     assert RECENT.get("c", urls["b"], lake) is None  # another partition of the asset is not the kept one
     RECENT.forget("b")
     RECENT.forget("c")
+
+
+def test_an_asset_can_size_its_row_groups(tmp_path, instance):
+    @dg.asset(partitions_def=days, metadata={ROW_GROUP_ROWS: 4})
+    def sorted_ids(context: dg.AssetExecutionContext) -> pl.DataFrame:
+        return pl.DataFrame({"user_id": [f"u{i:02d}" for i in range(10)]})
+
+    assert dg.materialize([sorted_ids], resources=_lake(tmp_path), instance=instance, partition_key="2025-01-01").success
+    stored = pyarrow.parquet.ParquetFile(tmp_path / "lake" / "sorted_ids" / "date=2025-01-01" / "data.parquet")
+    groups = [stored.metadata.row_group(i) for i in range(stored.metadata.num_row_groups)]
+    assert [g.num_rows for g in groups] == [4, 4, 2]
+    # Each group's statistics bound its ids, so a reader of a range of ids skips the other groups.
+    assert [(g.column(0).statistics.min, g.column(0).statistics.max) for g in groups] == [
+        ("u00", "u03"), ("u04", "u07"), ("u08", "u09")
+    ]
 
 
 def test_unpartitioned_asset(tmp_path, instance):

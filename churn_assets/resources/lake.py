@@ -42,10 +42,14 @@ def some_keys(keys: list[str]) -> str:
     return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
 
 
-def parquet_bytes(frame: pl.DataFrame) -> bytes:
+def parquet_bytes(frame: pl.DataFrame, row_group_rows: int | None = None) -> bytes:
+    """``frame`` as a Parquet file: zstd level 1, with statistics, in row groups of ``row_group_rows`` rows
+    (polars' default when None)."""
     # zstd level 1 encodes a day of events ~2 x faster than level 3, for files ~10 % larger that read as fast.
     buffer = io.BytesIO()
-    frame.write_parquet(buffer, compression="zstd", compression_level=1, statistics=True)
+    frame.write_parquet(
+        buffer, compression="zstd", compression_level=1, statistics=True, row_group_size=row_group_rows
+    )
     return buffer.getvalue()
 
 
@@ -81,8 +85,8 @@ class Lake:
             _atomic_local_write(url, data)
         return WrittenFile(url=url, content_hash=content_hash(data), size_bytes=len(data))
 
-    def write_table(self, url: str, frame: pl.DataFrame) -> WrittenFile:
-        return self.write_bytes(url, parquet_bytes(frame))
+    def write_table(self, url: str, frame: pl.DataFrame, row_group_rows: int | None = None) -> WrittenFile:
+        return self.write_bytes(url, parquet_bytes(frame, row_group_rows))
 
     # -- reads ------------------------------------------------------------------------------------
     def exists(self, url: str) -> bool:

@@ -45,6 +45,10 @@ class PartitionStream:
 
 _HIVE_TYPES: dict[str, pl.DataType] = {"date": pl.Date(), "month": pl.String()}
 
+# Asset metadata: the rows of each Parquet row group of the asset's files. A table read in ranges of a
+# sorted key sizes them so that its row-group statistics prune a range to little more than its rows.
+ROW_GROUP_ROWS = "churn/parquet_row_group_rows"
+
 
 class RecentPartitions:
     """The single partitions the last ``assets`` assets wrote in this process, as written, each with the
@@ -103,9 +107,11 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             return
         asset = _asset_name(context.asset_key)
         declared = context.definition_metadata.get("dagster/column_schema")
+        row_group_rows = context.definition_metadata.get(ROW_GROUP_ROWS)
+        row_group_rows = getattr(row_group_rows, "value", row_group_rows)  # raw, or as a MetadataValue
         if not context.has_asset_partitions:
             frame = _to_polars(obj)
-            written = self.lake.write_table(self.lake.table_url(asset), frame)
+            written = self.lake.write_table(self.lake.table_url(asset), frame, row_group_rows)
             context.add_output_metadata(_table_metadata(frame, written, declared))
             return
 
@@ -135,7 +141,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
         def write(partition: tuple[str, pl.DataFrame]) -> tuple[str, pl.DataFrame, WrittenFile]:
             key, frame = partition
-            return key, frame, self.lake.write_table(self.lake.table_url(asset, column, key), frame)
+            return key, frame, self.lake.write_table(self.lake.table_url(asset, column, key), frame, row_group_rows)
 
         # Write-behind: partition N is encoded, hashed and written on a writer thread while the stream
         # computes partition N+1 here (polars, zstd, sha256 and fsync all release the GIL), so a range run

@@ -9,7 +9,7 @@ import polars as pl
 
 from churn_assets.partitions import daily_partitions, days_in_range, largest_window
 from churn_assets.resources import ChurnParameters
-from churn_assets.resources.parquet_io_manager import PartitionStream
+from churn_assets.resources.parquet_io_manager import ROW_GROUP_ROWS, PartitionStream
 from churn_assets.threads import engine_for, ordered_map, workers_for
 
 # Totals every row has, whatever the tracked event types are.
@@ -44,6 +44,10 @@ def user_daily_schema(event_types: list[str]) -> dict[str, pl.DataType]:
     backfill_policy=dg.BackfillPolicy.single_run(),
     kinds={"polars", "parquet"},
     owners=["team:data-platform"],
+    # features reads a large window in slices of user ids (sorted), ~40 k rows of each day per slice at
+    # ~1 M daily users: row groups of 32 k rows let it skip the rest of the day (polars' default of up to
+    # 100 k rows decoded ~25-30 % more of the window).
+    metadata={ROW_GROUP_ROWS: 32_768},
 )
 def user_daily(
     context: dg.AssetExecutionContext,
