@@ -94,8 +94,8 @@ class Lake:
             return self.fs.exists(url)
 
     def checksum(self, url: str) -> str:
-        """A token that changes when the file at ``url`` is rewritten (fsspec's: its size and modification
-        time locally, its ETag on S3)."""
+        """A token that changes when the file at ``url`` is rewritten (fsspec's: its size, modification time
+        and inode locally, its ETag on S3)."""
         with reaching(url, "look up"):
             return str(self.fs.checksum(url))
 

@@ -52,7 +52,7 @@ ROW_GROUP_ROWS = "churn/parquet_row_group_rows"
 
 class RecentPartitions:
     """The single partitions the last ``assets`` assets wrote in this process, as written, each with the
-    stored file's fsspec checksum (size and modification time, or S3's ETag) when it was written.
+    stored file's fsspec checksum (size, modification time and inode, or S3's ETag) when it was written.
 
     A run of one day reads each partition it writes back one to three times (the asset's checks, the next
     assets); a day of ~10 M events is ~1.5 s of CPU to decode each time. A partition is handed out only
@@ -122,10 +122,9 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
         def record(key: str, frame: pl.DataFrame, written: WrittenFile) -> None:
             written_hashes.append(written.content_hash)
-            if len(keys) == 1:
-                RECENT.keep(asset, written.url, self.lake.checksum(written.url), frame)
             metadata = _table_metadata(frame, written, declared)
             if len(keys) == 1:
+                RECENT.keep(asset, written.url, self.lake.checksum(written.url), frame)
                 context.add_output_metadata(metadata)
             else:
                 context.step_context.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=key)
