@@ -40,18 +40,32 @@ def engine_for(rows: int) -> str:
     return "in-memory" if rows < IN_MEMORY_BELOW_ROWS else "streaming"
 
 
-def ordered_map(fn: Callable[[In], Out], items: Iterable[In], workers: int = 2) -> Iterator[Out]:
+def ordered_map(
+    fn: Callable[[In], Out],
+    items: Iterable[In],
+    workers: int = 2,
+    passes: Callable[[In], bool] | None = None,
+) -> Iterator[Out]:
     """``fn(item)`` for each item, computed on ``workers`` threads and yielded in the items' order.
 
     ``items`` is consumed on the caller's thread (a stateful reader stays sequential, and producing the
     next item overlaps with ``fn`` working on the previous ones), at most ``workers`` + 1 items ahead of
     what has been yielded. ``workers=1`` is write-behind: the caller makes item N+1 while item N is
     handled.
+
+    An item for which ``passes(item)`` is true is not given to ``fn``: it is yielded as it is, as soon as
+    everything before it has been, without waiting for the items after it (a marker that ends a day is
+    handed on before the next day is read).
     """
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ordered-map") as pool:
         pending: deque[Future[Out]] = deque()
         try:
             for item in items:
+                if passes is not None and passes(item):
+                    while pending:
+                        yield pending.popleft().result()
+                    yield item
+                    continue
                 pending.append(pool.submit(fn, item))
                 if len(pending) > workers:
                     yield pending.popleft().result()

@@ -39,6 +39,21 @@ def test_ordered_map_keeps_order_and_reads_a_bounded_number_of_items_ahead():
     assert most_at_once == 2
 
 
+def test_ordered_map_hands_on_a_passing_item_before_reading_past_it():
+    yielded: list = []
+
+    def items():
+        # A day's pieces, then its end marker; the next day's first piece can only be read once the
+        # marker has reached the caller (as a landing file that appears only after the previous day landed).
+        yield from (1, 2, 3, "end of day 1")
+        assert "end of day 1" in yielded, "the next day was read before the previous one was handed on"
+        yield from (4, "end of day 2")
+
+    for result in ordered_map(lambda i: i * 10, items(), workers=2, passes=lambda i: isinstance(i, str)):
+        yielded.append(result)
+    assert yielded == [10, 20, 30, "end of day 1", 40, "end of day 2"]
+
+
 def test_ordered_map_raises_a_failure_after_the_results_before_it():
     def fails_on_five(i: int) -> int:
         if i == 5:
