@@ -317,7 +317,8 @@ def test_an_asset_can_size_its_row_groups(tmp_path, instance):
     def sorted_ids(context: dg.AssetExecutionContext) -> pl.DataFrame:
         return pl.DataFrame({"user_id": [f"u{i:02d}" for i in range(10)]})
 
-    assert dg.materialize([sorted_ids], resources=_lake(tmp_path), instance=instance, partition_key="2025-01-01").success
+    assert dg.materialize([sorted_ids], resources=_lake(tmp_path), instance=instance,
+                          partition_key="2025-01-01").success
     stored = pyarrow.parquet.ParquetFile(tmp_path / "lake" / "sorted_ids" / "date=2025-01-01" / "data.parquet")
     groups = [stored.metadata.row_group(i) for i in range(stored.metadata.num_row_groups)]
     assert [g.num_rows for g in groups] == [4, 4, 2]
