@@ -152,13 +152,15 @@ def count_events(lake_url: str, days: list[str]) -> int:
     """Rows of raw_events over these days (Parquet footers only)."""
     import polars as pl
 
+    from churn_assets.resources.filesystems import polars_storage_options
     from churn_assets.resources.lake import Lake
 
     if not days:
         return 0
     lake = Lake(lake_url)
     urls = [lake.table_url("raw_events", "date", day) for day in days]
-    return int(pl.scan_parquet(urls).select(pl.len()).collect().item())
+    scan = pl.scan_parquet(urls, storage_options=polars_storage_options(lake_url))
+    return int(scan.select(pl.len()).collect().item())
 
 
 def main(spec_path: str, result_path: str) -> int:

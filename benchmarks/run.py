@@ -10,6 +10,9 @@ also saved as JSON under ``benchmarks/.data/<scale>/results/``.
 ``--profile`` runs each piece under py-spy (``--py-spy PATH`` or ``py-spy`` on PATH; not a project
 dependency) and prints where the samples fall (``benchmarks/profile.py``).
 
+``--storage s3`` keeps the landing zone and the lake on S3, served by SeaweedFS on loopback
+(``benchmarks/storage.py``), and reports the server's CPU beside each piece's.
+
 ``--repeat N`` measures the scale N times over, each time as the first (a new instance, and a new lake
 unless it holds a day scale's history), and prints the fastest and the median of the N: a shared or
 virtual machine's speed varies from one minute to the next (on the project's CI-class machine the same
@@ -30,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from benchmarks.scales import SCALES, START, Piece, Scale
+from benchmarks.storage import Storage, storage_for
 from churn_assets.simulate.writer import FORMATS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,6 +60,7 @@ class Measured:
     max_rss: int
     report: dict
     setup: bool = False
+    server_cpu_s: float = 0.0  # the S3 server's CPU while the piece ran (--storage s3)
 
 
 def machine() -> dict:
@@ -116,7 +121,7 @@ def simulate(scale: Scale, landing: Path, reuse: bool) -> Measured | None:
     return measured
 
 
-def run_piece(piece: Piece, env: dict[str, str], work: Path, profiler: str | None) -> Measured:
+def run_piece(piece: Piece, env: dict[str, str], work: Path, storage: Storage, profiler: str | None) -> Measured:
     spec = {"assets": list(piece.assets), "first": piece.first, "last": piece.last,
             "event_days": [d.isoformat() for d in piece.days]}
     slug = piece.name.replace(" ", "_").replace(":", "").replace("-", "")
@@ -131,9 +136,10 @@ def run_piece(piece: Piece, env: dict[str, str], work: Path, profiler: str | Non
     print(f"\n{piece.name}: {', '.join(piece.assets)} for {piece.first}..{piece.last}"
           + (" (setup, not in the totals)" if piece.setup else ""), flush=True)
     log_path = work / f"{slug}.log"
-    launched = time.time()
+    launched, server_cpu = time.time(), storage.server_cpu_s()
     with open(log_path, "w") as log:
         wall, cpu, rss, code = run_child(command, env, log)
+    server_cpu = storage.server_cpu_s() - server_cpu
     if not result_path.exists() or not json.loads(result_path.read_text())["success"]:
         sys.stderr.write(log_path.read_text()[-6000:])
         failure = json.loads(result_path.read_text())["failure"] if result_path.exists() else f"exit code {code}"
@@ -142,7 +148,7 @@ def run_piece(piece: Piece, env: dict[str, str], work: Path, profiler: str | Non
     # What a user waits for: from launching the process to the end of its run. After the run the child
     # reads the run's events back and counts the events ingested, for these figures only.
     wall = report["run_end"] - launched
-    measured = Measured(piece.name, wall, cpu, rss, report, setup=piece.setup)
+    measured = Measured(piece.name, wall, cpu, rss, report, setup=piece.setup, server_cpu_s=server_cpu)
     print_piece(measured)
     if profiler:
         from benchmarks.profile import summarize
@@ -171,6 +177,8 @@ def print_piece(m: Measured) -> None:
           f"(Dagster {report.get('dagster_import_s', 0):.1f} s), instance {report.get('instance_s', 0):.1f} s, "
           f"CPU {m.cpu_s:.1f} s"
           + (f", {events:,} events" if events else ""))
+    if m.server_cpu_s:
+        print(f"  {'S3 server (SeaweedFS on loopback)':<44} {'':>8} {'':>8} {m.server_cpu_s:>8.1f}")
 
 
 def print_totals(scale: Scale, pieces: list[Measured]) -> dict:
@@ -184,6 +192,7 @@ def print_totals(scale: Scale, pieces: list[Measured]) -> dict:
     totals = {
         "wall_s": wall, "run_wall_s": run_wall, "ours_s": ours, "peak_rss": rss, "events": events,
         "cpu_s": sum(m.cpu_s for m in measured),
+        "server_cpu_s": sum(m.server_cpu_s for m in measured),
         "dagster_share_of_runs": (run_wall - ours) / run_wall,
         # The processes' wall adds the interpreter, the code location's imports and the instance: of these,
         # importing Dagster and opening its instance are Dagster's; everything else outside our code is not.
@@ -195,7 +204,8 @@ def print_totals(scale: Scale, pieces: list[Measured]) -> dict:
     totals["graph"] = graph
     print(f"\n{scale.name} ({scale.description}), {graph}: {wall:.1f} s wall in {len(measured)} process(es) "
           f"({run_wall:.1f} s in runs, {ours:.1f} s in our code), peak RSS {rss / MB:,.0f} MB, "
-          f"{_rate(events, wall)} events/s, CPU {totals['cpu_s']:.1f} s")
+          f"{_rate(events, wall)} events/s, CPU {totals['cpu_s']:.1f} s"
+          + (f" (and the S3 server's {totals['server_cpu_s']:.1f} s)" if totals["server_cpu_s"] else ""))
     print(f"  Dagster's share: {100 * totals['dagster_share_of_runs']:.1f} % of the runs' wall; "
           f"{100 * totals['dagster_share_of_processes']:.1f} % of the processes' wall with its import and "
           f"instance start ({dagster_startup:.1f} s) (target ≤ {100 * DAGSTER_SHARE_TARGET:.0f} %); "
@@ -231,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--landing-format", choices=FORMATS,
                         help="the landing files' format (default: the scale's, gzipped JSON lines); another "
                         "format is simulated and measured under --data/<scale>-<format>")
+    parser.add_argument("--storage", choices=("local", "s3"), default="local",
+                        help="where the landing zone and the lake are: the local disk (default), or S3 on a "
+                        "SeaweedFS server on loopback that the benchmark starts (benchmarks/storage.py)")
     parser.add_argument("--profile", action="store_true", help="sample each piece with py-spy")
     parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="the py-spy binary (default: on PATH)")
     parser.add_argument("--data", default=str(DATA), help="where data and results go (default: %(default)s)")
@@ -243,31 +256,40 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--profile needs py-spy: pip install py-spy somewhere and pass --py-spy PATH")
 
     scale = SCALES[args.scale] if args.graph == "full" else SCALES[args.scale].chain_only()
-    root = Path(args.data) / scale.name
+    name = scale.name
     if args.landing_format and args.landing_format != scale.file_format:
         scale = replace(scale, file_format=args.landing_format)
-        root = Path(args.data) / f"{scale.name}-{scale.file_format}"
-    landing, lake, work = root / "landing", root / "lake", root / "results"
+        name = f"{scale.name}-{scale.file_format}"
+    landing = Path(args.data) / name / "landing"  # simulated on disk whatever the storage, uploaded to S3
+    # S3 has a folder of its own (the server's data, the instance, the results): figures never mix.
+    root = Path(args.data) / (name if args.storage == "local" else f"{name}-{args.storage}")
+    work = root / "results"
     home = Path(args.dagster_home) if args.dagster_home else root / "dagster_home"
     info = machine()
     print(f"benchmark {scale.name}: {scale.description}; {info['date']}, {info['cores']} cores "
           f"({info['cpu']}), {info['memory_gb']} GB, load average {info['load_average']:.2f}")
 
     simulated = simulate(scale, landing, args.reuse)
-    history_stamp = lake / "_history.json"
+    with storage_for(args.storage, root, landing) as storage:
+        return measure(scale, storage, simulated, home, work, info, args)
+
+
+def measure(
+    scale: Scale, storage: Storage, simulated: "Measured | None", home: Path, work: Path, info: dict,
+    args: argparse.Namespace,
+) -> int:
+    """The scale's pieces on its storage, ``--repeat`` times, printed and saved."""
     history_key = {**scale.simulation(), "pieces": [p.name for p in scale.pieces if p.setup]}
-    reuse_history = (
-        args.reuse and simulated is None and history_stamp.exists()
-        and json.loads(history_stamp.read_text()) == history_key
-    )
+    reuse_history = args.reuse and simulated is None and storage.history() == history_key
     instance_yaml = Path(args.instance_yaml).read_text()
     if "telemetry:" not in instance_yaml:
         instance_yaml += "\ntelemetry:\n  enabled: false\n"
     work.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
-        "CHURN_DATA_URL": str(lake),
-        "CHURN_LANDING_URL": str(landing),
+        **storage.env,
+        "CHURN_DATA_URL": storage.lake_url,
+        "CHURN_LANDING_URL": storage.landing_url,
         "CHURN_START_DATE": START.isoformat(),
         "DAGSTER_HOME": str(home),
         "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
@@ -280,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.repeat > 1:
             print(f"\n=== run {repeat + 1} of {args.repeat} ===")
         if not reuse_history:
-            shutil.rmtree(lake, ignore_errors=True)
-        pieces = run_scale(scale, env, home, instance_yaml, work, lake, history_stamp, history_key, reuse_history, args)
+            storage.clear_lake()
+        pieces = run_scale(scale, env, home, instance_yaml, work, storage, history_key, reuse_history, args)
         reuse_history = reuse_history or any(p.setup for p in scale.pieces)
         repeats.append((pieces, print_totals(scale, pieces)))
     # The median run (the lower of the two middle ones for an even count), which is every figure below.
@@ -293,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     saved = work / f"{scale.name}-{stamp}.json"
     saved.write_text(json.dumps({
         "scale": scale.name, "machine": info | {"load_average_end": os.getloadavg()[0]},
-        "options": {"graph": args.graph, "landing_format": scale.file_format, "dagster_home": str(home),
+        "options": {"graph": args.graph, "landing_format": scale.file_format, "storage": args.storage,
+                    "dagster_home": str(home),
                     "instance_yaml": args.instance_yaml, "planned_events": args.planned_events,
                     "repeat": args.repeat},
         "simulate": None if simulated is None else simulated.__dict__,
@@ -306,30 +329,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_scale(
-    scale: Scale, env: dict[str, str], home: Path, instance_yaml: str, work: Path, lake: Path,
-    history_stamp: Path, history_key: dict, reuse_history: bool, args: argparse.Namespace,
+    scale: Scale, env: dict[str, str], home: Path, instance_yaml: str, work: Path, storage: Storage,
+    history_key: dict, reuse_history: bool, args: argparse.Namespace,
 ) -> list[Measured]:
     """One measurement of the scale's pieces on a new instance (the history's setup pieces only when the
     lake does not hold it already)."""
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     (home / "dagster.yaml").write_text(instance_yaml)
-    storage = f"{args.instance_yaml} in {home}"
+    instance = f"{args.instance_yaml} in {home}"
     # The instance's storage is created as a user's is, once, before any timed piece (docs/operations.md:
     # `dagster instance migrate`); otherwise the first piece's process would also create it (~1 s).
     with open(work / "instance_migrate.log", "w") as log:
         if run_child([sys.executable, "-m", "dagster", "instance", "migrate"], env, log)[3]:
             raise SystemExit(f"dagster instance migrate failed; its log is {work / 'instance_migrate.log'}")
-    print(f"instance: {storage}, created by `dagster instance migrate`, planned events {args.planned_events}")
+    print(f"instance: {instance}, created by `dagster instance migrate`, planned events {args.planned_events}")
 
     pieces: list[Measured] = []
     for piece in scale.pieces:
         if piece.setup and reuse_history:
-            print(f"\n{piece.name}: reusing the history in {lake}")
+            print(f"\n{piece.name}: reusing the history in {storage.lake_url}")
             continue
-        pieces.append(run_piece(piece, env, work, args.py_spy if args.profile else None))
+        pieces.append(run_piece(piece, env, work, storage, args.py_spy if args.profile else None))
         if piece.setup and piece is [p for p in scale.pieces if p.setup][-1]:
-            history_stamp.write_text(json.dumps(history_key))
+            storage.write_history(history_key)
     return pieces
 
 

@@ -1,6 +1,6 @@
 """The benchmark command stays runnable: ``python -m benchmarks.run --scale tiny --repeat 2`` end to end
-(simulate, then twice the data chain, training and scoring), in a subprocess, on a temp folder. Figures
-are printed, never asserted."""
+(simulate, then twice the data chain, training and scoring), in a subprocess, on a temp folder, and its
+data chain on S3 (``--storage s3``). Figures are printed, never asserted."""
 
 import json
 import subprocess
@@ -48,3 +48,27 @@ def test_tiny_benchmark_runs_the_whole_graph_and_saves_its_figures(tmp_path):
     lake = tmp_path / "tiny" / "lake"
     assert len(list((lake / "raw_events").glob("date=*/data.parquet"))) == 75
     assert (lake / "model" / "month=2025-03").is_dir()
+
+
+@pytest.mark.s3
+def test_tiny_benchmark_runs_on_s3(tmp_path):
+    """``--storage s3``: the landing zone uploaded to a SeaweedFS server the command starts, the lake
+    written there, the server's CPU reported beside the run's."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--scale", "tiny", "--graph", "chain", "--storage", "s3",
+         "--data", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
+    assert "landing: uploading " in done.stdout and "S3 server (SeaweedFS on loopback)" in done.stdout
+
+    (saved,) = (tmp_path / "tiny-s3" / "results").glob("tiny-*.json")
+    result = json.loads(saved.read_text())
+    assert result["options"]["storage"] == "s3"
+    (chain,) = result["pieces"]
+    simulated, kept = result["simulate"]["report"]["events"], chain["report"]["events"]
+    assert 0.95 * simulated < kept < simulated  # counted from the lake on S3
+    assert result["totals"]["server_cpu_s"] > 0
+    # The landing zone was simulated on disk; nothing of the lake was.
+    assert (tmp_path / "tiny" / "landing" / "truth" / "simulation.json").exists()
+    assert not (tmp_path / "tiny" / "lake").exists() and not (tmp_path / "tiny-s3" / "lake").exists()

@@ -246,6 +246,35 @@ def test_missing_upstream_partition_is_named(tmp_path, instance):
                        tags=_range("2025-01-01", "2025-01-03"), selection=[daily_total])
 
 
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def lake_url(request, tmp_path) -> str:
+    if request.param == "local":
+        return str(tmp_path / "lake")
+    request.getfixturevalue("s3_server")
+    return f"s3://lake/{tmp_path.name}"
+
+
+def test_stored_partitions_are_found_and_missing_ones_named(lake_url):
+    """Which of a range's partitions are stored: on S3 one listing answers for the range, and it must
+    agree with asking for each file (a neighbouring asset, a folder without a table and a day outside
+    the range do not count)."""
+    lake = Lake(lake_url)
+    frame = pl.DataFrame({"value": [1]})
+    for key in ("2025-01-01", "2025-01-03", "2025-01-10", "2025-02-01"):
+        lake.write_table(lake.table_url("daily", "date", key), frame)
+    lake.write_table(lake.table_url("daily_extra", "date", "2025-01-02"), frame)  # another asset, same prefix
+    lake.write_bytes(lake.partition_url("daily", "date", "2025-01-04") + "/report.html", b"<html/>")  # no table
+    keys = [f"2025-01-{day:02d}" for day in (1, 2, 3, 4, 10, 11)]
+
+    stored, missing = lake.stored_tables("daily", "date", keys)
+
+    assert stored == [lake.table_url("daily", "date", key) for key in ("2025-01-01", "2025-01-03", "2025-01-10")]
+    assert missing == ["2025-01-02", "2025-01-04", "2025-01-11"]
+    assert lake.stored_tables("daily", "date", ["2025-01-03"]) == ([lake.table_url("daily", "date", "2025-01-03")], [])
+    assert lake.stored_tables("daily", "date", ["2025-01-05"]) == ([], ["2025-01-05"])
+    assert lake.stored_tables("nothing_yet", "date", keys) == ([], keys)
+
+
 def _loads(asset: str, seen: dict) -> dg.AssetsDefinition:
     """A daily asset reading ``asset`` lazily, which notes in ``seen`` what it got: the frame, its schema and
     whether polars reads it from a Parquet file or from memory."""

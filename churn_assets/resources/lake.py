@@ -73,8 +73,16 @@ class Lake:
     def stored_tables(self, asset: str, column: str, keys: list[str]) -> tuple[list[str], list[str]]:
         """The table URLs of the partitions ``keys`` of ``asset`` that are stored, and the keys that are not."""
         urls = {key: self.table_url(asset, column, key) for key in keys}
-        missing = [key for key, url in urls.items() if not self.exists(url)]
-        return [url for key, url in urls.items() if key not in missing], missing
+        if is_s3(self.root_url) and len(keys) > 1:
+            # One listing of the keys' common prefix (a request per 1,000 objects) instead of a HEAD request
+            # per partition: a range run's input over 120 days took ~0.4 s of requests, and their CPU.
+            common = os.path.commonprefix([f"{column}={key}" for key in keys])
+            with reaching(self.root_url, "list"):
+                found = set(self.fs.find(self.partition_url(asset), prefix=common))
+            stored = {key for key, url in urls.items() if self.fs._strip_protocol(url) in found}
+        else:
+            stored = {key for key, url in urls.items() if self.exists(url)}
+        return [url for key, url in urls.items() if key in stored], [key for key in keys if key not in stored]
 
     # -- writes -----------------------------------------------------------------------------------
     def write_bytes(self, url: str, data: bytes) -> WrittenFile:

