@@ -22,6 +22,7 @@ from churn_assets.resources.lake import Lake
 from churn_assets.resources.parquet_io_manager import (
     RECENT,
     ROW_GROUP_ROWS,
+    SCANNED_MANY_TIMES,
     MissingPartitionError,
     PartitionedParquetIOManager,
     PartitionStream,
@@ -273,6 +274,31 @@ def test_stored_partitions_are_found_and_missing_ones_named(lake_url):
     assert lake.stored_tables("daily", "date", ["2025-01-03"]) == ([lake.table_url("daily", "date", "2025-01-03")], [])
     assert lake.stored_tables("daily", "date", ["2025-01-05"]) == ([], ["2025-01-05"])
     assert lake.stored_tables("nothing_yet", "date", keys) == ([], keys)
+
+
+@pytest.mark.s3
+def test_an_input_scanned_many_times_is_read_from_local_copies_on_s3(s3_server, tmp_path, instance):
+    resources = {"io_manager": PartitionedParquetIOManager(base_url=f"s3://lake/{tmp_path.name}")}
+    dg.materialize([daily_numbers], resources=resources, instance=instance, tags=_range("2025-01-01", "2025-01-03"))
+    seen = {}
+
+    @dg.asset(partitions_def=days, ins={"daily_numbers": dg.AssetIn(
+        partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-2), metadata={SCANNED_MANY_TIMES: True})})
+    def in_slices(daily_numbers: pl.LazyFrame) -> pl.DataFrame:
+        seen["plan"] = daily_numbers.explain()
+        odd = pl.col("value") % 2 == 1
+        both = pl.concat([daily_numbers.filter(odd).collect(), daily_numbers.filter(~odd).collect()])
+        return both.select(pl.col("date").alias("day"), "value").sort("value")
+
+    result = dg.materialize([daily_numbers, in_slices], resources=resources, instance=instance,
+                            partition_key="2025-01-03", selection=[in_slices])
+
+    assert result.success
+    assert "s3://" not in seen["plan"] and "churn-s3-copies-" in seen["plan"]
+    frame = Lake(f"s3://lake/{tmp_path.name}").scan_tables(
+        [f"s3://lake/{tmp_path.name}/in_slices/date=2025-01-03/data.parquet"], {"date": pl.Date}).collect()
+    expected = [(D1, 10), (D2, 20), (D2, 21), (D3, 30), (D3, 31), (D3, 32)]
+    assert frame.select("day", "value").rows() == expected  # each day's rows, its date from its copy's path
 
 
 def _loads(asset: str, seen: dict) -> dg.AssetsDefinition:

@@ -11,9 +11,13 @@ on S3 one PUT (or one completed multipart upload) is atomic by itself.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import os
+import shutil
+import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -122,9 +126,46 @@ class Lake:
             urls,
             hive_partitioning=True,
             hive_schema=hive_schema,
-            storage_options=polars_storage_options(self.root_url),
+            storage_options=polars_storage_options(urls[0]),
             extra_columns="ignore",
         )
+
+
+class LocalCopies:
+    """Local copies of S3 partition tables, for an input its asset scans many times over.
+
+    ``features`` reads its 28-day window of ``user_daily`` in ~23 slices of users. Scanned on S3, each
+    slice fetched every file's footer again and a few ranges of it: at ~1 M daily users, ~2,500 requests
+    and twice the window's bytes in footers alone, where one GET of each file reads it once. The copies of
+    the last ``keep`` inputs are kept (an asset scans its input until its step ends); all are removed when
+    the process exits.
+    """
+
+    def __init__(self, keep: int = 2):
+        self._keep = keep
+        self._root: str | None = None
+        self._made: list[str] = []
+        self._lock = threading.Lock()
+
+    def of(self, lake: Lake, urls: list[str]) -> list[str]:
+        """Local paths of copies of ``urls`` (S3 objects), keeping their ``key=value`` folders for hive."""
+        with self._lock:
+            if self._root is None:
+                self._root = tempfile.mkdtemp(prefix="churn-s3-copies-")
+                atexit.register(shutil.rmtree, self._root, True)
+            folder = tempfile.mkdtemp(dir=self._root)
+            self._made.append(folder)
+            while len(self._made) > self._keep:
+                shutil.rmtree(self._made.pop(0), ignore_errors=True)
+        paths = [os.path.join(folder, lake.fs._strip_protocol(url)) for url in urls]
+        for path in paths:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        with reaching(urls[0], "read"):
+            lake.fs.get(urls, paths)  # concurrently
+        return paths
+
+
+LOCAL_COPIES = LocalCopies()
 
 
 def _atomic_local_write(path: str, data: bytes) -> None:

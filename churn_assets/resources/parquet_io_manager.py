@@ -27,8 +27,8 @@ import polars as pl
 from pydantic import Field
 
 from churn_assets.partitions import partition_column
-from churn_assets.resources.filesystems import polars_storage_options
-from churn_assets.resources.lake import Lake, WrittenFile, some_keys
+from churn_assets.resources.filesystems import is_s3, polars_storage_options
+from churn_assets.resources.lake import LOCAL_COPIES, Lake, WrittenFile, some_keys
 from churn_assets.threads import ordered_map
 
 class PartitionStream:
@@ -48,6 +48,10 @@ _HIVE_TYPES: dict[str, pl.DataType] = {"date": pl.Date(), "month": pl.String()}
 # Asset metadata: the rows of each Parquet row group of the asset's files. A table read in ranges of a
 # sorted key sizes them so that its row-group statistics prune a range to little more than its rows.
 ROW_GROUP_ROWS = "churn/parquet_row_group_rows"
+# Input metadata (``dg.AssetIn(metadata=...)``): the asset scans this input many times over, in slices. On
+# S3 the IO manager then copies its files to local disk once and hands out a scan of the copies
+# (``LocalCopies``), instead of fetching every file's footer and ranges again for each slice.
+SCANNED_MANY_TIMES = "churn/scanned_many_times"
 
 
 class RecentPartitions:
@@ -178,6 +182,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             key = pl.lit(keys[0]).str.to_date() if column == "date" else pl.lit(keys[0])
             lazy = recent.lazy().with_columns(key.cast(_HIVE_TYPES[column]).alias(column))
         else:
+            if context.definition_metadata.get(SCANNED_MANY_TIMES) and is_s3(urls[0]):
+                urls = LOCAL_COPIES.of(self.lake, urls)
             lazy = self.lake.scan_tables(urls, {column: _HIVE_TYPES[column]})
         return _as_requested(lazy, wants)
 
