@@ -281,6 +281,44 @@ def test_a_file_vetted_in_chunks_equals_the_file_vetted_whole(tmp_path, name):
     assert chunked.quarantine.height > 0 and chunked.quarantine.equals(whole.quarantine)
 
 
+@pytest.mark.parametrize("block_bytes", [1, 777, 4096, 10**9])
+def test_a_gzipped_file_read_in_blocks_gives_the_pieces_of_the_whole_file(block_bytes):
+    """raw_events inflates a landing file as its blocks arrive (read, or fetched from S3, ahead): whatever
+    the blocks' size, and with gzip members ending inside a block, the same lines in pieces of whole lines,
+    numbered as in the file."""
+    from churn_assets.assets.ingest.landing_files import landing_pieces
+
+    lines = [f'{{"$insert_id":"e{i}","user_id":"u{i % 7}","n":"{"x" * (i % 50)}"}}\n'.encode() for i in range(3000)]
+    data = b"".join(gzip.compress(b"".join(lines[i:i + 700]), mtime=0) for i in range(0, len(lines), 700))
+    blocks = (data[i:i + block_bytes] for i in range(0, len(data), block_bytes))
+
+    pieces = list(landing_pieces("part-0.jsonl.gz", blocks, chunk_bytes=8192))
+
+    assert len(pieces) > 10 and b"".join(p.data for p in pieces) == b"".join(lines)
+    assert all(p.data.endswith(b"\n") and p.lines == p.data.count(b"\n") for p in pieces)
+    assert [p.first_line for p in pieces] == [1 + sum(p.lines for p in pieces[:i]) for i in range(len(pieces))]
+    assert all(4096 < len(p.data) < 3 * 8192 for p in pieces[:-1])  # ~chunk_bytes of text each
+
+
+def test_a_landing_file_that_cannot_be_read_fails_with_its_storage_error():
+    """An error getting a file's bytes (S3 gone, say) is raised as it is, so the asset's retry policy can
+    try again; a file whose content cannot be decoded fails as a LandingFileError that names it."""
+    from churn_assets.assets.ingest.landing_files import LandingFileError, landing_pieces
+
+    data = gzip.compress(b"".join(b'{"a": %d}\n' % i for i in range(1000)))
+
+    def dropped_after_one_block():
+        yield data[:100]
+        raise ConnectionResetError("connection reset by peer")
+
+    with pytest.raises(ConnectionResetError, match="reset by peer"):
+        list(landing_pieces("part-0.jsonl.gz", dropped_after_one_block()))
+    with pytest.raises(LandingFileError, match="cannot read landing file part-0.jsonl.gz: .*truncated"):
+        list(landing_pieces("part-0.jsonl.gz", [data[:100], data[100:-8]]))  # its end is missing
+    with pytest.raises(ConnectionResetError):
+        list(landing_pieces("part-0.parquet", dropped_after_one_block()))
+
+
 def test_a_typed_parquet_file_is_vetted_like_the_same_values_as_text():
     """A Parquet landing file whose event times and numbers have their canonical types is vetted as it is,
     without turning them into text and back: the same events, and the same quarantined rows with the same

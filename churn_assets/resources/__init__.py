@@ -7,13 +7,14 @@ Local and S3 deployments differ only in the URLs these resources are given (``CH
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
 import dagster as dg
 from pydantic import Field
 
 from churn_assets.config import ChurnSettings
 from churn_assets.resources.alerts import AlertWebhook
-from churn_assets.resources.filesystems import filesystem, is_s3, join
+from churn_assets.resources.filesystems import filesystem, is_s3, join, reaching
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.model_io_manager import ModelIOManager
 from churn_assets.resources.parquet_io_manager import PartitionedParquetIOManager
@@ -48,6 +49,13 @@ class LandingZone(dg.ConfigurableResource):
 
     def read_bytes(self, file_url: str) -> bytes:
         return filesystem(self.url).cat_file(file_url)
+
+    def read_blocks(self, file_url: str, block_bytes: int = 8 * 1024 * 1024) -> Iterator[bytes]:
+        """The file's bytes in consecutive blocks (one ranged GET each on S3), without holding the file."""
+        with reaching(file_url, "read"):
+            with filesystem(self.url).open(file_url, "rb", block_size=block_bytes, cache_type="none") as handle:
+                while block := handle.read(block_bytes):
+                    yield block
 
     def complete_days(self) -> dict[str, str]:
         """Every complete day with the version of its ``_SUCCESS`` marker (mtime or ETag)."""

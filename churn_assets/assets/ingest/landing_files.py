@@ -103,20 +103,27 @@ class LandingPiece:
     lines: int = 0
 
 
-def landing_pieces(name: str, data: bytes, chunk_bytes: int | None = None) -> Iterator[LandingPiece]:
+def landing_pieces(
+    name: str, data: bytes | Iterable[bytes], chunk_bytes: int | None = None
+) -> Iterator[LandingPiece]:
     """One landing file in pieces of consecutive lines: JSON in ~``chunk_bytes`` of text each (by default
-    ``CHUNK_BYTES``; inflated when gzipped), other formats whole. ``decode_piece`` parses each."""
+    ``CHUNK_BYTES``; inflated when gzipped), other formats whole. ``decode_piece`` parses each.
+
+    ``data`` is the file's bytes, or its blocks in order (``LandingZone.read_blocks``): a gzipped file is
+    inflated as its blocks arrive, so reading it overlaps with the work on its first pieces."""
     chunk_bytes = chunk_bytes or CHUNK_BYTES
     with _naming(name):
         if name.endswith(".jsonl.gz"):
             texts = _gunzip_chunks(data, chunk_bytes)
-        elif name.endswith(".jsonl"):
-            texts = _split_lines(data, chunk_bytes)
-        elif name.endswith((".parquet", ".csv")):
-            yield LandingPiece(name, data)
-            return
         else:
-            raise LandingFileError(f"unknown landing file type: {name}")
+            data = data if isinstance(data, bytes) else b"".join(_read(data))
+            if name.endswith(".jsonl"):
+                texts = _split_lines(data, chunk_bytes)
+            elif name.endswith((".parquet", ".csv")):
+                yield LandingPiece(name, data)
+                return
+            else:
+                raise LandingFileError(f"unknown landing file type: {name}")
         first_line = 1
         for text in texts:
             lines = count_lines(text)
@@ -136,38 +143,56 @@ def decode_piece(piece: LandingPiece) -> pl.DataFrame:
         return raw.with_columns(pl.lit(piece.name).alias("source_file"))
 
 
+class _ReadFailed(Exception):
+    """Getting a file's bytes failed (its storage, not its content): ``_naming`` raises the cause as it is."""
+
+
+def _read(blocks: Iterable[bytes]) -> Iterator[bytes]:
+    blocks = iter(blocks)
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise _ReadFailed from exc
+        yield block
+
+
 @contextmanager
 def _naming(name: str) -> Iterator[None]:
-    """Any error reading a file fails it as a whole, with its name."""
+    """Any error decoding a file fails it as a whole, with its name. An error getting its bytes (S3
+    unreachable, say) is raised as it is: a retry may succeed where a corrupt file never will."""
     try:
         yield
+    except _ReadFailed as exc:
+        raise exc.__cause__ from None
     except LandingFileError as exc:
         raise LandingFileError(f"cannot read landing file {name}: {exc}") from exc
     except Exception as exc:  # any decoder's error: the file as a whole is unreadable
         raise LandingFileError(f"cannot read landing file {name}: {type(exc).__name__}: {exc}") from exc
 
 
-def _gunzip_chunks(data: bytes, chunk_bytes: int) -> Iterator[bytes]:
+def _gunzip_chunks(data: bytes | Iterable[bytes], chunk_bytes: int) -> Iterator[bytes]:
     """The decompressed text in pieces of whole lines, ~``chunk_bytes`` each (gzip members concatenated)."""
     # wbits=47 reads gzip without a file object. The input is fed a slice at a time so that the output
     # held is a chunk, not the whole text (JSON lines compress ~10 x); each chunk is copied once. Slices of
     # 128 KB (~1.3 MB of text out per call, which stays in the CPU's caches until it is copied) inflate
     # at ~1.1-1.2 GB/s, slices of 1 MB at ~0.7-0.8 GB/s.
-    view, position, step = memoryview(data), 0, max(1, chunk_bytes // 128)
+    feeds = _slices(data, max(1, chunk_bytes // 128))
     decompressor = _inflate.decompressobj(47)
-    feed: bytes | memoryview = b""
     pieces: list[bytes | memoryview] = []
     size = 0
-    while feed or position < len(view):
-        if not feed:
-            feed, position = view[position:position + step], position + step
+    feed: bytes | memoryview = next(feeds, b"")
+    while feed:
+        if decompressor.eof:  # the next gzip member starts here
+            decompressor = _inflate.decompressobj(47)
         out = decompressor.decompress(feed)
-        feed = b""
         if decompressor.eof:
             out += decompressor.flush()
-            feed = decompressor.unused_data  # the next gzip member starts here
-            if feed or position < len(view):
-                decompressor = _inflate.decompressobj(47)
+            feed = decompressor.unused_data or next(feeds, b"")
+        else:
+            feed = next(feeds, b"")
         if not out:
             continue
         pieces.append(out)
@@ -182,6 +207,14 @@ def _gunzip_chunks(data: bytes, chunk_bytes: int) -> Iterator[bytes]:
         raise gzip.BadGzipFile("truncated gzip stream")
     if pieces:
         yield b"".join(pieces)
+
+
+def _slices(data: bytes | Iterable[bytes], step: int) -> Iterator[memoryview]:
+    """``data`` (bytes, or blocks of bytes) in consecutive non-empty slices of at most ``step`` bytes."""
+    for block in [data] if isinstance(data, bytes) else _read(data):
+        view = memoryview(block)
+        for start in range(0, len(view), step):
+            yield view[start:start + step]
 
 
 def _split_lines(data: bytes, chunk_bytes: int) -> Iterator[bytes]:

@@ -79,8 +79,10 @@ def _landing_pieces(landing: LandingZone, days: list[dt.date]) -> Iterator[tuple
         files = landing.data_files(day)
         yield day, files
         for url in files:
-            for piece in landing_pieces(url, landing.read_bytes(url)):
-                yield day, piece
+            # The file's next blocks are read (on S3: fetched) while its first ones are inflated.
+            with Prefetched(landing.read_blocks(url), ahead=2, name="landing-fetch") as blocks:
+                for piece in landing_pieces(url, blocks):
+                    yield day, piece
         yield day, _END
 
 
