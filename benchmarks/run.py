@@ -244,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", choices=("local", "s3"), default="local",
                         help="where the landing zone and the lake are: the local disk (default), or S3 on a "
                         "SeaweedFS server on loopback that the benchmark starts (benchmarks/storage.py)")
+    parser.add_argument("--s3-latency-ms", type=float, default=0.0, metavar="MS",
+                        help="with --storage s3: add MS to each S3 request (a proxy on loopback), as a round "
+                        "trip to a distant object store does (default: 0)")
     parser.add_argument("--profile", action="store_true", help="sample each piece with py-spy")
     parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="the py-spy binary (default: on PATH)")
     parser.add_argument("--data", default=str(DATA), help="where data and results go (default: %(default)s)")
@@ -252,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat must be 1 or more, not {args.repeat}")
+    if args.s3_latency_ms and args.storage != "s3":
+        parser.error("--s3-latency-ms needs --storage s3")
     if args.profile and not args.py_spy:
         parser.error("--profile needs py-spy: pip install py-spy somewhere and pass --py-spy PATH")
 
@@ -270,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({info['cpu']}), {info['memory_gb']} GB, load average {info['load_average']:.2f}")
 
     simulated = simulate(scale, landing, args.reuse)
-    with storage_for(args.storage, root, landing) as storage:
+    with storage_for(args.storage, root, landing, args.s3_latency_ms) as storage:
         return measure(scale, storage, simulated, home, work, info, args)
 
 
@@ -316,6 +321,7 @@ def measure(
     saved.write_text(json.dumps({
         "scale": scale.name, "machine": info | {"load_average_end": os.getloadavg()[0]},
         "options": {"graph": args.graph, "landing_format": scale.file_format, "storage": args.storage,
+                    "s3_latency_ms": args.s3_latency_ms,
                     "dagster_home": str(home),
                     "instance_yaml": args.instance_yaml, "planned_events": args.planned_events,
                     "repeat": args.repeat},

@@ -9,8 +9,10 @@ history as it does on disk. It shares the machine's cores with the run, so its C
 beside each piece's.
 """
 
+import asyncio
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,8 +52,51 @@ class Storage:
         return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks
 
 
+class LatencyProxy(threading.Thread):
+    """A TCP proxy on loopback that adds ``delay_s`` to every request: to each client write that follows a
+    server write (or opens the connection), so each request/response exchange takes at least one
+    delay, as a round trip to a distant object store does, while large bodies stream at full speed."""
+
+    def __init__(self, target_port: int, delay_s: float):
+        super().__init__(daemon=True, name="s3-latency-proxy")
+        self.target_port, self.delay_s = target_port, delay_s
+        self.port: int | None = None
+        self._ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+    def run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._connection, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    def start(self) -> None:
+        super().start()
+        self._ready.wait()
+
+    async def _connection(self, client_reader, client_writer) -> None:
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        turn = [True]  # the client's next write starts a request
+
+        async def pipe(reader, writer, upstream: bool) -> None:
+            try:
+                while data := await reader.read(1 << 16):
+                    if upstream and turn[0]:
+                        await asyncio.sleep(self.delay_s)
+                    turn[0] = not upstream
+                    writer.write(data)
+                    await writer.drain()
+            except ConnectionError:
+                pass
+            finally:
+                writer.close()
+
+        await asyncio.gather(pipe(client_reader, server_writer, True), pipe(server_reader, client_writer, False))
+
+
 @contextmanager
-def storage_for(kind: str, root: Path, landing: Path) -> Iterator[Storage]:
+def storage_for(kind: str, root: Path, landing: Path, latency_ms: float = 0.0) -> Iterator[Storage]:
     """The scale's storage: ``root/lake`` and the simulated ``landing`` on disk, or both on an S3 server
     started for the benchmark (the landing zone uploaded when it differs from the simulated one)."""
     if kind == "local":
@@ -61,10 +106,16 @@ def storage_for(kind: str, root: Path, landing: Path) -> Iterator[Storage]:
 
     server = SeaweedS3(root / "seaweedfs", buckets=("lake", "landing"))
     server.start()
+    env = dict(server.env)
+    if latency_ms:
+        proxy = LatencyProxy(server.ports["s3"], latency_ms / 1000)
+        proxy.start()
+        env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{proxy.port}"
+        print(f"S3: {latency_ms:g} ms added to each request (a proxy on loopback)")
     saved = dict(os.environ)
-    os.environ.update(server.env)  # this process reads the history stamp and clears the lake there too
+    os.environ.update(env)  # this process reads the history stamp and clears the lake there too
     try:
-        storage = Storage(f"s3://landing/{root.name}", f"s3://lake/{root.name}", server.env, server.process.pid)
+        storage = Storage(f"s3://landing/{root.name}", f"s3://lake/{root.name}", env, server.process.pid)
         _upload(landing, storage.landing_url, server)
         yield storage
     finally:

@@ -18,11 +18,10 @@ import pyarrow.parquet
 import pytest
 
 from churn_assets.config import ChurnSettings
-from churn_assets.resources.lake import Lake
+from churn_assets.resources.lake import LOCAL_COPIES, Lake
 from churn_assets.resources.parquet_io_manager import (
     RECENT,
     ROW_GROUP_ROWS,
-    SCANNED_MANY_TIMES,
     MissingPartitionError,
     PartitionedParquetIOManager,
     PartitionStream,
@@ -158,18 +157,20 @@ def test_stream_output_writes_each_partition_as_it_comes(tmp_path, instance):
     def streamed(context: dg.AssetExecutionContext) -> PartitionStream:
         def frames():
             for day in _days_of(context):
-                # The writer is at most one partition behind: the day before the previous one is on disk
-                # when the next one is produced, so a range run holds two days, not the range.
-                two_before = lake / f"date={day - dt.timedelta(days=2)}" / "data.parquet"
-                yield day.isoformat(), pl.DataFrame({"day": [day.day], "two_before_written": [two_before.exists()]})
+                # The writer is at most two partitions behind (one being encoded, one being stored): the
+                # day three before is on disk when the next one is produced, so a range run holds two days
+                # and a day's encoded bytes, not the range.
+                three_before = lake / f"date={day - dt.timedelta(days=3)}" / "data.parquet"
+                yield day.isoformat(), pl.DataFrame({"day": [day.day], "three_before_written": [three_before.exists()]})
         return PartitionStream(frames())
 
-    result = dg.materialize([streamed], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-04"))
+    result = dg.materialize([streamed], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-05"))
     assert result.success
-    assert [_table(tmp_path, "streamed", f"2025-01-0{d}").row(0) for d in (1, 2, 3, 4)] == [
-        (1, False), (2, False), (3, True), (4, True)
+    assert [_table(tmp_path, "streamed", f"2025-01-0{d}").row(0) for d in (1, 2, 3, 4, 5)] == [
+        (1, False), (2, False), (3, False), (4, True), (5, True)
     ]
-    assert sorted(_metadata(result, "streamed")) == ["2025-01-01", "2025-01-02", "2025-01-03", "2025-01-04"]
+    assert sorted(_metadata(result, "streamed")) == [f"2025-01-0{d}" for d in (1, 2, 3, 4, 5)]
+    assert [_metadata(result, "streamed")[f"2025-01-0{d}"]["dagster/row_count"] for d in (1, 5)] == [1, 1]
 
 
 def test_stream_missing_a_partition_fails(tmp_path, instance):
@@ -277,28 +278,38 @@ def test_stored_partitions_are_found_and_missing_ones_named(lake_url):
 
 
 @pytest.mark.s3
-def test_an_input_scanned_many_times_is_read_from_local_copies_on_s3(s3_server, tmp_path, instance):
-    resources = {"io_manager": PartitionedParquetIOManager(base_url=f"s3://lake/{tmp_path.name}")}
+def test_an_input_of_several_partitions_is_read_from_local_copies_on_s3(s3_server, tmp_path, instance):
+    """On S3 an input spanning partitions is downloaded once, concurrently, and scanned on local disk
+    (a scan of S3 files costs round trips per file on every collect); a step's copies go when the next
+    step makes its own."""
+    base = f"s3://lake/{tmp_path.name}"
+    resources = {"io_manager": PartitionedParquetIOManager(base_url=base)}
     dg.materialize([daily_numbers], resources=resources, instance=instance, tags=_range("2025-01-01", "2025-01-03"))
-    seen = {}
+    plans = {}
 
-    @dg.asset(partitions_def=days, ins={"daily_numbers": dg.AssetIn(
-        partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-2), metadata={SCANNED_MANY_TIMES: True})})
-    def in_slices(daily_numbers: pl.LazyFrame) -> pl.DataFrame:
-        seen["plan"] = daily_numbers.explain()
-        odd = pl.col("value") % 2 == 1
-        both = pl.concat([daily_numbers.filter(odd).collect(), daily_numbers.filter(~odd).collect()])
-        return both.select(pl.col("date").alias("day"), "value").sort("value")
+    def reading_three_days(name: str) -> dg.AssetsDefinition:
+        @dg.asset(name=name, partitions_def=days, ins={"daily_numbers": dg.AssetIn(
+            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-2))})
+        def read(daily_numbers: pl.LazyFrame) -> pl.DataFrame:
+            plans[name] = daily_numbers.explain()
+            odd = pl.col("value") % 2 == 1
+            both = pl.concat([daily_numbers.filter(odd).collect(), daily_numbers.filter(~odd).collect()])
+            return both.select(pl.col("date").alias("day"), "value").sort("value")
 
-    result = dg.materialize([daily_numbers, in_slices], resources=resources, instance=instance,
-                            partition_key="2025-01-03", selection=[in_slices])
+        return read
+
+    first, second = reading_three_days("first"), reading_three_days("second")
+    result = dg.materialize([daily_numbers, first, second], resources=resources, instance=instance,
+                            partition_key="2025-01-03", selection=[first, second])
 
     assert result.success
-    assert "s3://" not in seen["plan"] and "churn-s3-copies-" in seen["plan"]
-    frame = Lake(f"s3://lake/{tmp_path.name}").scan_tables(
-        [f"s3://lake/{tmp_path.name}/in_slices/date=2025-01-03/data.parquet"], {"date": pl.Date}).collect()
+    assert all("s3://" not in plan and "churn-s3-copies-" in plan for plan in plans.values())
     expected = [(D1, 10), (D2, 20), (D2, 21), (D3, 30), (D3, 31), (D3, 32)]
-    assert frame.select("day", "value").rows() == expected  # each day's rows, its date from its copy's path
+    for name in ("first", "second"):  # each day's rows, its date from its copy's path
+        written = Lake(base).scan_tables([f"{base}/{name}/date=2025-01-03/data.parquet"], {"date": pl.Date})
+        assert written.collect().select("day", "value").rows() == expected
+    copies = sorted(Path(LOCAL_COPIES.root).rglob("*.parquet"))
+    assert len(copies) == 3 and all(f"{tmp_path.name}/daily_numbers/date=2025-01-0" in str(c) for c in copies)
 
 
 def _loads(asset: str, seen: dict) -> dg.AssetsDefinition:
@@ -423,7 +434,7 @@ WRITER = textwrap.dedent(
     import sys
     import numpy as np
     import polars as pl
-    from churn_assets.resources.lake import Lake
+    from churn_assets.resources.lake import LOCAL_COPIES, Lake
 
     rng = np.random.default_rng(0)
     # Incompressible values, so the file is large (~50 MB) and its write takes a while.

@@ -132,31 +132,38 @@ class Lake:
 
 
 class LocalCopies:
-    """Local copies of S3 partition tables, for an input its asset scans many times over.
+    """Local copies of S3 partition tables, for the inputs of one step at a time.
 
-    ``features`` reads its 28-day window of ``user_daily`` in ~23 slices of users. Scanned on S3, each
-    slice fetched every file's footer again and a few ranges of it: at ~1 M daily users, ~2,500 requests
-    and twice the window's bytes in footers alone, where one GET of each file reads it once. The copies of
-    the last ``keep`` inputs are kept (an asset scans its input until its step ends); all are removed when
-    the process exits.
+    A scan of S3 files costs requests for each file it reads, on each collect: a footer, then ranges.
+    Those are round trips, one after another. ``features`` reads its 28-day window in ~23 slices of
+    users (at ~1 M daily users, ~2,500 requests and twice the window's bytes in footers alone), and a
+    range run reads its days one by one (each ~2 requests an input). One concurrent download of each file
+    replaces them: the scans then read local files. The copies are kept until another step asks for its
+    own, and removed when the process exits (they go under the temporary directory, ``TMPDIR``).
     """
 
-    def __init__(self, keep: int = 2):
-        self._keep = keep
+    def __init__(self):
         self._root: str | None = None
-        self._made: list[str] = []
+        self._owner: str | None = None
         self._lock = threading.Lock()
 
-    def of(self, lake: Lake, urls: list[str]) -> list[str]:
-        """Local paths of copies of ``urls`` (S3 objects), keeping their ``key=value`` folders for hive."""
+    @property
+    def root(self) -> str | None:
+        """The folder that holds the copies (None before the first)."""
+        return self._root
+
+    def of(self, lake: Lake, urls: list[str], owner: str) -> list[str]:
+        """Local paths of copies of ``urls`` (S3 objects), keeping their ``key=value`` folders for hive; the
+        copies made for an earlier ``owner`` (a step) are removed."""
         with self._lock:
             if self._root is None:
                 self._root = tempfile.mkdtemp(prefix="churn-s3-copies-")
                 atexit.register(shutil.rmtree, self._root, True)
+            if owner != self._owner:
+                for name in os.listdir(self._root):
+                    shutil.rmtree(os.path.join(self._root, name), ignore_errors=True)
+                self._owner = owner
             folder = tempfile.mkdtemp(dir=self._root)
-            self._made.append(folder)
-            while len(self._made) > self._keep:
-                shutil.rmtree(self._made.pop(0), ignore_errors=True)
         paths = [os.path.join(folder, lake.fs._strip_protocol(url)) for url in urls]
         for path in paths:
             os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -11,15 +11,20 @@ What the stock IO managers do not do, and this one does (DESIGN.md):
 * a self-dependent asset reads from storage only the partitions before the ones its run writes;
 * writes are atomic, and each partition records its row count, column schema and content hash;
 * the one partition a step just wrote is handed to the next steps of the same process from memory, while
-  the stored file is unchanged: a daily run's checks and downstream assets do not decode it again.
+  the stored file is unchanged: a daily run's checks and downstream assets do not decode it again;
+* on S3, an input spanning partitions is downloaded once, concurrently, and scanned on local disk, not
+  fetched in round trips per file on every collect (``LocalCopies``).
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import typing
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import dagster as dg
@@ -28,7 +33,7 @@ from pydantic import Field
 
 from churn_assets.partitions import partition_column
 from churn_assets.resources.filesystems import is_s3, polars_storage_options
-from churn_assets.resources.lake import LOCAL_COPIES, Lake, WrittenFile, some_keys
+from churn_assets.resources.lake import LOCAL_COPIES, Lake, WrittenFile, parquet_bytes, some_keys
 from churn_assets.threads import ordered_map
 
 class PartitionStream:
@@ -48,10 +53,8 @@ _HIVE_TYPES: dict[str, pl.DataType] = {"date": pl.Date(), "month": pl.String()}
 # Asset metadata: the rows of each Parquet row group of the asset's files. A table read in ranges of a
 # sorted key sizes them so that its row-group statistics prune a range to little more than its rows.
 ROW_GROUP_ROWS = "churn/parquet_row_group_rows"
-# Input metadata (``dg.AssetIn(metadata=...)``): the asset scans this input many times over, in slices. On
-# S3 the IO manager then copies its files to local disk once and hands out a scan of the copies
-# (``LocalCopies``), instead of fetching every file's footer and ranges again for each slice.
-SCANNED_MANY_TIMES = "churn/scanned_many_times"
+# Partitions of a range stored on S3 at a time: each upload is a round trip, and only its bytes are held.
+S3_UPLOADS = 4
 
 
 class RecentPartitions:
@@ -124,9 +127,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         written_hashes = []
         RECENT.forget(asset)
 
-        def record(key: str, frame: pl.DataFrame, written: WrittenFile) -> None:
+        def record(key: str, frame: pl.DataFrame, rows: int, stored: Future[WrittenFile]) -> None:
+            written = stored.result()
             written_hashes.append(written.content_hash)
-            metadata = _table_metadata(frame, written, declared)
+            metadata = _table_metadata(frame, written, declared, rows)
             if len(keys) == 1:
                 RECENT.keep(asset, written.url, self.lake.checksum(written.url), frame)
                 context.add_output_metadata(metadata)
@@ -142,15 +146,27 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                     )
                 yield key, frame
 
-        def write(partition: tuple[str, pl.DataFrame]) -> tuple[str, pl.DataFrame, WrittenFile]:
+        def write(partition: tuple[str, pl.DataFrame], uploads: ThreadPoolExecutor) -> tuple:
+            """The partition encoded, and handed to an uploader: (key, frame, rows, the upload's future)."""
             key, frame = partition
-            return key, frame, self.lake.write_table(self.lake.table_url(asset, column, key), frame, row_group_rows)
+            data = parquet_bytes(frame, row_group_rows)
+            stored = uploads.submit(self.lake.write_bytes, self.lake.table_url(asset, column, key), data)
+            # A range's partitions are let go once encoded: their metadata needs only their shape.
+            return key, frame if len(keys) == 1 else frame.clear(), frame.height, stored
 
-        # Write-behind: partition N is encoded, hashed and written on a writer thread while the stream
-        # computes partition N+1 here (polars, zstd, sha256 and fsync all release the GIL), so a range run
-        # keeps both cores busy and holds two partitions. Dagster is only called from this thread.
-        for key, frame, written in ordered_map(write, partitions(), workers=1):
-            record(key, frame, written)
+        # Write-behind: partition N is encoded on a writer thread while the stream computes partition N+1
+        # here (polars, zstd, sha256 and fsync all release the GIL), so a range run keeps both cores busy
+        # and holds two partitions. Its bytes are then stored by an uploader: on S3 each upload is a round
+        # trip, and a few go at once, holding only their bytes. Dagster is only called from this thread.
+        at_once = S3_UPLOADS if is_s3(self.base_url) else 1
+        with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="upload") as uploads:
+            in_flight: deque[tuple] = deque()
+            for item in ordered_map(functools.partial(write, uploads=uploads), partitions(), workers=1):
+                in_flight.append(item)
+                while in_flight and (len(in_flight) > at_once or in_flight[0][3].done()):
+                    record(*in_flight.popleft())
+            while in_flight:
+                record(*in_flight.popleft())
         if len(written_hashes) != len(keys):
             raise ValueError(f"{asset} wrote {len(written_hashes)} of the run's {len(keys)} partitions")
         if len(keys) == 1:
@@ -182,8 +198,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             key = pl.lit(keys[0]).str.to_date() if column == "date" else pl.lit(keys[0])
             lazy = recent.lazy().with_columns(key.cast(_HIVE_TYPES[column]).alias(column))
         else:
-            if context.definition_metadata.get(SCANNED_MANY_TIMES) and is_s3(urls[0]):
-                urls = LOCAL_COPIES.of(self.lake, urls)
+            if len(urls) > 1 and is_s3(urls[0]):  # requests one after another: one download of each file
+                urls = LOCAL_COPIES.of(self.lake, urls, owner=context.step_context.step.key)
             lazy = self.lake.scan_tables(urls, {column: _HIVE_TYPES[column]})
         return _as_requested(lazy, wants)
 
@@ -262,12 +278,15 @@ def preview_markdown(frame: pl.DataFrame, rows: int = 10) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def _table_metadata(frame: pl.DataFrame, written: WrittenFile, declared: Any = None) -> dict[str, Any]:
+def _table_metadata(
+    frame: pl.DataFrame, written: WrittenFile, declared: Any = None, rows: int | None = None
+) -> dict[str, Any]:
     """A partition's materialization metadata. Its column schema is recorded only where it differs from the
     one the asset declares (names and types): the UI shows the declared one, and 80 columns repeated on
-    each of a backfill's partitions made Dagster's event log serialize ~9 KB per materialization."""
+    each of a backfill's partitions made Dagster's event log serialize ~9 KB per materialization. ``rows``
+    is its row count where ``frame`` holds only its schema."""
     schema = column_schema(frame.schema)
-    metadata: dict[str, Any] = {"dagster/row_count": frame.height}
+    metadata: dict[str, Any] = {"dagster/row_count": frame.height if rows is None else rows}
     if not isinstance(declared, dg.TableSchema) or _names_and_types(declared) != _names_and_types(schema):
         metadata["dagster/column_schema"] = schema
     return metadata | {

@@ -23,7 +23,7 @@ from churn_assets.assets.ingest.user_daily import event_type_column
 from churn_assets.config import SETTINGS
 from churn_assets.partitions import daily_partitions, days_in_range, window_sizes
 from churn_assets.resources import ChurnParameters
-from churn_assets.resources.parquet_io_manager import SCANNED_MANY_TIMES, PartitionStream
+from churn_assets.resources.parquet_io_manager import PartitionStream
 from churn_assets.threads import ordered_map, workers_for
 
 
@@ -57,9 +57,7 @@ _EPOCH = dt.date(1970, 1, 1)
         "user_daily": dg.AssetIn(
             partition_mapping=dg.TimeWindowPartitionMapping(
                 start_offset=-(LOOKBACK_DAYS - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
-            ),
-            # A large window is read in slices of users (below), each a scan of every file of the window.
-            metadata={SCANNED_MANY_TIMES: True},
+            )
         ),
         "install_times": dg.AssetIn(),
     },
