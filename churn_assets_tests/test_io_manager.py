@@ -18,7 +18,7 @@ import pyarrow.parquet
 import pytest
 
 from churn_assets.config import ChurnSettings
-from churn_assets.resources.lake import LOCAL_COPIES, Lake
+from churn_assets.resources.lake import LOCAL_COPIES, Lake, remove_stale_copies
 from churn_assets.resources.parquet_io_manager import (
     RECENT,
     ROW_GROUP_ROWS,
@@ -312,6 +312,30 @@ def test_an_input_of_several_partitions_is_read_from_local_copies_on_s3(s3_serve
     assert len(copies) == 3 and all(f"{tmp_path.name}/daily_numbers/date=2025-01-0" in str(c) for c in copies)
 
 
+def test_copies_left_by_a_killed_process_are_removed_and_live_ones_kept(tmp_path):
+    """A run killed mid-step cannot remove its S3 copies: the next process removes them once their process
+    is gone and they are an hour old. A live process's copies, or fresh ones, stay."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    hour_ago = time.time() - 3700
+    folders = {
+        "killed": tmp_path / f"churn-s3-copies-{dead_pid}-abc",
+        "killed just now": tmp_path / f"churn-s3-copies-{dead_pid}-def",
+        "alive": tmp_path / f"churn-s3-copies-{os.getpid()}-ghi",
+        "not ours": tmp_path / "something-else",
+    }
+    for name, folder in folders.items():
+        (folder / "lake" / "t" / "date=2025-01-01").mkdir(parents=True)
+        (folder / "lake" / "t" / "date=2025-01-01" / "data.parquet").write_bytes(b"x")
+        if name != "killed just now":
+            os.utime(folder, (hour_ago, hour_ago))
+
+    removed = remove_stale_copies(str(tmp_path))
+
+    assert removed == [str(folders["killed"])]
+    assert [name for name, folder in folders.items() if folder.exists()] == ["killed just now", "alive", "not ours"]
+
+
 def _loads(asset: str, seen: dict) -> dg.AssetsDefinition:
     """A daily asset reading ``asset`` lazily, which notes in ``seen`` what it got: the frame, its schema and
     whether polars reads it from a Parquet file or from memory."""
@@ -434,7 +458,7 @@ WRITER = textwrap.dedent(
     import sys
     import numpy as np
     import polars as pl
-    from churn_assets.resources.lake import LOCAL_COPIES, Lake
+    from churn_assets.resources.lake import LOCAL_COPIES, Lake, remove_stale_copies
 
     rng = np.random.default_rng(0)
     # Incompressible values, so the file is large (~50 MB) and its write takes a while.

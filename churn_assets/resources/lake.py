@@ -139,7 +139,8 @@ class LocalCopies:
     users (at ~1 M daily users, ~2,500 requests and twice the window's bytes in footers alone), and a
     range run reads its days one by one (each ~2 requests an input). One concurrent download of each file
     replaces them: the scans then read local files. The copies are kept until another step asks for its
-    own, and removed when the process exits (they go under the temporary directory, ``TMPDIR``).
+    own, and removed when the process exits (they go under the temporary directory, ``TMPDIR``); those of
+    a process that was killed are removed by the next one (``remove_stale_copies``).
     """
 
     def __init__(self):
@@ -157,7 +158,8 @@ class LocalCopies:
         copies made for an earlier ``owner`` (a step) are removed."""
         with self._lock:
             if self._root is None:
-                self._root = tempfile.mkdtemp(prefix="churn-s3-copies-")
+                remove_stale_copies(tempfile.gettempdir())
+                self._root = tempfile.mkdtemp(prefix=f"{_COPIES_PREFIX}{os.getpid()}-")
                 atexit.register(shutil.rmtree, self._root, True)
             if owner != self._owner:
                 for name in os.listdir(self._root):
@@ -173,6 +175,36 @@ class LocalCopies:
 
 
 LOCAL_COPIES = LocalCopies()
+_COPIES_PREFIX = "churn-s3-copies-"
+
+
+def remove_stale_copies(parent: str, min_age_seconds: float = _STALE_TMP_SECONDS) -> list[str]:
+    """Removes the copies left in ``parent`` by processes that were killed before they could (their pid
+    is gone, and their folder has not changed for ``min_age_seconds``); returns the folders removed."""
+    removed = []
+    now = time.time()
+    for entry in os.scandir(parent):
+        if not (entry.name.startswith(_COPIES_PREFIX) and entry.is_dir()):
+            continue
+        pid = entry.name.removeprefix(_COPIES_PREFIX).split("-", 1)[0]
+        try:
+            if not pid.isdigit() or _is_running(int(pid)) or now - entry.stat().st_mtime < min_age_seconds:
+                continue
+        except FileNotFoundError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(entry.path)
+    return removed
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _atomic_local_write(path: str, data: bytes) -> None:
