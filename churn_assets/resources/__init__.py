@@ -38,9 +38,10 @@ class LandingZone(dg.ConfigurableResource):
         """The day's data files, sorted by name; fails clearly when the day is absent or incomplete."""
         fs = filesystem(self.url)
         folder = self.day_url(day)
-        if not fs.exists(folder):
-            raise FileNotFoundError(f"no landing folder for {day} at {folder}")
-        names = sorted(_name(path) for path in fs.ls(folder, detail=False))
+        try:  # one listing (one request on S3), not a look-up and then a listing
+            names = sorted(_name(path) for path in fs.ls(folder, detail=False))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no landing folder for {day} at {folder}") from None
         if SUCCESS_MARKER not in names:
             raise FileNotFoundError(
                 f"landing day {day} is not complete: {join(folder, SUCCESS_MARKER)} does not exist yet"
