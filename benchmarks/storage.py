@@ -39,9 +39,7 @@ class Storage:
         filesystem(self.lake_url).pipe_file(join(self.lake_url, HISTORY_STAMP), json.dumps(key).encode())
 
     def clear_lake(self) -> None:
-        fs = filesystem(self.lake_url)
-        if fs.exists(self.lake_url):
-            fs.rm(self.lake_url, recursive=True)
+        _remove(self.lake_url)
 
     def server_cpu_s(self) -> float:
         """CPU seconds the S3 server has used so far (0 on the local disk)."""
@@ -116,7 +114,7 @@ def storage_for(kind: str, root: Path, landing: Path, latency_ms: float = 0.0) -
     os.environ.update(env)  # this process reads the history stamp and clears the lake there too
     try:
         storage = Storage(f"s3://landing/{root.name}", f"s3://lake/{root.name}", env, server.process.pid)
-        _upload(landing, storage.landing_url, server)
+        _upload(landing, storage.landing_url)
         yield storage
     finally:
         os.environ.clear()
@@ -124,23 +122,23 @@ def storage_for(kind: str, root: Path, landing: Path, latency_ms: float = 0.0) -
         server.stop()
 
 
-def _upload(landing: Path, url: str, server) -> None:
+def _upload(landing: Path, url: str) -> None:
     """Copies the simulated landing zone to ``url`` unless the copy there was made from the same simulation."""
-    stamp = "truth/simulation.json"
-    client, bucket, prefix = server.client(), *url.removeprefix("s3://").split("/", 1)
+    fs, stamp = filesystem(url), "truth/simulation.json"
     local = (landing / stamp).read_bytes()
-    try:
-        if client.get_object(Bucket=bucket, Key=f"{prefix}/{stamp}")["Body"].read() == local:
-            print(f"landing: reusing the copy at {url}")
-            return
-    except client.exceptions.NoSuchKey:
-        pass
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
-        for obj in page.get("Contents", []):
-            client.delete_object(Bucket=bucket, Key=obj["Key"])
+    if fs.exists(join(url, stamp)) and fs.cat_file(join(url, stamp)) == local:
+        print(f"landing: reusing the copy at {url}")
+        return
+    _remove(url)
     files = sorted(p for p in landing.rglob("*") if p.is_file() and p.relative_to(landing).as_posix() != stamp)
     size = sum(p.stat().st_size for p in files)
     print(f"landing: uploading {len(files)} files ({size / 1024**2:,.0f} MB) to {url}", flush=True)
     for path in files:  # the stamp last: a copy cut short is uploaded again
-        client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(landing).as_posix()}")
-    client.put_object(Bucket=bucket, Key=f"{prefix}/{stamp}", Body=local)
+        fs.put_file(str(path), join(url, path.relative_to(landing).as_posix()))
+    fs.pipe_file(join(url, stamp), local)
+
+
+def _remove(url: str) -> None:
+    fs = filesystem(url)
+    if fs.exists(url):
+        fs.rm(url, recursive=True)

@@ -117,3 +117,12 @@ class SeaweedS3:
         return sorted(
             obj["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for obj in page.get("Contents", [])
         )
+
+
+def local_or_s3_url(request, tmp_path: Path, bucket: str) -> str:
+    """For a fixture parametrized ``local`` / ``s3``: ``tmp_path/bucket``, or a prefix of this test alone in
+    the S3 server's bucket ``bucket`` (the server started)."""
+    if request.param == "local":
+        return str(tmp_path / bucket)
+    request.getfixturevalue("s3_server")
+    return f"s3://{bucket}/{tmp_path.name}"

@@ -27,6 +27,7 @@ from churn_assets.resources.parquet_io_manager import (
     PartitionStream,
     column_schema,
 )
+from churn_assets_tests.s3_server import local_or_s3_url
 
 days = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", fmt="%Y-%m-%d")
 months = dg.MonthlyPartitionsDefinition(start_date="2025-01", timezone="UTC", fmt="%Y-%m", end_offset=1)
@@ -250,10 +251,7 @@ def test_missing_upstream_partition_is_named(tmp_path, instance):
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def lake_url(request, tmp_path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "lake")
-    request.getfixturevalue("s3_server")
-    return f"s3://lake/{tmp_path.name}"
+    return local_or_s3_url(request, tmp_path, "lake")
 
 
 def test_stored_partitions_are_found_and_missing_ones_named(lake_url):

@@ -19,6 +19,7 @@ from churn_assets.definitions import defs
 from churn_assets.resources import AlertWebhook, LandingZone
 from churn_assets.resources.filesystems import filesystem, join
 
+from churn_assets_tests.s3_server import local_or_s3_url
 from churn_assets_tests.landing_helpers import INGEST, amplitude_row, jsonl, write_landing_day
 
 REPOSITORY = defs.get_repository_def()
@@ -58,10 +59,7 @@ def _tick(sensor: dg.SensorDefinition, instance, landing_url: str, cursor: str |
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def landing_url(request, tmp_path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "landing")
-    request.getfixturevalue("s3_server")
-    return f"s3://landing/sensor-{uuid.uuid4().hex[:8]}"
+    return local_or_s3_url(request, tmp_path, "landing")
 
 
 def test_landing_sensor_requests_each_complete_day_once(instance, landing_url):

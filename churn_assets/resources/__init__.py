@@ -48,9 +48,6 @@ class LandingZone(dg.ConfigurableResource):
             )
         return [join(folder, n) for n in names if n.endswith(LANDING_SUFFIXES) and not n.startswith((".", "_"))]
 
-    def read_bytes(self, file_url: str) -> bytes:
-        return filesystem(self.url).cat_file(file_url)
-
     def read_blocks(self, file_url: str, block_bytes: int = 8 * 1024 * 1024) -> Iterator[bytes]:
         """The file's bytes in consecutive blocks (one ranged GET each on S3), without holding the file."""
         with reaching(file_url, "read"):
