@@ -282,7 +282,10 @@ def test_an_input_of_several_partitions_is_read_from_local_copies_on_s3(s3_serve
     step makes its own."""
     base = f"s3://lake/{tmp_path.name}"
     resources = {"io_manager": PartitionedParquetIOManager(base_url=base)}
-    dg.materialize([daily_numbers], resources=resources, instance=instance, tags=_range("2025-01-01", "2025-01-03"))
+    # Written by another process's run: nothing of it is kept here, so each step downloads it.
+    for day in (D1, D2, D3):
+        rows = pl.DataFrame({"value": [day.day * 10 + i for i in range(day.day)]})
+        Lake(base).write_table(Lake(base).table_url("daily_numbers", "date", day.isoformat()), rows)
     plans = {}
 
     def reading_three_days(name: str) -> dg.AssetsDefinition:
@@ -306,8 +309,47 @@ def test_an_input_of_several_partitions_is_read_from_local_copies_on_s3(s3_serve
     for name in ("first", "second"):  # each day's rows, its date from its copy's path
         written = Lake(base).scan_tables([f"{base}/{name}/date=2025-01-03/data.parquet"], {"date": pl.Date})
         assert written.collect().select("day", "value").rows() == expected
-    copies = sorted(Path(LOCAL_COPIES.root).rglob("*.parquet"))
-    assert len(copies) == 3 and all(f"{tmp_path.name}/daily_numbers/date=2025-01-0" in str(c) for c in copies)
+    downloaded = [c for c in Path(LOCAL_COPIES.root).rglob("*.parquet") if "written" not in c.parts]
+    assert len(downloaded) == 3, "the first step's copies went when the second made its own"
+    assert all(f"{tmp_path.name}/daily_numbers/date=2025-01-0" in str(c) for c in downloaded)
+
+
+@pytest.mark.s3
+def test_a_range_written_on_s3_is_read_back_from_its_copies_while_the_store_holds_them(s3_server, tmp_path, instance):
+    """The partitions of a range run on S3 are also kept locally, for the steps that read them next (its
+    checks, the next assets); a partition another writer has replaced since is downloaded, and the copies
+    of assets written three steps ago are removed."""
+    base = f"s3://lake/{tmp_path.name}"
+    lake = Lake(base)
+    resources = {"io_manager": PartitionedParquetIOManager(base_url=base)}
+    keys = ["2025-01-01", "2025-01-02", "2025-01-03"]
+    urls = [lake.table_url("daily_numbers", "date", key) for key in keys]
+
+    dg.materialize([daily_numbers], resources=resources, instance=instance, tags=_range(keys[0], keys[-1]))
+    kept = LOCAL_COPIES.of(lake, urls, owner="reader")
+    assert all(Path(path).parts[-6:-4] == ("written", "lake") for path in kept), kept
+    assert [pl.read_parquet(path).get_column("value").to_list() for path in kept] == [[10], [20, 21], [30, 31, 32]]
+
+    lake.write_table(urls[1], pl.DataFrame({"value": [99]}))  # another run rewrites one day
+    again = LOCAL_COPIES.of(lake, urls, owner="reader")
+    assert again[0] == kept[0] and again[2] == kept[2] and "written" not in Path(again[1]).parts
+    assert pl.read_parquet(again[1]).get_column("value").to_list() == [99]
+    total = dg.materialize([daily_numbers, daily_total], resources=resources, instance=instance,
+                           tags=_range(keys[0], keys[-1]), selection=[daily_total])
+    assert total.success
+    stored = lake.scan_tables(lake.stored_tables("daily_total", "date", keys)[0], {"date": pl.Date})
+    assert stored.select("date", "value").collect().rows() == [(D1, 10), (D2, 99), (D3, 93)]
+
+    @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
+    def daily_copy(daily_total: pl.DataFrame) -> pl.DataFrame:
+        return daily_total
+
+    dg.materialize([daily_numbers, daily_total, daily_copy], resources=resources, instance=instance,
+                   tags=_range(keys[0], keys[-1]), selection=[daily_copy])  # the third asset written since
+    fresh = LOCAL_COPIES.of(lake, urls, owner="another reader")
+    assert not any("written" in Path(path).parts for path in fresh)
+    left = {p.parts[-3] for p in Path(LOCAL_COPIES.root, "written").rglob("*.parquet") if tmp_path.name in p.parts}
+    assert left == {"daily_total", "daily_copy"}, "daily_numbers' copies went once another step began"
 
 
 def test_copies_left_by_a_killed_process_are_removed_and_live_ones_kept(tmp_path):

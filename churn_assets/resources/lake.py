@@ -12,6 +12,7 @@ on S3 one PUT (or one completed multipart upload) is atomic by itself.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import io
 import os
@@ -35,6 +36,7 @@ class WrittenFile:
     url: str
     content_hash: str
     size_bytes: int
+    etag: str | None = None  # S3's, when the store gave it
 
 
 def content_hash(data: bytes) -> str:
@@ -78,29 +80,39 @@ class Lake:
         """The table URLs of the partitions ``keys`` of ``asset`` that are stored, and the keys that are not."""
         urls = {key: self.table_url(asset, column, key) for key in keys}
         if is_s3(self.root_url) and len(keys) > 1:
-            # One listing of the keys' common prefix (a request per 1,000 objects) instead of a HEAD request
-            # per partition: a range run's input over 120 days took ~0.4 s of requests, and their CPU.
-            common = os.path.commonprefix([f"{column}={key}" for key in keys])
-            with reaching(self.root_url, "list"):
-                found = set(self.fs.find(self.partition_url(asset), prefix=common))
-            stored = {key for key, url in urls.items() if self.fs._strip_protocol(url) in found}
+            listed = self.etags(list(urls.values()))
+            stored = {key for key, url in urls.items() if url in listed}
         else:
             stored = {key for key, url in urls.items() if self.exists(url)}
         return [url for key, url in urls.items() if key in stored], [key for key in keys if key not in stored]
 
     # -- writes -----------------------------------------------------------------------------------
     def write_bytes(self, url: str, data: bytes) -> WrittenFile:
+        etag = None
         if is_s3(url):
             with reaching(url, "write"):
-                self.fs.pipe_file(url, data)
+                response = self.fs.pipe_file(url, data)
+            # One PUT answers with the object's ETag; s3fs's multipart upload (files of 100 MB and more) does not.
+            etag = response.get("ETag") if isinstance(response, dict) else None
         else:
             _atomic_local_write(url, data)
-        return WrittenFile(url=url, content_hash=content_hash(data), size_bytes=len(data))
+        return WrittenFile(url=url, content_hash=content_hash(data), size_bytes=len(data), etag=etag)
 
     def write_table(self, url: str, frame: pl.DataFrame, row_group_rows: int | None = None) -> WrittenFile:
         return self.write_bytes(url, parquet_bytes(frame, row_group_rows))
 
     # -- reads ------------------------------------------------------------------------------------
+    def etags(self, urls: list[str]) -> dict[str, str]:
+        """The S3 objects among ``urls`` that exist, with their ETags: one listing of the URLs' common
+        prefix (a request per 1,000 objects) instead of a HEAD request per object. A range run's input over
+        120 days took ~0.4 s of requests one by one, and their CPU."""
+        stripped = {self.fs._strip_protocol(url): url for url in urls}
+        common = os.path.commonprefix(list(stripped))
+        folder, _, prefix = common.rpartition("/")
+        with reaching(urls[0], "list"):
+            found = self.fs.find(folder, prefix=prefix, detail=True)
+        return {stripped[name]: info.get("ETag", "") for name, info in found.items() if name in stripped}
+
     def exists(self, url: str) -> bool:
         with reaching(url, "look up"):
             return self.fs.exists(url)
@@ -132,21 +144,36 @@ class Lake:
 
 
 class LocalCopies:
-    """Local copies of S3 partition tables, for the inputs of one step at a time.
+    """Local copies of S3 partition tables, for the steps of one process: the range partitions it wrote,
+    and the inputs a step downloaded.
 
     A scan of S3 files costs requests for each file it reads, on each collect: a footer, then ranges.
     Those are round trips, one after another. ``features`` reads its 28-day window in ~23 slices of
     users (at ~1 M daily users, ~2,500 requests and twice the window's bytes in footers alone), and a
-    range run reads its days one by one (each ~2 requests an input). One concurrent download of each file
-    replaces them: the scans then read local files. The copies are kept until another step asks for its
-    own, and removed when the process exits (they go under the temporary directory, ``TMPDIR``); those of
-    a process that was killed are removed by the next one (``remove_stale_copies``).
+    range run reads its days one by one (each ~2 requests an input). A local copy of each file replaces
+    them: the scans then read local files.
+
+    * A range partition the IO manager stores is also kept here, with the ETag its upload got back, for the
+      last ``assets`` assets written: a range run's checks and next assets read what it just wrote. A copy
+      is used only while the listing of the input shows that ETag, so another writer's version is
+      downloaded instead.
+    * The rest of an input spanning partitions is downloaded once, concurrently.
+
+    Nothing a step may still scan is removed under it: the downloads of a step, and the copies of assets
+    fallen out of the last ``assets``, are removed when another step begins (asks for copies or keeps one),
+    and the lot when the process exits. Everything goes under the temporary directory (``TMPDIR``); what a
+    process that was killed left is removed by the next one (``remove_stale_copies``).
     """
 
-    def __init__(self):
+    def __init__(self, assets: int = 2):
+        self._assets = assets
         self._root: str | None = None
         self._owner: str | None = None
         self._lock = threading.Lock()
+        self._downloads: list[str] = []  # folders of the current step's downloads
+        self._written: dict[str, tuple[str, str, str]] = {}  # S3 URL -> (local path, ETag, asset)
+        self._recent: list[str] = []  # the assets whose written partitions are kept, oldest first
+        self._doomed: list[str] = []  # paths to remove when another step begins
 
     @property
     def root(self) -> str | None:
@@ -154,24 +181,72 @@ class LocalCopies:
         return self._root
 
     def of(self, lake: Lake, urls: list[str], owner: str) -> list[str]:
-        """Local paths of copies of ``urls`` (S3 objects), keeping their ``key=value`` folders for hive; the
-        copies made for an earlier ``owner`` (a step) are removed."""
+        """Local paths of copies of ``urls`` (S3 objects), keeping their ``key=value`` folders for hive: the
+        ones this process wrote while the store still holds them, the others downloaded."""
         with self._lock:
-            if self._root is None:
-                remove_stale_copies(tempfile.gettempdir())
-                self._root = tempfile.mkdtemp(prefix=f"{_COPIES_PREFIX}{os.getpid()}-")
-                atexit.register(shutil.rmtree, self._root, True)
-            if owner != self._owner:
-                for name in os.listdir(self._root):
-                    shutil.rmtree(os.path.join(self._root, name), ignore_errors=True)
-                self._owner = owner
-            folder = tempfile.mkdtemp(dir=self._root)
-        paths = [os.path.join(folder, lake.fs._strip_protocol(url)) for url in urls]
-        for path in paths:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        with reaching(urls[0], "read"):
-            lake.fs.get(urls, paths)  # concurrently
-        return paths
+            root = self._begin(owner)
+            written = {url: self._written[url] for url in urls if url in self._written}
+        paths = {}
+        if written:  # one listing says which are still the objects this process stored
+            etags = lake.etags(urls)
+            paths = {url: path for url, (path, etag, _) in written.items() if etags.get(url) == etag}
+        missing = [url for url in urls if url not in paths]
+        if missing:
+            folder = tempfile.mkdtemp(dir=root)
+            with self._lock:
+                self._downloads.append(folder)
+            targets = [os.path.join(folder, lake.fs._strip_protocol(url)) for url in missing]
+            for path in targets:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+            with reaching(missing[0], "read"):
+                lake.fs.get(missing, targets)  # concurrently
+            paths.update(zip(missing, targets, strict=True))
+        return [paths[url] for url in urls]
+
+    def keep(self, lake: Lake, written: WrittenFile, data: bytes, asset: str, owner: str) -> None:
+        """Keeps ``data``, just stored at ``written.url`` with ``written.etag``, for the next steps that read
+        it. Without an ETag, or when the local disk refuses it, nothing is kept (the copy is downloaded when
+        needed)."""
+        if written.etag is None:
+            return
+        with self._lock:
+            root = self._begin(owner)
+            if asset not in self._recent:
+                self._recent.append(asset)
+                while len(self._recent) > self._assets:
+                    self._forget(self._recent.pop(0))
+        path = os.path.join(root, "written", lake.fs._strip_protocol(written.url))
+        try:
+            _atomic_local_write(path, data, durable=False)
+        except OSError:
+            return
+        with self._lock:
+            if asset in self._recent:
+                self._written[written.url] = (path, written.etag, asset)
+            else:
+                self._doomed.append(path)
+
+    def _begin(self, owner: str) -> str:
+        """The copies' folder; when ``owner`` is another step than the last, what nothing can scan any more
+        is removed."""
+        if self._root is None:
+            remove_stale_copies(tempfile.gettempdir())
+            self._root = tempfile.mkdtemp(prefix=f"{_COPIES_PREFIX}{os.getpid()}-")
+            atexit.register(shutil.rmtree, self._root, True)
+        if owner != self._owner:
+            for folder in self._downloads:
+                shutil.rmtree(folder, ignore_errors=True)
+            for path in self._doomed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            self._downloads, self._doomed, self._owner = [], [], owner
+        return self._root
+
+    def _forget(self, asset: str) -> None:
+        for url, (path, _, of_asset) in list(self._written.items()):
+            if of_asset == asset:
+                del self._written[url]
+                self._doomed.append(path)
 
 
 LOCAL_COPIES = LocalCopies()
@@ -207,7 +282,7 @@ def _is_running(pid: int) -> bool:
     return True
 
 
-def _atomic_local_write(path: str, data: bytes) -> None:
+def _atomic_local_write(path: str, data: bytes, durable: bool = True) -> None:
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     _remove_stale_temporaries(folder)
@@ -216,8 +291,9 @@ def _atomic_local_write(path: str, data: bytes) -> None:
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:  # a temporary copy need not survive a crash of the machine
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

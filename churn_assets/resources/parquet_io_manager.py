@@ -12,8 +12,9 @@ What the stock IO managers do not do, and this one does (DESIGN.md):
 * writes are atomic, and each partition records its row count, column schema and content hash;
 * the one partition a step just wrote is handed to the next steps of the same process from memory, while
   the stored file is unchanged: a daily run's checks and downstream assets do not decode it again;
-* on S3, an input spanning partitions is downloaded once, concurrently, and scanned on local disk, not
-  fetched in round trips per file on every collect (``LocalCopies``).
+* on S3, an input spanning partitions is scanned on local disk, not fetched in round trips per file on
+  every collect: the range partitions the process just wrote are kept there, the others downloaded once,
+  concurrently (``LocalCopies``).
 """
 
 from __future__ import annotations
@@ -146,11 +147,20 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                     )
                 yield key, frame
 
+        lake, step = self.lake, context.step_context.step.key
+        keeps_copies = len(keys) > 1 and is_s3(self.base_url)
+
+        def store(url: str, data: bytes) -> WrittenFile:
+            written = lake.write_bytes(url, data)
+            if keeps_copies:  # the run's next steps read the range it writes: a local copy spares a download
+                LOCAL_COPIES.keep(lake, written, data, asset, owner=step)
+            return written
+
         def write(partition: tuple[str, pl.DataFrame], uploads: ThreadPoolExecutor) -> tuple:
             """The partition encoded, and handed to an uploader: (key, frame, rows, the upload's future)."""
             key, frame = partition
             data = parquet_bytes(frame, row_group_rows)
-            stored = uploads.submit(self.lake.write_bytes, self.lake.table_url(asset, column, key), data)
+            stored = uploads.submit(store, lake.table_url(asset, column, key), data)
             # A range's partitions are let go once encoded: their metadata needs only their shape.
             return key, frame if len(keys) == 1 else frame.clear(), frame.height, stored
 
