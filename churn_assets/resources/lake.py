@@ -109,8 +109,11 @@ class Lake:
         stripped = {self.fs._strip_protocol(url): url for url in urls}
         common = os.path.commonprefix(list(stripped))
         folder, _, prefix = common.rpartition("/")
-        with reaching(urls[0], "list"):
-            found = self.fs.find(folder, prefix=prefix, detail=True)
+        try:
+            with reaching(urls[0], "list"):
+                found = self.fs.find(folder, prefix=prefix, detail=True)
+        except FileNotFoundError:  # s3fs looks the folder up when nothing is listed under it
+            return {}
         return {stripped[name]: info.get("ETag", "") for name, info in found.items() if name in stripped}
 
     def exists(self, url: str) -> bool:
