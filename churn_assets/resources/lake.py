@@ -175,7 +175,7 @@ class LocalCopies:
         self._lock = threading.Lock()
         self._downloads: list[str] = []  # folders of the current step's downloads
         self._written: dict[str, tuple[str, str, str]] = {}  # S3 URL -> (local path, ETag, asset)
-        self._recent: list[str] = []  # the assets whose written partitions are kept, oldest first
+        self._recent: list[str] = []  # the assets whose written partitions are kept, written longest ago first
         self._doomed: list[str] = []  # paths to remove when another step begins
 
     @property
@@ -214,10 +214,11 @@ class LocalCopies:
             return
         with self._lock:
             root = self._begin(owner)
-            if asset not in self._recent:
-                self._recent.append(asset)
-                while len(self._recent) > self._assets:
-                    self._forget(self._recent.pop(0))
+            if asset in self._recent:
+                self._recent.remove(asset)
+            self._recent.append(asset)  # the asset written last goes last
+            while len(self._recent) > self._assets:
+                self._forget(self._recent.pop(0))
         path = os.path.join(root, "written", lake.fs._strip_protocol(written.url))
         try:
             _atomic_local_write(path, data, durable=False)
