@@ -224,6 +224,8 @@ UNREADABLE = {
     "garbage.parquet": b"PAR1 this is not a parquet file at all",
     "no_columns.csv": b"id,who\n1,u1\n",
     "binary.jsonl": b"\xff\xfe\x00garbage\n",
+    # Not a landing file type: ignoring it would drop its events without a word.
+    "events.csv.zst": b"event_id,user_id\n",
 }
 
 

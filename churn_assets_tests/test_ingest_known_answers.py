@@ -46,11 +46,12 @@ DAY1 = [
     row("e7", "u2", "2025-01-01 23:00:00.000000", "custom_thing", None, "android", "BE", "2.0"),
     row("e6", "u2", "2025-01-01 23:59:59.999999", "session_start", -1, "android", "FR", "2.0"),
 ]
-# Day 2 arrives as a CSV file and a Parquet file with the canonical columns.
+# Day 2 arrives as a CSV file and a Parquet file with the canonical columns. The CSV's second time carries
+# a UTC offset, as ISO 8601 writers (pandas' to_csv of a zoned column, most exporters) put it: 09:30 UTC.
 DAY2_CSV = (
     "event_id,user_id,event_time,event_type,session_id,platform,country,app_version,revenue\n"
     "e9,u3,2025-01-02 09:00:00.000000,session_start,4000,web,JP,3.0,\n"
-    "e10,u3,2025-01-02 09:30:00.000000,share,4000,web,JP,3.0,\n"
+    "e10,u3,2025-01-02T11:30:00+02:00,share,4000,web,JP,3.0,\n"
 )
 DAY2_PARQUET = pl.DataFrame(
     {
@@ -210,22 +211,45 @@ def test_event_types_are_configuration(local_settings, instance):
     assert day1.select("user_id", "n_purchase", "n_app_error", "n_events").rows() == [("u1", 1, 0, 5), ("u2", 0, 0, 2)]
 
 
+def test_amplitude_json_gz_and_gzipped_csv_read_as_their_plain_files():
+    """Amplitude's own exports end in .json.gz, and CSV exports are often gzipped: each gives the events the
+    same file gives uncompressed."""
+    from churn_assets.assets.ingest.landing_files import decode_piece, landing_pieces, vet_export_day
+
+    def events(name: str, data: bytes, day: str) -> pl.DataFrame:
+        pieces = [decode_piece(piece) for piece in landing_pieces(name, data)]
+        return vet_export_day(pieces, dt.date.fromisoformat(day)).events
+
+    from_jsonl = events("part-0.jsonl", jsonl(DAY1), "2025-01-01")
+    assert from_jsonl.height == 7
+    assert events("123_2025-01-01_0#0.json.gz", jsonl(DAY1, gz=True), "2025-01-01").equals(from_jsonl)
+    assert events("part-0.json", jsonl(DAY1), "2025-01-01").equals(from_jsonl)
+    from_csv = events("a.csv", DAY2_CSV.encode(), "2025-01-02")
+    assert from_csv.height == 2
+    assert events("a.csv.gz", gzip.compress(DAY2_CSV.encode()), "2025-01-02").equals(from_csv)
+
+
 def test_event_times_parse_in_every_export_shape():
-    """Amplitude's six-digit fraction, shorter or longer fractions, none, and the ISO "T": all the same
-    instant as the text says; anything else is null (and quarantined by the vetting)."""
+    """Amplitude's six-digit fraction, shorter or longer fractions, none, the ISO "T", and ISO 8601 with
+    "Z" or a UTC offset (the instant, in UTC): all the same instant as the text says; anything else is null
+    (and quarantined by the vetting)."""
     from churn_assets.assets.ingest.landing_files import parse_event_times
 
     texts = pl.Series([
         "2025-03-01 00:01:24.230633", "2025-03-01 00:01:24.5", "2025-03-01 00:01:24",
         "2025-03-01 00:01:24.2306339", "2025-03-01T00:01:24.230633", "2025-03-01T00:01:24",
-        "2025-02-30 00:01:24.230633", "yesterday", None,
+        "2025-03-01T00:01:24.230633Z", "2025-03-01 00:01:24+00:00", "2025-03-01T02:01:24.5+02:00",
+        "2025-02-28T16:01:24-0800",
+        "2025-02-30 00:01:24.230633", "2025-03-01T00:01:24+25:00", "yesterday", None,
     ])
     utc = dt.timezone.utc
     assert parse_event_times(texts).to_list() == [
         dt.datetime(2025, 3, 1, 0, 1, 24, 230633, tzinfo=utc), dt.datetime(2025, 3, 1, 0, 1, 24, 500000, tzinfo=utc),
         dt.datetime(2025, 3, 1, 0, 1, 24, tzinfo=utc), dt.datetime(2025, 3, 1, 0, 1, 24, 230633, tzinfo=utc),
         dt.datetime(2025, 3, 1, 0, 1, 24, 230633, tzinfo=utc), dt.datetime(2025, 3, 1, 0, 1, 24, tzinfo=utc),
-        None, None, None,
+        dt.datetime(2025, 3, 1, 0, 1, 24, 230633, tzinfo=utc), dt.datetime(2025, 3, 1, 0, 1, 24, tzinfo=utc),
+        dt.datetime(2025, 3, 1, 0, 1, 24, 500000, tzinfo=utc), dt.datetime(2025, 3, 1, 0, 1, 24, tzinfo=utc),
+        None, None, None, None,
     ]
 
 

@@ -20,7 +20,6 @@ from churn_assets.resources.model_io_manager import ModelIOManager
 from churn_assets.resources.parquet_io_manager import PartitionedParquetIOManager
 
 SUCCESS_MARKER = "_SUCCESS"
-LANDING_SUFFIXES = (".jsonl.gz", ".jsonl", ".parquet", ".csv")
 
 
 class LandingZone(dg.ConfigurableResource):
@@ -35,7 +34,8 @@ class LandingZone(dg.ConfigurableResource):
         return filesystem(self.url).exists(join(self.day_url(day), SUCCESS_MARKER))
 
     def data_files(self, day: dt.date) -> list[str]:
-        """The day's data files, sorted by name; fails clearly when the day is absent or incomplete."""
+        """The day's files, sorted by name, but for hidden ones and markers (names starting with "." or
+        "_"); fails clearly when the day is absent or incomplete."""
         fs = filesystem(self.url)
         folder = self.day_url(day)
         try:  # one listing (one request on S3), not a look-up and then a listing
@@ -46,7 +46,8 @@ class LandingZone(dg.ConfigurableResource):
             raise FileNotFoundError(
                 f"landing day {day} is not complete: {join(folder, SUCCESS_MARKER)} does not exist yet"
             )
-        return [join(folder, n) for n in names if n.endswith(LANDING_SUFFIXES) and not n.startswith((".", "_"))]
+        # Hidden files and markers are not data; any other file is read, or fails the day by name.
+        return [join(folder, n) for n in names if not n.startswith((".", "_"))]
 
     def read_blocks(self, file_url: str, block_bytes: int = 8 * 1024 * 1024) -> Iterator[bytes]:
         """The file's bytes in consecutive blocks (one ranged GET each on S3), without holding the file."""

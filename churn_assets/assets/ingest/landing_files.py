@@ -63,8 +63,10 @@ QUARANTINE_REASONS = (
 
 MAX_LATENESS = dt.timedelta(days=7)
 # Amplitude's own "2025-03-01 00:01:24.230633" first: a fixed six-digit fraction parses ~4 × faster than
-# "%.f" and never misreads another shape (it leaves it null for the next format).
-_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S.%6f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f")
+# "%.f" and never misreads another shape (it leaves it null for the next format). A time without an offset
+# is UTC (DESIGN.md); one with "Z" or an offset ("%+": ISO 8601, as pandas' to_csv and most exporters write
+# zoned times) is that instant, in UTC.
+_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S.%6f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%+")
 
 
 class LandingFileError(Exception):
@@ -103,27 +105,38 @@ class LandingPiece:
     lines: int = 0
 
 
+# What a landing file holds, by the end of its name: JSON lines (Amplitude's own exports end in .json.gz),
+# Parquet, or CSV; .gz is gzip. A day's other files, but for hidden ones and markers (names starting with
+# "." or "_"), fail the day by name: ignoring one would drop its events without a word.
+LANDING_TYPES = {
+    ".jsonl.gz": "json", ".json.gz": "json", ".jsonl": "json", ".json": "json",
+    ".parquet": "parquet", ".csv.gz": "csv", ".csv": "csv",
+}
+
+
+def landing_type(name: str) -> str:
+    """``json``, ``parquet`` or ``csv``; a LandingFileError for any other file."""
+    for suffix, kind in LANDING_TYPES.items():
+        if name.endswith(suffix):
+            return kind
+    raise LandingFileError(f"not a landing file type: a landing day holds {', '.join(LANDING_TYPES)} files")
+
+
 def landing_pieces(
     name: str, data: bytes | Iterable[bytes], chunk_bytes: int | None = None
 ) -> Iterator[LandingPiece]:
     """One landing file in pieces of consecutive lines: JSON in ~``chunk_bytes`` of text each (by default
-    ``CHUNK_BYTES``; inflated when gzipped), other formats whole. ``decode_piece`` parses each.
+    ``CHUNK_BYTES``; inflated when gzipped), Parquet and CSV whole. ``decode_piece`` parses each.
 
     ``data`` is the file's bytes, or its blocks in order (``LandingZone.read_blocks``): a gzipped file is
     inflated as its blocks arrive, so reading it overlaps with the work on its first pieces."""
     chunk_bytes = chunk_bytes or CHUNK_BYTES
     with _naming(name):
-        if name.endswith(".jsonl.gz"):
-            texts = _gunzip_chunks(data, chunk_bytes)
-        else:
-            data = data if isinstance(data, bytes) else b"".join(_read(data))
-            if name.endswith(".jsonl"):
-                texts = _split_lines(data, chunk_bytes)
-            elif name.endswith((".parquet", ".csv")):
-                yield LandingPiece(name, data)
-                return
-            else:
-                raise LandingFileError(f"unknown landing file type: {name}")
+        gzipped = name.endswith(".gz")
+        if landing_type(name) != "json":
+            yield LandingPiece(name, b"".join(_gunzip_chunks(data, chunk_bytes)) if gzipped else _whole(data))
+            return
+        texts = _gunzip_chunks(data, chunk_bytes) if gzipped else _split_lines(_whole(data), chunk_bytes)
         first_line = 1
         for text in texts:
             lines = count_lines(text)
@@ -134,9 +147,10 @@ def landing_pieces(
 def decode_piece(piece: LandingPiece) -> pl.DataFrame:
     """A piece as a raw frame: canonical names, values as text (or already canonically typed), file and line."""
     with _naming(piece.name):
-        if piece.name.endswith(".parquet"):
+        kind = landing_type(piece.name)
+        if kind == "parquet":
             raw = _stringify(pl.read_parquet(io.BytesIO(piece.data)), piece.name)
-        elif piece.name.endswith(".csv"):
+        elif kind == "csv":
             raw = _stringify(pl.read_csv(io.BytesIO(piece.data), infer_schema=False), piece.name)
         else:
             raw = _read_jsonl(piece.data, piece.first_line, piece.lines)
@@ -145,6 +159,10 @@ def decode_piece(piece: LandingPiece) -> pl.DataFrame:
 
 class _ReadFailed(Exception):
     """Getting a file's bytes failed (its storage, not its content): ``_naming`` raises the cause as it is."""
+
+
+def _whole(data: bytes | Iterable[bytes]) -> bytes:
+    return data if isinstance(data, bytes) else b"".join(_read(data))
 
 
 def _read(blocks: Iterable[bytes]) -> Iterator[bytes]:

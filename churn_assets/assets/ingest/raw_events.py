@@ -40,8 +40,9 @@ _RAW_COLUMNS = [
 )
 def raw_events(context: dg.AssetExecutionContext, landing: LandingZone, lake: LakeResource) -> PartitionStream:
     """Every valid event exported on day D (UTC), whatever its ``event_time``: typed to the canonical
-    columns, duplicate event ids dropped. Reads the landing files of ``events/date=D/`` (JSONL, JSONL.gz,
-    Parquet or CSV) once the day's ``_SUCCESS`` exists. Untrustworthy rows go to
+    columns, duplicate event ids dropped. Reads the landing files of ``events/date=D/`` (JSON lines as
+    .jsonl or .json, Parquet, or CSV; JSON and CSV may be gzipped) once the day's ``_SUCCESS`` exists; a file
+    of another type fails the day by name. Untrustworthy rows go to
     ``raw_events_quarantine/date=D/`` with a reason each; their counts are materialization metadata.
     """
     return PartitionStream(_stream(context, days_in_range(context), landing, lake))
