@@ -34,11 +34,11 @@ def instance():
 FIRST_DAY = dt.date(2025, 1, 1)
 
 
-def _valid_rows(day: dt.date) -> list[dict]:
-    """Three good events of the day every bad-input day also carries."""
+def _valid_rows(day: dt.date, count: int = 3) -> list[dict]:
+    """Good events of the day, which every bad-input day also carries."""
     return [
         row(f"{day}-ok-{i}", f"u{i}", f"{day} 1{i}:00:00.000000", "session_start", 1000 + i, revenue=None)
-        for i in range(3)
+        for i in range(count)
     ]
 
 
@@ -121,12 +121,13 @@ BROKEN_LINE = b'{"$insert_id": "b1", "user_id": "u1", "event_time": \n'
 def _landing_day(kind: str) -> tuple[bytes, list[int], list[dict]]:
     """(file bytes, line numbers to quarantine, valid rows) of the kind's export day."""
     day = DAY_OF[kind]
+    # Five good rows: a dirty day, not a broken one (the check stops a day quarantined more than half).
     if kind == "malformed_json":
-        valid = _valid_rows(day)
+        valid = _valid_rows(day, 5)
         data = jsonl(valid[:1]) + BROKEN_LINE + b"[1, 2]\n" + jsonl(valid[1:])
         return data, [2, 3], valid
     bad, edge = _bad_rows(kind, day)
-    valid_head, valid_tail = _valid_rows(day)[:2], _valid_rows(day)[2:] + edge
+    valid_head, valid_tail = _valid_rows(day, 5)[:2], _valid_rows(day, 5)[2:] + edge
     lines = valid_head + bad + valid_tail
     bad_lines = list(range(len(valid_head) + 1, len(valid_head) + len(bad) + 1))
     return jsonl(lines), bad_lines, valid_head + valid_tail
@@ -276,3 +277,27 @@ def test_missing_landing_day_fails_clearly(local_settings, local_resources, inst
     result = materialize_ingest(local_resources, instance, "2025-01-02", raise_on_error=False)
     assert not result.success
     assert "no landing folder for 2025-01-02" in _failure_text(result)
+
+
+def test_a_day_mostly_quarantined_stops_what_reads_it(local_settings, local_resources, instance):
+    """An export whose times changed format (epoch milliseconds) sends most of its rows to the quarantine:
+    that is a broken export, not a dirty one. The day's raw_events is stored with its quarantine, for a
+    look, but its blocking check fails, naming the day, and nothing downstream is computed from it."""
+    day = FIRST_DAY.isoformat()
+    broken = [row(f"ms-{i}", f"u{i}", "1735722000000", "session_start", 1000) for i in range(4)]
+    write_landing_day(local_settings.landing_url, day, {"events.jsonl": jsonl(_valid_rows(FIRST_DAY) + broken)})
+
+    result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
+
+    assert not result.success
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "raw_events_are_valid"]
+    assert not check.passed
+    metadata = {key: value.value for key, value in check.metadata.items()}
+    assert metadata["days_mostly_quarantined"] == 1 and metadata["mostly_quarantined"] == day
+    assert metadata["largest_quarantined_share"] == pytest.approx(4 / 7)
+    assert read_partition(local_settings.data_url, "raw_events", day).height == 3
+    reasons = read_partition(local_settings.data_url, "raw_events_quarantine", day).get_column("reason")
+    assert reasons.to_list() == ["unparsable_event_time"] * 4
+    assert {path.split("/")[0] for path in _lake_files(local_settings.data_url)} == {
+        "raw_events", "raw_events_quarantine"
+    }

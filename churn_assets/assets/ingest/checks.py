@@ -11,6 +11,11 @@ from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA, MAX_LATEN
 from churn_assets.assets.ingest.raw_events import raw_events
 from churn_assets.assets.ingest.user_daily import TOTAL_COLUMNS, user_daily
 from churn_assets.partitions import daily_partitions
+from churn_assets.resources.lake import some_keys
+
+# A day that sends most of its rows to the quarantine is a broken export (a changed time format, renamed
+# keys), not a dirty one: its partition is stored with its quarantine, for a look, but nothing reads it.
+MAX_QUARANTINED_SHARE = 0.5
 
 
 @dg.asset_check(
@@ -18,7 +23,11 @@ from churn_assets.partitions import daily_partitions
     blocking=True,
     # Partitioned like the asset, so a run checks (and loads) only the partitions it wrote.
     partitions_def=daily_partitions,
-    description="Unique event ids, no null users, event times inside the export day's bounds, canonical schema.")
+    description=(
+        "Unique event ids, no null users, event times inside the export day's bounds, canonical schema, and "
+        f"no day with more than {MAX_QUARANTINED_SHARE:.0%} of its rows quarantined."
+    ),
+)
 def raw_events_are_valid(context: dg.AssetCheckExecutionContext, raw_events: pl.LazyFrame) -> dg.AssetCheckResult:
     schema = raw_events.collect_schema()
     wrong_schema = [c for c, t in CANONICAL_SCHEMA.items() if schema.get(c) != t]
@@ -42,11 +51,44 @@ def raw_events_are_valid(context: dg.AssetCheckExecutionContext, raw_events: pl.
         return sum(int((~first_of_each_id(day.get_column("event_id"))).sum()) for day in ids.partition_by("date"))
 
     duplicate_ids = sum(each_batch(duplicates))
+    shares = quarantined_shares(context.instance, list(context.partition_keys))
+    mostly_quarantined = sorted(day for day, share in shares.items() if share > MAX_QUARANTINED_SHARE)
     return check_result(
-        {"duplicate_event_ids": duplicate_ids, **stats, "columns_with_wrong_type": len(wrong_schema)},
+        {
+            "duplicate_event_ids": duplicate_ids,
+            **stats,
+            "columns_with_wrong_type": len(wrong_schema),
+            "days_mostly_quarantined": len(mostly_quarantined),
+        },
         rows=rows,
         wrong_columns=str(wrong_schema),
+        mostly_quarantined=some_keys(mostly_quarantined),
+        largest_quarantined_share=max(shares.values(), default=0.0),
     )
+
+
+def quarantined_shares(instance: dg.DagsterInstance, keys: list[str]) -> dict[str, float]:
+    """Each partition's share of rows read that went to the quarantine, from its latest materialization's
+    metadata (``rows_read``, ``quarantined``): one query of the event log per 1,000 materializations."""
+    shares: dict[str, float] = {}
+    cursor = None
+    while len(shares) < len(keys):
+        page = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=raw_events.key, asset_partitions=keys), limit=1000, cursor=cursor
+        )
+        for record in page.records:  # newest first
+            materialization = record.asset_materialization
+            if materialization is None or materialization.partition in shares:
+                continue
+            read = materialization.metadata.get("rows_read")
+            quarantined = materialization.metadata.get("quarantined")
+            shares[materialization.partition] = (
+                quarantined.value / read.value if read is not None and quarantined is not None and read.value else 0.0
+            )
+        if not page.has_more:
+            break
+        cursor = page.cursor
+    return shares
 
 
 @dg.asset_check(
