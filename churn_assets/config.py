@@ -77,6 +77,9 @@ class ChurnSettings:
     feature_window_days: int = 28
     # Cap on the rows of one monthly training set (a seeded, stratified sample beyond it): bounds memory.
     max_training_rows: int = 500_000
+    # Above this share of a day's rows quarantined, raw_events' blocking check fails the day: a broken
+    # export (a changed time format, renamed keys), not a dirty one.
+    max_quarantined_share: float = 0.5
     # Automation (churn_assets/automation): how often the landing zone is polled, what share of drifted
     # columns asks for a retraining, and the least time between two retraining requests.
     landing_sensor_interval_seconds: int = 60
@@ -104,6 +107,9 @@ class ChurnSettings:
             ),
             max_training_rows=_parse_int(
                 "CHURN_MAX_TRAINING_ROWS", env.get("CHURN_MAX_TRAINING_ROWS") or "500000", 1
+            ),
+            max_quarantined_share=_parse_share(
+                "CHURN_MAX_QUARANTINED_SHARE", env.get("CHURN_MAX_QUARANTINED_SHARE") or "0.5"
             ),
             landing_sensor_interval_seconds=_parse_int(
                 "CHURN_LANDING_SENSOR_INTERVAL", env.get("CHURN_LANDING_SENSOR_INTERVAL") or "60", 1

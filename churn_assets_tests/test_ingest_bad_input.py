@@ -301,3 +301,19 @@ def test_a_day_mostly_quarantined_stops_what_reads_it(local_settings, local_reso
     assert {path.split("/")[0] for path in _lake_files(local_settings.data_url)} == {
         "raw_events", "raw_events_quarantine"
     }
+
+
+def test_a_source_known_to_be_dirty_can_allow_a_larger_quarantined_share(local_settings, instance):
+    """CHURN_MAX_QUARANTINED_SHARE raises the bar (say, for an app whose events are mostly anonymous)."""
+    day = FIRST_DAY.isoformat()
+    broken = [row(f"ms-{i}", f"u{i}", "1735722000000", "session_start", 1000) for i in range(4)]
+    write_landing_day(local_settings.landing_url, day, {"events.jsonl": jsonl(_valid_rows(FIRST_DAY) + broken)})
+    settings = ChurnSettings.from_env({
+        "CHURN_DATA_URL": local_settings.data_url, "CHURN_LANDING_URL": local_settings.landing_url,
+        "CHURN_MAX_QUARANTINED_SHARE": "0.6",
+    })
+
+    result = materialize_ingest(build_resources(settings), instance, day)
+
+    assert result.success and all(check.passed for check in result.get_asset_check_evaluations())
+    assert read_partition(local_settings.data_url, "user_daily", day).height == 3

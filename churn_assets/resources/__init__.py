@@ -26,6 +26,11 @@ class LandingZone(dg.ConfigurableResource):
     """The read-only landing zone: ``{url}/events/date=YYYY-MM-DD/`` folders, complete once ``_SUCCESS`` exists."""
 
     url: str = Field(description="Root of the landing zone: a local path or s3://bucket/prefix.")
+    max_quarantined_share: float = Field(
+        default=0.5,
+        description="Above this share of a day's rows quarantined, the day fails raw_events' blocking check "
+        "(CHURN_MAX_QUARANTINED_SHARE).",
+    )
 
     def day_url(self, day: dt.date) -> str:
         return join(self.url, "events", f"date={day.isoformat()}")
@@ -108,7 +113,7 @@ def build_resources(settings: ChurnSettings) -> dict[str, object]:
         "io_manager": PartitionedParquetIOManager(base_url=settings.data_url),
         "model_io_manager": ModelIOManager(base_url=settings.data_url),
         "lake": LakeResource(url=settings.data_url),
-        "landing": LandingZone(url=settings.landing_url),
+        "landing": LandingZone(url=settings.landing_url, max_quarantined_share=settings.max_quarantined_share),
         "alerts": AlertWebhook(url=settings.alert_webhook),
         "churn": ChurnParameters(
             event_types=list(settings.event_types),

@@ -11,11 +11,8 @@ from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA, MAX_LATEN
 from churn_assets.assets.ingest.raw_events import raw_events
 from churn_assets.assets.ingest.user_daily import TOTAL_COLUMNS, user_daily
 from churn_assets.partitions import daily_partitions
+from churn_assets.resources import LandingZone
 from churn_assets.resources.lake import some_keys
-
-# A day that sends most of its rows to the quarantine is a broken export (a changed time format, renamed
-# keys), not a dirty one: its partition is stored with its quarantine, for a look, but nothing reads it.
-MAX_QUARANTINED_SHARE = 0.5
 
 
 @dg.asset_check(
@@ -25,10 +22,12 @@ MAX_QUARANTINED_SHARE = 0.5
     partitions_def=daily_partitions,
     description=(
         "Unique event ids, no null users, event times inside the export day's bounds, canonical schema, and "
-        f"no day with more than {MAX_QUARANTINED_SHARE:.0%} of its rows quarantined."
+        "no day with more of its rows quarantined than CHURN_MAX_QUARANTINED_SHARE (half by default)."
     ),
 )
-def raw_events_are_valid(context: dg.AssetCheckExecutionContext, raw_events: pl.LazyFrame) -> dg.AssetCheckResult:
+def raw_events_are_valid(
+    context: dg.AssetCheckExecutionContext, raw_events: pl.LazyFrame, landing: LandingZone
+) -> dg.AssetCheckResult:
     schema = raw_events.collect_schema()
     wrong_schema = [c for c, t in CANONICAL_SCHEMA.items() if schema.get(c) != t]
     day_start = pl.col("date").cast(pl.Datetime("us", "UTC"))
@@ -51,8 +50,11 @@ def raw_events_are_valid(context: dg.AssetCheckExecutionContext, raw_events: pl.
         return sum(int((~first_of_each_id(day.get_column("event_id"))).sum()) for day in ids.partition_by("date"))
 
     duplicate_ids = sum(each_batch(duplicates))
+    # A day that sends most of its rows to the quarantine is a broken export (a changed time format,
+    # renamed keys), not a dirty one: its partition stays stored with its quarantine, for a look, but
+    # nothing downstream reads it.
     shares = quarantined_shares(context.instance, list(context.partition_keys))
-    mostly_quarantined = sorted(day for day, share in shares.items() if share > MAX_QUARANTINED_SHARE)
+    mostly_quarantined = sorted(day for day, share in shares.items() if share > landing.max_quarantined_share)
     return check_result(
         {
             "duplicate_event_ids": duplicate_ids,
