@@ -317,3 +317,22 @@ def test_a_source_known_to_be_dirty_can_allow_a_larger_quarantined_share(local_s
 
     assert result.success and all(check.passed for check in result.get_asset_check_evaluations())
     assert read_partition(local_settings.data_url, "user_daily", day).height == 3
+
+
+def test_a_complete_day_without_a_file_fails_clearly_and_an_empty_file_is_a_day_without_events(
+    local_settings, local_resources, instance
+):
+    """A marker without a data file is an export that went wrong, not a day without events: ingesting nothing
+    would hide it. A day without events is delivered as an empty file."""
+    day = FIRST_DAY.isoformat()
+    write_landing_day(local_settings.landing_url, day, {})
+
+    result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
+
+    assert not result.success
+    assert f"landing day {day} is complete but holds no data file" in _failure_text(result)
+    assert _lake_files(local_settings.data_url) == {}
+
+    write_landing_day(local_settings.landing_url, day, {"part-0.jsonl": b""})
+    assert materialize_ingest(local_resources, instance, day).success
+    assert read_partition(local_settings.data_url, "raw_events", day).height == 0

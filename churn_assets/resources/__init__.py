@@ -40,7 +40,7 @@ class LandingZone(dg.ConfigurableResource):
 
     def data_files(self, day: dt.date) -> list[str]:
         """The day's files, sorted by name, but for hidden ones and markers (names starting with "." or
-        "_"); fails clearly when the day is absent or incomplete."""
+        "_"); fails clearly when the day is absent, incomplete or without a file."""
         fs = filesystem(self.url)
         folder = self.day_url(day)
         try:  # one listing (one request on S3), not a look-up and then a listing
@@ -52,7 +52,13 @@ class LandingZone(dg.ConfigurableResource):
                 f"landing day {day} is not complete: {join(folder, SUCCESS_MARKER)} does not exist yet"
             )
         # Hidden files and markers are not data; any other file is read, or fails the day by name.
-        return [join(folder, n) for n in names if not n.startswith((".", "_"))]
+        files = [join(folder, n) for n in names if not n.startswith((".", "_"))]
+        if not files:  # an export that wrote its marker and no file: ingesting no events would hide it
+            raise FileNotFoundError(
+                f"landing day {day} is complete but holds no data file at {folder} "
+                "(a day without events is delivered as an empty file)"
+            )
+        return files
 
     def read_blocks(self, file_url: str, block_bytes: int = 8 * 1024 * 1024) -> Iterator[bytes]:
         """The file's bytes in consecutive blocks (one ranged GET each on S3), without holding the file."""
