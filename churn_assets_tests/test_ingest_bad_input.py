@@ -279,13 +279,19 @@ def test_missing_landing_day_fails_clearly(local_settings, local_resources, inst
     assert "no landing folder for 2025-01-02" in _failure_text(result)
 
 
+def _write_mostly_quarantined_day(settings: ChurnSettings) -> str:
+    """The first day: 3 good rows, and 4 whose times are epoch milliseconds (4/7 quarantined); its key."""
+    broken = [row(f"ms-{i}", f"u{i}", "1735722000000", "session_start", 1000) for i in range(4)]
+    day = FIRST_DAY.isoformat()
+    write_landing_day(settings.landing_url, day, {"events.jsonl": jsonl(_valid_rows(FIRST_DAY) + broken)})
+    return day
+
+
 def test_a_day_mostly_quarantined_stops_what_reads_it(local_settings, local_resources, instance):
     """An export whose times changed format (epoch milliseconds) sends most of its rows to the quarantine:
     that is a broken export, not a dirty one. The day's raw_events is stored with its quarantine, for a
     look, but its blocking check fails, naming the day, and nothing downstream is computed from it."""
-    day = FIRST_DAY.isoformat()
-    broken = [row(f"ms-{i}", f"u{i}", "1735722000000", "session_start", 1000) for i in range(4)]
-    write_landing_day(local_settings.landing_url, day, {"events.jsonl": jsonl(_valid_rows(FIRST_DAY) + broken)})
+    day = _write_mostly_quarantined_day(local_settings)
 
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
 
@@ -305,9 +311,7 @@ def test_a_day_mostly_quarantined_stops_what_reads_it(local_settings, local_reso
 
 def test_a_source_known_to_be_dirty_can_allow_a_larger_quarantined_share(local_settings, instance):
     """CHURN_MAX_QUARANTINED_SHARE raises the bar (say, for an app whose events are mostly anonymous)."""
-    day = FIRST_DAY.isoformat()
-    broken = [row(f"ms-{i}", f"u{i}", "1735722000000", "session_start", 1000) for i in range(4)]
-    write_landing_day(local_settings.landing_url, day, {"events.jsonl": jsonl(_valid_rows(FIRST_DAY) + broken)})
+    day = _write_mostly_quarantined_day(local_settings)
     settings = ChurnSettings.from_env({
         "CHURN_DATA_URL": local_settings.data_url, "CHURN_LANDING_URL": local_settings.landing_url,
         "CHURN_MAX_QUARANTINED_SHARE": "0.6",

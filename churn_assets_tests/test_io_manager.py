@@ -326,12 +326,12 @@ def test_a_range_written_on_s3_is_read_back_from_its_copies_while_the_store_hold
     urls = [lake.table_url("daily_numbers", "date", key) for key in keys]
 
     dg.materialize([daily_numbers], resources=resources, instance=instance, tags=_range(keys[0], keys[-1]))
-    kept = LOCAL_COPIES.of(lake, urls, owner="reader")
+    kept = LOCAL_COPIES.of(lake, urls, owner="reader", etags=lake.etags(urls))
     assert all(Path(path).parts[-6:-4] == ("written", "lake") for path in kept), kept
     assert [pl.read_parquet(path).get_column("value").to_list() for path in kept] == [[10], [20, 21], [30, 31, 32]]
 
     lake.write_table(urls[1], pl.DataFrame({"value": [99]}))  # another run rewrites one day
-    again = LOCAL_COPIES.of(lake, urls, owner="reader")
+    again = LOCAL_COPIES.of(lake, urls, owner="reader", etags=lake.etags(urls))
     assert again[0] == kept[0] and again[2] == kept[2] and "written" not in Path(again[1]).parts
     assert pl.read_parquet(again[1]).get_column("value").to_list() == [99]
     total = dg.materialize([daily_numbers, daily_total], resources=resources, instance=instance,
@@ -346,7 +346,7 @@ def test_a_range_written_on_s3_is_read_back_from_its_copies_while_the_store_hold
 
     dg.materialize([daily_numbers, daily_total, daily_copy], resources=resources, instance=instance,
                    tags=_range(keys[0], keys[-1]), selection=[daily_copy])  # the third asset written since
-    fresh = LOCAL_COPIES.of(lake, urls, owner="another reader")
+    fresh = LOCAL_COPIES.of(lake, urls, owner="another reader", etags=lake.etags(urls))
     assert not any("written" in Path(path).parts for path in fresh)
     left = {p.parts[-3] for p in Path(LOCAL_COPIES.root, "written").rglob("*.parquet") if tmp_path.name in p.parts}
     assert left == {"daily_total", "daily_copy"}, "daily_numbers' copies went once another step began"

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import polars as pl
@@ -78,13 +79,19 @@ class Lake:
 
     def stored_tables(self, asset: str, column: str, keys: list[str]) -> tuple[list[str], list[str]]:
         """The table URLs of the partitions ``keys`` of ``asset`` that are stored, and the keys that are not."""
+        found, missing = self.stored_table_etags(asset, column, keys)
+        return list(found), missing
+
+    def stored_table_etags(self, asset: str, column: str, keys: list[str]) -> tuple[dict[str, str], list[str]]:
+        """:meth:`stored_tables`, each stored URL with its S3 ETag from the one listing that found it (``""``
+        on disk, or for a single key, looked up by itself)."""
         urls = {key: self.table_url(asset, column, key) for key in keys}
         if is_s3(self.root_url) and len(keys) > 1:
             listed = self.etags(list(urls.values()))
-            stored = {key for key, url in urls.items() if url in listed}
         else:
-            stored = {key for key, url in urls.items() if self.exists(url)}
-        return [url for key, url in urls.items() if key in stored], [key for key in keys if key not in stored]
+            listed = {url: "" for url in urls.values() if self.exists(url)}
+        missing = [key for key, url in urls.items() if url not in listed]
+        return {url: listed[url] for url in urls.values() if url in listed}, missing
 
     # -- writes -----------------------------------------------------------------------------------
     def write_bytes(self, url: str, data: bytes) -> WrittenFile:
@@ -183,16 +190,14 @@ class LocalCopies:
         """The folder that holds the copies (None before the first)."""
         return self._root
 
-    def of(self, lake: Lake, urls: list[str], owner: str) -> list[str]:
+    def of(self, lake: Lake, urls: list[str], owner: str, etags: Mapping[str, str]) -> list[str]:
         """Local paths of copies of ``urls`` (S3 objects), keeping their ``key=value`` folders for hive: the
-        ones this process wrote while the store still holds them, the others downloaded."""
+        ones this process wrote while the store still holds them (``etags``: the objects' ETags now, from the
+        listing that found them, ``Lake.stored_table_etags``), the others downloaded."""
         with self._lock:
             root = self._begin(owner)
             written = {url: self._written[url] for url in urls if url in self._written}
-        paths = {}
-        if written:  # one listing says which are still the objects this process stored
-            etags = lake.etags(urls)
-            paths = {url: path for url, (path, etag, _) in written.items() if etags.get(url) == etag}
+        paths = {url: path for url, (path, etag, _) in written.items() if etags.get(url) == etag}
         missing = [url for url in urls if url not in paths]
         if missing:
             folder = tempfile.mkdtemp(dir=root)

@@ -197,7 +197,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             # The upstream window lies before the first partition (e.g. install_times[D-1] on the
             # start date): there is nothing earlier to read.
             return None
-        urls, missing = self.lake.stored_tables(asset, column, keys)
+        found, missing = self.lake.stored_table_etags(asset, column, keys)
+        urls = list(found)
         if missing:
             raise MissingPartitionError(
                 f"{asset} has no stored partition {some_keys(missing)} under {self.lake.root_url}: "
@@ -209,7 +210,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             lazy = recent.lazy().with_columns(key.cast(_HIVE_TYPES[column]).alias(column))
         else:
             if len(urls) > 1 and is_s3(urls[0]):  # requests one after another: one download of each file
-                urls = LOCAL_COPIES.of(self.lake, urls, owner=context.step_context.step.key)
+                urls = LOCAL_COPIES.of(self.lake, urls, owner=context.step_context.step.key, etags=found)
             lazy = self.lake.scan_tables(urls, {column: _HIVE_TYPES[column]})
         return _as_requested(lazy, wants)
 
