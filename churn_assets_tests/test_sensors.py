@@ -80,12 +80,14 @@ def test_landing_sensor_picks_up_a_late_day_and_a_redelivered_day(instance, land
     _landing_day(landing_url, "2025-01-01")
     _landing_day(landing_url, "2025-01-03")
     days, first_keys, cursor = _tick(landing_sensor, instance, landing_url, None)
-    assert days == ["2025-01-01", "2025-01-03"]
+    # 2025-01-03 waits for 2025-01-02: install_times[01-03] builds on install_times[01-02], so its refresh
+    # would fail, and a day already requested is not requested again.
+    assert days == ["2025-01-01"]
 
-    # 2025-01-02 completes after 2025-01-03 was refreshed: no high-water mark hides it.
+    # 2025-01-02 completes late: it is requested, and the day that waited for it after it, oldest first.
     _landing_day(landing_url, "2025-01-02")
     days, _, cursor = _tick(landing_sensor, instance, landing_url, cursor)
-    assert days == ["2025-01-02"]
+    assert days == ["2025-01-02", "2025-01-03"]
 
     # A new _SUCCESS for 2025-01-01: the day is requested again, under a new run key.
     _redeliver(landing_url, "2025-01-01")
@@ -93,6 +95,25 @@ def test_landing_sensor_picks_up_a_late_day_and_a_redelivered_day(instance, land
     assert days == ["2025-01-01"]
     assert run_keys[0] != first_keys[0]
     assert _tick(landing_sensor, instance, landing_url, cursor)[0] == []
+
+
+def test_landing_sensor_holds_days_after_a_gap_and_says_why(instance, tmp_path):
+    landing_url = str(tmp_path / "landing")
+    for day in ("2025-01-01", "2025-01-03", "2025-01-04"):
+        _landing_day(landing_url, day)
+    days, _, cursor = _tick(landing_sensor, instance, landing_url, None)
+    assert days == ["2025-01-01"]
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"landing": LandingZone(url=landing_url)}, repository_def=REPOSITORY
+    )
+    skip = landing_sensor.evaluate_tick(context).skip_message
+    assert "2 complete landing day(s) from 2025-01-03 wait for 2025-01-02" in skip
+
+    # A day refreshed without the sensor (a backfill, or a landing zone that no longer keeps it) is not
+    # waited for: install_times[2025-01-02] stored lets the days after it go.
+    instance.report_runless_asset_event(dg.AssetMaterialization("install_times", partition="2025-01-02"))
+    days, _, cursor = _tick(landing_sensor, instance, landing_url, cursor)
+    assert days == ["2025-01-03", "2025-01-04"]
 
 
 def test_landing_sensor_cursor_survives_a_restart(landing_url):
@@ -103,11 +124,11 @@ def test_landing_sensor_cursor_survives_a_restart(landing_url):
         assert days == ["2025-01-01", "2025-01-02"]
 
     # A new process and instance: the stored cursor string is all that is carried over.
-    _landing_day(landing_url, "2025-01-04")
+    _landing_day(landing_url, "2025-01-03")
     with dg.instance_for_test() as instance:
         days, _, cursor = _tick(build_landing_sensor(), instance, landing_url, cursor)
-    assert days == ["2025-01-04"]
-    assert sorted(json.loads(cursor)) == ["2025-01-01", "2025-01-02", "2025-01-04"]
+    assert days == ["2025-01-03"]
+    assert sorted(json.loads(cursor)) == ["2025-01-01", "2025-01-02", "2025-01-03"]
 
 
 def test_landing_sensor_leaves_days_without_a_partition_pending(instance, tmp_path):
