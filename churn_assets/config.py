@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,40 @@ DEFAULT_EVENT_TYPES: tuple[str, ...] = (
     "push_open",
     "app_error",
 )
+
+
+# The count columns user_daily always has (``TOTAL_COLUMNS`` in assets/ingest/user_daily.py): no tracked
+# event type may be counted under one of these names.
+TOTAL_COUNT_COLUMNS: tuple[str, ...] = ("n_events", "n_sessions", "n_purchases")
+
+
+def event_type_column(event_type: str) -> str:
+    """The count column of one tracked event type, e.g. ``paywall_view`` → ``n_paywall_view``."""
+    return "n_" + re.sub(r"[^0-9a-zA-Z]+", "_", event_type).strip("_").lower()
+
+
+def _parse_event_types(value: str) -> tuple[str, ...]:
+    """The comma-separated event types, each counted in a column of its own."""
+    event_types = tuple(t for t in (t.strip() for t in value.split(",")) if t)
+    if not event_types:
+        raise ValueError("CHURN_EVENT_TYPES is set but names no event type")
+    by_column: dict[str, list[str]] = {}
+    for event_type in event_types:
+        by_column.setdefault(event_type_column(event_type), []).append(event_type)
+    for column, types in by_column.items():
+        if column == "n_":
+            raise ValueError(f"CHURN_EVENT_TYPES: {types[0]!r} has no letter or digit to name its count column")
+        if len(types) > 1:
+            raise ValueError(
+                f"CHURN_EVENT_TYPES: {' and '.join(map(repr, types))} would both be counted in {column}: "
+                "name each type once (names differing only in case or punctuation are the same column)"
+            )
+        if column in TOTAL_COUNT_COLUMNS:
+            raise ValueError(
+                f"CHURN_EVENT_TYPES: {types[0]!r} would be counted in {column}, a total user_daily always has: "
+                "rename the type"
+            )
+    return event_types
 
 
 def resolve_url(url: str) -> str:
@@ -89,12 +124,7 @@ class ChurnSettings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ChurnSettings:
         env = dict(os.environ if env is None else env)
-        event_types = tuple(
-            t.strip() for t in env.get("CHURN_EVENT_TYPES", ",".join(DEFAULT_EVENT_TYPES)).split(",")
-        )
-        event_types = tuple(t for t in event_types if t)
-        if not event_types:
-            raise ValueError("CHURN_EVENT_TYPES is set but names no event type")
+        event_types = _parse_event_types(env.get("CHURN_EVENT_TYPES", ",".join(DEFAULT_EVENT_TYPES)))
         return cls(
             data_url=resolve_url(env.get("CHURN_DATA_URL") or "./data/lake"),
             landing_url=resolve_url(env.get("CHURN_LANDING_URL") or "./data/landing"),
@@ -102,8 +132,10 @@ class ChurnSettings:
             event_types=event_types,
             alert_webhook=env.get("CHURN_ALERT_WEBHOOK") or None,
             horizon_days=_parse_int("CHURN_HORIZON_DAYS", env.get("CHURN_HORIZON_DAYS") or "14", 1),
+            # Two at least: the time-based split needs 31 days of snapshots, more than one month holds after
+            # the horizon (a 28- or 30-day month's model failed, a 31-day month's trained on one day a block).
             lookback_months=_parse_int(
-                "CHURN_TRAINING_LOOKBACK_MONTHS", env.get("CHURN_TRAINING_LOOKBACK_MONTHS") or "3", 1
+                "CHURN_TRAINING_LOOKBACK_MONTHS", env.get("CHURN_TRAINING_LOOKBACK_MONTHS") or "3", 2
             ),
             max_training_rows=_parse_int(
                 "CHURN_MAX_TRAINING_ROWS", env.get("CHURN_MAX_TRAINING_ROWS") or "500000", 1

@@ -86,6 +86,12 @@ def _bad_rows(kind: str, day: dt.date) -> tuple[list[dict], list[dict]]:
             row("b1", "u1", at, "purchase", revenue=-0.99),
             row("b2", "u1", at, "purchase", revenue=-100),
         ], [row("edge-1", "u1", at, "purchase", revenue=0.0)]
+    if kind == "revenue_out_of_range":
+        # Above a billion: such values overflowed user_daily's exact sums (in millionths, as int64).
+        return [
+            row("b1", "u1", at, "purchase", revenue=1e13),
+            row("b2", "u1", at, "purchase", revenue=1_000_000_000.01),
+        ], [row("edge-1", "u1", at, "purchase", revenue=1e9)]
     if kind == "missing_event_type":
         return [row("b1", "u1", at, None)], []
     if kind == "unparsable_revenue":
@@ -108,6 +114,7 @@ ROW_KINDS = [
     "event_time_after_export_day",
     "event_time_too_old",
     "negative_revenue",
+    "revenue_out_of_range",
     "missing_event_type",
     "unparsable_revenue",
     "unparsable_session_id",
@@ -198,6 +205,10 @@ def test_quarantine_boundaries_keep_edge_values(quarantined):
         pl.col("event_id") == "edge-1"
     )
     assert free.get_column("revenue").to_list() == [0.0]
+    largest = read_partition(settings.data_url, "raw_events", DAY_OF["revenue_out_of_range"]).filter(
+        pl.col("event_id") == "edge-1"
+    )
+    assert largest.get_column("revenue").to_list() == [1e9]
 
 
 # -- files that cannot be read at all ------------------------------------------------------------------

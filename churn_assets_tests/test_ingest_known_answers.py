@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import gzip
 import io
+import re
 
 import dagster as dg
 import numpy as np
@@ -12,8 +14,8 @@ import polars as pl
 import pytest
 
 from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA
-from churn_assets.assets.ingest.user_daily import user_daily_schema
-from churn_assets.config import DEFAULT_EVENT_TYPES, ChurnSettings
+from churn_assets.assets.ingest.user_daily import TOTAL_COLUMNS, user_daily_schema
+from churn_assets.config import DEFAULT_EVENT_TYPES, TOTAL_COUNT_COLUMNS, ChurnSettings
 from churn_assets.resources import build_resources
 
 from churn_assets_tests.landing_helpers import (
@@ -209,6 +211,32 @@ def test_event_types_are_configuration(local_settings, instance):
     day1 = read_partition(settings.data_url, "user_daily", "2025-01-01")
     assert day1.columns[:3] == ["user_id", "n_purchase", "n_app_error"]
     assert day1.select("user_id", "n_purchase", "n_app_error", "n_events").rows() == [("u1", 1, 0, 5), ("u2", 0, 0, 2)]
+
+
+@pytest.mark.parametrize("value, says", [
+    ("share,Share", "'share' and 'Share' would both be counted in n_share"),
+    ("screen-view,screen_view", "'screen-view' and 'screen_view' would both be counted in n_screen_view"),
+    ("purchase,sessions", "'sessions' would be counted in n_sessions, a total user_daily always has"),
+    ("events", "'events' would be counted in n_events"),
+    ("purchase,--", "'--' has no letter or digit"),
+    (" , ", "names no event type"),
+])
+def test_event_types_that_would_share_a_column_are_refused_when_the_settings_load(value, says):
+    """Two types counted in one column failed user_daily at run time, or (a type named "sessions") silently
+    replaced a total by the type's count."""
+    with pytest.raises(ValueError, match=re.escape(says)):
+        ChurnSettings.from_env({"CHURN_EVENT_TYPES": value})
+
+
+def test_a_training_window_of_one_month_is_refused_when_the_settings_load():
+    """One month of labels holds fewer than the 31 days of snapshots the time-based split needs."""
+    with pytest.raises(ValueError, match="CHURN_TRAINING_LOOKBACK_MONTHS=1 must be at least 2"):
+        ChurnSettings.from_env({"CHURN_TRAINING_LOOKBACK_MONTHS": "1"})
+
+
+def test_the_totals_user_daily_always_has_are_reserved_in_the_settings():
+    counts = [column for column in TOTAL_COLUMNS if column.startswith("n_")]
+    assert sorted(counts) == sorted(TOTAL_COUNT_COLUMNS)
 
 
 def test_amplitude_json_gz_and_gzipped_csv_read_as_their_plain_files():
@@ -416,6 +444,44 @@ def test_blank_lines_keep_quarantine_line_numbers_true(chunk_bytes):
     ]
     assert vetted.events.get_column("event_id").to_list() == ["e1"]
     assert vetted.duplicates_dropped == 1
+
+
+def _vetted(name: str, data: bytes, day: str = "2025-01-01"):
+    from churn_assets.assets.ingest.landing_files import decode_piece, landing_pieces, vet_export_day
+
+    return vet_export_day([decode_piece(piece) for piece in landing_pieces(name, data)], dt.date.fromisoformat(day))
+
+
+def test_a_line_that_is_not_utf8_is_quarantined_and_a_bom_is_skipped():
+    """One line with a Latin-1 byte used to fail the whole day (every good line lost); it is a malformed line.
+    A file that starts with a UTF-8 byte order mark (some Windows tools write one) keeps its first event."""
+    good = [row(f"e{i}", "u1", "2025-01-01 10:00:00.000000", "screen_view", 1) for i in (1, 3)]
+    latin1 = jsonl([row("e2", "u2", "2025-01-01 10:00:00.000000", "screen_view", 1, country="CI")]).replace(
+        b'"CI"', b'"C\xf4te d\'Ivoire"'
+    )
+    vetted = _vetted("a.jsonl", jsonl(good[:1]) + latin1 + jsonl(good[1:]))
+    assert vetted.quarantine.select("line", "reason").rows() == [(2, "malformed_json")]
+    assert "utf-8" in vetted.quarantine.get_column("detail")[0]
+    assert vetted.events.get_column("event_id").to_list() == ["e1", "e3"]
+
+    with_bom = _vetted("a.jsonl", codecs.BOM_UTF8 + jsonl(good))
+    assert with_bom.quarantine.height == 0
+    assert with_bom.events.get_column("event_id").to_list() == ["e1", "e3"]
+
+
+def test_csv_rows_name_the_line_they_are_on():
+    """The header is line 1: a CSV row's quarantine line is the one an editor shows."""
+    header, first = DAY2_CSV.splitlines(keepends=True)[:2]
+    vetted = _vetted("a.csv", (header + first + "e11,,2025-01-02 10:00:00,share,4000,web,JP,3.0,\n").encode(), "2025-01-02")
+    assert vetted.quarantine.select("line", "reason").rows() == [(3, "missing_user_id")]
+
+
+@pytest.mark.parametrize("name", ["a.jsonl", "a.jsonl.gz", "a.json.gz", "a.csv", "a.csv.gz", "a.parquet"])
+def test_an_empty_file_of_any_type_is_a_day_without_events(name):
+    """docs/coming_from.md: a day without events is delivered as an empty file (a CronJob's CSV of nothing)."""
+    vetted = _vetted(name, b"")
+    assert (vetted.events.height, vetted.quarantine.height, vetted.rows_read) == (0, 0, 0)
+    assert vetted.events.schema == pl.Schema(CANONICAL_SCHEMA)
 
 
 @pytest.mark.parametrize("in_memory_below_rows", [0, 10**9], ids=["streaming", "in-memory"])

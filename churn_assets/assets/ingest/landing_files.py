@@ -6,6 +6,7 @@ row came from), so one validation step decides, row by row, what is trusted and 
 """
 
 
+import codecs
 import datetime as dt
 import gzip
 import io
@@ -58,10 +59,15 @@ QUARANTINE_REASONS = (
     "event_time_too_old",
     "unparsable_revenue",
     "negative_revenue",
+    "revenue_out_of_range",
     "unparsable_session_id",
 )
 
 MAX_LATENESS = dt.timedelta(days=7)
+# An event's revenue above this is no purchase but a broken value (a price in a minor unit ×10^6, a
+# timestamp in the wrong field): user_daily and features sum revenue exactly, in whole millionths as 64-bit
+# integers, which such values would overflow. A billion leaves room for any currency's real purchase.
+MAX_REVENUE = 1e9
 # Amplitude's own "2025-03-01 00:01:24.230633" first: a fixed six-digit fraction parses ~4 × faster than
 # "%.f" and never misreads another shape (it leaves it null for the next format). A time without an offset
 # is UTC (DESIGN.md); one with "Z" or an offset ("%+": ISO 8601, as pandas' to_csv and most exporters write
@@ -148,10 +154,12 @@ def decode_piece(piece: LandingPiece) -> pl.DataFrame:
     """A piece as a raw frame: canonical names, values as text (or already canonically typed), file and line."""
     with _naming(piece.name):
         kind = landing_type(piece.name)
+        if not piece.data:  # an empty file, of any type: a day (or a part of one) without events
+            return _EMPTY_RAW
         if kind == "parquet":
-            raw = _stringify(pl.read_parquet(io.BytesIO(piece.data)), piece.name)
-        elif kind == "csv":
-            raw = _stringify(pl.read_csv(io.BytesIO(piece.data), infer_schema=False), piece.name)
+            raw = _stringify(pl.read_parquet(io.BytesIO(piece.data)), first_line=1)
+        elif kind == "csv":  # the header is line 1 (a record that spans lines counts as one)
+            raw = _stringify(pl.read_csv(io.BytesIO(piece.data), infer_schema=False), first_line=2)
         else:
             raw = _read_jsonl(piece.data, piece.first_line, piece.lines)
         return raw.with_columns(pl.lit(piece.name).alias("source_file"))
@@ -202,6 +210,8 @@ def _gunzip_chunks(data: bytes | Iterable[bytes], chunk_bytes: int) -> Iterator[
     pieces: list[bytes | memoryview] = []
     size = 0
     feed: bytes | memoryview = next(feeds, b"")
+    if not feed:  # an empty file, not an empty gzip stream: no text
+        return
     while feed:
         if decompressor.eof:  # the next gzip member starts here
             decompressor = _inflate.decompressobj(47)
@@ -267,6 +277,8 @@ def _read_jsonl(data: bytes, first_line: int, lines: int) -> pl.DataFrame:
     """``data``'s JSON lines as a raw frame, each row numbered by its line in the file (the first is
     ``first_line``). polars skips blank lines, so a text with any (more ``lines`` than rows) is read line by
     line, which numbers rows by the lines they are on."""
+    if first_line == 1 and data.startswith(codecs.BOM_UTF8):  # written by some Windows tools
+        data = data[len(codecs.BOM_UTF8):]
     for schema in (_JSON_TYPED, _JSON_AS_TEXT):
         try:
             frame = pl.read_ndjson(io.BytesIO(data), schema=schema)
@@ -280,24 +292,30 @@ def _read_jsonl(data: bytes, first_line: int, lines: int) -> pl.DataFrame:
 
 
 def _read_jsonl_line_by_line(data: bytes, first_line: int = 1) -> pl.DataFrame:
-    """The slow path for a file with broken lines: good lines kept, each bad one marked for quarantine."""
+    """The slow path for a file with broken lines: good lines kept, each bad one marked for quarantine (a
+    line that is not UTF-8 text too). A piece none of whose lines is a JSON object is not JSON lines at all
+    (a binary file, say): it fails the file."""
     rows = []
-    text = data.decode("utf-8", errors="strict")
     # Lines end at "\n" only: JSON text may hold U+2028 and other characters str.splitlines() splits on.
-    for number, line in enumerate(text.removesuffix("\n").split("\n"), start=first_line):
+    for number, line in enumerate(data.removesuffix(b"\n").split(b"\n"), start=first_line):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line.decode("utf-8"))
             if not isinstance(obj, dict):
                 raise ValueError("not a JSON object")
             row = {col: _as_string(obj.get(key)) for key, col in AMPLITUDE_KEYS.items()}
             row["parse_error"] = None
-        except ValueError as exc:
+        except ValueError as exc:  # UnicodeDecodeError included
             row = dict.fromkeys(AMPLITUDE_KEYS.values())
             row["parse_error"] = str(exc)[:200]
         row["line"] = number
         rows.append(row)
+    if rows and all(row["parse_error"] is not None for row in rows):
+        raise LandingFileError(
+            f"not JSON lines: none of lines {first_line}-{rows[-1]['line']} is a JSON object "
+            f"(line {rows[0]['line']}: {rows[0]['parse_error']})"
+        )
     schema = {col: pl.String for col in AMPLITUDE_KEYS.values()} | {"parse_error": pl.String, "line": pl.UInt32}
     frame = pl.DataFrame(rows, schema=schema, orient="row")
     return frame.select(["line", *AMPLITUDE_KEYS.values(), "parse_error"])
@@ -322,7 +340,8 @@ def _time_text(times: pl.Expr) -> pl.Expr:
     return times.dt.strftime("%Y-%m-%d %H:%M:%S%.6f")
 
 
-def _stringify(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+def _stringify(frame: pl.DataFrame, first_line: int) -> pl.DataFrame:
+    """A Parquet or CSV landing file's frame as a raw frame, its rows numbered from ``first_line``."""
     missing = [c for c in ("event_id", "user_id", "event_time", "event_type") if c not in frame.columns]
     if missing:
         raise LandingFileError(f"missing required columns {missing} (has {frame.columns})")
@@ -338,7 +357,7 @@ def _stringify(frame: pl.DataFrame, name: str) -> pl.DataFrame:
         else:
             columns.append(pl.col(col).cast(pl.String))
     return frame.select(columns).with_columns(pl.lit(None, pl.String).alias("parse_error")).with_row_index(
-        "line", offset=1
+        "line", offset=first_line
     )
 
 
@@ -450,6 +469,7 @@ def _vet_chunk(raw: pl.DataFrame, export_day: dt.date) -> tuple[pl.DataFrame, pl
         .when(pl.col("revenue").is_not_null() & ~pl.col("_revenue").is_finite().fill_null(False))
         .then(pl.lit("unparsable_revenue"))
         .when(pl.col("_revenue") < 0).then(pl.lit("negative_revenue"))
+        .when(pl.col("_revenue") > MAX_REVENUE).then(pl.lit("revenue_out_of_range"))
         .when(pl.col("session_id").is_not_null() & pl.col("_session").is_null()).then(pl.lit("unparsable_session_id"))
         .otherwise(pl.lit(None, pl.String))
     )

@@ -2,11 +2,11 @@
 
 
 import datetime as dt
-import re
 
 import dagster as dg
 import polars as pl
 
+from churn_assets.config import event_type_column
 from churn_assets.partitions import daily_partitions, days_in_range, largest_window
 from churn_assets.resources import ChurnParameters
 from churn_assets.resources.parquet_io_manager import ROW_GROUP_ROWS, PartitionStream
@@ -26,11 +26,6 @@ ATTRIBUTE_COLUMNS: dict[str, pl.DataType] = {
     "app_version": pl.String(),
     "days_since_install": pl.Int32(),
 }
-
-
-def event_type_column(event_type: str) -> str:
-    """The count column of one tracked event type, e.g. ``paywall_view`` → ``n_paywall_view``."""
-    return "n_" + re.sub(r"[^0-9a-zA-Z]+", "_", event_type).strip("_").lower()
 
 
 def user_daily_schema(event_types: list[str]) -> dict[str, pl.DataType]:
