@@ -1,7 +1,9 @@
 """The monthly model: time split with embargoes, champion/challenger gates, artifacts verified on load."""
 
 import datetime as dt
+import itertools
 import json
+import os
 import pickle
 import shutil
 import uuid
@@ -16,14 +18,17 @@ from churn_assets.assets.ml.checks import model_artifacts_are_sound
 from churn_assets.assets.ml.model import ModelConfig, decide, model
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import build_resources
-from churn_assets.resources.lake import Lake
+from churn_assets.resources.lake import Lake, parquet_bytes
 from churn_assets.resources.model_io_manager import (
     CARD_FILE,
     MODEL_FILE,
     REFERENCE_FILE,
     REPORT_FILE,
+    STAGING,
+    ChurnModel,
     ModelArtifactError,
     ModelIOManager,
+    artifact_files,
     card_bytes,
     sha256,
 )
@@ -33,6 +38,7 @@ from churn_assets_tests.ml_frames import (
     synthetic_training_set,
     training_set_stub,
 )
+from churn_assets_tests.s3_server import local_or_s3_url
 
 M1, M2 = "2025-03", "2025-04"
 
@@ -402,6 +408,97 @@ def test_a_model_file_that_differs_from_its_card_is_refused(lake_with_first_mode
     lake.write_bytes(f"{folder}/{CARD_FILE}", card_bytes(card))
     with pytest.raises(ModelArtifactError, match="not a valid XGBoost model"):
         manager.read("model", M1)
+
+
+# -- a rewrite killed half-way, or read while it runs ------------------------------------------------
+# ModelIOManager.writing yields after each file it writes or removes: stopping there leaves what a killed
+# process, or a failed S3 PUT, leaves. A reader must find the old model or the new one at every step.
+STEPS = 10  # four files staged, the same four replaced, the staged card removed, then the staging
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def rewrite(request, first_model, tmp_path) -> tuple[ModelIOManager, ChurnModel, ChurnModel]:
+    """A manager of an empty lake (local or S3), ``model[M1]`` to store in it, and another model to
+    rewrite it with, whose every file differs."""
+    old = ModelIOManager(base_url=first_model["lake"]).read("model", M1)
+    booster = bytes(old.booster[:1].save_raw(raw_format="ubj"))
+    new = ChurnModel(
+        model_bytes=booster,
+        card={**old.card, "model_version": f"{M1}-{sha256(booster)[:8]}"},
+        reference_parquet=parquet_bytes(old.reference_sample.head(10)),
+        holdout_report_html=b"<!DOCTYPE html><p>another holdout report</p>",
+    )
+    return ModelIOManager(base_url=local_or_s3_url(request, tmp_path, "lake")), old, new
+
+
+def killed_write(manager: ModelIOManager, month: str, churn_model: ChurnModel, steps: int) -> str:
+    """Writes ``churn_model`` as ``model[month]``, killed after ``steps`` files; returns the folder."""
+    folder = manager.folder("model", month)
+    for _ in itertools.islice(manager.writing(folder, artifact_files(churn_model)), steps):
+        pass
+    return folder
+
+
+def test_a_rewrite_killed_while_replacing_the_files_reads_as_the_new_model(rewrite):
+    """Once the new set is staged whole, the folder's files are replaced one by one. A reader that meets
+    files from both writes reads the staged set, the new model, instead of refusing them."""
+    manager, old, new = rewrite
+    for steps in range(5, STEPS + 1):
+        month = f"{2000 + steps}-01"
+        manager.write("model", month, old)
+        folder = killed_write(manager, month, new, steps)
+        stored = artifact_bytes(manager.base_url, month)
+        if steps < 8:  # some of the folder's files replaced, its card not yet
+            assert stored[MODEL_FILE] == new.model_bytes and stored[CARD_FILE] == artifact_files(old)[CARD_FILE]
+        assert manager.lake.exists(f"{folder}/{STAGING}/{MODEL_FILE}") == (steps < STEPS), steps
+        loaded = manager.read("model", month)
+        assert loaded.version == new.version, steps
+        assert (loaded.model_bytes, loaded.reference_parquet, loaded.holdout_report_html) == (
+            new.model_bytes, new.reference_parquet, new.holdout_report_html
+        )
+
+
+def test_a_rewrite_killed_while_staging_leaves_the_old_model(rewrite):
+    """Until the staged card is written the folder's files are untouched: the old model is read, verified."""
+    manager, old, new = rewrite
+    for steps in range(5):
+        month = f"{2000 + steps}-01"
+        manager.write("model", month, old)
+        folder = killed_write(manager, month, new, steps)
+        assert manager.lake.exists(f"{folder}/{STAGING}/{MODEL_FILE}") == (steps > 0)
+        loaded = manager.read("model", month)
+        assert loaded.version == old.version and loaded.model_bytes == old.model_bytes, steps
+
+
+def test_a_write_after_a_killed_one_leaves_the_four_files_and_no_staging(rewrite):
+    """Whatever step the last write was killed at, the next one leaves the partition's four files, its
+    own, and no staging; it finishes a write killed while replacing the files before staging over its
+    set, so a reader finds a whole set even when it is killed too."""
+    manager, old, new = rewrite
+    assert len(list(manager.writing(manager.folder("model", "1999-01"), artifact_files(old)))) == STEPS
+    for steps in range(STEPS + 1):
+        month = f"{2000 + steps}-01"
+        manager.write("model", month, old)
+        folder = killed_write(manager, month, new, steps)
+        manager.write("model", month, old)
+        # Files, not listings: SeaweedFS keeps listing a folder whose objects were all removed.
+        stored = manager.lake.fs._strip_protocol(folder)
+        assert sorted(os.path.relpath(path, stored) for path in manager.lake.fs.find(folder)) == sorted(
+            [CARD_FILE, MODEL_FILE, REFERENCE_FILE, REPORT_FILE]
+        ), steps
+        assert artifact_bytes(manager.base_url, month) == artifact_files(old)
+        assert manager.read("model", month).version == old.version
+
+    # Killed while replacing the files, then killed again at each step of the next write (its first four
+    # finish the killed one): the first write's model until the second's is staged whole, then the second's.
+    seen = []
+    for steps in range(4 + STEPS + 1):
+        month = f"{2100 + steps}-01"
+        manager.write("model", month, old)
+        killed_write(manager, month, new, 6)
+        killed_write(manager, month, old, steps)
+        seen.append(manager.read("model", month).version)
+    assert seen == [new.version] * 9 + [old.version] * 6
 
 
 # -- end to end on simulated data ------------------------------------------------------------------

@@ -108,6 +108,11 @@ class Lake:
     def write_table(self, url: str, frame: pl.DataFrame, row_group_rows: int | None = None) -> WrittenFile:
         return self.write_bytes(url, parquet_bytes(frame, row_group_rows))
 
+    def remove(self, url: str) -> None:
+        """Removes the file at ``url``, or the folder and everything under it; nothing when there is none."""
+        with reaching(url, "remove"), contextlib.suppress(FileNotFoundError):
+            self.fs.rm(url, recursive=True)
+
     # -- reads ------------------------------------------------------------------------------------
     def etags(self, urls: list[str]) -> dict[str, str]:
         """The S3 objects among ``urls`` that exist, with their ETags: one listing of the URLs' common

@@ -6,8 +6,12 @@ One ``model`` partition is a folder ``{base_url}/model/month=YYYY-MM/`` holding
 * ``reference_sample.parquet`` — feature rows (and their scores) the drift report compares a day against;
 * ``holdout_report.html`` — the holdout report: the scorers' metrics, risk bands, ROC, PR and calibration charts;
 * ``model_card.json`` — features and categories, threshold, risk bands, metrics, training window, data
-  versions, and the sha256 of each file above. Written last: each file is atomic by itself, and a
-  reader that meets a card and files from different writes refuses them (their hashes disagree).
+  versions, and the sha256 of each file above.
+
+Each file is atomic by itself, a set of four is not: a write stages the whole new set in
+``{folder}/_staging/`` (hive readers skip names starting with ``_``) before it replaces the folder's files,
+and a reader that meets a card and files from different writes (their hashes disagree) reads the staged
+set instead: a reader sees the old model or the new one, during a write or after a killed one.
 
 Nothing loaded back is a pickle: the booster is parsed by XGBoost from UBJSON after its bytes matched
 the card, the sample is Parquet and the card JSON. A file that is not what its card says, or not an
@@ -19,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -36,6 +40,7 @@ REFERENCE_FILE = "reference_sample.parquet"
 REPORT_FILE = "holdout_report.html"
 CARD_FILE = "model_card.json"
 CARD_FORMAT = 1
+STAGING = "_staging"
 _PICKLE_PROTOCOL_MARK = b"\x80"
 
 
@@ -99,6 +104,21 @@ def card_bytes(card: dict[str, Any]) -> bytes:
     return (json.dumps(card, indent=2, allow_nan=False) + "\n").encode()
 
 
+def artifact_files(churn_model: ChurnModel) -> dict[str, bytes]:
+    """The files of a partition holding ``churn_model``, in the order they are written: the card, which
+    lists the other files' hashes, last."""
+    artifacts = {
+        MODEL_FILE: churn_model.model_bytes,
+        REFERENCE_FILE: churn_model.reference_parquet,
+        REPORT_FILE: churn_model.holdout_report_html,
+    }
+    card = {
+        **churn_model.card,
+        "artifacts": {name: {"sha256": sha256(data), "bytes": len(data)} for name, data in artifacts.items()},
+    }
+    return {**artifacts, CARD_FILE: card_bytes(card)}
+
+
 class ModelIOManager(dg.ConfigurableIOManager):
     """Stores ``model`` partitions as artifact folders and loads them back verified.
 
@@ -139,29 +159,44 @@ class ModelIOManager(dg.ConfigurableIOManager):
             context.step_context.set_data_version(context.asset_key, dg.DataVersion(written[0]["card_sha256"][:32]))
 
     def write(self, asset: str, key: str, churn_model: ChurnModel) -> dict[str, Any]:
-        """Writes one partition's artifacts, the card last; returns the materialization metadata."""
+        """Writes one partition's artifacts, never partially (:meth:`writing`); returns the materialization
+        metadata."""
         folder = self.folder(asset, key)
-        artifacts = {
-            MODEL_FILE: churn_model.model_bytes,
-            REFERENCE_FILE: churn_model.reference_parquet,
-            REPORT_FILE: churn_model.holdout_report_html,
-        }
-        for name, data in artifacts.items():
-            self.lake.write_bytes(f"{folder}/{name}", data)
-        card = {
-            **churn_model.card,
-            "artifacts": {name: {"sha256": sha256(data), "bytes": len(data)} for name, data in artifacts.items()},
-        }
-        data = card_bytes(card)
-        self.lake.write_bytes(f"{folder}/{CARD_FILE}", data)
+        files = artifact_files(churn_model)
+        for _ in self.writing(folder, files):
+            pass
+        card = json.loads(files[CARD_FILE])
         return {
             "dagster/uri": folder,
             "model_version": card["model_version"],
             "model_sha256": card["artifacts"][MODEL_FILE]["sha256"],
-            "card_sha256": sha256(data),
+            "card_sha256": sha256(files[CARD_FILE]),
             "model_card": dg.MetadataValue.path(f"{folder}/{CARD_FILE}"),
             "holdout_report": dg.MetadataValue.path(f"{folder}/{REPORT_FILE}"),
         }
+
+    def writing(self, folder: str, files: dict[str, bytes]) -> Iterator[str]:
+        """Writes ``files`` (:func:`artifact_files`) into ``folder`` one file at a time, yielding the URL of
+        each file written or removed: a test stops there, as a killed process would.
+
+        The set is staged whole in ``{folder}/_staging/``, card last, then replaces the folder's files, card
+        last, then the staging is removed, its card first. At every step :meth:`read` finds a whole set:
+        the folder's old one until the staged set is complete, then the staged one until the folder's
+        files are all new. A complete staged set met at the start is a write killed while replacing the
+        folder's files: it is finished first, since staging over it would leave no whole set.
+        """
+        staging = f"{folder}/{STAGING}"
+        try:
+            _, unfinished = self._verified_files(staging)
+        except (ModelArtifactError, FileNotFoundError):
+            unfinished = {}
+        for where, written in ((folder, unfinished), (staging, files), (folder, files)):
+            for name, data in written.items():
+                self.lake.write_bytes(f"{where}/{name}", data)
+                yield f"{where}/{name}"
+        for url in (f"{staging}/{CARD_FILE}", staging):
+            self.lake.remove(url)
+            yield url
 
     # -- inputs -----------------------------------------------------------------------------------
     def load_input(self, context: dg.InputContext) -> dict[str, ChurnModel] | None:
@@ -179,7 +214,9 @@ class ModelIOManager(dg.ConfigurableIOManager):
         return {key: self.read(asset, key) for key in keys}
 
     def read(self, asset: str, key: str) -> ChurnModel:
-        """One partition's artifacts, each checked against the card before anything is parsed."""
+        """One partition's artifacts, each checked against the card before anything is parsed. Files from
+        different writes (a rewrite under way, or killed while replacing them) are not refused at once: the
+        rewrite's staged set is read, or the folder once more (the rewrite may have just finished)."""
         folder = self.folder(asset, key)
         card_url = f"{folder}/{CARD_FILE}"
         if not self.lake.exists(card_url):
@@ -188,7 +225,38 @@ class ModelIOManager(dg.ConfigurableIOManager):
                 f"materialize {asset} for {key} first"
             )
         try:
-            card = json.loads(self.lake.read_bytes(card_url))
+            return self._read_set(folder)
+        except ModelArtifactError:
+            pass
+        try:
+            return self._read_set(f"{folder}/{STAGING}")
+        except (ModelArtifactError, FileNotFoundError):  # no staged set, an incomplete one, or one just removed
+            return self._read_set(folder)
+
+    def _read_set(self, where: str) -> ChurnModel:
+        """The model whose card and files are in ``where``, verified (:meth:`_verified_files`) and parsed."""
+        card, contents = self._verified_files(where)
+        booster = load_booster(contents[MODEL_FILE], f"{where}/{MODEL_FILE}")
+        expected_features = [f["name"] for f in card["features"]]
+        if list(booster.feature_names or []) != expected_features:
+            raise ModelArtifactError(
+                f"{where}/{MODEL_FILE} has features {booster.feature_names}, its card lists {expected_features}"
+            )
+        return ChurnModel(
+            model_bytes=contents[MODEL_FILE],
+            card=card,
+            reference_parquet=contents[REFERENCE_FILE],
+            holdout_report_html=contents[REPORT_FILE],
+            _booster=booster,
+        )
+
+    def _verified_files(self, where: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """The card in ``where`` and the bytes of every file of its set (the card's too), each file's hash
+        checked against the card; FileNotFoundError when there is no card."""
+        card_url = f"{where}/{CARD_FILE}"
+        card_data = self.lake.read_bytes(card_url)
+        try:
+            card = json.loads(card_data)
         except ValueError as exc:
             raise ModelArtifactError(f"{card_url} is not a JSON model card: {exc}") from exc
         if card.get("format") != CARD_FORMAT or not isinstance(card.get("artifacts"), dict):
@@ -196,7 +264,7 @@ class ModelIOManager(dg.ConfigurableIOManager):
 
         contents = {}
         for name in (MODEL_FILE, REFERENCE_FILE, REPORT_FILE):
-            url = f"{folder}/{name}"
+            url = f"{where}/{name}"
             if not self.lake.exists(url):
                 raise ModelArtifactError(f"{url} is missing: the model card {card_url} lists it")
             data = self.lake.read_bytes(url)
@@ -211,20 +279,7 @@ class ModelIOManager(dg.ConfigurableIOManager):
                     f"{card_url} says {str(expected)[:16]}…; refusing to load it"
                 )
             contents[name] = data
-
-        booster = load_booster(contents[MODEL_FILE], f"{folder}/{MODEL_FILE}")
-        expected_features = [f["name"] for f in card["features"]]
-        if list(booster.feature_names or []) != expected_features:
-            raise ModelArtifactError(
-                f"{folder}/{MODEL_FILE} has features {booster.feature_names}, its card lists {expected_features}"
-            )
-        return ChurnModel(
-            model_bytes=contents[MODEL_FILE],
-            card=card,
-            reference_parquet=contents[REFERENCE_FILE],
-            holdout_report_html=contents[REPORT_FILE],
-            _booster=booster,
-        )
+        return card, {**contents, CARD_FILE: card_data}
 
 
 def _reads_itself(context: dg.InputContext) -> bool:
