@@ -87,6 +87,14 @@ def artifact_bytes(lake_url: str, month: str) -> dict[str, bytes]:
     return {name: lake.read_bytes(f"{folder}/{name}") for name in (MODEL_FILE, REFERENCE_FILE, REPORT_FILE, CARD_FILE)}
 
 
+def weakened(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with the labels of its training block shuffled: a challenger trained on it learns nothing,
+    while its validation and holdout keep the true labels."""
+    dates = frame.get_column("snapshot_date")
+    split = training.time_split(dates.min(), dates.max(), HORIZON, 0.15, 0.15)
+    return shuffle_training_labels(frame, split.train[1])
+
+
 def model_metadata(result: dg.ExecuteInProcessResult) -> dict:
     (materialization,) = result.asset_materializations_for_node("model")
     return {k: v.value for k, v in materialization.metadata.items()}
@@ -323,12 +331,7 @@ def test_weakened_challenger_is_not_promoted_and_champion_is_carried_forward_unc
 ):
     champion = artifact_bytes(lake_with_first_model, M1)
 
-    # The challenger of M2 learns from shuffled labels; its validation and holdout keep the true ones.
-    split = training.time_split(
-        frames[M2].get_column("snapshot_date").min(), frames[M2].get_column("snapshot_date").max(), HORIZON, 0.15, 0.15
-    )
-    weakened = {**frames, M2: shuffle_training_labels(frames[M2], split.train[1])}
-    result = materialize_model(weakened, local_resources, instance, M2)
+    result = materialize_model({**frames, M2: weakened(frames[M2])}, local_resources, instance, M2)
     assert result.success
     metadata = model_metadata(result)
     assert metadata["decision"] == "carried_forward"
@@ -346,6 +349,36 @@ def test_weakened_challenger_is_not_promoted_and_champion_is_carried_forward_unc
     assert card["selection"]["decision"] == "carried_forward"
     assert card["selection"]["champion"]["all"]["pr_auc"] == metadata["champion/pr_auc"]
     assert card["selection"]["challenger"]["all"]["pr_auc"] == metadata["challenger/pr_auc"]
+
+
+def test_a_champion_needing_features_the_training_set_lacks_is_not_carried_forward(
+    frames, lake_with_first_model, local_resources, instance
+):
+    """CHURN_EVENT_TYPES no longer counts ``share``: training_set[M2] lacks n_share_7d and n_share_28d, which
+    the champion model[M1] needs. When the challenger fails its gates too, carrying the champion forward
+    would fail every predictions day of M2: the step fails at training time instead, naming the features
+    and what to do, and stores nothing."""
+    lacking = weakened(frames[M2]).drop("n_share_7d", "n_share_28d")
+    result = dg.materialize(
+        [training_set_stub({**frames, M2: lacking}), model, model_artifacts_are_sound],
+        resources=local_resources,
+        instance=instance,
+        partition_key=M2,
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "model"
+    message = failure.step_failure_data.error.message
+    assert f"model[{M2}]: the challenger fails the gates" in message
+    assert f"the champion model[{M1}]" in message and "['n_share_7d', 'n_share_28d']" in message
+    assert f"training_set[{M2}] lacks" in message and "CHURN_EVENT_TYPES" in message
+    assert failure.step_failure_data.user_failure_data.metadata["missing_features"].value == [
+        "n_share_7d", "n_share_28d"
+    ]
+    lake = Lake(lake_with_first_model)
+    assert not lake.exists(lake.partition_url("model", "month", M2))
 
 
 def test_a_range_run_carries_the_champion_from_month_to_month(frames, local_settings, local_resources, instance):

@@ -62,8 +62,10 @@ def model(
     ``training_set[M]`` (time-based train / validation / holdout blocks, H-day embargoes between them),
     and promoted only when it passes the gates (beats a logistic baseline, ROC-AUC above a floor) and is
     at least as good on holdout PR-AUC as the champion ``model[M-1]`` scored on the same holdout;
-    otherwise the champion's artifacts are carried forward unchanged. Reads ``training_set[M]`` and
-    ``model[M-1]`` (none for the first model). A range run carries the champion from month to month.
+    otherwise the champion's artifacts are carried forward unchanged. A champion that needs features
+    ``training_set[M]`` lacks is never carried forward: when the challenger fails too, the step fails and
+    stores nothing. Reads ``training_set[M]`` and ``model[M-1]`` (none for the first model). A range run
+    carries the champion from month to month.
     """
     previous = None if not champion else champion[max(champion)]
     definitions = {f.name: f.definition for f in feature_catalog(churn.event_types)}
@@ -145,7 +147,7 @@ def train_and_select(
     holdout_scored = {"challenger": holdout_scores, "logistic baseline": baseline.scores(holdout)}
     baseline_eval = metrics.evaluate(holdout, holdout_scored["logistic baseline"], baseline_threshold)
 
-    champion_eval, champion_note = None, None
+    champion_eval, champion_note, missing = None, None, []
     if champion is not None:
         missing = [f["name"] for f in champion.card["features"] if f["name"] not in holdout.columns]
         if missing:
@@ -154,6 +156,23 @@ def train_and_select(
             champion_scores = holdout_scored[f"champion {champion.version}"] = scoring.score(champion, holdout)
             champion_eval = metrics.evaluate(holdout, champion_scores, champion.card["threshold"])
     promote, reason = decide(challenger_eval, baseline_eval, champion_eval, config, champion_note)
+    if not promote and missing:
+        # Carried forward, the champion would fail every predictions day of the month: the features[D] it
+        # would score lack the same columns.
+        raise dg.Failure(
+            f"model[{month}]: {reason}; the champion model[{champion.card['month']}] ({champion.version}) "
+            f"needs features {missing} that training_set[{month}] lacks, so it cannot score month {month} "
+            "either. Nothing is stored. Bring the features back (CHURN_EVENT_TYPES as when the champion was "
+            f"trained, then features, labels and training_set[{month}]), or relax the gates (the model's "
+            "config, roc_auc_floor) so that a challenger on the current features is promoted.",
+            metadata={
+                "missing_features": dg.MetadataValue.json(missing),
+                "metrics": dg.MetadataValue.md(
+                    metrics.metrics_markdown({"challenger": challenger_eval, "baseline": baseline_eval})
+                ),
+            },
+            allow_retries=False,
+        )
     training_seconds = round(time.perf_counter() - started, 2)
 
     selection = {
