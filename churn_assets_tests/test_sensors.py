@@ -2,6 +2,7 @@
 its cool-down, and the run-failure alert posted to an HTTP server started by the test."""
 
 import datetime as dt
+import gzip
 import http.server
 import json
 import os
@@ -14,7 +15,7 @@ import pytest
 
 from churn_assets.automation.sensors.drift_retraining_sensor import build_drift_retraining_sensor
 from churn_assets.automation.sensors.landing_sensor import build_landing_sensor, landing_sensor
-from churn_assets.automation.sensors.run_failure_alert import run_failure_alert
+from churn_assets.automation.sensors.run_failure_alert import run_failure_alert, step_error
 from churn_assets.definitions import defs
 from churn_assets.resources import AlertWebhook, LandingZone
 from churn_assets.resources.filesystems import filesystem, join
@@ -320,3 +321,48 @@ def test_run_failure_alert_fails_its_tick_when_the_webhook_refuses(instance, loc
     _, (error,) = _failure_tick(instance, resources, cursor)
     assert "posting the alert" in error and "HTTP Error 500" in error
     assert len(handler.received) == 1
+
+
+def test_run_failure_alert_names_the_unreadable_landing_file(instance, local_settings, local_resources, webhook):
+    handler, url = webhook
+    resources = {"alerts": AlertWebhook(url=url)}
+    cursor, _ = _failure_tick(instance, resources, None)
+    truncated = gzip.compress(jsonl([amplitude_row("e1", "u1", "2025-01-01 10:00:00.000000")]), mtime=0)[:-12]
+    write_landing_day(local_settings.landing_url, "2025-01-01", {"part-1.jsonl.gz": truncated})
+    result = dg.materialize(
+        INGEST, resources=local_resources, instance=instance, partition_key="2025-01-01",
+        selection="raw_events", raise_on_error=False,
+    )
+    assert not result.success
+    _failure_tick(instance, resources, cursor)
+
+    ((_, alert),) = handler.received
+    assert alert["failed_steps"] == ["raw_events"]
+    assert "cannot read landing file" in alert["error"] and "part-1.jsonl.gz" in alert["error"]
+    assert "truncated gzip stream" in alert["error"]
+    assert "caused by" not in alert["error"]  # the message already says what gzip said
+
+
+def test_step_error_adds_the_innermost_cause_only_when_it_says_more(instance):
+    @dg.asset
+    def unreadable() -> None:
+        try:
+            raise ValueError("bad magic number")
+        except ValueError as exc:
+            raise dg.Failure("model[2025-03] cannot be loaded", allow_retries=False) from exc
+
+    @dg.asset
+    def wrapped() -> None:
+        raise KeyError("platform")
+
+    result = dg.materialize([unreadable, wrapped], instance=instance, raise_on_error=False)
+    errors = {
+        event.step_key: step_error(event.step_failure_data.error)
+        for event in result.all_events
+        if event.event_type_value == "STEP_FAILURE"
+    }
+    assert errors["unreadable"] == (
+        "dagster._core.definitions.events.Failure: model[2025-03] cannot be loaded "
+        "(caused by ValueError: bad magic number)"
+    )
+    assert errors["wrapped"] == "KeyError: 'platform'"  # not Dagster's "Error occurred while executing op"

@@ -1,8 +1,9 @@
 """``run_failure_alert``: every failed run is logged and, when ``CHURN_ALERT_WEBHOOK`` is set, posted there.
 
 The JSON posted: ``{"run_id", "job", "partition", "failed_steps", "error", "dagster_event"}`` — the error
-is the root cause of the first failed step (or the run's own failure message when no step failed, e.g. a
-run worker that crashed). On by default: an alert that needs someone to turn it on is no alert.
+is the first failed step's own error (what the step raised, not Dagster's wrapper around it), followed by
+its innermost cause when that says more; or the run's own failure message when no step failed, e.g. a run
+worker that crashed. On by default: an alert that needs someone to turn it on is no alert.
 """
 
 from typing import Any
@@ -12,19 +13,50 @@ import dagster as dg
 from churn_assets.resources.alerts import AlertWebhook
 
 
-def _root_cause(error: Any) -> str:
-    """The innermost error of a Dagster error chain (user code errors are wrapped by Dagster's own),
-    as ``module.ExceptionClass: message``."""
-    while getattr(error, "cause", None) is not None:
-        error = error.cause
-    return error.message.strip()
+def _dagster_wrappers() -> frozenset[str]:
+    """Names of the errors Dagster wraps a user code error in ("Error occurred while executing op …")."""
+    names, pending = set(), [dg.DagsterUserCodeExecutionError]
+    while pending:
+        cls = pending.pop()
+        names.add(cls.__name__)
+        pending.extend(cls.__subclasses__())
+    return frozenset(names)
+
+
+_DAGSTER_WRAPPERS = _dagster_wrappers()
+
+
+def _chain(error: Any) -> list[Any]:
+    """A Dagster error and its causes, outermost first."""
+    chain = [error]
+    while getattr(chain[-1], "cause", None) is not None:
+        chain.append(chain[-1].cause)
+    return chain
+
+
+def _gist(error: Any) -> str:
+    """What an error says beyond its class: its text, or its class name when it has no text."""
+    head, separator, text = error.message.strip().partition(": ")
+    return text if separator and head.endswith(error.cls_name) else error.cls_name
+
+
+def step_error(error: Any) -> str:
+    """A failed step's error as ``module.ExceptionClass: message``: the error the step raised (a
+    ``dg.Failure``, ``LandingFileError``, …, whose message names what failed), followed by
+    ``(caused by …)`` with the innermost cause when the message does not already say it."""
+    chain = _chain(error)
+    own = next((e for e in chain if e.cls_name not in _DAGSTER_WRAPPERS), chain[0])
+    message, cause = own.message.strip(), chain[-1]
+    if cause is own or _gist(cause) in message:
+        return message
+    return f"{message} (caused by {cause.message.strip()})"
 
 
 def failure_alert(context: dg.RunFailureSensorContext) -> dict[str, Any]:
     step_failures = context.get_step_failure_events()
     run = context.dagster_run
     errors = [
-        _root_cause(event.step_failure_data.error)
+        step_error(event.step_failure_data.error)
         for event in step_failures
         if event.step_failure_data is not None and event.step_failure_data.error is not None
     ]
