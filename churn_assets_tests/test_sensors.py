@@ -236,6 +236,29 @@ def test_drift_sensor_takes_the_latest_day_of_a_batch_and_honours_the_threshold(
     assert request.tags["churn/drift_day"] == "2025-03-01"
 
 
+
+def test_drift_sensor_over_a_backlog_retrains_the_current_month_and_reads_past_it(instance):
+    sensor = build_drift_retraining_sensor(threshold=0.5, cooldown=dt.timedelta(days=7), reports_per_tick=5)
+    # Twelve weekly reports already in the event log when the sensor is turned on, more than it reads per
+    # tick: one old month drifted, and the last two weeks drift now.
+    days = [dt.date(2025, 1, 5) + dt.timedelta(weeks=i) for i in range(12)]
+    for day in days:
+        drifted = day == dt.date(2025, 1, 12) or day >= dt.date(2025, 3, 16)
+        _drift_report(instance, day.isoformat(), 0.8 if drifted else 0.1)
+
+    context = dg.build_sensor_context(instance=instance, repository_def=REPOSITORY)
+    data = sensor.evaluate_tick(context)
+    (request,) = data.run_requests
+    assert request.partition_key == "2025-03" and request.tags["churn/drift_day"] == "2025-03-23"
+
+    # The cursor is past every report, the passed-over backlog included: nothing of January comes back.
+    months, cursor, skip = _drift_tick(sensor, instance, data.cursor)
+    assert months == [] and skip == "no new drift report"
+    _drift_report(instance, "2025-03-30", 0.1)
+    months, cursor, skip = _drift_tick(sensor, instance, cursor)
+    assert months == [] and skip == "1 new drift report(s), none at or over 0.5"
+
+
 # -- run failure alert ------------------------------------------------------------------------------
 class _Webhook(http.server.BaseHTTPRequestHandler):
     received: list

@@ -1,10 +1,13 @@
 """``drift_retraining_sensor``: a drift report over the threshold asks for a retraining, with a cool-down.
 
-It reads ``drift_report`` materializations from the event log after the storage id in its cursor. A
-report is over the threshold when its share of drifted columns reaches ``threshold`` (or, for a report
-without a share, when it says the dataset drifted). Among the new reports over the threshold, the latest
-day wins: ``monthly_retraining`` is requested for its month, unless the previous request was less than
-``cooldown`` ago. Cursor: ``{"after": storage id, "last_request": epoch seconds or null}``.
+Each tick reads the ``drift_report`` materializations recorded since the storage id in its cursor — the
+newest ``reports_per_tick`` of them when there are more: a backlog (the sensor turned on over a history of
+reports) is passed over, so that an old month is not retrained in place of the current one — and moves its
+cursor past all of them. A report is over the threshold when its share of drifted columns reaches
+``threshold`` (or, for a report without a share, when it says the dataset drifted). Among the reports read
+that are over the threshold, the latest day wins: ``monthly_retraining`` is requested for its month, unless
+the previous request was less than ``cooldown`` ago. Cursor: ``{"after": storage id, "last_request": epoch
+seconds or null}``.
 """
 
 import datetime as dt
@@ -21,7 +24,6 @@ DRIFT_REPORT = dg.AssetKey("drift_report")
 # Metadata keys a drift report may carry its verdict under, most specific first.
 SHARE_KEYS = ("share_of_drifted_columns", "drift_share", "drifted_share")
 VERDICT_KEYS = ("dataset_drift", "drift_detected")
-_BATCH = 500
 
 
 def _value(entry: Any) -> Any:
@@ -43,6 +45,7 @@ def build_drift_retraining_sensor(
     threshold: float = SETTINGS.drift_threshold,
     cooldown: dt.timedelta = dt.timedelta(days=SETTINGS.retraining_cooldown_days),
     minimum_interval_seconds: int = 300,
+    reports_per_tick: int = 500,
 ) -> dg.SensorDefinition:
     @dg.sensor(
         name="drift_retraining_sensor",
@@ -55,14 +58,10 @@ def build_drift_retraining_sensor(
     )
     def drift_retraining_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         state = json.loads(context.cursor) if context.cursor else {"after": None, "last_request": None}
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=DRIFT_REPORT, after_storage_id=state["after"]),
-            limit=_BATCH,
-            ascending=True,
-        ).records
+        records = _newest_reports(context, state["after"], reports_per_tick)
         if not records:
             return dg.SensorResult(skip_reason=dg.SkipReason("no new drift report"))
-        state["after"] = records[-1].storage_id
+        state["after"] = records[0].storage_id
 
         over = []
         for record in records:
@@ -102,6 +101,17 @@ def build_drift_retraining_sensor(
         )
 
     return drift_retraining_sensor
+
+
+def _newest_reports(context: dg.SensorEvaluationContext, after: int | None, limit: int) -> list[Any]:
+    """The newest ``limit`` drift report records after storage id ``after``, newest first; logs when older
+    unread ones are passed over."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=DRIFT_REPORT, after_storage_id=after), limit=limit + 1, ascending=False
+    ).records
+    if len(records) > limit:
+        context.log.info(f"more than {limit} unread drift reports: the newest {limit} are read, older ones passed over")
+    return list(records[:limit])
 
 
 drift_retraining_sensor = build_drift_retraining_sensor()
