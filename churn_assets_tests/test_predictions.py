@@ -11,7 +11,7 @@ import pytest
 
 from churn_assets.assets.ml.checks import predictions_cover_every_user
 from churn_assets.assets.ml.predictions import PREDICTIONS_SCHEMA, predictions
-from churn_assets.assets.ml.scoring import RECOMMENDED_ACTIONS, model_specs, score
+from churn_assets.assets.ml.scoring import RECOMMENDED_ACTIONS, _top_positive, model_specs, score
 from churn_assets.assets.ml.training import to_dmatrix
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.model_io_manager import MODEL_FILE, ModelIOManager
@@ -90,6 +90,25 @@ def test_every_user_is_scored_ranked_banded_and_explained(lake, local_resources,
         row_out = explained.row(i, named=True)
         given = [row_out[f"top_reason_{k}"] for k in (1, 2, 3) if row_out[f"top_reason_{k}"] is not None]
         assert given == top
+
+
+
+def test_top_reasons_break_ties_by_the_lower_feature_index():
+    # Four features tied at the 3rd place (and beyond it), negative and zero contributions, a row with
+    # fewer than three features pushing up, and rows of many columns with ties everywhere.
+    rows = np.array(
+        [
+            [0.1, 0.2, 0.3, 0.1, 0.1, 0.3, 0.3, 0.3, 0.1, 0.2, 0.3, 0.2],
+            [0.2, 0.5, 0.2, 0.0, 0.2, 0.5, 0.2, -0.1, 0.2, 0.0, 0.2, 0.2],
+            [-0.3, 0.0, 0.4, 0.0, -0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        ],
+        dtype=np.float32,
+    )
+    assert _top_positive(rows, 3).tolist() == [[2, 5, 6], [1, 5, 0], [2, -1, -1]]
+    many = np.round(np.random.default_rng(4).normal(size=(300, 200)), 1).astype(np.float32)
+    expected = [[j if row[j] > 0 else -1 for j in np.argsort(-row, kind="stable")[:3]] for row in many]
+    assert _top_positive(many, 3).tolist() == expected
+    assert _top_positive(rows[:, :2], 3).tolist() == [[1, 0, -1], [1, 0, -1], [-1, -1, -1]]
 
 
 def test_predictions_are_reproducible(lake, local_resources, instance):
