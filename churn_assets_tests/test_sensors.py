@@ -385,7 +385,7 @@ def test_step_error_adds_the_innermost_cause_only_when_it_says_more(instance):
         if event.event_type_value == "STEP_FAILURE"
     }
     assert errors["unreadable"] == (
-        "dagster._core.definitions.events.Failure: model[2025-03] cannot be loaded "
+        "Failure: model[2025-03] cannot be loaded "
         "(caused by ValueError: bad magic number)"
     )
     assert errors["wrapped"] == "KeyError: 'platform'"  # not Dagster's "Error occurred while executing op"

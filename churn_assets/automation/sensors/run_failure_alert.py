@@ -6,6 +6,7 @@ its innermost cause when that says more; or the run's own failure message when n
 worker that crashed. On by default: an alert that needs someone to turn it on is no alert.
 """
 
+import re
 from typing import Any
 
 import dagster as dg
@@ -41,15 +42,20 @@ def _gist(error: Any) -> str:
 
 
 def step_error(error: Any) -> str:
-    """A failed step's error as ``module.ExceptionClass: message``: the error the step raised (a
-    ``dg.Failure``, ``LandingFileError``, …, whose message names what failed), followed by
-    ``(caused by …)`` with the innermost cause when the message does not already say it."""
+    """A failed step's error as ``ExceptionClass: message``: the error the step raised (a ``dg.Failure``,
+    ``LandingFileError``, …, whose message names what failed), followed by ``(caused by …)`` with the
+    innermost cause when the message does not already say it."""
     chain = _chain(error)
     own = next((e for e in chain if e.cls_name not in _DAGSTER_WRAPPERS), chain[0])
-    message, cause = own.message.strip(), chain[-1]
+    message, cause = _unqualified(own.message), chain[-1]
     if cause is own or _gist(cause) in message:
         return message
-    return f"{message} (caused by {cause.message.strip()})"
+    return f"{message} (caused by {_unqualified(cause.message)})"
+
+
+def _unqualified(message: str) -> str:
+    """``dagster._core.definitions.events.Failure: …`` as ``Failure: …``: the class, not its module."""
+    return re.sub(r"^[\w.]+\.(\w+): ", r"\1: ", message.strip(), count=1)
 
 
 def failure_alert(context: dg.RunFailureSensorContext) -> dict[str, Any]:
