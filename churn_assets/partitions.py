@@ -61,3 +61,21 @@ def window_sizes(daily: pl.LazyFrame | None, days: Sequence[dt.date], length: in
 def largest_window(daily: pl.LazyFrame | None, days: Sequence[dt.date], length: int) -> int:
     """The rows of the largest of the days' windows."""
     return max(window_sizes(daily, days, length).values(), default=0)
+
+
+def latest_materializations(instance: dg.DagsterInstance, asset_key: dg.AssetKey, keys: Sequence[str]) -> dict:
+    """The latest materialization record (``EventLogRecord``: ``timestamp``, ``asset_materialization``) of
+    each of ``keys`` the asset has one for: one query of the event log per 1,000 materializations."""
+    latest: dict = {}
+    cursor = None
+    while keys and len(latest) < len(keys):
+        page = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=list(keys)), limit=1000, cursor=cursor
+        )
+        for record in page.records:  # newest first
+            if record.partition_key is not None and record.partition_key not in latest:
+                latest[record.partition_key] = record
+        if not page.has_more:
+            break
+        cursor = page.cursor
+    return latest

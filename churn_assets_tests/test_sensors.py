@@ -117,6 +117,24 @@ def test_landing_sensor_holds_days_after_a_gap_and_says_why(instance, tmp_path):
     assert days == ["2025-01-03", "2025-01-04"]
 
 
+def test_landing_sensor_does_not_request_days_refreshed_since_their_marker(instance, landing_url):
+    """A history loaded from the CLI before the sensor is turned on is not refreshed a second time (each day a
+    run); a day re-delivered after its refresh is."""
+    for day in ("2025-01-01", "2025-01-02", "2025-01-03"):
+        _landing_day(landing_url, day)
+    for day in ("2025-01-01", "2025-01-02"):  # what `dagster asset materialize` of the history records
+        instance.report_runless_asset_event(dg.AssetMaterialization("install_times", partition=day))
+
+    days, _, cursor = _tick(landing_sensor, instance, landing_url, None)
+    assert days == ["2025-01-03"]
+    assert sorted(json.loads(cursor)) == ["2025-01-01", "2025-01-02", "2025-01-03"]
+
+    _redeliver(landing_url, "2025-01-02")
+    days, _, cursor = _tick(landing_sensor, instance, landing_url, cursor)
+    assert days == ["2025-01-02"]
+    assert _tick(landing_sensor, instance, landing_url, cursor)[0] == []
+
+
 def test_landing_sensor_cursor_survives_a_restart(landing_url):
     _landing_day(landing_url, "2025-01-01")
     _landing_day(landing_url, "2025-01-02")

@@ -10,7 +10,7 @@ from churn_assets.assets.check_days import check_result, each_checked_batch, in_
 from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA, MAX_LATENESS, first_of_each_id
 from churn_assets.assets.ingest.raw_events import raw_events
 from churn_assets.assets.ingest.user_daily import TOTAL_COLUMNS, user_daily
-from churn_assets.partitions import daily_partitions
+from churn_assets.partitions import daily_partitions, latest_materializations
 from churn_assets.resources import LandingZone
 from churn_assets.resources.lake import some_keys
 
@@ -71,25 +71,13 @@ def raw_events_are_valid(
 
 def quarantined_shares(instance: dg.DagsterInstance, keys: list[str]) -> dict[str, float]:
     """Each partition's share of rows read that went to the quarantine, from its latest materialization's
-    metadata (``rows_read``, ``quarantined``): one query of the event log per 1,000 materializations."""
+    metadata (``rows_read``, ``quarantined``)."""
     shares: dict[str, float] = {}
-    cursor = None
-    while len(shares) < len(keys):
-        page = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=raw_events.key, asset_partitions=keys), limit=1000, cursor=cursor
-        )
-        for record in page.records:  # newest first
-            materialization = record.asset_materialization
-            if materialization is None or materialization.partition in shares:
-                continue
-            read = materialization.metadata.get("rows_read")
-            quarantined = materialization.metadata.get("quarantined")
-            shares[materialization.partition] = (
-                quarantined.value / read.value if read is not None and quarantined is not None and read.value else 0.0
-            )
-        if not page.has_more:
-            break
-        cursor = page.cursor
+    for key, record in latest_materializations(instance, raw_events.key, keys).items():
+        metadata = record.asset_materialization.metadata
+        read, quarantined = metadata.get("rows_read"), metadata.get("quarantined")
+        known = read is not None and quarantined is not None and read.value
+        shares[key] = quarantined.value / read.value if known else 0.0
     return shares
 
 
