@@ -58,6 +58,7 @@ class SeaweedS3:
             weed_binary(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-s3.autoCreateBucket=false",  # as on AWS: a write to a bucket that does not exist fails
             f"-master.port={p['master']}", f"-master.port.grpc={_free_port()}",
             f"-volume.port={p['volume']}", f"-volume.port.grpc={_free_port()}",
             f"-filer.port={p['filer']}", f"-filer.port.grpc={_free_port()}",

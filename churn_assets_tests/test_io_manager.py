@@ -16,8 +16,11 @@ import polars as pl
 import pyarrow.dataset
 import pyarrow.parquet
 import pytest
+from s3fs import S3FileSystem
 
 from churn_assets.config import ChurnSettings
+from churn_assets.resources import build_resources
+from churn_assets.resources.filesystems import BucketNotFoundError, StorageAccessDeniedError
 from churn_assets.resources.lake import LOCAL_COPIES, Lake, remove_stale_copies
 from churn_assets.resources.parquet_io_manager import (
     RECENT,
@@ -25,8 +28,11 @@ from churn_assets.resources.parquet_io_manager import (
     MissingPartitionError,
     PartitionedParquetIOManager,
     PartitionStream,
+    _split_by_partition,
     column_schema,
+    each_partition_once,
 )
+from churn_assets_tests.landing_helpers import amplitude_row, jsonl, materialize_ingest, write_landing_day
 from churn_assets_tests.s3_server import local_or_s3_url
 
 days = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", fmt="%Y-%m-%d")
@@ -174,13 +180,45 @@ def test_stream_output_writes_each_partition_as_it_comes(tmp_path, instance):
     assert [_metadata(result, "streamed")[f"2025-01-0{d}"]["dagster/row_count"] for d in (1, 5)] == [1, 1]
 
 
-def test_stream_missing_a_partition_fails(tmp_path, instance):
-    @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
-    def short_stream() -> PartitionStream:
-        return PartitionStream((key, pl.DataFrame({"x": [1]})) for key in ("2025-01-01", "2025-01-02"))
+def test_a_stream_must_give_each_partition_of_the_run_once(tmp_path, instance):
+    """A stream that skips a day, or gives one day twice and skips another, fails: Dagster would otherwise
+    record the skipped day as materialized though nothing was stored for it."""
+    def stream_of(name: str, keys: tuple[str, ...]) -> dg.AssetsDefinition:
+        @dg.asset(name=name, partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
+        def stream() -> PartitionStream:
+            return PartitionStream((key, pl.DataFrame({"x": [i]})) for i, key in enumerate(keys))
 
-    with pytest.raises(Exception, match="wrote 2 of the run's 3 partitions"):
-        dg.materialize([short_stream], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-03"))
+        return stream
+
+    short = stream_of("short_stream", ("2025-01-01", "2025-01-02"))
+    with pytest.raises(Exception, match=r"short_stream produced no partition 2025-01-03 \(1 of the run's 3\)"):
+        dg.materialize([short], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-03"))
+    repeated = stream_of("repeated_stream", ("2025-01-01", "2025-01-01"))
+    with pytest.raises(Exception, match="repeated_stream produced partition '2025-01-01' twice"):
+        dg.materialize([repeated], resources=_lake(tmp_path), instance=instance,
+                       tags=_range("2025-01-01", "2025-01-02"))
+    assert not instance.get_materialized_partitions(dg.AssetKey("repeated_stream"))
+    assert _table(tmp_path, "repeated_stream", "2025-01-01").rows() == [(0,)], "the repeat was never written"
+
+
+def test_partitions_are_checked_one_by_one_as_they_come():
+    """The check of a stream, shared by the model IO manager: each key is let through as it comes, a repeat
+    fails when it comes, and the keys that never came are named (some of them) at the end."""
+    keys = [f"2025-01-{day:02d}" for day in range(1, 11)]
+    passed = []
+    with pytest.raises(ValueError, match="model produced partition '2025-01-02' twice"):
+        for key, _ in each_partition_once("model", keys, [(keys[0], 1), (keys[1], 2), (keys[1], 3), (keys[2], 4)]):
+            passed.append(key)
+    assert passed == keys[:2]
+    with pytest.raises(ValueError) as missing:
+        list(each_partition_once("model", keys, [(keys[0], 1), (keys[3], 2)]))
+    assert str(missing.value) == (
+        "model produced no partition 2025-01-02, 2025-01-03, 2025-01-05, 2025-01-06, 2025-01-07 and 3 more "
+        "(8 of the run's 10); nothing was stored for them"
+    )
+    with pytest.raises(ValueError, match=r"model produced partition '2025-02-01', outside the run's partitions "
+                                         r"2025-01-01\.\.2025-01-10"):
+        list(each_partition_once("model", keys, [("2025-02-01", 1)]))
 
 
 def test_range_output_needs_its_partition_column(tmp_path, instance):
@@ -192,11 +230,30 @@ def test_range_output_needs_its_partition_column(tmp_path, instance):
     def outside() -> pl.DataFrame:
         return pl.DataFrame({"date": [D1, dt.date(2025, 2, 1)], "x": [1, 2]})
 
-    with pytest.raises(Exception, match="needs a 'date' column"):
+    with pytest.raises(Exception, match=r"no_date: an output covering 2 partitions \(2025-01-01\.\.2025-01-02\) "
+                                        "needs a 'date' column"):
         dg.materialize([no_date], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-02"))
-    with pytest.raises(Exception, match="2025-02-01"):
+    with pytest.raises(Exception, match="outside produced rows for partitions 2025-02-01, outside the run's "
+                                        r"partitions 2025-01-01\.\.2025-01-02"):
         dg.materialize([outside], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-02"))
     assert not (tmp_path / "lake" / "outside").exists()
+
+
+def test_a_range_output_that_cannot_be_split_is_named_briefly():
+    """The errors of a long range name the asset and its range, not each of its keys."""
+    keys = [(D1 + dt.timedelta(days=i)).isoformat() for i in range(120)]
+    before = [dt.date(2024, 12, 1) + dt.timedelta(days=i) for i in range(10)]
+    with pytest.raises(ValueError) as outside:
+        list(_split_by_partition(pl.DataFrame({"date": before, "x": range(10)}), "daily_total", "date", keys))
+    assert str(outside.value) == (
+        "daily_total produced rows for partitions 2024-12-01, 2024-12-02, 2024-12-03, 2024-12-04, 2024-12-05 "
+        "and 5 more, outside the run's partitions 2025-01-01..2025-04-30"
+    )
+    with pytest.raises(ValueError) as no_column:
+        list(_split_by_partition(pl.DataFrame({"x": [1]}), "daily_total", "date", keys))
+    assert str(no_column.value) == (
+        "daily_total: an output covering 120 partitions (2025-01-01..2025-04-30) needs a 'date' column to split on"
+    )
 
 
 def test_pandas_frames_in_and_out(tmp_path, instance):
@@ -224,10 +281,14 @@ def test_pandas_frames_in_and_out(tmp_path, instance):
     assert _table(tmp_path, "pandas_round_trip", "2025-01-03").rows() == [(6.0, "day 3")]
 
 
-def test_lazy_input_prunes_to_the_filtered_partition(tmp_path, instance):
-    dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-03"))
-    # Day 2's file is now unreadable: only a scan that prunes it by its hive path can succeed.
-    (tmp_path / "lake" / "daily_numbers" / "date=2025-01-02" / "data.parquet").write_bytes(b"not parquet")
+@pytest.mark.parametrize("root", ["lake", "env=prod/lake", "churn [copy]/lake"])
+def test_lazy_input_prunes_to_the_filtered_partition(tmp_path, instance, root):
+    """Pruned by the partition folder alone, whatever the folders above it: a ``key=value`` folder (a
+    hive-style prefix) or glob brackets in the lake's root are neither columns nor patterns."""
+    resources = {"io_manager": PartitionedParquetIOManager(base_url=str(tmp_path / root))}
+    dg.materialize([daily_numbers], resources=resources, instance=instance, tags=_range("2025-01-01", "2025-01-03"))
+    # Day 2's file is now unreadable: only a scan that prunes it by its partition folder can succeed.
+    (tmp_path / root / "daily_numbers" / "date=2025-01-02" / "data.parquet").write_bytes(b"not parquet")
 
     @dg.asset(partitions_def=days, ins={"daily_numbers": dg.AssetIn(
         partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-2))})
@@ -235,10 +296,28 @@ def test_lazy_input_prunes_to_the_filtered_partition(tmp_path, instance):
         assert isinstance(daily_numbers, pl.LazyFrame)
         return daily_numbers.filter(pl.col("date").is_in([D1, D3])).select("value").sort("value").collect()
 
-    result = dg.materialize([daily_numbers, first_and_last], resources=_lake(tmp_path), instance=instance,
-                            partition_key="2025-01-03", selection=[first_and_last])
+    @dg.asset(partitions_def=days)
+    def third_day(daily_numbers: pl.LazyFrame) -> pl.DataFrame:
+        return daily_numbers.select("value", pl.col("date").dt.day().alias("day")).collect()
+
+    @dg.asset
+    def countries() -> pl.DataFrame:
+        return pl.DataFrame({"country": ["DE", "FR"]})
+
+    @dg.asset
+    def country_count(countries: pl.DataFrame) -> pl.DataFrame:
+        return countries.select(pl.len().alias("n"))
+
+    everything = [daily_numbers, first_and_last, third_day]
+    result = dg.materialize(everything, resources=resources, instance=instance, partition_key="2025-01-03",
+                            selection=[first_and_last, third_day])
     assert result.success
-    assert _table(tmp_path, "first_and_last", "2025-01-03").rows() == [(10,), (30,), (31,), (32,)]
+    stored = Lake(str(tmp_path / root))
+    first_and_last_stored = pl.read_parquet(stored.table_url("first_and_last", "date", "2025-01-03"), glob=False)
+    assert first_and_last_stored.rows() == [(10,), (30,), (31,), (32,)]
+    assert pl.read_parquet(stored.table_url("third_day", "date", "2025-01-03"), glob=False).rows() == [(30, 3), (31, 3), (32, 3)]
+    assert dg.materialize([countries, country_count], resources=resources, instance=instance).success
+    assert pl.read_parquet(stored.table_url("country_count"), glob=False).rows() == [(2,)]
 
 
 def test_missing_upstream_partition_is_named(tmp_path, instance):
@@ -275,6 +354,75 @@ def test_stored_partitions_are_found_and_missing_ones_named(lake_url):
     assert lake.stored_tables("nothing_yet", "date", keys) == ([], keys)
 
 
+@pytest.fixture(params=["env=prod", "churn [copy]", pytest.param("s3", marks=pytest.mark.s3)])
+def odd_root(request, tmp_path) -> str:
+    """A lake root a hive reader or a glob would misread: under a ``key=value`` folder or with glob brackets,
+    or on S3 under an ``env=prod/`` prefix."""
+    if request.param == "s3":
+        request.getfixturevalue("s3_server")
+        return f"s3://lake/{tmp_path.name}/env=prod/churn"
+    return str(tmp_path / request.param / "lake")
+
+
+def test_ingest_runs_on_a_lake_under_a_key_value_or_glob_folder(odd_root, tmp_path, instance):
+    """raw_events, install_times and user_daily over three days, then one day again: every input is read
+    back, a range of partitions and a single one, whatever the folders above the lake's own."""
+    landing = str(tmp_path / "landing")
+    for day in ("2025-01-01", "2025-01-02", "2025-01-03"):
+        events = [amplitude_row(f"{day}-{i}", f"u{i % 3}", f"{day} 0{i}:00:00.000000") for i in range(6)]
+        write_landing_day(landing, day, {"part-00000.jsonl": jsonl(events)})
+    resources = build_resources(ChurnSettings(data_url=odd_root, landing_url=landing))
+
+    assert materialize_ingest(resources, instance, "2025-01-01", "2025-01-03").success
+    RECENT.forget("raw_events")  # as a new process, which reads the day back from storage
+    RECENT.forget("install_times")
+    again = materialize_ingest(resources, instance, "2025-01-03", selection=["install_times", "user_daily"])
+
+    assert again.success
+    lake = Lake(odd_root)
+    users = lake.scan_tables([lake.table_url("user_daily", "date", "2025-01-03")], {"date": pl.Date})
+    assert users.select("user_id", "date").sort("user_id").collect().rows() == [(f"u{i}", D3) for i in range(3)]
+
+
+@pytest.mark.parametrize("name", ["data.parquet", "model.ubj"])
+def test_a_write_returns_the_version_a_look_up_then_finds(lake_url, name):
+    """The version of the file a write left comes from the write itself (another writer may replace the
+    file right after it), in the form a later look-up gives, and changes with each write."""
+    lake = Lake(lake_url)
+    url = f"{lake.partition_url('daily', 'date', '2025-01-01')}/{name}"
+    first = lake.write_bytes(url, b"first")
+    assert first.version == lake.checksum(url)
+    second = lake.write_bytes(url, b"second")
+    assert second.version == lake.checksum(url) != first.version
+
+
+@pytest.mark.s3
+def test_a_missing_bucket_or_refused_credentials_are_named(s3_server, tmp_path, instance, monkeypatch):
+    """A misspelt bucket in CHURN_DATA_URL, or wrong credentials: the error names the URL and says which,
+    rather than "The specified bucket does not exist", "Forbidden", or nothing stored yet."""
+    missing = f"s3://no-such-bucket/{tmp_path.name}"
+    resources = {"io_manager": PartitionedParquetIOManager(base_url=missing)}
+    said = r"S3 bucket 'no-such-bucket' does not exist at http://127\.0\.0\.1:\d+: could not {} " + missing
+    with pytest.raises(BucketNotFoundError, match=said.format("write") + "/daily_numbers/date=2025-01-01/"):
+        dg.materialize([daily_numbers], resources=resources, instance=instance, tags=_range("2025-01-01", "2025-01-02"))
+    for keys in (["2025-01-01"], ["2025-01-01", "2025-01-02"]):  # a look-up, a listing
+        with pytest.raises(BucketNotFoundError, match=said.format("(?:look up|list)") + "/daily_numbers/"):
+            Lake(missing).stored_tables("daily_numbers", "date", keys)
+
+    lake = Lake(f"s3://lake/{tmp_path.name}")
+    lake.write_table(lake.table_url("daily", "date", "2025-01-01"), pl.DataFrame({"value": [1]}))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    S3FileSystem.clear_instance_cache()  # s3fs clients keep the credentials they were made with
+    try:
+        with pytest.raises(StorageAccessDeniedError, match=rf"denied access: could not list {lake.root_url}/daily/"):
+            Lake(lake.root_url).stored_tables("daily", "date", ["2025-01-01", "2025-01-02"])
+        with pytest.raises(StorageAccessDeniedError, match="check the AWS credentials .* on bucket 'lake'"):
+            Lake(lake.root_url).write_table(lake.table_url("daily", "date", "2025-01-02"), pl.DataFrame({"v": [1]}))
+    finally:
+        monkeypatch.undo()
+        S3FileSystem.clear_instance_cache()
+
+
 @pytest.mark.s3
 def test_an_input_of_several_partitions_is_read_from_local_copies_on_s3(s3_server, tmp_path, instance):
     """On S3 an input spanning partitions is downloaded once, concurrently, and scanned on local disk
@@ -309,7 +457,9 @@ def test_an_input_of_several_partitions_is_read_from_local_copies_on_s3(s3_serve
     for name in ("first", "second"):  # each day's rows, its date from its copy's path
         written = Lake(base).scan_tables([f"{base}/{name}/date=2025-01-03/data.parquet"], {"date": pl.Date})
         assert written.collect().select("day", "value").rows() == expected
-    downloaded = [c for c in Path(LOCAL_COPIES.root).rglob("*.parquet") if "written" not in c.parts]
+    # (the links a step's scan reads its inputs through are not copies)
+    copies = [c for c in Path(LOCAL_COPIES.root).rglob("*.parquet") if not c.is_symlink()]
+    downloaded = [c for c in copies if "written" not in c.parts]
     assert len(downloaded) == 3, "the first step's copies went when the second made its own"
     assert all(f"{tmp_path.name}/daily_numbers/date=2025-01-0" in str(c) for c in downloaded)
 

@@ -20,16 +20,62 @@ class StorageUnreachableError(ConnectionError):
     """The object store could not be reached at all (as opposed to a missing or unreadable object)."""
 
 
+class BucketNotFoundError(OSError):
+    """The S3 bucket of a URL does not exist (a misspelt ``CHURN_DATA_URL``, say). Not a FileNotFoundError:
+    callers that look an object up take that as the object being absent, and would report nothing stored."""
+
+
+class StorageAccessDeniedError(PermissionError):
+    """S3 refused a request: wrong credentials, or credentials without the permission."""
+
+
 @contextmanager
 def reaching(url: str, action: str) -> Iterator[None]:
-    """Turns "could not connect" errors of an S3 call into one that says S3 was unreachable, and where."""
+    """Turns the errors of an S3 call that say neither where nor what plainly (botocore's and s3fs's "could
+    not connect", "The specified bucket does not exist", "Forbidden") into ones that name the URL and say
+    that S3 was unreachable, that the bucket does not exist, or that access was denied."""
     try:
         yield
     except (botocore.exceptions.ConnectionError, ConnectionRefusedError, ConnectionResetError) as exc:
         if not is_s3(url):
             raise
-        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or "AWS S3"
-        raise StorageUnreachableError(f"S3 unreachable at {endpoint}: could not {action} {url}: {exc}") from exc
+        raise StorageUnreachableError(f"S3 unreachable at {_endpoint()}: could not {action} {url}: {exc}") from exc
+    except FileNotFoundError as exc:
+        if not is_s3(url) or _s3_error_code(exc) != "NoSuchBucket":
+            raise
+        raise bucket_not_found(url, action) from exc
+    except PermissionError as exc:
+        if not is_s3(url) or isinstance(exc, StorageAccessDeniedError):
+            raise
+        raise StorageAccessDeniedError(
+            f"S3 at {_endpoint()} denied access: could not {action} {url} ({exc}); check the AWS credentials "
+            f"(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and their permissions on bucket {_bucket(url)!r}"
+        ) from exc
+
+
+def bucket_not_found(url: str, action: str) -> BucketNotFoundError:
+    """The error for an S3 ``url`` whose bucket does not exist."""
+    return BucketNotFoundError(
+        f"S3 bucket {_bucket(url)!r} does not exist at {_endpoint()}: could not {action} {url}; "
+        "check the bucket in the URL (CHURN_DATA_URL, CHURN_LANDING_URL)"
+    )
+
+
+def _s3_error_code(exc: BaseException | None) -> str | None:
+    """The S3 error code behind an error s3fs raised (it turns botocore's into OSErrors), if any."""
+    while exc is not None:
+        if isinstance(exc, botocore.exceptions.ClientError):
+            return exc.response.get("Error", {}).get("Code")
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _endpoint() -> str:
+    return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or "AWS S3"
+
+
+def _bucket(url: str) -> str:
+    return url.removeprefix("s3://").split("/", 1)[0]
 
 
 def is_s3(url: str) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import datetime as dt
 import hashlib
 import io
 import os
@@ -26,7 +27,14 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from churn_assets.resources.filesystems import filesystem, is_s3, join, polars_storage_options, reaching
+from churn_assets.resources.filesystems import (
+    bucket_not_found,
+    filesystem,
+    is_s3,
+    join,
+    polars_storage_options,
+    reaching,
+)
 
 TABLE_FILE = "data.parquet"
 _STALE_TMP_SECONDS = 3600
@@ -38,6 +46,7 @@ class WrittenFile:
     content_hash: str
     size_bytes: int
     etag: str | None = None  # S3's, when the store gave it
+    version: str | None = None  # the file's Lake.checksum as this write left it (None: the store gave no ETag)
 
 
 def content_hash(data: bytes) -> str:
@@ -47,6 +56,21 @@ def content_hash(data: bytes) -> str:
 def some_keys(keys: list[str]) -> str:
     """Partition keys for a message: the first five, and how many more."""
     return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+
+def partition_key(url: str, column: str) -> str:
+    """The key of the partition table at ``url``, from its folder's name alone (``.../{column}=KEY/data.parquet``):
+    the folders above it, the lake's root, may hold ``key=value`` names of their own."""
+    folder = url.rstrip("/").split("/")[-2]
+    name, equals, key = folder.partition("=")
+    if name != column or not equals:
+        raise ValueError(f"{url} is not a partition table of a {column!r} partition (no {column}=KEY folder)")
+    return key
+
+
+def partition_value(key: str, dtype: pl.DataType) -> pl.Expr:
+    """The partition ``key`` as a literal of its column's type (a ``date`` key is a Date)."""
+    return pl.lit(dt.date.fromisoformat(key) if dtype == pl.Date else key, dtype)
 
 
 def parquet_bytes(frame: pl.DataFrame, row_group_rows: int | None = None) -> bytes:
@@ -91,19 +115,33 @@ class Lake:
         else:
             listed = {url: "" for url in urls.values() if self.exists(url)}
         missing = [key for key, url in urls.items() if url not in listed]
+        if not listed and is_s3(self.root_url):  # a bucket that does not exist holds nothing either
+            self._require_bucket(urls[keys[0]])
         return {url: listed[url] for url in urls.values() if url in listed}, missing
+
+    def _require_bucket(self, url: str) -> None:
+        """Fails, saying so, when ``url``'s S3 bucket does not exist."""
+        with reaching(url, "look up"):
+            exists = self.fs.exists(self.fs.split_path(url)[0])
+        if not exists:
+            raise bucket_not_found(url, "look up")
 
     # -- writes -----------------------------------------------------------------------------------
     def write_bytes(self, url: str, data: bytes) -> WrittenFile:
+        """Stores ``data`` at ``url`` atomically; the result's ``version`` is what :meth:`checksum` says of the
+        file this write left, taken from the write itself: a look-up after it could see another writer's file."""
         etag = None
         if is_s3(url):
             with reaching(url, "write"):
                 response = self.fs.pipe_file(url, data)
             # One PUT answers with the object's ETag; s3fs's multipart upload (files of 100 MB and more) does not.
             etag = response.get("ETag") if isinstance(response, dict) else None
+            version = _etag_version(etag) if etag else None
         else:
-            _atomic_local_write(url, data)
-        return WrittenFile(url=url, content_hash=content_hash(data), size_bytes=len(data), etag=etag)
+            version = _stat_version(_atomic_local_write(url, data))
+        return WrittenFile(
+            url=url, content_hash=content_hash(data), size_bytes=len(data), etag=etag, version=version
+        )
 
     def write_table(self, url: str, frame: pl.DataFrame, row_group_rows: int | None = None) -> WrittenFile:
         return self.write_bytes(url, parquet_bytes(frame, row_group_rows))
@@ -133,34 +171,59 @@ class Lake:
             return self.fs.exists(url)
 
     def checksum(self, url: str) -> str:
-        """A token that changes when the file at ``url`` is rewritten (fsspec's: its size, modification time
-        and inode locally, its ETag on S3)."""
+        """A token that changes when the file at ``url`` is rewritten: its size, modification time and inode
+        locally, its ETag on S3 (what :meth:`write_bytes` returns as the written file's ``version``)."""
+        if not is_s3(url):
+            return _stat_version(os.stat(url))
         with reaching(url, "look up"):
-            return str(self.fs.checksum(url))
+            return _etag_version(self.fs.info(url)["ETag"])
 
     def read_bytes(self, url: str) -> bytes:
         with reaching(url, "read"):
             return self.fs.cat_file(url)
 
-    def scan_tables(self, urls: list[str], hive_schema: dict[str, pl.DataType]) -> pl.LazyFrame:
-        """A lazy scan of partition tables; the hive column comes from each path, so filters on it prune files.
+    def scan_tables(self, urls: list[str], partition: dict[str, pl.DataType]) -> pl.LazyFrame:
+        """A lazy scan of exactly the partition tables ``urls``, with the partition column (``partition``: its
+        name and type) holding each table's key, from its folder's name (:func:`partition_key`).
+
+        No other part of a path is parsed or expanded: the root may hold ``key=value`` folders (a hive-style
+        prefix, ``s3://bucket/env=prod/churn``) and glob characters (``[``, ``?``, ``*``). A filter on the
+        partition column does not prune the tables here; a scan that must, such as the IO manager's inputs,
+        reads local files through :func:`scan_linked_tables`.
 
         The first file's columns are the scan's. A later file's columns beyond them are not read (partitions
         written before a table lost columns, such as labels that carried their snapshot's features); a column
         the reader asks for and a file lacks is still an error.
         """
-        return pl.scan_parquet(
-            urls,
-            hive_partitioning=True,
-            hive_schema=hive_schema,
-            storage_options=polars_storage_options(urls[0]),
-            extra_columns="ignore",
-        )
+        ((column, dtype),) = partition.items()
+        options = polars_storage_options(urls[0])
+        schema = pl.scan_parquet(urls[0], glob=False, storage_options=options).collect_schema()
+        tables = [
+            pl.scan_parquet(url, glob=False, schema=schema, extra_columns="ignore", storage_options=options)
+            .with_columns(partition_value(partition_key(url, column), dtype).alias(column))
+            for url in urls
+        ]
+        return pl.concat(tables, how="vertical")
+
+
+def scan_linked_tables(folder: str, partition: dict[str, pl.DataType]) -> pl.LazyFrame:
+    """A lazy scan of the tables a folder of links holds (:meth:`LocalCopies.links`), with the partition column
+    parsed from the links' folders alone, so a filter on it reads only the tables it selects.
+
+    The first file's columns are the scan's, as in :meth:`Lake.scan_tables`.
+    """
+    return pl.scan_parquet(
+        folder.rstrip("/") + "/",
+        hive_partitioning=True,
+        hive_schema=partition,
+        glob=False,
+        extra_columns="ignore",
+    )
 
 
 class LocalCopies:
     """Local copies of S3 partition tables, for the steps of one process: the range partitions it wrote,
-    and the inputs a step downloaded.
+    and the inputs a step downloaded; and the folders of links a step's inputs are scanned through.
 
     A scan of S3 files costs requests for each file it reads, on each collect: a footer, then ranges.
     Those are round trips, one after another. ``features`` reads its 28-day window in ~23 slices of
@@ -173,8 +236,10 @@ class LocalCopies:
       is used only while the listing of the input shows that ETag, so another writer's version is
       downloaded instead.
     * The rest of an input spanning partitions is downloaded once, concurrently.
+    * An input spanning partitions, local or copied, is scanned through a folder of links that name only
+      their partition (``links``), so the scan finds the partition column there and nowhere else in a path.
 
-    Nothing a step may still scan is removed under it: the downloads of a step, and the copies of assets
+    Nothing a step may still scan is removed under it: the downloads and links of a step, and the copies of assets
     fallen out of the last ``assets``, are removed when another step begins (asks for copies or keeps one),
     and the lot when the process exits. Everything goes under the temporary directory (``TMPDIR``); what a
     process that was killed left is removed by the next one (``remove_stale_copies``).
@@ -215,6 +280,21 @@ class LocalCopies:
                 lake.fs.get(missing, targets)  # concurrently
             paths.update(zip(missing, targets, strict=True))
         return [paths[url] for url in urls]
+
+    def links(self, paths: list[str], column: str, keys: list[str], owner: str) -> str:
+        """A new folder holding a link ``{column}=KEY/data.parquet`` to each local table of ``paths`` (the
+        partitions ``keys``), for :func:`scan_linked_tables`: the tables' own paths may hold other
+        ``key=value`` folders (the lake's root, ``TMPDIR``), which a hive scan of them would take for columns."""
+        with self._lock:
+            root = self._begin(owner)
+        folder = tempfile.mkdtemp(dir=root, prefix="links-")
+        with self._lock:
+            self._downloads.append(folder)
+        for path, key in zip(paths, keys, strict=True):
+            partition = os.path.join(folder, f"{column}={key}")
+            os.mkdir(partition)
+            os.symlink(os.path.abspath(path), os.path.join(partition, TABLE_FILE))
+        return folder
 
     def keep(self, lake: Lake, written: WrittenFile, data: bytes, asset: str, owner: str) -> None:
         """Keeps ``data``, just stored at ``written.url`` with ``written.etag``, for the next steps that read
@@ -296,7 +376,9 @@ def _is_running(pid: int) -> bool:
     return True
 
 
-def _atomic_local_write(path: str, data: bytes, durable: bool = True) -> None:
+def _atomic_local_write(path: str, data: bytes, durable: bool = True) -> os.stat_result:
+    """Writes ``path`` through a temporary file renamed over it; returns the file's stat as written (its
+    size, modification time and inode stay those of the file the rename puts in place)."""
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     _remove_stale_temporaries(folder)
@@ -305,14 +387,24 @@ def _atomic_local_write(path: str, data: bytes, durable: bool = True) -> None:
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
+            handle.flush()
             if durable:  # a temporary copy need not survive a crash of the machine
-                handle.flush()
                 os.fsync(handle.fileno())
+            written = os.fstat(handle.fileno())  # after the last write: closing changes none of it
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    return written
+
+
+def _stat_version(stat: os.stat_result) -> str:
+    return f"{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ino}"
+
+
+def _etag_version(etag: str) -> str:
+    return etag.strip('"')
 
 
 def _remove_stale_temporaries(folder: str) -> None:

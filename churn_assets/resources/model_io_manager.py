@@ -34,6 +34,7 @@ from pydantic import Field
 
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.parquet_io_manager import MissingPartitionError, PartitionStream, _keys_to_read
+from churn_assets.resources.parquet_io_manager import each_partition_once
 
 MODEL_FILE = "model.ubj"
 REFERENCE_FILE = "reference_sample.parquet"
@@ -144,7 +145,7 @@ class ModelIOManager(dg.ConfigurableIOManager):
         keys = list(context.asset_partition_keys)
         pairs: Iterable[tuple[str, ChurnModel]] = [(keys[0], obj)] if isinstance(obj, ChurnModel) else obj
         written = []
-        for key, churn_model in pairs:
+        for key, churn_model in each_partition_once(asset, keys, pairs):
             if key not in keys:
                 raise ValueError(f"{asset} produced a model for {key!r}, outside the run's partitions {keys}")
             metadata = self.write(asset, key, churn_model)

@@ -26,7 +26,7 @@ import typing
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 import polars as pl
@@ -34,8 +34,19 @@ from pydantic import Field
 
 from churn_assets.partitions import partition_column
 from churn_assets.resources.filesystems import is_s3, polars_storage_options
-from churn_assets.resources.lake import LOCAL_COPIES, Lake, WrittenFile, parquet_bytes, some_keys
+from churn_assets.resources.lake import (
+    LOCAL_COPIES,
+    Lake,
+    WrittenFile,
+    parquet_bytes,
+    partition_value,
+    scan_linked_tables,
+    some_keys,
+)
 from churn_assets.threads import ordered_map
+
+T = TypeVar("T")
+
 
 class PartitionStream:
     """What a range-aware asset returns: its partitions one at a time, in order, as ``(key, frame)``.
@@ -60,13 +71,14 @@ S3_UPLOADS = 4
 
 class RecentPartitions:
     """The single partitions the last ``assets`` assets wrote in this process, as written, each with the
-    stored file's fsspec checksum (size, modification time and inode, or S3's ETag) when it was written.
+    version of the file its write left (``Lake.checksum``'s token: size, modification time and inode, or S3's
+    ETag), taken from the write itself: a look-up after it could pair the frame with another run's file.
 
     A run of one day reads each partition it writes back one to three times (the asset's checks, the next
     assets); a day of ~10 M events is ~1.5 s of CPU to decode each time. A partition is handed out only
     while its file is unchanged, so another run's rewrite is read from storage. A range run's partitions
-    are not kept (they would hold the range in memory); writing any partition of an asset forgets the ones
-    kept for it.
+    are not kept (they would hold the range in memory), nor is a file whose write gave no version (an S3
+    multipart upload); writing any partition of an asset forgets the ones kept for it.
     """
 
     def __init__(self, assets: int = 2):
@@ -133,19 +145,11 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             written_hashes.append(written.content_hash)
             metadata = _table_metadata(frame, written, declared, rows)
             if len(keys) == 1:
-                RECENT.keep(asset, written.url, self.lake.checksum(written.url), frame)
+                if written.version is not None:
+                    RECENT.keep(asset, written.url, written.version, frame)
                 context.add_output_metadata(metadata)
             else:
                 context.step_context.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=key)
-
-        def partitions() -> Iterator[tuple[str, pl.DataFrame]]:
-            for key, frame in _split_by_partition(obj, column, keys):
-                if key not in keys:
-                    raise ValueError(
-                        f"{asset} produced rows for partition {key!r}, outside the run's partitions "
-                        f"{keys[0]}..{keys[-1]}"
-                    )
-                yield key, frame
 
         lake, step = self.lake, context.step_context.step.key
         keeps_copies = len(keys) > 1 and is_s3(self.base_url)
@@ -171,14 +175,13 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         at_once = S3_UPLOADS if is_s3(self.base_url) else 1
         with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="upload") as uploads:
             in_flight: deque[tuple] = deque()
-            for item in ordered_map(functools.partial(write, uploads=uploads), partitions(), workers=1):
+            partitions = each_partition_once(asset, keys, _split_by_partition(obj, asset, column, keys))
+            for item in ordered_map(functools.partial(write, uploads=uploads), partitions, workers=1):
                 in_flight.append(item)
                 while in_flight and (len(in_flight) > at_once or in_flight[0][3].done()):
                     record(*in_flight.popleft())
             while in_flight:
                 record(*in_flight.popleft())
-        if len(written_hashes) != len(keys):
-            raise ValueError(f"{asset} wrote {len(written_hashes)} of the run's {len(keys)} partitions")
         if len(keys) == 1:
             # The content hash is the data version, so Dagster sees unchanged data as unchanged.
             context.step_context.set_data_version(context.asset_key, dg.DataVersion(written_hashes[0]))
@@ -189,7 +192,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         wants = context.dagster_type.typing_type
         if not context.has_asset_partitions:
             url = self.lake.table_url(asset)
-            return _as_requested(pl.scan_parquet(url, storage_options=polars_storage_options(url)), wants)
+            scan = pl.scan_parquet(url, glob=False, storage_options=polars_storage_options(url))
+            return _as_requested(scan, wants)
 
         column = partition_column(context.asset_partitions_def)
         keys = _keys_to_read(context)
@@ -204,14 +208,17 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 f"{asset} has no stored partition {some_keys(missing)} under {self.lake.root_url}: "
                 f"materialize {asset} for those partitions first"
             )
+        partition = {column: _HIVE_TYPES[column]}
         recent = RECENT.get(asset, urls[0], self.lake) if len(urls) == 1 else None
         if recent is not None:  # the frame the file holds, with the partition column a scan adds last
-            key = pl.lit(keys[0]).str.to_date() if column == "date" else pl.lit(keys[0])
-            lazy = recent.lazy().with_columns(key.cast(_HIVE_TYPES[column]).alias(column))
-        else:
-            if len(urls) > 1 and is_s3(urls[0]):  # requests one after another: one download of each file
-                urls = LOCAL_COPIES.of(self.lake, urls, owner=context.step_context.step.key, etags=found)
-            lazy = self.lake.scan_tables(urls, {column: _HIVE_TYPES[column]})
+            lazy = recent.lazy().with_columns(partition_value(keys[0], partition[column]).alias(column))
+        elif len(urls) == 1:
+            lazy = self.lake.scan_tables(urls, partition)
+        else:  # a filter on the partition column reads only the files it selects
+            step = context.step_context.step.key
+            if is_s3(urls[0]):  # requests one after another: one download of each file
+                urls = LOCAL_COPIES.of(self.lake, urls, owner=step, etags=found)
+            lazy = scan_linked_tables(LOCAL_COPIES.links(urls, column, keys, owner=step), partition)
         return _as_requested(lazy, wants)
 
 
@@ -241,21 +248,47 @@ def _to_polars(frame: Any) -> pl.DataFrame:
     raise TypeError(f"the parquet IO manager stores polars or pandas frames, not {type(frame).__name__}")
 
 
-def _split_by_partition(obj: Any, column: str, keys: list[str]) -> Iterable[tuple[str, pl.DataFrame]]:
+def each_partition_once(asset: str, keys: list[str], partitions: Iterable[tuple[str, T]]) -> Iterator[tuple[str, T]]:
+    """``partitions``, ``(key, value)`` pairs of ``asset``, as they come; fails at a key outside the run's
+    ``keys`` or seen before, and at the end when some of ``keys`` never came (Dagster would record them as
+    materialized)."""
+    wanted, seen = set(keys), set()
+    for key, value in partitions:
+        if key not in wanted:
+            raise ValueError(
+                f"{asset} produced partition {key!r}, outside the run's partitions {keys[0]}..{keys[-1]}"
+            )
+        if key in seen:
+            raise ValueError(f"{asset} produced partition {key!r} twice; each of the run's partitions comes once")
+        seen.add(key)
+        yield key, value
+    missing = [key for key in keys if key not in seen]
+    if missing:
+        raise ValueError(
+            f"{asset} produced no partition {some_keys(missing)} ({len(missing)} of the run's {len(keys)}); "
+            "nothing was stored for them"
+        )
+
+
+def _split_by_partition(obj: Any, asset: str, column: str, keys: list[str]) -> Iterable[tuple[str, pl.DataFrame]]:
     """Each partition's rows, without the partition column (the folder name carries it)."""
     if isinstance(obj, (pl.DataFrame, pl.LazyFrame)) or _is_pandas_frame(obj):
         frame = _to_polars(obj)
         if column not in frame.columns:
             if len(keys) != 1:
                 raise ValueError(
-                    f"an output covering {len(keys)} partitions needs a {column!r} column to split on"
+                    f"{asset}: an output covering {len(keys)} partitions ({keys[0]}..{keys[-1]}) needs a "
+                    f"{column!r} column to split on"
                 )
             yield keys[0], frame
             return
         as_keys = _partition_keys(frame.get_column(column), column)
         unknown = set(as_keys.unique().to_list()) - set(keys)
         if unknown:
-            raise ValueError(f"rows for partitions {sorted(map(str, unknown))} outside the run's {keys}")
+            raise ValueError(
+                f"{asset} produced rows for partitions {some_keys(sorted(map(str, unknown)))}, outside the run's "
+                f"partitions {keys[0]}..{keys[-1]}"
+            )
         frame = frame.with_columns(as_keys.alias("__key"))
         for key in keys:
             yield key, frame.filter(pl.col("__key") == key).drop("__key", column)
