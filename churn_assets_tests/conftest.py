@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import signal
+import threading
 import warnings
 from pathlib import Path
 
@@ -63,3 +66,30 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
             else:
                 os.environ[key] = value
 
+
+# -- a webhook that records what is posted to it (run_failure_alert) ------------------------------
+class _Webhook(http.server.BaseHTTPRequestHandler):
+    received: list
+    status = 200
+
+    def do_POST(self):  # noqa: N802 - the http.server API
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append((self.headers["Content-Type"], json.loads(body)))
+        self.send_response(type(self).status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    handler = type("Webhook", (_Webhook,), {"received": [], "status": 200})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield handler, f"http://127.0.0.1:{server.server_address[1]}/alerts"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,7 +1,9 @@
 """The daemon: ``dagster-daemon run`` on a temp instance with the landing sensor turned on; a landing day
-dropped while it runs becomes a successful daily_refresh run, queued and launched like in production."""
+dropped while it runs becomes a successful daily_refresh run, queued and launched like in production; a run
+of the CLI that fails is posted to the alert webhook."""
 
 import json
+import subprocess
 
 import dagster as dg
 import pytest
@@ -39,10 +41,14 @@ def _sensor_state(instance: dg.DagsterInstance, name: str):
     return next((s for s in instance.all_instigator_state() if s.instigator_name == name), None)
 
 
-def test_daemon_refreshes_a_day_that_lands_while_it_runs(tmp_path):
+def test_daemon_refreshes_a_day_that_lands_while_it_runs(tmp_path, webhook):
     home = instance_home(tmp_path / "dagster_home", create_storage=True)
     lake_url, landing_url = str(tmp_path / "lake"), str(tmp_path / "landing")
-    env = run_env(home, CHURN_DATA_URL=lake_url, CHURN_LANDING_URL=landing_url, CHURN_LANDING_SENSOR_INTERVAL="2")
+    received, webhook_url = webhook
+    env = run_env(
+        home, CHURN_DATA_URL=lake_url, CHURN_LANDING_URL=landing_url, CHURN_LANDING_SENSOR_INTERVAL="2",
+        CHURN_ALERT_WEBHOOK=webhook_url,
+    )
     workspace = str(ROOT / "workspace.yaml")
 
     # Turned on the way an operator does it; the state lives in the instance, not in the code.
@@ -86,5 +92,19 @@ def test_daemon_refreshes_a_day_that_lands_while_it_runs(tmp_path):
             cursor = json.loads(_sensor_state(instance, "landing_sensor").instigator_data.cursor)
             assert list(cursor) == [DAY]
             assert len(instance.get_runs()) == 1
+
+            # A backfill from the CLI belongs to no code location; run_failure_alert, running by default,
+            # still posts its failure (a day that never landed).
+            missing = "2025-01-05"
+            cli = subprocess.run(
+                [executable("dagster"), "asset", "materialize", "-m", "churn_assets.definitions",
+                 "--select", "raw_events", "--partition", missing],
+                env=env, cwd=ROOT, capture_output=True, text=True, timeout=180,
+            )
+            assert cli.returncode != 0 and "no landing folder for 2025-01-05" in cli.stdout + cli.stderr
+            wait_until(lambda: received.received, 90, "the failure alert of the CLI run", daemon, interval=0.5)
+            ((_, alert),) = received.received
+            assert alert["partition"] == missing and alert["failed_steps"] == ["raw_events"]
+            assert "no landing folder for 2025-01-05" in alert["error"]
     finally:
         daemon.stop()

@@ -3,10 +3,8 @@ its cool-down, and the run-failure alert posted to an HTTP server started by the
 
 import datetime as dt
 import gzip
-import http.server
 import json
 import os
-import threading
 import time
 import uuid
 
@@ -278,33 +276,6 @@ def test_drift_sensor_over_a_backlog_retrains_the_current_month_and_reads_past_i
 
 
 # -- run failure alert ------------------------------------------------------------------------------
-class _Webhook(http.server.BaseHTTPRequestHandler):
-    received: list
-    status = 200
-
-    def do_POST(self):  # noqa: N802 - the http.server API
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append((self.headers["Content-Type"], json.loads(body)))
-        self.send_response(type(self).status)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def webhook():
-    handler = type("Webhook", (_Webhook,), {"received": [], "status": 200})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield handler, f"http://127.0.0.1:{server.server_address[1]}/alerts"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def _failed_user_daily_run(instance, local_resources) -> dg.ExecuteInProcessResult:
     """user_daily of a day whose raw_events were never materialized: a real failure, no retries."""
     result = dg.materialize(

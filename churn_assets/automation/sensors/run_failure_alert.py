@@ -84,6 +84,9 @@ def _range(start: str | None, end: str | None) -> str | None:
 @dg.run_failure_sensor(
     name="run_failure_alert",
     default_status=dg.DefaultSensorStatus.RUNNING,
+    # Every run of the instance: a run started by `dagster asset materialize` (a backfill, a CronJob) belongs
+    # to no code location, and a sensor watching only its own location's runs never saw it fail.
+    monitor_all_code_locations=True,
     description="Logs every failed run and posts {run_id, job, failed_steps, error} to CHURN_ALERT_WEBHOOK when it is set.",
 )
 def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertWebhook) -> None:
