@@ -69,8 +69,17 @@ def resolve_url(url: str) -> str:
         if url.startswith("file://"):
             url = url[len("file://") :]
         else:
+            if not url.removeprefix("s3://").split("/", 1)[0]:
+                raise ValueError(f"storage URL {url!r} names no bucket: use s3://bucket/prefix")
             return url.rstrip("/")
     return str(Path(url).expanduser().resolve())
+
+
+def _parse_url(name: str, value: str) -> str:
+    try:
+        return resolve_url(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from exc
 
 
 def _parse_date(name: str, value: str) -> dt.date:
@@ -126,8 +135,8 @@ class ChurnSettings:
         env = dict(os.environ if env is None else env)
         event_types = _parse_event_types(env.get("CHURN_EVENT_TYPES", ",".join(DEFAULT_EVENT_TYPES)))
         return cls(
-            data_url=resolve_url(env.get("CHURN_DATA_URL") or "./data/lake"),
-            landing_url=resolve_url(env.get("CHURN_LANDING_URL") or "./data/landing"),
+            data_url=_parse_url("CHURN_DATA_URL", env.get("CHURN_DATA_URL") or "./data/lake"),
+            landing_url=_parse_url("CHURN_LANDING_URL", env.get("CHURN_LANDING_URL") or "./data/landing"),
             start_date=_parse_date("CHURN_START_DATE", env.get("CHURN_START_DATE") or "2025-01-01"),
             event_types=event_types,
             alert_webhook=env.get("CHURN_ALERT_WEBHOOK") or None,

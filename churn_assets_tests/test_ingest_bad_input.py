@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -312,6 +313,10 @@ def test_a_day_mostly_quarantined_stops_what_reads_it(local_settings, local_reso
     metadata = {key: value.value for key, value in check.metadata.items()}
     assert metadata["days_mostly_quarantined"] == 1 and metadata["mostly_quarantined"] == day
     assert metadata["largest_quarantined_share"] == pytest.approx(4 / 7)
+    # What the CLI prints says why, not only which check failed.
+    assert check.description == f"failed: days_mostly_quarantined = 1 (mostly_quarantined: {day})"
+    errors = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.level == logging.ERROR]
+    assert check.description in errors
     assert read_partition(local_settings.data_url, "raw_events", day).height == 3
     reasons = read_partition(local_settings.data_url, "raw_events_quarantine", day).get_column("reason")
     assert reasons.to_list() == ["unparsable_event_time"] * 4

@@ -19,7 +19,7 @@ import pytest
 from s3fs import S3FileSystem
 
 from churn_assets.config import ChurnSettings
-from churn_assets.resources import build_resources
+from churn_assets.resources import LandingZone, build_resources
 from churn_assets.resources.filesystems import BucketNotFoundError, StorageAccessDeniedError
 from churn_assets.resources.lake import LOCAL_COPIES, Lake, remove_stale_copies
 from churn_assets.resources.parquet_io_manager import (
@@ -422,6 +422,29 @@ def test_a_missing_bucket_or_refused_credentials_are_named(s3_server, tmp_path, 
         monkeypatch.undo()
         S3FileSystem.clear_instance_cache()
 
+    # No credentials at all (a deployment without its AWS variables): said so, naming them.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    S3FileSystem.clear_instance_cache()
+    try:
+        with pytest.raises(StorageAccessDeniedError, match=rf"no AWS credentials to write {lake.root_url}/daily/.*"
+                           "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
+            Lake(lake.root_url).write_table(lake.table_url("daily", "date", "2025-01-02"), pl.DataFrame({"v": [1]}))
+    finally:
+        monkeypatch.undo()
+        S3FileSystem.clear_instance_cache()
+
+
+@pytest.mark.s3
+def test_a_landing_zone_in_a_missing_bucket_is_named(s3_server, tmp_path):
+    """A misspelt landing bucket is not "no landing folder for D" (a day not delivered yet)."""
+    landing = LandingZone(url=f"s3://no-such-landing/{tmp_path.name}")
+    with pytest.raises(BucketNotFoundError, match="S3 bucket 'no-such-landing' does not exist"):
+        landing.data_files(dt.date(2025, 1, 1))
+
 
 @pytest.mark.s3
 def test_an_input_of_several_partitions_is_read_from_local_copies_on_s3(s3_server, tmp_path, instance):
@@ -732,8 +755,11 @@ def test_storage_urls_follow_the_contract(tmp_path, monkeypatch):
     assert defaults.landing_url == str(tmp_path / "data" / "landing")
     assert ChurnSettings.from_env({"CHURN_DATA_URL": "s3://bucket/prefix/"}).data_url == "s3://bucket/prefix"
     assert ChurnSettings.from_env({"CHURN_LANDING_URL": "rel/landing"}).landing_url == str(tmp_path / "rel" / "landing")
-    with pytest.raises(ValueError, match="unsupported storage URL"):
+    with pytest.raises(ValueError, match="CHURN_DATA_URL: unsupported storage URL"):
         ChurnSettings.from_env({"CHURN_DATA_URL": "gs://bucket/lake"})
+    for no_bucket in ("s3://", "s3:///lake"):
+        with pytest.raises(ValueError, match=f"CHURN_LANDING_URL: storage URL '{no_bucket}' names no bucket"):
+            ChurnSettings.from_env({"CHURN_LANDING_URL": no_bucket})
     lake = Lake("s3://bucket/prefix")
     assert lake.table_url("raw_events", "date", "2025-01-02") == "s3://bucket/prefix/raw_events/date=2025-01-02/data.parquet"
     assert lake.partition_url("model", "month", "2025-03") == "s3://bucket/prefix/model/month=2025-03"

@@ -22,10 +22,20 @@ BATCH_ROWS = 1_000_000
 
 
 def check_result(failures: dict[str, int], **metadata: object) -> dg.AssetCheckResult:
-    """Passed when every failure count is zero; the counts and ``metadata`` are the check's metadata."""
+    """Passed when every failure count is zero; the counts and ``metadata`` are the check's metadata. A failed
+    check also says why in its description and in the run's log (what the CLI prints): the counts that are
+    not zero, and the text of ``metadata`` (the days or columns it names)."""
+    failed = {name: int(count) for name, count in failures.items() if count}
+    description = None
+    if failed:
+        named = [f"{k}: {v}" for k, v in metadata.items() if isinstance(v, str) and v not in ("", "{}", "[]")]
+        description = "failed: " + ", ".join(f"{name} = {count:,}" for name, count in failed.items())
+        description += f" ({'; '.join(named)})" if named else ""
+        dg.get_dagster_logger().error(description)
     return dg.AssetCheckResult(
-        passed=not any(failures.values()),
+        passed=not failed,
         metadata={**{k: int(v) for k, v in failures.items()}, **metadata},
+        description=description,
     )
 
 

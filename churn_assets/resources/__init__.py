@@ -14,7 +14,7 @@ from pydantic import Field
 
 from churn_assets.config import ChurnSettings
 from churn_assets.resources.alerts import AlertWebhook
-from churn_assets.resources.filesystems import filesystem, is_s3, join, reaching
+from churn_assets.resources.filesystems import bucket_not_found, filesystem, is_s3, join, reaching
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.model_io_manager import ModelIOManager
 from churn_assets.resources.parquet_io_manager import PartitionedParquetIOManager
@@ -36,7 +36,9 @@ class LandingZone(dg.ConfigurableResource):
         return join(self.url, "events", f"date={day.isoformat()}")
 
     def is_complete(self, day: dt.date) -> bool:
-        return filesystem(self.url).exists(join(self.day_url(day), SUCCESS_MARKER))
+        marker = join(self.day_url(day), SUCCESS_MARKER)
+        with reaching(marker, "look up"):
+            return filesystem(self.url).exists(marker)
 
     def data_files(self, day: dt.date) -> list[str]:
         """The day's files, sorted by name, but for hidden ones and markers (names starting with "." or
@@ -44,8 +46,11 @@ class LandingZone(dg.ConfigurableResource):
         fs = filesystem(self.url)
         folder = self.day_url(day)
         try:  # one listing (one request on S3), not a look-up and then a listing
-            names = sorted(_name(path) for path in fs.ls(folder, detail=False))
+            with reaching(folder, "list"):  # a landing bucket that does not exist is not a missing day
+                names = sorted(_name(path) for path in fs.ls(folder, detail=False))
         except FileNotFoundError:
+            if is_s3(folder) and not fs.exists(folder.removeprefix("s3://").split("/", 1)[0]):
+                raise bucket_not_found(folder, "list") from None
             raise FileNotFoundError(f"no landing folder for {day} at {folder}") from None
         if SUCCESS_MARKER not in names:
             raise FileNotFoundError(
@@ -72,7 +77,9 @@ class LandingZone(dg.ConfigurableResource):
         fs = filesystem(self.url)
         pattern = join(self.url, "events", "date=*", SUCCESS_MARKER)
         found: dict[str, str] = {}
-        for path, info in fs.glob(pattern, detail=True).items():
+        with reaching(self.url, "list"):
+            listed = fs.glob(pattern, detail=True)
+        for path, info in listed.items():
             day = path.rstrip("/").split("/")[-2].removeprefix("date=")
             found[day] = _marker_version(info)
         return found

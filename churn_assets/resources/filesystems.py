@@ -32,10 +32,16 @@ class StorageAccessDeniedError(PermissionError):
 @contextmanager
 def reaching(url: str, action: str) -> Iterator[None]:
     """Turns the errors of an S3 call that say neither where nor what plainly (botocore's and s3fs's "could
-    not connect", "The specified bucket does not exist", "Forbidden") into ones that name the URL and say
-    that S3 was unreachable, that the bucket does not exist, or that access was denied."""
+    not connect", "The specified bucket does not exist", "Forbidden", "Unable to locate credentials") into
+    ones that name the URL and say that S3 was unreachable, that the bucket does not exist, or that access
+    was denied or had no credentials."""
     try:
         yield
+    except botocore.exceptions.NoCredentialsError as exc:
+        raise StorageAccessDeniedError(
+            f"no AWS credentials to {action} {url} at {_endpoint()}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or a profile or role that botocore finds)"
+        ) from exc
     except (botocore.exceptions.ConnectionError, ConnectionRefusedError, ConnectionResetError) as exc:
         if not is_s3(url):
             raise

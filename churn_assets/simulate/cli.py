@@ -49,7 +49,9 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--start", type=_date, default=dt.date(2025, 1, 1), help="first day, YYYY-MM-DD "
                         "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (default: %(default)s)")
-    parser.add_argument("--dirty", action="store_true", help="also write malformed rows of every kind")
+    parser.add_argument("--dirty", action="store_true", help="also write malformed rows, 3 of each kind a day: "
+                        "no user id, no event id, an unparsable time, a time after the export day or 9 days "
+                        "before it, negative revenue")
     parser.add_argument("--format", dest="file_format", choices=FORMATS, default="jsonl.gz",
                         help="landing file format (default: %(default)s)")
     parser.add_argument("--files-per-day", type=_positive, default=1, help="files per export day "

@@ -19,6 +19,7 @@ from churn_assets.assets.ingest.landing_files import (
 )
 from churn_assets.partitions import daily_partitions, days_in_range
 from churn_assets.resources import LakeResource, LandingZone
+from churn_assets.resources.filesystems import BucketNotFoundError
 from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
 from churn_assets.threads import Prefetched, ordered_map
 
@@ -65,8 +66,9 @@ def _stream(
             try:
                 files = _next_for(items, day)
                 vetted = vet_export_day(_until_end_of(items, day), day)
-            except (LandingFileError, FileNotFoundError) as exc:
-                # Retrying cannot make a corrupt file readable or an incomplete day complete: fail at once.
+            except (LandingFileError, FileNotFoundError, BucketNotFoundError, PermissionError) as exc:
+                # Retrying cannot make a corrupt file readable, an incomplete day complete, a misspelt bucket
+                # exist or credentials right: fail at once.
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
             yield day.isoformat(), _vet_day(context, day, files, vetted, lake)
 
