@@ -469,10 +469,25 @@ def test_a_line_that_is_not_utf8_is_quarantined_and_a_bom_is_skipped():
     assert with_bom.events.get_column("event_id").to_list() == ["e1", "e3"]
 
 
+def test_a_last_piece_of_only_broken_lines_is_quarantined_not_the_file():
+    """A file cut short mid-line: its last piece (16 MB on a real day) holds one broken line and no good one;
+    that line is quarantined. Only a first piece without any JSON object fails the file (not JSON lines)."""
+    from churn_assets.assets.ingest.landing_files import decode_piece, landing_pieces, vet_export_day
+
+    good = jsonl([row(f"e{i}", "u1", "2025-01-01 10:00:00.000000", "screen_view", 1) for i in range(20)])
+    text = good + b'{"$insert_id": "e20", "user_id": "u1", "event_ti'
+    pieces = list(landing_pieces("a.jsonl", text, chunk_bytes=len(good) + 1))
+    assert len(pieces) > 1 and pieces[-1].lines == 1
+    vetted = vet_export_day([decode_piece(piece) for piece in pieces], dt.date(2025, 1, 1))
+    assert vetted.quarantine.select("line", "reason").rows() == [(21, "malformed_json")]
+    assert vetted.events.height == 20
+
+
 def test_csv_rows_name_the_line_they_are_on():
     """The header is line 1: a CSV row's quarantine line is the one an editor shows."""
     header, first = DAY2_CSV.splitlines(keepends=True)[:2]
-    vetted = _vetted("a.csv", (header + first + "e11,,2025-01-02 10:00:00,share,4000,web,JP,3.0,\n").encode(), "2025-01-02")
+    no_user = "e11,,2025-01-02 10:00:00,share,4000,web,JP,3.0,\n"
+    vetted = _vetted("a.csv", (header + first + no_user).encode(), "2025-01-02")
     assert vetted.quarantine.select("line", "reason").rows() == [(3, "missing_user_id")]
 
 

@@ -109,6 +109,9 @@ def test_top_reasons_break_ties_by_the_lower_feature_index():
     expected = [[j if row[j] > 0 else -1 for j in np.argsort(-row, kind="stable")[:3]] for row in many]
     assert _top_positive(many, 3).tolist() == expected
     assert _top_positive(rows[:, :2], 3).tolist() == [[1, 0, -1], [1, 0, -1], [-1, -1, -1]]
+    # A NaN contribution ranks last; it made fewer than three columns chosen, and the reshape failed.
+    with_nan = np.array([[0.1, np.nan, 0.4, 0.2, 0.3]], dtype=np.float32)
+    assert _top_positive(with_nan, 3).tolist() == [[2, 4, 3]]
 
 
 def test_predictions_are_reproducible(lake, local_resources, instance):

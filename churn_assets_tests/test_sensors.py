@@ -15,11 +15,12 @@ from churn_assets.automation.sensors.drift_retraining_sensor import build_drift_
 from churn_assets.automation.sensors.landing_sensor import build_landing_sensor, landing_sensor
 from churn_assets.automation.sensors.run_failure_alert import run_failure_alert, step_error
 from churn_assets.definitions import defs
-from churn_assets.resources import AlertWebhook, LandingZone
+from churn_assets.config import ChurnSettings
+from churn_assets.resources import AlertWebhook, LandingZone, build_resources
 from churn_assets.resources.filesystems import filesystem, join
 
 from churn_assets_tests.s3_server import local_or_s3_url
-from churn_assets_tests.landing_helpers import INGEST, amplitude_row, jsonl, write_landing_day
+from churn_assets_tests.landing_helpers import INGEST, amplitude_row, jsonl, materialize_ingest, write_landing_day
 
 REPOSITORY = defs.get_repository_def()
 
@@ -82,6 +83,7 @@ def test_landing_sensor_picks_up_a_late_day_and_a_redelivered_day(instance, land
     # 2025-01-03 waits for 2025-01-02: install_times[01-03] builds on install_times[01-02], so its refresh
     # would fail, and a day already requested is not requested again.
     assert days == ["2025-01-01"]
+    _finished(instance, "2025-01-01")
 
     # 2025-01-02 completes late: it is requested, and the day that waited for it after it, oldest first.
     _landing_day(landing_url, "2025-01-02")
@@ -115,13 +117,42 @@ def test_landing_sensor_holds_days_after_a_gap_and_says_why(instance, tmp_path):
     assert days == ["2025-01-03", "2025-01-04"]
 
 
-def test_landing_sensor_does_not_request_days_refreshed_since_their_marker(instance, landing_url):
+def _finished(instance, *days: str) -> None:
+    """The refreshes of ``days`` succeeded: what the sensor looks at of them (install_times stored)."""
+    for day in days:
+        instance.report_runless_asset_event(dg.AssetMaterialization("install_times", partition=day))
+
+
+def test_landing_sensor_holds_the_days_after_a_failed_refresh_until_it_succeeds(instance, tmp_path):
+    """A day requested earlier is no cover for the next one: its refresh may have failed (a corrupt file), and
+    the days after it would fail on its install_times and never be requested again."""
+    landing_url = str(tmp_path / "landing")
+    _landing_day(landing_url, "2025-01-01")
+    _landing_day(landing_url, "2025-01-02")
+    days, _, cursor = _tick(landing_sensor, instance, landing_url, None)
+    assert days == ["2025-01-01", "2025-01-02"]  # one tick: the queue runs them oldest first
+    _finished(instance, "2025-01-01")  # and 2025-01-02 failed
+
+    _landing_day(landing_url, "2025-01-03")
+    days, _, cursor = _tick(landing_sensor, instance, landing_url, cursor)
+    assert days == []
+    # Re-delivered, 2025-01-02 is requested, and 2025-01-03 after it in the same tick.
+    _redeliver(landing_url, "2025-01-02")
+    days, _, cursor = _tick(landing_sensor, instance, landing_url, cursor)
+    assert days == ["2025-01-02", "2025-01-03"]
+
+
+def test_landing_sensor_does_not_request_days_refreshed_from_their_delivery(instance, landing_url, tmp_path):
     """A history loaded from the CLI before the sensor is turned on is not refreshed a second time (each day a
-    run); a day re-delivered after its refresh is."""
+    run): raw_events recorded the marker version it read. A day re-delivered since is requested."""
     for day in ("2025-01-01", "2025-01-02", "2025-01-03"):
         _landing_day(landing_url, day)
-    for day in ("2025-01-01", "2025-01-02"):  # what `dagster asset materialize` of the history records
-        instance.report_runless_asset_event(dg.AssetMaterialization("install_times", partition=day))
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=landing_url)
+    history = materialize_ingest(  # what `dagster asset materialize` of the history records
+        build_resources(settings), instance, "2025-01-01", "2025-01-02",
+        selection=dg.AssetSelection.assets("raw_events", "install_times"),
+    )
+    assert history.success
 
     days, _, cursor = _tick(landing_sensor, instance, landing_url, None)
     assert days == ["2025-01-03"]
@@ -143,6 +174,7 @@ def test_landing_sensor_cursor_survives_a_restart(landing_url):
     # A new process and instance: the stored cursor string is all that is carried over.
     _landing_day(landing_url, "2025-01-03")
     with dg.instance_for_test() as instance:
+        _finished(instance, "2025-01-01", "2025-01-02")
         days, _, cursor = _tick(build_landing_sensor(), instance, landing_url, cursor)
     assert days == ["2025-01-03"]
     assert sorted(json.loads(cursor)) == ["2025-01-01", "2025-01-02", "2025-01-03"]
@@ -166,8 +198,11 @@ def test_landing_sensor_bounds_its_cursor_and_its_requests_per_tick(instance, tm
 
     days, _, cursor = _tick(sensor, instance, landing_url, None)
     assert days == ["2025-01-01", "2025-01-02"]
+    assert _tick(sensor, instance, landing_url, cursor)[0] == []  # 2025-01-03 waits for 2025-01-02's refresh
+    _finished(instance, *days)
     days, _, cursor = _tick(sensor, instance, landing_url, cursor)
     assert days == ["2025-01-03", "2025-01-04"]
+    _finished(instance, *days)
     days, _, cursor = _tick(sensor, instance, landing_url, cursor)
     assert days == ["2025-01-05"]
     assert sorted(json.loads(cursor)) == ["2025-01-03", "2025-01-04", "2025-01-05"]

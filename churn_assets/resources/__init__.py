@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import dagster as dg
 from pydantic import Field
 
 from churn_assets.config import ChurnSettings
 from churn_assets.resources.alerts import AlertWebhook
-from churn_assets.resources.filesystems import bucket_not_found, filesystem, is_s3, join, reaching
+from churn_assets.resources.filesystems import filesystem, is_s3, join, reaching, require_bucket
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.model_io_manager import ModelIOManager
 from churn_assets.resources.parquet_io_manager import PartitionedParquetIOManager
 
 SUCCESS_MARKER = "_SUCCESS"
+
+
+@dataclass(frozen=True)
+class LandingDay:
+    """A complete landing day as one listing found it: its data files, and its ``_SUCCESS`` marker's version
+    (what ``raw_events`` records as ``landing_version``, and the landing sensor compares)."""
+
+    files: list[str]
+    version: str
 
 
 class LandingZone(dg.ConfigurableResource):
@@ -40,30 +50,29 @@ class LandingZone(dg.ConfigurableResource):
         with reaching(marker, "look up"):
             return filesystem(self.url).exists(marker)
 
-    def data_files(self, day: dt.date) -> list[str]:
+    def data_files(self, day: dt.date) -> LandingDay:
         """The day's files, sorted by name, but for hidden ones and markers (names starting with "." or
-        "_"); fails clearly when the day is absent, incomplete or without a file."""
+        "_"), and its marker's version; fails clearly when the day is absent, incomplete or without a file."""
         fs = filesystem(self.url)
         folder = self.day_url(day)
         try:  # one listing (one request on S3), not a look-up and then a listing
             with reaching(folder, "list"):  # a landing bucket that does not exist is not a missing day
-                names = sorted(_name(path) for path in fs.ls(folder, detail=False))
+                listed = {_name(info["name"]): info for info in fs.ls(folder, detail=True)}
         except FileNotFoundError:
-            if is_s3(folder) and not fs.exists(folder.removeprefix("s3://").split("/", 1)[0]):
-                raise bucket_not_found(folder, "list") from None
+            require_bucket(folder, "list")
             raise FileNotFoundError(f"no landing folder for {day} at {folder}") from None
-        if SUCCESS_MARKER not in names:
+        if SUCCESS_MARKER not in listed:
             raise FileNotFoundError(
                 f"landing day {day} is not complete: {join(folder, SUCCESS_MARKER)} does not exist yet"
             )
         # Hidden files and markers are not data; any other file is read, or fails the day by name.
-        files = [join(folder, n) for n in names if not n.startswith((".", "_"))]
+        files = [join(folder, n) for n in sorted(listed) if not n.startswith((".", "_"))]
         if not files:  # an export that wrote its marker and no file: ingesting no events would hide it
             raise FileNotFoundError(
                 f"landing day {day} is complete but holds no data file at {folder} "
                 "(a day without events is delivered as an empty file)"
             )
-        return files
+        return LandingDay(files, _marker_version(listed[SUCCESS_MARKER]))
 
     def read_blocks(self, file_url: str, block_bytes: int = 8 * 1024 * 1024) -> Iterator[bytes]:
         """The file's bytes in consecutive blocks (one ranged GET each on S3), without holding the file."""

@@ -67,6 +67,21 @@ def bucket_not_found(url: str, action: str) -> BucketNotFoundError:
     )
 
 
+def require_bucket(url: str, action: str) -> None:
+    """Fails, saying so, when ``url`` is on S3 and its bucket does not exist (S3 answers HeadBucket with 404).
+    A bucket the credentials may not look at (403), or a throttled request, is not taken for a missing one:
+    those come back as they are, or (access denied) as they are said by :func:`reaching`."""
+    if not is_s3(url):
+        return
+    try:
+        with reaching(url, action):
+            filesystem(url).call_s3("head_bucket", Bucket=_bucket(url))
+    except StorageAccessDeniedError:
+        return  # it exists; what was asked of it says what access is missing
+    except FileNotFoundError as exc:
+        raise bucket_not_found(url, action) from exc
+
+
 def _s3_error_code(exc: BaseException | None) -> str | None:
     """The S3 error code behind an error s3fs raised (it turns botocore's into OSErrors), if any."""
     while exc is not None:

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 import polars as pl
 
 from churn_assets.resources.filesystems import (
-    bucket_not_found,
     filesystem,
     is_s3,
     join,
     polars_storage_options,
     reaching,
+    require_bucket,
 )
 
 TABLE_FILE = "data.parquet"
@@ -115,16 +115,9 @@ class Lake:
         else:
             listed = {url: "" for url in urls.values() if self.exists(url)}
         missing = [key for key, url in urls.items() if url not in listed]
-        if not listed and is_s3(self.root_url):  # a bucket that does not exist holds nothing either
-            self._require_bucket(urls[keys[0]])
+        if keys and not listed:  # a bucket that does not exist holds nothing either
+            require_bucket(urls[keys[0]], "look up")
         return {url: listed[url] for url in urls.values() if url in listed}, missing
-
-    def _require_bucket(self, url: str) -> None:
-        """Fails, saying so, when ``url``'s S3 bucket does not exist."""
-        with reaching(url, "look up"):
-            exists = self.fs.exists(self.fs.split_path(url)[0])
-        if not exists:
-            raise bucket_not_found(url, "look up")
 
     # -- writes -----------------------------------------------------------------------------------
     def write_bytes(self, url: str, data: bytes) -> WrittenFile:

@@ -293,8 +293,9 @@ def _read_jsonl(data: bytes, first_line: int, lines: int) -> pl.DataFrame:
 
 def _read_jsonl_line_by_line(data: bytes, first_line: int = 1) -> pl.DataFrame:
     """The slow path for a file with broken lines: good lines kept, each bad one marked for quarantine (a
-    line that is not UTF-8 text too). A piece none of whose lines is a JSON object is not JSON lines at all
-    (a binary file, say): it fails the file."""
+    line that is not UTF-8 text too). A file whose first piece holds no JSON object at all is not JSON lines
+    (a binary file, say): it fails the file. A later piece of only bad lines (a last line cut short) is
+    quarantined."""
     rows = []
     # Lines end at "\n" only: JSON text may hold U+2028 and other characters str.splitlines() splits on.
     for number, line in enumerate(data.removesuffix(b"\n").split(b"\n"), start=first_line):
@@ -311,7 +312,7 @@ def _read_jsonl_line_by_line(data: bytes, first_line: int = 1) -> pl.DataFrame:
             row["parse_error"] = str(exc)[:200]
         row["line"] = number
         rows.append(row)
-    if rows and all(row["parse_error"] is not None for row in rows):
+    if first_line == 1 and rows and all(row["parse_error"] is not None for row in rows):
         raise LandingFileError(
             f"not JSON lines: none of lines {first_line}-{rows[-1]['line']} is a JSON object "
             f"(line {rows[0]['line']}: {rows[0]['parse_error']})"

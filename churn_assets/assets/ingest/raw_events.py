@@ -18,7 +18,7 @@ from churn_assets.assets.ingest.landing_files import (
     vet_export_day,
 )
 from churn_assets.partitions import daily_partitions, days_in_range
-from churn_assets.resources import LakeResource, LandingZone
+from churn_assets.resources import LakeResource, LandingDay, LandingZone
 from churn_assets.resources.filesystems import BucketNotFoundError
 from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
 from churn_assets.threads import Prefetched, ordered_map
@@ -64,24 +64,24 @@ def _stream(
     ):
         for day in days:
             try:
-                files = _next_for(items, day)
+                landing_day = _next_for(items, day)
                 vetted = vet_export_day(_until_end_of(items, day), day)
             except (LandingFileError, FileNotFoundError, BucketNotFoundError, PermissionError) as exc:
                 # Retrying cannot make a corrupt file readable, an incomplete day complete, a misspelt bucket
                 # exist or credentials right: fail at once.
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
-            yield day.isoformat(), _vet_day(context, day, files, vetted, lake)
+            yield day.isoformat(), _vet_day(context, day, landing_day, vetted, lake)
 
 
 _END = object()
 
 
 def _landing_pieces(landing: LandingZone, days: list[dt.date]) -> Iterator[tuple[dt.date, Any]]:
-    """(day, the day's files), then (day, piece) for each piece of its files, then (day, _END)."""
+    """(day, the day's LandingDay), then (day, piece) for each piece of its files, then (day, _END)."""
     for day in days:
-        files = landing.data_files(day)
-        yield day, files
-        for url in files:
+        landing_day = landing.data_files(day)
+        yield day, landing_day
+        for url in landing_day.files:
             # The file's next blocks are read (on S3: fetched) while its first ones are inflated.
             with Prefetched(landing.read_blocks(url), ahead=2, name="landing-fetch") as blocks:
                 for piece in landing_pieces(url, blocks):
@@ -113,7 +113,7 @@ def _until_end_of(items: Iterator[tuple[dt.date, Any]], day: dt.date) -> Iterato
 
 
 def _vet_day(
-    context: dg.AssetExecutionContext, day: dt.date, files: list[str], vetted: VettedDay, lake: LakeResource
+    context: dg.AssetExecutionContext, day: dt.date, landing_day: LandingDay, vetted: VettedDay, lake: LakeResource
 ) -> pl.DataFrame:
     store = lake.lake
     quarantine_url = store.table_url(QUARANTINE_ASSET, "date", day.isoformat())
@@ -121,7 +121,9 @@ def _vet_day(
     counts = vetted.quarantine_counts()
     context.add_asset_metadata(
         {
-            "landing_files": len(files),
+            "landing_files": len(landing_day.files),
+            # The _SUCCESS version this partition read: the landing sensor requests the day again only for another.
+            "landing_version": landing_day.version,
             "rows_read": vetted.rows_read,
             "duplicates_dropped": vetted.duplicates_dropped,
             "quarantined": vetted.quarantine.height,

@@ -5,14 +5,15 @@ after later days were refreshed is still picked up, and a day whose marker is wr
 re-delivery) is requested again. A complete day that is not a partition yet (today, in UTC) is left out
 of the cursor and requested once its partition exists; days before ``CHURN_START_DATE`` are ignored.
 
-A day refreshed after its marker was written (``install_times[D]`` materialized since: a history loaded
-from the CLI before the sensor was turned on, a day re-run by hand) is not requested: it is recorded in
-the cursor as it is.
+A day already refreshed from its current delivery (``raw_events[D]`` recorded this marker version as its
+``landing_version``, and ``install_times[D]`` followed it: a history loaded from the CLI before the sensor
+was turned on, a day re-run by hand) is not requested: it is recorded in the cursor as it is.
 
 A day is requested only after the day before it: ``install_times[D]`` builds on ``install_times[D-1]``, so
 a refresh of D before D-1 has one would fail, and the sensor would not ask again. A day whose previous day
-is neither refreshed (``install_times[D-1]`` stored) nor requested (in this tick or an earlier one) is left
-out of the cursor, waiting: a late day is requested with the days that waited for it, oldest first.
+has no ``install_times`` yet and is not requested in the same tick is left out of the cursor, waiting: a
+late day is requested with the days that waited for it, oldest first, and the days after a failed refresh
+wait for it to succeed.
 
 The cursor keeps at most ``max_tracked_days`` days; once it is full, days older than the oldest one it
 tracks are no longer watched (backfill them). A tick requests at most ``max_requests_per_tick`` days,
@@ -35,14 +36,23 @@ from churn_assets.resources import LandingZone
 LANDING_VERSION_TAG = "churn/landing_version"
 
 
+@dataclass(frozen=True)
+class Refreshed:
+    """What the instance holds of one day's refresh."""
+
+    landing_version: str | None  # the marker version raw_events[D] last read (its latest materialization's)
+    chained: bool  # install_times[D] materialized after that raw_events[D]: the day's chain went on from it
+    installs: bool  # install_times[D] stored at all: the day after may build on it
+
+
 @dataclass
 class Pending:
     """What one tick finds among the complete landing days not requested at their marker's version."""
 
     to_request: list[tuple[str, str]] = field(default_factory=list)  # (day, version), oldest first
     waiting: list[str] = field(default_factory=list)  # days whose partition does not exist yet
-    held: dict[str, str] = field(default_factory=dict)  # day -> the day before it, neither refreshed nor requested
-    refreshed: dict[str, str] = field(default_factory=dict)  # day -> version: refreshed after its marker
+    held: dict[str, str] = field(default_factory=dict)  # day -> the day before it, whose install_times is missing
+    refreshed: dict[str, str] = field(default_factory=dict)  # day -> version: its delivery is refreshed already
 
 
 def pending_days(
@@ -50,11 +60,16 @@ def pending_days(
     requested: dict[str, str],
     now: dt.datetime,
     max_tracked_days: int,
-    refreshed_at: Callable[[Sequence[str]], dict[str, float]] = lambda days: {},
+    refreshed_of: Callable[[Sequence[str]], dict[str, Refreshed]] = lambda days: {},
 ) -> Pending:
     """Sorts the complete days (``{day: marker version}``) the cursor ``requested`` has not seen at their
-    version. ``refreshed_at(days)`` gives the time (epoch seconds) each of ``days`` was last refreshed, for
-    those refreshed at all: one query for the tick's new days and the days before them."""
+    version. ``refreshed_of(days)`` says what the instance holds of each of ``days``: one query for the tick's
+    new days and the days before them.
+
+    A day whose ``raw_events`` read this very version, and whose ``install_times`` followed, is refreshed: it
+    is recorded, not requested. A day after the first waits (held) until the day before it has its
+    ``install_times``, or is requested in the same tick (the queue runs a tick's days oldest first): a day
+    requested in an earlier tick may have failed, and the day after it would fail on it too."""
     floor = min(requested) if len(requested) >= max_tracked_days else None
     first = daily_partitions.start.strftime("%Y-%m-%d")
     pending = Pending()
@@ -68,36 +83,24 @@ def pending_days(
             pending.waiting.append(day)
     if not new:
         return pending
-    refreshed = refreshed_at(sorted({d for day, _ in new for d in (day, _day_before(day))}))
-    covered = set(requested)
+    refreshed = refreshed_of(sorted({d for day, _ in new for d in (day, _day_before(day))}))
+    nothing = Refreshed(landing_version=None, chained=False, installs=False)
+    this_tick: set[str] = set()
     for day, version in new:
-        if refreshed.get(day, float("-inf")) >= _marker_time(version):
+        before = _day_before(day)
+        if refreshed.get(day, nothing).landing_version == version and refreshed[day].chained:
             pending.refreshed[day] = version
-        elif day > first and _day_before(day) not in covered and _day_before(day) not in refreshed:
-            pending.held[day] = _day_before(day)
+        elif day > first and before not in this_tick and not refreshed.get(before, nothing).installs:
+            pending.held[day] = before
             continue
         else:
             pending.to_request.append((day, version))
-        covered.add(day)
+        this_tick.add(day)
     return pending
 
 
 def _day_before(day: str) -> str:
     return (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
-
-
-def _marker_time(version: str) -> float:
-    """When a marker version (``LandingZone.complete_days``: an mtime, or S3's LastModified with its ETag)
-    was written, in epoch seconds; +inf when it cannot be read, so that the day is requested."""
-    written = version.split("|")[0]
-    try:
-        return float(written)
-    except ValueError:
-        pass
-    try:
-        return dt.datetime.fromisoformat(written).timestamp()
-    except ValueError:
-        return float("inf")
 
 
 def load_cursor(cursor: str | None) -> dict[str, str]:
@@ -109,19 +112,28 @@ def dump_cursor(requested: dict[str, str], max_tracked_days: int) -> str:
     return json.dumps(dict(kept), separators=(",", ":"))
 
 
-def _refreshed_at(instance: dg.DagsterInstance, days: Sequence[str]) -> dict[str, float]:
-    """When each of ``days`` was last refreshed (``install_times[D]`` materialized), for those that were."""
-    return {day: record.timestamp for day, record in latest_materializations(instance, _INSTALL_TIMES, days).items()}
-
-
-_INSTALL_TIMES = dg.AssetKey("install_times")
+def _refreshed_of(instance: dg.DagsterInstance, days: Sequence[str]) -> dict[str, Refreshed]:
+    """What the instance holds of each of ``days``' refresh (see :class:`Refreshed`)."""
+    ingested = latest_materializations(instance, dg.AssetKey("raw_events"), days)
+    installed = latest_materializations(instance, dg.AssetKey("install_times"), days)
+    found = {}
+    for day in set(ingested) | set(installed):
+        ingest, installs = ingested.get(day), installed.get(day)
+        version = ingest.asset_materialization.metadata.get("landing_version") if ingest else None
+        found[day] = Refreshed(
+            landing_version=getattr(version, "value", None),
+            chained=ingest is not None and installs is not None and installs.storage_id > ingest.storage_id,
+            installs=installs is not None,
+        )
+    return found
 
 
 def _held_message(held: dict[str, str]) -> str:
     first = min(held)
     return (
-        f"{len(held)} complete landing day(s) from {first} wait for {held[first]}: its landing day is not "
-        f"complete and install_times[{held[first]}] is not stored; they are requested once it is"
+        f"{len(held)} complete landing day(s) from {first} wait for {held[first]}: install_times[{held[first]}] "
+        "is not stored (its landing day is not complete, or its refresh has not finished or failed); they are "
+        "requested once it is"
     )
 
 
@@ -145,8 +157,8 @@ def build_landing_sensor(
     def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
         requested = load_cursor(context.cursor)
         now = dt.datetime.now(dt.UTC)
-        refreshed_at = lambda days: _refreshed_at(context.instance, days)  # noqa: E731
-        pending = pending_days(landing.complete_days(), requested, now, max_tracked_days, refreshed_at)
+        refreshed_of = lambda days: _refreshed_of(context.instance, days)  # noqa: E731
+        pending = pending_days(landing.complete_days(), requested, now, max_tracked_days, refreshed_of)
         to_request = pending.to_request[:max_requests_per_tick]
         run_requests = []
         for day, version in to_request:
@@ -162,8 +174,8 @@ def build_landing_sensor(
         if pending.refreshed:
             days = sorted(pending.refreshed)
             context.log.info(
-                f"{len(days)} complete landing day(s) ({days[0]}..{days[-1]}) already refreshed after their marker "
-                "was written: recorded, not requested"
+                f"{len(days)} complete landing day(s) ({days[0]}..{days[-1]}) already refreshed from this "
+                "delivery: recorded, not requested"
             )
         if pending.held:
             context.log.info(_held_message(pending.held))
@@ -174,7 +186,7 @@ def build_landing_sensor(
         if pending.held:
             reason = _held_message(pending.held)
         elif pending.refreshed:
-            reason = f"{len(pending.refreshed)} new complete landing day(s), already refreshed after their marker"
+            reason = f"{len(pending.refreshed)} new complete landing day(s), already refreshed from this delivery"
         else:
             reason = f"no new complete landing day under {landing.url}"
         return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
