@@ -180,6 +180,13 @@ def test_landing_sensor_cursor_survives_a_restart(landing_url):
     assert sorted(json.loads(cursor)) == ["2025-01-01", "2025-01-02", "2025-01-03"]
 
 
+def test_landing_sensor_under_a_root_with_glob_characters(instance, tmp_path):
+    """The sensor lists events/ instead of globbing a pattern: a root like ``churn [copy]`` held no day."""
+    landing_url = str(tmp_path / "env=prod" / "churn [copy]" / "landing")
+    _landing_day(landing_url, "2025-01-01")
+    assert _tick(landing_sensor, instance, landing_url, None)[0] == ["2025-01-01"]
+
+
 def test_landing_sensor_leaves_days_without_a_partition_pending(instance, tmp_path):
     landing_url = str(tmp_path / "landing")
     today = dt.datetime.now(dt.UTC).date().isoformat()

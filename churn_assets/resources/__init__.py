@@ -82,15 +82,18 @@ class LandingZone(dg.ConfigurableResource):
                     yield block
 
     def complete_days(self) -> dict[str, str]:
-        """Every complete day with the version of its ``_SUCCESS`` marker (mtime or ETag)."""
+        """Every complete day with the version of its ``_SUCCESS`` marker (mtime or ETag). One recursive
+        listing of ``events/`` (on S3, a page of 1,000 files per request, where a glob lists each day's folder
+        on its own), and no glob pattern: the landing root may hold glob characters (``[``, ``?``)."""
         fs = filesystem(self.url)
-        pattern = join(self.url, "events", "date=*", SUCCESS_MARKER)
+        events = join(self.url, "events")
+        with reaching(events, "list"):
+            listed = fs.find(events, detail=True) if fs.exists(events) else {}
         found: dict[str, str] = {}
-        with reaching(self.url, "list"):
-            listed = fs.glob(pattern, detail=True)
         for path, info in listed.items():
-            day = path.rstrip("/").split("/")[-2].removeprefix("date=")
-            found[day] = _marker_version(info)
+            *_, parent, folder, name = ["", "", *path.rstrip("/").split("/")]
+            if parent == "events" and folder.startswith("date=") and name == SUCCESS_MARKER:
+                found[folder.removeprefix("date=")] = _marker_version(info)
         return found
 
 
