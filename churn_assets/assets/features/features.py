@@ -258,7 +258,7 @@ def features_of_days(
             np.flatnonzero(held < first_of[LOOKBACK_DAYS]), None
         )
 
-    # One row per pair, by day (then user, as generated).
+    # One row per pair, by day (then user, as generated): a block of one day is in that order already.
     per_pair = pl.DataFrame(
         {
             "user_id": ids.gather(starts[pair_user]),
@@ -266,7 +266,9 @@ def features_of_days(
             **totals,
             **categorical,
         }
-    ).sort("_date", maintain_order=True)
+    )
+    if len(days) > 1:
+        per_pair = per_pair.sort("_date", maintain_order=True)
 
     history_days = pl.col("history_days")
     tenure = (pl.col("_snapshot") - pl.col("install_time").dt.date()).dt.total_days()
