@@ -16,6 +16,7 @@ import pytest
 from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA
 from churn_assets.assets.ingest.user_daily import TOTAL_COLUMNS, user_daily_schema
 from churn_assets.config import DEFAULT_EVENT_TYPES, TOTAL_COUNT_COLUMNS, ChurnSettings
+from churn_assets.definitions import defs
 from churn_assets.resources import build_resources
 
 from churn_assets_tests.landing_helpers import (
@@ -96,6 +97,17 @@ def test_blocking_checks_pass(ingested):
         evaluations = result.get_asset_check_evaluations()
         assert {e.check_name for e in evaluations} == {"raw_events_are_valid", "user_daily_is_consistent"}
         assert all(e.passed for e in evaluations)
+
+
+def test_the_ingest_tables_are_what_their_declared_column_schemas_say(ingested):
+    """The UI shows each asset's declared columns before anything is materialized; a partition records its
+    own schema only where it differs from the declared one, and none of these does."""
+    _, results = ingested
+    for asset in ("raw_events", "install_times", "user_daily"):
+        declared = defs.get_assets_def(asset).metadata_by_key[dg.AssetKey(asset)]["dagster/column_schema"]
+        assert declared.columns, asset
+        for metadata in partition_metadata(results[0], asset).values():
+            assert "dagster/column_schema" not in metadata, asset
 
 
 def test_raw_events_are_typed_and_deduplicated(ingested):

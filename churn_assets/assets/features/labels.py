@@ -9,7 +9,7 @@ from churn_assets.assets.features.rolling import trailing_windows
 from churn_assets.config import SETTINGS
 from churn_assets.partitions import daily_partitions, days_in_range, largest_window
 from churn_assets.resources import ChurnParameters
-from churn_assets.resources.parquet_io_manager import PartitionStream
+from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
 from churn_assets.threads import engine_for, ordered_map, workers_for
 
 # Partition mappings are static, so H is fixed when the definitions load; the resource must agree.
@@ -27,6 +27,7 @@ LABELS_SCHEMA: dict[str, pl.DataType] = {"user_id": pl.String(), "snapshot_date"
     backfill_policy=dg.BackfillPolicy.single_run(),
     kinds={"polars", "parquet"},
     owners=["team:data-platform"],
+    metadata={"dagster/column_schema": column_schema(LABELS_SCHEMA)},
     ins={
         "features": dg.AssetIn(
             partition_mapping=dg.TimeWindowPartitionMapping(

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from churn_assets.partitions import daily_partitions, days_in_range
-from churn_assets.resources.parquet_io_manager import PartitionStream
+from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
 from churn_assets.threads import ordered_map
 
 INSTALL_TIMES_SCHEMA = {
@@ -25,6 +25,7 @@ INSTALL_TIMES_SCHEMA = {
     backfill_policy=dg.BackfillPolicy.single_run(),
     kinds={"polars", "parquet"},
     owners=["team:data-platform"],
+    metadata={"dagster/column_schema": column_schema(INSTALL_TIMES_SCHEMA)},
     ins={
         "raw_events": dg.AssetIn(),
         "previous": dg.AssetIn(

@@ -6,10 +6,10 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from churn_assets.config import event_type_column
+from churn_assets.config import SETTINGS, event_type_column
 from churn_assets.partitions import daily_partitions, days_in_range, largest_window
 from churn_assets.resources import ChurnParameters
-from churn_assets.resources.parquet_io_manager import ROW_GROUP_ROWS, PartitionStream
+from churn_assets.resources.parquet_io_manager import ROW_GROUP_ROWS, PartitionStream, column_schema
 from churn_assets.threads import engine_for, ordered_map, workers_for
 
 # Totals every row has, whatever the tracked event types are.
@@ -42,7 +42,7 @@ def user_daily_schema(event_types: list[str]) -> dict[str, pl.DataType]:
     # features reads a large window in slices of user ids (sorted), ~40 k rows of each day per slice at
     # ~1 M daily users: row groups of 32 k rows let it skip the rest of the day (polars' default of up to
     # 100 k rows decoded ~25-30 % more of the window).
-    metadata={ROW_GROUP_ROWS: 32_768},
+    metadata={ROW_GROUP_ROWS: 32_768, "dagster/column_schema": column_schema(user_daily_schema(SETTINGS.event_types))},
 )
 def user_daily(
     context: dg.AssetExecutionContext,

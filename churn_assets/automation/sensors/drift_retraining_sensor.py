@@ -41,6 +41,14 @@ def drift_share(metadata: dict[str, Any]) -> float | None:
     return None
 
 
+def _days(span: dt.timedelta) -> str:
+    """A cool-down as people say it: "7 days", "1 day", "12 hours"."""
+    if span.days and not span.seconds:
+        return f"{span.days} day{'s' if span.days != 1 else ''}"
+    hours = span.total_seconds() / 3600
+    return f"{hours:g} hours"
+
+
 def build_drift_retraining_sensor(
     threshold: float = SETTINGS.drift_threshold,
     cooldown: dt.timedelta = dt.timedelta(days=SETTINGS.retraining_cooldown_days),
@@ -53,7 +61,7 @@ def build_drift_retraining_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         description=(
             f"Requests monthly_retraining for the month of a drift_report whose share of drifted columns is "
-            f"at least {threshold:g}, at most once per {cooldown}."
+            f"at least {threshold:g}, at most once per {_days(cooldown)}."
         ),
     )
     def drift_retraining_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
