@@ -440,6 +440,23 @@ def test_a_missing_bucket_or_refused_credentials_are_named(s3_server, tmp_path, 
 
 
 @pytest.mark.s3
+def test_raw_events_fails_at_once_on_a_misspelt_lake_bucket(s3_server, tmp_path, instance):
+    """Its first write to the lake (the day's quarantine) names the bucket, and retrying cannot create it:
+    the step is not retried (it was, twice, and the alert then said 'Exceeded max_retries of 2')."""
+    settings = ChurnSettings(data_url=f"s3://no-such-lake/{tmp_path.name}", landing_url=str(tmp_path / "landing"))
+    day = jsonl([amplitude_row("e1", "u1", "2025-01-01 10:00:00")])
+    write_landing_day(settings.landing_url, "2025-01-01", {"a.jsonl": day})
+    result = materialize_ingest(
+        build_resources(settings), instance, "2025-01-01", selection=dg.AssetSelection.assets("raw_events"),
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "S3 bucket 'no-such-lake' does not exist" in failure.step_failure_data.error.message
+
+
+@pytest.mark.s3
 def test_a_landing_zone_in_a_missing_bucket_is_named(s3_server, tmp_path):
     """A misspelt landing bucket is not "no landing folder for D" (a day not delivered yet)."""
     landing = LandingZone(url=f"s3://no-such-landing/{tmp_path.name}")

@@ -74,6 +74,12 @@ def test_landing_sensor_requests_each_complete_day_once(instance, landing_url):
     days, _, cursor_again = _tick(landing_sensor, instance, landing_url, cursor)
     assert days == []  # requested once; the incomplete day is not requested
     assert cursor_again == cursor
+    # but it is named: an export that stopped before its marker is not invisible.
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"landing": LandingZone(url=landing_url)}, repository_def=REPOSITORY
+    )
+    skip = landing_sensor.evaluate_tick(context).skip_message
+    assert skip.endswith("; 1 landing day(s) with files and no _SUCCESS yet: 2025-01-02")
 
 
 def test_landing_sensor_picks_up_a_late_day_and_a_redelivered_day(instance, landing_url):
@@ -409,7 +415,11 @@ def test_step_error_adds_the_innermost_cause_only_when_it_says_more(instance):
     def wrapped() -> None:
         raise KeyError("platform")
 
-    result = dg.materialize([unreadable, wrapped], instance=instance, raise_on_error=False)
+    @dg.asset(retry_policy=dg.RetryPolicy(max_retries=1))
+    def retried() -> None:
+        raise ConnectionError("S3 unreachable at http://127.0.0.1:1")
+
+    result = dg.materialize([unreadable, wrapped, retried], instance=instance, raise_on_error=False)
     errors = {
         event.step_key: step_error(event.step_failure_data.error)
         for event in result.all_events
@@ -420,3 +430,5 @@ def test_step_error_adds_the_innermost_cause_only_when_it_says_more(instance):
         "(caused by ValueError: bad magic number)"
     )
     assert errors["wrapped"] == "KeyError: 'platform'"  # not Dagster's "Error occurred while executing op"
+    # After its retries, the step's own error, not Dagster's "Exceeded max_retries of 1".
+    assert errors["retried"] == "ConnectionError: S3 unreachable at http://127.0.0.1:1"

@@ -82,19 +82,28 @@ class LandingZone(dg.ConfigurableResource):
                     yield block
 
     def complete_days(self) -> dict[str, str]:
-        """Every complete day with the version of its ``_SUCCESS`` marker (mtime or ETag). One recursive
-        listing of ``events/`` (on S3, a page of 1,000 files per request, where a glob lists each day's folder
-        on its own), and no glob pattern: the landing root may hold glob characters (``[``, ``?``)."""
+        """Every complete day with the version of its ``_SUCCESS`` marker (mtime or ETag)."""
+        return self.days()[0]
+
+    def days(self) -> tuple[dict[str, str], list[str]]:
+        """The complete days with their marker's version, and the days with files but no ``_SUCCESS`` (an
+        export still writing, or one that stopped). One recursive listing of ``events/`` (on S3, a page of
+        1,000 files per request, where a glob lists each day's folder on its own), and no glob pattern: the
+        landing root may hold glob characters (``[``, ``?``)."""
         fs = filesystem(self.url)
         events = join(self.url, "events")
         with reaching(events, "list"):
             listed = fs.find(events, detail=True) if fs.exists(events) else {}
-        found: dict[str, str] = {}
+        complete: dict[str, str] = {}
+        seen: set[str] = set()
         for path, info in listed.items():
             *_, parent, folder, name = ["", "", *path.rstrip("/").split("/")]
-            if parent == "events" and folder.startswith("date=") and name == SUCCESS_MARKER:
-                found[folder.removeprefix("date=")] = _marker_version(info)
-        return found
+            if parent != "events" or not folder.startswith("date="):
+                continue
+            seen.add(folder.removeprefix("date="))
+            if name == SUCCESS_MARKER:
+                complete[folder.removeprefix("date=")] = _marker_version(info)
+        return complete, sorted(seen - set(complete))
 
 
 class LakeResource(dg.ConfigurableResource):

@@ -66,11 +66,12 @@ def _stream(
             try:
                 landing_day = _next_for(items, day)
                 vetted = vet_export_day(_until_end_of(items, day), day)
+                events = _vet_day(context, day, landing_day, vetted, lake)  # its quarantine is the lake's first write
             except (LandingFileError, FileNotFoundError, BucketNotFoundError, PermissionError) as exc:
                 # Retrying cannot make a corrupt file readable, an incomplete day complete, a misspelt bucket
                 # exist or credentials right: fail at once.
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
-            yield day.isoformat(), _vet_day(context, day, landing_day, vetted, lake)
+            yield day.isoformat(), events
 
 
 _END = object()

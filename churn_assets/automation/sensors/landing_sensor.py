@@ -32,6 +32,7 @@ from churn_assets.automation.schedules import partition_exists
 from churn_assets.config import SETTINGS
 from churn_assets.partitions import daily_partitions, latest_materializations
 from churn_assets.resources import LandingZone
+from churn_assets.resources.lake import some_keys
 
 LANDING_VERSION_TAG = "churn/landing_version"
 
@@ -128,6 +129,10 @@ def _refreshed_of(instance: dg.DagsterInstance, days: Sequence[str]) -> dict[str
     return found
 
 
+def _unfinished_message(days: list[str]) -> str:
+    return f"{len(days)} landing day(s) with files and no _SUCCESS yet: {some_keys(days)}"
+
+
 def _held_message(held: dict[str, str]) -> str:
     first = min(held)
     return (
@@ -158,7 +163,8 @@ def build_landing_sensor(
         requested = load_cursor(context.cursor)
         now = dt.datetime.now(dt.UTC)
         refreshed_of = lambda days: _refreshed_of(context.instance, days)  # noqa: E731
-        pending = pending_days(landing.complete_days(), requested, now, max_tracked_days, refreshed_of)
+        complete, unfinished = landing.days()
+        pending = pending_days(complete, requested, now, max_tracked_days, refreshed_of)
         to_request = pending.to_request[:max_requests_per_tick]
         run_requests = []
         for day, version in to_request:
@@ -183,12 +189,16 @@ def build_landing_sensor(
         if run_requests:
             context.log.info(f"requesting daily_refresh for {', '.join(day for day, _ in to_request)}")
             return dg.SensorResult(run_requests=run_requests, cursor=cursor)
+        if unfinished:  # an export still writing, or one that stopped: visible, never requested
+            context.log.info(_unfinished_message(unfinished))
         if pending.held:
             reason = _held_message(pending.held)
         elif pending.refreshed:
             reason = f"{len(pending.refreshed)} new complete landing day(s), already refreshed from this delivery"
         else:
             reason = f"no new complete landing day under {landing.url}"
+        if unfinished:
+            reason += f"; {_unfinished_message(unfinished)}"
         return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
 
     return landing_sensor

@@ -15,8 +15,9 @@ from churn_assets.resources.alerts import AlertWebhook
 
 
 def _dagster_wrappers() -> frozenset[str]:
-    """Names of the errors Dagster wraps a user code error in ("Error occurred while executing op …")."""
-    names, pending = set(), [dg.DagsterUserCodeExecutionError]
+    """Names of the errors Dagster wraps a user code error in ("Error occurred while executing op …",
+    "Exceeded max_retries of 2" after a step's retries)."""
+    names, pending = set(), [dg.DagsterUserCodeExecutionError, dg.RetryRequested]
     while pending:
         cls = pending.pop()
         names.add(cls.__name__)
