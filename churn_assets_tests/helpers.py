@@ -118,3 +118,12 @@ def delete_partitions_after(lake_url: str, last_day: dt.date) -> int:
             shutil.rmtree(folder)
             removed += 1
     return removed
+
+
+def evaluations_by_partition(result: dg.ExecuteInProcessResult, check_name: str) -> dict:
+    """The evaluations of ``check_name`` in a run, by partition: exactly one for each partition it checked
+    (a range run evaluates each day, or month, on its own), none without a partition."""
+    evaluations = [e for e in result.get_asset_check_evaluations() if e.check_name == check_name]
+    by_partition = {e.partition: e for e in evaluations}
+    assert len(by_partition) == len(evaluations) and None not in by_partition
+    return by_partition

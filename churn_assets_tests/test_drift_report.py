@@ -103,4 +103,8 @@ def test_shifted_features_are_reported_as_drifted(settings, local_resources, ins
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed
     assert check.severity == dg.AssetCheckSeverity.WARN
-    assert check.metadata["days_with_dataset_drift"].value == 1
+    assert check.partition == DAY.isoformat() and check.metadata["dataset_drift"].value is True
+    assert check.metadata["share_of_drifted_columns"].value == pytest.approx(summary["share_of_drifted_columns"])
+    assert set(check.metadata["drifted_columns"].value) == drifted - {"churn_probability"}
+    share = summary["share_of_drifted_columns"]
+    assert check.description.startswith(f"{share:.0%} of the feature columns drifted")

@@ -33,6 +33,7 @@ from churn_assets_tests.helpers import (
     START,
     day,
     delete_partitions_after,
+    evaluations_by_partition,
     materialize_selected,
     read_partition,
     write_user_daily_history,
@@ -155,11 +156,9 @@ def _ols_slope(y_by_x: dict[int, float], days: int) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 
 
-def test_blocking_check_compares_the_population_with_install_times(
-    known_lake: ChurnSettings, tmp_path: Path, instance
-):
-    """install_times (computed from raw_events, not user_daily) says who is at risk; the check holds
-    features[D] to it."""
+def _with_population_differing_on_d(known_lake: ChurnSettings, tmp_path: Path) -> ChurnSettings:
+    """A copy of the lake whose install_times[D] holds one user at risk that features lacks, and says that
+    one user of features is not at risk."""
     tampered = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=known_lake.landing_url)
     shutil.copytree(known_lake.data_url, tampered.data_url)
     lake = Lake(tampered.data_url)
@@ -173,16 +172,50 @@ def test_blocking_check_compares_the_population_with_install_times(
         ),
         stranger,  # at risk per install_times, absent from features
     ]))
+    return tampered
+
+
+def test_blocking_check_compares_the_population_with_install_times(
+    known_lake: ChurnSettings, tmp_path: Path, instance
+):
+    """install_times (computed from raw_events, not user_daily) says who is at risk; the check holds
+    features[D] to it."""
+    tampered = _with_population_differing_on_d(known_lake, tmp_path)
     result = dg.materialize(
         INGEST_AND_FEATURES, resources=build_resources(tampered), instance=instance,
         selection=dg.AssetSelection.checks(features_cover_users_at_risk),
         tags={"dagster/partition": D.isoformat()}, raise_on_error=False,
     )
     [evaluation] = result.get_asset_check_evaluations()
-    assert not evaluation.passed
+    assert not evaluation.passed and evaluation.partition == D.isoformat()
     assert evaluation.metadata["users_not_at_risk"].value == 1
     assert evaluation.metadata["users_at_risk_missing"].value == 1
     assert evaluation.metadata["nulls_in_required_columns"].value == 0
+
+
+def test_a_range_with_one_bad_day_fails_that_day_only_and_stops_labels(
+    known_lake: ChurnSettings, tmp_path: Path, instance
+):
+    """A range run of features and labels: the check records one evaluation per day, D failing with its own
+    counts and the days before passing; its failure still stops labels in the run."""
+    tampered = _with_population_differing_on_d(known_lake, tmp_path)
+    first = D - dt.timedelta(days=2)
+    result = dg.materialize(
+        INGEST_AND_FEATURES, resources=build_resources(tampered), instance=instance,
+        selection=dg.AssetSelection.assets("features", "labels"),
+        tags={"dagster/asset_partition_range_start": first.isoformat(),
+              "dagster/asset_partition_range_end": D.isoformat()},
+        raise_on_error=False,
+    )
+    assert not result.success
+    evaluations = evaluations_by_partition(result, "features_cover_users_at_risk")
+    assert sorted(evaluations) == [(first + dt.timedelta(days=i)).isoformat() for i in range(3)]
+    bad = evaluations.pop(D.isoformat())
+    assert not bad.passed
+    assert bad.description == "failed: users_not_at_risk = 1, users_at_risk_missing = 1"
+    assert all(e.passed and e.metadata["users_at_risk_missing"].value == 0 for e in evaluations.values())
+    assert all(e.metadata["rows"].value > 0 for e in evaluations.values())
+    assert {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()} == {"features"}
 
 
 # -- property: the rolling windows against a plain per-user loop ---------------------------------------

@@ -16,6 +16,7 @@ from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import build_resources
 
+from churn_assets_tests.helpers import evaluations_by_partition
 from churn_assets_tests.landing_helpers import (
     amplitude_row as row,
     jsonl,
@@ -188,8 +189,10 @@ def test_bad_rows_are_quarantined_with_their_reason(quarantined, kind):
 def test_range_run_checks_pass_and_landing_is_unchanged(quarantined):
     settings, result, _, before = quarantined
     assert result.success
-    evaluations = result.get_asset_check_evaluations()
-    assert len(evaluations) == 1 and evaluations[0].passed
+    # One evaluation per day of the range, each with its day and status.
+    evaluations = evaluations_by_partition(result, "raw_events_are_valid")
+    assert sorted(evaluations) == sorted(day.isoformat() for day in DAY_OF.values())
+    assert all(evaluation.passed for evaluation in evaluations.values())
     assert tree_digest(settings.landing_url) == before
 
 
@@ -308,11 +311,11 @@ def test_a_day_mostly_quarantined_stops_what_reads_it(local_settings, local_reso
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
 
     assert not result.success
-    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "raw_events_are_valid"]
-    assert not check.passed
+    [check] = evaluations_by_partition(result, "raw_events_are_valid").values()
+    assert not check.passed and check.partition == day
     metadata = {key: value.value for key, value in check.metadata.items()}
     assert metadata["days_mostly_quarantined"] == 1 and metadata["mostly_quarantined"] == day
-    assert metadata["largest_quarantined_share"] == pytest.approx(4 / 7)
+    assert metadata["quarantined_share"] == pytest.approx(4 / 7)
     # What the CLI prints says why, not only which check failed.
     assert check.description == f"failed: days_mostly_quarantined = 1 (mostly_quarantined: {day})"
     errors = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.level == logging.ERROR]
@@ -320,6 +323,36 @@ def test_a_day_mostly_quarantined_stops_what_reads_it(local_settings, local_reso
     assert read_partition(local_settings.data_url, "raw_events", day).height == 3
     reasons = read_partition(local_settings.data_url, "raw_events_quarantine", day).get_column("reason")
     assert reasons.to_list() == ["unparsable_event_time"] * 4
+    assert {path.split("/")[0] for path in _lake_files(local_settings.data_url)} == {
+        "raw_events", "raw_events_quarantine"
+    }
+
+
+def test_a_range_with_a_mostly_quarantined_day_fails_that_day_only(local_settings, local_resources, instance):
+    """In a range run the check evaluates each day on its own: the broken day fails (its own counts, its
+    description naming it), the good day passes, and the failed blocking evaluation still stops what reads
+    raw_events in the run."""
+    day = _write_mostly_quarantined_day(local_settings)
+    next_day = FIRST_DAY + dt.timedelta(days=1)
+    write_landing_day(local_settings.landing_url, next_day.isoformat(), {"events.jsonl": jsonl(_valid_rows(next_day))})
+
+    result = materialize_ingest(local_resources, instance, day, next_day.isoformat(), raise_on_error=False)
+
+    assert not result.success
+    evaluations = evaluations_by_partition(result, "raw_events_are_valid")
+    assert sorted(evaluations) == [day, next_day.isoformat()]
+    broken, good = evaluations[day], evaluations[next_day.isoformat()]
+    assert not broken.passed and broken.metadata["rows"].value == 3
+    assert broken.description == f"failed: days_mostly_quarantined = 1 (mostly_quarantined: {day})"
+    assert good.passed and good.metadata["rows"].value == 3 and good.description is None
+    assert good.metadata["days_mostly_quarantined"].value == 0
+    # The status each day keeps, as the UI shows it.
+    key = dg.AssetCheckKey(dg.AssetKey("raw_events"), "raw_events_are_valid")
+    statuses = {r.partition: r.status.value for r in instance.event_log_storage.get_asset_check_execution_history(
+        key, limit=10)}
+    assert statuses == {day: "FAILED", next_day.isoformat(): "SUCCEEDED"}
+    infos = instance.event_log_storage.get_asset_check_partition_info([key])
+    assert {info.partition_key for info in infos if info.is_current} == {day, next_day.isoformat()}
     assert {path.split("/")[0] for path in _lake_files(local_settings.data_url)} == {
         "raw_events", "raw_events_quarantine"
     }

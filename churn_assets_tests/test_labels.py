@@ -19,6 +19,7 @@ from churn_assets.resources.lake import Lake
 from churn_assets_tests.helpers import (
     INGEST_AND_FEATURES,
     day,
+    evaluations_by_partition,
     materialize_selected,
     read_partition,
     write_user_daily_history,
@@ -120,18 +121,39 @@ def test_blocking_check_catches_a_population_that_differs_from_its_snapshot(
         raise_on_error=False,
     )
     [evaluation] = result.get_asset_check_evaluations()
-    assert not evaluation.passed
+    assert not evaluation.passed and evaluation.partition == D.isoformat()
     assert evaluation.metadata["snapshot_users_unlabelled"].value == 1
     assert evaluation.metadata["users_not_in_snapshot"].value == 0
 
 
+def _check_labels_over_the_range(settings: ChurnSettings, instance: dg.DagsterInstance) -> dict:
+    """labels_match_snapshots alone over labels[D..LAST], one run: its evaluations by day."""
+    result = dg.materialize(
+        INGEST_AND_FEATURES,
+        resources=build_resources(settings),
+        instance=instance,
+        selection=dg.AssetSelection.checks(labels_match_snapshots),
+        tags={
+            "dagster/asset_partition_range_start": D.isoformat(),
+            "dagster/asset_partition_range_end": LAST.isoformat(),
+        },
+        raise_on_error=False,
+    )
+    evaluations = evaluations_by_partition(result, "labels_match_snapshots")
+    assert sorted(evaluations) == [D.isoformat(), LAST.isoformat()]
+    return {
+        key: (e.passed, {k: v.value for k, v in e.metadata.items()}, e.description)
+        for key, e in evaluations.items()
+    }
+
+
 @pytest.mark.parametrize("batch_rows", [1, 1_000_000])
-def test_blocking_check_over_a_range_adds_up_each_day(
+def test_blocking_check_over_a_range_evaluates_each_day(
     labelled_lake: ChurnSettings, tmp_path: Path, instance, monkeypatch, batch_rows: int
 ):
     """A range run's check compares each label day with its own snapshot, a batch of days at a time (so its
-    memory follows a batch, not the range: here each day alone, or both days together), and reports the
-    range's totals."""
+    memory follows a batch, not the range: here each day alone, or both days together), and records each
+    day's evaluation with that day's counts."""
     monkeypatch.setattr(check_days, "BATCH_ROWS", batch_rows)
     tampered = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=labelled_lake.landing_url)
     shutil.copytree(labelled_lake.data_url, tampered.data_url)
@@ -142,21 +164,32 @@ def test_blocking_check_over_a_range_adds_up_each_day(
     last = read_partition(tampered.data_url, "labels", LAST)  # labels[LAST] gains a user features[S+1] lacks
     stranger = last.filter(pl.col("user_id") == "regular").with_columns(pl.lit("stranger").alias("user_id"))
     lake.write_table(lake.table_url("labels", "date", LAST.isoformat()), pl.concat([last, stranger]).sort("user_id"))
-    result = dg.materialize(
-        INGEST_AND_FEATURES,
-        resources=build_resources(tampered),
-        instance=instance,
-        selection=dg.AssetSelection.checks(labels_match_snapshots),
-        tags={
-            "dagster/asset_partition_range_start": D.isoformat(),
-            "dagster/asset_partition_range_end": LAST.isoformat(),
-        },
-        raise_on_error=False,
-    )
-    [evaluation] = result.get_asset_check_evaluations()
-    assert not evaluation.passed
-    metadata = {k: v.value for k, v in evaluation.metadata.items()}
-    assert metadata["snapshot_users_unlabelled"] == 1
-    assert metadata["users_not_in_snapshot"] == 1
-    assert metadata["rows"] == read_partition(tampered.data_url, "labels", D).height + last.height + 1
-    assert metadata["duplicate_user_days"] == 0 and metadata["snapshot_partitions_missing"] == 0
+
+    by_day = _check_labels_over_the_range(tampered, instance)
+
+    d_passed, d_counts, d_why = by_day[D.isoformat()]
+    last_passed, last_counts, last_why = by_day[LAST.isoformat()]
+    assert not d_passed and not last_passed
+    assert (d_counts["snapshot_users_unlabelled"], d_counts["users_not_in_snapshot"]) == (1, 0)
+    assert (last_counts["snapshot_users_unlabelled"], last_counts["users_not_in_snapshot"]) == (0, 1)
+    assert d_why == "failed: snapshot_users_unlabelled = 1"
+    assert last_why == "failed: users_not_in_snapshot = 1"
+    assert d_counts["rows"] == read_partition(tampered.data_url, "labels", D).height
+    assert last_counts["rows"] == last.height + 1
+    for counts in (d_counts, last_counts):
+        assert counts["duplicate_user_days"] == 0 and counts["snapshot_partitions_missing"] == 0
+
+
+def test_a_range_with_one_bad_day_fails_that_day_only(labelled_lake: ChurnSettings, tmp_path: Path, instance):
+    tampered = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=labelled_lake.landing_url)
+    shutil.copytree(labelled_lake.data_url, tampered.data_url)
+    lake = Lake(tampered.data_url)
+    snapshot = read_partition(tampered.data_url, "features", S)
+    ghost = snapshot.filter(pl.col("user_id") == "regular").with_columns(pl.lit("ghost").alias("user_id"))
+    lake.write_table(lake.table_url("features", "date", S.isoformat()), pl.concat([snapshot, ghost]))
+
+    by_day = _check_labels_over_the_range(tampered, instance)
+
+    assert not by_day[D.isoformat()][0] and by_day[D.isoformat()][1]["snapshot_users_unlabelled"] == 1
+    passed, counts, why = by_day[LAST.isoformat()]
+    assert passed and why is None and counts["snapshot_users_unlabelled"] == 0

@@ -264,7 +264,8 @@ def test_check_flags_snapshots_after_the_cutoff(labelled_lake: ChurnSettings, tm
             tags={"dagster/partition": "2025-03"}, raise_on_error=False,
         )
     [evaluation] = result.get_asset_check_evaluations()
-    assert not evaluation.passed
+    assert not evaluation.passed and evaluation.partition == "2025-03"
+    assert evaluation.description.startswith("failed: labels_after_cutoff = 3, snapshots_after_cutoff = 3")
     assert evaluation.metadata["labels_after_cutoff"].value == 3
     assert evaluation.metadata["snapshots_after_cutoff"].value == 3
     assert evaluation.metadata["snapshots_not_h_days_before_label"].value == 0

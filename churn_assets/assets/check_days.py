@@ -1,15 +1,18 @@
-"""What the blocking checks of daily assets share: a result from failure counts, and a pass over the checked
-days a batch of days at a time, so that a check's memory follows a batch (or its largest day), not the
-length of the range."""
+"""What the checks share: a result from failure counts, one evaluation per partition of the run, and a pass
+over the checked days a batch of days at a time, so that a check's memory follows a batch (or its largest
+day), not the length of the range."""
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
 import dagster as dg
 import polars as pl
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
-from churn_assets.partitions import rows_per_day
+from churn_assets.partitions import latest_materializations, rows_per_day
 from churn_assets.threads import engine_for, ordered_map, workers_for
 
 Out = TypeVar("Out")
@@ -37,6 +40,34 @@ def check_result(failures: dict[str, int], **metadata: object) -> dg.AssetCheckR
         metadata={**{k: int(v) for k, v in failures.items()}, **metadata},
         description=description,
     )
+
+
+def each_partition(
+    context: dg.AssetCheckExecutionContext, results: Mapping[str, dg.AssetCheckResult]
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """The check's evaluation of each partition of the run, from ``results`` (by partition key): a range run
+    records one per day (or month), each with its own status, where one result would have none (Dagster
+    gives an ``AssetCheckResult`` the partition of a single-partition run only). Each names the partition's
+    latest materialization, without which the UI counts the evaluation as outdated (no status)."""
+    [spec] = context.check_specs
+    keys = list(context.partition_keys)
+    latest = latest_materializations(context.instance, spec.asset_key, keys)
+    for key in keys:
+        result, record = results[key], latest.get(key)
+        target = record and AssetCheckEvaluationTargetMaterializationData(
+            storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+        )
+        yield dg.AssetCheckEvaluation(
+            asset_key=spec.asset_key,
+            check_name=spec.name,
+            passed=result.passed,
+            metadata=result.metadata,
+            target_materialization_data=target,
+            severity=result.severity,
+            description=result.description,
+            blocking=spec.blocking,
+            partition=key,
+        )
 
 
 def each_checked_batch(context: dg.AssetCheckExecutionContext, frame: pl.LazyFrame) -> EachBatch:
@@ -70,21 +101,30 @@ def in_days(days: list[dt.date]) -> pl.Expr:
     return pl.col("date").is_in(days)
 
 
-def sum_per_batch(
+def counts_per_day(
     each_batch: EachBatch,
     frame: pl.LazyFrame,
     *stats: pl.Expr,
     also: Callable[[list[dt.date]], pl.LazyFrame] | None = None,
-) -> dict[str, int]:
-    """``stats`` (one count each) of every checked day, summed; with ``also``, the counts of the one-row
-    frame ``also(days)`` too, collected together with them (one ``pl.collect_all`` per batch of days)."""
-    total = {stat.meta.output_name(): 0 for stat in stats}
+) -> dict[dt.date, dict[str, int]]:
+    """``stats`` (one count each) of every checked day, by day (zero for a day without rows); with ``also``,
+    the counts of the frame ``also(days)`` too (one row per day, by its ``date``), collected together with
+    them (one ``pl.collect_all`` per batch of days)."""
 
-    def of_days(days: list[dt.date], engine: str) -> dict[str, int | None]:
-        queries = [frame.filter(in_days(days)).select(*stats), *([also(days)] if also else [])]
-        return {k: v for row in pl.collect_all(queries, engine=engine) for k, v in row.row(0, named=True).items()}
+    def of_days(days: list[dt.date], engine: str) -> dict[dt.date, dict[str, int]]:
+        queries = [frame.filter(in_days(days)).group_by("date").agg(*stats), *([also(days)] if also else [])]
+        counts: dict[dt.date, dict[str, int]] = {day: {} for day in days}
+        for per_day in pl.collect_all(queries, engine=engine):
+            for day in days:
+                counts[day].update({name: 0 for name in per_day.columns if name != "date"})
+            for row in per_day.iter_rows(named=True):
+                day = row.pop("date")
+                counts[day].update({name: int(value or 0) for name, value in row.items()})
+        return counts
 
-    for counts in each_batch(of_days):
-        for name, value in counts.items():
-            total[name] = total.get(name, 0) + int(value or 0)
-    return total
+    return {day: counts for batch in each_batch(of_days) for day, counts in batch.items()}
+
+
+def without_rows(counts: dict[str, int]) -> dict[str, int]:
+    """A day's failure counts: all of its counts but the ``rows`` it holds."""
+    return {name: count for name, count in counts.items() if name != "rows"}

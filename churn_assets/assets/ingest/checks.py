@@ -1,38 +1,51 @@
 """Blocking checks of the ingest assets: a partition that fails one stops everything downstream of it."""
 
-
 import datetime as dt
+from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
 
-from churn_assets.assets.check_days import check_result, each_checked_batch, in_days, sum_per_batch
+from churn_assets.assets.check_days import (
+    check_result,
+    counts_per_day,
+    each_checked_batch,
+    each_partition,
+    in_days,
+    without_rows,
+)
 from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA, MAX_LATENESS, first_of_each_id
 from churn_assets.assets.ingest.raw_events import raw_events
 from churn_assets.assets.ingest.user_daily import TOTAL_COLUMNS, user_daily
 from churn_assets.partitions import daily_partitions, latest_materializations
 from churn_assets.resources import LandingZone
-from churn_assets.resources.lake import some_keys
 
 
-@dg.asset_check(
-    asset=raw_events,
-    blocking=True,
-    # Partitioned like the asset, so a run checks (and loads) only the partitions it wrote.
-    partitions_def=daily_partitions,
-    description=(
-        "Unique event ids, no null users, event times inside the export day's bounds, canonical schema, and "
-        "no day with more of its rows quarantined than CHURN_MAX_QUARANTINED_SHARE (half by default)."
-    ),
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            "raw_events_are_valid",
+            asset=raw_events,
+            # Partitioned like the asset, so a run checks (and loads) only the partitions it wrote, each
+            # evaluated on its own.
+            partitions_def=daily_partitions,
+            blocking=True,
+            description=(
+                "Unique event ids, no null users, event times inside the export day's bounds, canonical schema, "
+                "and no day with more of its rows quarantined than CHURN_MAX_QUARANTINED_SHARE (half by default)."
+            ),
+        )
+    ],
+    can_subset=True,
 )
 def raw_events_are_valid(
     context: dg.AssetCheckExecutionContext, raw_events: pl.LazyFrame, landing: LandingZone
-) -> dg.AssetCheckResult:
+) -> Iterator[dg.AssetCheckEvaluation]:
     schema = raw_events.collect_schema()
     wrong_schema = [c for c, t in CANONICAL_SCHEMA.items() if schema.get(c) != t]
     day_start = pl.col("date").cast(pl.Datetime("us", "UTC"))
     each_batch = each_checked_batch(context, raw_events)
-    stats = sum_per_batch(
+    per_day = counts_per_day(
         each_batch,
         raw_events,
         pl.col("user_id").is_null().sum().alias("null_user_ids"),
@@ -42,31 +55,38 @@ def raw_events_are_valid(
         ).sum().alias("event_times_out_of_bounds"),
         pl.len().alias("rows"),
     )
-    rows = stats.pop("rows")
 
-    def duplicates(days: list[dt.date], engine: str) -> int:
+    def duplicates(days: list[dt.date], engine: str) -> dict[dt.date, int]:
         # Ids are unique within an export day (a late event may be re-exported on a later day).
         ids = raw_events.filter(in_days(days)).select("date", "event_id").collect(engine=engine)
-        return sum(int((~first_of_each_id(day.get_column("event_id"))).sum()) for day in ids.partition_by("date"))
+        found = dict.fromkeys(days, 0)
+        for (day,), of_day in ids.partition_by("date", as_dict=True).items():
+            found[day] = int((~first_of_each_id(of_day.get_column("event_id"))).sum())
+        return found
 
-    duplicate_ids = sum(each_batch(duplicates))
+    duplicate_ids = {day: count for batch in each_batch(duplicates) for day, count in batch.items()}
     # A day that sends most of its rows to the quarantine is a broken export (a changed time format,
     # renamed keys), not a dirty one: its partition stays stored with its quarantine, for a look, but
     # nothing downstream reads it.
     shares = quarantined_shares(context.instance, list(context.partition_keys))
-    mostly_quarantined = sorted(day for day, share in shares.items() if share > landing.max_quarantined_share)
-    return check_result(
-        {
-            "duplicate_event_ids": duplicate_ids,
-            **stats,
-            "columns_with_wrong_type": len(wrong_schema),
-            "days_mostly_quarantined": len(mostly_quarantined),
-        },
-        rows=rows,
-        wrong_columns=str(wrong_schema),
-        mostly_quarantined=some_keys(mostly_quarantined),
-        largest_quarantined_share=max(shares.values(), default=0.0),
-    )
+    results = {}
+    for key in context.partition_keys:
+        day, share = dt.date.fromisoformat(key), shares.get(key, 0.0)
+        mostly_quarantined = share > landing.max_quarantined_share
+        results[key] = check_result(
+            {
+                "duplicate_event_ids": duplicate_ids[day],
+                "null_user_ids": per_day[day]["null_user_ids"],
+                "event_times_out_of_bounds": per_day[day]["event_times_out_of_bounds"],
+                "columns_with_wrong_type": len(wrong_schema),
+                "days_mostly_quarantined": int(mostly_quarantined),
+            },
+            rows=per_day[day]["rows"],
+            wrong_columns=str(wrong_schema),
+            mostly_quarantined=key if mostly_quarantined else "",
+            quarantined_share=share,
+        )
+    yield from each_partition(context, results)
 
 
 def quarantined_shares(instance: dg.DagsterInstance, keys: list[str]) -> dict[str, float]:
@@ -81,26 +101,32 @@ def quarantined_shares(instance: dg.DagsterInstance, keys: list[str]) -> dict[st
     return shares
 
 
-@dg.asset_check(
-    asset=user_daily,
-    blocking=True,
-    partitions_def=daily_partitions,
-    description="One row per user and day, no negative count, every user known to install_times.",
-    additional_ins={"install_times": dg.AssetIn()},
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            "user_daily_is_consistent",
+            asset=user_daily,
+            additional_deps=["install_times"],
+            partitions_def=daily_partitions,
+            blocking=True,
+            description="One row per user and day, no negative count, every user known to install_times.",
+        )
+    ],
+    can_subset=True,
 )
 def user_daily_is_consistent(
     context: dg.AssetCheckExecutionContext, user_daily: pl.LazyFrame, install_times: pl.LazyFrame
-) -> dg.AssetCheckResult:
+) -> Iterator[dg.AssetCheckEvaluation]:
     counts = [c for c in user_daily.collect_schema() if c.startswith("n_") or c in TOTAL_COLUMNS]
 
     def unknown_users(days: list[dt.date]) -> pl.LazyFrame:
         known = install_times.filter(in_days(days))
         today = user_daily.filter(in_days(days))
-        return today.join(known, on=["date", "user_id"], how="anti").select(
+        return today.join(known, on=["date", "user_id"], how="anti").group_by("date").agg(
             pl.len().alias("users_missing_from_install_times")
         )
 
-    stats = sum_per_batch(
+    per_day = counts_per_day(
         each_checked_batch(context, user_daily),
         user_daily,
         (pl.len() - pl.struct("date", "user_id").n_unique()).alias("duplicate_user_days"),
@@ -108,5 +134,5 @@ def user_daily_is_consistent(
         pl.len().alias("rows"),
         also=unknown_users,
     )
-    rows = stats.pop("rows")
-    return check_result(stats, rows=rows)
+    results = {day.isoformat(): check_result(without_rows(stats), rows=stats["rows"]) for day, stats in per_day.items()}
+    yield from each_partition(context, results)

@@ -2,11 +2,13 @@
 
 import datetime as dt
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
 import polars as pl
 
+from churn_assets.assets.check_days import check_result, each_partition
 from churn_assets.assets.features.catalog import features_schema
 from churn_assets.assets.features.labels import HORIZON_DAYS, LABELS_SCHEMA
 from churn_assets.config import SETTINGS
@@ -268,17 +270,26 @@ def stratified_rows(scan: pl.LazyFrame, counts: dict[int, int], cap: int) -> pl.
 LABEL_RATE_BAND = (0.01, 0.9)
 
 
-@dg.asset_check(
-    asset=training_set,
-    blocking=True,
-    # Partitioned like the asset, so a run checks (and loads) only the months it wrote.
-    partitions_def=monthly_partitions,
-    description=(
-        f"Per month: both classes present, label rate within {LABEL_RATE_BAND}, every label known before "
-        "the month (label_date < its first day) and every snapshot H days before its label."
-    ),
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            "training_set_is_sound",
+            asset=training_set,
+            # Partitioned like the asset, so a run checks (and loads) only the months it wrote, each
+            # evaluated on its own.
+            partitions_def=monthly_partitions,
+            blocking=True,
+            description=(
+                f"Per month: both classes present, label rate within {LABEL_RATE_BAND}, every label known "
+                "before the month (label_date < its first day) and every snapshot H days before its label."
+            ),
+        )
+    ],
+    can_subset=True,
 )
-def training_set_is_sound(training_set: pl.LazyFrame) -> dg.AssetCheckResult:
+def training_set_is_sound(
+    context: dg.AssetCheckExecutionContext, training_set: pl.LazyFrame
+) -> Iterator[dg.AssetCheckEvaluation]:
     month_start = pl.concat_str(pl.col("month"), pl.lit("-01")).str.to_date()
     horizon = pl.duration(days=HORIZON_DAYS)
     per_month = (
@@ -295,18 +306,19 @@ def training_set_is_sound(training_set: pl.LazyFrame) -> dg.AssetCheckResult:
         .collect()
     )
     low, high = LABEL_RATE_BAND
-    failures = {
-        "months_with_one_class": per_month.filter(pl.col("classes") < 2).height,
-        "months_with_label_rate_outside_band": per_month.filter(~pl.col("label_rate").is_between(low, high)).height,
-        "labels_after_cutoff": per_month.get_column("labels_after_cutoff").sum(),
-        "snapshots_after_cutoff": per_month.get_column("snapshots_after_cutoff").sum(),
-        "snapshots_not_h_days_before_label": per_month.get_column("snapshots_not_h_days_before_label").sum(),
-    }
-    return dg.AssetCheckResult(
-        passed=not any(failures.values()),
-        metadata={
-            **{k: int(v) for k, v in failures.items()},
-            "label_rates": {m: round(r, 4) for m, r in per_month.select("month", "label_rate").iter_rows()},
-            "rows": int(per_month.get_column("rows").sum()),
-        },
-    )
+    stats = {row["month"]: row for row in per_month.iter_rows(named=True)}
+    results = {}
+    for month in context.partition_keys:
+        row = stats.get(month, {"rows": 0, "label_rate": None, "classes": 0})
+        label_rate = row["label_rate"]
+        failures = {
+            "months_with_one_class": int(row["classes"] < 2),
+            "months_with_label_rate_outside_band": int(label_rate is None or not low <= label_rate <= high),
+            **{name: row.get(name, 0) for name in _CUTOFF_COUNTS},
+        }
+        rate = round(label_rate, 4) if label_rate is not None else 0.0
+        results[month] = check_result(failures, label_rate=rate, rows=row["rows"])
+    yield from each_partition(context, results)
+
+
+_CUTOFF_COUNTS = ["labels_after_cutoff", "snapshots_after_cutoff", "snapshots_not_h_days_before_label"]
