@@ -597,10 +597,15 @@ def test_the_user_daily_check_fails_on_a_repeated_user_and_an_unknown_one(ingest
         tags={"dagster/asset_partition_range_start": "2025-01-01", "dagster/asset_partition_range_end": "2025-01-02"},
         raise_on_error=False,
     )
-    [evaluation] = result.get_asset_check_evaluations()
-    assert not evaluation.passed
-    assert evaluation.metadata["duplicate_user_days"].value == 1
-    assert evaluation.metadata["users_missing_from_install_times"].value == 1
-    assert evaluation.metadata["negative_counts"].value == 0
+    # Each day evaluated on its own: the tampered day fails with its counts, the sound one passes.
+    sound, tampered_day = sorted(result.get_asset_check_evaluations(), key=lambda e: e.partition)
+    assert (sound.partition, tampered_day.partition) == ("2025-01-01", "2025-01-02")
+    assert sound.passed and not tampered_day.passed
+    assert tampered_day.metadata["duplicate_user_days"].value == 1
+    assert tampered_day.metadata["users_missing_from_install_times"].value == 1
+    assert tampered_day.metadata["negative_counts"].value == 0
+    assert sound.metadata["duplicate_user_days"].value == 0
+    assert sound.metadata["users_missing_from_install_times"].value == 0
     day1 = read_partition(lake_url, "user_daily", "2025-01-01")
-    assert evaluation.metadata["rows"].value == day1.height + day2.height + 2
+    assert sound.metadata["rows"].value == day1.height
+    assert tampered_day.metadata["rows"].value == day2.height + 2
