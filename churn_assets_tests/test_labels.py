@@ -101,15 +101,21 @@ def test_horizon_that_disagrees_with_the_partition_mapping_fails_clearly(labelle
         materialize_selected(["labels"], resources, instance, D.isoformat())
 
 
-def test_blocking_check_catches_a_population_that_differs_from_its_snapshot(
-    labelled_lake: ChurnSettings, tmp_path: Path, instance
-):
+def _with_a_ghost_in_the_snapshot(labelled_lake: ChurnSettings, tmp_path: Path) -> ChurnSettings:
+    """A copy of the labelled lake whose snapshot features[S] holds one user more ("ghost") than labels[D]."""
     tampered = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=labelled_lake.landing_url)
     shutil.copytree(labelled_lake.data_url, tampered.data_url)
     lake = Lake(tampered.data_url)
     snapshot = read_partition(tampered.data_url, "features", S)
-    extra = snapshot.filter(pl.col("user_id") == "regular").with_columns(pl.lit("ghost").alias("user_id"))
-    lake.write_table(lake.table_url("features", "date", S.isoformat()), pl.concat([snapshot, extra]))
+    ghost = snapshot.filter(pl.col("user_id") == "regular").with_columns(pl.lit("ghost").alias("user_id"))
+    lake.write_table(lake.table_url("features", "date", S.isoformat()), pl.concat([snapshot, ghost]))
+    return tampered
+
+
+def test_blocking_check_catches_a_population_that_differs_from_its_snapshot(
+    labelled_lake: ChurnSettings, tmp_path: Path, instance
+):
+    tampered = _with_a_ghost_in_the_snapshot(labelled_lake, tmp_path)
     # The check alone, on the stored labels[D]: a check-only selection takes its partition as a run tag
     # (dagster cannot infer a partitions definition from checks, so partition_key= is refused).
     result = dg.materialize(
@@ -155,12 +161,8 @@ def test_blocking_check_over_a_range_evaluates_each_day(
     memory follows a batch, not the range: here each day alone, or both days together), and records each
     day's evaluation with that day's counts."""
     monkeypatch.setattr(check_days, "BATCH_ROWS", batch_rows)
-    tampered = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=labelled_lake.landing_url)
-    shutil.copytree(labelled_lake.data_url, tampered.data_url)
+    tampered = _with_a_ghost_in_the_snapshot(labelled_lake, tmp_path)  # labels[D] misses the ghost
     lake = Lake(tampered.data_url)
-    snapshot = read_partition(tampered.data_url, "features", S)  # labels[D] will miss its ghost
-    ghost = snapshot.filter(pl.col("user_id") == "regular").with_columns(pl.lit("ghost").alias("user_id"))
-    lake.write_table(lake.table_url("features", "date", S.isoformat()), pl.concat([snapshot, ghost]))
     last = read_partition(tampered.data_url, "labels", LAST)  # labels[LAST] gains a user features[S+1] lacks
     stranger = last.filter(pl.col("user_id") == "regular").with_columns(pl.lit("stranger").alias("user_id"))
     lake.write_table(lake.table_url("labels", "date", LAST.isoformat()), pl.concat([last, stranger]).sort("user_id"))
@@ -181,12 +183,7 @@ def test_blocking_check_over_a_range_evaluates_each_day(
 
 
 def test_a_range_with_one_bad_day_fails_that_day_only(labelled_lake: ChurnSettings, tmp_path: Path, instance):
-    tampered = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=labelled_lake.landing_url)
-    shutil.copytree(labelled_lake.data_url, tampered.data_url)
-    lake = Lake(tampered.data_url)
-    snapshot = read_partition(tampered.data_url, "features", S)
-    ghost = snapshot.filter(pl.col("user_id") == "regular").with_columns(pl.lit("ghost").alias("user_id"))
-    lake.write_table(lake.table_url("features", "date", S.isoformat()), pl.concat([snapshot, ghost]))
+    tampered = _with_a_ghost_in_the_snapshot(labelled_lake, tmp_path)
 
     by_day = _check_labels_over_the_range(tampered, instance)
 

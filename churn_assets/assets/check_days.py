@@ -3,7 +3,7 @@ over the checked days a batch of days at a time, so that a check's memory follow
 day), not the length of the range."""
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 import dagster as dg
@@ -40,6 +40,26 @@ def check_result(failures: dict[str, int], **metadata: object) -> dg.AssetCheckR
         metadata={**{k: int(v) for k, v in failures.items()}, **metadata},
         description=description,
     )
+
+
+def partition_check(
+    name: str,
+    asset: dg.AssetsDefinition,
+    description: str,
+    blocking: bool = True,
+    additional_deps: Sequence[str] = (),
+) -> Callable:
+    """The decorator of one check of ``asset``, partitioned like it, so a run checks (and loads) only the
+    partitions it wrote, each evaluated on its own (the function yields :func:`each_partition`)."""
+    spec = dg.AssetCheckSpec(
+        name,
+        asset=asset,
+        additional_deps=list(additional_deps) or None,
+        partitions_def=asset.partitions_def,
+        blocking=blocking,
+        description=description,
+    )
+    return dg.multi_asset_check(specs=[spec], can_subset=True)
 
 
 def each_partition(

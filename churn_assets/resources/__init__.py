@@ -81,10 +81,6 @@ class LandingZone(dg.ConfigurableResource):
                 while block := handle.read(block_bytes):
                     yield block
 
-    def complete_days(self) -> dict[str, str]:
-        """Every complete day with the version of its ``_SUCCESS`` marker (mtime or ETag)."""
-        return self.days()[0]
-
     def days(self) -> tuple[dict[str, str], list[str]]:
         """The complete days with their marker's version, and the days with files but no ``_SUCCESS`` (an
         export still writing, or one that stopped). One recursive listing of ``events/`` (on S3, a page of

@@ -12,6 +12,7 @@ from churn_assets.assets.check_days import (
     each_checked_batch,
     each_partition,
     in_days,
+    partition_check,
     without_rows,
 )
 from churn_assets.assets.features.catalog import LOOKBACK_DAYS, feature_catalog
@@ -22,23 +23,14 @@ from churn_assets.resources import ChurnParameters, LakeResource
 from churn_assets.resources.lake import Lake
 
 
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(
-            "features_cover_users_at_risk",
-            asset=features,
-            additional_deps=["install_times"],
-            # Partitioned like the asset, so a run checks (and loads) only the partitions it wrote, each
-            # evaluated on its own.
-            partitions_def=daily_partitions,
-            blocking=True,
-            description=(
-                "One row per user and day, no null where the catalog says none, and exactly the users at risk "
-                "according to install_times (installed on or before D, last active in D-27..D)."
-            ),
-        )
-    ],
-    can_subset=True,
+@partition_check(
+    "features_cover_users_at_risk",
+    features,
+    (
+        "One row per user and day, no null where the catalog says none, and exactly the users at risk "
+        "according to install_times (installed on or before D, last active in D-27..D)."
+    ),
+    additional_deps=["install_times"],
 )
 def features_cover_users_at_risk(
     context: dg.AssetCheckExecutionContext,
@@ -89,20 +81,13 @@ def _compare_keys(
     )
 
 
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(
-            "labels_match_snapshots",
-            asset=labels,
-            partitions_def=daily_partitions,
-            blocking=True,
-            description=(
-                "churned is 0 or 1, snapshot_date is the label day minus H, and the labelled population is "
-                "exactly features[D-H] (no user added or lost)."
-            ),
-        )
-    ],
-    can_subset=True,
+@partition_check(
+    "labels_match_snapshots",
+    labels,
+    (
+        "churned is 0 or 1, snapshot_date is the label day minus H, and the labelled population is "
+        "exactly features[D-H] (no user added or lost)."
+    ),
 )
 def labels_match_snapshots(
     context: dg.AssetCheckExecutionContext, labels: pl.LazyFrame, lake: LakeResource

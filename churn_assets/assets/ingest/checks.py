@@ -12,31 +12,23 @@ from churn_assets.assets.check_days import (
     each_checked_batch,
     each_partition,
     in_days,
+    partition_check,
     without_rows,
 )
 from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA, MAX_LATENESS, first_of_each_id
 from churn_assets.assets.ingest.raw_events import raw_events
 from churn_assets.assets.ingest.user_daily import TOTAL_COLUMNS, user_daily
-from churn_assets.partitions import daily_partitions, latest_materializations
+from churn_assets.partitions import latest_materializations
 from churn_assets.resources import LandingZone
 
 
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(
-            "raw_events_are_valid",
-            asset=raw_events,
-            # Partitioned like the asset, so a run checks (and loads) only the partitions it wrote, each
-            # evaluated on its own.
-            partitions_def=daily_partitions,
-            blocking=True,
-            description=(
-                "Unique event ids, no null users, event times inside the export day's bounds, canonical schema, "
-                "and no day with more of its rows quarantined than CHURN_MAX_QUARANTINED_SHARE (half by default)."
-            ),
-        )
-    ],
-    can_subset=True,
+@partition_check(
+    "raw_events_are_valid",
+    raw_events,
+    (
+        "Unique event ids, no null users, event times inside the export day's bounds, canonical schema, "
+        "and no day with more of its rows quarantined than CHURN_MAX_QUARANTINED_SHARE (half by default)."
+    ),
 )
 def raw_events_are_valid(
     context: dg.AssetCheckExecutionContext, raw_events: pl.LazyFrame, landing: LandingZone
@@ -101,18 +93,11 @@ def quarantined_shares(instance: dg.DagsterInstance, keys: list[str]) -> dict[st
     return shares
 
 
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(
-            "user_daily_is_consistent",
-            asset=user_daily,
-            additional_deps=["install_times"],
-            partitions_def=daily_partitions,
-            blocking=True,
-            description="One row per user and day, no negative count, every user known to install_times.",
-        )
-    ],
-    can_subset=True,
+@partition_check(
+    "user_daily_is_consistent",
+    user_daily,
+    "One row per user and day, no negative count, every user known to install_times.",
+    additional_deps=["install_times"],
 )
 def user_daily_is_consistent(
     context: dg.AssetCheckExecutionContext, user_daily: pl.LazyFrame, install_times: pl.LazyFrame

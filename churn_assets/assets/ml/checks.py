@@ -6,28 +6,20 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from churn_assets.assets.check_days import check_result, each_partition, without_rows
+from churn_assets.assets.check_days import check_result, each_partition, partition_check, without_rows
 from churn_assets.assets.ml.model import SCORE_COLUMN, model
 from churn_assets.assets.ml.predictions import predictions
-from churn_assets.partitions import daily_partitions, monthly_partitions
 from churn_assets.resources.model_io_manager import ChurnModel
 
 
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(
-            "model_artifacts_are_sound",
-            asset=model,
-            partitions_def=monthly_partitions,
-            blocking=True,
-            description=(
-                "The stored artifacts load back verified against their card (XGBoost format, sha256), the "
-                "threshold lies in (0, 1), the risk-band cut-offs rise, and the reference sample holds every "
-                "feature and the score."
-            ),
-        )
-    ],
-    can_subset=True,
+@partition_check(
+    "model_artifacts_are_sound",
+    model,
+    (
+        "The stored artifacts load back verified against their card (XGBoost format, sha256), the "
+        "threshold lies in (0, 1), the risk-band cut-offs rise, and the reference sample holds every "
+        "feature and the score."
+    ),
 )
 def model_artifacts_are_sound(
     context: dg.AssetCheckExecutionContext, model: dict[str, ChurnModel]
@@ -53,21 +45,14 @@ def model_artifacts_are_sound(
     yield from each_partition(context, results)
 
 
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(
-            "predictions_cover_every_user",
-            asset=predictions,
-            additional_deps=["features"],
-            partitions_def=daily_partitions,
-            blocking=True,
-            description=(
-                "Per day: exactly one prediction per user of the feature snapshot, probabilities in [0, 1], a "
-                "risk band for everyone, ranks 1..n without gaps."
-            ),
-        )
-    ],
-    can_subset=True,
+@partition_check(
+    "predictions_cover_every_user",
+    predictions,
+    (
+        "Per day: exactly one prediction per user of the feature snapshot, probabilities in [0, 1], a "
+        "risk band for everyone, ranks 1..n without gaps."
+    ),
+    additional_deps=["features"],
 )
 def predictions_cover_every_user(
     context: dg.AssetCheckExecutionContext, predictions: pl.LazyFrame, features: pl.LazyFrame

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
-from churn_assets.assets.check_days import check_result, each_partition
+from churn_assets.assets.check_days import check_result, each_partition, partition_check
 from churn_assets.assets.features.catalog import features_schema
 from churn_assets.assets.features.labels import HORIZON_DAYS, LABELS_SCHEMA
 from churn_assets.config import SETTINGS
@@ -270,22 +270,13 @@ def stratified_rows(scan: pl.LazyFrame, counts: dict[int, int], cap: int) -> pl.
 LABEL_RATE_BAND = (0.01, 0.9)
 
 
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(
-            "training_set_is_sound",
-            asset=training_set,
-            # Partitioned like the asset, so a run checks (and loads) only the months it wrote, each
-            # evaluated on its own.
-            partitions_def=monthly_partitions,
-            blocking=True,
-            description=(
-                f"Per month: both classes present, label rate within {LABEL_RATE_BAND}, every label known "
-                "before the month (label_date < its first day) and every snapshot H days before its label."
-            ),
-        )
-    ],
-    can_subset=True,
+@partition_check(
+    "training_set_is_sound",
+    training_set,
+    (
+        f"Per month: both classes present, label rate within {LABEL_RATE_BAND}, every label known "
+        "before the month (label_date < its first day) and every snapshot H days before its label."
+    ),
 )
 def training_set_is_sound(
     context: dg.AssetCheckExecutionContext, training_set: pl.LazyFrame

@@ -6,27 +6,18 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from churn_assets.assets.check_days import each_partition
+from churn_assets.assets.check_days import each_partition, partition_check
 from churn_assets.assets.monitoring.drift_report import DATASET_DRIFT_SHARE, drift_report
-from churn_assets.partitions import daily_partitions
 
 
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(
-            "features_have_not_drifted",
-            asset=drift_report,
-            # Partitioned like the asset, so a run checks (and loads) only the days it wrote, each evaluated
-            # on its own.
-            partitions_def=daily_partitions,
-            blocking=False,
-            description=(
-                f"Warns when a day's features drifted from the model's reference sample: at least "
-                f"{DATASET_DRIFT_SHARE:.0%} of the feature columns drifted (Evidently's dataset drift)."
-            ),
-        )
-    ],
-    can_subset=True,
+@partition_check(
+    "features_have_not_drifted",
+    drift_report,
+    (
+        f"Warns when a day's features drifted from the model's reference sample: at least "
+        f"{DATASET_DRIFT_SHARE:.0%} of the feature columns drifted (Evidently's dataset drift)."
+    ),
+    blocking=False,
 )
 def features_have_not_drifted(
     context: dg.AssetCheckExecutionContext, drift_report: pl.DataFrame
