@@ -8,12 +8,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, AssetEventTagsTable, AssetKeyTable
-from dagster._serdes import deserialize_value
+from dagster._core.storage.event_log.schema import AssetEventTagsTable, AssetKeyTable
 
 from churn_assets.instance import RUN_SHARDS_KEPT, PooledSqliteEventLogStorage
 
-from churn_assets_tests.counted_asset import RANGE, counted, counted_is_positive
+from churn_assets_tests.counted_asset import RANGE, check_rows, counted, counted_each_day, counted_is_positive
 from churn_assets_tests.dagster_processes import instance_home
 
 
@@ -189,35 +188,42 @@ def test_the_local_instance_turns_on_dagsters_event_batches(home: Path, monkeypa
         assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "0"
 
 
-def test_a_checks_plan_for_a_range_is_stored_as_dagster_stores_it(tmp_path: Path):
+def test_a_checks_plan_for_a_range_is_stored_as_dagster_stores_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A check planned for five partitions at once: one row per partition, each holding the planning
-    event (serialized once by our storage, five times by Dagster's), exactly as Dagster's storage has it."""
-    stored = {}
-    for name, dagster_yaml in (("ours", None), ("stock", "telemetry:\n  enabled: false\n")):
+    event (serialized once by our storage, five times by Dagster's), exactly as Dagster's storage has it.
+    A check that evaluates each partition: its five results, held back and stored together by ours, one by
+    one by Dagster's, give the same rows, events and order (also in batches of two)."""
+    stored, events = {}, {}
+    for name, batch_size, dagster_yaml in (
+        ("ours", "1000", None), ("ours_by_two", "2", None), ("stock", "1000", "telemetry:\n  enabled: false\n")
+    ):
+        monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", batch_size)
         home = instance_home(tmp_path / name)
         if dagster_yaml:
             (home / "dagster.yaml").write_text(dagster_yaml)
         with dg.DagsterInstance.from_config(str(home)) as instance:
-            assert (type(instance.event_log_storage) is PooledSqliteEventLogStorage) == (name == "ours")
-            result = dg.materialize([counted, counted_is_positive], instance=instance, tags=RANGE)
+            assert (type(instance.event_log_storage) is PooledSqliteEventLogStorage) == (name != "stock")
+            result = dg.materialize([counted, counted_is_positive, counted_each_day], instance=instance, tags=RANGE)
             assert result.success
-            with instance.event_log_storage.index_connection() as conn:
-                rows = conn.execute(AssetCheckExecutionsTable.select()).fetchall()
-        stored[name] = sorted(
-            (
-                (row.partition, row.check_name, row.execution_status, row.run_id == result.run_id,
-                 deserialize_value(row.evaluation_event).dagster_event_type.value)
-                for row in rows
-            ),
-            key=str,
-        )
-    assert stored["ours"] == stored["stock"]
-    planned = [row for row in stored["ours"] if row[0] is not None]
+            stored[name] = check_rows(instance, result.run_id)
+            events[name] = [(e.dagster_event_type, e.step_key) for e in instance.all_logs(result.run_id)]
+    assert stored["ours"] == stored["ours_by_two"] == stored["stock"]
+    assert events["ours"] == events["ours_by_two"] == events["stock"]
+    planned = [row for row in stored["ours"] if row[1] == "counted_is_positive" and row[0] is not None]
     assert [row[0] for row in planned] == [f"2025-01-0{d}" for d in range(1, 6)]
     assert {row[1:] for row in planned} == {
-        ("counted_is_positive", "PLANNED", True, "ASSET_CHECK_EVALUATION_PLANNED")
+        ("counted_is_positive", "PLANNED", "ASSET_CHECK_EVALUATION_PLANNED", None, None)
     }
-    # One result for the whole range (as the project's range checks report) is stored without a partition.
+    # One result for the whole range (as an AssetCheckResult of a range run is) is stored without a partition.
     assert [row[1:] for row in stored["ours"] if row[0] is None] == [
-        ("counted_is_positive", "SUCCEEDED", True, "ASSET_CHECK_EVALUATION")
+        ("counted_is_positive", "SUCCEEDED", "ASSET_CHECK_EVALUATION", None, True)
     ]
+    # One result per partition, each naming its partition's materialization and its own stored event.
+    assert [row for row in stored["ours"] if row[1] == "counted_each_day"] == [
+        (f"2025-01-0{d}", "counted_each_day", "FAILED" if d == 3 else "SUCCEEDED", "ASSET_CHECK_EVALUATION", True,
+         True)
+        for d in range(1, 6)
+    ]
+    # The results come before the check step's success, as when stored one by one.
+    step = [kind for kind, key in events["ours"] if key == "counted_each_day" and kind]
+    assert step[-6:] == [dg.DagsterEventType.ASSET_CHECK_EVALUATION] * 5 + [dg.DagsterEventType.STEP_SUCCESS]

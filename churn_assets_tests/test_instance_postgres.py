@@ -18,7 +18,7 @@ from sqlalchemy import event
 
 from churn_assets.instance.postgres import PooledPostgresEventLogStorage
 
-from churn_assets_tests.counted_asset import RANGE, counted
+from churn_assets_tests.counted_asset import RANGE, check_rows, counted, counted_each_day
 from churn_assets_tests.landing_helpers import INGEST, amplitude_row, jsonl, write_landing_day
 from churn_assets_tests.postgres_server import PostgresServer, postgres_available
 
@@ -152,15 +152,20 @@ def test_compute_logs_go_to_s3(production_home, s3_server):
 
 def test_event_batches_are_stored_as_one_by_one(production_home, stock_home, postgres, monkeypatch):
     """A range run's planned events and materializations, stored a batch at a time (the production
-    instance turns batches on), read back by Dagster's stock storage exactly as when stored one by one."""
+    instance turns batches on), and a check's result for each partition, held back and stored together,
+    read back by Dagster's stock storage exactly as when stored one by one."""
     stored = {}
     for batch_size in ("0", "1000"):
         monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", batch_size)
         with dg.DagsterInstance.from_config(str(production_home)) as instance:
-            result = dg.materialize([counted], instance=instance, tags=RANGE)
+            result = dg.materialize([counted, counted_each_day], instance=instance, tags=RANGE)
             assert result.success
         stored[batch_size] = _stored(stock_home, postgres, result.run_id)
     assert stored["1000"] == stored["0"]
+    assert [row[:3] for row in stored["0"]["checks"]] == [
+        (f"2025-01-0{d}", "counted_each_day", "FAILED" if d == 3 else "SUCCEEDED") for d in range(1, 6)
+    ]
+    assert all(row[4:] == (True, True) for row in stored["0"]["checks"])
     assert stored["0"]["materializations"] == [(f"2025-01-0{d}", d) for d in range(1, 6)]
     assert stored["0"]["planned"] == [f"2025-01-0{d}" for d in range(1, 6)]
     assert stored["0"]["latest"] == ("2025-01-05", True) and stored["0"]["tags"]
@@ -205,7 +210,8 @@ def _stored(stock_home: Path, postgres: PostgresServer, run_id: str) -> dict:
         )
         latest = asset.asset_entry.last_materialization_record
         return {
-            "events": [e.dagster_event_type for e in stock.all_logs(run_id)],
+            "events": [(e.dagster_event_type, e.step_key) for e in stock.all_logs(run_id)],
+            "checks": check_rows(stock, run_id),
             "materializations": sorted(
                 (r.partition_key, r.asset_materialization.metadata["dagster/row_count"].value)
                 for r in records.records

@@ -5,6 +5,11 @@
   the environment and nowhere else). Its storages then still write most of them one by one; ours write a
   run of consecutive batchable events at once, and update each asset's row once, from its last event of
   each type.
+- A run's check results (one per partition of a range run: 120 for each check of a 120-day backfill)
+  are held back while batches are on, and stored together, in Dagster's order, before the next event of
+  any kind (the check step's own success or failure comes right after them), when a batch is full, or
+  when the storage is closed: two transactions for the lot instead of three per result. Dagster sends
+  them one by one, outside its batches, and holds back a range's materializations the same way.
 - A check's plan for a range of partitions is stored with its event serialized once, not once per
   partition.
 - The tables that exist are remembered: Dagster asks before storing each asset event's tags.
@@ -12,7 +17,9 @@
 
 import itertools
 import os
+import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from dagster._core.events import DagsterEventType
@@ -29,6 +36,8 @@ BATCHED_EVENTS = frozenset(
         DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
     }
 )
+# A run's events of these types are held back and stored a batch at a time, before the run's next event.
+HELD_EVENTS = frozenset({DagsterEventType.ASSET_CHECK_EVALUATION})
 # Batches are sent at most this many events at a time.
 EVENT_BATCH_SIZE = "1000"
 
@@ -37,6 +46,11 @@ def turn_on_event_batches() -> None:
     """Sets ``DAGSTER_EVENT_BATCH_SIZE`` for this process, unless the user has set it (``0`` turns batches
     off). Called by our event logs when Dagster creates them, so it holds in every process that uses them."""
     os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
+
+
+def event_batch_size() -> int:
+    """The largest batch, as Dagster reads it; 0 when batches are off."""
+    return int(os.getenv("DAGSTER_EVENT_BATCH_SIZE", "0"))
 
 
 def batch_groups(events: Sequence[EventLogEntry]) -> Iterator[tuple[bool, list[EventLogEntry]]]:
@@ -62,28 +76,86 @@ def last_of_each_asset(events: Sequence[EventLogEntry], event_ids: Sequence[int]
 
 
 class SharedEventLog:
-    """Mixed into both event logs, before Dagster's class. Each says how it stores a group of batchable
-    events (``_store_group``); what follows the inserts (``_index_group``) is the same for both."""
+    """Mixed into both event logs, before Dagster's class. Each says how it stores a group of events
+    (``_store_group``: the inserts, then ``_index_group`` in the index's transaction)."""
+
+    def store_event(self, event: EventLogEntry) -> None:
+        if self._hold(event):
+            return
+        self.store_held_events()
+        super().store_event(event)  # type: ignore[misc]
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         # What store_event does for each event, a group of consecutive batchable events at a time, in
         # Dagster's order; any other event goes through store_event.
+        self.store_held_events()
         for together, group in batch_groups(events):
             if together:
                 self._store_group(group)
             else:
                 for event in group:
-                    self.store_event(event)  # type: ignore[attr-defined]
+                    self.store_event(event)
+
+    def _held(self) -> tuple[threading.Lock, list[EventLogEntry]]:
+        return vars(self).setdefault("_held_events", (threading.Lock(), []))
+
+    def _hold(self, event: EventLogEntry) -> bool:
+        """Holds back a run's event of ``HELD_EVENTS`` while batches are on (True), storing what is held
+        once a batch is full."""
+        size = event_batch_size()
+        if not (size > 0 and event.run_id and event.is_dagster_event and event.dagster_event_type in HELD_EVENTS):
+            return False
+        lock, held = self._held()
+        with lock:
+            held.append(event)
+            full = len(held) >= size
+        if full:
+            self.store_held_events()
+        return True
+
+    def store_held_events(self) -> None:
+        """Stores the events held back, in the order they came, a group per run."""
+        lock, held = self._held()
+        with lock:
+            events = held[:]
+            held.clear()
+        for _, group in itertools.groupby(events, key=lambda event: event.run_id):
+            self._store_group(list(group))
 
     def _store_group(self, group: list[EventLogEntry]) -> None:
         raise NotImplementedError
 
     def _index_group(self, conn: Any, group: list[EventLogEntry], event_ids: list[int]) -> None:
-        """In the index transaction, once the group's events are inserted: their tags, and each asset's row
-        from its last event of each type."""
-        self._store_asset_event_tags(conn, group, event_ids)  # type: ignore[attr-defined]
-        for event, event_id in last_of_each_asset(group, event_ids):
-            self._store_asset_event(conn, event, event_id)  # type: ignore[attr-defined]
+        """In the index transaction, once the group's events are inserted: the asset events' tags and each
+        asset's row from its last event of each type; the check results' rows, as Dagster updates them."""
+        assets = [(event, event_id) for event, event_id in zip(group, event_ids, strict=True)
+                  if event.dagster_event_type not in HELD_EVENTS]
+        if assets:
+            self._store_asset_event_tags(conn, *zip(*assets, strict=True))  # type: ignore[attr-defined]
+            for event, event_id in last_of_each_asset(*zip(*assets, strict=True)):
+                self._store_asset_event(conn, event, event_id)  # type: ignore[attr-defined]
+        with self._index_connection_is(conn):
+            for event, event_id in zip(group, event_ids, strict=True):
+                if event.dagster_event_type in HELD_EVENTS:
+                    self.store_asset_check_event(event, event_id)  # type: ignore[attr-defined]
+
+    @contextmanager
+    def _index_connection_is(self, conn: Any) -> Iterator[None]:
+        # Dagster's store_asset_check_event opens an index connection of its own, a transaction per result.
+        local = vars(self).setdefault("_index_local", threading.local())
+        local.conn = conn
+        try:
+            yield
+        finally:
+            local.conn = None
+
+    def index_connection(self) -> Any:
+        conn = getattr(vars(self).get("_index_local"), "conn", None)
+        return nullcontext(conn) if conn is not None else super().index_connection()  # type: ignore[misc]
+
+    def dispose(self) -> None:
+        self.store_held_events()
+        super().dispose()  # type: ignore[misc]
 
     def has_table(self, table_name: str) -> bool:
         # Asked before storing each asset event's tags (by the SQLite log through a new engine each time).
