@@ -8,8 +8,9 @@ subclass keeps one connection open per process (and opens up to ``MAX_OVERFLOW``
 threads use it at once), checks it before each use so a dropped connection is replaced rather than
 failing a run, and remembers which tables exist. It also stores Dagster's event batches a batch at a
 time (``shared.py``; it turns them on unless ``DAGSTER_EVENT_BATCH_SIZE`` is set): a run's planned
-events and each asset's materializations in one insert and one index transaction. Tables, rows and
-reads are Dagster's own: a stock ``PostgresEventLogStorage`` reads the same database.
+events, each asset's materializations, and a run's check results (held back until its next event) in
+one insert and one index transaction. Tables, rows and reads are Dagster's own: a stock
+``PostgresEventLogStorage`` reads the same database.
 
 Configured as the ``event_log_storage`` of ``deploy/dagster.yaml`` (runs and schedules stay Dagster's
 classes). Imported only there: ``dagster-postgres`` takes ~1.3 s to import, which the local instance

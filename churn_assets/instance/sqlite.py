@@ -10,7 +10,8 @@ looks up before every asset event, are looked up once). Each asset's row in ``as
 in place, where Dagster first tries an insert that fails on every event but the asset's first. And it
 turns on Dagster's event batches (``DAGSTER_EVENT_BATCH_SIZE``, unless set): a range run's planned
 events and each asset's materializations of its partitions are stored a batch at a time, one
-transaction per shard instead of two per event, with each asset's row updated once per batch. The
+transaction per shard instead of two per event, with each asset's row updated once per batch; a run's
+check results are held back and stored the same way, before the run's next event (``shared.py``). The
 files, tables and reads are Dagster's own: the same ``history/runs/`` folder of the instance that the
 default uses, readable by it.
 
