@@ -398,6 +398,20 @@ def test_a_write_returns_the_version_a_look_up_then_finds(lake_url, name):
 
 
 @pytest.mark.s3
+def test_a_file_of_hundreds_of_megabytes_on_s3_has_its_version_too(s3_server, tmp_path):
+    """A day's raw_events or features file is 100-150 MB at a million users a day. It is stored with one PUT,
+    which answers with its ETag (s3fs uploads such a file in parts by default, and returns nothing), so the
+    run keeps it for the steps that read it next instead of downloading it again."""
+    lake = Lake(f"s3://lake/{tmp_path.name}")
+    url = lake.table_url("raw_events", "date", "2025-01-29")
+    data = bytes(range(256)) * (101 * 2**20 // 256)  # above s3fs's 100 MiB threshold for parts
+    written = lake.write_bytes(url, data)
+    assert written.version is not None and written.version == lake.checksum(url)
+    assert "-" not in written.version  # a single PUT's ETag, not an upload in parts ("<md5>-<parts>")
+    assert lake.read_bytes(url) == data
+
+
+@pytest.mark.s3
 def test_a_missing_bucket_or_refused_credentials_are_named(s3_server, tmp_path, instance, monkeypatch):
     """A misspelt bucket in CHURN_DATA_URL, or wrong credentials: the error names the URL and says which,
     rather than "The specified bucket does not exist", "Forbidden", or nothing stored yet."""

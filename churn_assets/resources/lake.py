@@ -37,6 +37,8 @@ from churn_assets.resources.filesystems import (
 )
 
 TABLE_FILE = "data.parquet"
+# S3's limit for one PUT; a file below it is stored with one request, which answers with its ETag.
+SINGLE_PUT_BYTES = 5 * 2**30
 _STALE_TMP_SECONDS = 3600
 
 
@@ -126,8 +128,9 @@ class Lake:
         etag = None
         if is_s3(url):
             with reaching(url, "write"):
-                response = self.fs.pipe_file(url, data)
-            # One PUT answers with the object's ETag; s3fs's multipart upload (files of 100 MB and more) does not.
+                # One PUT up to S3's limit for one (5 GB): it answers with the object's ETag, which s3fs's
+                # multipart upload (its default from 100 MB) does not return.
+                response = self.fs.pipe_file(url, data, chunksize=SINGLE_PUT_BYTES // 2)
             etag = response.get("ETag") if isinstance(response, dict) else None
             version = _etag_version(etag) if etag else None
         else:

@@ -78,7 +78,7 @@ class RecentPartitions:
     assets); a day of ~10 M events is ~1.5 s of CPU to decode each time. A partition is handed out only
     while its file is unchanged, so another run's rewrite is read from storage. A range run's partitions
     are not kept (they would hold the range in memory), nor is a file whose write gave no version (an S3
-    multipart upload); writing any partition of an asset forgets the ones kept for it.
+    upload in parts, of 5 GB or more); writing any partition of an asset forgets the ones kept for it.
     """
 
     def __init__(self, assets: int = 2):
