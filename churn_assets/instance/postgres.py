@@ -107,11 +107,12 @@ class PooledPostgresEventLogStorage(SharedEventLog, PostgresEventLogStorage):
 
     def _store_group(self, group: list[EventLogEntry]) -> None:
         # One insert of the group (its ids returned), then the index transaction, as Dagster's batches do.
-        insert = self.prepare_insert_event_batch(group).returning(SqlEventLogStorageTable.c.id)
+        rows = [self._event_to_row(event) for event in group]
+        insert = SqlEventLogStorageTable.insert().values(rows).returning(SqlEventLogStorageTable.c.id)
         with self._connect() as conn:
             event_ids = [int(row[0]) for row in conn.execute(insert).fetchall()]
         with self.index_transaction() as conn:
-            self._index_group(conn, group, event_ids)
+            self._index_group(conn, group, event_ids, rows)
 
     def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:
         self._engine.dispose()

@@ -159,7 +159,7 @@ class PooledSqliteEventLogStorage(SharedEventLog, SqliteEventLogStorage):
             conn.execute(SqlEventLogStorageTable.insert(), rows)
         with self.index_transaction() as conn:
             insert = SqlEventLogStorageTable.insert()
-            self._index_group(conn, group, [conn.execute(insert, row).inserted_primary_key[0] for row in rows])
+            self._index_group(conn, group, [conn.execute(insert, row).inserted_primary_key[0] for row in rows], rows)
 
     def _store_asset_event(self, conn: Connection, event: Any, event_id: int) -> None:
         # The asset's row in asset_keys, as Dagster writes it, but updated first: Dagster inserts first and
