@@ -2,6 +2,7 @@
 connections open. Runs land where Dagster's stock storage reads them, and open files stay bounded."""
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.storage.event_log.schema import AssetEventTagsTable, AssetKeyTable
+from sqlalchemy.exc import OperationalError
 
+from churn_assets.assets import check_days
 from churn_assets.instance import RUN_SHARDS_KEPT, PooledSqliteEventLogStorage
 
 from churn_assets_tests.counted_asset import RANGE, check_rows, counted, counted_each_day, counted_is_positive
@@ -227,3 +230,41 @@ def test_a_checks_plan_for_a_range_is_stored_as_dagster_stores_it(tmp_path: Path
     # The results come before the check step's success, as when stored one by one.
     step = [kind for kind, key in events["ours"] if key == "counted_each_day" and kind]
     assert step[-6:] == [dg.DagsterEventType.ASSET_CHECK_EVALUATION] * 5 + [dg.DagsterEventType.STEP_SUCCESS]
+
+
+def test_check_results_that_could_not_be_stored_are_stored_by_the_next_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Another process holds the index while a check's held results are stored (by the log line after them,
+    then by the engine event Dagster reports for that line; the second failure reaches the check's code, as
+    any failure to store would). The results stay held, and the step's success stores them, once each:
+    dropped, they would be lost without a trace, Dagster not failing a step for a log line."""
+    monkeypatch.setattr("churn_assets.instance.sqlite.SQLITE_BUSY_TIMEOUT_SECONDS", 0.1)
+    home = instance_home(tmp_path / "home")
+    held_after_failures = []
+
+    @check_days.partition_check("each_day_while_locked", counted, "Results held while the index is locked.")
+    def each_day_while_locked(context: dg.AssetCheckExecutionContext):
+        index = context.instance.event_log_storage.path_for_shard("index")
+        other_writer = sqlite3.connect(index, timeout=0, isolation_level=None)
+        other_writer.execute("BEGIN IMMEDIATE")
+        results = {key: dg.AssetCheckResult(passed=True) for key in context.partition_keys}
+        yield from check_days.each_partition(context, results)
+        with pytest.raises(OperationalError, match="database is locked"):
+            context.log.info("all results sent")
+        held_after_failures.append(len(context.instance.event_log_storage._held()[1]))  # noqa: SLF001
+        other_writer.execute("ROLLBACK")
+        other_writer.close()
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        result = dg.materialize([counted, each_day_while_locked], instance=instance, tags=RANGE)
+        assert result.success and held_after_failures == [5]
+        rows = [row for row in check_rows(instance, result.run_id) if row[1] == "each_day_while_locked"]
+        assert [row[:3] for row in rows] == [
+            (f"2025-01-0{d}", "each_day_while_locked", "SUCCEEDED") for d in range(1, 6)
+        ]
+        assert all(row[4:] == (True, True) for row in rows)
+        step = [e.dagster_event_type for e in instance.all_logs(result.run_id)
+                if e.step_key == "each_day_while_locked" and e.is_dagster_event]
+        assert step[-6:] == [dg.DagsterEventType.ASSET_CHECK_EVALUATION] * 5 + [dg.DagsterEventType.STEP_SUCCESS]
+        assert step.count(dg.DagsterEventType.ASSET_CHECK_EVALUATION) == 5

@@ -105,14 +105,15 @@ class PooledPostgresEventLogStorage(SharedEventLog, PostgresEventLogStorage):
         # single events (instance.should_store_event) and in its own batches alike.
         super().store_event_batch([e for e in events if not e.get_dagster_event().is_asset_failed_to_materialize])
 
-    def _store_group(self, group: list[EventLogEntry]) -> None:
-        # One insert of the group (its ids returned), then the index transaction, as Dagster's batches do.
-        rows = [self._event_to_row(event) for event in group]
+    # A group of events: one insert (its ids returned), then the index transaction, as Dagster's batches do
+    # (SharedEventLog._store_group).
+    def _insert_rows(self, rows: list[dict[str, Any]]) -> list[int | None]:
         insert = SqlEventLogStorageTable.insert().values(rows).returning(SqlEventLogStorageTable.c.id)
         with self._connect() as conn:
-            event_ids = [int(row[0]) for row in conn.execute(insert).fetchall()]
-        with self.index_transaction() as conn:
-            self._index_group(conn, group, event_ids, rows)
+            return [int(row[0]) for row in conn.execute(insert).fetchall()]
+
+    def _index_rows(self, conn: Connection, rows: list[dict[str, Any]], event_ids: list[int | None]) -> list[int]:
+        return event_ids  # type: ignore[return-value]  # one table: the insert's ids
 
     def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:
         self._engine.dispose()

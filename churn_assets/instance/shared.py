@@ -116,15 +116,49 @@ class SharedEventLog:
         return True
 
     def store_held_events(self) -> None:
-        """Stores the events held back, in the order they came, a group per run."""
+        """Stores the events held back, in the order they came, a group per run. A group that fails is held
+        again with those after it, ahead of any held since, and the error raised: the next event (or closing
+        the storage) tries again. Dropped, they would be lost for good, and silently when the event that
+        stored them was a log line (Dagster does not fail a step for a log line it could not store)."""
         lock, held = self._held()
         with lock:
             events = held[:]
             held.clear()
-        for _, group in itertools.groupby(events, key=lambda event: event.run_id):
-            self._store_group(list(group))
+        groups = [list(group) for _, group in itertools.groupby(events, key=lambda event: event.run_id)]
+        for i, group in enumerate(groups):
+            try:
+                self._store_group(group)
+            except Exception:
+                with lock:
+                    held[:0] = [event for rest in groups[i:] for event in rest]
+                raise
 
     def _store_group(self, group: list[EventLogEntry]) -> None:
+        """Inserts the group's events (``_insert_rows``), then, in one index transaction, indexes them. Held
+        events inserted by a try whose index transaction failed are not inserted again by the next try."""
+        inserted: dict[int, tuple[dict[str, Any], int | None]] = vars(self).setdefault("_inserted_not_indexed", {})
+        fresh = [event for event in group if id(event) not in inserted]
+        if fresh:
+            rows = [self._event_to_row(event) for event in fresh]  # type: ignore[attr-defined]
+            for event, row, event_id in zip(fresh, rows, self._insert_rows(rows), strict=True):
+                inserted[id(event)] = (row, event_id)
+        rows, event_ids = map(list, zip(*(inserted[id(event)] for event in group), strict=True))
+        indexed = False
+        try:
+            with self.index_transaction() as conn:  # type: ignore[attr-defined]
+                self._index_group(conn, group, self._index_rows(conn, rows, event_ids), rows)
+            indexed = True
+        finally:
+            if indexed or group[0].dagster_event_type not in HELD_EVENTS:  # Dagster's batches are not retried
+                for event in group:
+                    inserted.pop(id(event), None)
+
+    def _insert_rows(self, rows: list[dict[str, Any]]) -> list[int | None]:
+        """Inserts the event rows of one run; their ids where the insert gives the ones the index uses."""
+        raise NotImplementedError
+
+    def _index_rows(self, conn: Any, rows: list[dict[str, Any]], event_ids: list[int | None]) -> list[int]:
+        """In the index transaction, before the group is indexed: the ids the index knows the events by."""
         raise NotImplementedError
 
     def _index_group(

@@ -28,7 +28,6 @@ from typing import Any
 
 import dagster._check as check
 from dagster._config import Field, StringSource
-from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.schema import AssetKeyTable, SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.sql import create_engine
@@ -151,15 +150,17 @@ class PooledSqliteEventLogStorage(SharedEventLog, SqliteEventLogStorage):
             self._asset_key_columns_present.add(column_name)
         return column_name in self._asset_key_columns_present
 
-    def _store_group(self, group: list[EventLogEntry]) -> None:
-        # One transaction in the run's shard, one in the index. Each event is serialized once, for both
-        # shards, and inserted with one compiled statement (Dagster's helpers do both again per insert).
-        rows = [self._event_to_row(event) for event in group]
-        with self.run_connection(group[0].run_id) as conn:
+    # A group of events: one transaction in the run's shard, one in the index (SharedEventLog._store_group).
+    # Each event is serialized once, for both shards, and inserted with one compiled statement (Dagster's
+    # helpers do both again per insert).
+    def _insert_rows(self, rows: list[dict[str, Any]]) -> list[int | None]:
+        with self.run_connection(rows[0]["run_id"]) as conn:
             conn.execute(SqlEventLogStorageTable.insert(), rows)
-        with self.index_transaction() as conn:
-            insert = SqlEventLogStorageTable.insert()
-            self._index_group(conn, group, [conn.execute(insert, row).inserted_primary_key[0] for row in rows], rows)
+        return [None] * len(rows)  # the index's copies have ids of their own
+
+    def _index_rows(self, conn: Connection, rows: list[dict[str, Any]], event_ids: list[int | None]) -> list[int]:
+        insert = SqlEventLogStorageTable.insert()
+        return [conn.execute(insert, row).inserted_primary_key[0] for row in rows]
 
     def _store_asset_event(self, conn: Connection, event: Any, event_id: int) -> None:
         # The asset's row in asset_keys, as Dagster writes it, but updated first: Dagster inserts first and

@@ -129,8 +129,9 @@ class Lake:
         if is_s3(url):
             with reaching(url, "write"):
                 # One PUT up to S3's limit for one (5 GB): it answers with the object's ETag, which s3fs's
-                # multipart upload (its default from 100 MB) does not return.
-                response = self.fs.pipe_file(url, data, chunksize=SINGLE_PUT_BYTES // 2)
+                # multipart upload (its default from 100 MB) does not return. A larger file goes in s3fs's parts.
+                one_put = {"chunksize": SINGLE_PUT_BYTES // 2} if len(data) < SINGLE_PUT_BYTES else {}
+                response = self.fs.pipe_file(url, data, **one_put)
             etag = response.get("ETag") if isinstance(response, dict) else None
             version = _etag_version(etag) if etag else None
         else:
