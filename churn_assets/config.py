@@ -61,6 +61,11 @@ def _parse_event_types(value: str) -> tuple[str, ...]:
     return event_types
 
 
+def bucket_of(url: str) -> str:
+    """The bucket an ``s3://`` URL names ("" when it names none)."""
+    return url.removeprefix("s3://").split("/", 1)[0]
+
+
 def resolve_url(url: str) -> str:
     """An ``s3://`` URL as it is; a local path made absolute (so runs started elsewhere agree)."""
     if "://" in url:
@@ -69,7 +74,7 @@ def resolve_url(url: str) -> str:
         if url.startswith("file://"):
             url = url[len("file://") :]
         else:
-            if not url.removeprefix("s3://").split("/", 1)[0]:
+            if not bucket_of(url):
                 raise ValueError(f"storage URL {url!r} names no bucket: use s3://bucket/prefix")
             return url.rstrip("/")
     return str(Path(url).expanduser().resolve())

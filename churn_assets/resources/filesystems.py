@@ -15,6 +15,8 @@ import botocore.exceptions
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from churn_assets.config import bucket_of
+
 
 class StorageUnreachableError(ConnectionError):
     """The object store could not be reached at all (as opposed to a missing or unreadable object)."""
@@ -55,14 +57,14 @@ def reaching(url: str, action: str) -> Iterator[None]:
             raise
         raise StorageAccessDeniedError(
             f"S3 at {_endpoint()} denied access: could not {action} {url} ({exc}); check the AWS credentials "
-            f"(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and their permissions on bucket {_bucket(url)!r}"
+            f"(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and their permissions on bucket {bucket_of(url)!r}"
         ) from exc
 
 
 def bucket_not_found(url: str, action: str) -> BucketNotFoundError:
     """The error for an S3 ``url`` whose bucket does not exist."""
     return BucketNotFoundError(
-        f"S3 bucket {_bucket(url)!r} does not exist at {_endpoint()}: could not {action} {url}; "
+        f"S3 bucket {bucket_of(url)!r} does not exist at {_endpoint()}: could not {action} {url}; "
         "check the bucket in the URL (CHURN_DATA_URL, CHURN_LANDING_URL)"
     )
 
@@ -75,7 +77,7 @@ def require_bucket(url: str, action: str) -> None:
         return
     try:
         with reaching(url, action):
-            filesystem(url).call_s3("head_bucket", Bucket=_bucket(url))
+            filesystem(url).call_s3("head_bucket", Bucket=bucket_of(url))
     except StorageAccessDeniedError:
         return  # it exists; what was asked of it says what access is missing
     except FileNotFoundError as exc:
@@ -95,8 +97,6 @@ def _endpoint() -> str:
     return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or "AWS S3"
 
 
-def _bucket(url: str) -> str:
-    return url.removeprefix("s3://").split("/", 1)[0]
 
 
 def is_s3(url: str) -> bool:
