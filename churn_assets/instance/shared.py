@@ -78,8 +78,9 @@ def last_of_each_asset(events: Sequence[EventLogEntry], event_ids: Sequence[int]
 
 
 class SharedEventLog:
-    """Mixed into both event logs, before Dagster's class. Each says how it stores a group of events
-    (``_store_group``: the inserts, then ``_index_group`` in the index's transaction)."""
+    """Mixed into both event logs, before Dagster's class. Each says how it inserts a group of events
+    (``_insert_rows``) and which ids the index knows them by (``_index_rows``); ``_store_group`` does the
+    rest, the same for both."""
 
     def store_event(self, event: EventLogEntry) -> None:
         if self._hold(event):
