@@ -60,6 +60,7 @@ def _bad_rows(kind: str, day: dt.date) -> tuple[list[dict], list[dict]]:
             row("b1", None, at),
             row("b2", "", at),
             _without("user_id", event_id="b3", user_id="x", event_time=at),
+            row("b4", " \t ", at),  # whitespace only: no one to attribute the event to
         ], [row("edge-1", "0", at)]
     if kind == "missing_event_id":
         return [
@@ -95,7 +96,12 @@ def _bad_rows(kind: str, day: dt.date) -> tuple[list[dict], list[dict]]:
             row("b2", "u1", at, "purchase", revenue=1_000_000_000.01),
         ], [row("edge-1", "u1", at, "purchase", revenue=1e9)]
     if kind == "missing_event_type":
-        return [row("b1", "u1", at, None)], []
+        return [
+            row("b1", "u1", at, None),
+            row("b2", "u1", at, ""),
+            row("b3", "u1", at, "  \t"),
+            _without("event_type", event_id="b4", user_id="u1", event_time=at),
+        ], []
     if kind == "unparsable_revenue":
         # Text that is no number, and numbers that are not finite (which float parsing accepts).
         return [
@@ -389,3 +395,22 @@ def test_a_complete_day_without_a_file_fails_clearly_and_an_empty_file_is_a_day_
     write_landing_day(local_settings.landing_url, day, {"part-0.jsonl": b""})
     assert materialize_ingest(local_resources, instance, day).success
     assert read_partition(local_settings.data_url, "raw_events", day).height == 0
+
+
+def test_hidden_files_and_markers_beside_the_data_are_not_read(local_settings, local_resources, instance):
+    """Exporters (Spark, Hadoop) leave checksums (``.NAME.crc``) and commit markers (``_committed_*``) beside
+    their files: those are not data, so they neither fail the day nor add rows to it."""
+    day = FIRST_DAY.isoformat()
+    write_landing_day(local_settings.landing_url, day, {
+        "a.jsonl": GOOD_FILE, ".a.jsonl.crc": b"\x00\xffcrc garbage\x01", "_committed_1": b"",
+    })
+    landing_before = tree_digest(local_settings.landing_url)
+
+    result = materialize_ingest(local_resources, instance, day, selection=dg.AssetSelection.assets("raw_events"),
+                                raise_on_error=False)
+
+    assert result.success, _failure_text(result)
+    assert read_partition(local_settings.data_url, "raw_events", day).height == 3
+    meta = partition_metadata(result, "raw_events")[day]
+    assert meta["rows_read"] == 3 and meta["quarantined"] == 0
+    assert tree_digest(local_settings.landing_url) == landing_before

@@ -5,6 +5,8 @@ rows give the same events, and the same flow on a real S3 server equals the loca
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -118,6 +120,11 @@ def test_rematerializing_a_partition_gives_the_same_content_hash(daily_runs):
     again = materialize_ingest(build_resources(settings), instance, day)
     first = {k: v for k, v in _hashes(results).items() if k[1] == day}
     assert _hashes([again]) == first
+    # Each hash is that of the partition's stored bytes, and another day's content has another hash.
+    for (asset, _), recorded in first.items():
+        stored = Path(settings.data_url, asset, f"date={day}", "data.parquet").read_bytes()
+        assert recorded == hashlib.sha256(stored).hexdigest()[:32], asset
+        assert recorded != _hashes(results)[asset, ALL_DAYS[8]], asset
     record = instance.get_latest_materialization_event(dg.AssetKey("install_times"))
     assert record.asset_materialization.tags["dagster/data_version"] == first["install_times", day]
 

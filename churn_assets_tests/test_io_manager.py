@@ -2,6 +2,7 @@
 
 
 import datetime as dt
+import hashlib
 import os
 import signal
 import subprocess
@@ -80,6 +81,12 @@ def _table(tmp_path: Path, asset: str, key: str, column: str = "date") -> pl.Dat
     return pl.read_parquet(tmp_path / "lake" / asset / f"{column}={key}" / "data.parquet")
 
 
+def _stored_hash(tmp_path: Path, asset: str, key: str, column: str = "date") -> str:
+    """The content hash a partition's stored file must carry: the first 32 hex digits of its bytes' sha256."""
+    data = (tmp_path / "lake" / asset / f"{column}={key}" / "data.parquet").read_bytes()
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
 def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, dict]:
     return {
         e.materialization.partition: {k: v.value for k, v in e.materialization.metadata.items()}
@@ -102,7 +109,11 @@ def test_range_output_is_split_into_partitions(tmp_path, instance):
     meta = _metadata(result, "daily_numbers")
     assert sorted(meta) == ["2025-01-01", "2025-01-02", "2025-01-03"]
     assert [meta[k]["dagster/row_count"] for k in sorted(meta)] == [1, 2, 3]
-    assert all(len(m["content_hash"]) == 32 for m in meta.values())
+    # Each partition's hash is that of its own stored bytes: different days, different hashes.
+    assert {k: m["content_hash"] for k, m in meta.items()} == {
+        k: _stored_hash(tmp_path, "daily_numbers", k) for k in meta
+    }
+    assert len({m["content_hash"] for m in meta.values()}) == 3
     assert [c.name for c in meta["2025-01-02"]["dagster/column_schema"].columns] == ["value"]
 
 
@@ -132,9 +143,15 @@ def test_single_partition_records_content_hash_as_data_version(tmp_path, instanc
     first = dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance, partition_key="2025-01-02")
     second = dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance, partition_key="2025-01-02")
     hashes = [_metadata(r, "daily_numbers")["2025-01-02"]["content_hash"] for r in (first, second)]
-    assert hashes[0] == hashes[1]
+    assert hashes[0] == hashes[1] == _stored_hash(tmp_path, "daily_numbers", "2025-01-02")
     record = instance.get_latest_materialization_event(dg.AssetKey("daily_numbers"))
     assert record.asset_materialization.tags["dagster/data_version"] == hashes[0]
+    # Another day's different content is another data version: Dagster sees it changed.
+    other = dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance, partition_key="2025-01-03")
+    other_hash = _metadata(other, "daily_numbers")["2025-01-03"]["content_hash"]
+    assert other_hash == _stored_hash(tmp_path, "daily_numbers", "2025-01-03") != hashes[0]
+    record = instance.get_latest_materialization_event(dg.AssetKey("daily_numbers"))
+    assert record.asset_materialization.tags["dagster/data_version"] == other_hash
 
 
 def test_input_across_partitions_is_one_frame_whatever_their_count(tmp_path, instance):
