@@ -11,7 +11,9 @@ import pytest
 
 from churn_assets.assets.ml.checks import predictions_cover_every_user
 from churn_assets.assets.ml.predictions import PREDICTIONS_SCHEMA, predictions
-from churn_assets.assets.ml.scoring import RECOMMENDED_ACTIONS, _top_positive, model_specs, score
+from churn_assets.assets.ml.scoring import (
+    RECOMMENDED_ACTIONS, RISK_BANDS, _top_positive, model_specs, risk_bands, score,
+)
 from churn_assets.assets.ml.training import to_dmatrix
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.model_io_manager import MODEL_FILE, ModelIOManager
@@ -73,6 +75,11 @@ def test_every_user_is_scored_ranked_banded_and_explained(lake, local_resources,
     assert preview[0].startswith("| rank | user_id | churn_probability | risk_band | top_reason_1")
     assert len(preview) == 2 + 10
     assert [line.split(" | ")[1] for line in preview[2:]] == out.get_column("user_id").head(10).to_list()
+    # The band counts the UI shows are the day's: every band of the card, summing to the users scored.
+    metadata = materialization.metadata
+    counts = {band: metadata[f"band/{band}"].value for band in RISK_BANDS}
+    assert counts == {band: out.filter(pl.col("risk_band") == band).height for band in RISK_BANDS}
+    assert sum(counts.values()) == out.height == metadata["users"].value
 
     # Reasons name real features: for each user, the features with the largest positive contributions.
     names = [s.name for s in model_specs(churn_model)]
@@ -91,6 +98,23 @@ def test_every_user_is_scored_ranked_banded_and_explained(lake, local_resources,
         given = [row_out[f"top_reason_{k}"] for k in (1, 2, 3) if row_out[f"top_reason_{k}"] is not None]
         assert given == top
 
+
+def test_a_probability_at_a_cut_off_is_in_the_band_that_cut_off_starts(lake):
+    """Cut-offs from the model card are lower bounds: a probability equal to one is in the higher band, the
+    float just below it in the band under it."""
+    cut = {"Low": 0.0, "Medium": 0.2, "High": 0.5, "Critical": 0.8}
+    at = np.array([cut[band] for band in RISK_BANDS])
+    below = np.nextafter(at[1:], 0.0)
+    assert risk_bands(at, cut).to_list() == ["Low", "Medium", "High", "Critical"]
+    assert risk_bands(below, cut).to_list() == ["Low", "Medium", "High"]
+    assert risk_bands(np.array([1.0]), cut).to_list() == ["Critical"]
+    # The same with the cut-offs a trained model's card holds (two of them may coincide: the highest band
+    # whose lower bound the probability reaches).
+    card = ModelIOManager(base_url=lake).read("model", MARCH).card["risk_bands"]
+    at = np.array([card[band] for band in RISK_BANDS])
+    reached = [max((b for b in RISK_BANDS if p >= card[b]), key=RISK_BANDS.index) for p in at.tolist()]
+    assert risk_bands(at, card).to_list() == reached
+    assert all(RISK_BANDS.index(band) >= i for i, band in enumerate(reached))  # its band, or one above
 
 
 def test_top_reasons_break_ties_by_the_lower_feature_index():

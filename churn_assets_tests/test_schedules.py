@@ -67,17 +67,28 @@ def test_weekly_scoring_targets_the_sunday_before_monday():
     monday = dt.datetime(2025, 3, 10, 3, 0, tzinfo=UTC)
     assert monday.weekday() == 0
     request = _evaluate("weekly_scoring", monday)
+    assert isinstance(request, dg.RunRequest)
     assert request.partition_key == "2025-03-09"
+    assert request.run_key == request.partition_key  # a tick evaluated twice launches one run
     assert dt.date.fromisoformat(request.partition_key).weekday() == 6
     assert _job_assets("weekly_scoring") == {"predictions", "drift_report"}
 
 
 def test_monthly_retraining_targets_the_new_month():
     request = _evaluate("monthly_retraining", dt.datetime(2025, 4, 1, 4, 0, tzinfo=UTC))
+    assert isinstance(request, dg.RunRequest)
     assert request.partition_key == "2025-04"
+    assert request.run_key == request.partition_key  # a tick evaluated twice launches one run
     assert _job_assets("monthly_retraining") == {"training_set", "model"}
     # The first month exists on its first day (end_offset=1).
     assert _evaluate("monthly_retraining", dt.datetime(2025, 1, 1, 4, tzinfo=UTC)).partition_key == "2025-01"
+
+
+def test_monthly_retraining_skips_a_tick_before_the_first_month():
+    # 2024-12-01 04:00 asks for 2024-12, the month before CHURN_START_DATE's.
+    result = _evaluate("monthly_retraining", dt.datetime(2024, 12, 1, 4, tzinfo=UTC))
+    assert isinstance(result, dg.SkipReason)
+    assert "2024-12 is not a partition" in result.skip_message
 
 
 @pytest.mark.parametrize(

@@ -170,6 +170,26 @@ def test_landing_sensor_does_not_request_days_refreshed_from_their_delivery(inst
     assert _tick(landing_sensor, instance, landing_url, cursor)[0] == []
 
 
+def test_landing_sensor_requests_a_day_whose_install_times_did_not_follow_its_raw_events(
+    instance, landing_url, tmp_path
+):
+    """raw_events having read the current delivery is not enough: a day is refreshed only when install_times
+    was materialized after it. 2025-01-02's install_times is older than its raw_events (of the re-delivery);
+    2025-01-03 has raw_events only. Both are requested; 2025-01-01 (raw_events, then install_times) is not."""
+    for day in ("2025-01-01", "2025-01-02", "2025-01-03"):
+        _landing_day(landing_url, day)
+    resources = build_resources(ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=landing_url))
+    both = dg.AssetSelection.assets("raw_events", "install_times")
+    assert materialize_ingest(resources, instance, "2025-01-01", "2025-01-02", selection=both).success
+    _redeliver(landing_url, "2025-01-02")
+    raw_only = dg.AssetSelection.assets("raw_events")
+    assert materialize_ingest(resources, instance, "2025-01-02", "2025-01-03", selection=raw_only).success
+
+    days, _, cursor = _tick(landing_sensor, instance, landing_url, None)
+    assert days == ["2025-01-02", "2025-01-03"]
+    assert sorted(json.loads(cursor)) == ["2025-01-01", "2025-01-02", "2025-01-03"]
+
+
 def test_landing_sensor_cursor_survives_a_restart(landing_url):
     _landing_day(landing_url, "2025-01-01")
     _landing_day(landing_url, "2025-01-02")
@@ -299,6 +319,32 @@ def test_drift_sensor_takes_the_latest_day_of_a_batch_and_honours_the_threshold(
     (request,) = sensor.evaluate_tick(context).run_requests
     assert request.tags["churn/drift_day"] == "2025-03-01"
 
+
+def _latest_drift_report_id(instance) -> int:
+    records = instance.fetch_materializations(dg.AssetKey("drift_report"), limit=1, ascending=False).records
+    return records[0].storage_id
+
+
+def test_drift_sensor_retrains_at_the_threshold_under_a_run_key_per_report(instance):
+    """A share equal to the threshold reaches it ("at least"). The run key names the report's storage id: a
+    second report of the same day, after the cool-down, is a new run, not one Dagster drops as a duplicate."""
+    sensor = build_drift_retraining_sensor(threshold=0.5, cooldown=dt.timedelta(days=7))
+    _drift_report(instance, "2025-03-09", 0.5)
+    first_id = _latest_drift_report_id(instance)
+    context = dg.build_sensor_context(instance=instance, repository_def=REPOSITORY)
+    data = sensor.evaluate_tick(context)
+    assert [r.partition_key for r in data.run_requests] == ["2025-03"], data.skip_message
+    assert data.run_requests[0].run_key == f"drift:2025-03-09:{first_id}"
+
+    # The same day reported again, eight days later: requested again, under another run key.
+    state = json.loads(data.cursor)
+    state["last_request"] -= dt.timedelta(days=8).total_seconds()
+    _drift_report(instance, "2025-03-09", 0.6)
+    second_id = _latest_drift_report_id(instance)
+    context = dg.build_sensor_context(instance=instance, cursor=json.dumps(state), repository_def=REPOSITORY)
+    (again,) = sensor.evaluate_tick(context).run_requests
+    assert second_id != first_id
+    assert again.partition_key == "2025-03" and again.run_key == f"drift:2025-03-09:{second_id}"
 
 
 def test_drift_sensor_over_a_backlog_retrains_the_current_month_and_reads_past_it(instance):
