@@ -179,8 +179,17 @@ def test_blocking_check_compares_the_population_with_install_times(
     known_lake: ChurnSettings, tmp_path: Path, instance
 ):
     """install_times (computed from raw_events, not user_daily) says who is at risk; the check holds
-    features[D] to it."""
+    features[D] to it, and counts a user-day stored twice and a null where the catalog allows none."""
     tampered = _with_population_differing_on_d(known_lake, tmp_path)
+    lake = Lake(tampered.data_url)
+    url = lake.table_url("features", "date", D.isoformat())
+    rows = pl.read_parquet(url)
+    lake.write_table(url, pl.concat([
+        rows.with_columns(  # history_days is never null (the catalog says so)
+            pl.when(pl.col("user_id") == "edge").then(None).otherwise(pl.col("history_days")).alias("history_days")
+        ),
+        rows.filter(pl.col("user_id") == "new"),  # "new" twice
+    ]))
     result = dg.materialize(
         INGEST_AND_FEATURES, resources=build_resources(tampered), instance=instance,
         selection=dg.AssetSelection.checks(features_cover_users_at_risk),
@@ -190,7 +199,8 @@ def test_blocking_check_compares_the_population_with_install_times(
     assert not evaluation.passed and evaluation.partition == D.isoformat()
     assert evaluation.metadata["users_not_at_risk"].value == 1
     assert evaluation.metadata["users_at_risk_missing"].value == 1
-    assert evaluation.metadata["nulls_in_required_columns"].value == 0
+    assert evaluation.metadata["nulls_in_required_columns"].value == 1
+    assert evaluation.metadata["duplicate_user_days"].value == 1
 
 
 def test_a_range_with_one_bad_day_fails_that_day_only_and_stops_labels(

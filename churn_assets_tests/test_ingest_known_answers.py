@@ -555,8 +555,9 @@ def test_first_of_each_id_matches_is_first_distinct():
     assert first_of_each_id(pl.Series("event_id", [], pl.String)).to_list() == []
 
 
-def test_the_raw_events_check_fails_on_a_repeated_event_id(ingested, tmp_path):
-    """raw_events_are_valid counts the rows that repeat an event id (here a stored partition tampered with)."""
+def test_the_raw_events_check_fails_on_each_kind_of_bad_row(ingested, tmp_path):
+    """raw_events_are_valid counts the rows that repeat an event id, a null user, an event time after the
+    export day, and a column of the wrong type (here a stored partition tampered with)."""
     from churn_assets.assets.ingest.checks import raw_events_are_valid
     from churn_assets.resources.lake import Lake
 
@@ -564,7 +565,11 @@ def test_the_raw_events_check_fails_on_a_repeated_event_id(ingested, tmp_path):
     tampered = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))
     lake = Lake(tampered.data_url)
     day1 = read_partition(lake_url, "raw_events", "2025-01-01")
-    lake.write_table(lake.table_url("raw_events", "date", "2025-01-01"), pl.concat([day1, day1.slice(2, 2)]))
+    first = day1.head(1)
+    no_user = first.with_columns(pl.lit("n1").alias("event_id"), pl.lit(None, pl.String).alias("user_id"))
+    next_day = first.with_columns(pl.lit("n2").alias("event_id"), pl.lit(t("2025-01-02 00:00:00")).alias("event_time"))
+    rows = pl.concat([day1, day1.slice(2, 2), no_user, next_day]).with_columns(pl.col("session_id").cast(pl.Int32))
+    lake.write_table(lake.table_url("raw_events", "date", "2025-01-01"), rows)
     result = dg.materialize(
         INGEST, resources=build_resources(tampered), instance=dg.DagsterInstance.ephemeral(),
         selection=dg.AssetSelection.checks(raw_events_are_valid), tags={"dagster/partition": "2025-01-01"},
@@ -573,12 +578,17 @@ def test_the_raw_events_check_fails_on_a_repeated_event_id(ingested, tmp_path):
     [evaluation] = result.get_asset_check_evaluations()
     assert not evaluation.passed
     assert evaluation.metadata["duplicate_event_ids"].value == 2
-    assert evaluation.metadata["rows"].value == day1.height + 2
+    assert evaluation.metadata["null_user_ids"].value == 1
+    assert evaluation.metadata["event_times_out_of_bounds"].value == 1  # D+1 00:00 is past the day
+    assert evaluation.metadata["columns_with_wrong_type"].value == 1
+    assert evaluation.metadata["wrong_columns"].value == "['session_id']"
+    assert evaluation.metadata["rows"].value == day1.height + 4
 
 
-def test_the_user_daily_check_fails_on_a_repeated_user_and_an_unknown_one(ingested, tmp_path):
-    """user_daily_is_consistent counts, over a range of two days, a user-day stored twice and a user
-    install_times does not know (here stored partitions tampered with), beside the days that are sound."""
+def test_the_user_daily_check_fails_on_a_repeated_user_an_unknown_one_and_a_negative_count(ingested, tmp_path):
+    """user_daily_is_consistent counts, over a range of two days, a user-day stored twice, a user
+    install_times does not know and a negative count (here stored partitions tampered with), beside the days
+    that are sound."""
     from churn_assets.assets.ingest.checks import user_daily_is_consistent
     from churn_assets.resources.lake import Lake
 
@@ -589,7 +599,7 @@ def test_the_user_daily_check_fails_on_a_repeated_user_and_an_unknown_one(ingest
         for asset in ("user_daily", "install_times"):
             lake.write_table(lake.table_url(asset, "date", day), read_partition(lake_url, asset, day))
     day2 = read_partition(lake_url, "user_daily", "2025-01-02")
-    stranger = day2.head(1).with_columns(pl.lit("nobody").alias("user_id"))
+    stranger = day2.head(1).with_columns(pl.lit("nobody").alias("user_id"), pl.lit(-1, pl.Int64).alias("n_sessions"))
     lake.write_table(lake.table_url("user_daily", "date", "2025-01-02"), pl.concat([day2, day2.head(1), stranger]))
     result = dg.materialize(
         INGEST, resources=build_resources(tampered), instance=dg.DagsterInstance.ephemeral(),
@@ -603,8 +613,9 @@ def test_the_user_daily_check_fails_on_a_repeated_user_and_an_unknown_one(ingest
     assert sound.passed and not tampered_day.passed
     assert tampered_day.metadata["duplicate_user_days"].value == 1
     assert tampered_day.metadata["users_missing_from_install_times"].value == 1
-    assert tampered_day.metadata["negative_counts"].value == 0
+    assert tampered_day.metadata["negative_counts"].value == 1
     assert sound.metadata["duplicate_user_days"].value == 0
+    assert sound.metadata["negative_counts"].value == 0
     assert sound.metadata["users_missing_from_install_times"].value == 0
     day1 = read_partition(lake_url, "user_daily", "2025-01-01")
     assert sound.metadata["rows"].value == day1.height

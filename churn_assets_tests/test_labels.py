@@ -1,6 +1,7 @@
 """``labels``: known answers at the horizon's edges, empty first partitions, the horizon guard, and the
 blocking check catching a population that does not match its snapshot, on one day and over a range."""
 
+import datetime as dt
 import shutil
 from pathlib import Path
 
@@ -180,6 +181,42 @@ def test_blocking_check_over_a_range_evaluates_each_day(
     assert last_counts["rows"] == last.height + 1
     for counts in (d_counts, last_counts):
         assert counts["duplicate_user_days"] == 0 and counts["snapshot_partitions_missing"] == 0
+
+
+def test_blocking_check_counts_bad_labels_and_a_missing_snapshot(
+    labelled_lake: ChurnSettings, tmp_path: Path, instance
+):
+    """labels[D] with a label of 2, a snapshot date a day off and one null: each is counted, and a user whose
+    snapshot date is wrong (or null) matches no row of features[S]; features[S+1] deleted: labels[LAST] has
+    no snapshot, and none of its users is in one."""
+    tampered = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=labelled_lake.landing_url)
+    shutil.copytree(labelled_lake.data_url, tampered.data_url)
+    lake = Lake(tampered.data_url)
+    user = pl.col("user_id")
+    labels = read_partition(tampered.data_url, "labels", D).with_columns(
+        pl.when(user == "regular").then(pl.lit(2, pl.Int8)).otherwise(pl.col("churned")).alias("churned"),
+        pl.when(user == "back_next_day").then(pl.lit(S - dt.timedelta(days=1)))
+        .when(user == "back_on_last_day").then(None)
+        .otherwise(pl.col("snapshot_date")).alias("snapshot_date"),
+    )
+    lake.write_table(lake.table_url("labels", "date", D.isoformat()), labels)
+    shutil.rmtree(Path(lake.table_url("features", "date", day(31).isoformat())).parent)
+
+    by_day = _check_labels_over_the_range(tampered, instance)
+
+    d_passed, d_counts, _ = by_day[D.isoformat()]
+    assert not d_passed
+    assert d_counts == {
+        "non_binary_labels": 1, "wrong_snapshot_dates": 1, "null_snapshot_dates": 1, "duplicate_user_days": 0,
+        "snapshot_partitions_missing": 0, "users_not_in_snapshot": 2, "snapshot_users_unlabelled": 2,
+        "rows": labels.height, "churn_rate": d_counts["churn_rate"],
+    }
+    last_passed, last_counts, last_why = by_day[LAST.isoformat()]
+    last_rows = read_partition(tampered.data_url, "labels", LAST).height
+    assert not last_passed and last_rows > 0
+    assert last_counts["snapshot_partitions_missing"] == 1
+    assert (last_counts["users_not_in_snapshot"], last_counts["snapshot_users_unlabelled"]) == (last_rows, 0)
+    assert last_why == f"failed: snapshot_partitions_missing = 1, users_not_in_snapshot = {last_rows}"
 
 
 def test_a_range_with_one_bad_day_fails_that_day_only(labelled_lake: ChurnSettings, tmp_path: Path, instance):

@@ -443,6 +443,25 @@ def test_a_model_file_that_differs_from_its_card_is_refused(lake_with_first_mode
         manager.read("model", M1)
 
 
+def test_the_artifacts_check_fails_on_risk_bands_that_do_not_rise(frames, lake_with_first_model, local_resources):
+    lake = Lake(lake_with_first_model)
+    card_url = f"{lake.partition_url('model', 'month', M1)}/{CARD_FILE}"
+    card = json.loads(lake.read_bytes(card_url))
+    bands = card["risk_bands"]
+    assert bands["Medium"] < bands["High"]
+    card["risk_bands"] = {**bands, "Medium": bands["High"], "High": bands["Medium"]}
+    lake.write_bytes(card_url, card_bytes(card))
+    result = dg.materialize(
+        [training_set_stub(frames), model, model_artifacts_are_sound], resources=local_resources,
+        instance=dg.DagsterInstance.ephemeral(), selection=dg.AssetSelection.checks(model_artifacts_are_sound),
+        tags={"dagster/partition": M1}, raise_on_error=False,
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.partition == M1
+    assert evaluation.metadata["problems"].value == 1
+    assert evaluation.metadata["found"].value.startswith("risk-band cut-offs do not rise")
+
+
 # -- a rewrite killed half-way, or read while it runs ------------------------------------------------
 # ModelIOManager.writing yields after each file it writes or removes: stopping there leaves what a killed
 # process, or a failed S3 PUT, leaves. A reader must find the old model or the new one at every step.
