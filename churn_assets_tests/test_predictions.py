@@ -98,9 +98,10 @@ def test_every_user_is_scored_ranked_banded_and_explained(lake, local_resources,
         given = [row_out[f"top_reason_{k}"] for k in (1, 2, 3) if row_out[f"top_reason_{k}"] is not None]
         assert given == top
 
-    # The check fails on predictions tampered with: the last user dropped, another given rank 1 as well.
+    # The check fails on predictions tampered with: the user ranked 3rd dropped (a gap in the ranks), the one
+    # ranked 2nd given rank 1 as well.
     lake_store = Lake(lake)
-    tampered = out.head(-1).with_columns(
+    tampered = out.filter(pl.col("rank") != 3).with_columns(
         pl.when(pl.col("rank") == 2).then(pl.lit(1, out.schema["rank"])).otherwise(pl.col("rank")).alias("rank")
     )
     lake_store.write_table(lake_store.table_url("predictions", "date", DAY.isoformat()), tampered)
@@ -113,9 +114,11 @@ def test_every_user_is_scored_ranked_banded_and_explained(lake, local_resources,
     assert not evaluation.passed and evaluation.partition == DAY.isoformat()
     counts = {k: v.value for k, v in evaluation.metadata.items()}
     assert counts == {
-        "duplicate_users": 0, "probabilities_out_of_range": 0, "users_without_band": 0, "rows_with_rank_gaps": 0,
-        "duplicate_ranks": 1, "users_not_scored": 1, "users_not_in_features": 0, "rows": out.height - 1,
+        "duplicate_users": 0, "probabilities_out_of_range": 0, "users_without_band": 0,
+        "rows_with_rank_gaps": out.height - 1, "duplicate_ranks": 1, "users_not_scored": 1,
+        "users_not_in_features": 0, "rows": out.height - 1,
     }
+
 
 def test_a_probability_at_a_cut_off_is_in_the_band_that_cut_off_starts(lake):
     """Cut-offs from the model card are lower bounds: a probability equal to one is in the higher band, the
