@@ -17,8 +17,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as exc:  # an argument the command refuses (a start out of range, say): no traceback
+        parser.error(f"{args.command}: {exc}")
 
 
 if __name__ == "__main__":

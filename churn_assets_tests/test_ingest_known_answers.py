@@ -246,6 +246,34 @@ def test_a_training_window_of_one_month_is_refused_when_the_settings_load():
         ChurnSettings.from_env({"CHURN_TRAINING_LOOKBACK_MONTHS": "1"})
 
 
+def test_each_setting_is_read_from_its_variable():
+    settings = ChurnSettings.from_env({
+        "CHURN_START_DATE": "2024-06-01", "CHURN_EVENT_TYPES": "open, buy", "CHURN_ALERT_WEBHOOK": "http://hook",
+        "CHURN_HORIZON_DAYS": "21", "CHURN_TRAINING_LOOKBACK_MONTHS": "4", "CHURN_MAX_TRAINING_ROWS": "1000",
+        "CHURN_MAX_QUARANTINED_SHARE": "0.25", "CHURN_LANDING_SENSOR_INTERVAL": "5",
+        "CHURN_DRIFT_THRESHOLD": "0.75", "CHURN_RETRAINING_COOLDOWN_DAYS": "0",  # 0: no cooldown
+    })
+    assert settings.start_date == dt.date(2024, 6, 1) and settings.event_types == ("open", "buy")
+    assert settings.alert_webhook == "http://hook"
+    assert (settings.horizon_days, settings.lookback_months, settings.max_training_rows) == (21, 4, 1000)
+    assert (settings.max_quarantined_share, settings.landing_sensor_interval_seconds) == (0.25, 5)
+    assert (settings.drift_threshold, settings.retraining_cooldown_days) == (0.75, 0)
+
+
+@pytest.mark.parametrize("name, value, says", [
+    ("CHURN_START_DATE", "2025-13-01", "CHURN_START_DATE='2025-13-01' is not a date in YYYY-MM-DD form"),
+    ("CHURN_HORIZON_DAYS", "two", "CHURN_HORIZON_DAYS='two' is not a whole number"),
+    ("CHURN_HORIZON_DAYS", "0", "CHURN_HORIZON_DAYS=0 must be at least 1"),
+    ("CHURN_RETRAINING_COOLDOWN_DAYS", "-1", "CHURN_RETRAINING_COOLDOWN_DAYS=-1 must be at least 0"),
+    ("CHURN_MAX_QUARANTINED_SHARE", "1.5", "CHURN_MAX_QUARANTINED_SHARE=1.5 must be between 0 and 1"),
+    ("CHURN_DRIFT_THRESHOLD", "-0.1", "CHURN_DRIFT_THRESHOLD=-0.1 must be between 0 and 1"),
+    ("CHURN_DRIFT_THRESHOLD", "half", "CHURN_DRIFT_THRESHOLD='half' is not a number"),
+])
+def test_a_bad_setting_is_refused_naming_its_variable(name, value, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        ChurnSettings.from_env({name: value})
+
+
 def test_the_totals_user_daily_always_has_are_reserved_in_the_settings():
     counts = [column for column in TOTAL_COLUMNS if column.startswith("n_")]
     assert sorted(counts) == sorted(TOTAL_COUNT_COLUMNS)

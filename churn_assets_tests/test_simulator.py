@@ -429,11 +429,12 @@ def test_progress_bar_goes_to_stderr(tmp_path, capsys):
 
 
 def test_cli(tmp_path, capsys):
-    from churn_assets.cli import main
+    from churn_assets.cli import build_parser, main
 
     out = tmp_path / "landing"
     code = main(["simulate", "--out", str(out), "--users", "40", "--days", "3", "--start", "2025-03-01",
-                 "--seed", "9", "--format", "jsonl", "--files-per-day", "2", "--dirty", "--no-progress"])
+                 "--seed", "9", "--format", "jsonl", "--files-per-day", "2", "--dirty", "--no-progress",
+                 "--event-share", "0.5", "--thin-before", "2025-03-02"])
     assert code == 0
     printed = capsys.readouterr().out
     assert printed.count("\n") == 1 and "events" in printed and str(out) in printed
@@ -442,11 +443,31 @@ def test_cli(tmp_path, capsys):
     assert (out / "events" / "date=2025-03-02" / "part-00001.jsonl").exists()
     meta = json.loads((out / "truth" / "simulation.json").read_text())
     assert meta["seed"] == 9 and meta["dirty"] is True and meta["files_per_day"] == 2
+    assert meta["event_share"] == 0.5 and meta["thin_before"] == "2025-03-02"
     with pytest.raises(SystemExit):
         main(["simulate", "--format", "xml"])
-    with pytest.raises(SystemExit):
-        main(["simulate", "--event-share", "0"])
-    assert "not a share in (0, 1]" in capsys.readouterr().err
+    assert build_parser().parse_args(["simulate", "--event-share", "1"]).event_share == 1.0  # the bound is in
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--users", "0"], "argument --users: 0 must be at least 1"),
+    (["--days", "two"], "argument --days: 'two' is not a whole number"),
+    (["--event-share", "0"], "argument --event-share: 0 is not a share in (0, 1]"),
+    (["--event-share", "1.5"], "argument --event-share: 1.5 is not a share in (0, 1]"),
+    (["--start", "2025-02-30"], "argument --start: '2025-02-30' is not a date in YYYY-MM-DD form"),
+    (["--start", "1960-01-01"], "simulate: start 1960-01-01 is out of the supported range 1971..2200"),
+    (["--out", "gs://bucket/landing"], "simulate: unsupported storage URL 'gs://bucket/landing'"),
+])
+def test_cli_refuses_bad_input_with_a_message_and_exit_code_2(tmp_path, monkeypatch, capsys, args, says):
+    """Usage errors, not tracebacks (exit 1), and nothing written: gs://... once went to a local folder "gs:"."""
+    from churn_assets.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(["simulate", "--out", "landing", "--users", "5", "--days", "1", "--no-progress", *args])
+    assert exited.value.code == 2
+    assert says in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_module_runs(tmp_path):

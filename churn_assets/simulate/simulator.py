@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
+from churn_assets.config import resolve_url
 from churn_assets.resources import filesystems
 from churn_assets.simulate.population import (
     COUNTRY_CODES,
@@ -146,13 +146,8 @@ def simulate(
         raise ValueError("users, days and files_per_day must be at least 1")
     if not dt.date(1971, 1, 1) <= start <= dt.date(2200, 1, 1):
         raise ValueError(f"start {start} is out of the supported range 1971..2200")
-    if not filesystems.is_s3(out_url):
-        out_url = str(out_url)
-        if out_url.startswith("file://"):
-            out_url = out_url[len("file://"):]
-        out_url = os.path.abspath(os.path.expanduser(out_url))
-    else:
-        out_url = out_url.rstrip("/")
+    # As the platform reads CHURN_LANDING_URL: gs://... was written to a local folder named "gs:".
+    out_url = resolve_url(str(out_url))
 
     t0 = time.perf_counter()
     # A fourth child leaves the first three (and so the users and the exports) as with three.
