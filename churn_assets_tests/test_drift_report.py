@@ -4,6 +4,7 @@ import datetime as dt
 import json
 import re
 import shutil
+from dataclasses import replace
 
 import dagster as dg
 import polars as pl
@@ -11,7 +12,7 @@ import pytest
 
 from churn_assets.assets.monitoring.checks import features_have_not_drifted
 from churn_assets.assets.monitoring.drift_report import DRIFT_SCHEMA, REPORT_FILE, SUMMARY_FILE, drift_report
-from churn_assets.resources.lake import Lake
+from churn_assets.resources.lake import Lake, parquet_bytes
 from churn_assets.resources.model_io_manager import ModelIOManager
 from churn_assets_tests.ml_frames import MARCH, features_stub, shared_models_lake, stored_model, synthetic_features
 
@@ -108,3 +109,30 @@ def test_shifted_features_are_reported_as_drifted(settings, local_resources, ins
     assert set(check.metadata["drifted_columns"].value) == drifted - {"churn_probability"}
     share = summary["share_of_drifted_columns"]
     assert check.description.startswith(f"{share:.0%} of the feature columns drifted")
+
+
+def test_half_the_columns_drifted_is_dataset_drift_and_a_column_empty_on_both_sides_is_not(
+    settings, local_resources, instance
+):
+    """Dataset drift starts at exactly half of the feature columns drifted (Evidently's rule), in the
+    summary and in the check; a column with no value in the reference nor the day has not drifted."""
+    manager = ModelIOManager(base_url=settings.data_url)
+    churn_model = manager.read("model", MONTH)
+    names = [f["name"] for f in churn_model.card["features"]]
+    assert len(names) % 2 == 0
+    never_recorded, stopped = names[-1], names[: len(names) // 2]
+    reference = churn_model.reference_sample.with_columns(pl.lit(None).cast(pl.Float64).alias(never_recorded))
+    manager.write("model", MONTH, replace(churn_model, reference_parquet=parquet_bytes(reference)))
+    features = reference.drop("churn_probability").with_row_index("user_id").with_columns(
+        pl.format("u{}", pl.col("user_id")).alias("user_id"), *[pl.lit(None).alias(name) for name in stopped]
+    )
+    result = report_day(local_resources, instance, features)
+    assert result.success
+
+    table, summary, _ = outputs(settings.data_url)
+    assert summary["drifted_columns"] == stopped and summary["share_of_drifted_columns"] == 0.5
+    assert summary["dataset_drift"] is True
+    empty = table.filter(pl.col("column") == never_recorded).row(0, named=True)
+    assert empty["drifted"] is False and empty["stattest"] == "empty column"
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and check.metadata["dataset_drift"].value is True

@@ -247,6 +247,10 @@ def test_gates_and_champion_comparison():
     assert not promote and "< champion's" in reason
     tolerant = ModelConfig(pr_auc_tolerance=0.02)
     assert decide(evaluation(0.8, 0.49), evaluation(0.7, 0.4), evaluation(0.8, 0.5), tolerant)[0]
+    # At the edges: a ROC-AUC that reaches the floor passes; a PR-AUC equal to the baseline's does not beat it.
+    assert decide(evaluation(config.roc_auc_floor, 0.5), evaluation(0.7, 0.4), None, config)[0]
+    promote, reason = decide(evaluation(0.8, 0.4), evaluation(0.7, 0.4), None, config)
+    assert not promote and "does not beat the logistic baseline" in reason
 
 
 # -- through the asset ------------------------------------------------------------------------------
@@ -304,6 +308,24 @@ def test_first_model_is_trained_split_with_embargo_and_stored_as_xgboost_and_car
     assert loaded.reference_sample.height == window["rows"]["holdout"]
     assert set(names) | {"churn_probability"} == set(loaded.reference_sample.columns)
     assert first_model["check_passed"]
+
+
+def test_reference_sample_is_capped_holdout_rows_with_the_models_scores(frames, local_resources, instance):
+    """The drift reports' reference: at most ``reference_rows`` holdout rows, each with the score the
+    promoted model gives it."""
+    result = materialize_model(frames, local_resources, instance, M1, config={"reference_rows": 50})
+    assert result.success
+    loaded = ModelIOManager(base_url=local_resources["model_io_manager"].base_url).read("model", M1)
+    sample = loaded.reference_sample
+    assert sample.height == loaded.card["reference_sample"]["rows"] == 50
+    holdout_start = dt.date.fromisoformat(loaded.card["training_window"]["holdout"][0])
+    holdout = frames[M1].filter(pl.col("snapshot_date") >= holdout_start)
+    names = [f["name"] for f in loaded.card["features"]]
+    assert sample.select(names).join(holdout.select(names), on=names, how="anti", nulls_equal=True).is_empty()
+    specs = [training.FeatureSpec.from_card(f) for f in loaded.card["features"]]
+    np.testing.assert_allclose(
+        sample.get_column("churn_probability").to_numpy(), training.predict(loaded.booster, sample, specs), rtol=1e-6
+    )
 
 
 def test_training_is_deterministic(frames, first_model, local_settings, local_resources, instance):
@@ -441,6 +463,16 @@ def test_a_model_file_that_differs_from_its_card_is_refused(lake_with_first_mode
     lake.write_bytes(f"{folder}/{CARD_FILE}", card_bytes(card))
     with pytest.raises(ModelArtifactError, match="not a valid XGBoost model"):
         manager.read("model", M1)
+
+
+@pytest.mark.parametrize("name", [REFERENCE_FILE, REPORT_FILE])
+def test_a_reference_sample_or_report_that_differs_from_its_card_is_refused(lake_with_first_model, name):
+    lake = Lake(lake_with_first_model)
+    folder = lake.partition_url("model", "month", M1)
+    stored = lake.read_bytes(f"{folder}/{name}")
+    lake.write_bytes(f"{folder}/{name}", stored[:-8])
+    with pytest.raises(ModelArtifactError, match=f"{name} does not match its model card"):
+        ModelIOManager(base_url=lake_with_first_model).read("model", M1)
 
 
 def test_the_artifacts_check_fails_on_risk_bands_that_do_not_rise(frames, lake_with_first_model, local_resources):

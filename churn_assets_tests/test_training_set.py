@@ -13,10 +13,13 @@ from polars.testing import assert_frame_equal
 
 from churn_assets.assets.features.catalog import feature_catalog
 from churn_assets.assets.features.features import features
-from churn_assets.assets.features.labels import HORIZON_DAYS, labels
+from churn_assets.assets.features.labels import HORIZON_DAYS, LABELS_SCHEMA, labels
+from churn_assets.assets.ml import training
 from churn_assets.assets.ml.training_set import (
     LOOKBACK_MONTHS,
     SAMPLE_SEED,
+    MonthWindow,
+    _labels_in,
     months_to_train,
     stratified_rows,
     training_set,
@@ -154,6 +157,21 @@ def test_prefiltered_sample_is_exactly_the_bottom_k_of_each_class():
     ])
     assert sample.height == 1200
     assert_frame_equal(sample.sort("value"), expected.sort("value"))
+
+
+def test_a_months_labels_are_exactly_the_days_of_its_lookback_months():
+    """A range run reads the labels of every month's window at once: each month keeps the days of its L
+    months before it, the first and last included, and no day either side."""
+    first, last = dt.date(2025, 1, 30), dt.date(2025, 5, 2)
+    days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    labels_read = pl.LazyFrame({
+        "user_id": [f"u{i}" for i in range(len(days))],
+        "snapshot_date": [d - dt.timedelta(days=HORIZON_DAYS) for d in days],
+        "churned": pl.Series([i % 2 for i in range(len(days))], dtype=pl.Int8),
+        "date": days,
+    }).cast(LABELS_SCHEMA)
+    kept = _labels_in(labels_read, MonthWindow.of("2025-05", 3)).collect().get_column("label_date")
+    assert (kept.min(), kept.max(), kept.len()) == (dt.date(2025, 2, 1), dt.date(2025, 4, 30), 89)
 
 
 def test_a_range_of_months_equals_single_month_runs(labelled_lake: ChurnSettings, tmp_path: Path):
@@ -314,3 +332,10 @@ def test_months_to_train_from_the_first_with_a_whole_lookback():
     assert months(200) == ["2025-04", "2025-05", "2025-06", "2025-07"]
     # A start mid-month: the first whole lookback is one month later.
     assert months_to_train(dt.date(2025, 1, 15), dt.date(2025, 6, 1), 14, 3) == ["2025-05", "2025-06"]
+    # At the edge: February's snapshots from a 2 January start span 2 × 9 + 3 days, just what the split
+    # needs; from 3 January one day fewer, so the backfill starts in March instead.
+    assert months_to_train(dt.date(2025, 1, 2), dt.date(2025, 3, 15), 9, 3) == ["2025-02", "2025-03"]
+    assert training.time_split(dt.date(2025, 1, 2), dt.date(2025, 1, 22), 9, 0.15, 0.15)
+    assert months_to_train(dt.date(2025, 1, 3), dt.date(2025, 3, 15), 9, 3) == ["2025-03"]
+    with pytest.raises(ValueError, match="needs at least 21"):
+        training.time_split(dt.date(2025, 1, 3), dt.date(2025, 1, 22), 9, 0.15, 0.15)
