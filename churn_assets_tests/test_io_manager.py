@@ -2,8 +2,10 @@
 
 
 import datetime as dt
+import gzip
 import hashlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -487,12 +489,49 @@ def test_raw_events_fails_at_once_on_a_misspelt_lake_bucket(s3_server, tmp_path,
     assert "S3 bucket 'no-such-lake' does not exist" in failure.step_failure_data.error.message
 
 
+@pytest.mark.parametrize("cause", [
+    "an incomplete day", "a day never delivered", "a corrupt file",
+    pytest.param("wrong credentials", marks=pytest.mark.s3),
+])
+def test_raw_events_does_not_retry_what_retrying_cannot_fix(cause, tmp_path, instance, request, monkeypatch):
+    """A corrupt landing file, a day not (completely) delivered, credentials S3 refuses: the step fails at once,
+    saying why, instead of retrying twice (~4 s) and alerting with the same error."""
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))
+    day = jsonl([amplitude_row("e1", "u1", "2025-01-01 10:00:00")])
+    if cause == "an incomplete day":
+        write_landing_day(settings.landing_url, "2025-01-01", {"a.jsonl": day}, complete=False)
+    elif cause == "a corrupt file":
+        write_landing_day(settings.landing_url, "2025-01-01", {"a.jsonl.gz": gzip.compress(day)[:-12]})
+    elif cause == "wrong credentials":
+        request.getfixturevalue("s3_server")
+        settings = ChurnSettings(data_url=f"s3://lake/{tmp_path.name}", landing_url=settings.landing_url)
+        write_landing_day(settings.landing_url, "2025-01-01", {"a.jsonl": day})
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        S3FileSystem.clear_instance_cache()
+        request.addfinalizer(S3FileSystem.clear_instance_cache)
+    said = {"an incomplete day": "landing day 2025-01-01 is not complete", "a day never delivered": "no landing folder",
+            "a corrupt file": "cannot read landing file", "wrong credentials": "denied access"}[cause]
+    result = materialize_ingest(
+        build_resources(settings), instance, "2025-01-01", selection=dg.AssetSelection.assets("raw_events"),
+        raise_on_error=False,
+    )
+    assert [e.event_type_value for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"] == []
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert said in failure.step_failure_data.error.message
+
+
 @pytest.mark.s3
-def test_a_landing_zone_in_a_missing_bucket_is_named(s3_server, tmp_path):
-    """A misspelt landing bucket is not "no landing folder for D" (a day not delivered yet)."""
+def test_a_missing_landing_bucket_and_a_missing_day_are_told_apart(s3_server, tmp_path):
+    """A misspelt landing bucket is not "no landing folder for D" (a day not delivered yet), nor the reverse:
+    a day or a lake file missing from a bucket that exists is missing, not a missing bucket."""
     landing = LandingZone(url=f"s3://no-such-landing/{tmp_path.name}")
     with pytest.raises(BucketNotFoundError, match="S3 bucket 'no-such-landing' does not exist"):
         landing.data_files(dt.date(2025, 1, 1))
+    with pytest.raises(FileNotFoundError, match="no landing folder for 2025-01-01"):
+        LandingZone(url=f"s3://landing/{tmp_path.name}").data_files(dt.date(2025, 1, 1))
+    lake = Lake(f"s3://lake/{tmp_path.name}")
+    with pytest.raises(FileNotFoundError):
+        lake.read_bytes(lake.table_url("raw_events", "date", "2025-01-01"))
 
 
 @pytest.mark.s3
@@ -794,6 +833,25 @@ def test_killed_writer_leaves_the_previous_partition_readable(tmp_path):
     # A later successful write replaces the partition whole.
     lake.write_table(url, pl.DataFrame({"version": [4]}))
     assert pl.read_parquet(url).rows() == [(4,)]
+
+
+def test_a_write_that_fails_leaves_the_previous_file_whole_and_no_temporary(tmp_path):
+    """A write the disk refuses part-way (here: over the process's file size limit, as a full disk or quota
+    would): the error surfaces, readers still find the previous file, and its partial copy is not left behind."""
+    lake = Lake(str(tmp_path / "lake"))
+    url = lake.table_url("big", "date", "2025-01-01")
+    lake.write_bytes(url, b"previous")
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, limits[1]))
+    try:
+        with pytest.raises(OSError, match="File too large"):
+            lake.write_bytes(url, b"x" * 2**21)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert lake.read_bytes(url) == b"previous"
+    assert sorted(p.name for p in Path(url).parent.iterdir()) == ["data.parquet"]
 
 
 def test_storage_urls_follow_the_contract(tmp_path, monkeypatch):

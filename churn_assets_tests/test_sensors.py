@@ -449,6 +449,42 @@ def test_run_failure_alert_names_the_unreadable_landing_file(instance, local_set
     assert "caused by" not in alert["error"]  # the message already says what gzip said
 
 
+def test_run_failure_alert_names_the_first_failed_step_or_the_runs_own_failure(instance, webhook):
+    """Two steps failed: the alert's error is the first one's, the step it lists first. A run that failed
+    with no step failing (its worker crashed): the run's own failure message, not a generic one."""
+    handler, url = webhook
+    resources = {"alerts": AlertWebhook(url=url)}
+    cursor, _ = _failure_tick(instance, resources, None)
+
+    def failing(name: str) -> dg.AssetsDefinition:
+        @dg.asset(name=name)
+        def fails() -> None:
+            raise ValueError(f"{name} broke")
+
+        return fails
+
+    dg.materialize([failing("first"), failing("second")], instance=instance, raise_on_error=False)
+    cursor, _ = _failure_tick(instance, resources, cursor)
+    ((_, alert),) = handler.received
+    assert sorted(alert["failed_steps"]) == ["first", "second"]
+    assert alert["error"] == f"ValueError: {alert['failed_steps'][0]} broke"
+
+    @dg.op
+    def noop() -> None:
+        pass
+
+    @dg.job
+    def crashed() -> None:
+        noop()
+
+    run = instance.create_run_for_job(crashed, status=dg.DagsterRunStatus.STARTED)
+    instance.report_run_failed(run, "run worker exited unexpectedly (OOM killed)")
+    _failure_tick(instance, resources, cursor)
+    alert = handler.received[-1][1]
+    assert (alert["run_id"], alert["failed_steps"]) == (run.run_id, [])
+    assert "run worker exited unexpectedly (OOM killed)" in alert["error"]
+
+
 def test_step_error_adds_the_innermost_cause_only_when_it_says_more(instance):
     @dg.asset
     def unreadable() -> None:
