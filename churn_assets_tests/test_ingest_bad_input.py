@@ -364,6 +364,31 @@ def test_a_range_with_a_mostly_quarantined_day_fails_that_day_only(local_setting
     }
 
 
+def test_a_day_quarantined_exactly_at_the_share_passes(local_settings, local_resources, instance):
+    """CHURN_MAX_QUARANTINED_SHARE is the most a day may quarantine: half its rows (the default) is dirty, not
+    broken."""
+    broken = [row(f"ms-{i}", f"u{i}", "1735722000000", "session_start", 1000) for i in range(2)]
+    day = FIRST_DAY.isoformat()
+    write_landing_day(local_settings.landing_url, day, {"events.jsonl": jsonl(_valid_rows(FIRST_DAY, 2) + broken)})
+
+    result = materialize_ingest(local_resources, instance, day)
+
+    [check] = evaluations_by_partition(result, "raw_events_are_valid").values()
+    assert check.passed and check.metadata["quarantined_share"].value == 0.5
+
+
+def test_a_day_rematerialized_clean_is_judged_by_its_latest_quarantine(local_settings, local_resources, instance):
+    """The quarantined share is read from the day's latest materialization, not an earlier broken one."""
+    day = _write_mostly_quarantined_day(local_settings)
+    assert not materialize_ingest(local_resources, instance, day, raise_on_error=False).success
+    write_landing_day(local_settings.landing_url, day, {"events.jsonl": jsonl(_valid_rows(FIRST_DAY))})
+
+    result = materialize_ingest(local_resources, instance, day)
+
+    [check] = evaluations_by_partition(result, "raw_events_are_valid").values()
+    assert check.passed and check.metadata["quarantined_share"].value == 0.0
+
+
 def test_a_source_known_to_be_dirty_can_allow_a_larger_quarantined_share(local_settings, instance):
     """CHURN_MAX_QUARANTINED_SHARE raises the bar (say, for an app whose events are mostly anonymous)."""
     day = _write_mostly_quarantined_day(local_settings)

@@ -17,6 +17,7 @@ from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA
 from churn_assets.assets.ingest.user_daily import TOTAL_COLUMNS, user_daily_schema
 from churn_assets.config import DEFAULT_EVENT_TYPES, TOTAL_COUNT_COLUMNS, ChurnSettings
 from churn_assets.definitions import defs
+from churn_assets.partitions import largest_window, window_sizes
 from churn_assets.resources import build_resources
 
 from churn_assets_tests.landing_helpers import (
@@ -648,3 +649,10 @@ def test_the_user_daily_check_fails_on_a_repeated_user_an_unknown_one_and_a_nega
     day1 = read_partition(lake_url, "user_daily", "2025-01-01")
     assert sound.metadata["rows"].value == day1.height
     assert tampered_day.metadata["rows"].value == day2.height + 2
+
+
+def test_a_window_holds_the_rows_of_its_last_length_days():
+    d1, d2, d3 = dt.date(2025, 1, 1), dt.date(2025, 1, 2), dt.date(2025, 1, 3)
+    daily = pl.LazyFrame({"date": [d1, d2, d2, d3, d3, d3, d3]})
+    assert window_sizes(daily, [d2, d3], 2) == {d2: 3, d3: 6}
+    assert largest_window(daily, [d1, d2, d3], 1) == 4
