@@ -128,6 +128,8 @@ def test_known_answers_for_each_feature_family(known_lake: ChurnSettings):
     fading = rows["fading"]
     assert (fading["active_days_7d"], fading["active_days_trend_7d"]) == (3, -4)
     assert fading["n_events_trend_7d"] == pytest.approx(math.log(16 / 141))
+    # 3 recent days of 5 minutes against 7 of them the week before: ln((1 + 15) / (1 + 35)), not its inverse.
+    assert fading["session_minutes_trend_7d"] == pytest.approx(math.log(16 / 36))
     assert (fading["n_events_7d"], fading["n_events_14d"], fading["n_events_1d"]) == (15, 155, 0)
     assert (fading["days_since_last_active"], fading["active_streak_days"]) == (4, 10)
     # Active only in the second half of the window: a positive slope, whatever the fade at the end.
