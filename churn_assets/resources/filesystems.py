@@ -97,8 +97,6 @@ def _endpoint() -> str:
     return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or "AWS S3"
 
 
-
-
 def is_s3(url: str) -> bool:
     return url.startswith("s3://")
 
