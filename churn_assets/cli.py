@@ -19,10 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except ValueError as exc:  # an argument the command refuses (a start out of range, say): no traceback
-        parser.error(f"{args.command}: {exc}")
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

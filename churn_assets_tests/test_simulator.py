@@ -455,8 +455,8 @@ def test_cli(tmp_path, capsys):
     (["--event-share", "0"], "argument --event-share: 0 is not a share in (0, 1]"),
     (["--event-share", "1.5"], "argument --event-share: 1.5 is not a share in (0, 1]"),
     (["--start", "2025-02-30"], "argument --start: '2025-02-30' is not a date in YYYY-MM-DD form"),
-    (["--start", "1960-01-01"], "simulate: start 1960-01-01 is out of the supported range 1971..2200"),
-    (["--out", "gs://bucket/landing"], "simulate: unsupported storage URL 'gs://bucket/landing'"),
+    (["--start", "1960-01-01"], "simulate: error: start 1960-01-01 is out of the supported range 1971..2200"),
+    (["--out", "gs://bucket/landing"], "simulate: error: unsupported storage URL 'gs://bucket/landing'"),
 ])
 def test_cli_refuses_bad_input_with_a_message_and_exit_code_2(tmp_path, monkeypatch, capsys, args, says):
     """Usage errors, not tracebacks (exit 1), and nothing written: gs://... once went to a local folder "gs:"."""
@@ -468,6 +468,20 @@ def test_cli_refuses_bad_input_with_a_message_and_exit_code_2(tmp_path, monkeypa
     assert exited.value.code == 2
     assert says in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_shows_a_bug_as_a_traceback_not_as_a_usage_error(tmp_path, monkeypatch):
+    """Only the arguments simulate() refuses are usage errors: a ValueError from anywhere else is a bug, and
+    its traceback must reach the user (it was once printed as one line of usage, its cause hidden)."""
+    from churn_assets.cli import main
+    from churn_assets.simulate import simulator
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug deep in the writer")
+
+    monkeypatch.setattr(simulator, "Population", broken)
+    with pytest.raises(ValueError, match="a bug deep in the writer"):
+        main(["simulate", "--out", str(tmp_path / "landing"), "--users", "5", "--days", "1", "--no-progress"])
 
 
 def test_cli_module_runs(tmp_path):

@@ -63,25 +63,28 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
                         help="keep this share (0 < SHARE <= 1) of each session's events besides its start: the "
                         "same users, days and sessions with fewer events (default: %(default)s, all)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, parser=parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from churn_assets.simulate import simulate
+    from churn_assets.simulate import SimulationRefused, simulate
 
-    summary = simulate(
-        args.out,
-        users=args.users,
-        days=args.days,
-        start=args.start,
-        seed=args.seed,
-        dirty=args.dirty,
-        file_format=args.file_format,
-        files_per_day=args.files_per_day,
-        progress=args.progress,
-        thin_before=args.thin_before,
-        event_share=args.event_share,
-    )
+    try:
+        summary = simulate(
+            args.out,
+            users=args.users,
+            days=args.days,
+            start=args.start,
+            seed=args.seed,
+            dirty=args.dirty,
+            file_format=args.file_format,
+            files_per_day=args.files_per_day,
+            progress=args.progress,
+            thin_before=args.thin_before,
+            event_share=args.event_share,
+        )
+    except SimulationRefused as exc:  # an argument it refuses: a usage error (exit 2), not a traceback
+        args.parser.error(str(exc))
     print(summary.line())
     return 0

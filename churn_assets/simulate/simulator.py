@@ -75,6 +75,11 @@ DIRTY_PER_KIND = 3  # per export day; the variants of a kind cycle (key absent, 
 _EPOCH = dt.date(1970, 1, 1)
 
 
+class SimulationRefused(ValueError):
+    """An argument ``simulate`` refuses (a start out of range, an unsupported URL): ``churn-assets simulate``
+    shows it as a usage error. Any other error is a bug, and keeps its traceback."""
+
+
 @dataclass
 class SimulationSummary:
     out_url: str
@@ -139,15 +144,18 @@ def simulate(
     if isinstance(thin_before, str):
         thin_before = dt.date.fromisoformat(thin_before)
     if not 0.0 < event_share <= 1.0:
-        raise ValueError(f"event_share must be in (0, 1], not {event_share!r}")
+        raise SimulationRefused(f"event_share must be in (0, 1], not {event_share!r}")
     if file_format not in FORMATS:
-        raise ValueError(f"file_format must be one of {', '.join(FORMATS)}, not {file_format!r}")
+        raise SimulationRefused(f"file_format must be one of {', '.join(FORMATS)}, not {file_format!r}")
     if users < 1 or days < 1 or files_per_day < 1:
-        raise ValueError("users, days and files_per_day must be at least 1")
+        raise SimulationRefused("users, days and files_per_day must be at least 1")
     if not dt.date(1971, 1, 1) <= start <= dt.date(2200, 1, 1):
-        raise ValueError(f"start {start} is out of the supported range 1971..2200")
+        raise SimulationRefused(f"start {start} is out of the supported range 1971..2200")
     # As the platform reads CHURN_LANDING_URL: gs://... was written to a local folder named "gs:".
-    out_url = resolve_url(str(out_url))
+    try:
+        out_url = resolve_url(str(out_url))
+    except ValueError as exc:
+        raise SimulationRefused(str(exc)) from exc
 
     t0 = time.perf_counter()
     # A fourth child leaves the first three (and so the users and the exports) as with three.
