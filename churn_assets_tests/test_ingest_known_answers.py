@@ -656,3 +656,24 @@ def test_a_window_holds_the_rows_of_its_last_length_days():
     daily = pl.LazyFrame({"date": [d1, d2, d2, d3, d3, d3, d3]})
     assert window_sizes(daily, [d2, d3], 2) == {d2: 3, d3: 6}
     assert largest_window(daily, [d1, d2, d3], 1) == 4
+
+
+def test_a_quoted_or_blank_empty_revenue_or_session_id_is_none_not_unparsable():
+    """Python's csv.writer(quoting=QUOTE_ALL), spreadsheets and many exporters write a missing value as "",
+    and hand-written CSV pads fields with blanks: each is the same missing value as an unquoted empty field
+    (revenue null, no session), not a row to quarantine; a number with blanks around it is that number."""
+    header = "event_id,user_id,event_time,event_type,session_id,platform,country,app_version,revenue\n"
+    quoted = (
+        '"q1","u1","2025-01-02 10:00:00","share","","web","JP","3.0",""\n'
+        '"q2","u1","2025-01-02 10:01:00","share"," ","web","JP","3.0"," "\n'
+        '"q3","u1","2025-01-02 10:02:00","purchase"," 4000 ","web","JP","3.0"," 4.99 "\n'
+    )
+    vetted = _vetted("a.csv", (header + quoted).encode(), "2025-01-02")
+    assert vetted.quarantine.height == 0
+    assert vetted.events.select("event_id", "session_id", "revenue").rows() == [
+        ("q1", None, None), ("q2", None, None), ("q3", 4000, 4.99)
+    ]
+    json_line = b'{"$insert_id":"j1","user_id":"u1","event_time":"2025-01-02 10:00:00","event_type":"a","session_id":"","revenue":""}\n'
+    vetted = _vetted("a.jsonl", json_line, "2025-01-02")
+    assert vetted.quarantine.height == 0
+    assert vetted.events.select("session_id", "revenue").rows() == [(None, None)]

@@ -442,20 +442,31 @@ def _vet_chunk(raw: pl.DataFrame, export_day: dt.date) -> tuple[pl.DataFrame, pl
     day_end = day_start + dt.timedelta(days=1)
     oldest = day_start - MAX_LATENESS
 
-    # session_id and revenue are JSON numbers already typed by the reader, or text to parse here.
+    # session_id and revenue are JSON numbers already typed by the reader, or text to parse here. A text of
+    # blanks only, or empty ("" in a CSV written with every field quoted, or in JSON), is a missing value,
+    # as an unquoted empty CSV field is: no session, no revenue; not a value to quarantine.
     if raw.schema["session_id"] == pl.String:
         session_text = pl.col("session_id").str.strip_chars()
         session = pl.coalesce(
             session_text.cast(pl.Int64, strict=False),
             session_text.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False),
         )
+        session_given = session_text.str.len_bytes() > 0
     else:
         session = pl.col("session_id").cast(pl.Int64)
+        session_given = pl.col("session_id").is_not_null()
+    if raw.schema["revenue"] == pl.String:
+        revenue_text = pl.col("revenue").str.strip_chars()
+        revenue = revenue_text.cast(pl.Float64, strict=False)
+        revenue_given = revenue_text.str.len_bytes() > 0
+    else:
+        revenue = pl.col("revenue").cast(pl.Float64, strict=False)
+        revenue_given = pl.col("revenue").is_not_null()
     times = raw.get_column("event_time")
     typed_times = times.dtype == CANONICAL_SCHEMA["event_time"]  # a Parquet file's, already UTC timestamps
     typed = raw.with_columns(
         (times if typed_times else parse_event_times(times)).alias("_time"),
-        pl.col("revenue").cast(pl.Float64, strict=False).alias("_revenue"),
+        revenue.alias("_revenue"),
         session.alias("_session"),
     )
     blank = lambda c: pl.col(c).is_null() | (pl.col(c).str.strip_chars_start().str.len_bytes() == 0)  # noqa: E731
@@ -467,11 +478,11 @@ def _vet_chunk(raw: pl.DataFrame, export_day: dt.date) -> tuple[pl.DataFrame, pl
         .when(pl.col("_time").is_null()).then(pl.lit("unparsable_event_time"))
         .when(pl.col("_time") >= day_end).then(pl.lit("event_time_after_export_day"))
         .when(pl.col("_time") < oldest).then(pl.lit("event_time_too_old"))
-        .when(pl.col("revenue").is_not_null() & ~pl.col("_revenue").is_finite().fill_null(False))
+        .when(revenue_given.fill_null(False) & ~pl.col("_revenue").is_finite().fill_null(False))
         .then(pl.lit("unparsable_revenue"))
         .when(pl.col("_revenue") < 0).then(pl.lit("negative_revenue"))
         .when(pl.col("_revenue") > MAX_REVENUE).then(pl.lit("revenue_out_of_range"))
-        .when(pl.col("session_id").is_not_null() & pl.col("_session").is_null()).then(pl.lit("unparsable_session_id"))
+        .when(session_given.fill_null(False) & pl.col("_session").is_null()).then(pl.lit("unparsable_session_id"))
         .otherwise(pl.lit(None, pl.String))
     )
     typed = typed.with_columns(reason.alias("reason"))
