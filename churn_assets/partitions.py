@@ -44,6 +44,13 @@ def days_in_range(context: dg.AssetExecutionContext) -> list[dt.date]:
     """The days a run of a daily asset covers, in order (one for a single partition, many for a range)."""
     window = context.partition_time_window
     start, end = window.start.date(), window.end.date()
+    if end <= start:  # `--partition-range LAST...FIRST`: Dagster runs it, over no day, and records no partition
+        keys = context.partition_key_range
+        raise dg.Failure(
+            description=f"partition range {keys.start}...{keys.end} ends before it starts: "
+            f"give the first day first (--partition-range {keys.end}...{keys.start})",
+            allow_retries=False,
+        )
     return [start + dt.timedelta(days=i) for i in range((end - start).days)]
 
 

@@ -677,3 +677,25 @@ def test_a_quoted_or_blank_empty_revenue_or_session_id_is_none_not_unparsable():
     vetted = _vetted("a.jsonl", json_line, "2025-01-02")
     assert vetted.quarantine.height == 0
     assert vetted.events.select("session_id", "revenue").rows() == [(None, None)]
+
+
+def test_a_range_given_last_day_first_fails_saying_so():
+    """`dagster asset materialize --partition-range 2025-01-03...2025-01-01` is accepted by Dagster and ran
+    over no day: raw_events "materialized" no partition and its check failed on a type error."""
+    from churn_assets.partitions import daily_partitions, days_in_range
+
+    seen = []
+
+    @dg.asset(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run())
+    def some_days(context) -> None:
+        seen.append(days_in_range(context))
+
+    def run(first: str, last: str) -> dg.ExecuteInProcessResult:
+        tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+        return dg.materialize([some_days], tags=tags, raise_on_error=False)
+
+    assert run("2025-01-01", "2025-01-02").success and seen == [[dt.date(2025, 1, 1), dt.date(2025, 1, 2)]]
+    result = run("2025-01-03", "2025-01-01")
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "2025-01-03...2025-01-01 ends before it starts" in str(failure.step_failure_data.user_failure_data.description)
