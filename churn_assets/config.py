@@ -77,6 +77,11 @@ def resolve_url(url: str) -> str:
             if not bucket_of(url):
                 raise ValueError(f"storage URL {url!r} names no bucket: use s3://bucket/prefix")
             return url.rstrip("/")
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", url):  # "s3:/bucket": a slash short, not a folder named "s3:"
+        raise ValueError(
+            f"storage URL {url!r} is not s3://bucket/prefix nor a local path: write s3://… in full "
+            f"(or ./{url} for a local folder of that name)"
+        )
     return str(Path(url).expanduser().resolve())
 
 

@@ -269,6 +269,9 @@ def test_each_setting_is_read_from_its_variable():
     ("CHURN_MAX_QUARANTINED_SHARE", "1.5", "CHURN_MAX_QUARANTINED_SHARE=1.5 must be between 0 and 1"),
     ("CHURN_DRIFT_THRESHOLD", "-0.1", "CHURN_DRIFT_THRESHOLD=-0.1 must be between 0 and 1"),
     ("CHURN_DRIFT_THRESHOLD", "half", "CHURN_DRIFT_THRESHOLD='half' is not a number"),
+    # A slash short of s3://: it was a folder "s3:" under the working directory, written without a word.
+    ("CHURN_DATA_URL", "s3:/bucket/lake", "CHURN_DATA_URL: storage URL 's3:/bucket/lake' is not s3://"),
+    ("CHURN_LANDING_URL", "s3:bucket/landing", "CHURN_LANDING_URL: storage URL 's3:bucket/landing' is not s3://"),
 ])
 def test_a_bad_setting_is_refused_naming_its_variable(name, value, says):
     with pytest.raises(ValueError, match=re.escape(says)):
