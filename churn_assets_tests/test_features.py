@@ -4,6 +4,7 @@ against a plain per-user loop, no reads of the future, and range runs equal to d
 import datetime as dt
 import importlib
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -490,3 +491,39 @@ def test_features_are_the_same_in_any_row_order(simulated_lake: ChurnSettings):
         shuffled = window.sample(fraction=1.0, shuffle=True, seed=seed)
         assert_frame_equal(compute_features(shuffled, installs, snapshot_day, day(0), DEFAULT_EVENT_TYPES),
                            in_memory, check_exact=True)
+
+
+def test_a_type_dropped_from_the_event_types_leaves_older_user_daily_readable(known_lake: ChurnSettings, tmp_path: Path):
+    """CHURN_EVENT_TYPES loses a type, and the next daily refresh writes user_daily[D] without its column:
+    features[D] reads its window of older partitions that still have it. It failed with polars' "did not
+    find column n_screen_view", a column no longer tracked."""
+    fewer = tuple(t for t in DEFAULT_EVENT_TYPES if t != "screen_view")
+    settings_ = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=known_lake.landing_url, event_types=fewer)
+    shutil.copytree(known_lake.data_url, settings_.data_url)
+    lake = Lake(settings_.data_url)
+    url = lake.table_url("user_daily", "date", D.isoformat())
+    lake.write_table(url, pl.read_parquet(url).drop("n_screen_view"))
+    with dg.DagsterInstance.ephemeral() as instance:
+        materialize_selected(["features"], build_resources(settings_), instance, D.isoformat())
+    got = read_partition(settings_.data_url, "features", D)
+    assert "n_screen_view_7d" not in got.columns
+    before = read_partition(known_lake.data_url, "features", D)
+    assert_frame_equal(got, before.select(got.columns), check_exact=True)
+
+
+def test_a_type_added_to_the_event_types_names_the_days_to_rematerialize(known_lake: ChurnSettings, tmp_path: Path):
+    """CHURN_EVENT_TYPES gains a type and user_daily is refreshed for the first and the last day of the
+    window only: features names the days it reads, not "rematerialize user_daily first" (already done for
+    D), and a day in the middle of the window that lacks the column fails the same way, not with polars'
+    ColumnNotFoundError."""
+    more = (*DEFAULT_EVENT_TYPES, "level_up")
+    settings_ = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=known_lake.landing_url, event_types=more)
+    shutil.copytree(known_lake.data_url, settings_.data_url)
+    lake = Lake(settings_.data_url)
+    for refreshed in (D - dt.timedelta(days=27), D):
+        url = lake.table_url("user_daily", "date", refreshed.isoformat())
+        lake.write_table(url, pl.read_parquet(url).with_columns(pl.lit(0, pl.Int64).alias("n_level_up")))
+    window = f"{(D - dt.timedelta(days=27)).isoformat()}...{D.isoformat()}"
+    with dg.DagsterInstance.ephemeral() as instance:
+        with pytest.raises(dg.Failure, match=re.escape(f"no column n_level_up") + ".*" + re.escape(f"--partition-range {window}")):
+            materialize_selected(["features"], build_resources(settings_), instance, D.isoformat())

@@ -19,7 +19,7 @@ from churn_assets.assets.features.catalog import (
     table_schema,
 )
 from churn_assets.assets.features.rolling import day_blocks, trailing_blocks, user_ranges
-from churn_assets.assets.ingest.user_daily import event_type_column
+from churn_assets.assets.ingest.user_daily import event_type_column, user_daily_schema
 from churn_assets.config import SETTINGS
 from churn_assets.partitions import daily_partitions, days_in_range, window_sizes
 from churn_assets.resources import ChurnParameters
@@ -78,13 +78,26 @@ def features(
     """
     first_day = daily_partitions.start.date()
     days = days_in_range(context)
-    missing = [c for c in map(event_type_column, churn.event_types) if c not in user_daily.collect_schema()]
-    if missing:
-        raise dg.Failure(
-            f"user_daily has no column {', '.join(missing)} for the tracked event types {churn.event_types}: "
-            "CHURN_EVENT_TYPES changed since user_daily was materialized; rematerialize user_daily first",
+    # The days of user_daily the run reads: a partition written before CHURN_EVENT_TYPES gained a type lacks
+    # its column, whichever of them it is (the scan's columns are its first file's, a later file's lacking
+    # one fails as polars' ColumnNotFoundError).
+    window = f"{max(first_day, days[0] - dt.timedelta(days=LOOKBACK_DAYS - 1))}...{days[-1]}"
+
+    def without_columns(missing: str) -> dg.Failure:
+        return dg.Failure(
+            f"user_daily has no column {missing} for the tracked event types {list(churn.event_types)} in some of "
+            f"the days {window} that features reads: CHURN_EVENT_TYPES changed since they were materialized; "
+            f"rematerialize user_daily for them first (--partition-range {window})",
             allow_retries=False,
         )
+
+    missing = [c for c in map(event_type_column, churn.event_types) if c not in user_daily.collect_schema()]
+    if missing:
+        raise without_columns(", ".join(missing))
+    # Only the columns of the tracked types: partitions written before a type was dropped from
+    # CHURN_EVENT_TYPES still hold its column, later ones do not, and a scan of the window reads each file
+    # with the first one's columns (a column one file lacks fails it, unless it is not read at all).
+    user_daily = user_daily.select(*user_daily_schema(churn.event_types), "date")
 
     def installs_of(block: Sequence[dt.date]) -> pl.DataFrame:
         """install_times[D] of each of the block's (consecutive) days, with its ``date``."""
@@ -117,7 +130,13 @@ def features(
             # Slices are small partitions of their own: two at a time, reading one's files while summing another.
             yield day.isoformat(), pl.concat(ordered_map(of_slice, slices, workers=workers_for(SLICE_ROWS)))
 
-    return PartitionStream(stream())
+    def reading_window():
+        try:
+            yield from stream()
+        except pl.exceptions.ColumnNotFoundError as exc:
+            raise without_columns(str(exc).split(",")[0].removeprefix("did not find column ")) from exc
+
+    return PartitionStream(reading_window())
 
 
 def compute_features(
