@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import hashlib
 import logging
 from pathlib import Path
 
@@ -439,3 +440,43 @@ def test_hidden_files_and_markers_beside_the_data_are_not_read(local_settings, l
     meta = partition_metadata(result, "raw_events")[day]
     assert meta["rows_read"] == 3 and meta["quarantined"] == 0
     assert tree_digest(local_settings.landing_url) == landing_before
+
+
+def test_a_range_that_fails_part_way_records_the_days_it_stored(local_settings, local_resources, instance):
+    """A range run writes each day as it goes: when day 3's file is corrupt, days 1 and 2 are already in the
+    lake, rewritten from their new landing files. They are recorded as materialized by that run (their row
+    counts, quarantine counts and landing versions, so that the landing sensor and the UI describe what the
+    lake holds); the day that failed is not, and its files are left as they were."""
+    days = [(FIRST_DAY + dt.timedelta(days=i)).isoformat() for i in range(3)]
+    for day in days[:2]:
+        write_landing_day(local_settings.landing_url, day, {"a.jsonl": jsonl(_valid_rows(dt.date.fromisoformat(day)))})
+    assert materialize_ingest(local_resources, instance, days[0], days[1], selection=["raw_events"]).success
+
+    # Day 1 is re-delivered with two more events and a quarantined one; day 3 arrives with a corrupt file.
+    more = [row(f"more-{i}", "u9", f"{days[0]} 20:0{i}:00.000000", "purchase", 7, revenue=1.5) for i in range(2)]
+    write_landing_day(local_settings.landing_url, days[0], {"b.jsonl": jsonl([*more, row("bad", None, "x")])})
+    write_landing_day(local_settings.landing_url, days[2], {"corrupt.jsonl.gz": UNREADABLE["corrupt.jsonl.gz"]})
+    result = materialize_ingest(local_resources, instance, days[0], days[2], selection=["raw_events"],
+                                raise_on_error=False)
+
+    assert not result.success and "corrupt.jsonl.gz" in _failure_text(result)
+    assert read_partition(local_settings.data_url, "raw_events", days[0]).height == 5
+    assert instance.get_materialized_partitions(dg.AssetKey("raw_events")) == set(days[:2])
+    latest = {}
+    for day in days:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_events"), asset_partitions=[day]), limit=1
+        ).records
+        latest[day] = records[0].event_log_entry if records else None
+    assert latest[days[2]] is None
+    assert latest[days[0]].run_id == result.run_id
+    day_one = {k: v.value for k, v in latest[days[0]].asset_materialization.metadata.items()}
+    assert day_one["dagster/row_count"] == 5 and day_one["rows_read"] == 6 and day_one["quarantined"] == 1
+    assert day_one["landing_files"] == 2
+    # Whatever the run had stored when it failed (day 2 was being written, or not yet): the instance
+    # describes exactly the file each day holds.
+    for day in days[:2]:
+        stored = Path(local_settings.data_url) / "raw_events" / f"date={day}" / "data.parquet"
+        recorded = latest[day].asset_materialization.metadata["content_hash"].value
+        assert recorded == hashlib.sha256(stored.read_bytes()).hexdigest()[:32]
+    assert not (Path(local_settings.data_url) / "raw_events" / f"date={days[2]}").exists()

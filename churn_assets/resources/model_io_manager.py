@@ -38,6 +38,7 @@ from churn_assets.resources.parquet_io_manager import (
     PartitionStream,
     _keys_to_read,
     each_partition_once,
+    record_stored_before_failure,
 )
 
 MODEL_FILE = "model.ubj"
@@ -148,16 +149,20 @@ class ModelIOManager(dg.ConfigurableIOManager):
         asset = "/".join(context.asset_key.path)
         keys = list(context.asset_partition_keys)
         pairs: Iterable[tuple[str, ChurnModel]] = [(keys[0], obj)] if isinstance(obj, ChurnModel) else obj
-        written = []
-        for key, churn_model in each_partition_once(asset, keys, pairs):
-            metadata = self.write(asset, key, churn_model)
-            written.append(metadata)
-            if len(keys) == 1:
-                context.add_output_metadata(metadata)
-            else:
-                context.step_context.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=key)
+        written: dict[str, dict[str, Any]] = {}
+        try:
+            for key, churn_model in each_partition_once(asset, keys, pairs):
+                metadata = written[key] = self.write(asset, key, churn_model)
+                if len(keys) == 1:
+                    context.add_output_metadata(metadata)
+                else:
+                    context.step_context.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=key)
+        except BaseException:
+            record_stored_before_failure(context, written)
+            raise
         if len(keys) == 1:
-            context.step_context.set_data_version(context.asset_key, dg.DataVersion(written[0]["card_sha256"][:32]))
+            card_sha256 = written[keys[0]]["card_sha256"]
+            context.step_context.set_data_version(context.asset_key, dg.DataVersion(card_sha256[:32]))
 
     def write(self, asset: str, key: str, churn_model: ChurnModel) -> dict[str, Any]:
         """Writes one partition's artifacts, never partially (:meth:`writing`); returns the materialization

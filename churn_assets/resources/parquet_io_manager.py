@@ -140,10 +140,14 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         written_hashes = []
         RECENT.forget(asset)
 
-        def record(key: str, frame: pl.DataFrame, rows: int, stored: Future[WrittenFile]) -> None:
+        # Each partition stored, with its metadata, as its upload ends: a partition stored before the
+        # output failed is recorded even when the failure came before it was handed back here.
+        stored_whole: dict[str, dict[str, Any]] = {}
+
+        def record(key: str, frame: pl.DataFrame, stored: Future[WrittenFile]) -> None:
             written = stored.result()
             written_hashes.append(written.content_hash)
-            metadata = _table_metadata(frame, written, declared, rows)
+            metadata = stored_whole[key]
             if len(keys) == 1:
                 if written.version is not None:
                     RECENT.keep(asset, written.url, written.version, frame)
@@ -154,34 +158,40 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         lake, step = self.lake, context.step_context.step.key
         keeps_copies = len(keys) > 1 and is_s3(self.base_url)
 
-        def store(url: str, data: bytes) -> WrittenFile:
-            written = lake.write_bytes(url, data)
+        def store(key: str, data: bytes, shape: pl.DataFrame, rows: int) -> WrittenFile:
+            written = lake.write_bytes(lake.table_url(asset, column, key), data)
             if keeps_copies:  # the run's next steps read the range it writes: a local copy spares a download
                 LOCAL_COPIES.keep(lake, written, data, asset, owner=step)
+            stored_whole[key] = _table_metadata(shape, written, declared, rows)
             return written
 
         def write(partition: tuple[str, pl.DataFrame], uploads: ThreadPoolExecutor) -> tuple:
-            """The partition encoded, and handed to an uploader: (key, frame, rows, the upload's future)."""
+            """The partition encoded, and handed to an uploader: (key, frame, the upload's future)."""
             key, frame = partition
             data = parquet_bytes(frame, row_group_rows)
-            stored = uploads.submit(store, lake.table_url(asset, column, key), data)
             # A range's partitions are let go once encoded: their metadata needs only their shape.
-            return key, frame if len(keys) == 1 else frame.clear(), frame.height, stored
+            shape = frame if len(keys) == 1 else frame.clear()
+            return key, shape, uploads.submit(store, key, data, shape, frame.height)
 
         # Write-behind: partition N is encoded on a writer thread while the stream computes partition N+1
         # here (polars, zstd, sha256 and fsync all release the GIL), so a range run keeps both cores busy
         # and holds two partitions. Its bytes are then stored by an uploader: on S3 each upload is a round
         # trip, and a few go at once, holding only their bytes. Dagster is only called from this thread.
         at_once = S3_UPLOADS if is_s3(self.base_url) else 1
-        with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="upload") as uploads:
-            in_flight: deque[tuple] = deque()
-            partitions = each_partition_once(asset, keys, _split_by_partition(obj, asset, column, keys))
-            for item in ordered_map(functools.partial(write, uploads=uploads), partitions, workers=1):
-                in_flight.append(item)
-                while in_flight and (len(in_flight) > at_once or in_flight[0][3].done()):
+        try:
+            with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="upload") as uploads:
+                in_flight: deque[tuple] = deque()
+                partitions = each_partition_once(asset, keys, _split_by_partition(obj, asset, column, keys))
+                for item in ordered_map(functools.partial(write, uploads=uploads), partitions, workers=1):
+                    in_flight.append(item)
+                    while in_flight and (len(in_flight) > at_once or in_flight[0][2].done()):
+                        record(*in_flight.popleft())
+                while in_flight:
                     record(*in_flight.popleft())
-            while in_flight:
-                record(*in_flight.popleft())
+        except BaseException:
+            # Every upload is over (the pools waited for them): the partitions they stored are recorded.
+            record_stored_before_failure(context, stored_whole)
+            raise
         if len(keys) == 1:
             # The content hash is the data version, so Dagster sees unchanged data as unchanged.
             context.step_context.set_data_version(context.asset_key, dg.DataVersion(written_hashes[0]))
@@ -220,6 +230,27 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 urls = LOCAL_COPIES.of(self.lake, urls, owner=step, etags=found)
             lazy = scan_linked_tables(LOCAL_COPIES.links(urls, column, keys, owner=step), partition)
         return _as_requested(lazy, wants)
+
+
+def record_stored_before_failure(context: dg.OutputContext, stored: Mapping[str, Mapping[str, Any]]) -> None:
+    """Records a materialization of each partition ``stored`` (its key and metadata) by an output that then
+    failed: a range whose day 80 fails has written days 1-79 whole. Dagster records a range's
+    materializations only once its whole output is handled; without these, the lake would hold the new
+    files while the instance still described the old ones (row count, content hash, the landing version the
+    landing sensor compares) and nothing read from them would look stale. The partitions not stored stay
+    failed, and a retry of the failed partitions runs only those."""
+    step = context.step_context
+    for key, metadata in stored.items():
+        of_body = step.get_asset_metadata(asset_key=context.asset_key, partition_key=key) or {}  # raw_events' counts
+        materialization = dg.AssetMaterialization(
+            asset_key=context.asset_key, partition=key, metadata={**of_body, **metadata}
+        )
+        dg.DagsterEvent.asset_materialization(step, materialization)  # stored as it is made
+    if stored:
+        context.log.warning(
+            f"{_asset_name(context.asset_key)}: {len(stored)} partition(s) were stored before the failure and are "
+            f"recorded as materialized: {some_keys(list(stored))}"
+        )
 
 
 def _keys_to_read(context: dg.InputContext) -> list[str]:
