@@ -570,6 +570,34 @@ def test_user_daily_sums_revenue_exactly_and_breaks_time_ties_by_event_id(in_mem
         assert (user["platform"], user["country"], user["app_version"]) == ("android", "FR", "2.0")
 
 
+def test_user_daily_keeps_the_last_platform_country_and_version_seen_when_later_events_lack_them():
+    """A backend's purchase without a platform, country or version, after the app's events: the day keeps the
+    values last seen (by time, then id), each column on its own; a user whose events never had one has none."""
+    from churn_assets.assets.ingest.user_daily import summarize_user_day
+
+    day = dt.date(2025, 1, 1)
+    rows = [
+        ("a1", "u1", t("2025-01-01 08:00:00.000000"), "session_start", 1, "iOS", "US", "1.0", None),
+        ("a2", "u1", t("2025-01-01 08:30:00.000000"), "screen_view", 1, "android", None, "1.1", None),
+        ("a3", "u1", t("2025-01-01 09:00:00.000000"), "purchase", None, None, None, None, 4.99),
+        # Two events at u2's last time that has a country: the greater id wins, as for any column.
+        ("b2", "u2", t("2025-01-01 10:00:00.000000"), "screen_view", 1, "web", "FR", "2.0", None),
+        ("b1", "u2", t("2025-01-01 10:00:00.000000"), "screen_view", 1, "web", "DE", "2.0", None),
+        ("b3", "u2", t("2025-01-01 11:00:00.000000"), "purchase", None, "web", None, "2.1", 1.0),
+        ("c1", "u3", t("2025-01-01 12:00:00.000000"), "purchase", None, None, None, None, 2.0),
+    ]
+    events = pl.DataFrame(rows, schema=CANONICAL_SCHEMA, orient="row")
+    installs = pl.DataFrame({"user_id": ["u1", "u2", "u3"], "install_time": [t("2024-12-31 08:00:00.000000")] * 3})
+    for frame in (events, events.reverse()):
+        got = summarize_user_day(frame, installs, day, DEFAULT_EVENT_TYPES)
+        assert got.select("user_id", "platform", "country", "app_version").rows() == [
+            ("u1", "android", "US", "1.1"),
+            ("u2", "web", "FR", "2.1"),
+            ("u3", None, None, None),
+        ]
+        assert got.get_column("n_events").to_list() == [3, 3, 1]
+
+
 def test_first_of_each_id_matches_is_first_distinct():
     """Duplicates are found through 64-bit hashes first, then compared as strings: the same rows as
     polars' exact ``is_first_distinct``, over a chunked column as ``vet_export_day`` builds it."""
