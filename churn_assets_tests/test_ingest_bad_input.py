@@ -267,6 +267,23 @@ def test_unreadable_file_fails_the_run_by_name(local_settings, local_resources, 
     assert _lake_files(local_settings.data_url) == {}
 
 
+def test_a_csv_file_not_in_utf8_fails_naming_its_first_line_that_is_not(local_settings, local_resources, instance):
+    """An export in Windows-1252: the error names the file, its first line that is not UTF-8 and the fix,
+    not polars' "invalid utf-8 sequence" without a line."""
+    day = FIRST_DAY.isoformat()
+    header = "event_id,user_id,event_time,event_type,session_id,platform,country,app_version,revenue\n"
+    lines = [f"e{i},u{i},{day} 10:00:00,session_start,1,iOS,{country},1.0,\n" for i, country in
+             enumerate(["US", "DE", "Québec", "Zürich"])]
+    write_landing_day(local_settings.landing_url, day, {"export.csv": (header + "".join(lines)).encode("cp1252")})
+
+    result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
+
+    assert not result.success
+    text = _failure_text(result)
+    assert "export.csv" in text and "line 4 is not UTF-8 text (byte 0xe9)" in text and "iconv" in text
+    assert _lake_files(local_settings.data_url) == {}
+
+
 def test_previous_partition_survives_a_failed_rerun(local_settings, local_resources, instance):
     day = FIRST_DAY.isoformat()
     write_landing_day(local_settings.landing_url, day, {"a-good.jsonl": GOOD_FILE})

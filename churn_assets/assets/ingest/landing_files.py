@@ -71,8 +71,11 @@ MAX_REVENUE = 1e9
 # Amplitude's own "2025-03-01 00:01:24.230633" first: a fixed six-digit fraction parses ~4 × faster than
 # "%.f" and never misreads another shape (it leaves it null for the next format). A time without an offset
 # is UTC (DESIGN.md); one with "Z" or an offset ("%+": ISO 8601, as pandas' to_csv and most exporters write
-# zoned times) is that instant, in UTC.
-_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S.%6f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%+")
+# zoned times) is that instant, in UTC. A time to the minute ("2025-03-01 08:00") is how spreadsheets write
+# times in CSV.
+_TIME_FORMATS = (
+    "%Y-%m-%d %H:%M:%S.%6f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%+", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"
+)
 
 
 class LandingFileError(Exception):
@@ -159,10 +162,28 @@ def decode_piece(piece: LandingPiece) -> pl.DataFrame:
         if kind == "parquet":
             raw = _stringify(pl.read_parquet(io.BytesIO(piece.data)), first_line=1)
         elif kind == "csv":  # the header is line 1 (a record that spans lines counts as one)
-            raw = _stringify(pl.read_csv(io.BytesIO(piece.data), infer_schema=False), first_line=2)
+            raw = _stringify(_read_csv(piece.data), first_line=2)
         else:
             raw = _read_jsonl(piece.data, piece.first_line, piece.lines)
         return raw.with_columns(pl.lit(piece.name).alias("source_file"))
+
+
+def _read_csv(data: bytes) -> pl.DataFrame:
+    """A CSV file's frame, every column as text. A file that is not UTF-8 (an export in cp1252, say) fails
+    naming its first line that is not: every line with an accent in it would be, so quarantining them one by
+    one would keep a few rows and hide the cause."""
+    try:
+        return pl.read_csv(io.BytesIO(data), infer_schema=False)
+    except pl.exceptions.ComputeError:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise LandingFileError(
+                f"line {line} is not UTF-8 text (byte {data[exc.start]:#04x}): landing files are UTF-8; "
+                "re-export the file as UTF-8 (from Windows-1252, say: iconv -f cp1252 -t utf-8)"
+            ) from None
+        raise
 
 
 class _ReadFailed(Exception):
