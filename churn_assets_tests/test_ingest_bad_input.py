@@ -318,6 +318,20 @@ def test_missing_landing_day_fails_clearly(local_settings, local_resources, inst
     assert "no landing folder for 2025-01-02" in _failure_text(result)
 
 
+def test_a_landing_url_that_is_a_file_fails_clearly_without_retrying(tmp_path, instance):
+    """CHURN_LANDING_URL pointing at a file: a missing day that says why, not NotADirectoryError retried."""
+    landing = tmp_path / "landing.jsonl"
+    landing.write_bytes(GOOD_FILE)
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(landing))
+
+    result = materialize_ingest(build_resources(settings), instance, "2025-01-02", raise_on_error=False)
+
+    assert not result.success
+    text = _failure_text(result)
+    assert "no landing folder for 2025-01-02" in text and "is CHURN_LANDING_URL a file?" in text
+    assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+
+
 def _write_mostly_quarantined_day(settings: ChurnSettings) -> str:
     """The first day: 3 good rows, and 4 whose times are epoch milliseconds (4/7 quarantined); its key."""
     broken = [row(f"ms-{i}", f"u{i}", "1735722000000", "session_start", 1000) for i in range(4)]
@@ -497,3 +511,19 @@ def test_a_range_that_fails_part_way_records_the_days_it_stored(local_settings, 
         recorded = latest[day].asset_materialization.metadata["content_hash"].value
         assert recorded == hashlib.sha256(stored.read_bytes()).hexdigest()[:32]
     assert not (Path(local_settings.data_url) / "raw_events" / f"date={days[2]}").exists()
+
+
+def test_a_first_run_after_the_first_partition_says_where_install_times_starts(
+    local_settings, local_resources, instance
+):
+    """Landing data that starts after CHURN_START_DATE (a team that forgot to set it): install_times[D] needs
+    install_times[D-1], and the error says where the chain starts and which setting moves it."""
+    day = (FIRST_DAY + dt.timedelta(days=2)).isoformat()
+    write_landing_day(local_settings.landing_url, day, {"a.jsonl": jsonl(_valid_rows(FIRST_DAY + dt.timedelta(days=2)))})
+
+    result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
+
+    assert not result.success
+    text = _failure_text(result)
+    assert "install_times has no stored partition 2025-01-02" in text
+    assert "from the first partition, 2025-01-01" in text and "set CHURN_START_DATE" in text

@@ -470,6 +470,18 @@ def test_cli_refuses_bad_input_with_a_message_and_exit_code_2(tmp_path, monkeypa
     assert list(tmp_path.iterdir()) == []
 
 
+def test_cli_refuses_a_landing_root_that_is_a_file(tmp_path, capsys):
+    from churn_assets.cli import main
+
+    taken = tmp_path / "landing"
+    taken.write_text("not a folder")
+    with pytest.raises(SystemExit) as exited:
+        main(["simulate", "--out", str(taken), "--users", "5", "--days", "1", "--no-progress"])
+    assert exited.value.code == 2
+    assert f"the landing root {taken} is a file" in capsys.readouterr().err
+    assert taken.read_text() == "not a folder"
+
+
 def test_cli_shows_a_bug_as_a_traceback_not_as_a_usage_error(tmp_path, monkeypatch):
     """Only the arguments simulate() refuses are usage errors: a ValueError from anywhere else is a bug, and
     its traceback must reach the user (it was once printed as one line of usage, its cause hidden)."""

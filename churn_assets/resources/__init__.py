@@ -61,6 +61,10 @@ class LandingZone(dg.ConfigurableResource):
         except FileNotFoundError:
             require_bucket(folder, "list")
             raise FileNotFoundError(f"no landing folder for {day} at {folder}") from None
+        except NotADirectoryError:  # CHURN_LANDING_URL, or a folder on the way, is a file
+            raise FileNotFoundError(
+                f"no landing folder for {day} at {folder}: a file is in its place (is CHURN_LANDING_URL a file?)"
+            ) from None
         if SUCCESS_MARKER not in listed:
             raise FileNotFoundError(
                 f"landing day {day} is not complete: {join(folder, SUCCESS_MARKER)} does not exist yet"

@@ -214,9 +214,17 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         found, missing = self.lake.stored_table_etags(asset, column, keys)
         urls = list(found)
         if missing:
+            hint = ""
+            step = context.step_context
+            if step.assets_def is not None and context.asset_key in step.assets_def.keys:  # its own day before
+                first = context.asset_partitions_def.get_first_partition_key()
+                hint = (
+                    f" ({asset} carries each day on from the day before, from the first partition, {first}; "
+                    "if your landing data starts later, set CHURN_START_DATE to its first day)"
+                )
             raise MissingPartitionError(
                 f"{asset} has no stored partition {some_keys(missing)} under {self.lake.root_url}: "
-                f"materialize {asset} for those partitions first"
+                f"materialize {asset} for those partitions first{hint}"
             )
         partition = {column: _HIVE_TYPES[column]}
         recent = RECENT.get(asset, urls[0], self.lake) if len(urls) == 1 else None

@@ -26,6 +26,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -156,6 +157,8 @@ def simulate(
         out_url = resolve_url(str(out_url))
     except ValueError as exc:
         raise SimulationRefused(str(exc)) from exc
+    if not out_url.startswith("s3://") and Path(out_url).is_file():
+        raise SimulationRefused(f"the landing root {out_url} is a file: give a folder (it is created if missing)")
 
     t0 = time.perf_counter()
     # A fourth child leaves the first three (and so the users and the exports) as with three.
