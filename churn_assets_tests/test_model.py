@@ -425,6 +425,37 @@ def test_a_range_run_carries_the_champion_from_month_to_month(frames, local_sett
     )
 
 
+def test_a_range_that_fails_after_storing_a_month_records_that_month(first_model, tmp_path, instance):
+    """Months are stored as they come: when the second fails, the first is in the lake, and recorded as
+    materialized by that run with its card's hash; the second is not."""
+    from churn_assets.partitions import monthly_partitions
+    from churn_assets.resources.parquet_io_manager import PartitionStream
+
+    stored = ModelIOManager(base_url=first_model["lake"]).read("model", M1)
+
+    @dg.asset(name="model", partitions_def=monthly_partitions, io_manager_key="model_io_manager",
+              backfill_policy=dg.BackfillPolicy.single_run())
+    def failing_model() -> PartitionStream:
+        def months():
+            yield M1, stored
+            raise RuntimeError(f"training {M2} failed")
+        return PartitionStream(months())
+
+    manager = ModelIOManager(base_url=str(tmp_path / "lake"))
+    result = dg.materialize([failing_model], resources={"model_io_manager": manager}, instance=instance,
+                            tags={"dagster/asset_partition_range_start": M1, "dagster/asset_partition_range_end": M2},
+                            raise_on_error=False)
+
+    assert not result.success
+    assert instance.get_materialized_partitions(dg.AssetKey("model")) == {M1}
+    [record] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("model"), asset_partitions=[M1]), limit=1
+    ).records
+    assert record.event_log_entry.run_id == result.run_id
+    card = json.loads(artifact_bytes(str(tmp_path / "lake"), M1)[CARD_FILE])
+    assert record.asset_materialization.metadata["model_version"].value == card["model_version"]
+
+
 # -- artifacts that are not what the card says ------------------------------------------------------
 def test_a_pickle_disguised_as_the_model_file_is_refused(lake_with_first_model):
     lake = Lake(lake_with_first_model)
