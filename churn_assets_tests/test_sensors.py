@@ -266,6 +266,14 @@ def test_landing_sensor_on_s3_lists_through_the_configured_endpoint(s3_server):
     assert filesystem(landing_url).exists(join(landing_url, "events", "date=2025-01-05", "_SUCCESS"))
 
 
+def test_landing_sensor_names_a_landing_bucket_that_does_not_exist(instance, s3_server):
+    """A misspelt bucket in CHURN_LANDING_URL fails the tick naming it, instead of skipping every tick with
+    "no new complete landing day" (operations.md: "The landing zone's errors say the same")."""
+    landing_url = f"s3://no-such-landing-{uuid.uuid4().hex[:8]}/landing"
+    with pytest.raises(Exception, match="bucket 'no-such-landing-.*' does not exist"):
+        _tick(landing_sensor, instance, landing_url, None)
+
+
 # -- drift sensor ---------------------------------------------------------------------------------
 def _drift_report(instance, day: str, share: float) -> None:
     instance.report_runless_asset_event(

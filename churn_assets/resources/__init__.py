@@ -93,7 +93,10 @@ class LandingZone(dg.ConfigurableResource):
         fs = filesystem(self.url)
         events = join(self.url, "events")
         with reaching(events, "list"):
-            listed = fs.find(events, detail=True) if fs.exists(events) else {}
+            exists = fs.exists(events)
+            listed = fs.find(events, detail=True) if exists else {}
+        if not exists:  # a landing bucket that does not exist is not an empty landing zone
+            require_bucket(events, "list")
         complete: dict[str, str] = {}
         seen: set[str] = set()
         for path, info in listed.items():
