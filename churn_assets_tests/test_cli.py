@@ -139,3 +139,35 @@ def test_a_job_backfill_of_daily_refresh_queues_serial_runs(tmp_path):
     from churn_assets.definitions import defs
 
     assert defs.resolve_job_def("monthly_retraining").tags["churn/serial"] == "monthly_retraining"
+
+
+def test_the_documented_dagster_dev_loads_the_location_the_cli_commands_address():
+    """Every ``dagster dev`` the docs and the demo print loads the code location ``workspace.yaml`` names:
+    the schedule, sensor and ``job backfill`` commands of the docs go through ``-w workspace.yaml`` (location
+    ``churn_assets``). ``dagster dev -m churn_assets.definitions`` names its location after the module: a
+    sensor started from the CLI stayed stopped in its UI, and the runs ``dagster job backfill`` queued failed
+    with "Location churn_assets does not exist in workspace"."""
+    import re
+    import shlex
+
+    [entry] = yaml.safe_load((ROOT / "workspace.yaml").read_text())["load_from"]
+    addressed = entry["python_module"]["location_name"]
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "scripts" / "demo.sh"]
+    commands = [
+        (path.name, match.group(0))
+        for path in files
+        for match in re.finditer(r"dagster dev\b[^`\n#]*", path.read_text())
+    ]
+    assert any(name == "README.md" for name, _ in commands)
+    for name, command in commands:
+        args = shlex.split(command)
+        if "-m" in args:
+            loaded = args[args.index("-m") + 1]
+        elif "-w" in args:
+            workspace = Path(args[args.index("-w") + 1].replace("$PWD", str(ROOT)))
+            workspace = workspace if workspace.is_absolute() else ROOT / workspace
+            [loaded_entry] = yaml.safe_load(workspace.read_text())["load_from"]
+            loaded = loaded_entry["python_module"]["location_name"]
+        else:
+            continue  # prose ("`dagster dev`, or …"), not a command line
+        assert loaded == addressed, f"{name}: `{command.strip()}` loads location {loaded!r}, not {addressed!r}"

@@ -105,5 +105,5 @@ Done. The lake is at $CHURN_DATA_URL (hive-partitioned Parquet, e.g. user_daily/
 Query it directly, e.g. with polars (the date column comes from the folder names):
   $BIN/python -c "import polars as pl; print(pl.scan_parquet('$CHURN_DATA_URL/predictions/**/*.parquet', hive_partitioning=True).filter(pl.col('risk_band') == 'Critical').select('date', 'rank', 'user_id', 'churn_probability', 'top_reason_1').collect())"
 Open the Dagster UI on the same lake and run history:
-  DAGSTER_HOME=$DAGSTER_HOME CHURN_DATA_URL=$CHURN_DATA_URL CHURN_LANDING_URL=$CHURN_LANDING_URL CHURN_START_DATE=$START $BIN/dagster dev -m churn_assets.definitions
+  DAGSTER_HOME=$DAGSTER_HOME CHURN_DATA_URL=$CHURN_DATA_URL CHURN_LANDING_URL=$CHURN_LANDING_URL CHURN_START_DATE=$START $BIN/dagster dev -w $PWD/workspace.yaml
 MSG
