@@ -457,6 +457,30 @@ def test_run_failure_alert_names_the_unreadable_landing_file(instance, local_set
     assert "caused by" not in alert["error"]  # the message already says what gzip said
 
 
+def test_run_failure_alert_says_which_partition_failed_a_blocking_check_and_why(
+    instance, local_settings, local_resources, webhook
+):
+    """A blocking check failed for one day of a range: Dagster's error names only the check ("1 blocking
+    asset check failed … raw_events: raw_events_are_valid"); the alert adds the failed day and why."""
+    handler, url = webhook
+    resources = {"alerts": AlertWebhook(url=url)}
+    cursor, _ = _failure_tick(instance, resources, None)
+    good = [amplitude_row(f"g{i}", f"u{i}", "2025-01-01 10:00:00.000000") for i in range(3)]
+    write_landing_day(local_settings.landing_url, "2025-01-01", {"part-0.jsonl": jsonl(good)})
+    broken = [amplitude_row(f"b{i}", f"u{i}", "1735722000000") for i in range(4)]  # epoch ms: quarantined
+    write_landing_day(local_settings.landing_url, "2025-01-02", {"part-0.jsonl": jsonl(good[:1] + broken)})
+    result = materialize_ingest(local_resources, instance, "2025-01-01", "2025-01-02", raise_on_error=False)
+    assert not result.success
+    _failure_tick(instance, resources, cursor)
+
+    ((_, alert),) = handler.received
+    assert alert["partition"] == "2025-01-01...2025-01-02"
+    assert alert["failed_steps"] == ["raw_events_are_valid"]
+    assert "blocking asset check failed" in alert["error"]
+    assert "raw_events_are_valid[2025-01-02]: failed: days_mostly_quarantined = 1" in alert["error"]
+    assert "2025-01-01]" not in alert["error"]  # the day that passed is not named
+
+
 def test_run_failure_alert_names_the_first_failed_step_or_the_runs_own_failure(instance, webhook):
     """Two steps failed: the alert's error is the first one's, the step it lists first. A run that failed
     with no step failing (its worker crashed): the run's own failure message, not a generic one."""

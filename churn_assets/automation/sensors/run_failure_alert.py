@@ -67,6 +67,11 @@ def failure_alert(context: dg.RunFailureSensorContext) -> dict[str, Any]:
         for event in step_failures
         if event.step_failure_data is not None and event.step_failure_data.error is not None
     ]
+    if errors and "DagsterAssetCheckFailedError" in errors[0]:
+        # "1 blocking asset check failed … raw_events: raw_events_are_valid" says neither which partition
+        # nor why: each failed evaluation of that step says both (its description, e.g. the day mostly
+        # quarantined), which a range run's alert otherwise leaves to the UI.
+        errors[0] = _with_failed_checks(errors[0], context.instance, run.run_id, step_failures[0].step_key)
     return {
         "run_id": run.run_id,
         "job": run.job_name,
@@ -76,6 +81,22 @@ def failure_alert(context: dg.RunFailureSensorContext) -> dict[str, Any]:
         "error": errors[0] if errors else (context.failure_event.message or "the run failed"),
         "dagster_event": context.failure_event.event_type_value,
     }
+
+
+def _with_failed_checks(error: str, instance: dg.DagsterInstance, run_id: str, step_key: str | None, shown: int = 3) -> str:
+    """``error`` (a blocking check's failure) followed by the failed evaluations of the step: the check, its
+    partition and its description, the first ``shown`` of them."""
+    failed = []
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        if evaluation is None or evaluation.passed or entry.step_key != step_key:
+            continue
+        where = f"[{evaluation.partition}]" if evaluation.partition else ""
+        failed.append(f"{evaluation.check_name}{where}: {evaluation.description or 'failed'}")
+    if not failed:
+        return error
+    more = f"; and {len(failed) - shown} more" if len(failed) > shown else ""
+    return f"{error.rstrip()} ({'; '.join(failed[:shown])}{more})"
 
 
 def _range(start: str | None, end: str | None) -> str | None:
