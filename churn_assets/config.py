@@ -92,6 +92,17 @@ def _parse_url(name: str, value: str) -> str:
         raise ValueError(f"{name}: {exc}") from exc
 
 
+def _parse_webhook(name: str, value: str) -> str | None:
+    """An http(s) URL, or None. Refused when it loads, not when the first failed run's alert cannot be posted
+    (``hooks.example.com/x`` without its scheme, say): that alert would be lost."""
+    value = value.strip()
+    if not value:
+        return None
+    if not value.lower().startswith(("http://", "https://")) or not value.split("://", 1)[1].split("/", 1)[0]:
+        raise ValueError(f"{name}={value!r} is not an http:// or https:// URL")
+    return value
+
+
 def _parse_date(name: str, value: str) -> dt.date:
     try:
         return dt.date.fromisoformat(value)
@@ -149,7 +160,7 @@ class ChurnSettings:
             landing_url=_parse_url("CHURN_LANDING_URL", env.get("CHURN_LANDING_URL") or "./data/landing"),
             start_date=_parse_date("CHURN_START_DATE", env.get("CHURN_START_DATE") or "2025-01-01"),
             event_types=event_types,
-            alert_webhook=env.get("CHURN_ALERT_WEBHOOK") or None,
+            alert_webhook=_parse_webhook("CHURN_ALERT_WEBHOOK", env.get("CHURN_ALERT_WEBHOOK") or ""),
             horizon_days=_parse_int("CHURN_HORIZON_DAYS", env.get("CHURN_HORIZON_DAYS") or "14", 1),
             # Two at least: the time-based split needs 31 days of snapshots, more than one month holds after
             # the horizon (a 28- or 30-day month's model failed, a 31-day month's trained on one day a block).

@@ -272,6 +272,9 @@ def test_each_setting_is_read_from_its_variable():
     # A slash short of s3://: it was a folder "s3:" under the working directory, written without a word.
     ("CHURN_DATA_URL", "s3:/bucket/lake", "CHURN_DATA_URL: storage URL 's3:/bucket/lake' is not s3://"),
     ("CHURN_LANDING_URL", "s3:bucket/landing", "CHURN_LANDING_URL: storage URL 's3:bucket/landing' is not s3://"),
+    # Found out only when the first failed run's alert could not be posted (and was lost), before.
+    ("CHURN_ALERT_WEBHOOK", "hooks.example.com/x", "CHURN_ALERT_WEBHOOK='hooks.example.com/x' is not an http:// or https:// URL"),
+    ("CHURN_ALERT_WEBHOOK", "https://", "CHURN_ALERT_WEBHOOK='https://' is not an http:// or https:// URL"),
 ])
 def test_a_bad_setting_is_refused_naming_its_variable(name, value, says):
     with pytest.raises(ValueError, match=re.escape(says)):
