@@ -68,6 +68,7 @@ def bucket_of(url: str) -> str:
 
 def resolve_url(url: str) -> str:
     """An ``s3://`` URL as it is; a local path made absolute (so runs started elsewhere agree)."""
+    url = url.strip()  # an env file's stray space would otherwise become part of every key or folder name
     if "://" in url:
         if not url.startswith(("s3://", "file://")):
             raise ValueError(f"unsupported storage URL {url!r}: use a local path or s3://bucket/prefix")

@@ -866,6 +866,8 @@ def test_storage_urls_follow_the_contract(tmp_path, monkeypatch):
     assert ChurnSettings.from_env({"CHURN_LANDING_URL": "rel/landing"}).landing_url == str(tmp_path / "rel" / "landing")
     with pytest.raises(ValueError, match="CHURN_DATA_URL: unsupported storage URL"):
         ChurnSettings.from_env({"CHURN_DATA_URL": "gs://bucket/lake"})
+    # An env file's stray spaces are dropped, not kept in every key.
+    assert ChurnSettings.from_env({"CHURN_DATA_URL": "s3://bucket/lake \n"}).data_url == "s3://bucket/lake"
     for no_bucket in ("s3://", "s3:///lake"):
         with pytest.raises(ValueError, match=f"CHURN_LANDING_URL: storage URL '{no_bucket}' names no bucket"):
             ChurnSettings.from_env({"CHURN_LANDING_URL": no_bucket})
