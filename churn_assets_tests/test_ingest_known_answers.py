@@ -603,6 +603,20 @@ def test_user_daily_keeps_the_last_platform_country_and_version_seen_when_later_
         assert got.get_column("n_events").to_list() == [3, 3, 1]
 
 
+@pytest.mark.parametrize("dropped", [[], [0], [9], [3, 4], [0, 5, 9], list(range(0, 40, 2)), list(range(40))])
+def test_duplicates_are_dropped_from_a_chunk_as_a_filter_would(dropped):
+    """A chunk keeps its rows as slices of itself when it drops a few (the first row, the last, neighbours),
+    and is filtered when it drops many: the same rows in the same order either way."""
+    from churn_assets.assets.ingest.landing_files import _kept_rows
+
+    chunk = pl.DataFrame({"event_id": [f"e{i}" for i in range(40)], "n": list(range(40))})
+    keep = pl.Series([i not in dropped for i in range(40)])
+    pieces = _kept_rows(chunk, keep)
+    kept = pl.concat(pieces) if pieces else chunk.clear()
+    assert kept.equals(chunk.filter(keep))
+    assert len(pieces) <= len(dropped) + 1
+
+
 def test_first_of_each_id_matches_is_first_distinct():
     """Duplicates are found through 64-bit hashes first, then compared as strings: the same rows as
     polars' exact ``is_first_distinct``, over a chunked column as ``vet_export_day`` builds it."""

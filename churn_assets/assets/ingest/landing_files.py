@@ -428,7 +428,7 @@ def vet_export_day(raw: pl.DataFrame | Iterable[pl.DataFrame], export_day: dt.da
     events, offset = [], 0
     while valid:
         chunk = valid.pop(0)
-        events.append(chunk.filter(first.slice(offset, chunk.height)))
+        events.extend(_kept_rows(chunk, first.slice(offset, chunk.height)))
         offset += chunk.height
     day_events = pl.concat(events, rechunk=False)
     return VettedDay(
@@ -437,6 +437,29 @@ def vet_export_day(raw: pl.DataFrame | Iterable[pl.DataFrame], export_day: dt.da
         rows_read=rows_read,
         duplicates_dropped=offset - day_events.height,
     )
+
+
+# A chunk with at most this many rows to drop keeps the rest as slices of itself (no copy): an export re-sends
+# a few events here and there, and filtering every chunk of a day for them copied all its columns (~1 s of
+# CPU for 10 M events). The Parquet writer takes the slices as they are.
+_DROP_BY_SLICING = 16
+
+
+def _kept_rows(chunk: pl.DataFrame, keep: pl.Series) -> list[pl.DataFrame]:
+    """The rows of ``chunk`` where ``keep`` is true, in one piece or as several slices of it."""
+    dropped = (~keep).arg_true()
+    if dropped.is_empty():
+        return [chunk]
+    if len(dropped) > _DROP_BY_SLICING:
+        return [chunk.filter(keep)]
+    pieces, start = [], 0
+    for position in dropped.to_list():
+        if position > start:
+            pieces.append(chunk.slice(start, position - start))
+        start = position + 1
+    if start < chunk.height:
+        pieces.append(chunk.slice(start))
+    return pieces
 
 
 def first_of_each_id(ids: pl.Series) -> pl.Series:
