@@ -1,5 +1,6 @@
 """The monthly model: time split with embargoes, champion/challenger gates, artifacts verified on load."""
 
+import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -399,6 +400,32 @@ def test_a_champion_needing_features_the_training_set_lacks_is_not_carried_forwa
     assert failure.step_failure_data.user_failure_data.metadata["missing_features"].value == [
         "n_share_7d", "n_share_28d"
     ]
+    lake = Lake(lake_with_first_model)
+    assert not lake.exists(lake.partition_url("model", "month", M2))
+
+
+def test_a_champion_trained_for_another_horizon_is_not_carried_forward(
+    frames, lake_with_first_model, local_settings, instance
+):
+    """CHURN_HORIZON_DAYS changed from 14 to 7 between model[M1] and model[M2]: the champion's scores are
+    probabilities of 14-day churn. When the challenger fails its gates, carrying the champion forward would
+    score month M2 for another horizon than its labels, silently: the step fails instead, naming both
+    horizons, and stores nothing."""
+    resources = build_resources(dataclasses.replace(local_settings, horizon_days=7))
+    result = dg.materialize(
+        [training_set_stub({**frames, M2: weakened(frames[M2])}), model, model_artifacts_are_sound],
+        resources=resources,
+        instance=instance,
+        partition_key=M2,
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "model"
+    message = failure.step_failure_data.error.message
+    assert f"model[{M2}]: the challenger fails the gates" in message
+    assert "14-day horizon" in message and "CHURN_HORIZON_DAYS is 7" in message
     lake = Lake(lake_with_first_model)
     assert not lake.exists(lake.partition_url("model", "month", M2))
 

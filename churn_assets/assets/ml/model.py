@@ -63,8 +63,8 @@ def model(
     and promoted only when it passes the gates (beats a logistic baseline, ROC-AUC above a floor) and is
     at least as good on holdout PR-AUC as the champion ``model[M-1]`` scored on the same holdout;
     otherwise the champion's artifacts are carried forward unchanged. A champion that needs features
-    ``training_set[M]`` lacks is never carried forward: when the challenger fails too, the step fails and
-    stores nothing. Reads ``training_set[M]`` and ``model[M-1]`` (none for the first model). A range run
+    ``training_set[M]`` lacks, or that was trained for another label horizon (``CHURN_HORIZON_DAYS``), is
+    never carried forward: when the challenger fails too, the step fails and stores nothing. Reads ``training_set[M]`` and ``model[M-1]`` (none for the first model). A range run
     carries the champion from month to month.
     """
     previous = None if not champion else champion[max(champion)]
@@ -147,15 +147,39 @@ def train_and_select(
     holdout_scored = {"challenger": holdout_scores, "logistic baseline": baseline.scores(holdout)}
     baseline_eval = metrics.evaluate(holdout, holdout_scored["logistic baseline"], baseline_threshold)
 
-    champion_eval, champion_note, missing = None, None, []
+    champion_eval, champion_note, missing, champion_horizon = None, None, [], None
     if champion is not None:
         missing = [f["name"] for f in champion.card["features"] if f["name"] not in holdout.columns]
+        champion_horizon = champion.card.get("label", {}).get("horizon_days", horizon_days)
         if missing:
             champion_note = f"the champion {champion.version} needs features this training set lacks: {missing}"
+        elif champion_horizon != horizon_days:
+            # Its scores are probabilities of another event (no activity in champion_horizon days): compared
+            # with these labels, or carried forward into a month whose labels mean H days, it would mislead.
+            champion_note = (
+                f"the champion {champion.version} predicts churn over {champion_horizon} days, "
+                f"not the {horizon_days} days of these labels"
+            )
         else:
             champion_scores = holdout_scored[f"champion {champion.version}"] = scoring.score(champion, holdout)
             champion_eval = metrics.evaluate(holdout, champion_scores, champion.card["threshold"])
     promote, reason = decide(challenger_eval, baseline_eval, champion_eval, config, champion_note)
+    if not promote and champion is not None and not missing and champion_horizon != horizon_days:
+        raise dg.Failure(
+            f"model[{month}]: {reason}; the champion model[{champion.card['month']}] ({champion.version}) was "
+            f"trained for a {champion_horizon}-day horizon, but CHURN_HORIZON_DAYS is {horizon_days}: carried "
+            f"forward, it would score month {month} for another horizon than its labels. Nothing is stored. Set "
+            f"CHURN_HORIZON_DAYS back to {champion_horizon}, or relax the gates (the model's config, "
+            "roc_auc_floor) so that a challenger for the new horizon is promoted.",
+            metadata={
+                "champion_horizon_days": champion_horizon,
+                "horizon_days": horizon_days,
+                "metrics": dg.MetadataValue.md(
+                    metrics.metrics_markdown({"challenger": challenger_eval, "baseline": baseline_eval})
+                ),
+            },
+            allow_retries=False,
+        )
     if not promote and missing:
         # Carried forward, the champion would fail every predictions day of the month: the features[D] it
         # would score lack the same columns.
