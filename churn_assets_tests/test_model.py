@@ -122,6 +122,25 @@ def test_time_split_refuses_a_window_too_short_for_the_embargoes():
         training.time_split(dt.date(2025, 1, 1), dt.date(2025, 1, 30), 14, 0.15, 0.15)
 
 
+def test_a_training_set_too_short_for_the_split_fails_naming_the_month(frames, local_resources, instance):
+    """training_set[2025-02] after a start on 2025-01-01 holds 17 days of snapshots: the step fails with a
+    Failure naming model[M] and what to do, not a bare ValueError raised while its output is handled."""
+    short = frames[M1].filter(pl.col("snapshot_date") <= pl.col("snapshot_date").min() + dt.timedelta(days=16))
+    result = dg.materialize(
+        [training_set_stub({**frames, M1: short}), model],
+        resources=local_resources,
+        instance=instance,
+        partition_key=M1,
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "model"
+    message = failure.step_failure_data.error.message
+    assert f"model[{M1}]: training_set[{M1}] is too short" in message and "needs at least 31" in message
+    assert failure.step_failure_data.user_failure_data is not None  # a dg.Failure: not retried
+
+
 def test_threshold_reaches_the_target_recall():
     rng = np.random.default_rng(0)
     labels = (rng.random(5000) < 0.3).astype(int)

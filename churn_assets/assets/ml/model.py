@@ -111,13 +111,20 @@ def train_and_select(
     started = time.perf_counter()
     if frame.height == 0:
         raise dg.Failure(f"training_set[{month}] is empty: nothing to train model[{month}] on", allow_retries=False)
-    split = training.time_split(
-        frame.get_column("snapshot_date").min(),
-        frame.get_column("snapshot_date").max(),
-        horizon_days,
-        config.validation_share,
-        config.holdout_share,
-    )
+    try:
+        split = training.time_split(
+            frame.get_column("snapshot_date").min(),
+            frame.get_column("snapshot_date").max(),
+            horizon_days,
+            config.validation_share,
+            config.holdout_share,
+        )
+    except ValueError as error:
+        raise dg.Failure(
+            f"model[{month}]: training_set[{month}] is too short for a model: {error}. Its labels start "
+            "late in the lookback (the first months after CHURN_START_DATE): train a later month.",
+            allow_retries=False,
+        ) from error
     blocks = {name: split.rows(frame, name) for name in ("train", "validation", "holdout")}
     for name, rows in blocks.items():
         classes = rows.get_column(training.LABEL).n_unique() if rows.height else 0
