@@ -192,3 +192,27 @@ def test_a_tampered_model_stops_scoring(lake, local_resources, instance):
     with pytest.raises(Exception, match="pickle"):
         score_day(local_resources, instance, {DAY.isoformat(): synthetic_features(DAY)}, partition_key=DAY.isoformat())
     assert not Lake(lake).exists(Lake(lake).table_url("predictions", "date", DAY.isoformat()))
+
+
+def test_features_lacking_a_model_feature_fail_naming_the_day_the_model_and_what_to_do(
+    lake, local_resources, instance
+):
+    """CHURN_EVENT_TYPES no longer counts ``share``: features[D] lacks n_share_7d/n_share_28d, which
+    model[month of D] needs. The step fails as a Failure naming the day, the model and the way out, not a
+    bare ValueError about "the frame"."""
+    features = synthetic_features(DAY, users=300).drop("n_share_7d", "n_share_28d")
+    result = dg.materialize(
+        [features_stub({DAY.isoformat(): features}), stored_model(), predictions],
+        resources=local_resources,
+        instance=instance,
+        partition_key=DAY.isoformat(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "predictions"
+    message = failure.step_failure_data.error.message
+    assert f"predictions[{DAY}]: features[{DAY}] lacks columns ['n_share_7d', 'n_share_28d']" in message
+    assert f"model[{MARCH}]" in message and "CHURN_EVENT_TYPES" in message
+    assert failure.step_failure_data.user_failure_data is not None  # a dg.Failure: not retried
+    assert not Lake(lake).exists(Lake(lake).table_url("predictions", "date", DAY.isoformat()))

@@ -1,5 +1,7 @@
 """``predictions``: churn scores of every user at risk, with their risk band, rank and top reasons."""
 
+import datetime as dt
+
 import dagster as dg
 import polars as pl
 
@@ -49,7 +51,9 @@ def predictions(
     def stream():
         for day in days_in_range(context):
             churn_model = model[day.strftime(MONTH_FORMAT)]
-            scored = predict_day(churn_model, features.filter(pl.col("date") == day).drop("date").collect())
+            frame = features.filter(pl.col("date") == day).drop("date").collect()
+            require_model_features("predictions", day, churn_model, frame)
+            scored = predict_day(churn_model, frame)
             bands = dict(scored.get_column("risk_band").value_counts().iter_rows())
             context.add_asset_metadata(
                 {
@@ -70,6 +74,22 @@ def predictions(
             yield day.isoformat(), scored
 
     return PartitionStream(stream())
+
+
+def require_model_features(asset: str, day: dt.date, churn_model: ChurnModel, features: pl.DataFrame) -> None:
+    """Fails ``asset[day]`` by name when ``features[day]`` lacks columns the model of its month needs (the
+    event types changed since it was trained), saying which and what to do."""
+    missing = [f["name"] for f in churn_model.card["features"] if f["name"] not in features.columns]
+    if missing:
+        month = day.strftime(MONTH_FORMAT)
+        raise dg.Failure(
+            f"{asset}[{day}]: features[{day}] lacks columns {missing} that model[{month}] "
+            f"({churn_model.version}, trained for {churn_model.card['trained_for_month']}) needs: CHURN_EVENT_TYPES "
+            f"changed since it was trained. Set CHURN_EVENT_TYPES back and materialize features[{day}] again, or "
+            f"train model[{month}] on the current features (training_set and model for {month}).",
+            metadata={"missing_features": dg.MetadataValue.json(missing)},
+            allow_retries=False,
+        )
 
 
 def predict_day(churn_model: ChurnModel, features: pl.DataFrame) -> pl.DataFrame:

@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from churn_assets.assets.ml.predictions import SCORED_DAY_INS
+from churn_assets.assets.ml.predictions import SCORED_DAY_INS, require_model_features
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, days_in_range
 from churn_assets.resources import LakeResource
 from churn_assets.resources.model_io_manager import ChurnModel
@@ -60,6 +60,7 @@ def drift_report(
         for day in days_in_range(context):
             churn_model = model[day.strftime(MONTH_FORMAT)]
             frame = features.filter(pl.col("date") == day).drop("date").collect()
+            require_model_features("drift_report", day, churn_model, frame)
             table, summary, html = measure_drift(frame, churn_model)
             folder = store.partition_url("drift_report", "date", day.isoformat())
             report = store.write_bytes(f"{folder}/{REPORT_FILE}", html.encode())
