@@ -449,6 +449,23 @@ def test_a_champion_trained_for_another_horizon_is_not_carried_forward(
     assert not lake.exists(lake.partition_url("model", "month", M2))
 
 
+def test_a_failure_advises_lowering_the_roc_auc_floor_only_when_that_is_the_gate_missed():
+    """model[M]'s failures (a champion that cannot be carried forward) suggested relaxing roc_auc_floor
+    even when the challenger had passed it and lost to the logistic baseline, which no setting relaxes."""
+    from churn_assets.assets.ml.model import _gate_advice
+
+    def scored(roc_auc, pr_auc):
+        return {"all": {"roc_auc": roc_auc, "pr_auc": pr_auc}}
+
+    config = ModelConfig()
+    lost_to_baseline = _gate_advice(scored(0.95, 0.90), scored(0.94, 0.91), config)
+    assert "roc_auc_floor" not in lost_to_baseline and "logistic baseline" in lost_to_baseline
+    below_floor_only = _gate_advice(scored(0.62, 0.60), scored(0.60, 0.55), config)
+    assert '"roc_auc_floor": 0.62' in below_floor_only or '"roc_auc_floor": 0.61' in below_floor_only
+    both = _gate_advice(scored(0.62, 0.50), scored(0.60, 0.55), config)
+    assert "roc_auc_floor" not in both
+
+
 def test_a_range_run_carries_the_champion_from_month_to_month(frames, local_settings, local_resources, instance):
     result = dg.materialize(
         [training_set_stub(frames), model],

@@ -1,5 +1,6 @@
 """``model``: the model in production during a month — this month's challenger or last month's champion."""
 
+import json
 import time
 from typing import Any
 
@@ -176,8 +177,7 @@ def train_and_select(
             f"model[{month}]: {reason}; the champion model[{champion.card['month']}] ({champion.version}) was "
             f"trained for a {champion_horizon}-day horizon, but CHURN_HORIZON_DAYS is {horizon_days}: carried "
             f"forward, it would score month {month} for another horizon than its labels. Nothing is stored. Set "
-            f"CHURN_HORIZON_DAYS back to {champion_horizon}, or relax the gates (the model's config, "
-            "roc_auc_floor) so that a challenger for the new horizon is promoted.",
+            f"CHURN_HORIZON_DAYS back to {champion_horizon}{_gate_advice(challenger_eval, baseline_eval, config)}.",
             metadata={
                 "champion_horizon_days": champion_horizon,
                 "horizon_days": horizon_days,
@@ -194,8 +194,7 @@ def train_and_select(
             f"model[{month}]: {reason}; the champion model[{champion.card['month']}] ({champion.version}) "
             f"needs features {missing} that training_set[{month}] lacks, so it cannot score month {month} "
             "either. Nothing is stored. Bring the features back (CHURN_EVENT_TYPES as when the champion was "
-            f"trained, then features, labels and training_set[{month}]), or relax the gates (the model's "
-            "config, roc_auc_floor) so that a challenger on the current features is promoted.",
+            f"trained, then features, labels and training_set[{month}]){_gate_advice(challenger_eval, baseline_eval, config)}.",
             metadata={
                 "missing_features": dg.MetadataValue.json(missing),
                 "metrics": dg.MetadataValue.md(
@@ -349,6 +348,18 @@ def decide(
     return False, (
         f"challenger holdout PR-AUC {_f(ours['pr_auc'])} < champion's {_f(best)} − tolerance {config.pr_auc_tolerance}"
     )
+
+
+def _gate_advice(challenger: dict[str, Any], baseline: dict[str, Any], config: "ModelConfig") -> str:
+    """The way out the failed gates leave: a lower ROC-AUC floor helps only when the floor is all the
+    challenger missed; losing to the logistic baseline has no setting to relax."""
+    roc_auc, pr_auc, baseline_pr_auc = challenger["all"]["roc_auc"], challenger["all"]["pr_auc"], baseline["all"]["pr_auc"]
+    below_floor = roc_auc is None or roc_auc < config.roc_auc_floor
+    loses_to_baseline = pr_auc is None or (baseline_pr_auc is not None and pr_auc <= baseline_pr_auc)
+    if below_floor and not loses_to_baseline and roc_auc is not None:
+        floor = {"ops": {"model": {"config": {"roc_auc_floor": round(roc_auc - 0.005, 2)}}}}
+        return f", or lower the ROC-AUC floor the challenger missed: --config-json '{json.dumps(floor)}'"
+    return " (the challenger lost to the logistic baseline: no setting relaxes that gate)"
 
 
 def _f(value: float | None) -> str:
