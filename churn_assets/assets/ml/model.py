@@ -65,8 +65,9 @@ def model(
     at least as good on holdout PR-AUC as the champion ``model[M-1]`` scored on the same holdout;
     otherwise the champion's artifacts are carried forward unchanged. A champion that needs features
     ``training_set[M]`` lacks, or that was trained for another label horizon (``CHURN_HORIZON_DAYS``), is
-    never carried forward: when the challenger fails too, the step fails and stores nothing. Reads ``training_set[M]`` and ``model[M-1]`` (none for the first model). A range run
-    carries the champion from month to month.
+    never carried forward: when the challenger fails too, the step fails and stores nothing. Reads
+    ``training_set[M]`` and ``model[M-1]`` (none for the first model). A range run carries the champion from
+    month to month.
     """
     previous = None if not champion else champion[max(champion)]
     definitions = {f.name: f.definition for f in feature_catalog(churn.event_types)}
@@ -194,7 +195,8 @@ def train_and_select(
             f"model[{month}]: {reason}; the champion model[{champion.card['month']}] ({champion.version}) "
             f"needs features {missing} that training_set[{month}] lacks, so it cannot score month {month} "
             "either. Nothing is stored. Bring the features back (CHURN_EVENT_TYPES as when the champion was "
-            f"trained, then features, labels and training_set[{month}]){_gate_advice(challenger_eval, baseline_eval, config)}.",
+            f"trained, then features, labels and training_set[{month}])"
+            f"{_gate_advice(challenger_eval, baseline_eval, config)}.",
             metadata={
                 "missing_features": dg.MetadataValue.json(missing),
                 "metrics": dg.MetadataValue.md(
@@ -353,7 +355,8 @@ def decide(
 def _gate_advice(challenger: dict[str, Any], baseline: dict[str, Any], config: "ModelConfig") -> str:
     """The way out the failed gates leave: a lower ROC-AUC floor helps only when the floor is all the
     challenger missed; losing to the logistic baseline has no setting to relax."""
-    roc_auc, pr_auc, baseline_pr_auc = challenger["all"]["roc_auc"], challenger["all"]["pr_auc"], baseline["all"]["pr_auc"]
+    roc_auc, pr_auc = challenger["all"]["roc_auc"], challenger["all"]["pr_auc"]
+    baseline_pr_auc = baseline["all"]["pr_auc"]
     below_floor = roc_auc is None or roc_auc < config.roc_auc_floor
     loses_to_baseline = pr_auc is None or (baseline_pr_auc is not None and pr_auc <= baseline_pr_auc)
     if below_floor and not loses_to_baseline and roc_auc is not None:
