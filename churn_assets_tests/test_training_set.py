@@ -274,7 +274,10 @@ def test_check_flags_snapshots_after_the_cutoff(labelled_lake: ChurnSettings, tm
     late = frame.head(3).with_columns(  # labels known only in March: too late for March's model
         pl.lit(dt.date(2025, 3, 2)).alias("label_date"), pl.lit(dt.date(2025, 2, 16)).alias("snapshot_date")
     )
-    lake.write_table(url, pl.concat([frame, late]))
+    other_horizon = frame.head(1).with_columns(  # a label made when CHURN_HORIZON_DAYS was 7
+        pl.lit(dt.date(2025, 2, 10)).alias("label_date"), pl.lit(dt.date(2025, 2, 3)).alias("snapshot_date")
+    )
+    lake.write_table(url, pl.concat([frame, late, other_horizon]))
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(
             ASSETS, resources=build_resources(settings), instance=instance,
@@ -283,10 +286,14 @@ def test_check_flags_snapshots_after_the_cutoff(labelled_lake: ChurnSettings, tm
         )
     [evaluation] = result.get_asset_check_evaluations()
     assert not evaluation.passed and evaluation.partition == "2025-03"
-    assert evaluation.description.startswith("failed: labels_after_cutoff = 3, snapshots_after_cutoff = 3")
+    assert evaluation.description.startswith(
+        "failed: labels_after_cutoff = 3, snapshots_after_cutoff = 3, snapshots_not_h_days_before_label = 1"
+    )
+    assert f"not {HORIZON_DAYS} days (CHURN_HORIZON_DAYS) before them" in evaluation.description
+    assert "materialize labels again over the label days of training_set[2025-03]" in evaluation.description
     assert evaluation.metadata["labels_after_cutoff"].value == 3
     assert evaluation.metadata["snapshots_after_cutoff"].value == 3
-    assert evaluation.metadata["snapshots_not_h_days_before_label"].value == 0
+    assert evaluation.metadata["snapshots_not_h_days_before_label"].value == 1
 
 
 def _upstream_keys(asset: dg.AssetsDefinition, upstream: str, key: str, downstream_def, upstream_def) -> list[str]:

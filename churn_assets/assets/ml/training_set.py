@@ -268,6 +268,7 @@ def stratified_rows(scan: pl.LazyFrame, counts: dict[int, int], cap: int) -> pl.
     return pl.concat(parts)
 
 LABEL_RATE_BAND = (0.01, 0.9)
+_CUTOFF_COUNTS = ["labels_after_cutoff", "snapshots_after_cutoff", "snapshots_not_h_days_before_label"]
 
 
 @partition_check(
@@ -308,8 +309,13 @@ def training_set_is_sound(
             **{name: row.get(name, 0) for name in _CUTOFF_COUNTS},
         }
         rate = round(label_rate, 4) if label_rate is not None else 0.0
-        results[month] = check_result(failures, label_rate=rate, rows=row["rows"])
+        hint = {}
+        if failures["snapshots_not_h_days_before_label"]:  # labels made under another CHURN_HORIZON_DAYS
+            hint["cause"] = (
+                f"labels whose snapshot is not {HORIZON_DAYS} days (CHURN_HORIZON_DAYS) before them were made "
+                f"with another horizon: materialize labels again over the label days of training_set[{month}], "
+                "then training_set"
+            )
+        results[month] = check_result(failures, label_rate=rate, rows=row["rows"], **hint)
     yield from each_partition(context, results)
 
-
-_CUTOFF_COUNTS = ["labels_after_cutoff", "snapshots_after_cutoff", "snapshots_not_h_days_before_label"]
