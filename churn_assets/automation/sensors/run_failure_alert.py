@@ -83,7 +83,9 @@ def failure_alert(context: dg.RunFailureSensorContext) -> dict[str, Any]:
     }
 
 
-def _with_failed_checks(error: str, instance: dg.DagsterInstance, run_id: str, step_key: str | None, shown: int = 3) -> str:
+def _with_failed_checks(
+    error: str, instance: dg.DagsterInstance, run_id: str, step_key: str | None, shown: int = 3
+) -> str:
     """``error`` (a blocking check's failure) followed by the failed evaluations of the step: the check, its
     partition and its description, the first ``shown`` of them."""
     failed = []
