@@ -80,6 +80,7 @@ def test_every_user_is_scored_ranked_banded_and_explained(lake, local_resources,
     counts = {band: metadata[f"band/{band}"].value for band in RISK_BANDS}
     assert counts == {band: out.filter(pl.col("risk_band") == band).height for band in RISK_BANDS}
     assert sum(counts.values()) == out.height == metadata["users"].value
+    assert metadata["horizon_days"].value == churn_model.card["label"]["horizon_days"] == 14
 
     # Reasons name real features: for each user, the features with the largest positive contributions.
     names = [s.name for s in model_specs(churn_model)]

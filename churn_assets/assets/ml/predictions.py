@@ -58,6 +58,8 @@ def predictions(
             context.add_asset_metadata(
                 {
                     "model_version": churn_model.version,
+                    # What a probability is of: no activity in this many days after D (the model's labels).
+                    "horizon_days": int(churn_model.card["label"]["horizon_days"]),
                     "users": scored.height,
                     "mean_churn_probability": float(scored.get_column("churn_probability").mean() or 0.0),
                     "flagged_share": float(
