@@ -614,7 +614,10 @@ def test_duplicates_are_dropped_from_a_chunk_as_a_filter_would(dropped):
     pieces = _kept_rows(chunk, keep)
     kept = pl.concat(pieces) if pieces else chunk.clear()
     assert kept.equals(chunk.filter(keep))
-    assert len(pieces) <= len(dropped) + 1
+    # A few dropped rows: the kept runs between them as slices of the chunk (no copy of its columns, ~1 s of
+    # CPU a 10 M-event day); many: one filtered copy.
+    runs = sum(1 for i in range(40) if i not in dropped and (i == 0 or i - 1 in dropped))
+    assert len(pieces) == (runs if len(dropped) <= 16 else 1)
 
 
 def test_first_of_each_id_matches_is_first_distinct():
