@@ -481,6 +481,44 @@ def test_run_failure_alert_says_which_partition_failed_a_blocking_check_and_why(
     assert "2025-01-01]" not in alert["error"]  # the day that passed is not named
 
 
+def test_run_failure_alert_names_only_the_failed_checks_of_the_failed_step_and_counts_the_rest(instance, webhook):
+    """The failed step's blocking checks failed four times: the alert names the first three and says how many
+    more; a non-blocking check that failed in another step of the run is not this failure, and is not named."""
+    handler, url = webhook
+    resources = {"alerts": AlertWebhook(url=url)}
+    cursor, _ = _failure_tick(instance, resources, None)
+
+    @dg.asset
+    def orders() -> int:
+        return 1
+
+    @dg.asset
+    def refunds() -> int:
+        return 1
+
+    names = ["orders_a", "orders_b", "orders_c", "orders_d"]
+
+    @dg.multi_asset_check(specs=[dg.AssetCheckSpec(n, asset=orders, blocking=True) for n in names])
+    def orders_checks():
+        for n in names:
+            yield dg.AssetCheckResult(asset_key=orders.key, check_name=n, passed=False, description=f"{n} is off")
+
+    @dg.asset_check(asset=refunds, blocking=False)
+    def refunds_unrelated() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=False, description="refunds_unrelated is off")
+
+    result = dg.materialize([orders, refunds, orders_checks, refunds_unrelated], instance=instance,
+                            raise_on_error=False)
+    assert not result.success
+    _failure_tick(instance, resources, cursor)
+
+    ((_, alert),) = handler.received
+    assert alert["failed_steps"] == ["orders_checks"]
+    assert "orders_a: orders_a is off; orders_b: orders_b is off; orders_c: orders_c is off; and 1 more)" in alert["error"]
+    assert "orders_d is off" not in alert["error"]
+    assert "refunds_unrelated" not in alert["error"]
+
+
 def test_run_failure_alert_names_the_first_failed_step_or_the_runs_own_failure(instance, webhook):
     """Two steps failed: the alert's error is the first one's, the step it lists first. A run that failed
     with no step failing (its worker crashed): the run's own failure message, not a generic one."""
