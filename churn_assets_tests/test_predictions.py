@@ -217,3 +217,17 @@ def test_features_lacking_a_model_feature_fail_naming_the_day_the_model_and_what
     assert f"model[{MARCH}]" in message and "CHURN_EVENT_TYPES" in message
     assert failure.step_failure_data.user_failure_data is not None  # a dg.Failure: not retried
     assert not Lake(lake).exists(Lake(lake).table_url("predictions", "date", DAY.isoformat()))
+
+
+def test_each_day_says_the_horizon_of_the_model_that_scored_it(lake, local_resources, instance):
+    """A probability is of no activity in the model's label horizon: predictions[D] says that horizon (the
+    one model[month of D] was trained for, here 7 days), not CHURN_HORIZON_DAYS' current 14."""
+    manager = ModelIOManager(base_url=lake)
+    churn_model = manager.read("model", MARCH)
+    card = {**churn_model.card, "label": {**churn_model.card["label"], "horizon_days": 7}}
+    manager.write("model", MARCH, churn_model.with_card(card))
+    result = score_day(local_resources, instance, {DAY.isoformat(): synthetic_features(DAY, users=300)},
+                       partition_key=DAY.isoformat())
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("predictions")
+    assert materialization.metadata["horizon_days"].value == 7

@@ -277,14 +277,24 @@ def test_check_flags_snapshots_after_the_cutoff(labelled_lake: ChurnSettings, tm
     other_horizon = frame.head(1).with_columns(  # a label made when CHURN_HORIZON_DAYS was 7
         pl.lit(dt.date(2025, 2, 10)).alias("label_date"), pl.lit(dt.date(2025, 2, 3)).alias("snapshot_date")
     )
-    lake.write_table(url, pl.concat([frame, late, other_horizon]))
-    with dg.DagsterInstance.ephemeral() as instance:
-        result = dg.materialize(
-            ASSETS, resources=build_resources(settings), instance=instance,
-            selection=dg.AssetSelection.checks(training_set_is_sound),
-            tags={"dagster/partition": "2025-03"}, raise_on_error=False,
-        )
-    [evaluation] = result.get_asset_check_evaluations()
+
+    def evaluate(rows: pl.DataFrame) -> dg.AssetCheckEvaluation:
+        lake.write_table(url, rows)
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = dg.materialize(
+                ASSETS, resources=build_resources(settings), instance=instance,
+                selection=dg.AssetSelection.checks(training_set_is_sound),
+                tags={"dagster/partition": "2025-03"}, raise_on_error=False,
+            )
+        [evaluation] = result.get_asset_check_evaluations()
+        return evaluation
+
+    # Late labels of the right horizon: the check fails, and does not send the user to rematerialize labels.
+    evaluation = evaluate(pl.concat([frame, late]))
+    assert evaluation.description.startswith("failed: labels_after_cutoff = 3, snapshots_after_cutoff = 3")
+    assert "CHURN_HORIZON_DAYS" not in evaluation.description and "cause" not in evaluation.metadata
+
+    evaluation = evaluate(pl.concat([frame, late, other_horizon]))
     assert not evaluation.passed and evaluation.partition == "2025-03"
     assert evaluation.description.startswith(
         "failed: labels_after_cutoff = 3, snapshots_after_cutoff = 3, snapshots_not_h_days_before_label = 1"
