@@ -752,3 +752,24 @@ def test_a_range_given_last_day_first_fails_saying_so():
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert "2025-01-03...2025-01-01 ends before it starts" in str(failure.step_failure_data.user_failure_data.description)
+
+
+def test_a_quoted_empty_platform_country_or_version_is_missing_as_an_unquoted_one():
+    """A CSV written with every field quoted ("" for a backend purchase without a platform) gives the same
+    raw_events and user_daily as one with empty fields: the day keeps the values last seen, not ""."""
+    from churn_assets.assets.ingest.landing_files import LandingPiece, decode_piece, vet_export_day
+    from churn_assets.assets.ingest.user_daily import summarize_user_day
+
+    day = dt.date(2025, 3, 1)
+    quoted = (
+        b'"event_id","user_id","event_time","event_type","session_id","platform","country","app_version","revenue"\n'
+        b'"e1","u1","2025-03-01 08:00:00.000000","session_start","1","ios","US","1.2",""\n'
+        b'"e2","u1","2025-03-01 09:00:00.000000","purchase",""," ","","","4.5"\n'
+    )
+    unquoted = quoted.replace(b',""', b",").replace(b'," "', b",")
+    vetted = [vet_export_day(decode_piece(LandingPiece("a.csv", data, 1, 3)), day).events for data in (quoted, unquoted)]
+    assert vetted[0].equals(vetted[1])
+    assert vetted[0].get_column("platform").to_list() == ["ios", None]
+    installs = pl.DataFrame({"user_id": ["u1"], "install_time": [t("2025-03-01 08:00:00.000000")]})
+    (user,) = summarize_user_day(vetted[0], installs, day, DEFAULT_EVENT_TYPES).iter_rows(named=True)
+    assert (user["platform"], user["country"], user["app_version"]) == ("ios", "US", "1.2")

@@ -543,9 +543,9 @@ def _vet_chunk(raw: pl.DataFrame, export_day: dt.date) -> tuple[pl.DataFrame, pl
         pl.col("_time").alias("event_time"),
         "event_type",
         pl.when(pl.col("_session") < 0).then(None).otherwise(pl.col("_session")).alias("session_id"),
-        "platform",
-        "country",
-        "app_version",
+        # A blank attribute ("" in a CSV with every field quoted, or in JSON) is a missing one, as an
+        # unquoted empty CSV field is: user_daily keeps the last value seen, not a later event's "".
+        *[pl.when(blank(c)).then(None).otherwise(pl.col(c)).alias(c) for c in ("platform", "country", "app_version")],
         pl.col("_revenue").alias("revenue"),
     )
     return valid.cast(CANONICAL_SCHEMA), quarantine
