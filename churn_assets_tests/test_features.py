@@ -527,3 +527,19 @@ def test_a_type_added_to_the_event_types_names_the_days_to_rematerialize(known_l
     with dg.DagsterInstance.ephemeral() as instance:
         with pytest.raises(dg.Failure, match=re.escape(f"no column n_level_up") + ".*" + re.escape(f"--partition-range {window}")):
             materialize_selected(["features"], build_resources(settings_), instance, D.isoformat())
+
+
+def test_only_a_tracked_types_missing_column_is_blamed_on_CHURN_EVENT_TYPES():
+    """features turns polars' "did not find column n_T" (a user_daily file written before T was tracked) into
+    advice to rematerialize user_daily; any other missing column (a bug, another input) keeps its own error."""
+    import polars as pl
+
+    from churn_assets.assets.features.features import tracked_column_missing
+
+    def error(text: str) -> pl.exceptions.ColumnNotFoundError:
+        return pl.exceptions.ColumnNotFoundError(text)
+
+    types = ("session_start", "level_up")
+    assert tracked_column_missing(error("did not find column n_level_up, consider passing `missing_columns='insert'`"), types) == "n_level_up"
+    assert tracked_column_missing(error("did not find column install_time, consider passing `missing_columns='insert'`"), types) is None
+    assert tracked_column_missing(error('unable to find column "days_since_install"; valid columns: ["a"]'), types) is None

@@ -134,9 +134,23 @@ def features(
         try:
             yield from stream()
         except pl.exceptions.ColumnNotFoundError as exc:
-            raise without_columns(str(exc).split(",")[0].removeprefix("did not find column ")) from exc
+            missing = tracked_column_missing(exc, churn.event_types)
+            if missing is None:  # another column, or another frame: not what CHURN_EVENT_TYPES explains
+                raise
+            raise without_columns(missing) from exc
 
     return PartitionStream(reading_window())
+
+
+def tracked_column_missing(error: pl.exceptions.ColumnNotFoundError, event_types: Sequence[str]) -> str | None:
+    """The column of a tracked event type that a scanned file lacks, when that is what ``error`` is (polars'
+    "did not find column C, ..."); None for any other missing column, whose error is left as it is."""
+    text = str(error)
+    prefix = "did not find column "
+    if not text.startswith(prefix):
+        return None
+    column = text.removeprefix(prefix).split(",")[0].strip()
+    return column if column in {event_type_column(t) for t in event_types} else None
 
 
 def compute_features(
