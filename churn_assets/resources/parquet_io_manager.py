@@ -19,6 +19,7 @@ What the stock IO managers do not do, and this one does (DESIGN.md):
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import sys
 import threading
@@ -143,6 +144,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         # Each partition stored, with its metadata, as its upload ends: a partition stored before the
         # output failed is recorded even when the failure came before it was handed back here.
         stored_whole: dict[str, dict[str, Any]] = {}
+        uploads_started: list[Future[WrittenFile]] = []
 
         def record(key: str, frame: pl.DataFrame, stored: Future[WrittenFile]) -> None:
             written = stored.result()
@@ -171,7 +173,9 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             data = parquet_bytes(frame, row_group_rows)
             # A range's partitions are let go once encoded: their metadata needs only their shape.
             shape = frame if len(keys) == 1 else frame.clear()
-            return key, shape, uploads.submit(store, key, data, shape, frame.height)
+            upload = uploads.submit(store, key, data, shape, frame.height)
+            uploads_started.append(upload)
+            return key, shape, upload
 
         # Write-behind: partition N is encoded on a writer thread while the stream computes partition N+1
         # here (polars, zstd, sha256 and fsync all release the GIL), so a range run keeps both cores busy
@@ -189,8 +193,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 while in_flight:
                     record(*in_flight.popleft())
         except BaseException:
-            # Every upload is over (the pools waited for them): the partitions they stored are recorded.
-            record_stored_before_failure(context, stored_whole)
+            # Every upload is over (the pool waits for them, and so does this, when an interrupt cut its
+            # wait short): the partitions they stored are recorded, from a copy no uploader writes to.
+            _wait_for(uploads_started)
+            record_stored_before_failure(context, dict(stored_whole))
             raise
         if len(keys) == 1:
             # The content hash is the data version, so Dagster sees unchanged data as unchanged.
@@ -259,6 +265,18 @@ def record_stored_before_failure(context: dg.OutputContext, stored: Mapping[str,
             f"{_asset_name(context.asset_key)}: {len(stored)} partition(s) were stored before the failure and are "
             f"recorded as materialized: {some_keys(list(stored))}"
         )
+
+
+def _wait_for(futures: list[Future[Any]]) -> None:
+    """Until ``futures`` are done, through interrupts (a second Ctrl-C, or a run's termination while its step
+    waits for its uploads): each is one write or PUT already under way, which would otherwise store a
+    partition after the failure recorded what was stored."""
+    while True:
+        try:
+            concurrent.futures.wait(list(futures))
+            return
+        except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
+            continue
 
 
 def _keys_to_read(context: dg.InputContext) -> list[str]:
