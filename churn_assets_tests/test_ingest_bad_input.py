@@ -510,6 +510,9 @@ def test_a_range_that_fails_part_way_records_the_days_it_stored(local_settings, 
         stored = Path(local_settings.data_url) / "raw_events" / f"date={day}" / "data.parquet"
         recorded = latest[day].asset_materialization.metadata["content_hash"].value
         assert recorded == hashlib.sha256(stored.read_bytes()).hexdigest()[:32]
+        if latest[day].run_id == result.run_id:  # its data version too, as a single day's run records it
+            version = instance.get_latest_data_version_record(dg.AssetKey("raw_events"), partition_key=day)
+            assert version.event_log_entry.tags["dagster/data_version"] == recorded
     assert not (Path(local_settings.data_url) / "raw_events" / f"date={days[2]}").exists()
 
 

@@ -515,8 +515,11 @@ def test_a_range_that_fails_after_storing_a_month_records_that_month(first_model
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("model"), asset_partitions=[M1]), limit=1
     ).records
     assert record.event_log_entry.run_id == result.run_id
-    card = json.loads(artifact_bytes(str(tmp_path / "lake"), M1)[CARD_FILE])
+    files = artifact_bytes(str(tmp_path / "lake"), M1)
+    card = json.loads(files[CARD_FILE])
     assert record.asset_materialization.metadata["model_version"].value == card["model_version"]
+    version = instance.get_latest_data_version_record(dg.AssetKey("model"), partition_key=M1)
+    assert version.event_log_entry.tags["dagster/data_version"] == sha256(files[CARD_FILE])[:32]
 
 
 # -- artifacts that are not what the card says ------------------------------------------------------

@@ -158,7 +158,7 @@ class ModelIOManager(dg.ConfigurableIOManager):
                 else:
                     context.step_context.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=key)
         except BaseException:
-            record_stored_before_failure(context, written)
+            record_stored_before_failure(context, written, version_key="card_sha256")
             raise
         if len(keys) == 1:
             card_sha256 = written[keys[0]]["card_sha256"]

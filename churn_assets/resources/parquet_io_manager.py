@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import dagster as dg
 import polars as pl
+from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
 from pydantic import Field
 
 from churn_assets.partitions import partition_column
@@ -246,18 +247,24 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         return _as_requested(lazy, wants)
 
 
-def record_stored_before_failure(context: dg.OutputContext, stored: Mapping[str, Mapping[str, Any]]) -> None:
+def record_stored_before_failure(
+    context: dg.OutputContext, stored: Mapping[str, Mapping[str, Any]], version_key: str = "content_hash"
+) -> None:
     """Records a materialization of each partition ``stored`` (its key and metadata) by an output that then
     failed: a range whose day 80 fails has written days 1-79 whole. Dagster records a range's
     materializations only once its whole output is handled; without these, the lake would hold the new
     files while the instance still described the old ones (row count, content hash, the landing version the
     landing sensor compares) and nothing read from them would look stale. The partitions not stored stay
-    failed, and a retry of the failed partitions runs only those."""
+    failed, and a retry of the failed partitions runs only those. Each one's data version is its content
+    hash (metadata ``version_key``), as a single partition's run records it."""
     step = context.step_context
     for key, metadata in stored.items():
         of_body = step.get_asset_metadata(asset_key=context.asset_key, partition_key=key) or {}  # raw_events' counts
         materialization = dg.AssetMaterialization(
-            asset_key=context.asset_key, partition=key, metadata={**of_body, **metadata}
+            asset_key=context.asset_key,
+            partition=key,
+            metadata={**of_body, **metadata},
+            tags={DATA_VERSION_TAG: str(metadata[version_key])[:32], DATA_VERSION_IS_USER_PROVIDED_TAG: "true"},
         )
         dg.DagsterEvent.asset_materialization(step, materialization)  # stored as it is made
     if stored:

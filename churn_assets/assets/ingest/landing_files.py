@@ -64,6 +64,8 @@ QUARANTINE_REASONS = (
 )
 
 MAX_LATENESS = dt.timedelta(days=7)
+# The event's attributes: kept as given, an empty one read as missing.
+ATTRIBUTES = ("platform", "country", "app_version")
 # An event's revenue above this is no purchase but a broken value (a price in a minor unit ×10^6, a
 # timestamp in the wrong field): user_daily and features sum revenue exactly, in whole millionths as 64-bit
 # integers, which such values would overflow. A billion leaves room for any currency's real purchase.
@@ -543,9 +545,10 @@ def _vet_chunk(raw: pl.DataFrame, export_day: dt.date) -> tuple[pl.DataFrame, pl
         pl.col("_time").alias("event_time"),
         "event_type",
         pl.when(pl.col("_session") < 0).then(None).otherwise(pl.col("_session")).alias("session_id"),
-        # A blank attribute ("" in a CSV with every field quoted, or in JSON) is a missing one, as an
-        # unquoted empty CSV field is: user_daily keeps the last value seen, not a later event's "".
-        *[pl.when(blank(c)).then(None).otherwise(pl.col(c)).alias(c) for c in ("platform", "country", "app_version")],
+        # An empty attribute ("" in a CSV with every field quoted, or in JSON) is a missing one, as an
+        # unquoted empty CSV field is: user_daily keeps the last value seen, not a later event's "". (Empty,
+        # not blank: stripping three columns of every event was ~0.5 s of CPU on a day of 10 M events.)
+        *[pl.when(pl.col(c).str.len_bytes() == 0).then(None).otherwise(pl.col(c)).alias(c) for c in ATTRIBUTES],
         pl.col("_revenue").alias("revenue"),
     )
     return valid.cast(CANONICAL_SCHEMA), quarantine
