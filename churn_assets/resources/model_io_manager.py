@@ -84,6 +84,11 @@ class ChurnModel:
     def version(self) -> str:
         return self.card["model_version"]
 
+    def features_missing_from(self, columns: Iterable[str]) -> list[str]:
+        """The model's features, in its order, that ``columns`` lack."""
+        present = set(columns)
+        return [f["name"] for f in self.card["features"] if f["name"] not in present]
+
     def with_card(self, card: dict[str, Any]) -> ChurnModel:
         """The same artifacts under another card (a champion carried forward to a new month)."""
         return replace(self, card=card)

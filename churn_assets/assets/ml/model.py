@@ -156,12 +156,22 @@ def train_and_select(
     holdout_scored = {"challenger": holdout_scores, "logistic baseline": baseline.scores(holdout)}
     baseline_eval = metrics.evaluate(holdout, holdout_scored["logistic baseline"], baseline_threshold)
 
-    champion_eval, champion_note, missing, champion_horizon = None, None, [], None
+    # A champion that cannot be carried forward: why, what to do, and the failure's metadata.
+    champion_eval, champion_note, unusable = None, None, None
     if champion is not None:
-        missing = [f["name"] for f in champion.card["features"] if f["name"] not in holdout.columns]
+        missing = champion.features_missing_from(holdout.columns)
         champion_horizon = champion.card.get("label", {}).get("horizon_days", horizon_days)
         if missing:
             champion_note = f"the champion {champion.version} needs features this training set lacks: {missing}"
+            # Carried forward, the champion would fail every predictions day of the month: the features[D] it
+            # would score lack the same columns.
+            unusable = (
+                f"needs features {missing} that training_set[{month}] lacks, so it cannot score month {month} "
+                "either",
+                "Bring the features back (CHURN_EVENT_TYPES as when the champion was trained, then features, "
+                f"labels and training_set[{month}])",
+                {"missing_features": dg.MetadataValue.json(missing)},
+            )
         elif champion_horizon != horizon_days:
             # Its scores are probabilities of another event (no activity in champion_horizon days): compared
             # with these labels, or carried forward into a month whose labels mean H days, it would mislead.
@@ -169,36 +179,23 @@ def train_and_select(
                 f"the champion {champion.version} predicts churn over {champion_horizon} days, "
                 f"not the {horizon_days} days of these labels"
             )
+            unusable = (
+                f"was trained for a {champion_horizon}-day horizon, but CHURN_HORIZON_DAYS is {horizon_days}: "
+                f"carried forward, it would score month {month} for another horizon than its labels",
+                f"Set CHURN_HORIZON_DAYS back to {champion_horizon}",
+                {"champion_horizon_days": champion_horizon, "horizon_days": horizon_days},
+            )
         else:
             champion_scores = holdout_scored[f"champion {champion.version}"] = scoring.score(champion, holdout)
             champion_eval = metrics.evaluate(holdout, champion_scores, champion.card["threshold"])
     promote, reason = decide(challenger_eval, baseline_eval, champion_eval, config, champion_note)
-    if not promote and champion is not None and not missing and champion_horizon != horizon_days:
+    if not promote and unusable is not None:
+        why, remedy, metadata = unusable
         raise dg.Failure(
-            f"model[{month}]: {reason}; the champion model[{champion.card['month']}] ({champion.version}) was "
-            f"trained for a {champion_horizon}-day horizon, but CHURN_HORIZON_DAYS is {horizon_days}: carried "
-            f"forward, it would score month {month} for another horizon than its labels. Nothing is stored. Set "
-            f"CHURN_HORIZON_DAYS back to {champion_horizon}{_gate_advice(challenger_eval, baseline_eval, config)}.",
+            f"model[{month}]: {reason}; the champion model[{champion.card['month']}] ({champion.version}) {why}. "
+            f"Nothing is stored. {remedy}{_gate_advice(challenger_eval, baseline_eval, config)}.",
             metadata={
-                "champion_horizon_days": champion_horizon,
-                "horizon_days": horizon_days,
-                "metrics": dg.MetadataValue.md(
-                    metrics.metrics_markdown({"challenger": challenger_eval, "baseline": baseline_eval})
-                ),
-            },
-            allow_retries=False,
-        )
-    if not promote and missing:
-        # Carried forward, the champion would fail every predictions day of the month: the features[D] it
-        # would score lack the same columns.
-        raise dg.Failure(
-            f"model[{month}]: {reason}; the champion model[{champion.card['month']}] ({champion.version}) "
-            f"needs features {missing} that training_set[{month}] lacks, so it cannot score month {month} "
-            "either. Nothing is stored. Bring the features back (CHURN_EVENT_TYPES as when the champion was "
-            f"trained, then features, labels and training_set[{month}])"
-            f"{_gate_advice(challenger_eval, baseline_eval, config)}.",
-            metadata={
-                "missing_features": dg.MetadataValue.json(missing),
+                **metadata,
                 "metrics": dg.MetadataValue.md(
                     metrics.metrics_markdown({"challenger": challenger_eval, "baseline": baseline_eval})
                 ),

@@ -81,7 +81,7 @@ def predictions(
 def require_model_features(asset: str, day: dt.date, churn_model: ChurnModel, features: pl.DataFrame) -> None:
     """Fails ``asset[day]`` by name when ``features[day]`` lacks columns the model of its month needs (the
     event types changed since it was trained), saying which and what to do."""
-    missing = [f["name"] for f in churn_model.card["features"] if f["name"] not in features.columns]
+    missing = churn_model.features_missing_from(features.columns)
     if missing:
         month = day.strftime(MONTH_FORMAT)
         raise dg.Failure(
