@@ -139,7 +139,6 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
         column = partition_column(context.asset_partitions_def)
         keys = list(context.asset_partition_keys)
-        written_hashes = []
         RECENT.forget(asset)
 
         # Each partition stored, with its metadata, as its upload ends: a partition stored before the
@@ -149,7 +148,6 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
         def record(key: str, frame: pl.DataFrame, stored: Future[WrittenFile]) -> None:
             written = stored.result()
-            written_hashes.append(written.content_hash)
             metadata = stored_whole[key]
             if len(keys) == 1:
                 if written.version is not None:
@@ -201,7 +199,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             raise
         if len(keys) == 1:
             # The content hash is the data version, so Dagster sees unchanged data as unchanged.
-            context.step_context.set_data_version(context.asset_key, dg.DataVersion(written_hashes[0]))
+            content_hash = stored_whole[keys[0]]["content_hash"]
+            context.step_context.set_data_version(context.asset_key, dg.DataVersion(content_hash))
 
     # -- inputs -----------------------------------------------------------------------------------
     def load_input(self, context: dg.InputContext) -> Any:
