@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
+from churn_assets.assets.ingest.landing_files import ATTRIBUTES
 from churn_assets.assets.ingest.user_daily import event_type_column
 from churn_assets.config import DEFAULT_EVENT_TYPES
 
@@ -28,7 +29,7 @@ WINDOW_SUMS: tuple[tuple[str, pl.DataType, str], ...] = (
     ("revenue", pl.Float64(), "revenue (to 1e-6)"),
     ("n_purchases", pl.Int64(), "events with positive revenue"),
 )
-CATEGORICAL_COLUMNS: tuple[str, ...] = ("platform", "country", "app_version")
+CATEGORICAL_COLUMNS: tuple[str, ...] = ATTRIBUTES  # the events' attributes, as user_daily carries them
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
+from churn_assets.assets.ingest.landing_files import ATTRIBUTES
 from churn_assets.config import SETTINGS, event_type_column
 from churn_assets.partitions import daily_partitions, days_in_range, largest_window
 from churn_assets.resources import ChurnParameters
@@ -20,12 +21,9 @@ TOTAL_COLUMNS: dict[str, pl.DataType] = {
     "revenue": pl.Float64(),
     "n_purchases": pl.Int64(),
 }
-# The attributes of a user's last event of the day that has them.
-LAST_SEEN_COLUMNS = ("platform", "country", "app_version")
+# The events' attributes, each the last seen that day (summarize_user_day), and days since install.
 ATTRIBUTE_COLUMNS: dict[str, pl.DataType] = {
-    "platform": pl.String(),
-    "country": pl.String(),
-    "app_version": pl.String(),
+    **{column: pl.String() for column in ATTRIBUTES},
     "days_since_install": pl.Int32(),
 }
 
@@ -97,18 +95,14 @@ def summarize_user_day(
         (pl.col("revenue").fill_null(0) > 0).sum().alias("n_purchases"),
         pl.col("event_time").max().alias("_latest"),
     )
-    # Each user's last event by (event time, event id): among the events at the user's latest time, the
-    # greatest id (ids are unique within a day). A column with nulls (null_count is free) is taken from the
-    # events that have a value: its last value seen, not a null of a later event without it.
-    with_nulls = [c for c in LAST_SEEN_COLUMNS if events.get_column(c).null_count()]
-    at_latest = events.lazy().join(
-        per_user.select("user_id", pl.col("_latest").alias("event_time")), on=["user_id", "event_time"], how="semi"
-    )
+    # The attributes of each user's last event, its latest time known from per_user. A column with nulls
+    # (null_count is free) is taken from the events that have a value: its last value seen, not a null of a
+    # later event without it.
+    with_nulls = [c for c in ATTRIBUTES if events.get_column(c).null_count()]
+    latest = per_user.select("user_id", pl.col("_latest").alias("event_time"))
     attributes = [
-        at_latest.group_by("user_id").agg(
-            *[pl.col(c).sort_by("event_id").last() for c in LAST_SEEN_COLUMNS if c not in with_nulls]
-        ),
-        *[_last_seen(events.lazy().filter(pl.col(c).is_not_null()), c) for c in with_nulls],
+        _last_seen(events.lazy(), [c for c in ATTRIBUTES if c not in with_nulls], latest),
+        *[_last_seen(events.lazy().filter(pl.col(c).is_not_null()), [c]) for c in with_nulls],
     ]
     joined = per_user
     for frame in attributes:
@@ -128,8 +122,11 @@ def summarize_user_day(
     )
 
 
-def _last_seen(events: pl.LazyFrame, column: str) -> pl.LazyFrame:
-    """Each user's ``column`` on their last event by (event time, event id), as above."""
-    latest = events.group_by("user_id").agg(pl.col("event_time").max())
+def _last_seen(events: pl.LazyFrame, columns: list[str], latest: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """Each user's ``columns`` on their last event of ``events`` by (event time, event id): among the events at
+    the user's latest time (``latest``: ``user_id``, ``event_time``; taken from ``events`` when not given), the
+    greatest id (ids are unique within a day)."""
+    if latest is None:
+        latest = events.group_by("user_id").agg(pl.col("event_time").max())
     at_latest = events.join(latest, on=["user_id", "event_time"], how="semi")
-    return at_latest.group_by("user_id").agg(pl.col(column).sort_by("event_id").last())
+    return at_latest.group_by("user_id").agg(*[pl.col(c).sort_by("event_id").last() for c in columns])
