@@ -136,28 +136,3 @@ def test_half_the_columns_drifted_is_dataset_drift_and_a_column_empty_on_both_si
     assert empty["drifted"] is False and empty["stattest"] == "empty column"
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and check.metadata["dataset_drift"].value is True
-
-
-def test_features_lacking_a_model_feature_fail_naming_the_day_the_model_and_what_to_do(
-    settings, local_resources, instance
-):
-    """CHURN_EVENT_TYPES no longer counts ``share``: features[D] lacks n_share_7d/n_share_28d, which
-    model[month of D] needs. drift_report[D] fails as a Failure naming the day, the model and the way out
-    (not retried), and stores no report."""
-    features = synthetic_features(DAY, users=300).drop("n_share_7d", "n_share_28d")
-    result = dg.materialize(
-        [features_stub({DAY.isoformat(): features}), stored_model(), drift_report],
-        resources=local_resources,
-        instance=instance,
-        partition_key=DAY.isoformat(),
-        raise_on_error=False,
-    )
-    assert not result.success
-    (failure,) = [e for e in result.all_events if e.is_step_failure]
-    assert failure.step_key == "drift_report"
-    message = failure.step_failure_data.error.message
-    assert f"drift_report[{DAY}]: features[{DAY}] lacks columns ['n_share_7d', 'n_share_28d']" in message
-    assert f"model[{MONTH}]" in message and "CHURN_EVENT_TYPES" in message
-    assert failure.step_failure_data.user_failure_data is not None  # a dg.Failure: not retried
-    lake = Lake(settings.data_url)
-    assert not lake.exists(lake.partition_url("drift_report", "date", DAY.isoformat()))

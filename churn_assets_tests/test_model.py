@@ -393,6 +393,24 @@ def test_weakened_challenger_is_not_promoted_and_champion_is_carried_forward_unc
     assert card["selection"]["challenger"]["all"]["pr_auc"] == metadata["challenger/pr_auc"]
 
 
+def failed_second_month(m2_frame: pl.DataFrame, frames, resources, instance, lake_url: str) -> dg.DagsterEvent:
+    """Materializes model[M2] on ``m2_frame`` after model[M1], expecting the ``model`` step to fail and to
+    store nothing for M2; its step failure."""
+    result = dg.materialize(
+        [training_set_stub({**frames, M2: m2_frame}), model, model_artifacts_are_sound],
+        resources=resources,
+        instance=instance,
+        partition_key=M2,
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "model"
+    lake = Lake(lake_url)
+    assert not lake.exists(lake.partition_url("model", "month", M2))
+    return failure
+
+
 def test_a_champion_needing_features_the_training_set_lacks_is_not_carried_forward(
     frames, lake_with_first_model, local_resources, instance
 ):
@@ -401,17 +419,8 @@ def test_a_champion_needing_features_the_training_set_lacks_is_not_carried_forwa
     would fail every predictions day of M2: the step fails at training time instead, naming the features
     and what to do, and stores nothing."""
     lacking = weakened(frames[M2]).drop("n_share_7d", "n_share_28d")
-    result = dg.materialize(
-        [training_set_stub({**frames, M2: lacking}), model, model_artifacts_are_sound],
-        resources=local_resources,
-        instance=instance,
-        partition_key=M2,
-        raise_on_error=False,
-    )
+    failure = failed_second_month(lacking, frames, local_resources, instance, lake_with_first_model)
 
-    assert not result.success
-    (failure,) = [e for e in result.all_events if e.is_step_failure]
-    assert failure.step_key == "model"
     message = failure.step_failure_data.error.message
     assert f"model[{M2}]: the challenger fails the gates" in message
     assert f"the champion model[{M1}]" in message and "['n_share_7d', 'n_share_28d']" in message
@@ -419,8 +428,6 @@ def test_a_champion_needing_features_the_training_set_lacks_is_not_carried_forwa
     assert failure.step_failure_data.user_failure_data.metadata["missing_features"].value == [
         "n_share_7d", "n_share_28d"
     ]
-    lake = Lake(lake_with_first_model)
-    assert not lake.exists(lake.partition_url("model", "month", M2))
 
 
 def test_a_champion_trained_for_another_horizon_is_not_carried_forward(
@@ -431,22 +438,11 @@ def test_a_champion_trained_for_another_horizon_is_not_carried_forward(
     score month M2 for another horizon than its labels, silently: the step fails instead, naming both
     horizons, and stores nothing."""
     resources = build_resources(dataclasses.replace(local_settings, horizon_days=7))
-    result = dg.materialize(
-        [training_set_stub({**frames, M2: weakened(frames[M2])}), model, model_artifacts_are_sound],
-        resources=resources,
-        instance=instance,
-        partition_key=M2,
-        raise_on_error=False,
-    )
+    failure = failed_second_month(weakened(frames[M2]), frames, resources, instance, lake_with_first_model)
 
-    assert not result.success
-    (failure,) = [e for e in result.all_events if e.is_step_failure]
-    assert failure.step_key == "model"
     message = failure.step_failure_data.error.message
     assert f"model[{M2}]: the challenger fails the gates" in message
     assert "14-day horizon" in message and "CHURN_HORIZON_DAYS is 7" in message
-    lake = Lake(lake_with_first_model)
-    assert not lake.exists(lake.partition_url("model", "month", M2))
 
 
 def test_a_failure_advises_lowering_the_roc_auc_floor_only_when_that_is_the_gate_missed():

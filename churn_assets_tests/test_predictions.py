@@ -11,6 +11,7 @@ import pytest
 
 from churn_assets.assets.ml.checks import predictions_cover_every_user
 from churn_assets.assets.ml.predictions import PREDICTIONS_SCHEMA, predictions
+from churn_assets.assets.monitoring.drift_report import drift_report
 from churn_assets.assets.ml.scoring import (
     RECOMMENDED_ACTIONS, RISK_BANDS, _top_positive, model_specs, risk_bands, score,
 )
@@ -195,15 +196,17 @@ def test_a_tampered_model_stops_scoring(lake, local_resources, instance):
     assert not Lake(lake).exists(Lake(lake).table_url("predictions", "date", DAY.isoformat()))
 
 
+@pytest.mark.parametrize("scorer", [predictions, drift_report], ids=["predictions", "drift_report"])
 def test_features_lacking_a_model_feature_fail_naming_the_day_the_model_and_what_to_do(
-    lake, local_resources, instance
+    lake, local_resources, instance, scorer
 ):
     """CHURN_EVENT_TYPES no longer counts ``share``: features[D] lacks n_share_7d/n_share_28d, which
-    model[month of D] needs. The step fails as a Failure naming the day, the model and the way out, not a
-    bare ValueError about "the frame"."""
+    model[month of D] needs. Each asset that reads both fails as a Failure naming the day, the model and the
+    way out (not retried), not a bare ValueError about "the frame", and stores nothing for the day."""
+    name = scorer.key.to_user_string()
     features = synthetic_features(DAY, users=300).drop("n_share_7d", "n_share_28d")
     result = dg.materialize(
-        [features_stub({DAY.isoformat(): features}), stored_model(), predictions],
+        [features_stub({DAY.isoformat(): features}), stored_model(), scorer],
         resources=local_resources,
         instance=instance,
         partition_key=DAY.isoformat(),
@@ -211,12 +214,12 @@ def test_features_lacking_a_model_feature_fail_naming_the_day_the_model_and_what
     )
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
-    assert failure.step_key == "predictions"
+    assert failure.step_key == name
     message = failure.step_failure_data.error.message
-    assert f"predictions[{DAY}]: features[{DAY}] lacks columns ['n_share_7d', 'n_share_28d']" in message
+    assert f"{name}[{DAY}]: features[{DAY}] lacks columns ['n_share_7d', 'n_share_28d']" in message
     assert f"model[{MARCH}]" in message and "CHURN_EVENT_TYPES" in message
     assert failure.step_failure_data.user_failure_data is not None  # a dg.Failure: not retried
-    assert not Lake(lake).exists(Lake(lake).table_url("predictions", "date", DAY.isoformat()))
+    assert not Lake(lake).exists(Lake(lake).partition_url(name, "date", DAY.isoformat()))
 
 
 def test_each_day_says_the_horizon_of_the_model_that_scored_it(lake, local_resources, instance):
