@@ -540,6 +540,17 @@ def test_csv_rows_name_the_line_they_are_on():
     assert vetted.quarantine.select("line", "reason").rows() == [(3, "missing_user_id")]
 
 
+@pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+def test_csv_lines_may_end_in_lf_crlf_or_cr(eol):
+    """Windows tools end lines in CRLF, Excel for Mac's "CSV (Macintosh)" in CR alone: read by LF, a CR file
+    was one header line, and its day materialized without any of its events and without an error."""
+    text = codecs.BOM_UTF8 + eol.join(DAY2_CSV.splitlines()).encode() + eol.encode()
+    vetted = _vetted("a.csv", text, "2025-01-02")
+    assert vetted.quarantine.height == 0
+    assert vetted.events.equals(_vetted("a.csv", DAY2_CSV.encode(), "2025-01-02").events)
+    assert vetted.events.get_column("event_id").to_list() == ["e9", "e10"]
+
+
 @pytest.mark.parametrize("name", ["a.jsonl", "a.jsonl.gz", "a.json.gz", "a.csv", "a.csv.gz", "a.parquet"])
 def test_an_empty_file_of_any_type_is_a_day_without_events(name):
     """docs/coming_from.md: a day without events is delivered as an empty file (a CronJob's CSV of nothing)."""

@@ -173,14 +173,16 @@ def decode_piece(piece: LandingPiece) -> pl.DataFrame:
 def _read_csv(data: bytes) -> pl.DataFrame:
     """A CSV file's frame, every column as text. A file that is not UTF-8 (an export in cp1252, say) fails
     naming its first line that is not: every line with an accent in it would be, so quarantining them one by
-    one would keep a few rows and hide the cause."""
+    one would keep a few rows and hide the cause. Lines end in LF or CRLF, or in CR alone in a file without
+    any LF (Excel for Mac's "CSV (Macintosh)"), which read by LF was one header line and no event, silently."""
+    eol = b"\r" if b"\n" not in data and b"\r" in data else b"\n"
     try:
-        return pl.read_csv(io.BytesIO(data), infer_schema=False)
+        return pl.read_csv(io.BytesIO(data), infer_schema=False, eol_char=eol.decode())
     except pl.exceptions.ComputeError:
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            line = data.count(b"\n", 0, exc.start) + 1
+            line = data.count(eol, 0, exc.start) + 1
             raise LandingFileError(
                 f"line {line} is not UTF-8 text (byte {data[exc.start]:#04x}): landing files are UTF-8; "
                 "re-export the file as UTF-8 (from Windows-1252, say: iconv -f cp1252 -t utf-8)"
