@@ -540,6 +540,17 @@ def test_csv_rows_name_the_line_they_are_on():
     assert vetted.quarantine.select("line", "reason").rows() == [(3, "missing_user_id")]
 
 
+def test_blank_csv_lines_are_skipped_not_quarantined():
+    """As in JSON lines, a blank line (or one of separators only, which spreadsheets leave below the data) is
+    no event: it used to be quarantined as missing_event_id. The rows after it keep their line numbers."""
+    header, first, second = DAY2_CSV.splitlines(keepends=True)
+    no_user = "e11,,2025-01-02 10:00:00,share,4000,web,JP,3.0,\n"
+    vetted = _vetted("a.csv", (header + first + "\n" + no_user + ",,,,,,,,\n" + second + "\n").encode(), "2025-01-02")
+    assert vetted.quarantine.select("line", "reason").rows() == [(4, "missing_user_id")]
+    assert vetted.events.get_column("event_id").to_list() == ["e9", "e10"]
+    assert vetted.rows_read == 3
+
+
 @pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
 def test_csv_lines_may_end_in_lf_crlf_or_cr(eol):
     """Windows tools end lines in CRLF, Excel for Mac's "CSV (Macintosh)" in CR alone: read by LF, a CR file

@@ -164,7 +164,13 @@ def decode_piece(piece: LandingPiece) -> pl.DataFrame:
         if kind == "parquet":
             raw = _stringify(pl.read_parquet(io.BytesIO(piece.data)), first_line=1)
         elif kind == "csv":  # the header is line 1 (a record that spans lines counts as one)
-            raw = _stringify(_read_csv(piece.data), first_line=2)
+            frame = _read_csv(piece.data)
+            raw = _stringify(frame, first_line=2)
+            # A blank line (or one of separators only, as spreadsheets leave below the data) holds no event:
+            # skipped, as in JSON lines, not quarantined as an event without an id. The rest keep their lines.
+            blank = frame.select(pl.all_horizontal(pl.all().is_null())).to_series()
+            if blank.any():
+                raw = raw.filter(~blank)
         else:
             raw = _read_jsonl(piece.data, piece.first_line, piece.lines)
         return raw.with_columns(pl.lit(piece.name).alias("source_file"))
