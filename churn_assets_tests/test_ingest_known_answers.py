@@ -570,6 +570,18 @@ def test_an_empty_file_of_any_type_is_a_day_without_events(name):
     assert vetted.events.schema == pl.Schema(CANONICAL_SCHEMA)
 
 
+@pytest.mark.parametrize(
+    "text", [b"\n", b"\r\n", codecs.BOM_UTF8, codecs.BOM_UTF8 + b"\r\n"], ids=["lf", "crlf", "bom", "bom-crlf"]
+)
+@pytest.mark.parametrize("name", ["a.jsonl", "a.csv"])
+def test_a_file_of_a_line_end_or_a_byte_order_mark_alone_is_empty_too(name, text):
+    """A shell's `echo "$rows" > day.csv` of no rows writes a line end, a UTF-8 writer with a BOM writes it
+    alone: a JSON lines file of that was a day without events, a CSV one failed the day (polars' "empty CSV")."""
+    vetted = _vetted(name, text)
+    assert (vetted.events.height, vetted.quarantine.height, vetted.rows_read) == (0, 0, 0)
+    assert vetted.events.schema == pl.Schema(CANONICAL_SCHEMA)
+
+
 @pytest.mark.parametrize("in_memory_below_rows", [0, 10**9], ids=["streaming", "in-memory"])
 def test_user_daily_sums_revenue_exactly_and_breaks_time_ties_by_event_id(in_memory_below_rows, monkeypatch):
     """Ten purchases of 0.10 make 1.00 (a float sum gives 0.9999999999999999, and on a large day a

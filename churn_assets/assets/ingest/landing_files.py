@@ -66,6 +66,8 @@ QUARANTINE_REASONS = (
 MAX_LATENESS = dt.timedelta(days=7)
 # The event's attributes: kept as given, an empty one read as missing.
 ATTRIBUTES = ("platform", "country", "app_version")
+# The columns a Parquet or CSV landing file must have; the others are optional.
+REQUIRED_COLUMNS = ("event_id", "user_id", "event_time", "event_type")
 # An event's revenue above this is no purchase but a broken value (a price in a minor unit ×10^6, a
 # timestamp in the wrong field): user_daily and features sum revenue exactly, in whole millionths as 64-bit
 # integers, which such values would overflow. A billion leaves room for any currency's real purchase.
@@ -184,6 +186,8 @@ def _read_csv(data: bytes) -> pl.DataFrame:
     eol = b"\r" if b"\n" not in data and b"\r" in data else b"\n"
     try:
         return pl.read_csv(io.BytesIO(data), infer_schema=False, eol_char=eol.decode())
+    except pl.exceptions.NoDataError:  # no header either: a byte order mark or a line end alone, as an empty file
+        return pl.DataFrame(schema=dict.fromkeys(REQUIRED_COLUMNS, pl.String))
     except pl.exceptions.ComputeError:
         try:
             data.decode("utf-8")
@@ -374,7 +378,7 @@ def _time_text(times: pl.Expr) -> pl.Expr:
 
 def _stringify(frame: pl.DataFrame, first_line: int) -> pl.DataFrame:
     """A Parquet or CSV landing file's frame as a raw frame, its rows numbered from ``first_line``."""
-    missing = [c for c in ("event_id", "user_id", "event_time", "event_type") if c not in frame.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise LandingFileError(f"missing required columns {missing} (has {frame.columns})")
     columns = []
