@@ -306,8 +306,8 @@ def test_amplitude_json_gz_and_gzipped_csv_read_as_their_plain_files():
 
 def test_event_times_parse_in_every_export_shape():
     """Amplitude's six-digit fraction, shorter or longer fractions, none, the ISO "T", ISO 8601 with "Z" or
-    a UTC offset (the instant, in UTC), and a spreadsheet's time to the minute: all the same instant as the
-    text says; anything else is null
+    a UTC offset (the instant, in UTC), and a spreadsheet's time to the minute, with blanks around or not: all
+    the same instant as the text says; anything else is null
     (and quarantined by the vetting)."""
     from churn_assets.assets.ingest.landing_files import parse_event_times
 
@@ -317,6 +317,8 @@ def test_event_times_parse_in_every_export_shape():
         "2025-03-01T00:01:24.230633Z", "2025-03-01 00:01:24+00:00", "2025-03-01T02:01:24.5+02:00",
         "2025-02-28T16:01:24-0800", "2025-03-01 00:01", "2025-03-01T00:01",
         "2025-02-30 00:01:24.230633", "2025-03-01T00:01:24+25:00", "2025-03-01 25:01", "yesterday", None,
+        # A CSV field padded with blanks (fixed-width exports) is the time it holds.
+        "2025-03-01 00:01:24.230633 ", " 2025-03-01T02:01:24+02:00\t", "2025-03-01 00:01   ",
     ])
     utc = dt.timezone.utc
     assert parse_event_times(texts).to_list() == [
@@ -327,6 +329,8 @@ def test_event_times_parse_in_every_export_shape():
         dt.datetime(2025, 3, 1, 0, 1, 24, 500000, tzinfo=utc), dt.datetime(2025, 3, 1, 0, 1, 24, tzinfo=utc),
         dt.datetime(2025, 3, 1, 0, 1, tzinfo=utc), dt.datetime(2025, 3, 1, 0, 1, tzinfo=utc),
         None, None, None, None, None,
+        dt.datetime(2025, 3, 1, 0, 1, 24, 230633, tzinfo=utc), dt.datetime(2025, 3, 1, 0, 1, 24, tzinfo=utc),
+        dt.datetime(2025, 3, 1, 0, 1, tzinfo=utc),
     ]
 
 
