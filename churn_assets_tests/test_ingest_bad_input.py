@@ -530,3 +530,20 @@ def test_a_first_run_after_the_first_partition_says_where_install_times_starts(
     text = _failure_text(result)
     assert "install_times has no stored partition 2025-01-02" in text
     assert "from the first partition, 2025-01-01" in text and "set CHURN_START_DATE" in text
+    assert "run the days from 2025-01-01 on as one range, --partition-range 2025-01-01...<the day>" in text
+
+
+def test_a_day_after_a_gap_says_which_range_to_run(local_settings, local_resources, instance):
+    """A cron host that missed days: install_times[D] lacks D-1 and the days before it back to the last one
+    stored, and the error names the range that fills the gap, not only the day before."""
+    days = [FIRST_DAY + dt.timedelta(days=i) for i in (0, 3)]
+    for day in days:
+        write_landing_day(local_settings.landing_url, day.isoformat(), {"a.jsonl": jsonl(_valid_rows(day))})
+    assert materialize_ingest(local_resources, instance, days[0].isoformat()).success
+
+    result = materialize_ingest(local_resources, instance, days[1].isoformat(), raise_on_error=False)
+
+    assert not result.success
+    text = _failure_text(result)
+    assert "install_times has no stored partition 2025-01-03" in text
+    assert "run the days from 2025-01-02 on as one range, --partition-range 2025-01-02...<the day>" in text

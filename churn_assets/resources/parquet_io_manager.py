@@ -223,10 +223,17 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             hint = ""
             step = context.step_context
             if step.assets_def is not None and context.asset_key in step.assets_def.keys:  # its own day before
-                first = context.asset_partitions_def.get_first_partition_key()
+                partitions = context.asset_partitions_def
+                first = partitions.get_first_partition_key()
+                # The range to advise starts after the last partition stored before the first missing one.
+                before = partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, min(missing)))
+                absent = set(self.lake.stored_tables(asset, column, before)[1])
+                stored = [i for i, key in enumerate(before) if key not in absent]
+                start = before[stored[-1] + 1] if stored else first
                 hint = (
-                    f" ({asset} carries each day on from the day before, from the first partition, {first}; "
-                    "if your landing data starts later, set CHURN_START_DATE to its first day)"
+                    f" ({asset} carries each day on from the day before, from the first partition, {first}: run "
+                    f"the days from {start} on as one range, --partition-range {start}...<the day>, with what "
+                    "they read; if your landing data starts later, set CHURN_START_DATE to its first day)"
                 )
             raise MissingPartitionError(
                 f"{asset} has no stored partition {some_keys(missing)} under {self.lake.root_url}: "
