@@ -192,8 +192,15 @@ def test_a_range_of_months_equals_single_month_runs(labelled_lake: ChurnSettings
 
 def test_a_month_without_labels_fails_with_its_counts(labelled_lake: ChurnSettings):
     with pytest.raises(dg.Failure, match=r"training_set\[2025-01\]: too few labelled rows \(0 < \d+\).*"
-                                         r"2024-10-01\.\.2024-12-31.*churned=1: 0, churned=0: 0"):
+                                         r"2024-10-01\.\.2024-12-31.*churned=1: 0, churned=0: 0") as failure:
         _materialize(build_resources(labelled_lake), "2025-01")
+    # Its label days lie before CHURN_START_DATE: there is nothing to materialize, only a later month to train.
+    assert "Materialize labels for those days" not in str(failure.value)
+    assert str(failure.value).endswith(
+        "model[2025-01] cannot be trained: its lookback (2024-10-01..2024-12-31) begins before CHURN_START_DATE "
+        "2025-01-01, so its training set's snapshots span 0 days, where the time split needs 31 (2 x H + 3, H = 14); "
+        "the first month with a model is 2025-03."
+    )
 
 
 def test_a_month_with_one_class_fails_with_its_counts(labelled_lake: ChurnSettings, tmp_path: Path):

@@ -12,7 +12,7 @@ from churn_assets.assets.check_days import check_result, each_partition, partiti
 from churn_assets.assets.features.catalog import features_schema
 from churn_assets.assets.features.labels import HORIZON_DAYS, LABELS_SCHEMA
 from churn_assets.config import SETTINGS
-from churn_assets.partitions import MONTH_FORMAT, monthly_partitions
+from churn_assets.partitions import MONTH_FORMAT, daily_partitions, monthly_partitions
 from churn_assets.resources import ChurnParameters, LakeResource
 from churn_assets.resources.lake import Lake, some_keys
 from churn_assets.resources.parquet_io_manager import PartitionStream
@@ -66,12 +66,9 @@ def months_to_train(start: dt.date, last: dt.date, horizon_days: int, lookback_m
     a short training block, where the first challenger can lose to the logistic baseline and, with no
     champion to fall back on, fail the run.
     """
-    horizon = dt.timedelta(days=horizon_days)
 
     def trainable(month: dt.date) -> bool:
-        window = MonthWindow.of(month.strftime(MONTH_FORMAT), lookback_months)
-        first_snapshot = max(start, window.first_label_day - horizon)
-        return (window.last_label_day - horizon - first_snapshot).days + 1 >= 2 * horizon_days + 3
+        return snapshot_days(month.strftime(MONTH_FORMAT), start, horizon_days, lookback_months) >= 2 * horizon_days + 3
 
     month = start.replace(day=1)
     while not trainable(month):
@@ -86,6 +83,45 @@ def months_to_train(start: dt.date, last: dt.date, horizon_days: int, lookback_m
         months.append(month.strftime(MONTH_FORMAT))
         month = add_months(month, 1)
     return months
+
+
+def snapshot_days(month: str, start: dt.date, horizon_days: int, lookback_months: int) -> int:
+    """The days of snapshots the training set of ``month`` can span: those of its label days minus H, none
+    before ``start``."""
+    window = MonthWindow.of(month, lookback_months)
+    horizon = dt.timedelta(days=horizon_days)
+    first_snapshot = max(start, window.first_label_day - horizon)
+    return max(0, (window.last_label_day - horizon - first_snapshot).days + 1)
+
+
+def too_early_to_train(month: str, start: dt.date, horizon_days: int, lookback_months: int) -> str | None:
+    """Why no model can be trained for ``month`` because its lookback begins before ``start`` (the first
+    months after ``CHURN_START_DATE``), naming the first month that can have one; None when it can, or when
+    a later month could not either (a horizon too long for the lookback: training says so)."""
+    needed = 2 * horizon_days + 3
+
+    def cut_by_start(first_of_month: dt.date) -> bool:
+        window = MonthWindow.of(first_of_month.strftime(MONTH_FORMAT), lookback_months)
+        return window.first_label_day - dt.timedelta(days=horizon_days) < start
+
+    def span(first_of_month: dt.date) -> int:
+        return snapshot_days(first_of_month.strftime(MONTH_FORMAT), start, horizon_days, lookback_months)
+
+    first = dt.date.fromisoformat(f"{month}-01")
+    if not cut_by_start(first) or span(first) >= needed:
+        return None
+    later = first
+    while cut_by_start(later) and span(later) < needed:
+        later = add_months(later, 1)
+    if span(later) < needed:
+        return None
+    days = span(first)
+    return (
+        f"model[{month}] cannot be trained: its lookback ({MonthWindow.of(month, lookback_months)}) begins before "
+        f"CHURN_START_DATE {start}, so its training set's snapshots span {days} day{'s' if days != 1 else ''}, "
+        f"where the time split needs {needed} (2 x H + 3, H = {horizon_days}); the first month with a model is "
+        f"{later.strftime(MONTH_FORMAT)}"
+    )
 
 
 @dg.asset(
@@ -233,10 +269,11 @@ def _require_enough_labels(window: MonthWindow, counts: dict[int, int]) -> None:
     elif min(counts.values()) < MIN_CLASS_ROWS:
         problem = f"a class has fewer than {MIN_CLASS_ROWS} rows"
     if problem:
+        early = too_early_to_train(window.month, daily_partitions.start.date(), HORIZON_DAYS, LOOKBACK_MONTHS)
+        todo = f"{early}." if early else "Materialize labels for those days, or train a later month."
         raise dg.Failure(
             f"training_set[{window.month}]: {problem}: {total} labelled rows in label days {window} "
-            f"(churned=1: {counts[1]}, churned=0: {counts[0]}). Materialize labels for those days, "
-            "or train a later month.",
+            f"(churned=1: {counts[1]}, churned=0: {counts[0]}). {todo}",
             metadata={"labelled_rows": total, "churned_rows": counts[1], "retained_rows": counts[0]},
             allow_retries=False,
         )
