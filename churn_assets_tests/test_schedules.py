@@ -6,6 +6,7 @@ import dagster as dg
 import pytest
 
 from churn_assets.automation.schedules import partition_exists
+from churn_assets.partitions import monthly_partitions
 from churn_assets.definitions import defs
 
 UTC = dt.UTC
@@ -81,7 +82,30 @@ def test_monthly_retraining_targets_the_new_month():
     assert request.run_key == request.partition_key  # a tick evaluated twice launches one run
     assert _job_assets("monthly_retraining") == {"training_set", "model"}
     # The first month exists on its first day (end_offset=1).
-    assert _evaluate("monthly_retraining", dt.datetime(2025, 1, 1, 4, tzinfo=UTC)).partition_key == "2025-01"
+    assert partition_exists(monthly_partitions, "2025-01", dt.datetime(2025, 1, 1, 4, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    ("name", "tick", "skipped", "first"),
+    [
+        ("monthly_retraining", dt.datetime(2025, 1, 1, 4, tzinfo=UTC), "2025-01", "snapshots span 0 days"),
+        ("monthly_retraining", dt.datetime(2025, 2, 1, 4, tzinfo=UTC), "2025-02", "snapshots span 17 days"),
+        ("weekly_scoring", dt.datetime(2025, 1, 6, 3, tzinfo=UTC), "2025-01", "2025-01-05 need a model of 2025-01: "),
+        ("weekly_scoring", dt.datetime(2025, 3, 3, 3, tzinfo=UTC), "2025-03", None),  # Sunday 2 March
+    ],
+)
+def test_the_first_months_without_a_model_are_skipped_naming_the_first_month_with_one(name, tick, skipped, first):
+    """Training a month whose lookback begins before CHURN_START_DATE, or scoring a day of it, could only fail
+    (twice, with the run retry, and an alert each time): the tick is skipped, saying when models begin."""
+    result = _evaluate(name, tick)
+    if first is None:
+        assert isinstance(result, dg.RunRequest) and result.partition_key.startswith(skipped)
+        return
+    assert isinstance(result, dg.SkipReason)
+    assert f"model[{skipped}] cannot be trained" in result.skip_message
+    assert first in result.skip_message
+    assert "begins before CHURN_START_DATE 2025-01-01" in result.skip_message
+    assert result.skip_message.endswith("the first month with a model is 2025-03")
 
 
 def test_monthly_retraining_skips_a_tick_before_the_first_month():

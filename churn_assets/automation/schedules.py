@@ -7,14 +7,18 @@
 Schedules carry the names DESIGN.md gives them, which are also their jobs' names (Dagster keeps
 schedules and jobs apart).
 
-A tick whose partition does not exist (before ``CHURN_START_DATE``) is skipped with a reason. The run
-key is the partition key, so a tick evaluated twice launches one run.
+A tick whose partition does not exist (before ``CHURN_START_DATE``) is skipped with a reason, and so is a
+tick of ``monthly_retraining`` or ``weekly_scoring`` in one of the first months, whose lookback begins before
+``CHURN_START_DATE`` and which can have no model (``training_set.too_early_to_train``): their runs could
+only fail. The run key is the partition key, so a tick evaluated twice launches one run.
 """
 
 import datetime as dt
 
 import dagster as dg
 
+from churn_assets.assets.features.labels import HORIZON_DAYS
+from churn_assets.assets.ml.training_set import LOOKBACK_MONTHS, too_early_to_train
 from churn_assets.automation.jobs import daily_refresh, monthly_retraining, weekly_scoring
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, monthly_partitions
 
@@ -35,6 +39,11 @@ def _request(
 
 def _tick(context: dg.ScheduleEvaluationContext) -> dt.datetime:
     return context.scheduled_execution_time.astimezone(dt.UTC)
+
+
+def _without_model(month: str) -> str | None:
+    """Why ``month`` can have no model (one of the first months), or None."""
+    return too_early_to_train(month, daily_partitions.start.date(), HORIZON_DAYS, LOOKBACK_MONTHS)
 
 
 def _yesterday(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
@@ -62,7 +71,12 @@ def daily_refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunReque
     description="Monday 03:00 UTC: predictions and the drift report of yesterday, the Sunday.",
 )
 def weekly_scoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    return _yesterday(context)
+    request = _yesterday(context)
+    if isinstance(request, dg.RunRequest):
+        day, month = request.partition_key, request.partition_key[:7]
+        if why := _without_model(month):
+            return dg.SkipReason(f"predictions and drift_report of {day} need a model of {month}: {why}")
+    return request
 
 
 @dg.schedule(
@@ -74,4 +88,7 @@ def weekly_scoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequ
 )
 def monthly_retraining_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     tick = _tick(context)
-    return _request(monthly_partitions, tick.strftime(MONTH_FORMAT), tick)
+    request = _request(monthly_partitions, tick.strftime(MONTH_FORMAT), tick)
+    if isinstance(request, dg.RunRequest) and (why := _without_model(request.partition_key)):
+        return dg.SkipReason(why)
+    return request
