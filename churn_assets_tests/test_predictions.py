@@ -222,6 +222,23 @@ def test_features_lacking_a_model_feature_fail_naming_the_day_the_model_and_what
     assert not Lake(lake).exists(Lake(lake).partition_url(name, "date", DAY.isoformat()))
 
 
+@pytest.mark.parametrize("scorer", [predictions, drift_report], ids=["predictions", "drift_report"])
+def test_a_day_of_a_month_that_can_have_no_model_says_when_models_begin(lake, local_resources, instance, scorer):
+    """model[2025-01] cannot exist (its lookback lies before CHURN_START_DATE): the failure does not ask to
+    materialize it, but says why and names the first month with a model."""
+    day = dt.date(2025, 1, 20)
+    result = dg.materialize(
+        [features_stub({day.isoformat(): synthetic_features(day, users=300)}), stored_model(), scorer],
+        resources=local_resources, instance=instance, partition_key=day.isoformat(), raise_on_error=False,
+    )
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    error = failure.step_failure_data.error
+    text = f"{error.message} {error.cause.message if error.cause else ''}"
+    assert "model has no stored partition 2025-01" in text
+    assert "materialize model for 2025-01 first" not in text
+    assert "model[2025-01] cannot be trained" in text and "the first month with a model is 2025-03" in text
+
+
 def test_each_day_says_the_horizon_of_the_model_that_scored_it(lake, local_resources, instance):
     """A probability is of no activity in the model's label horizon: predictions[D] says that horizon (the
     one model[month of D] was trained for, here 7 days), not CHURN_HORIZON_DAYS' current 14."""

@@ -233,7 +233,7 @@ class ModelIOManager(dg.ConfigurableIOManager):
         if not self.lake.exists(card_url):
             raise MissingPartitionError(
                 f"{asset} has no stored partition {key} under {self.lake.root_url} ({card_url} does not exist): "
-                f"materialize {asset} for {key} first"
+                + (_never_trained(key) or f"materialize {asset} for {key} first")
             )
         try:
             return self._read_set(folder)
@@ -296,3 +296,13 @@ class ModelIOManager(dg.ConfigurableIOManager):
 def _reads_itself(context: dg.InputContext) -> bool:
     step = context.step_context
     return step.assets_def is not None and context.asset_key in step.assets_def.keys
+
+
+def _never_trained(month: str) -> str | None:
+    """Why ``month`` can have no model (one of the first months after ``CHURN_START_DATE``), or None."""
+    # Imported where used: the assets import this module.
+    from churn_assets.assets.features.labels import HORIZON_DAYS
+    from churn_assets.assets.ml.training_set import LOOKBACK_MONTHS, too_early_to_train
+    from churn_assets.partitions import daily_partitions
+
+    return too_early_to_train(month, daily_partitions.start.date(), HORIZON_DAYS, LOOKBACK_MONTHS)
