@@ -17,8 +17,7 @@ import datetime as dt
 
 import dagster as dg
 
-from churn_assets.assets.features.labels import HORIZON_DAYS
-from churn_assets.assets.ml.training_set import LOOKBACK_MONTHS, too_early_to_train
+from churn_assets.assets.ml.training_set import too_early_to_train
 from churn_assets.automation.jobs import daily_refresh, monthly_retraining, weekly_scoring
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, monthly_partitions
 
@@ -39,11 +38,6 @@ def _request(
 
 def _tick(context: dg.ScheduleEvaluationContext) -> dt.datetime:
     return context.scheduled_execution_time.astimezone(dt.UTC)
-
-
-def _without_model(month: str) -> str | None:
-    """Why ``month`` can have no model (one of the first months), or None."""
-    return too_early_to_train(month, daily_partitions.start.date(), HORIZON_DAYS, LOOKBACK_MONTHS)
 
 
 def _yesterday(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
@@ -74,7 +68,7 @@ def weekly_scoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequ
     request = _yesterday(context)
     if isinstance(request, dg.RunRequest):
         day, month = request.partition_key, request.partition_key[:7]
-        if why := _without_model(month):
+        if why := too_early_to_train(month):
             return dg.SkipReason(f"predictions and drift_report of {day} need a model of {month}: {why}")
     return request
 
@@ -89,6 +83,6 @@ def weekly_scoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequ
 def monthly_retraining_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     tick = _tick(context)
     request = _request(monthly_partitions, tick.strftime(MONTH_FORMAT), tick)
-    if isinstance(request, dg.RunRequest) and (why := _without_model(request.partition_key)):
+    if isinstance(request, dg.RunRequest) and (why := too_early_to_train(request.partition_key)):
         return dg.SkipReason(why)
     return request

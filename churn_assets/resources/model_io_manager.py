@@ -300,9 +300,6 @@ def _reads_itself(context: dg.InputContext) -> bool:
 
 def _never_trained(month: str) -> str | None:
     """Why ``month`` can have no model (one of the first months after ``CHURN_START_DATE``), or None."""
-    # Imported where used: the assets import this module.
-    from churn_assets.assets.features.labels import HORIZON_DAYS
-    from churn_assets.assets.ml.training_set import LOOKBACK_MONTHS, too_early_to_train
-    from churn_assets.partitions import daily_partitions
+    from churn_assets.assets.ml.training_set import too_early_to_train  # where used: the assets import this module
 
-    return too_early_to_train(month, daily_partitions.start.date(), HORIZON_DAYS, LOOKBACK_MONTHS)
+    return too_early_to_train(month)

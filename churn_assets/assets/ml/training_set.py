@@ -94,10 +94,13 @@ def snapshot_days(month: str, start: dt.date, horizon_days: int, lookback_months
     return max(0, (window.last_label_day - horizon - first_snapshot).days + 1)
 
 
-def too_early_to_train(month: str, start: dt.date, horizon_days: int, lookback_months: int) -> str | None:
-    """Why no model can be trained for ``month`` because its lookback begins before ``start`` (the first
-    months after ``CHURN_START_DATE``), naming the first month that can have one; None when it can, or when
-    a later month could not either (a horizon too long for the lookback: training says so)."""
+def too_early_to_train(
+    month: str, start: dt.date | None = None, horizon_days: int = HORIZON_DAYS, lookback_months: int = LOOKBACK_MONTHS
+) -> str | None:
+    """Why no model can be trained for ``month`` because its lookback begins before ``start`` (by default
+    ``CHURN_START_DATE``: the first months after it), naming the first month that can have one; None when it
+    can, or when a later month could not either (a horizon too long for the lookback: training says so)."""
+    start = start or daily_partitions.start.date()
     needed = 2 * horizon_days + 3
 
     def cut_by_start(first_of_month: dt.date) -> bool:
@@ -269,7 +272,7 @@ def _require_enough_labels(window: MonthWindow, counts: dict[int, int]) -> None:
     elif min(counts.values()) < MIN_CLASS_ROWS:
         problem = f"a class has fewer than {MIN_CLASS_ROWS} rows"
     if problem:
-        early = too_early_to_train(window.month, daily_partitions.start.date(), HORIZON_DAYS, LOOKBACK_MONTHS)
+        early = too_early_to_train(window.month)
         todo = f"{early}." if early else "Materialize labels for those days, or train a later month."
         raise dg.Failure(
             f"training_set[{window.month}]: {problem}: {total} labelled rows in label days {window} "
