@@ -149,3 +149,81 @@ def test_partition_exists_follows_the_clock():
     assert partition_exists(daily_partitions, "2025-01-31", now)
     assert not partition_exists(daily_partitions, "2025-02-01", now)  # today: not yet
     assert not partition_exists(daily_partitions, "2024-12-31", now)
+
+
+def _evaluate_on(instance: dg.DagsterInstance, name: str, tick: dt.datetime) -> dg.RunRequest | dg.SkipReason:
+    schedule = defs.get_repository_def().get_schedule_def(name)
+    with dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()
+    ) as context:
+        data = schedule.evaluate_tick(context)
+    if data.skip_message:
+        return dg.SkipReason(data.skip_message)
+    (request,) = data.run_requests
+    return request
+
+
+def _refreshed(instance: dg.DagsterInstance, *days: str) -> None:
+    for day in days:
+        instance.report_runless_asset_event(dg.AssetMaterialization("install_times", partition=day))
+
+
+def _range_of(request: dg.RunRequest) -> tuple[str, str]:
+    return request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]
+
+
+def test_daily_refresh_after_missed_ticks_refreshes_the_days_missed_with_yesterday(instance):
+    """A daemon down over three ticks: Dagster evaluates only the latest, and yesterday alone would fail on
+    install_times of the day before (and so would every later tick). The tick runs the days since the last one
+    refreshed, with yesterday, as one range run."""
+    _refreshed(instance, "2025-03-01", "2025-03-05")
+    request = _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 3, 10, 2, tzinfo=UTC))
+    assert isinstance(request, dg.RunRequest) and request.partition_key is None
+    assert _range_of(request) == ("2025-03-06", "2025-03-09")
+    assert request.run_key == "2025-03-06...2025-03-09"  # the same tick evaluated twice launches one run
+
+    _refreshed(instance, "2025-03-08")  # the day before is refreshed: yesterday alone, as on every normal day
+    request = _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 3, 10, 2, tzinfo=UTC))
+    assert (request.partition_key, request.run_key) == ("2025-03-09", "2025-03-09")
+    assert "dagster/asset_partition_range_start" not in request.tags
+
+
+def test_daily_refresh_catches_up_from_the_first_partition_but_not_over_a_long_gap(instance):
+    """A deployment whose daemon starts after CHURN_START_DATE catches up from it; a gap of more than 31 days
+    (or a history never loaded) is left to a backfill run on purpose: the tick asks for yesterday alone."""
+    request = _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 1, 5, 2, tzinfo=UTC))
+    assert _range_of(request) == ("2025-01-01", "2025-01-04")
+
+    _refreshed(instance, "2025-01-29")  # 32 days before 2025-03-02, 31 before 2025-03-01
+    assert _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 3, 3, 2, tzinfo=UTC)).partition_key == "2025-03-02"
+    assert _range_of(_evaluate_on(instance, "daily_refresh", dt.datetime(2025, 3, 2, 2, tzinfo=UTC))) == (
+        "2025-01-30", "2025-03-01"
+    )
+
+
+def test_a_catch_up_request_runs_the_days_missed(tmp_path, instance):
+    """What the catch-up tick requests is a run the daily_refresh job can do: each missed day refreshed in order."""
+    from churn_assets.automation.jobs import daily_refresh
+    from churn_assets.config import ChurnSettings
+    from churn_assets.definitions import all_asset_checks, all_assets
+    from churn_assets.resources import build_resources
+    from churn_assets_tests.landing_helpers import amplitude_row, jsonl, materialize_ingest, write_landing_day
+
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))
+    days = ["2025-01-01", "2025-01-02", "2025-01-03", "2025-01-04"]
+    for day in days:
+        rows = [amplitude_row(f"{day}-{i}", f"u{i}", f"{day} 1{i}:00:00.000000") for i in range(3)]
+        write_landing_day(settings.landing_url, day, {"a.jsonl": jsonl(rows)})
+    resources = build_resources(settings)
+    assert materialize_ingest(resources, instance, days[0]).success
+
+    request = _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 1, 5, 2, tzinfo=UTC))
+    assert _range_of(request) == ("2025-01-02", "2025-01-04")
+    job = dg.Definitions(
+        assets=all_assets, asset_checks=all_asset_checks, jobs=[daily_refresh], resources=resources
+    ).resolve_job_def("daily_refresh")
+    assert job.execute_in_process(instance=instance, tags=request.tags).success
+    for day in days[1:]:
+        assert (tmp_path / "lake" / "install_times" / f"date={day}" / "data.parquet").exists()
+    request = _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 1, 6, 2, tzinfo=UTC))
+    assert request.partition_key == "2025-01-05"  # caught up: the next tick is a normal day's
