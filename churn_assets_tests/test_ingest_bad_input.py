@@ -473,6 +473,23 @@ def test_hidden_files_and_markers_beside_the_data_are_not_read(local_settings, l
     assert tree_digest(local_settings.landing_url) == landing_before
 
 
+@pytest.mark.s3
+def test_an_s3_folder_marker_object_is_not_a_landing_file(s3_server, tmp_path, instance):
+    """The AWS console's "Create folder", Hadoop's S3A and other tools store a folder as an empty object named
+    ``events/date=D/``; S3 lists it inside the folder. It is the folder, not a file of the day."""
+    day = FIRST_DAY.isoformat()
+    settings = ChurnSettings(data_url=f"s3://lake/{tmp_path.name}", landing_url=f"s3://landing/{tmp_path.name}")
+    s3_server.client().put_object(Bucket="landing", Key=f"{tmp_path.name}/events/date={day}/", Body=b"")
+    write_landing_day(settings.landing_url, day, {"a.jsonl": GOOD_FILE})
+
+    result = materialize_ingest(build_resources(settings), instance, day,
+                                selection=dg.AssetSelection.assets("raw_events"), raise_on_error=False)
+
+    assert result.success, _failure_text(result)
+    assert partition_metadata(result, "raw_events")[day]["landing_files"] == 1
+    assert read_partition(settings.data_url, "raw_events", day).height == 3
+
+
 def test_a_range_that_fails_part_way_records_the_days_it_stored(local_settings, local_resources, instance):
     """A range run writes each day as it goes: when day 3's file is corrupt, days 1 and 2 are already in the
     lake, rewritten from their new landing files. They are recorded as materialized by that run (their row

@@ -55,9 +55,16 @@ class LandingZone(dg.ConfigurableResource):
         "_"), and its marker's version; fails clearly when the day is absent, incomplete or without a file."""
         fs = filesystem(self.url)
         folder = self.day_url(day)
+        own = fs._strip_protocol(folder).rstrip("/")
         try:  # one listing (one request on S3), not a look-up and then a listing
             with reaching(folder, "list"):  # a landing bucket that does not exist is not a missing day
-                listed = {_name(info["name"]): info for info in fs.ls(folder, detail=True)}
+                # On S3 the folder's own marker object (``date=D/``, which the AWS console, Hadoop's S3A and
+                # others create for a folder) is listed as a file named like the folder: it is not a file in it.
+                listed = {
+                    _name(info["name"]): info
+                    for info in fs.ls(folder, detail=True)
+                    if info["name"].rstrip("/") != own
+                }
         except FileNotFoundError:
             require_bucket(folder, "list")
             raise FileNotFoundError(f"no landing folder for {day} at {folder}") from None
