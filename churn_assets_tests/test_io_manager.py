@@ -36,7 +36,7 @@ from churn_assets.resources.parquet_io_manager import (
     each_partition_once,
 )
 from churn_assets_tests.landing_helpers import amplitude_row, jsonl, materialize_ingest, write_landing_day
-from churn_assets_tests.s3_server import local_or_s3_url
+from churn_assets_tests.s3_server import ACCESS_KEY, SECRET_KEY, local_or_s3_url
 
 days = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", fmt="%Y-%m-%d")
 months = dg.MonthlyPartitionsDefinition(start_date="2025-01", timezone="UTC", fmt="%Y-%m", end_offset=1)
@@ -472,6 +472,30 @@ def test_a_missing_bucket_or_refused_credentials_are_named(s3_server, tmp_path, 
         with pytest.raises(StorageAccessDeniedError, match=rf"no AWS credentials to write {lake.root_url}/daily/.*"
                            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
             Lake(lake.root_url).write_table(lake.table_url("daily", "date", "2025-01-02"), pl.DataFrame({"v": [1]}))
+    finally:
+        monkeypatch.undo()
+        S3FileSystem.clear_instance_cache()
+
+
+@pytest.mark.s3
+def test_a_partition_is_read_back_with_the_credentials_of_a_profile(s3_server, tmp_path, monkeypatch):
+    """Credentials from a profile (``AWS_PROFILE`` and the shared credentials file, as ``aws configure`` writes
+    them) instead of the variables: s3fs writes with them, and polars reads the partition back with them too
+    (a daily run reads install_times[D-1] so), not from the instance metadata service."""
+    lake = Lake(f"s3://lake/{tmp_path.name}")
+    url = lake.table_url("daily", "date", "2025-01-01")
+    credentials = tmp_path / "credentials"
+    credentials.write_text(f"[churn]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_PROFILE", "churn")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    S3FileSystem.clear_instance_cache()  # s3fs clients keep the credentials they were made with
+    try:
+        lake.write_table(url, pl.DataFrame({"value": [1, 2]}))
+        assert lake.scan_tables([url], {"date": pl.Date}).collect()["value"].to_list() == [1, 2]
     finally:
         monkeypatch.undo()
         S3FileSystem.clear_instance_cache()

@@ -6,12 +6,15 @@ S3 settings come only from the standard AWS variables (``AWS_ENDPOINT_URL``, ``A
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import botocore.credentials
 import botocore.exceptions
+import botocore.session
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
@@ -132,5 +135,32 @@ def polars_storage_options(url: str) -> dict[str, str] | None:
     ):
         if os.environ.get(env_name):
             options[option] = os.environ[env_name]
+    if "aws_access_key_id" not in options:
+        options |= _botocore_credentials()
     options["aws_region"] = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     return options
+
+
+def _botocore_credentials() -> dict[str, str]:
+    """The credentials botocore (and so s3fs) finds without the variables: a profile (``AWS_PROFILE``, the
+    shared credentials file), SSO, a role. Given options, polars looks for none but the variables and the
+    instance metadata service, so a run that wrote with a profile's credentials failed to read a partition
+    back. A role's temporary credentials are renewed by botocore as they near their expiry."""
+    credentials = _credential_source(*(os.environ.get(name) for name in _CREDENTIAL_PLACES))
+    if credentials is None:
+        return {}
+    frozen = credentials.get_frozen_credentials()
+    found = {"aws_access_key_id": frozen.access_key, "aws_secret_access_key": frozen.secret_key}
+    if frozen.token:
+        found["aws_session_token"] = frozen.token
+    return found
+
+
+_CREDENTIAL_PLACES = ("AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")
+
+
+@functools.lru_cache(maxsize=4)
+def _credential_source(*places: str | None) -> botocore.credentials.Credentials | None:
+    """botocore's credentials for the places ``_CREDENTIAL_PLACES`` name, found once per process: finding
+    them may be a request (a role's, or STS for a web identity), and every single partition read asks."""
+    return botocore.session.Session().get_credentials()
