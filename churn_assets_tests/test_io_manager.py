@@ -519,7 +519,7 @@ def test_raw_events_fails_at_once_on_a_misspelt_lake_bucket(s3_server, tmp_path,
 
 
 @pytest.mark.parametrize("cause", [
-    "an incomplete day", "a day never delivered", "a corrupt file",
+    "an incomplete day", "a day never delivered", "a corrupt file", "an endpoint without its scheme",
     pytest.param("wrong credentials", marks=pytest.mark.s3),
 ])
 def test_raw_events_does_not_retry_what_retrying_cannot_fix(cause, tmp_path, instance, request, monkeypatch):
@@ -538,8 +538,13 @@ def test_raw_events_does_not_retry_what_retrying_cannot_fix(cause, tmp_path, ins
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
         S3FileSystem.clear_instance_cache()
         request.addfinalizer(S3FileSystem.clear_instance_cache)
+    elif cause == "an endpoint without its scheme":  # MinIO's host:port as its console shows it
+        settings = ChurnSettings(data_url=settings.data_url, landing_url="s3://landing/exports")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "minio:9000")
     said = {"an incomplete day": "landing day 2025-01-01 is not complete", "a day never delivered": "no landing folder",
-            "a corrupt file": "cannot read landing file", "wrong credentials": "denied access"}[cause]
+            "a corrupt file": "cannot read landing file", "wrong credentials": "denied access",
+            "an endpoint without its scheme": "AWS_ENDPOINT_URL='minio:9000' has no scheme: write it as "
+            "http://minio:9000"}[cause]
     result = materialize_ingest(
         build_resources(settings), instance, "2025-01-01", selection=dg.AssetSelection.assets("raw_events"),
         raise_on_error=False,

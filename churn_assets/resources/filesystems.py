@@ -34,6 +34,10 @@ class StorageAccessDeniedError(PermissionError):
     """S3 refused a request: wrong credentials, or credentials without the permission."""
 
 
+class StorageSettingsError(ValueError):
+    """An S3 setting that cannot work (an endpoint without its scheme): no request is made, nothing retried."""
+
+
 @contextmanager
 def reaching(url: str, action: str) -> Iterator[None]:
     """Turns the errors of an S3 call that say neither where nor what plainly (botocore's and s3fs's "could
@@ -100,6 +104,20 @@ def _endpoint() -> str:
     return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or "AWS S3"
 
 
+def endpoint_url() -> str | None:
+    """The S3 endpoint the AWS variables give (None: AWS itself). One without its scheme (``minio:9000``)
+    fails naming the variable: botocore's "Invalid endpoint" named neither, and the step was retried."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        endpoint = os.environ.get(name)
+        if endpoint:
+            if "://" not in endpoint:
+                raise StorageSettingsError(
+                    f"{name}={endpoint!r} has no scheme: write it as http://{endpoint} (or https://{endpoint})"
+                )
+            return endpoint
+    return None
+
+
 def is_s3(url: str) -> bool:
     return url.startswith("s3://")
 
@@ -114,6 +132,7 @@ def join(url: str, *parts: str) -> str:
 def filesystem(url: str) -> fsspec.AbstractFileSystem:
     """The fsspec filesystem for a URL; S3 clients are cached by fsspec and never listing-cached."""
     if is_s3(url):
+        endpoint_url()  # checked before botocore reads it
         return fsspec.filesystem("s3", use_listings_cache=False, skip_instance_cache=False)
     return LocalFileSystem()
 
@@ -123,7 +142,7 @@ def polars_storage_options(url: str) -> dict[str, str] | None:
     if not is_s3(url):
         return None
     options: dict[str, str] = {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+    endpoint = endpoint_url()
     if endpoint:
         options["aws_endpoint_url"] = endpoint
         if endpoint.startswith("http://"):

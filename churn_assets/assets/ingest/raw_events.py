@@ -19,7 +19,7 @@ from churn_assets.assets.ingest.landing_files import (
 )
 from churn_assets.partitions import daily_partitions, days_in_range
 from churn_assets.resources import LakeResource, LandingDay, LandingZone
-from churn_assets.resources.filesystems import BucketNotFoundError
+from churn_assets.resources.filesystems import BucketNotFoundError, StorageSettingsError
 from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
 from churn_assets.threads import Prefetched, ordered_map
 
@@ -67,9 +67,11 @@ def _stream(
                 landing_day = _next_for(items, day)
                 vetted = vet_export_day(_until_end_of(items, day), day)
                 events = _vet_day(context, day, landing_day, vetted, lake)  # its quarantine is the lake's first write
-            except (LandingFileError, FileNotFoundError, BucketNotFoundError, PermissionError) as exc:
+            except (
+                LandingFileError, FileNotFoundError, BucketNotFoundError, PermissionError, StorageSettingsError
+            ) as exc:
                 # Retrying cannot make a corrupt file readable, an incomplete day complete, a misspelt bucket
-                # exist or credentials right: fail at once.
+                # exist, credentials right or an endpoint whole: fail at once.
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
             yield day.isoformat(), events
 
