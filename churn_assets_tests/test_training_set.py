@@ -245,6 +245,29 @@ def test_a_missing_snapshot_partition_fails_with_its_day(labelled_lake: ChurnSet
     _materialize(build_resources(settings), "2025-03")
 
 
+@pytest.mark.parametrize("old_days", [["2025-01-01", "2025-01-02"], ["2025-01-20", "2025-02-03"]])
+def test_snapshots_written_before_a_catalog_column_fail_with_the_days_to_materialize_again(
+    labelled_lake: ChurnSettings, tmp_path: Path, old_days: list[str]
+):
+    """A feature added to the catalog (or a type to CHURN_EVENT_TYPES) and features materialized again for
+    some days only: the snapshots written before lack the column. training_set failed with polars' 'unable
+    to find column "x"; valid columns: [...]' when the window's first day was old, 'did not find column x,
+    consider passing `missing_columns='insert'`' when a later one was, naming no day; it names the days."""
+    settings = _copy(labelled_lake, tmp_path)
+    lake = Lake(settings.data_url)
+    for old in old_days:
+        url = lake.table_url("features", "date", old)
+        lake.write_table(url, pl.read_parquet(url).drop("active_share_28d", "n_share_7d"))
+    stored = lake.table_url("training_set", "month", "2025-03")
+    days = ", ".join(old_days)
+    with pytest.raises(dg.Failure, match=rf"training_set\[2025-03\]: features of snapshot days {days} \(2 days\) "
+                                         r"lack the feature columns active_share_28d, n_share_7d: .*Materialize "
+                                         rf"features again for those days \(--partition-range {old_days[0]}\.\.\."
+                                         rf"{old_days[-1]};"):
+        _materialize(build_resources(settings), "2025-03")
+    assert not lake.exists(stored)  # nothing half-written
+
+
 def test_labels_stored_with_their_features_give_the_same_training_set(labelled_lake: ChurnSettings, tmp_path: Path):
     """Label partitions written when labels still carried their snapshot's feature columns are read as
     they are: only their keys and label count, and the features come from the snapshots."""

@@ -2,7 +2,7 @@
 
 import datetime as dt
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -14,7 +14,8 @@ from churn_assets.assets.features.labels import HORIZON_DAYS, LABELS_SCHEMA
 from churn_assets.config import SETTINGS
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, monthly_partitions
 from churn_assets.resources import ChurnParameters, LakeResource
-from churn_assets.resources.lake import Lake, some_keys
+from churn_assets.resources.filesystems import polars_storage_options
+from churn_assets.resources.lake import Lake, partition_key, some_keys
 from churn_assets.resources.parquet_io_manager import PartitionStream
 
 # The partition mapping is static, so L is fixed when the definitions load; the resource must agree.
@@ -175,6 +176,7 @@ def training_set(
             allow_retries=False,
         )
     schema = training_set_schema(churn.event_types)
+    feature_columns = [c for c in features_schema(churn.event_types) if c != "user_id"]
     windows = [MonthWindow.of(month, LOOKBACK_MONTHS) for month in context.partition_keys]
     scans = {w.month: _labels_in(labels, w) for w in windows}
     # Validate every month before writing any, so a failing month fails the run with a clear message.
@@ -186,7 +188,7 @@ def training_set(
         for window in windows:
             class_counts = counts[window.month]
             rows = stratified_rows(scans[window.month], class_counts, churn.max_training_rows).collect()
-            frame = with_snapshot_features(window, rows, lake.lake).select(list(schema)).cast(schema)
+            frame = with_snapshot_features(window, rows, lake.lake, feature_columns).select(list(schema)).cast(schema)
             frame = frame.sort("snapshot_date", "user_id")
             labelled = sum(class_counts.values())
             context.add_asset_metadata(
@@ -217,8 +219,9 @@ def _labels_in(labels: pl.LazyFrame | None, window: MonthWindow) -> pl.LazyFrame
     )
 
 
-def with_snapshot_features(window: MonthWindow, rows: pl.DataFrame, lake: Lake) -> pl.DataFrame:
-    """``rows`` (labels) with their user's columns of ``features[snapshot_date]``, in the rows' order.
+def with_snapshot_features(window: MonthWindow, rows: pl.DataFrame, lake: Lake, columns: Sequence[str]) -> pl.DataFrame:
+    """``rows`` (labels) with their user's ``columns`` (the catalog's) of ``features[snapshot_date]``, in the
+    rows' order.
 
     Only the rows' snapshot days are read, and cut to the rows' keys as they are read (a semi-join builds
     on the rows, which the cap bounds, and streams the features), so memory follows the rows kept, not the
@@ -235,12 +238,30 @@ def with_snapshot_features(window: MonthWindow, rows: pl.DataFrame, lake: Lake) 
             allow_retries=False,
         )
     # rows is never empty: the month passed _require_enough_labels.
-    found = (
-        lake.scan_tables(urls, {"date": pl.Date()})
-        .rename({"date": "snapshot_date"})
-        .join(rows.lazy().select(keys), on=keys, how="semi")
-        .collect(engine="streaming")
-    )
+    try:
+        found = (
+            lake.scan_tables(urls, {"date": pl.Date()})
+            .rename({"date": "snapshot_date"})
+            .select(*keys, *columns)
+            .join(rows.lazy().select(keys), on=keys, how="semi")
+            .collect(engine="streaming")
+        )
+    except pl.exceptions.ColumnNotFoundError as exc:
+        # Partitions written before the catalog (or CHURN_EVENT_TYPES) gained columns: polars names one
+        # column, whether the scan's first file or a later one lacks it, and no day.
+        lacking = _days_lacking(urls, columns)
+        if not lacking:
+            raise
+        days, missing = sorted(lacking), sorted({c for cs in lacking.values() for c in cs})
+        raise dg.Failure(
+            f"training_set[{window.month}]: features of snapshot days {some_keys(days)} ({len(days)} days) lack "
+            f"the feature columns {some_keys(missing)}: they were materialized before the feature catalog or "
+            f"CHURN_EVENT_TYPES gained them. Materialize features again for those days (--partition-range "
+            f"{days[0]}...{days[-1]}; a new event type needs user_daily of their windows first, which features "
+            "names), then this month.",
+            metadata={"features_days_lacking_columns": len(days), "missing_columns": dg.MetadataValue.json(missing)},
+            allow_retries=False,
+        ) from exc
     frame = rows.join(found.with_columns(pl.lit(True).alias("_found")), on=keys, how="left", maintain_order="left")
     lost = frame.filter(pl.col("_found").is_null())
     if not lost.is_empty():
@@ -254,6 +275,17 @@ def with_snapshot_features(window: MonthWindow, rows: pl.DataFrame, lake: Lake) 
             allow_retries=False,
         )
     return frame.drop("_found")
+
+
+def _days_lacking(urls: list[str], columns: Sequence[str]) -> dict[str, list[str]]:
+    """The days of the ``features`` tables ``urls`` whose file lacks some of ``columns``, with those columns."""
+    lacking = {}
+    for url in urls:
+        stored = pl.scan_parquet(url, glob=False, storage_options=polars_storage_options(url)).collect_schema()
+        missing = [c for c in columns if c not in stored]
+        if missing:
+            lacking[partition_key(url, "date")] = missing
+    return lacking
 
 
 def _class_counts(scan: pl.LazyFrame) -> dict[int, int]:
