@@ -13,7 +13,20 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     simulate_cli.add_subcommand(subparsers)
+    catalog = subparsers.add_parser(
+        "features-doc",
+        help="print the feature catalog as Markdown (churn-assets features-doc > docs/features.md)",
+        description="Print docs/features.md: the feature catalog (assets/features/catalog.py) as a Markdown table.",
+    )
+    catalog.set_defaults(func=_print_features_doc)
     return parser
+
+
+def _print_features_doc(args: argparse.Namespace) -> int:
+    from churn_assets.assets.features.catalog import catalog_markdown
+
+    sys.stdout.write(catalog_markdown())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,9 +44,12 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "features.md"
 
 
 # -- the catalog ------------------------------------------------------------------------------------
-def test_committed_doc_equals_the_generated_catalog():
-    assert DOC.read_text() == catalog_markdown(), (
-        "docs/features.md is stale: run `python -m churn_assets.assets.features.catalog > docs/features.md`"
+def test_committed_doc_equals_the_generated_catalog(capsys):
+    from churn_assets.cli import main
+
+    assert main(["features-doc"]) == 0
+    assert DOC.read_text() == capsys.readouterr().out == catalog_markdown(), (
+        "docs/features.md is stale: run `churn-assets features-doc > docs/features.md`"
     )
 
 

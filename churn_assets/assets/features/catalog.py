@@ -1,7 +1,7 @@
 """The feature catalog: every column of a ``features`` partition, its type and what it means.
 
 It is the single source of the features' schema: ``features`` casts to it, its asset metadata and
-``docs/features.md`` are generated from it (``python -m churn_assets.assets.features.catalog`` rewrites
+``docs/features.md`` are generated from it (``churn-assets features-doc > docs/features.md`` rewrites
 the doc; a test keeps the committed one equal to the generated one), so code, UI and docs agree.
 """
 
@@ -159,7 +159,7 @@ def catalog_markdown(event_types: Sequence[str] = DEFAULT_EVENT_TYPES) -> str:
         "# Features",
         "",
         "<!-- Generated from churn_assets/assets/features/catalog.py by",
-        "     `python -m churn_assets.assets.features.catalog > docs/features.md`; do not edit by hand. -->",
+        "     `churn-assets features-doc > docs/features.md`; do not edit by hand. -->",
         "",
         "`features[D]` holds one row per user *at risk* on D (installed on or before D, active at least once",
         f"in D-{LOOKBACK_DAYS - 1}..D), sorted by `user_id`, computed from `user_daily[D-{LOOKBACK_DAYS - 1}..D]`"
@@ -179,7 +179,3 @@ def catalog_markdown(event_types: Sequence[str] = DEFAULT_EVENT_TYPES) -> str:
             f"| `{f.name}` | {f.dtype} | {f.kind} | {'yes' if f.nullable else 'no'} | {f.definition} |"
         )
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    print(catalog_markdown(), end="")
