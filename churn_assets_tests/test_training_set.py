@@ -23,16 +23,16 @@ from churn_assets.assets.ml.training_set import (
     months_to_train,
     stratified_rows,
     training_set,
-    training_set_is_sound,
     training_set_schema,
 )
+from churn_assets.assets.ml.checks import training_set_is_sound
 from churn_assets.config import DEFAULT_EVENT_TYPES, ChurnSettings
 from churn_assets.partitions import daily_partitions, monthly_partitions
 from churn_assets.resources import ChurnParameters, build_resources
 from churn_assets.resources.lake import Lake
 from churn_assets.simulate import simulate
 
-from churn_assets_tests.helpers import INGEST_AND_FEATURES, day, materialize_selected, range_tags, read_partition
+from churn_assets_tests.helpers import INGEST_AND_FEATURES, day, materialize_selected, read_partition
 
 ASSETS = [*INGEST_AND_FEATURES, training_set, training_set_is_sound]
 SIM_DAYS = 59  # 2025-01-01 .. 2025-02-28: the labels training_set[2025-02] and [2025-03] cover

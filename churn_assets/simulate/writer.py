@@ -28,7 +28,6 @@ from churn_assets.simulate.population import (
     EVENT_TYPES,
     PLATFORMS,
     PROPERTY_TABLE,
-    US_PER_DAY,
     DayEvents,
     version_name,
 )

@@ -1,4 +1,5 @@
-"""Blocking checks of the model and its predictions: a failure stops what reads them in the same run."""
+"""Blocking checks of the training set, the model and its predictions: a failure stops what reads them in
+the same run."""
 
 import datetime as dt
 from collections.abc import Iterator
@@ -7,9 +8,68 @@ import dagster as dg
 import polars as pl
 
 from churn_assets.assets.check_days import check_result, each_partition, partition_check, without_rows
+from churn_assets.assets.features.labels import HORIZON_DAYS
 from churn_assets.assets.ml.model import SCORE_COLUMN, model
 from churn_assets.assets.ml.predictions import predictions
+from churn_assets.assets.ml.training_set import training_set
 from churn_assets.resources.model_io_manager import ChurnModel
+
+
+LABEL_RATE_BAND = (0.01, 0.9)
+_CUTOFF_COUNTS = ["labels_after_cutoff", "snapshots_after_cutoff", "snapshots_not_h_days_before_label"]
+
+
+@partition_check(
+    "training_set_is_sound",
+    training_set,
+    (
+        f"Per month: both classes present, label rate within {LABEL_RATE_BAND}, every label known "
+        "before the month (label_date < its first day) and every snapshot H days before its label."
+    ),
+)
+def training_set_is_sound(
+    context: dg.AssetCheckExecutionContext, training_set: pl.LazyFrame
+) -> Iterator[dg.AssetCheckEvaluation]:
+    month_start = pl.concat_str(pl.col("month"), pl.lit("-01")).str.to_date()
+    horizon = pl.duration(days=HORIZON_DAYS)
+    per_month = (
+        training_set.group_by("month")
+        .agg(
+            pl.len().alias("rows"),
+            pl.col("churned").mean().alias("label_rate"),
+            pl.col("churned").n_unique().alias("classes"),
+            (pl.col("label_date") >= month_start).sum().alias("labels_after_cutoff"),
+            (pl.col("snapshot_date") > month_start - horizon - pl.duration(days=1))
+            .sum()
+            .alias("snapshots_after_cutoff"),
+            (pl.col("label_date") - pl.col("snapshot_date") != horizon).sum().alias(
+                "snapshots_not_h_days_before_label"
+            ),
+        )
+        .sort("month")
+        .collect()
+    )
+    low, high = LABEL_RATE_BAND
+    stats = {row["month"]: row for row in per_month.iter_rows(named=True)}
+    results = {}
+    for month in context.partition_keys:
+        row = stats.get(month, {"rows": 0, "label_rate": None, "classes": 0})
+        label_rate = row["label_rate"]
+        failures = {
+            "months_with_one_class": int(row["classes"] < 2),
+            "months_with_label_rate_outside_band": int(label_rate is None or not low <= label_rate <= high),
+            **{name: row.get(name, 0) for name in _CUTOFF_COUNTS},
+        }
+        rate = round(label_rate, 4) if label_rate is not None else 0.0
+        hint = {}
+        if failures["snapshots_not_h_days_before_label"]:  # labels made under another CHURN_HORIZON_DAYS
+            hint["cause"] = (
+                f"labels whose snapshot is not {HORIZON_DAYS} days (CHURN_HORIZON_DAYS) before them were made "
+                f"with another horizon: materialize labels again over the label days of training_set[{month}], "
+                "then training_set"
+            )
+        results[month] = check_result(failures, label_rate=rate, rows=row["rows"], **hint)
+    yield from each_partition(context, results)
 
 
 @partition_check(

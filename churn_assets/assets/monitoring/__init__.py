@@ -3,5 +3,5 @@
 from churn_assets.assets.monitoring.checks import features_have_not_drifted
 from churn_assets.assets.monitoring.drift_report import drift_report
 
-assets: list = [drift_report]
-asset_checks: list = [features_have_not_drifted]
+assets = [drift_report]
+asset_checks = [features_have_not_drifted]
