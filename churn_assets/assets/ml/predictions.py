@@ -80,15 +80,16 @@ def predictions(
 
 def require_model_features(asset: str, day: dt.date, churn_model: ChurnModel, features: pl.DataFrame) -> None:
     """Fails ``asset[day]`` by name when ``features[day]`` lacks columns the model of its month needs (the
-    event types changed since it was trained), saying which and what to do."""
+    event types, or the feature catalog, differ between the two), saying which and what to do."""
     missing = churn_model.features_missing_from(features.columns)
     if missing:
         month = day.strftime(MONTH_FORMAT)
         raise dg.Failure(
             f"{asset}[{day}]: features[{day}] lacks columns {missing} that model[{month}] "
-            f"({churn_model.version}, trained for {churn_model.card['trained_for_month']}) needs: CHURN_EVENT_TYPES "
-            f"changed since it was trained. Set CHURN_EVENT_TYPES back and materialize features[{day}] again, or "
-            f"train model[{month}] on the current features (training_set and model for {month}).",
+            f"({churn_model.version}, trained for {churn_model.card['trained_for_month']}) needs: features[{day}] "
+            "and the model were made with other event types (CHURN_EVENT_TYPES) or another feature catalog. "
+            f"Materialize features[{day}] again with the model's (a new event type needs user_daily of its window "
+            f"first), or train model[{month}] on the current features (training_set and model for {month}).",
             metadata={"missing_features": dg.MetadataValue.json(missing)},
             allow_retries=False,
         )
