@@ -908,3 +908,20 @@ def test_storage_urls_follow_the_contract(tmp_path, monkeypatch):
     lake = Lake("s3://bucket/prefix")
     assert lake.table_url("raw_events", "date", "2025-01-02") == "s3://bucket/prefix/raw_events/date=2025-01-02/data.parquet"
     assert lake.partition_url("model", "month", "2025-03") == "s3://bucket/prefix/model/month=2025-03"
+
+
+@pytest.mark.s3
+def test_a_bucket_the_credentials_may_not_look_at_is_not_reported_missing(s3_server, tmp_path, monkeypatch):
+    """S3 answers HeadBucket with 403 for credentials it refuses: the bucket exists, so require_bucket says
+    nothing, and the listing that needed it reports the access denied, not a misspelt bucket."""
+    from churn_assets.resources.filesystems import require_bucket
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    S3FileSystem.clear_instance_cache()
+    try:
+        require_bucket(f"s3://landing/{tmp_path.name}", "list")  # no BucketNotFoundError
+        with pytest.raises(StorageAccessDeniedError, match="denied access"):
+            LandingZone(url=f"s3://landing/{tmp_path.name}").data_files(dt.date(2025, 1, 1))
+    finally:
+        monkeypatch.undo()
+        S3FileSystem.clear_instance_cache()
