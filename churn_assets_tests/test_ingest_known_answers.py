@@ -566,6 +566,17 @@ def test_csv_lines_may_end_in_lf_crlf_or_cr(eol):
     assert vetted.events.get_column("event_id").to_list() == ["e9", "e10"]
 
 
+def test_a_cr_csv_with_a_line_break_in_a_quoted_field_is_read_by_cr():
+    """Excel for Mac ends its "CSV (Macintosh)" records in CR and writes a line break typed in a cell (Option-Return)
+    as LF, quoted: the file's line end is the header's, not LF wherever one is. Read by LF, the header was the
+    text up to that LF, and the day materialized without any of its events and without an error."""
+    header, first, second = DAY2_CSV.splitlines()
+    text = "\r".join([header, first.replace(",web,", ',"we\nb",'), second]) + "\r"
+    vetted = _vetted("a.csv", text.encode(), "2025-01-02")
+    assert vetted.events.get_column("event_id").to_list() == ["e9", "e10"]
+    assert vetted.events.get_column("platform").to_list() == ["we\nb", "web"]
+
+
 @pytest.mark.parametrize("name", ["a.jsonl", "a.jsonl.gz", "a.json.gz", "a.csv", "a.csv.gz", "a.parquet"])
 def test_an_empty_file_of_any_type_is_a_day_without_events(name):
     """docs/coming_from.md: a day without events is delivered as an empty file (a CronJob's CSV of nothing)."""

@@ -11,6 +11,7 @@ import datetime as dt
 import gzip
 import io
 import json
+import re
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -181,9 +182,11 @@ def decode_piece(piece: LandingPiece) -> pl.DataFrame:
 def _read_csv(data: bytes) -> pl.DataFrame:
     """A CSV file's frame, every column as text. A file that is not UTF-8 (an export in cp1252, say) fails
     naming its first line that is not: every line with an accent in it would be, so quarantining them one by
-    one would keep a few rows and hide the cause. Lines end in LF or CRLF, or in CR alone in a file without
-    any LF (Excel for Mac's "CSV (Macintosh)"), which read by LF was one header line and no event, silently."""
-    eol = b"\r" if b"\n" not in data and b"\r" in data else b"\n"
+    one would keep a few rows and hide the cause. Lines end in LF or CRLF, or in CR alone when the header's
+    does (Excel for Mac's "CSV (Macintosh)", which read by LF was one header line and no event, silently; its
+    quoted fields may hold an LF, a line break typed in a cell)."""
+    header_end = re.search(rb"\r\n?|\n", data)
+    eol = b"\r" if header_end is not None and header_end.group() == b"\r" else b"\n"
     try:
         return pl.read_csv(io.BytesIO(data), infer_schema=False, eol_char=eol.decode())
     except pl.exceptions.NoDataError:  # no header either: a byte order mark or a line end alone, as an empty file
