@@ -227,3 +227,15 @@ def test_a_catch_up_request_runs_the_days_missed(tmp_path, instance):
         assert (tmp_path / "lake" / "install_times" / f"date={day}" / "data.parquet").exists()
     request = _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 1, 6, 2, tzinfo=UTC))
     assert request.partition_key == "2025-01-05"  # caught up: the next tick is a normal day's
+
+
+def test_weekly_scoring_of_an_early_month_runs_when_its_model_exists(instance):
+    """A month too early to train under the settings may have a model anyway: trained before CHURN_START_DATE
+    was moved later, or under a shorter CHURN_HORIZON_DAYS. Its Sundays were skipped as 'cannot be trained',
+    leaving the month unscored though predictions could run; the tick asks for them when the model is stored."""
+    tick = dt.datetime(2025, 1, 6, 3, tzinfo=UTC)
+    assert isinstance(_evaluate_on(instance, "weekly_scoring", tick), dg.SkipReason)
+
+    instance.report_runless_asset_event(dg.AssetMaterialization("model", partition="2025-01"))
+    request = _evaluate_on(instance, "weekly_scoring", tick)
+    assert isinstance(request, dg.RunRequest) and request.partition_key == "2025-01-05"

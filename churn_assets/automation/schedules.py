@@ -11,7 +11,8 @@ schedules and jobs apart).
 A tick whose partition does not exist (before ``CHURN_START_DATE``) is skipped with a reason, and so is a
 tick of ``monthly_retraining`` or ``weekly_scoring`` in one of the first months, whose lookback begins before
 ``CHURN_START_DATE`` and which can have no model (``training_set.too_early_to_train``): their runs could
-only fail. The run key is the partition key, so a tick evaluated twice launches one run.
+only fail (a Sunday is scored when its month's model is materialized all the same). The run key is the
+partition key, so a tick evaluated twice launches one run.
 """
 
 import datetime as dt
@@ -102,7 +103,10 @@ def weekly_scoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequ
     request = _yesterday(context)
     if isinstance(request, dg.RunRequest):
         day, month = request.partition_key, request.partition_key[:7]
-        if why := too_early_to_train(month):
+        # A model stored anyway (trained before CHURN_START_DATE moved later, or under another H) can score.
+        if (why := too_early_to_train(month)) and not latest_materializations(
+            context.instance, dg.AssetKey("model"), [month]
+        ):
             return dg.SkipReason(f"predictions and drift_report of {day} need a model of {month}: {why}")
     return request
 
