@@ -239,3 +239,22 @@ def test_weekly_scoring_of_an_early_month_runs_when_its_model_exists(instance):
     instance.report_runless_asset_event(dg.AssetMaterialization("model", partition="2025-01"))
     request = _evaluate_on(instance, "weekly_scoring", tick)
     assert isinstance(request, dg.RunRequest) and request.partition_key == "2025-01-05"
+
+
+def test_daily_refresh_does_not_catch_up_days_whose_runs_are_queued_or_in_progress(instance):
+    """install_times[D-1] is not stored yet while D-1's run waits in the serial lane (behind a backfill, say) or
+    runs: those days are not missed. The tick asked for them again in a range, refreshing each of them twice."""
+
+    def run(status: dg.DagsterRunStatus, **tags: str) -> None:
+        instance.add_run(dg.DagsterRun(job_name="daily_refresh", status=status, tags=tags))
+
+    _refreshed(instance, "2025-03-01")
+    backfill = {"dagster/asset_partition_range_start": "2025-03-02", "dagster/asset_partition_range_end": "2025-03-07"}
+    run(dg.DagsterRunStatus.STARTED, **backfill)
+    run(dg.DagsterRunStatus.STARTING, **{"dagster/partition": "2025-03-08"})
+    request = _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 3, 10, 2, tzinfo=UTC))
+    assert (request.partition_key, request.run_key) == ("2025-03-09", "2025-03-09")
+
+    run(dg.DagsterRunStatus.FAILURE, **{"dagster/partition": "2025-03-10"})
+    request = _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 3, 12, 2, tzinfo=UTC))
+    assert _range_of(request) == ("2025-03-09", "2025-03-11")  # a failed run refreshes nothing: its day is missed

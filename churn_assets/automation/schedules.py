@@ -75,6 +75,9 @@ def _with_missed_days(instance: dg.DagsterInstance, request: dg.RunRequest) -> d
     before = [day - dt.timedelta(days=n) for n in range(1, MAX_CATCH_UP_DAYS + 1)]
     before = [d for d in before if d >= start]
     refreshed = latest_materializations(instance, dg.AssetKey("install_times"), [d.isoformat() for d in before])
+    # A day whose run is queued (behind a backfill in the serial lane, say) or running is not missed: asked for
+    # again, it was refreshed twice. Should that run fail, the next tick finds the day missed.
+    refreshed |= dict.fromkeys(_days_in_flight(instance))
     missed = []
     for earlier in before:  # newest first
         if earlier.isoformat() in refreshed:
@@ -88,8 +91,28 @@ def _with_missed_days(instance: dg.DagsterInstance, request: dg.RunRequest) -> d
     first, last = missed[-1].isoformat(), request.partition_key
     return dg.RunRequest(
         run_key=f"{first}...{last}",
-        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+        tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
     )
+
+
+def _days_in_flight(instance: dg.DagsterInstance) -> set[str]:
+    """The days of the daily_refresh runs queued, launched or running: a partition's, or a range's."""
+    runs = instance.get_runs(dg.RunsFilter(job_name=daily_refresh.name, statuses=_IN_FLIGHT))
+    days = set()
+    for run in runs:
+        first, last = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
+        if first and last:
+            days.update(daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, last)))
+        elif run.tags.get("dagster/partition"):
+            days.add(run.tags["dagster/partition"])
+    return days
+
+
+_IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 @dg.schedule(
