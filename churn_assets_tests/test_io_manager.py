@@ -925,3 +925,18 @@ def test_a_bucket_the_credentials_may_not_look_at_is_not_reported_missing(s3_ser
     finally:
         monkeypatch.undo()
         S3FileSystem.clear_instance_cache()
+
+
+def test_polars_reaches_the_endpoint_botocore_writes_to(monkeypatch):
+    """botocore (and so s3fs, which writes the lake) takes AWS_ENDPOINT_URL_S3 before AWS_ENDPOINT_URL; polars
+    reads with the endpoint the project gives it, which took the other order: reads went to another store."""
+    import botocore.session
+
+    from churn_assets.resources.filesystems import polars_storage_options
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://global:1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://s3specific:2")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    botocore_endpoint = botocore.session.Session().create_client("s3", region_name="us-east-1").meta.endpoint_url
+    assert polars_storage_options("s3://lake/x")["aws_endpoint_url"] == botocore_endpoint == "http://s3specific:2"

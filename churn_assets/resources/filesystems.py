@@ -101,13 +101,13 @@ def _s3_error_code(exc: BaseException | None) -> str | None:
 
 
 def _endpoint() -> str:
-    return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or "AWS S3"
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
 
 
 def endpoint_url() -> str | None:
     """The S3 endpoint the AWS variables give (None: AWS itself). One without its scheme (``minio:9000``)
     fails naming the variable: botocore's "Invalid endpoint" named neither, and the step was retried."""
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):  # botocore's order: the service's own first
         endpoint = os.environ.get(name)
         if endpoint:
             if "://" not in endpoint:
