@@ -478,18 +478,25 @@ def test_a_missing_bucket_or_refused_credentials_are_named(s3_server, tmp_path, 
 
 
 @pytest.mark.s3
-def test_a_partition_is_read_back_with_the_credentials_of_a_profile(s3_server, tmp_path, monkeypatch):
+@pytest.mark.parametrize("endpoint_in", ["variable", "profile"])
+def test_a_partition_is_read_back_with_the_credentials_of_a_profile(s3_server, tmp_path, monkeypatch, endpoint_in):
     """Credentials from a profile (``AWS_PROFILE`` and the shared credentials file, as ``aws configure`` writes
     them) instead of the variables: s3fs writes with them, and polars reads the partition back with them too
-    (a daily run reads install_times[D-1] so), not from the instance metadata service."""
+    (a daily run reads install_times[D-1] so), not from the instance metadata service. Likewise with the
+    endpoint in the profile's config (``endpoint_url``) instead of AWS_ENDPOINT_URL (polars finds that one)."""
     lake = Lake(f"s3://lake/{tmp_path.name}")
     url = lake.table_url("daily", "date", "2025-01-01")
     credentials = tmp_path / "credentials"
     credentials.write_text(f"[churn]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n")
+    config = tmp_path / "config"
+    config.write_text(f"[profile churn]\nendpoint_url = {os.environ['AWS_ENDPOINT_URL']}\n")
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
+    if endpoint_in == "profile":
+        monkeypatch.delenv("AWS_ENDPOINT_URL")
+        monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config if endpoint_in == "profile" else tmp_path / "none"))
     monkeypatch.setenv("AWS_PROFILE", "churn")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     S3FileSystem.clear_instance_cache()  # s3fs clients keep the credentials they were made with
