@@ -577,6 +577,18 @@ def test_a_cr_csv_with_a_line_break_in_a_quoted_field_is_read_by_cr():
     assert vetted.events.get_column("platform").to_list() == ["we\nb", "web"]
 
 
+@pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+def test_a_csv_not_in_utf8_names_its_line_whatever_its_lines_end_in(eol):
+    """An export in Windows-1252 fails naming its first line that is not UTF-8: in a file of CR line ends
+    (Excel for Mac) too, where counting LFs named line 1 whatever the line."""
+    from churn_assets.assets.ingest.landing_files import LandingFileError
+
+    header, first, second = DAY2_CSV.splitlines()
+    text = eol.join([header, first, second.replace("JP", "Québec")]) + eol
+    with pytest.raises(LandingFileError, match="line 3 is not UTF-8 text"):
+        _vetted("a.csv", text.encode("cp1252"), "2025-01-02")
+
+
 @pytest.mark.parametrize("name", ["a.jsonl", "a.jsonl.gz", "a.json.gz", "a.csv", "a.csv.gz", "a.parquet"])
 def test_an_empty_file_of_any_type_is_a_day_without_events(name):
     """docs/coming_from.md: a day without events is delivered as an empty file (a CronJob's CSV of nothing)."""
