@@ -23,7 +23,11 @@ from s3fs import S3FileSystem
 
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import LandingZone, build_resources
-from churn_assets.resources.filesystems import BucketNotFoundError, StorageAccessDeniedError
+from churn_assets.resources.filesystems import (
+    BucketNotFoundError,
+    StorageAccessDeniedError,
+    polars_storage_options,
+)
 from churn_assets.resources.lake import LOCAL_COPIES, Lake, remove_stale_copies
 from churn_assets.resources.parquet_io_manager import (
     RECENT,
@@ -506,6 +510,24 @@ def test_a_partition_is_read_back_with_the_credentials_of_a_profile(s3_server, t
     finally:
         monkeypatch.undo()
         S3FileSystem.clear_instance_cache()
+
+
+def test_a_profile_s_session_token_reaches_polars_with_its_keys(tmp_path, monkeypatch):
+    """A role's or SSO's credentials found through a profile are temporary: their session token goes to polars
+    with the keys, or every partition read back is refused while s3fs, which has it, writes."""
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[role]\naws_access_key_id = AKIATEMP\naws_secret_access_key = secret\n"
+                           "aws_session_token = the-session-token\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
+                 "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_PROFILE", "role")
+    options = polars_storage_options("s3://lake/churn")
+    assert {k: options[k] for k in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")} == {
+        "aws_access_key_id": "AKIATEMP", "aws_secret_access_key": "secret", "aws_session_token": "the-session-token"
+    }
 
 
 @pytest.mark.s3
