@@ -22,6 +22,7 @@ from churn_assets.assets.ml.training_set import (
     _labels_in,
     months_to_train,
     stratified_rows,
+    too_early_to_train,
     training_set,
     training_set_schema,
 )
@@ -386,3 +387,18 @@ def test_months_to_train_from_the_first_with_a_whole_lookback():
     assert months_to_train(dt.date(2025, 1, 3), dt.date(2025, 3, 15), 9, 3) == ["2025-03"]
     with pytest.raises(ValueError, match="needs at least 21"):
         training.time_split(dt.date(2025, 1, 3), dt.date(2025, 1, 22), 9, 0.15, 0.15)
+
+
+def test_too_early_to_train_agrees_with_the_split_at_the_edge():
+    """The schedules skip, and the errors explain, exactly the months whose snapshots are too few for the split:
+    February from a 2 January start (H = 9) spans just the 21 days needed and is trained, from 3 January it is
+    a day short and March is the first month with a model; with a horizon no lookback can hold (H = 30, L = 2)
+    no month is too early, none can be trained, and training says why."""
+    assert too_early_to_train("2025-02", dt.date(2025, 1, 2), 9, 3) is None
+    assert too_early_to_train("2025-01", dt.date(2025, 1, 2), 9, 3).endswith("the first month with a model is 2025-02")
+    assert too_early_to_train("2025-02", dt.date(2025, 1, 3), 9, 3) == (
+        "model[2025-02] cannot be trained: its lookback (2024-11-01..2025-01-31) begins before CHURN_START_DATE "
+        "2025-01-03, so its training set's snapshots span 20 days, where the time split needs 21 (2 x H + 3, "
+        "H = 9); the first month with a model is 2025-03"
+    )
+    assert too_early_to_train("2025-02", dt.date(2025, 1, 1), 30, 2) is None
