@@ -552,15 +552,17 @@ def test_a_first_run_after_the_first_partition_says_where_install_times_starts(
 
 def test_a_day_after_a_gap_says_which_range_to_run(local_settings, local_resources, instance):
     """A cron host that missed days: install_times[D] lacks D-1 and the days before it back to the last one
-    stored, and the error names the range that fills the gap, not only the day before."""
-    days = [FIRST_DAY + dt.timedelta(days=i) for i in (0, 3)]
+    stored, and the error names the range that fills the gap (after the last day stored, not the first), not
+    only the day before."""
+    days = [FIRST_DAY + dt.timedelta(days=i) for i in (0, 1, 4)]
     for day in days:
         write_landing_day(local_settings.landing_url, day.isoformat(), {"a.jsonl": jsonl(_valid_rows(day))})
-    assert materialize_ingest(local_resources, instance, days[0].isoformat()).success
+    for day in days[:2]:
+        assert materialize_ingest(local_resources, instance, day.isoformat()).success
 
-    result = materialize_ingest(local_resources, instance, days[1].isoformat(), raise_on_error=False)
+    result = materialize_ingest(local_resources, instance, days[2].isoformat(), raise_on_error=False)
 
     assert not result.success
     text = _failure_text(result)
-    assert "install_times has no stored partition 2025-01-03" in text
-    assert "run the days from 2025-01-02 on as one range, --partition-range 2025-01-02...<the day>" in text
+    assert "install_times has no stored partition 2025-01-04" in text
+    assert "run the days from 2025-01-03 on as one range, --partition-range 2025-01-03...<the day>" in text
