@@ -218,6 +218,10 @@ def test_features_lacking_a_model_feature_fail_naming_the_day_the_model_and_what
     message = failure.step_failure_data.error.message
     assert f"{name}[{DAY}]: features[{DAY}] lacks columns ['n_share_7d', 'n_share_28d']" in message
     assert f"model[{MARCH}]" in message and "CHURN_EVENT_TYPES" in message
+    # Both causes (the event types, the feature catalog) and both ways out.
+    assert "other event types (CHURN_EVENT_TYPES) or another feature catalog" in message
+    assert f"Materialize features[{DAY}] again with the model's" in message
+    assert f"or train model[{MARCH}] on the current features (training_set and model for {MARCH})" in message
     assert failure.step_failure_data.user_failure_data is not None  # a dg.Failure: not retried
     assert not Lake(lake).exists(Lake(lake).partition_url(name, "date", DAY.isoformat()))
 
