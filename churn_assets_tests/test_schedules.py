@@ -193,6 +193,10 @@ def test_daily_refresh_catches_up_from_the_first_partition_but_not_over_a_long_g
     (or a history never loaded) is left to a backfill run on purpose: the tick asks for yesterday alone."""
     request = _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 1, 5, 2, tzinfo=UTC))
     assert _range_of(request) == ("2025-01-01", "2025-01-04")
+    # The first partition at the window's far end, 31 days before yesterday, is within it; a day later it is not.
+    request = _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 2, 2, 2, tzinfo=UTC))
+    assert _range_of(request) == ("2025-01-01", "2025-02-01")
+    assert _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 2, 3, 2, tzinfo=UTC)).partition_key == "2025-02-02"
 
     _refreshed(instance, "2025-01-29")  # 32 days before 2025-03-02, 31 before 2025-03-01
     assert _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 3, 3, 2, tzinfo=UTC)).partition_key == "2025-03-02"

@@ -84,7 +84,7 @@ def _with_missed_days(instance: dg.DagsterInstance, request: dg.RunRequest) -> d
             break
         missed.append(earlier)
     else:
-        if len(before) == MAX_CATCH_UP_DAYS:  # none refreshed in the window, and the first partition lies further
+        if before and before[-1] > start:  # none refreshed in the window, and the first partition lies further
             return request
     if not missed:
         return request
