@@ -26,6 +26,7 @@ from churn_assets.resources import LandingZone, build_resources
 from churn_assets.resources.filesystems import (
     BucketNotFoundError,
     StorageAccessDeniedError,
+    StorageSettingsError,
     polars_storage_options,
 )
 from churn_assets.resources.lake import LOCAL_COPIES, Lake, remove_stale_copies
@@ -40,7 +41,7 @@ from churn_assets.resources.parquet_io_manager import (
     each_partition_once,
 )
 from churn_assets_tests.landing_helpers import amplitude_row, jsonl, materialize_ingest, write_landing_day
-from churn_assets_tests.s3_server import ACCESS_KEY, SECRET_KEY, local_or_s3_url
+from churn_assets_tests.s3_server import ACCESS_KEY, SECRET_KEY, _free_port, local_or_s3_url
 
 days = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", fmt="%Y-%m-%d")
 months = dg.MonthlyPartitionsDefinition(start_date="2025-01", timezone="UTC", fmt="%Y-%m", end_offset=1)
@@ -531,6 +532,29 @@ def test_a_profile_s_session_token_reaches_polars_with_its_keys(tmp_path, monkey
 
 
 @pytest.mark.s3
+def test_aws_endpoint_url_s3_is_the_endpoint_of_writes_and_reads_alike(s3_server, tmp_path, monkeypatch):
+    """botocore, and so s3fs, which writes, takes AWS_ENDPOINT_URL_S3 before AWS_ENDPOINT_URL (the endpoint of
+    every other service): polars, which reads a partition back, takes the same, and one without its scheme is
+    refused naming that variable."""
+    lake_url = f"s3://lake/{tmp_path.name}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")  # nothing listens there
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint)
+    S3FileSystem.clear_instance_cache()
+    try:
+        assert polars_storage_options(lake_url)["aws_endpoint_url"] == s3_server.endpoint
+        lake = Lake(lake_url)
+        url = lake.table_url("daily", "date", "2025-01-01")
+        lake.write_table(url, pl.DataFrame({"value": [1, 2]}))
+        assert lake.scan_tables([url], {"date": pl.Date}).collect()["value"].to_list() == [1, 2]
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint.removeprefix("http://"))
+        with pytest.raises(StorageSettingsError, match=r"AWS_ENDPOINT_URL_S3='127\.0\.0\.1:\d+' has no scheme"):
+            Lake(lake_url)
+    finally:
+        monkeypatch.undo()
+        S3FileSystem.clear_instance_cache()
+
+
+@pytest.mark.s3
 def test_raw_events_fails_at_once_on_a_misspelt_lake_bucket(s3_server, tmp_path, instance):
     """Its first write to the lake (the day's quarantine) names the bucket, and retrying cannot create it:
     the step is not retried (it was, twice, and the alert then said 'Exceeded max_retries of 2')."""
@@ -954,18 +978,3 @@ def test_a_bucket_the_credentials_may_not_look_at_is_not_reported_missing(s3_ser
     finally:
         monkeypatch.undo()
         S3FileSystem.clear_instance_cache()
-
-
-def test_polars_reaches_the_endpoint_botocore_writes_to(monkeypatch):
-    """botocore (and so s3fs, which writes the lake) takes AWS_ENDPOINT_URL_S3 before AWS_ENDPOINT_URL; polars
-    reads with the endpoint the project gives it, which took the other order: reads went to another store."""
-    import botocore.session
-
-    from churn_assets.resources.filesystems import polars_storage_options
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://global:1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://s3specific:2")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    botocore_endpoint = botocore.session.Session().create_client("s3", region_name="us-east-1").meta.endpoint_url
-    assert polars_storage_options("s3://lake/x")["aws_endpoint_url"] == botocore_endpoint == "http://s3specific:2"

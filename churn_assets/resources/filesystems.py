@@ -106,8 +106,9 @@ def _endpoint() -> str:
 
 def endpoint_url() -> str | None:
     """The S3 endpoint the AWS variables give (None: AWS itself). One without its scheme (``minio:9000``)
-    fails naming the variable: botocore's "Invalid endpoint" named neither, and the step was retried."""
-    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):  # botocore's order: the service's own first
+    fails naming the variable: botocore's "Invalid endpoint" named neither, and the step was retried. As in
+    botocore (and so s3fs), ``AWS_ENDPOINT_URL_S3`` comes before ``AWS_ENDPOINT_URL``, every service's."""
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
         endpoint = os.environ.get(name)
         if endpoint:
             if "://" not in endpoint:
