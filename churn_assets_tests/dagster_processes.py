@@ -6,6 +6,7 @@ stopped (the whole group) when the test ends; its output goes to a log file show
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -110,3 +111,19 @@ def graphql(port: int, query: str, variables: dict | None = None, timeout: float
     if body.get("errors"):
         raise AssertionError(f"GraphQL errors: {body['errors']}")
     return body["data"]
+
+
+def backdate_schedule(instance, name: str, last_tick: datetime.datetime) -> None:
+    """A running schedule as if its daemon had stopped after the tick at ``last_tick``: started before it, its last
+    tick that one. A daemon started now evaluates the latest tick it missed, as after an outage."""
+    from dagster._core.scheduler.instigation import InstigatorType, ScheduleInstigatorData, TickData, TickStatus
+
+    state = next(s for s in instance.all_instigator_state() if s.instigator_name == name)
+    instance.update_instigator_state(state.with_data(ScheduleInstigatorData(
+        state.instigator_data.cron_schedule, start_timestamp=last_tick.timestamp() - 3600
+    )))
+    instance.create_tick(TickData(
+        instigator_origin_id=state.instigator_origin_id, instigator_name=name, selector_id=state.selector_id,
+        instigator_type=InstigatorType.SCHEDULE, status=TickStatus.SKIPPED, timestamp=last_tick.timestamp(),
+        skip_reason="the last tick before the daemon stopped", run_ids=[], run_keys=[],
+    ))

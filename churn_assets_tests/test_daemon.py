@@ -2,6 +2,7 @@
 dropped while it runs becomes a successful daily_refresh run, queued and launched like in production; a run
 of the CLI that fails is posted to the alert webhook."""
 
+import datetime as dt
 import json
 import subprocess
 
@@ -15,6 +16,7 @@ from churn_assets.resources.lake import Lake
 from churn_assets_tests.dagster_processes import (
     ROOT,
     DagsterProcess,
+    backdate_schedule,
     executable,
     instance_home,
     run_env,
@@ -108,3 +110,49 @@ def test_daemon_refreshes_a_day_that_lands_while_it_runs(tmp_path, webhook):
             assert "no landing folder for 2025-01-05" in alert["error"]
     finally:
         daemon.stop()
+
+
+def test_daemon_daily_refresh_waits_for_a_backfill_launched_from_the_ui(tmp_path):
+    """A backfill of the daily assets launched from the UI refreshes the days before yesterday in runs of its own,
+    outside daily_refresh's serial lane. The daemon's first tick after an outage asked for those days again in a
+    range run; it now waits for them, and no daily_refresh run is queued."""
+    from dagster._core.execution.backfill import PartitionBackfill
+
+    from churn_assets.definitions import defs
+
+    home = instance_home(tmp_path / "dagster_home", create_storage=True)
+    env = run_env(home, CHURN_DATA_URL=str(tmp_path / "lake"), CHURN_LANDING_URL=str(tmp_path / "landing"))
+    workspace = str(ROOT / "workspace.yaml")
+    started = DagsterProcess(
+        [executable("dagster"), "schedule", "start", "daily_refresh", "-w", workspace], env, tmp_path / "start.log"
+    )
+    started.process.wait(timeout=60)
+    assert started.process.returncode == 0, started.log()
+    started.stop()
+
+    now = dt.datetime.now(dt.UTC)
+    tick = now.replace(hour=2, minute=0, second=0, microsecond=0) - dt.timedelta(days=0 if now.hour >= 2 else 1)
+    day = lambda n: (tick.date() - dt.timedelta(days=n)).isoformat()  # noqa: E731 - day(1) is the tick's yesterday
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization("install_times", partition=day(5)))
+        instance.add_backfill(PartitionBackfill.from_asset_partitions(
+            backfill_id="fromtheui", asset_graph=defs.get_repository_def().asset_graph,
+            partition_names=[day(4), day(3), day(2)], asset_selection=[dg.AssetKey(a) for a in REFRESHED],
+            backfill_timestamp=now.timestamp(), dynamic_partitions_store=instance, all_partitions=False, tags={},
+            title=None, description=None, run_config=None,
+        ))
+        backdate_schedule(instance, "daily_refresh", tick - dt.timedelta(days=3))
+        state = _sensor_state(instance, "daily_refresh")
+
+        daemon = DagsterProcess([executable("dagster-daemon"), "run", "-w", workspace], env, tmp_path / "daemon.log")
+        try:
+            def evaluated():
+                ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id)
+                return next((t for t in ticks if t.timestamp == tick.timestamp() and t.is_completed), None)
+
+            evaluated_tick = wait_until(evaluated, 45, "the daily_refresh tick after the outage", daemon)
+        finally:
+            daemon.stop()
+        assert evaluated_tick.status.value == "SKIPPED", (evaluated_tick.run_keys, daemon.log())
+        assert f"install_times[{day(2)}] is being refreshed by backfill fromtheui" in evaluated_tick.skip_reason
+        assert not instance.get_runs(dg.RunsFilter(job_name="daily_refresh"))

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from churn_assets.automation.schedules import partition_exists
-from churn_assets.partitions import monthly_partitions
+from churn_assets.partitions import daily_partitions, monthly_partitions
 from churn_assets.definitions import defs
 
 UTC = dt.UTC
@@ -262,3 +262,54 @@ def test_daily_refresh_does_not_catch_up_days_whose_runs_are_queued_or_in_progre
     run(dg.DagsterRunStatus.FAILURE, **{"dagster/partition": "2025-03-10"})
     request = _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 3, 12, 2, tzinfo=UTC))
     assert _range_of(request) == ("2025-03-09", "2025-03-11")  # a failed run refreshes nothing: its day is missed
+
+
+def _asset_backfill(instance: dg.DagsterInstance, first: str, last: str) -> None:
+    """A backfill of the daily assets as the UI launches it (asset graph → Materialize → a range), not started yet:
+    the backfill daemon has launched none of its runs, and its runs will be __ASSET_JOB's, outside the serial lane."""
+    from dagster._core.execution.backfill import PartitionBackfill
+
+    days = daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
+    instance.add_backfill(PartitionBackfill.from_asset_partitions(
+        backfill_id="uibackfl", asset_graph=defs.get_repository_def().asset_graph, partition_names=days,
+        asset_selection=[dg.AssetKey(a) for a in _DAILY], tags={}, all_partitions=False,
+        backfill_timestamp=dt.datetime(2025, 3, 10, tzinfo=UTC).timestamp(), dynamic_partitions_store=instance,
+        title=None, description=None, run_config=None,
+    ))
+
+
+_DAILY = ("raw_events", "install_times", "user_daily", "features", "labels")
+
+
+def test_daily_refresh_waits_for_days_a_backfill_or_the_cli_is_refreshing(instance):
+    """A backfill launched from the UI (before its daemon launched a run) or a `dagster asset materialize` range still
+    running refreshes the days before yesterday outside the serial lane. The tick asked for them again in a range,
+    and the two wrote the same partitions at the same time; yesterday alone would overtake them and fail on
+    install_times of the day before. The tick waits, and the next one refreshes the days after them."""
+    _refreshed(instance, "2025-03-01")
+    _asset_backfill(instance, "2025-03-02", "2025-03-06")
+    skip = _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 3, 8, 2, tzinfo=UTC))
+    assert isinstance(skip, dg.SkipReason)
+    assert "install_times[2025-03-06] is being refreshed by backfill uibackfl" in skip.skip_message
+
+    cli = dg.DagsterRun(
+        job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED,
+        asset_selection=frozenset(dg.AssetKey(a) for a in _DAILY),
+        tags={"dagster/asset_partition_range_start": "2025-03-07", "dagster/asset_partition_range_end": "2025-03-08"},
+    )
+    instance.add_run(cli)
+    skip = _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 3, 10, 2, tzinfo=UTC))
+    assert f"install_times[2025-03-08] is being refreshed by run {cli.run_id} of __ASSET_JOB" in skip.skip_message
+
+    _refreshed(instance, *(f"2025-03-0{d}" for d in range(2, 9)))  # stored: what refreshes them no longer matters
+    request = _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 3, 10, 2, tzinfo=UTC))
+    assert (request.partition_key, request.run_key) == ("2025-03-09", "2025-03-09")
+
+    # A run of other assets (scoring, say) refreshes no day of install_times.
+    instance.add_run(dg.DagsterRun(
+        job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED,
+        asset_selection=frozenset({dg.AssetKey("predictions")}), tags={"dagster/partition": "2025-03-10"},
+    ))
+    assert _range_of(_evaluate_on(instance, "daily_refresh", dt.datetime(2025, 3, 12, 2, tzinfo=UTC))) == (
+        "2025-03-09", "2025-03-11"
+    )

@@ -1,7 +1,8 @@
 """Time-driven runs: every schedule asks for the partition its tick completes.
 
 * ``daily_refresh`` — 02:00 UTC: the job of the same name for yesterday, and for the days before it a
-  stopped daemon missed (``MAX_CATCH_UP_DAYS``).
+  stopped daemon missed (``MAX_CATCH_UP_DAYS``); skipped while the day before them is being refreshed outside
+  the job's serial lane (a backfill launched from the UI), which its run would overtake.
 * ``weekly_scoring`` — Monday 03:00 UTC: the job of the same name for yesterday (the Sunday).
 * ``monthly_retraining`` — the 1st at 04:00 UTC: the job of the same name for the new month.
 
@@ -18,6 +19,8 @@ partition key, so a tick evaluated twice launches one run.
 import datetime as dt
 
 import dagster as dg
+from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
+from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 
 from churn_assets.assets.ml.training_set import too_early_to_train
 from churn_assets.automation.jobs import daily_refresh, monthly_retraining, weekly_scoring
@@ -57,7 +60,9 @@ def _yesterday(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.Skip
 )
 def daily_refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     request = _yesterday(context)
-    return _with_missed_days(context.instance, request) if isinstance(request, dg.RunRequest) else request
+    if not isinstance(request, dg.RunRequest):
+        return request
+    return _with_missed_days(context.instance, request, context.repository_def.asset_graph)
 
 
 # Dagster evaluates only the latest of the ticks a stopped daemon missed, and install_times[D] builds on
@@ -69,18 +74,28 @@ def daily_refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunReque
 MAX_CATCH_UP_DAYS = 31
 
 
-def _with_missed_days(instance: dg.DagsterInstance, request: dg.RunRequest) -> dg.RunRequest:
+def _with_missed_days(
+    instance: dg.DagsterInstance, request: dg.RunRequest, asset_graph: BaseAssetGraph | None = None
+) -> dg.RunRequest | dg.SkipReason:
     day = dt.date.fromisoformat(request.partition_key)
     start = daily_partitions.start.date()
     before = [day - dt.timedelta(days=n) for n in range(1, MAX_CATCH_UP_DAYS + 1)]
     before = [d for d in before if d >= start]
-    refreshed = latest_materializations(instance, dg.AssetKey("install_times"), [d.isoformat() for d in before])
-    # A day whose run is queued (behind a backfill in the serial lane, say) or running is not missed: asked for
-    # again, it was refreshed twice. Should that run fail, the next tick finds the day missed.
-    refreshed |= dict.fromkeys(_days_in_flight(instance))
+    stored = latest_materializations(instance, _INSTALL_TIMES, [d.isoformat() for d in before])
+    # A day whose run is queued (behind a backfill in the serial lane, say) or running, or which a backfill still
+    # has to run, is not missed: asked for again, it was refreshed twice. Should that fail, the next tick finds the
+    # day missed.
+    in_flight = _days_in_flight(instance, asset_graph)
     missed = []
     for earlier in before:  # newest first
-        if earlier.isoformat() in refreshed:
+        key = earlier.isoformat()
+        if key in stored or key in in_flight:
+            if key not in stored and (outside := in_flight[key]):
+                # Outside the serial lane, a run queued now would not wait for install_times[key]: it would fail.
+                return dg.SkipReason(
+                    f"{request.partition_key} waits: install_times[{key}] is being refreshed by {outside}, outside "
+                    f"the daily_refresh lane; the next tick refreshes the days after it with its yesterday"
+                )
             break
         missed.append(earlier)
     else:
@@ -95,19 +110,35 @@ def _with_missed_days(instance: dg.DagsterInstance, request: dg.RunRequest) -> d
     )
 
 
-def _days_in_flight(instance: dg.DagsterInstance) -> set[str]:
-    """The days of the daily_refresh runs queued, launched or running: a partition's, or a range's."""
-    runs = instance.get_runs(dg.RunsFilter(job_name=daily_refresh.name, statuses=_IN_FLIGHT))
-    days = set()
-    for run in runs:
+def _days_in_flight(instance: dg.DagsterInstance, asset_graph: BaseAssetGraph | None = None) -> dict[str, str | None]:
+    """The days of install_times being refreshed, each with what refreshes it outside the serial lane (None inside
+    it): a run queued, launched or running (a partition's or a range's) of daily_refresh, or of another job selecting
+    install_times (a UI backfill's, ``dagster asset materialize``'s); a backfill in progress, whose daemon may not
+    have launched the runs of all its days yet (a job backfill of daily_refresh queues them in the lane)."""
+    days: dict[str, str | None] = {}
+    for run in instance.get_runs(dg.RunsFilter(statuses=_IN_FLIGHT)):
+        in_lane = run.job_name == daily_refresh.name
+        if not in_lane and _INSTALL_TIMES not in (run.asset_selection or ()):
+            continue
+        outside = None if in_lane else f"run {run.run_id} of {run.job_name}"
         first, last = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
         if first and last:
-            days.update(daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, last)))
-        elif run.tags.get("dagster/partition"):
-            days.add(run.tags["dagster/partition"])
+            keys = daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
+        else:
+            keys = [run.tags["dagster/partition"]] if run.tags.get("dagster/partition") else []
+        days |= {key: days.get(key) or outside for key in keys}
+    for backfill in instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
+        if backfill.is_asset_backfill and asset_graph is not None:
+            target = backfill.get_asset_backfill_data(asset_graph).target_subset
+            if _INSTALL_TIMES in target.partitions_subsets_by_asset_key:
+                keys = target.get_partitions_subset(_INSTALL_TIMES).get_partition_keys()
+                days |= dict.fromkeys(keys, f"backfill {backfill.backfill_id}")
+        elif backfill.job_name == daily_refresh.name:
+            days |= {key: days.get(key) for key in backfill.partition_names or ()}
     return days
 
 
+_INSTALL_TIMES = dg.AssetKey("install_times")
 _IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
