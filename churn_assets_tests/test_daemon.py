@@ -1,6 +1,7 @@
 """The daemon: ``dagster-daemon run`` on a temp instance with the landing sensor turned on; a landing day
 dropped while it runs becomes a successful daily_refresh run, queued and launched like in production; a run
-of the CLI that fails is posted to the alert webhook."""
+of the CLI that fails is posted to the alert webhook. And the daily_refresh schedule's first tick after an outage
+(its ticks backdated) while a backfill is queued or under way."""
 
 import datetime as dt
 import json
@@ -112,14 +113,9 @@ def test_daemon_refreshes_a_day_that_lands_while_it_runs(tmp_path, webhook):
         daemon.stop()
 
 
-def test_daemon_daily_refresh_waits_for_a_backfill_launched_from_the_ui(tmp_path):
-    """A backfill of the daily assets launched from the UI refreshes the days before yesterday in runs of its own,
-    outside daily_refresh's serial lane. The daemon's first tick after an outage asked for those days again in a
-    range run; it now waits for them, and no daily_refresh run is queued."""
-    from dagster._core.execution.backfill import PartitionBackfill
-
-    from churn_assets.definitions import defs
-
+def _daily_refresh_after_an_outage(tmp_path, prepare) -> tuple[dg.DagsterInstance, object, str]:
+    """daily_refresh started from the CLI, ``prepare(instance, env, day)`` run (``day(1)`` is the tick's yesterday),
+    the schedule backdated three ticks, and the daemon started until it evaluated the latest tick it missed."""
     home = instance_home(tmp_path / "dagster_home", create_storage=True)
     env = run_env(home, CHURN_DATA_URL=str(tmp_path / "lake"), CHURN_LANDING_URL=str(tmp_path / "landing"))
     workspace = str(ROOT / "workspace.yaml")
@@ -133,26 +129,65 @@ def test_daemon_daily_refresh_waits_for_a_backfill_launched_from_the_ui(tmp_path
     now = dt.datetime.now(dt.UTC)
     tick = now.replace(hour=2, minute=0, second=0, microsecond=0) - dt.timedelta(days=0 if now.hour >= 2 else 1)
     day = lambda n: (tick.date() - dt.timedelta(days=n)).isoformat()  # noqa: E731 - day(1) is the tick's yesterday
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    instance = dg.DagsterInstance.from_config(str(home))
+    prepare(instance, env, day)
+    backdate_schedule(instance, "daily_refresh", tick - dt.timedelta(days=3))
+    state = _sensor_state(instance, "daily_refresh")
+
+    def evaluated():
+        ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id)
+        return next((t for t in ticks if t.timestamp == tick.timestamp() and t.is_completed), None)
+
+    daemon = DagsterProcess([executable("dagster-daemon"), "run", "-w", workspace], env, tmp_path / "daemon.log")
+    try:
+        evaluated_tick = wait_until(evaluated, 45, "the daily_refresh tick after the outage", daemon)
+    finally:
+        daemon.stop()
+    return instance, evaluated_tick, day(1)
+
+
+def test_daemon_daily_refresh_waits_for_a_backfill_launched_from_the_ui(tmp_path):
+    """A backfill of the daily assets launched from the UI refreshes the days before yesterday in runs of its own,
+    outside daily_refresh's serial lane. The daemon's first tick after an outage asked for those days again in a
+    range run; it now waits for them, and no daily_refresh run is queued."""
+    from dagster._core.execution.backfill import PartitionBackfill
+
+    from churn_assets.definitions import defs
+
+    def prepare(instance, env, day):
         instance.report_runless_asset_event(dg.AssetMaterialization("install_times", partition=day(5)))
         instance.add_backfill(PartitionBackfill.from_asset_partitions(
             backfill_id="fromtheui", asset_graph=defs.get_repository_def().asset_graph,
             partition_names=[day(4), day(3), day(2)], asset_selection=[dg.AssetKey(a) for a in REFRESHED],
-            backfill_timestamp=now.timestamp(), dynamic_partitions_store=instance, all_partitions=False, tags={},
-            title=None, description=None, run_config=None,
+            backfill_timestamp=dt.datetime.now(dt.UTC).timestamp(), dynamic_partitions_store=instance,
+            all_partitions=False, tags={}, title=None, description=None, run_config=None,
         ))
-        backdate_schedule(instance, "daily_refresh", tick - dt.timedelta(days=3))
-        state = _sensor_state(instance, "daily_refresh")
 
-        daemon = DagsterProcess([executable("dagster-daemon"), "run", "-w", workspace], env, tmp_path / "daemon.log")
-        try:
-            def evaluated():
-                ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id)
-                return next((t for t in ticks if t.timestamp == tick.timestamp() and t.is_completed), None)
-
-            evaluated_tick = wait_until(evaluated, 45, "the daily_refresh tick after the outage", daemon)
-        finally:
-            daemon.stop()
-        assert evaluated_tick.status.value == "SKIPPED", (evaluated_tick.run_keys, daemon.log())
-        assert f"install_times[{day(2)}] is being refreshed by backfill fromtheui" in evaluated_tick.skip_reason
+    instance, tick, yesterday = _daily_refresh_after_an_outage(tmp_path, prepare)
+    with instance:
+        assert tick.status.value == "SKIPPED", tick.run_keys
+        day_before = (dt.date.fromisoformat(yesterday) - dt.timedelta(days=1)).isoformat()
+        assert f"install_times[{day_before}] is being refreshed by backfill fromtheui" in tick.skip_reason
         assert not instance.get_runs(dg.RunsFilter(job_name="daily_refresh"))
+
+
+def test_daemon_daily_refresh_does_not_queue_a_yesterday_already_queued(tmp_path):
+    """`dagster job backfill -j daily_refresh … --to YESTERDAY` run while the daemon was down queues its days in the
+    serial lane; the daemon's first tick queued yesterday again, behind them, and it was refreshed twice."""
+
+    def prepare(instance, env, day):
+        instance.report_runless_asset_event(dg.AssetMaterialization("install_times", partition=day(3)))
+        backfill = subprocess.run(
+            [executable("dagster"), "job", "backfill", "-j", "daily_refresh", "--from", day(2), "--to", day(1),
+             "-w", str(ROOT / "workspace.yaml"), "--noprompt"],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )
+        assert backfill.returncode == 0, backfill.stdout + backfill.stderr
+        queued = instance.get_runs(dg.RunsFilter(job_name="daily_refresh", statuses=[dg.DagsterRunStatus.QUEUED]))
+        assert {run.tags["dagster/partition"] for run in queued} == {day(2), day(1)}
+
+    instance, tick, yesterday = _daily_refresh_after_an_outage(tmp_path, prepare)
+    with instance:
+        assert tick.status.value == "SKIPPED", tick.run_keys
+        assert tick.skip_reason.startswith(f"{yesterday} is already queued or running")
+        assert len(instance.get_runs(dg.RunsFilter(job_name="daily_refresh"))) == 2

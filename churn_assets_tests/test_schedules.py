@@ -273,7 +273,8 @@ def _asset_backfill(instance: dg.DagsterInstance, first: str, last: str) -> None
     instance.add_backfill(PartitionBackfill.from_asset_partitions(
         backfill_id="uibackfl", asset_graph=defs.get_repository_def().asset_graph, partition_names=days,
         asset_selection=[dg.AssetKey(a) for a in _DAILY], tags={}, all_partitions=False,
-        backfill_timestamp=dt.datetime(2025, 3, 10, tzinfo=UTC).timestamp(), dynamic_partitions_store=instance,
+        backfill_timestamp=dt.datetime.fromisoformat(last).replace(tzinfo=UTC).timestamp() + 86400,
+        dynamic_partitions_store=instance,
         title=None, description=None, run_config=None,
     ))
 
@@ -313,3 +314,22 @@ def test_daily_refresh_waits_for_days_a_backfill_or_the_cli_is_refreshing(instan
     assert _range_of(_evaluate_on(instance, "daily_refresh", dt.datetime(2025, 3, 12, 2, tzinfo=UTC))) == (
         "2025-03-09", "2025-03-11"
     )
+
+
+def test_daily_refresh_does_not_ask_again_for_a_yesterday_queued_or_running(instance):
+    """Yesterday already queued in daily_refresh's lane (the last day of a `dagster job backfill … --to YESTERDAY`
+    started before the daemon) or refreshed by a backfill from the UI: the tick asked for it again, and it was
+    refreshed twice."""
+    _refreshed(instance, "2025-03-07", "2025-03-08")
+    # QUEUED needs a run from a code location (test_daemon.py has one); NOT_STARTED is the status just before.
+    instance.add_run(dg.DagsterRun(
+        job_name="daily_refresh", status=dg.DagsterRunStatus.NOT_STARTED, tags={"dagster/partition": "2025-03-09"}
+    ))
+    skip = _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 3, 10, 2, tzinfo=UTC))
+    assert isinstance(skip, dg.SkipReason)
+    assert skip.skip_message.startswith("2025-03-09 is already queued or running")
+
+    _refreshed(instance, "2025-03-09", "2025-03-10")
+    _asset_backfill(instance, "2025-03-11", "2025-03-11")
+    skip = _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 3, 12, 2, tzinfo=UTC))
+    assert "2025-03-11 is already queued or running" in skip.skip_message and "backfill uibackfl" in skip.skip_message

@@ -83,9 +83,12 @@ def _with_missed_days(
     before = [d for d in before if d >= start]
     stored = latest_materializations(instance, _INSTALL_TIMES, [d.isoformat() for d in before])
     # A day whose run is queued (behind a backfill in the serial lane, say) or running, or which a backfill still
-    # has to run, is not missed: asked for again, it was refreshed twice. Should that fail, the next tick finds the
-    # day missed.
+    # has to run, is not missed, and yesterday in flight is not asked for: asked for again, it was refreshed twice.
+    # Should that fail, the next tick finds the day missed.
     in_flight = _days_in_flight(instance, asset_graph)
+    if request.partition_key in in_flight:  # the last day of a backfill queued before the tick, say
+        what = in_flight[request.partition_key] or "a daily_refresh run or backfill"
+        return dg.SkipReason(f"{request.partition_key} is already queued or running: refreshed by {what}")
     missed = []
     for earlier in before:  # newest first
         key = earlier.isoformat()
