@@ -132,7 +132,10 @@ def _days_in_flight(instance: dg.DagsterInstance, asset_graph: BaseAssetGraph | 
         days |= {key: days.get(key) or outside for key in keys}
     for backfill in instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
         if backfill.is_asset_backfill and asset_graph is not None:
-            target = backfill.get_asset_backfill_data(asset_graph).target_subset
+            try:  # Dagster's own record of the backfill (a private API): one it cannot read is passed over
+                target = backfill.get_asset_backfill_data(asset_graph).target_subset
+            except Exception:  # noqa: BLE001 - e.g. saved by an older Dagster before the assets changed
+                continue
             if _INSTALL_TIMES in target.partitions_subsets_by_asset_key:
                 keys = target.get_partitions_subset(_INSTALL_TIMES).get_partition_keys()
                 days |= dict.fromkeys(keys, f"backfill {backfill.backfill_id}")
