@@ -12,6 +12,8 @@ from churn_assets.config import SETTINGS
 
 DATE_FORMAT = "%Y-%m-%d"
 MONTH_FORMAT = "%Y-%m"
+# The tags of a run over a range of partitions (a single partition's is ``dagster/partition``).
+RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 daily_partitions = dg.DailyPartitionsDefinition(
     start_date=SETTINGS.start_date.isoformat(), timezone="UTC", fmt=DATE_FORMAT

@@ -24,7 +24,14 @@ from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 
 from churn_assets.assets.ml.training_set import too_early_to_train
 from churn_assets.automation.jobs import daily_refresh, monthly_retraining, weekly_scoring
-from churn_assets.partitions import MONTH_FORMAT, daily_partitions, latest_materializations, monthly_partitions
+from churn_assets.partitions import (
+    MONTH_FORMAT,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    daily_partitions,
+    latest_materializations,
+    monthly_partitions,
+)
 
 
 def partition_exists(partitions_def: dg.TimeWindowPartitionsDefinition, key: str, now: dt.datetime) -> bool:
@@ -75,7 +82,7 @@ MAX_CATCH_UP_DAYS = 31
 
 
 def _with_missed_days(
-    instance: dg.DagsterInstance, request: dg.RunRequest, asset_graph: BaseAssetGraph | None = None
+    instance: dg.DagsterInstance, request: dg.RunRequest, asset_graph: BaseAssetGraph
 ) -> dg.RunRequest | dg.SkipReason:
     day = dt.date.fromisoformat(request.partition_key)
     start = daily_partitions.start.date()
@@ -113,7 +120,7 @@ def _with_missed_days(
     )
 
 
-def _days_in_flight(instance: dg.DagsterInstance, asset_graph: BaseAssetGraph | None = None) -> dict[str, str | None]:
+def _days_in_flight(instance: dg.DagsterInstance, asset_graph: BaseAssetGraph) -> dict[str, str | None]:
     """The days of install_times being refreshed, each with what refreshes it outside the serial lane (None inside
     it): a run queued, launched or running (a partition's or a range's) of daily_refresh, or of another job selecting
     install_times (a UI backfill's, ``dagster asset materialize``'s); a backfill in progress, whose daemon may not
@@ -131,7 +138,7 @@ def _days_in_flight(instance: dg.DagsterInstance, asset_graph: BaseAssetGraph | 
             keys = [run.tags["dagster/partition"]] if run.tags.get("dagster/partition") else []
         days |= {key: days.get(key) or outside for key in keys}
     for backfill in instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
-        if backfill.is_asset_backfill and asset_graph is not None:
+        if backfill.is_asset_backfill:
             try:  # Dagster's own record of the backfill (a private API): one it cannot read is passed over
                 target = backfill.get_asset_backfill_data(asset_graph).target_subset
             except Exception:  # noqa: BLE001 - e.g. saved by an older Dagster before the assets changed
@@ -149,7 +156,6 @@ _IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
-RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 @dg.schedule(

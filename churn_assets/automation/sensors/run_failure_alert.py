@@ -11,6 +11,7 @@ from typing import Any
 
 import dagster as dg
 
+from churn_assets.partitions import RANGE_END_TAG, RANGE_START_TAG
 from churn_assets.resources.alerts import AlertWebhook
 
 
@@ -76,7 +77,7 @@ def failure_alert(context: dg.RunFailureSensorContext) -> dict[str, Any]:
         "run_id": run.run_id,
         "job": run.job_name,
         "partition": run.tags.get("dagster/partition")
-        or _range(run.tags.get("dagster/asset_partition_range_start"), run.tags.get("dagster/asset_partition_range_end")),
+        or _range(run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)),
         "failed_steps": [event.step_key for event in step_failures],
         "error": errors[0] if errors else (context.failure_event.message or "the run failed"),
         "dagster_event": context.failure_event.event_type_value,
