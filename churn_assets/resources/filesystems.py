@@ -101,22 +101,32 @@ def _s3_error_code(exc: BaseException | None) -> str | None:
 
 
 def _endpoint() -> str:
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+    """The endpoint as messages name it (as given, even without its scheme)."""
+    setting = _endpoint_setting()
+    return setting[1] if setting else "AWS S3"
+
+
+def _endpoint_setting() -> tuple[str, str] | None:
+    """The variable that sets the S3 endpoint, and its value. As in botocore (and so s3fs),
+    ``AWS_ENDPOINT_URL_S3`` comes before ``AWS_ENDPOINT_URL``, every service's."""
+    return next(((name, os.environ[name]) for name in _ENDPOINT_VARIABLES if os.environ.get(name)), None)
+
+
+_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 
 def endpoint_url() -> str | None:
     """The S3 endpoint the AWS variables give (None: AWS itself). One without its scheme (``minio:9000``)
-    fails naming the variable: botocore's "Invalid endpoint" named neither, and the step was retried. As in
-    botocore (and so s3fs), ``AWS_ENDPOINT_URL_S3`` comes before ``AWS_ENDPOINT_URL``, every service's."""
-    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
-        endpoint = os.environ.get(name)
-        if endpoint:
-            if "://" not in endpoint:
-                raise StorageSettingsError(
-                    f"{name}={endpoint!r} has no scheme: write it as http://{endpoint} (or https://{endpoint})"
-                )
-            return endpoint
-    return None
+    fails naming the variable: botocore's "Invalid endpoint" named neither, and the step was retried."""
+    setting = _endpoint_setting()
+    if setting is None:
+        return None
+    name, endpoint = setting
+    if "://" not in endpoint:
+        raise StorageSettingsError(
+            f"{name}={endpoint!r} has no scheme: write it as http://{endpoint} (or https://{endpoint})"
+        )
+    return endpoint
 
 
 def is_s3(url: str) -> bool:
