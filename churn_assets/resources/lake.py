@@ -179,6 +179,10 @@ class Lake:
         with reaching(url, "read"):
             return self.fs.cat_file(url)
 
+    def table_schema(self, url: str) -> pl.Schema:
+        """The columns a stored table holds, from its footer."""
+        return pl.scan_parquet(url, glob=False, storage_options=polars_storage_options(url)).collect_schema()
+
     def scan_tables(self, urls: list[str], partition: dict[str, pl.DataType]) -> pl.LazyFrame:
         """A lazy scan of exactly the partition tables ``urls``, with the partition column (``partition``: its
         name and type) holding each table's key, from its folder's name (:func:`partition_key`).
@@ -194,7 +198,7 @@ class Lake:
         """
         ((column, dtype),) = partition.items()
         options = polars_storage_options(urls[0])
-        schema = pl.scan_parquet(urls[0], glob=False, storage_options=options).collect_schema()
+        schema = self.table_schema(urls[0])
         tables = [
             pl.scan_parquet(url, glob=False, schema=schema, extra_columns="ignore", storage_options=options)
             .with_columns(partition_value(partition_key(url, column), dtype).alias(column))

@@ -13,7 +13,6 @@ from churn_assets.assets.features.labels import HORIZON_DAYS, LABELS_SCHEMA
 from churn_assets.config import SETTINGS
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, monthly_partitions
 from churn_assets.resources import ChurnParameters, LakeResource
-from churn_assets.resources.filesystems import polars_storage_options
 from churn_assets.resources.lake import Lake, partition_key, some_keys
 from churn_assets.resources.parquet_io_manager import PartitionStream
 
@@ -248,7 +247,7 @@ def with_snapshot_features(window: MonthWindow, rows: pl.DataFrame, lake: Lake, 
     except pl.exceptions.ColumnNotFoundError as exc:
         # Partitions written before the catalog (or CHURN_EVENT_TYPES) gained columns: polars names one
         # column, whether the scan's first file or a later one lacks it, and no day.
-        lacking = _days_lacking(urls, columns)
+        lacking = _days_lacking(lake, urls, columns)
         if not lacking:
             raise
         days, missing = sorted(lacking), sorted({c for cs in lacking.values() for c in cs})
@@ -276,11 +275,11 @@ def with_snapshot_features(window: MonthWindow, rows: pl.DataFrame, lake: Lake, 
     return frame.drop("_found")
 
 
-def _days_lacking(urls: list[str], columns: Sequence[str]) -> dict[str, list[str]]:
+def _days_lacking(lake: Lake, urls: list[str], columns: Sequence[str]) -> dict[str, list[str]]:
     """The days of the ``features`` tables ``urls`` whose file lacks some of ``columns``, with those columns."""
     lacking = {}
     for url in urls:
-        stored = pl.scan_parquet(url, glob=False, storage_options=polars_storage_options(url)).collect_schema()
+        stored = lake.table_schema(url)
         missing = [c for c in columns if c not in stored]
         if missing:
             lacking[partition_key(url, "date")] = missing
