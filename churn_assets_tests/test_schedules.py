@@ -13,10 +13,16 @@ UTC = dt.UTC
 
 
 def _evaluate(name: str, tick: dt.datetime) -> dg.RunRequest | dg.SkipReason:
+    """The tick on an instance that has recorded nothing."""
+    with dg.instance_for_test() as instance:
+        return _evaluate_on(instance, name, tick)
+
+
+def _evaluate_on(instance: dg.DagsterInstance, name: str, tick: dt.datetime) -> dg.RunRequest | dg.SkipReason:
     schedule = defs.get_repository_def().get_schedule_def(name)
-    # Both as context managers, closed in order: a context left open keeps the closed instance as
+    # A context manager, closed before the instance: a context left open keeps the closed instance as
     # Dagster's current one for whatever runs next in this process.
-    with dg.instance_for_test() as instance, dg.build_schedule_context(
+    with dg.build_schedule_context(
         instance=instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()
     ) as context:
         data = schedule.evaluate_tick(context)
@@ -149,18 +155,6 @@ def test_partition_exists_follows_the_clock():
     assert partition_exists(daily_partitions, "2025-01-31", now)
     assert not partition_exists(daily_partitions, "2025-02-01", now)  # today: not yet
     assert not partition_exists(daily_partitions, "2024-12-31", now)
-
-
-def _evaluate_on(instance: dg.DagsterInstance, name: str, tick: dt.datetime) -> dg.RunRequest | dg.SkipReason:
-    schedule = defs.get_repository_def().get_schedule_def(name)
-    with dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()
-    ) as context:
-        data = schedule.evaluate_tick(context)
-    if data.skip_message:
-        return dg.SkipReason(data.skip_message)
-    (request,) = data.run_requests
-    return request
 
 
 def _refreshed(instance: dg.DagsterInstance, *days: str) -> None:
