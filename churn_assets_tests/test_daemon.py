@@ -40,6 +40,16 @@ def _landing_day(landing_url: str) -> None:
     write_landing_day(landing_url, DAY, {"part-00000.jsonl": jsonl(rows)})
 
 
+def _start_from_the_cli(kind: str, name: str, env: dict, tmp_path) -> None:
+    """``dagster sensor|schedule start NAME``, as an operator turns one on."""
+    started = DagsterProcess(
+        [executable("dagster"), kind, "start", name, "-w", str(ROOT / "workspace.yaml")], env, tmp_path / "start.log"
+    )
+    started.process.wait(timeout=60)
+    assert started.process.returncode == 0, started.log()
+    started.stop()
+
+
 def _sensor_state(instance: dg.DagsterInstance, name: str):
     return next((s for s in instance.all_instigator_state() if s.instigator_name == name), None)
 
@@ -55,12 +65,7 @@ def test_daemon_refreshes_a_day_that_lands_while_it_runs(tmp_path, webhook):
     workspace = str(ROOT / "workspace.yaml")
 
     # Turned on the way an operator does it; the state lives in the instance, not in the code.
-    started = DagsterProcess(
-        [executable("dagster"), "sensor", "start", "landing_sensor", "-w", workspace], env, tmp_path / "start.log"
-    )
-    started.process.wait(timeout=60)
-    assert started.process.returncode == 0, started.log()
-    started.stop()
+    _start_from_the_cli("sensor", "landing_sensor", env, tmp_path)
 
     daemon = DagsterProcess([executable("dagster-daemon"), "run", "-w", workspace], env, tmp_path / "daemon.log")
     try:
@@ -119,12 +124,7 @@ def _daily_refresh_after_an_outage(tmp_path, prepare) -> tuple[dg.DagsterInstanc
     home = instance_home(tmp_path / "dagster_home", create_storage=True)
     env = run_env(home, CHURN_DATA_URL=str(tmp_path / "lake"), CHURN_LANDING_URL=str(tmp_path / "landing"))
     workspace = str(ROOT / "workspace.yaml")
-    started = DagsterProcess(
-        [executable("dagster"), "schedule", "start", "daily_refresh", "-w", workspace], env, tmp_path / "start.log"
-    )
-    started.process.wait(timeout=60)
-    assert started.process.returncode == 0, started.log()
-    started.stop()
+    _start_from_the_cli("schedule", "daily_refresh", env, tmp_path)
 
     now = dt.datetime.now(dt.UTC)
     tick = now.replace(hour=2, minute=0, second=0, microsecond=0) - dt.timedelta(days=0 if now.hour >= 2 else 1)
