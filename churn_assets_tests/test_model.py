@@ -127,16 +127,7 @@ def test_a_training_set_too_short_for_the_split_fails_naming_the_month(frames, l
     """training_set[2025-02] after a start on 2025-01-01 holds 17 days of snapshots: the step fails with a
     Failure naming model[M] and what to do, not a bare ValueError raised while its output is handled."""
     short = frames[M1].filter(pl.col("snapshot_date") <= pl.col("snapshot_date").min() + dt.timedelta(days=16))
-    result = dg.materialize(
-        [training_set_stub({**frames, M1: short}), model],
-        resources=local_resources,
-        instance=instance,
-        partition_key=M1,
-        raise_on_error=False,
-    )
-    assert not result.success
-    (failure,) = [e for e in result.all_events if e.is_step_failure]
-    assert failure.step_key == "model"
+    failure = failed_model_step(M1, {**frames, M1: short}, local_resources, instance)
     message = failure.step_failure_data.error.message
     assert f"model[{M1}]: training_set[{M1}] is too short" in message and "needs at least 31" in message
     assert failure.step_failure_data.user_failure_data is not None  # a dg.Failure: not retried
@@ -394,19 +385,26 @@ def test_weakened_challenger_is_not_promoted_and_champion_is_carried_forward_unc
     assert card["selection"]["challenger"]["all"]["pr_auc"] == metadata["challenger/pr_auc"]
 
 
-def failed_second_month(m2_frame: pl.DataFrame, frames, resources, instance, lake_url: str) -> dg.DagsterEvent:
-    """Materializes model[M2] on ``m2_frame`` after model[M1], expecting the ``model`` step to fail and to
-    store nothing for M2; its step failure."""
+def failed_model_step(month: str, frames, resources, instance, *checks) -> dg.DagsterEvent:
+    """Materializes model[month] on the training sets ``frames`` (with ``checks``), expecting the ``model``
+    step to fail; its step failure."""
     result = dg.materialize(
-        [training_set_stub({**frames, M2: m2_frame}), model, model_artifacts_are_sound],
+        [training_set_stub(frames), model, *checks],
         resources=resources,
         instance=instance,
-        partition_key=M2,
+        partition_key=month,
         raise_on_error=False,
     )
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert failure.step_key == "model"
+    return failure
+
+
+def failed_second_month(m2_frame: pl.DataFrame, frames, resources, instance, lake_url: str) -> dg.DagsterEvent:
+    """Materializes model[M2] on ``m2_frame`` after model[M1], expecting the ``model`` step to fail and to
+    store nothing for M2; its step failure."""
+    failure = failed_model_step(M2, {**frames, M2: m2_frame}, resources, instance, model_artifacts_are_sound)
     lake = Lake(lake_url)
     assert not lake.exists(lake.partition_url("model", "month", M2))
     return failure
