@@ -1,6 +1,7 @@
 """Daily predictions: every user scored by the model of the day's month, ranked, banded and explained."""
 
 import datetime as dt
+import json
 import pickle
 import shutil
 
@@ -17,7 +18,7 @@ from churn_assets.assets.ml.scoring import (
 )
 from churn_assets.assets.ml.training import to_dmatrix
 from churn_assets.resources.lake import Lake
-from churn_assets.resources.model_io_manager import MODEL_FILE, ModelIOManager
+from churn_assets.resources.model_io_manager import MODEL_FILE, ModelIOManager, card_bytes
 from churn_assets_tests.ml_frames import MARCH, features_stub, shared_models_lake, stored_model, synthetic_features
 
 DAY = dt.date(2025, 3, 10)
@@ -255,3 +256,38 @@ def test_each_day_says_the_horizon_of_the_model_that_scored_it(lake, local_resou
     assert result.success
     (materialization,) = result.asset_materializations_for_node("predictions")
     assert materialization.metadata["horizon_days"].value == 7
+
+
+@pytest.mark.parametrize(
+    "edit,problem",
+    [
+        (lambda card: card["risk_bands"].update(Critical=0.1), "risk-band cut-offs do not rise"),
+        (lambda card: card.pop("risk_bands"), "risk-band cut-offs ['Low', 'Medium', 'High', 'Critical'] missing"),
+        (lambda card: card.pop("threshold"), "threshold None outside (0, 1)"),
+    ],
+    ids=["bands_not_rising", "bands_missing", "threshold_missing"],
+)
+def test_a_card_edited_by_hand_stops_scoring_naming_the_card_and_keeps_the_days_predictions(
+    lake, local_resources, instance, edit, problem
+):
+    """A card is not covered by a hash: cut-offs edited so that they do not rise banded 400 of 1,000 users
+    Critical and none High, and the day's stored predictions were replaced; a missing key was a bare KeyError.
+    The step fails naming the model, its card and what is wrong, before it scores or stores any day."""
+    frames = {DAY.isoformat(): synthetic_features(DAY, users=300)}
+    assert score_day(local_resources, instance, frames, partition_key=DAY.isoformat()).success
+    url = Lake(lake).table_url("predictions", "date", DAY.isoformat())
+    before = Lake(lake).read_bytes(url)
+    card_url = f"{Lake(lake).partition_url('model', 'month', MARCH)}/model_card.json"
+    card = json.loads(Lake(lake).read_bytes(card_url))
+    edit(card)
+    Lake(lake).write_bytes(card_url, card_bytes(card))
+
+    result = dg.materialize(
+        [features_stub(frames), stored_model(), predictions], resources=local_resources, instance=instance,
+        partition_key=DAY.isoformat(), raise_on_error=False,
+    )
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert f"the card of model[{MARCH}] (model_card.json of " in message and problem in message
+    assert failure.step_failure_data.user_failure_data is not None  # a dg.Failure: not retried
+    assert Lake(lake).read_bytes(url) == before

@@ -111,6 +111,40 @@ def load_booster(data: bytes, where: str) -> Any:
     return booster
 
 
+def card_problems(card: dict[str, Any]) -> list[str]:
+    """What makes ``card`` unfit to score with, as no trained model's card is (a card edited by hand, say):
+    a threshold outside (0, 1), risk-band cut-offs missing or not rising, no label horizon, a categorical
+    feature without its categories. Empty when there is nothing to say."""
+    from churn_assets.assets.ml.scoring import RISK_BANDS  # where used: scoring imports XGBoost
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    found = []
+    threshold = card.get("threshold")
+    if not (number(threshold) and 0.0 < threshold < 1.0):
+        found.append(f"threshold {threshold!r} outside (0, 1)")
+    bands = card.get("risk_bands")
+    bands = bands if isinstance(bands, dict) else {}
+    if missing := [band for band in RISK_BANDS if not number(bands.get(band))]:
+        found.append(f"risk-band cut-offs {missing} missing or not numbers: {card.get('risk_bands')!r}")
+    elif not all(bands[low] <= bands[high] for low, high in zip(RISK_BANDS, RISK_BANDS[1:])):
+        found.append(f"risk-band cut-offs do not rise: {bands}")
+    label = card.get("label") if isinstance(card.get("label"), dict) else {}
+    horizon = label.get("horizon_days")
+    if not (number(horizon) and horizon == int(horizon) and horizon >= 1):
+        found.append(f"label horizon_days {horizon!r} is not a number of days")
+    uncategorised = [
+        f.get("name")
+        for f in card.get("features", [])
+        if f.get("kind") == "categorical"
+        and not (f.get("categories") and all(isinstance(c, str) for c in f["categories"]))
+    ]
+    if uncategorised:
+        found.append(f"categorical features {uncategorised} without their categories")
+    return found
+
+
 def card_bytes(card: dict[str, Any]) -> bytes:
     return (json.dumps(card, indent=2, allow_nan=False) + "\n").encode()
 

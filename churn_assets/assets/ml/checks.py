@@ -12,7 +12,7 @@ from churn_assets.assets.features.labels import HORIZON_DAYS
 from churn_assets.assets.ml.model import SCORE_COLUMN, model
 from churn_assets.assets.ml.predictions import predictions
 from churn_assets.assets.ml.training_set import training_set
-from churn_assets.resources.model_io_manager import ChurnModel
+from churn_assets.resources.model_io_manager import ChurnModel, card_problems
 
 
 LABEL_RATE_BAND = (0.01, 0.9)
@@ -89,12 +89,7 @@ def model_artifacts_are_sound(
     results = {}
     for month, churn_model in sorted(models.items()):
         card = churn_model.card
-        found = []
-        if not 0.0 < card["threshold"] < 1.0:
-            found.append(f"threshold {card['threshold']} outside (0, 1)")
-        bands = card["risk_bands"]
-        if not bands["Low"] <= bands["Medium"] <= bands["High"] <= bands["Critical"]:
-            found.append(f"risk-band cut-offs do not rise: {bands}")
+        found = card_problems(card)
         wanted = {f["name"] for f in card["features"]} | {SCORE_COLUMN}
         lacking = sorted(wanted - set(churn_model.reference_sample.columns))
         if lacking:
