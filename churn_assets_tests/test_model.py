@@ -563,8 +563,15 @@ def test_a_reference_sample_or_report_that_differs_from_its_card_is_refused(lake
     folder = lake.partition_url("model", "month", M1)
     stored = lake.read_bytes(f"{folder}/{name}")
     lake.write_bytes(f"{folder}/{name}", stored[:-8])
-    with pytest.raises(ModelArtifactError, match=f"{name} does not match its model card"):
+    with pytest.raises(ModelArtifactError, match=f"{name} does not match its model card") as refused:
         ModelIOManager(base_url=lake_with_first_model).read("model", M1)
+    # Not shown "during handling of" FileNotFoundError: …/_staging/model_card.json, which the user did not touch.
+    assert refused.value.__context__ is None
+
+    lake.remove(f"{folder}/{name}")
+    with pytest.raises(ModelArtifactError, match=f"{name} is missing: the model card") as refused:
+        ModelIOManager(base_url=lake_with_first_model).read("model", M1)
+    assert refused.value.__context__ is None
 
 
 def test_the_artifacts_check_fails_on_risk_bands_that_do_not_rise(frames, lake_with_first_model, local_resources):

@@ -276,7 +276,9 @@ class ModelIOManager(dg.ConfigurableIOManager):
         try:
             return self._read_set(f"{folder}/{STAGING}")
         except (ModelArtifactError, FileNotFoundError):  # no staged set, an incomplete one, or one just removed
-            return self._read_set(folder)
+            pass
+        # Outside the handler: the folder's error alone, not chained to the staged card's absence.
+        return self._read_set(folder)
 
     def _read_set(self, where: str) -> ChurnModel:
         """The model whose card and files are in ``where``, verified (:meth:`_verified_files`) and parsed."""
