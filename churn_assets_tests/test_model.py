@@ -32,6 +32,7 @@ from churn_assets.resources.model_io_manager import (
     ModelIOManager,
     artifact_files,
     card_bytes,
+    model_version,
     sha256,
 )
 from churn_assets_tests.ml_frames import (
@@ -279,7 +280,9 @@ def test_first_model_is_trained_split_with_embargo_and_stored_as_xgboost_and_car
     card = json.loads(stored[CARD_FILE])
     assert stored[MODEL_FILE][:1] == b"{"  # UBJSON, XGBoost's own format
     assert card["artifacts"][MODEL_FILE]["sha256"] == sha256(stored[MODEL_FILE])
-    assert card["model_version"] == f"{M1}-{sha256(stored[MODEL_FILE])[:8]}"
+    assert card["model_version"] == model_version(
+        M1, stored[MODEL_FILE], card["threshold"], card["risk_bands"], card["features"]
+    )
     assert card["data_versions"]["training_set"]["content_hash"]  # the version of training_set[M1] it read
     # The holdout report: one page, no script, with the metrics of both scorers and the four charts.
     report = stored[REPORT_FILE].decode()
@@ -345,6 +348,20 @@ def test_training_is_deterministic(frames, first_model, local_settings, local_re
     again, first = artifact_bytes(local_settings.data_url, M1), artifact_bytes(first_model["lake"], M1)
     for name in (MODEL_FILE, REFERENCE_FILE, REPORT_FILE, CARD_FILE):
         assert again[name] == first[name], name
+
+
+def test_a_month_trained_again_for_another_recall_scores_under_another_version(
+    frames, first_model, local_settings, local_resources, instance
+):
+    """Trained again with another target recall, a month's booster is the same bytes and its threshold and
+    bands are not: the predictions banded before and after must not name the same model_version."""
+    assert materialize_model(frames, local_resources, instance, M1, config={"target_recall": 0.6}).success
+    again, first = artifact_bytes(local_settings.data_url, M1), artifact_bytes(first_model["lake"], M1)
+    assert again[MODEL_FILE] == first[MODEL_FILE]
+    again_card, first_card = json.loads(again[CARD_FILE]), json.loads(first[CARD_FILE])
+    assert again_card["threshold"] > first_card["threshold"]  # a lower recall: a higher threshold
+    assert again_card["model_version"].startswith(f"{M1}-")
+    assert again_card["model_version"] != first_card["model_version"]
 
 
 @pytest.mark.s3
@@ -479,7 +496,10 @@ def test_a_range_run_carries_the_champion_from_month_to_month(frames, local_sett
     else:
         assert challenger < champion or "fails the gates" in selection["reason"]
     assert cards[M2]["model_version"] == (
-        cards[M1]["model_version"] if selection["decision"] == "carried_forward" else f"{M2}-{cards[M2]['artifacts'][MODEL_FILE]['sha256'][:8]}"
+        cards[M1]["model_version"] if selection["decision"] == "carried_forward" else model_version(
+            M2, artifact_bytes(local_settings.data_url, M2)[MODEL_FILE], cards[M2]["threshold"],
+            cards[M2]["risk_bands"], cards[M2]["features"],
+        )
     )
 
 

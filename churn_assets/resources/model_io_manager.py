@@ -58,6 +58,19 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def model_version(month: str, model_bytes: bytes, threshold: float, risk_bands: dict, features: list[dict]) -> str:
+    """The name a model scores under (``predictions.model_version``, the drift summary's): the month it was
+    trained for and a hash of what decides a user's row, the booster's bytes with its threshold, risk-band
+    cut-offs and feature categories. A month trained again with another target recall has the same booster
+    and other bands: another version."""
+    scoring = {
+        "threshold": threshold,
+        "risk_bands": risk_bands,
+        "categories": {f["name"]: f.get("categories") for f in features},
+    }
+    return f"{month}-{sha256(model_bytes + json.dumps(scoring, sort_keys=True).encode())[:8]}"
+
+
 @dataclass(frozen=True)
 class ChurnModel:
     """A model partition in memory: the booster's bytes, its card, the reference sample, the holdout report.

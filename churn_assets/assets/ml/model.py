@@ -12,7 +12,7 @@ from churn_assets.assets.features.catalog import feature_catalog
 from churn_assets.partitions import monthly_partitions
 from churn_assets.resources import ChurnParameters
 from churn_assets.resources.lake import parquet_bytes
-from churn_assets.resources.model_io_manager import CARD_FORMAT, ChurnModel, sha256
+from churn_assets.resources.model_io_manager import CARD_FORMAT, ChurnModel, model_version
 from churn_assets.resources.parquet_io_manager import PartitionStream
 
 SCORE_COLUMN = "churn_probability"
@@ -220,11 +220,12 @@ def train_and_select(
         if reference.height > config.reference_rows:
             reference = reference.sample(config.reference_rows, seed=config.seed)
         importance = booster.get_score(importance_type="gain")
+        features = [s.to_card((definitions or {}).get(s.name)) for s in specs]
         card = {
             "format": CARD_FORMAT,
             "month": month,
             "trained_for_month": month,
-            "model_version": f"{month}-{sha256(model_bytes)[:8]}",
+            "model_version": model_version(month, model_bytes, threshold, cutoffs, features),
             "carried_forward_from": None,
             "xgboost": {
                 "version": xgb.__version__,
@@ -232,7 +233,7 @@ def train_and_select(
                 "rounds": booster.num_boosted_rounds(),
                 "early_stopping_rounds": config.early_stopping_rounds,
             },
-            "features": [s.to_card((definitions or {}).get(s.name)) for s in specs],
+            "features": features,
             "label": {
                 "column": training.LABEL,
                 "horizon_days": horizon_days,
