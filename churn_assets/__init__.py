@@ -2,7 +2,11 @@
 
 import warnings
 
-from dagster import BetaWarning, PreviewWarning
+from churn_assets.allocators import reuse_freed_memory
+
+reuse_freed_memory()  # before any module of the package loads polars
+
+from dagster import BetaWarning, PreviewWarning  # noqa: E402
 
 # The definitions use, on purpose, three Dagster APIs marked beta or preview: single-run backfill policies,
 # partitioned asset checks and partition mappings that allow missing upstream partitions. Dagster warns at
