@@ -29,13 +29,13 @@ def _jemalloc_options(user_settings: str | None) -> str:
 
 
 def test_the_code_location_gives_polars_one_arena_per_cpu_and_a_longer_purge_delay():
-    assert POLARS_ALLOCATOR_SETTINGS == "percpu_arena:percpu,dirty_decay_ms:1000"
+    assert POLARS_ALLOCATOR_SETTINGS == "percpu_arena:percpu,dirty_decay_ms:2000"
     options = _jemalloc_options(None)
     assert 'opt.percpu_arena: "percpu"' in options
-    assert "opt.dirty_decay_ms: 1000 " in options
+    assert "opt.dirty_decay_ms: 2000 " in options
 
 
 def test_a_users_own_allocator_settings_are_kept():
-    options = _jemalloc_options("dirty_decay_ms:2000")
+    options = _jemalloc_options("dirty_decay_ms:3000")
     assert 'opt.percpu_arena: "disabled"' in options
-    assert "opt.dirty_decay_ms: 2000 " in options
+    assert "opt.dirty_decay_ms: 3000 " in options
