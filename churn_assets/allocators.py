@@ -12,7 +12,9 @@ higher (docs/benchmarks.md, the eighteenth round). Kept 5 s, ``features`` held ~
 glibc's freed memory (numpy's arrays) longer saved nothing.
 
 Set when the package is imported, before polars loads jemalloc (it reads its settings once), unless the
-user set ``_RJEM_MALLOC_CONF`` (which polars appends to its own settings).
+user set ``_RJEM_MALLOC_CONF`` (which polars appends to its own settings). Measured on 2 cores only: in a
+container on a host of many cores, whose threads move between more CPUs than it may use, setting
+``_RJEM_MALLOC_CONF=dirty_decay_ms:500`` (polars' defaults) is the way back, to compare.
 """
 
 import os
