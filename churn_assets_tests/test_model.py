@@ -600,7 +600,10 @@ def test_the_artifacts_check_fails_on_risk_bands_that_do_not_rise(frames, lake_w
     card = json.loads(lake.read_bytes(card_url))
     bands = card["risk_bands"]
     assert bands["Medium"] < bands["High"]
+    # Cut-offs that do not rise, as a defect of the model step would write them: under their own version.
     card["risk_bands"] = {**bands, "Medium": bands["High"], "High": bands["Medium"]}
+    booster = lake.read_bytes(f"{lake.partition_url('model', 'month', M1)}/{MODEL_FILE}")
+    card["model_version"] = model_version(M1, booster, card["threshold"], card["risk_bands"], card["features"])
     lake.write_bytes(card_url, card_bytes(card))
     result = dg.materialize(
         [training_set_stub(frames), model, model_artifacts_are_sound], resources=local_resources,

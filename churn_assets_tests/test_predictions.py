@@ -259,20 +259,23 @@ def test_each_day_says_the_horizon_of_the_model_that_scored_it(lake, local_resou
 
 
 @pytest.mark.parametrize(
-    "edit,problem",
+    "edit",
     [
-        (lambda card: card["risk_bands"].update(Critical=0.1), "risk-band cut-offs do not rise"),
-        (lambda card: card.pop("risk_bands"), "risk-band cut-offs ['Low', 'Medium', 'High', 'Critical'] missing"),
-        (lambda card: card.pop("threshold"), "threshold None outside (0, 1)"),
+        lambda card: card["risk_bands"].update(Critical=0.1),
+        lambda card: card.pop("risk_bands"),
+        lambda card: card.pop("threshold"),
+        lambda card: card.update(threshold=round(card["threshold"] + 0.05, 6)),
+        lambda card: next(f for f in card["features"] if f["kind"] == "categorical")["categories"].reverse(),
     ],
-    ids=["bands_not_rising", "bands_missing", "threshold_missing"],
+    ids=["bands_not_rising", "bands_missing", "threshold_missing", "threshold_moved", "categories_reordered"],
 )
 def test_a_card_edited_by_hand_stops_scoring_naming_the_card_and_keeps_the_days_predictions(
-    lake, local_resources, instance, edit, problem
+    lake, local_resources, instance, edit
 ):
-    """A card is not covered by a hash: cut-offs edited so that they do not rise banded 400 of 1,000 users
-    Critical and none High, and the day's stored predictions were replaced; a missing key was a bare KeyError.
-    The step fails naming the model, its card and what is wrong, before it scores or stores any day."""
+    """A card edited by hand once scored: cut-offs that do not rise banded 400 of 1,000 users Critical and none
+    High, a plausible threshold flagged another share, reordered categories changed every probability, and
+    the day's stored predictions were replaced; a missing key was a bare KeyError. The model is now refused
+    as it loads, naming its card and what is wrong, before any day is scored or stored."""
     frames = {DAY.isoformat(): synthetic_features(DAY, users=300)}
     assert score_day(local_resources, instance, frames, partition_key=DAY.isoformat()).success
     url = Lake(lake).table_url("predictions", "date", DAY.isoformat())
@@ -287,7 +290,8 @@ def test_a_card_edited_by_hand_stops_scoring_naming_the_card_and_keeps_the_days_
         partition_key=DAY.isoformat(), raise_on_error=False,
     )
     (failure,) = [e for e in result.all_events if e.is_step_failure]
-    message = failure.step_failure_data.error.message
-    assert f"the card of model[{MARCH}] (model_card.json of " in message and problem in message
-    assert failure.step_failure_data.user_failure_data is not None  # a dg.Failure: not retried
+    error = failure.step_failure_data.error
+    text = f"{error.message} {error.cause.message if error.cause else ''}"
+    assert f"{card_url}: its threshold, risk-band cut-offs or feature categories are not the ones" in text
+    assert f"materialize model[{MARCH}] again" in text
     assert Lake(lake).read_bytes(url) == before

@@ -125,9 +125,10 @@ def load_booster(data: bytes, where: str) -> Any:
 
 
 def card_problems(card: dict[str, Any]) -> list[str]:
-    """What makes ``card`` unfit to score with, as no trained model's card is (a card edited by hand, say):
-    a threshold outside (0, 1), risk-band cut-offs missing or not rising, no label horizon, a categorical
-    feature without its categories. Empty when there is nothing to say."""
+    """What makes ``card`` unfit to score with, as no trained model's card should be (``model_artifacts_are_sound``
+    checks each one written): a threshold outside (0, 1), risk-band cut-offs missing or not rising, no label
+    horizon, a categorical feature without its categories. Empty when there is nothing to say. (A card edited
+    by hand after it was stored is refused as it loads: :func:`_verify_card`.)"""
     from churn_assets.assets.ml.scoring import RISK_BANDS  # where used: scoring imports XGBoost
 
     def number(value: Any) -> bool:
@@ -156,6 +157,21 @@ def card_problems(card: dict[str, Any]) -> list[str]:
     if uncategorised:
         found.append(f"categorical features {uncategorised} without their categories")
     return found
+
+
+def _verify_card(card: dict[str, Any], model_bytes: bytes, card_url: str) -> None:
+    """Refuses a card whose threshold, risk-band cut-offs or categories are not those its ``model_version``
+    hashes with ``model_bytes``: a card edited by hand, which would band and score every user differently
+    from the predictions already stored under that version. A card stored before the version hashed them
+    (the booster's hash alone) cannot be checked so."""
+    month, stored = card.get("trained_for_month"), card.get("model_version")
+    hashed = model_version(month, model_bytes, card.get("threshold"), card.get("risk_bands"), card["features"])
+    if stored not in (hashed, f"{month}-{sha256(model_bytes)[:8]}"):
+        raise ModelArtifactError(
+            f"{card_url}: its threshold, risk-band cut-offs or feature categories are not the ones its model_version "
+            f"{stored} was stored with (edited by hand?); refusing to load it. Restore the card, or materialize "
+            f"model[{card.get('month')}] again."
+        )
 
 
 def card_bytes(card: dict[str, Any]) -> bytes:
@@ -302,6 +318,7 @@ class ModelIOManager(dg.ConfigurableIOManager):
             raise ModelArtifactError(
                 f"{where}/{MODEL_FILE} has features {booster.feature_names}, its card lists {expected_features}"
             )
+        _verify_card(card, contents[MODEL_FILE], f"{where}/{CARD_FILE}")
         return ChurnModel(
             model_bytes=contents[MODEL_FILE],
             card=card,
