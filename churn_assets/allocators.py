@@ -6,10 +6,11 @@ JSON lines ``raw_events`` parses on two threads while a third vets them, and the
 pages 0.5 s after they are freed (polars' default): memory freed on one thread was not reused by the
 next, and came back from the kernel as fresh pages, each one a page fault that the kernel zeroes. With
 one arena per CPU (threads share the arena of the core they run on) and freed pages kept for 2 s, a day's
-refresh of ~10 M events on 2 cores used ~4 s less system CPU (10.5-11.1 s instead of 14.6-15.6 s, ~1.2 M
-fewer page faults), and ``raw_events`` peaked ~0.5 GB lower (2.9 GB instead of 3.4 GB), ``features`` ~0.1 GB
-higher (docs/benchmarks.md, the eighteenth round). Kept 5 s, ``features`` held ~0.4 GB more; keeping
-glibc's freed memory (numpy's arrays) longer saved nothing.
+refresh of ~10 M events on 2 cores used ~4 s less system CPU in a slow phase (10.5-11.1 s instead of
+14.6-15.6 s, ~1.2 M fewer page faults) and 3 s less in a faster one, where user CPU rose by 1-3 s; and
+``raw_events`` peaked ~0.5 GB lower (2.9 GB instead of 3.4 GB), ``features`` ~0.1-0.2 GB higher
+(docs/benchmarks.md, the eighteenth round). Kept 5 s, ``features`` held ~0.4 GB more; keeping glibc's freed
+memory (numpy's arrays) longer saved nothing.
 
 Set when the package is imported, before polars loads jemalloc (it reads its settings once), unless the
 user set ``_RJEM_MALLOC_CONF`` (which polars appends to its own settings). Measured on 2 cores only: in a
