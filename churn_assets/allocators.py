@@ -28,4 +28,22 @@ def reuse_freed_memory() -> None:
     """Applies :data:`POLARS_ALLOCATOR_SETTINGS` to this process, when polars is not loaded yet and the user
     chose no settings of their own."""
     if "polars" not in sys.modules:
-        os.environ.setdefault("_RJEM_MALLOC_CONF", POLARS_ALLOCATOR_SETTINGS)
+        os.environ.setdefault("_RJEM_MALLOC_CONF", _settings_for_this_machine())
+
+
+def _settings_for_this_machine() -> str:
+    """:data:`POLARS_ALLOCATOR_SETTINGS`, without ``percpu_arena`` where jemalloc refuses it (it would say so on
+    stderr at every start)."""
+    if cpu_count_is_deterministic():
+        return POLARS_ALLOCATOR_SETTINGS
+    return ",".join(s for s in POLARS_ALLOCATOR_SETTINGS.split(",") if not s.startswith("percpu_arena:"))
+
+
+def cpu_count_is_deterministic() -> bool:
+    """Whether jemalloc accepts ``percpu_arena`` in this process: not when it is held to some of the machine's CPUs
+    (``taskset``, a container's cpuset) or CPUs are offline ("<jemalloc>: Number of CPUs detected is not
+    deterministic"), nor without ``sched_getcpu`` (macOS: "No getcpu support")."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return affinity is not None and (
+        len(affinity(0)) == os.sysconf("SC_NPROCESSORS_ONLN") == os.sysconf("SC_NPROCESSORS_CONF")
+    )
