@@ -13,8 +13,8 @@ refresh of ~10 M events on 2 cores used ~4 s less system CPU in a slow phase (10
 memory (numpy's arrays) longer saved nothing.
 
 Set when the package is imported, before polars loads jemalloc (it reads its settings once), unless the
-user set ``_RJEM_MALLOC_CONF`` (which polars appends to its own settings). Measured on 2 cores only: in a
-container on a host of many cores, whose threads move between more CPUs than it may use, setting
+user set ``_RJEM_MALLOC_CONF`` (which polars appends to its own settings) or the process may use only some of
+the machine's CPUs (:func:`reuse_freed_memory`). Measured on 2 cores only: on a host of many cores,
 ``_RJEM_MALLOC_CONF=dirty_decay_ms:500`` (polars' defaults) is the way back, to compare.
 """
 
