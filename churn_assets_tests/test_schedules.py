@@ -13,9 +13,18 @@ UTC = dt.UTC
 
 
 def _evaluate(name: str, tick: dt.datetime) -> dg.RunRequest | dg.SkipReason:
-    """The tick on an instance that has recorded nothing."""
+    """The tick on an instance that has recorded nothing but the input the tick waits for (stored a day before)."""
     with dg.instance_for_test() as instance:
+        _store_inputs_of(instance, name, tick)
         return _evaluate_on(instance, name, tick)
+
+
+def _store_inputs_of(instance: dg.DagsterInstance, name: str, tick: dt.datetime) -> None:
+    """What the refresh before the tick stores: the Sunday's features for scoring, the last day's labels for training."""
+    asset = {"weekly_scoring": "features", "monthly_retraining": "labels"}.get(name)
+    if asset:
+        day = (tick.date() - dt.timedelta(days=1)).isoformat()
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=day))
 
 
 def _evaluate_on(instance: dg.DagsterInstance, name: str, tick: dt.datetime) -> dg.RunRequest | dg.SkipReason:
@@ -40,8 +49,8 @@ def _job_assets(job_name: str) -> set[str]:
 def test_schedules_exist_with_design_names_and_times():
     expected = {
         "daily_refresh": ("0 2 * * *", "daily_refresh"),
-        "weekly_scoring": ("0 3 * * 1", "weekly_scoring"),
-        "monthly_retraining": ("0 4 1 * *", "monthly_retraining"),
+        "weekly_scoring": ("0 3-23 * * 1", "weekly_scoring"),
+        "monthly_retraining": ("0 4-23 1 * *", "monthly_retraining"),
     }
     for name, (cron, job_name) in expected.items():
         schedule = defs.get_schedule_def(name)
@@ -125,8 +134,11 @@ def test_monthly_retraining_skips_a_tick_before_the_first_month():
     ("name", "after", "expected_next"),
     [
         ("daily_refresh", dt.datetime(2025, 3, 10, 2, 30, tzinfo=UTC), dt.datetime(2025, 3, 11, 2, tzinfo=UTC)),
-        ("weekly_scoring", dt.datetime(2025, 3, 10, 3, 30, tzinfo=UTC), dt.datetime(2025, 3, 17, 3, tzinfo=UTC)),
-        ("monthly_retraining", dt.datetime(2025, 3, 1, 5, tzinfo=UTC), dt.datetime(2025, 4, 1, 4, tzinfo=UTC)),
+        ("weekly_scoring", dt.datetime(2025, 3, 10, 2, 30, tzinfo=UTC), dt.datetime(2025, 3, 10, 3, tzinfo=UTC)),
+        ("weekly_scoring", dt.datetime(2025, 3, 10, 3, 30, tzinfo=UTC), dt.datetime(2025, 3, 10, 4, tzinfo=UTC)),
+        ("weekly_scoring", dt.datetime(2025, 3, 10, 23, 30, tzinfo=UTC), dt.datetime(2025, 3, 17, 3, tzinfo=UTC)),
+        ("monthly_retraining", dt.datetime(2025, 3, 1, 3, tzinfo=UTC), dt.datetime(2025, 3, 1, 4, tzinfo=UTC)),
+        ("monthly_retraining", dt.datetime(2025, 3, 1, 23, 5, tzinfo=UTC), dt.datetime(2025, 4, 1, 4, tzinfo=UTC)),
     ],
 )
 def test_next_tick_times(name, after, expected_next):
@@ -232,6 +244,7 @@ def test_weekly_scoring_of_an_early_month_runs_when_its_model_exists(instance):
     was moved later, or under a shorter CHURN_HORIZON_DAYS. Its Sundays were skipped as 'cannot be trained',
     leaving the month unscored though predictions could run; the tick asks for them when the model is stored."""
     tick = dt.datetime(2025, 1, 6, 3, tzinfo=UTC)
+    _store_inputs_of(instance, "weekly_scoring", tick)
     assert isinstance(_evaluate_on(instance, "weekly_scoring", tick), dg.SkipReason)
 
     instance.report_runless_asset_event(dg.AssetMaterialization("model", partition="2025-01"))
@@ -327,3 +340,83 @@ def test_daily_refresh_does_not_ask_again_for_a_yesterday_queued_or_running(inst
     _asset_backfill(instance, "2025-03-11", "2025-03-11")
     skip = _evaluate_on(instance, "daily_refresh", dt.datetime(2025, 3, 12, 2, tzinfo=UTC))
     assert "2025-03-11 is already queued or running" in skip.skip_message and "backfill uibackfl" in skip.skip_message
+
+
+def _launch(instance: dg.DagsterInstance, request: dg.RunRequest, status: dg.DagsterRunStatus) -> dg.DagsterRun:
+    """The run the daemon launches for a tick's request: the job, with the tags the schedule resolved for it (its
+    own name's and the partition's)."""
+    assert request.tags["dagster/schedule_name"] and request.tags["dagster/partition"] == request.partition_key
+    job_name = request.tags["dagster/schedule_name"]  # each schedule runs the job of its name
+    run = dg.DagsterRun(job_name=job_name, status=status, tags=dict(request.tags))
+    instance.add_run(run)
+    return run
+
+
+def test_weekly_scoring_waits_for_a_late_refresh_of_the_sunday(instance):
+    """The Sunday's refresh was late (its export landed after 02:00): the 03:00 tick's run failed on the missing
+    features[Sunday], so did its retry, and the Sunday went unscored. The tick now waits, and an hourly tick after it
+    asks for the Sunday once its features are stored: once, whatever the ticks after it find."""
+    monday = dt.datetime(2025, 3, 10, tzinfo=UTC)
+    skip = _evaluate_on(instance, "weekly_scoring", monday.replace(hour=3))
+    assert isinstance(skip, dg.SkipReason)
+    assert skip.skip_message.startswith("2025-03-09 waits for features[2025-03-09], not stored yet")
+    assert isinstance(_evaluate_on(instance, "weekly_scoring", monday.replace(hour=4)), dg.SkipReason)
+
+    instance.report_runless_asset_event(dg.AssetMaterialization("features", partition="2025-03-09"))
+    request = _evaluate_on(instance, "weekly_scoring", monday.replace(hour=5))
+    assert isinstance(request, dg.RunRequest)
+    assert (request.partition_key, request.run_key) == ("2025-03-09", "2025-03-09")
+
+    run = _launch(instance, request, dg.DagsterRunStatus.FAILURE)
+    skip = _evaluate_on(instance, "weekly_scoring", monday.replace(hour=6))
+    assert skip.skip_message == f"2025-03-09 was asked for at an earlier tick: run {run.run_id} (FAILURE)"
+    # The run of another Sunday does not count.
+    next_monday = dt.datetime(2025, 3, 17, 3, tzinfo=UTC)
+    _store_inputs_of(instance, "weekly_scoring", next_monday)
+    assert _evaluate_on(instance, "weekly_scoring", next_monday).partition_key == "2025-03-16"
+
+
+def test_the_last_tick_asks_regardless_so_that_a_refresh_that_never_came_alerts(instance):
+    """A Sunday whose refresh has not come by 23:00: the last tick asks for it all the same, and the run fails naming
+    the missing partition, which the run failure sensor posts, as the single 03:00 tick's run did."""
+    assert isinstance(_evaluate_on(instance, "weekly_scoring", dt.datetime(2025, 3, 10, 22, tzinfo=UTC)), dg.SkipReason)
+    request = _evaluate_on(instance, "weekly_scoring", dt.datetime(2025, 3, 10, 23, tzinfo=UTC))
+    assert isinstance(request, dg.RunRequest) and request.partition_key == "2025-03-09"
+    assert isinstance(_evaluate_on(instance, "monthly_retraining", dt.datetime(2025, 4, 1, 22, tzinfo=UTC)), dg.SkipReason)
+    request = _evaluate_on(instance, "monthly_retraining", dt.datetime(2025, 4, 1, 23, tzinfo=UTC))
+    assert isinstance(request, dg.RunRequest) and request.partition_key == "2025-04"
+
+
+def test_a_sunday_scored_by_hand_after_the_first_tick_is_not_scored_again(instance):
+    """An operator who ran `dagster asset materialize --select predictions,drift_report` after the first tick: the
+    later ticks do not score the day a second time. Assets stored before the first tick (a backfill) do not count."""
+
+    def store(*assets: str, day: str) -> None:  # stored now: after a past tick, before a future one
+        for asset in assets:
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=day))
+
+    past = dt.datetime(2025, 3, 10, 4, tzinfo=UTC)
+    store("features", "predictions", day="2025-03-09")
+    assert isinstance(_evaluate_on(instance, "weekly_scoring", past), dg.RunRequest)  # drift_report not stored
+    store("drift_report", day="2025-03-09")
+    skip = _evaluate_on(instance, "weekly_scoring", past)
+    assert skip.skip_message == "predictions, drift_report of 2025-03-09 were stored since 03:00 UTC by another run"
+
+    future = dt.datetime(2030, 3, 11, 4, tzinfo=UTC)  # a Monday whose 03:00 tick comes after what is stored now
+    store("features", "predictions", "drift_report", day="2030-03-10")
+    assert isinstance(_evaluate_on(instance, "weekly_scoring", future), dg.RunRequest)
+
+
+def test_monthly_retraining_waits_for_the_labels_of_the_months_last_day(instance):
+    """training_set[M] reads labels up to the last day of M-1, which the refresh of that day stores at 02:00 on the
+    1st (or whenever its export lands, for the landing sensor)."""
+    first = dt.datetime(2025, 4, 1, tzinfo=UTC)
+    skip = _evaluate_on(instance, "monthly_retraining", first.replace(hour=4))
+    assert skip.skip_message.startswith("2025-04 waits for labels[2025-03-31], not stored yet")
+    instance.report_runless_asset_event(dg.AssetMaterialization("labels", partition="2025-03-30"))
+    assert isinstance(_evaluate_on(instance, "monthly_retraining", first.replace(hour=5)), dg.SkipReason)
+    instance.report_runless_asset_event(dg.AssetMaterialization("labels", partition="2025-03-31"))
+    request = _evaluate_on(instance, "monthly_retraining", first.replace(hour=9))
+    assert (request.partition_key, request.run_key) == ("2025-04", "2025-04")
+    run = _launch(instance, request, dg.DagsterRunStatus.STARTED)
+    assert f"run {run.run_id} (STARTED)" in _evaluate_on(instance, "monthly_retraining", first.replace(hour=10)).skip_message

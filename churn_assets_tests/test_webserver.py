@@ -24,8 +24,8 @@ DESIGN_ASSETS = {
 }
 DESIGN_SCHEDULES = {
     "daily_refresh": ("0 2 * * *", "daily_refresh"),
-    "weekly_scoring": ("0 3 * * 1", "weekly_scoring"),
-    "monthly_retraining": ("0 4 1 * *", "monthly_retraining"),
+    "weekly_scoring": ("0 3-23 * * 1", "weekly_scoring"),
+    "monthly_retraining": ("0 4-23 1 * *", "monthly_retraining"),
 }
 DESIGN_SENSORS = {"landing_sensor", "drift_retraining_sensor", "run_failure_alert"}
 

@@ -3,8 +3,10 @@
 * ``daily_refresh`` — 02:00 UTC: the job of the same name for yesterday, and for the days before it a
   stopped daemon missed (``MAX_CATCH_UP_DAYS``); skipped while the day before them is being refreshed outside
   the job's serial lane (a backfill launched from the UI), which its run would overtake.
-* ``weekly_scoring`` — Monday 03:00 UTC: the job of the same name for yesterday (the Sunday).
-* ``monthly_retraining`` — the 1st at 04:00 UTC: the job of the same name for the new month.
+* ``weekly_scoring`` — Monday 03:00 UTC: the job of the same name for yesterday (the Sunday), once the Sunday's
+  ``features`` are stored: when its refresh is late, the hourly ticks after 03:00 wait for it (``_once_stored``).
+* ``monthly_retraining`` — the 1st at 04:00 UTC: the job of the same name for the new month, once the ``labels`` of
+  the month's last day are stored, waiting the same way.
 
 Schedules carry the names DESIGN.md gives them, which are also their jobs' names (Dagster keeps
 schedules and jobs apart).
@@ -158,35 +160,82 @@ _IN_FLIGHT = [
 ]
 
 
+# weekly_scoring and monthly_retraining read what a daily refresh stores a few hours before them: the Sunday's
+# features, the labels of the month's last day. When that refresh was late (its export landed after 02:00, or it
+# failed and was re-run), their run failed on the missing partition, and its retry, and nothing asked for the
+# partition again. So they tick at their hour and then every hour until 23:00 UTC that day: a tick asks for the
+# partition once its input is stored, unless a run of the schedule already has it or the job's assets were all
+# stored since the first tick (by hand). The last tick asks regardless, so that a refresh that never came fails a
+# run whose error names the missing partition, and the run failure sensor alerts, as the single tick did.
+LAST_WAITING_HOUR = 23
+
+
+def _once_stored(
+    context: dg.ScheduleEvaluationContext, name: str, request: dg.RunRequest, first_hour: int,
+    needs: tuple[str, str], job_assets: tuple[str, ...],
+) -> dg.RunRequest | dg.SkipReason:
+    """``request`` at the first tick it can run: ``needs`` (an asset and its partition) stored, not asked for yet."""
+    instance, key, tick = context.instance, request.partition_key, _tick(context)
+    asked = instance.get_runs(
+        dg.RunsFilter(tags={"dagster/schedule_name": name, "dagster/partition": key}), limit=1
+    )
+    if asked:
+        run = asked[0]
+        return dg.SkipReason(f"{key} was asked for at an earlier tick: run {run.run_id} ({run.status.value})")
+    first_tick = tick.replace(hour=first_hour, minute=0, second=0, microsecond=0)
+    stored = [latest_materializations(instance, dg.AssetKey(asset), [key]).get(key) for asset in job_assets]
+    if tick > first_tick and all(record and record.timestamp >= first_tick.timestamp() for record in stored):
+        return dg.SkipReason(f"{', '.join(job_assets)} of {key} were stored since {first_tick:%H:%M} UTC by another run")
+    asset, partition = needs
+    if latest_materializations(instance, dg.AssetKey(asset), [partition]) or tick.hour >= LAST_WAITING_HOUR:
+        return request
+    return dg.SkipReason(
+        f"{key} waits for {asset}[{partition}], not stored yet (its daily refresh is late, queued or failed): every "
+        f"tick until {LAST_WAITING_HOUR}:00 UTC asks for {key} once it is stored, and the last one asks regardless"
+    )
+
+
 @dg.schedule(
     name="weekly_scoring",
     job=weekly_scoring,
-    cron_schedule="0 3 * * 1",
+    cron_schedule="0 3-23 * * 1",
     execution_timezone="UTC",
-    description="Monday 03:00 UTC: predictions and the drift report of yesterday, the Sunday.",
+    description=(
+        "Monday 03:00 UTC: predictions and the drift report of yesterday, the Sunday. When the Sunday's features "
+        "are not stored yet (a late refresh), the hourly ticks until 23:00 ask for it once they are."
+    ),
 )
 def weekly_scoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     request = _yesterday(context)
-    if isinstance(request, dg.RunRequest):
-        day, month = request.partition_key, request.partition_key[:7]
-        # A model stored anyway (trained before CHURN_START_DATE moved later, or under another H) can score.
-        if (why := too_early_to_train(month)) and not latest_materializations(
-            context.instance, dg.AssetKey("model"), [month]
-        ):
-            return dg.SkipReason(f"predictions and drift_report of {day} need a model of {month}: {why}")
-    return request
+    if not isinstance(request, dg.RunRequest):
+        return request
+    day, month = request.partition_key, request.partition_key[:7]
+    # A model stored anyway (trained before CHURN_START_DATE moved later, or under another H) can score.
+    if (why := too_early_to_train(month)) and not latest_materializations(
+        context.instance, dg.AssetKey("model"), [month]
+    ):
+        return dg.SkipReason(f"predictions and drift_report of {day} need a model of {month}: {why}")
+    return _once_stored(context, "weekly_scoring", request, 3, ("features", day), ("predictions", "drift_report"))
 
 
 @dg.schedule(
     name="monthly_retraining",
     job=monthly_retraining,
-    cron_schedule="0 4 1 * *",
+    cron_schedule="0 4-23 1 * *",
     execution_timezone="UTC",
-    description="The 1st of each month, 04:00 UTC: the training set and model of the month that begins.",
+    description=(
+        "The 1st of each month, 04:00 UTC: the training set and model of the month that begins. When the labels of "
+        "the month's last day are not stored yet (a late refresh), the hourly ticks until 23:00 ask once they are."
+    ),
 )
 def monthly_retraining_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     tick = _tick(context)
     request = _request(monthly_partitions, tick.strftime(MONTH_FORMAT), tick)
-    if isinstance(request, dg.RunRequest) and (why := too_early_to_train(request.partition_key)):
+    if not isinstance(request, dg.RunRequest):
+        return request
+    if why := too_early_to_train(request.partition_key):
         return dg.SkipReason(why)
-    return request
+    last_label_day = (tick.date() - dt.timedelta(days=1)).isoformat()
+    return _once_stored(
+        context, "monthly_retraining", request, 4, ("labels", last_label_day), ("training_set", "model")
+    )
