@@ -382,7 +382,8 @@ def test_the_last_tick_asks_regardless_so_that_a_refresh_that_never_came_alerts(
     assert isinstance(_evaluate_on(instance, "weekly_scoring", dt.datetime(2025, 3, 10, 22, tzinfo=UTC)), dg.SkipReason)
     request = _evaluate_on(instance, "weekly_scoring", dt.datetime(2025, 3, 10, 23, tzinfo=UTC))
     assert isinstance(request, dg.RunRequest) and request.partition_key == "2025-03-09"
-    assert isinstance(_evaluate_on(instance, "monthly_retraining", dt.datetime(2025, 4, 1, 22, tzinfo=UTC)), dg.SkipReason)
+    first_of_april = dt.datetime(2025, 4, 1, 22, tzinfo=UTC)
+    assert isinstance(_evaluate_on(instance, "monthly_retraining", first_of_april), dg.SkipReason)
     request = _evaluate_on(instance, "monthly_retraining", dt.datetime(2025, 4, 1, 23, tzinfo=UTC))
     assert isinstance(request, dg.RunRequest) and request.partition_key == "2025-04"
 
@@ -419,4 +420,5 @@ def test_monthly_retraining_waits_for_the_labels_of_the_months_last_day(instance
     request = _evaluate_on(instance, "monthly_retraining", first.replace(hour=9))
     assert (request.partition_key, request.run_key) == ("2025-04", "2025-04")
     run = _launch(instance, request, dg.DagsterRunStatus.STARTED)
-    assert f"run {run.run_id} (STARTED)" in _evaluate_on(instance, "monthly_retraining", first.replace(hour=10)).skip_message
+    skip = _evaluate_on(instance, "monthly_retraining", first.replace(hour=10))
+    assert f"run {run.run_id} (STARTED)" in skip.skip_message

@@ -185,7 +185,8 @@ def _once_stored(
     first_tick = tick.replace(hour=first_hour, minute=0, second=0, microsecond=0)
     stored = [latest_materializations(instance, dg.AssetKey(asset), [key]).get(key) for asset in job_assets]
     if tick > first_tick and all(record and record.timestamp >= first_tick.timestamp() for record in stored):
-        return dg.SkipReason(f"{', '.join(job_assets)} of {key} were stored since {first_tick:%H:%M} UTC by another run")
+        stored_by = f"stored since {first_tick:%H:%M} UTC by another run"
+        return dg.SkipReason(f"{', '.join(job_assets)} of {key} were {stored_by}")
     asset, partition = needs
     if latest_materializations(instance, dg.AssetKey(asset), [partition]) or tick.hour >= LAST_WAITING_HOUR:
         return request
