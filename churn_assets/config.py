@@ -121,6 +121,16 @@ def _parse_int(name: str, value: str, minimum: int) -> int:
     return number
 
 
+def _parse_deadline(name: str, value: str) -> int | None:
+    """Whole hours from 1 to 48, or ``off``."""
+    if value.strip().lower() == "off":
+        return None
+    hours = _parse_int(name, value.strip(), 1)
+    if hours > 48:
+        raise ValueError(f"{name}={hours} must be at most 48 (hours after the day's end), or off")
+    return hours
+
+
 def _parse_share(name: str, value: str) -> float:
     try:
         share = float(value)
@@ -149,6 +159,8 @@ class ChurnSettings:
     # Automation (churn_assets/automation): how often the landing zone is polled, what share of drifted
     # columns asks for a retraining, and the least time between two retraining requests.
     landing_sensor_interval_seconds: int = 60
+    # Hours after a day's end (UTC) by which its export's _SUCCESS is due; later, landing_sensor alerts (None: never).
+    landing_deadline_hours: int | None = 6
     drift_threshold: float = 0.5
     retraining_cooldown_days: int = 7
 
@@ -176,6 +188,9 @@ class ChurnSettings:
             ),
             landing_sensor_interval_seconds=_parse_int(
                 "CHURN_LANDING_SENSOR_INTERVAL", env.get("CHURN_LANDING_SENSOR_INTERVAL") or "60", 1
+            ),
+            landing_deadline_hours=_parse_deadline(
+                "CHURN_LANDING_DEADLINE_HOURS", env.get("CHURN_LANDING_DEADLINE_HOURS") or "6"
             ),
             drift_threshold=_parse_share("CHURN_DRIFT_THRESHOLD", env.get("CHURN_DRIFT_THRESHOLD") or "0.5"),
             retraining_cooldown_days=_parse_int(

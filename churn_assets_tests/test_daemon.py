@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 from dagster._core.scheduler.instigation import InstigatorStatus
 
+from churn_assets.automation.sensors.landing_sensor import overdue_days
 from churn_assets.partitions import daily_partitions
 from churn_assets.resources.lake import Lake
 
@@ -66,6 +67,7 @@ def test_daemon_refreshes_a_day_that_lands_while_it_runs(tmp_path, webhook):
 
     # Turned on the way an operator does it; the state lives in the instance, not in the code.
     _start_from_the_cli("sensor", "landing_sensor", env, tmp_path)
+    first_late = overdue_days(dt.datetime.now(dt.UTC), None, 6)[0]
 
     daemon = DagsterProcess([executable("dagster-daemon"), "run", "-w", workspace], env, tmp_path / "daemon.log")
     try:
@@ -110,10 +112,20 @@ def test_daemon_refreshes_a_day_that_lands_while_it_runs(tmp_path, webhook):
                 env=env, cwd=ROOT, capture_output=True, text=True, timeout=180,
             )
             assert cli.returncode != 0 and "no landing folder for 2025-01-05" in cli.stdout + cli.stderr
-            wait_until(lambda: received.received, 90, "the failure alert of the CLI run", daemon, interval=0.5)
-            ((_, alert),) = received.received
+
+            def alerts(late: bool) -> list[dict]:
+                return [a for _, a in received.received if (a["dagster_event"] == "LANDING_DAY_LATE") == late]
+
+            wait_until(lambda: alerts(late=False), 90, "the failure alert of the CLI run", daemon, interval=0.5)
+            (alert,) = alerts(late=False)
             assert alert["partition"] == missing and alert["failed_steps"] == ["raw_events"]
             assert "no landing folder for 2025-01-05" in alert["error"]
+            # The landing zone holds no export of the days before today: the latest day past its deadline (6 h
+            # after its end) was posted as late once, over the sensor's many ticks (one more if a deadline passed).
+            ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id)
+            assert len(ticks) >= 5
+            late = [a["partition"] for a in alerts(late=True)]
+            assert late in ([first_late], [first_late, overdue_days(dt.datetime.now(dt.UTC), None, 6)[0]])
     finally:
         daemon.stop()
 

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from churn_assets.automation.sensors.drift_retraining_sensor import build_drift_retraining_sensor
-from churn_assets.automation.sensors.landing_sensor import build_landing_sensor, landing_sensor
+from churn_assets.automation.sensors.landing_sensor import build_landing_sensor, landing_sensor, overdue_days
 from churn_assets.automation.sensors.run_failure_alert import run_failure_alert, step_error
 from churn_assets.definitions import defs
 from churn_assets.config import ChurnSettings
@@ -42,12 +42,16 @@ def _redeliver(landing_url: str, day: str) -> None:
         os.utime(marker, (later, later))
 
 
+def _landing_resources(landing_url: str, webhook_url: str | None = None) -> dict:
+    return {"landing": LandingZone(url=landing_url), "alerts": AlertWebhook(url=webhook_url)}
+
+
 def _tick(sensor: dg.SensorDefinition, instance, landing_url: str, cursor: str | None):
     """One evaluation: (partition keys requested in order, run keys, the cursor after it)."""
     context = dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
-        resources={"landing": LandingZone(url=landing_url)},
+        resources=_landing_resources(landing_url),
         repository_def=REPOSITORY,
     )
     data = sensor.evaluate_tick(context)
@@ -76,7 +80,7 @@ def test_landing_sensor_requests_each_complete_day_once(instance, landing_url):
     assert cursor_again == cursor
     # but it is named: an export that stopped before its marker is not invisible.
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"landing": LandingZone(url=landing_url)}, repository_def=REPOSITORY
+        instance=instance, cursor=cursor, resources=_landing_resources(landing_url), repository_def=REPOSITORY
     )
     skip = landing_sensor.evaluate_tick(context).skip_message
     assert skip.endswith("; 1 landing day(s) with files and no _SUCCESS yet: 2025-01-02")
@@ -111,7 +115,7 @@ def test_landing_sensor_holds_days_after_a_gap_and_says_why(instance, tmp_path):
     days, _, cursor = _tick(landing_sensor, instance, landing_url, None)
     assert days == ["2025-01-01"]
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"landing": LandingZone(url=landing_url)}, repository_def=REPOSITORY
+        instance=instance, cursor=cursor, resources=_landing_resources(landing_url), repository_def=REPOSITORY
     )
     skip = landing_sensor.evaluate_tick(context).skip_message
     assert "2 complete landing day(s) from 2025-01-03 wait for 2025-01-02" in skip
@@ -247,7 +251,7 @@ def test_landing_sensor_run_request_launches_the_daily_refresh_of_that_day(insta
     landing_url = str(tmp_path / "landing")
     _landing_day(landing_url, "2025-01-01")
     context = dg.build_sensor_context(
-        instance=instance, resources={"landing": LandingZone(url=landing_url)}, repository_def=REPOSITORY
+        instance=instance, resources=_landing_resources(landing_url), repository_def=REPOSITORY
     )
     (request,) = landing_sensor.evaluate_tick(context).run_requests
     assert request.partition_key == "2025-01-01"
@@ -275,6 +279,80 @@ def test_landing_sensor_names_a_landing_bucket_that_does_not_exist(instance, s3_
 
 
 # -- drift sensor ---------------------------------------------------------------------------------
+def test_overdue_days_are_those_whose_deadline_passed_since_the_last_tick():
+    at = lambda day, hour, minute=0: dt.datetime.fromisoformat(f"{day}T{hour:02}:{minute:02}+00:00")  # noqa: E731
+    # 6 h after its end: 2025-03-09 is due at 2025-03-10 06:00.
+    assert overdue_days(at("2025-03-10", 6), at("2025-03-10", 5, 59), 6) == ["2025-03-09"]
+    assert overdue_days(at("2025-03-10", 6, 1), at("2025-03-10", 6), 6) == []  # alerted once, by the tick before
+    assert overdue_days(at("2025-03-10", 5, 59), at("2025-03-10", 5, 58), 6) == []
+    assert overdue_days(at("2025-03-10", 7), None, 6) == ["2025-03-09"]  # a first tick: the latest day due
+    # A daemon down three days: every deadline passed meanwhile, newest first, at most 7.
+    assert overdue_days(at("2025-03-10", 7), at("2025-03-07", 7), 6) == ["2025-03-09", "2025-03-08", "2025-03-07"]
+    assert len(overdue_days(at("2025-03-30", 7), at("2025-03-07", 7), 6)) == 7
+    assert overdue_days(at("2025-03-11", 0), at("2025-03-10", 23), 24) == ["2025-03-09"]
+
+
+def test_landing_sensor_posts_a_late_landing_day_once_and_goes_on_requesting(instance, tmp_path, webhook):
+    """A day whose export has no _SUCCESS CHURN_LANDING_DEADLINE_HOURS after its end: the sensor kept skipping and
+    nothing failed, so nobody heard of it. The tick after its deadline logs it and posts it, once; a complete day is
+    requested the same tick, and a webhook that refuses the alert does not stop the requests."""
+    handler, url = webhook
+    landing_url = str(tmp_path / "landing")
+    if (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).time() > dt.time(23, 59, 30):
+        time.sleep(31)  # the next day's deadline would pass while the test runs
+    now = dt.datetime.now(dt.UTC)
+    late = (now - dt.timedelta(hours=1)).date() - dt.timedelta(days=1)  # the latest day 1 h past its end
+    _landing_day(landing_url, (late - dt.timedelta(days=1)).isoformat())
+    _landing_day(landing_url, late.isoformat(), complete=False)  # files, no marker
+    _finished(instance, (late - dt.timedelta(days=2)).isoformat())  # the day before the complete one: refreshed
+    sensor = build_landing_sensor(deadline_hours=1)
+
+    def tick(last_tick: dt.datetime | None, status: int = 200):
+        handler.status = status
+        # The context the daemon builds: the time of the sensor's previous tick, which build_sensor_context lacks.
+        context = dg.SensorEvaluationContext(
+            instance_ref=None, instance=instance, resources=_landing_resources(landing_url, url),
+            repository_def=REPOSITORY, last_tick_completion_time=last_tick.timestamp() if last_tick else None,
+        )
+        return sensor.evaluate_tick(context)
+
+    data = tick(now - dt.timedelta(days=1))
+    assert [r.partition_key for r in data.run_requests] == [(late - dt.timedelta(days=1)).isoformat()]
+    ((content_type, alert),) = handler.received
+    assert (alert["dagster_event"], alert["partition"], alert["job"], alert["run_id"]) == (
+        "LANDING_DAY_LATE", late.isoformat(), "daily_refresh", None
+    )
+    assert f"landing day {late} has no _SUCCESS 1 h after its end (CHURN_LANDING_DEADLINE_HOURS)" in alert["error"]
+    assert alert["error"].endswith("(it has files: an export that stopped before its marker?)")
+
+    tick(now - dt.timedelta(minutes=1))  # the deadline passed before the previous tick: alerted already
+    assert len(handler.received) == 1
+    data = tick(now - dt.timedelta(days=1), status=500)  # refused: logged, the requests go on
+    assert len(handler.received) == 2 and len(data.run_requests) == 1
+
+    _landing_day(landing_url, late.isoformat())  # delivered: no longer late
+    tick(now - dt.timedelta(days=1))
+    assert len(handler.received) == 2
+    # CHURN_LANDING_DEADLINE_HOURS=off: no alert, where the sensor with a deadline posts one.
+    other = str(tmp_path / "other_landing")
+    _landing_day(other, late.isoformat(), complete=False)
+    for deadline, posted in ((None, 2), (1, 3)):
+        context = dg.build_sensor_context(
+            instance=instance, resources=_landing_resources(other, url), repository_def=REPOSITORY
+        )
+        build_landing_sensor(deadline_hours=deadline).evaluate_tick(context)
+        assert len(handler.received) == posted
+
+
+def test_the_landing_deadline_setting():
+    assert ChurnSettings.from_env({}).landing_deadline_hours == 6
+    assert ChurnSettings.from_env({"CHURN_LANDING_DEADLINE_HOURS": "off"}).landing_deadline_hours is None
+    assert ChurnSettings.from_env({"CHURN_LANDING_DEADLINE_HOURS": "30"}).landing_deadline_hours == 30
+    for bad, says in (("0", "must be at least 1"), ("49", "must be at most 48"), ("6h", "is not a whole number")):
+        with pytest.raises(ValueError, match=f"CHURN_LANDING_DEADLINE_HOURS.*{says}"):
+            ChurnSettings.from_env({"CHURN_LANDING_DEADLINE_HOURS": bad})
+
+
 def _drift_report(instance, day: str, share: float) -> None:
     instance.report_runless_asset_event(
         dg.AssetMaterialization(

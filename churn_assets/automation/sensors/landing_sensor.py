@@ -15,6 +15,11 @@ has no ``install_times`` yet and is not requested in the same tick is left out o
 late day is requested with the days that waited for it, oldest first, and the days after a failed refresh
 wait for it to succeed.
 
+A day whose ``_SUCCESS`` is not there ``CHURN_LANDING_DEADLINE_HOURS`` after the day's end (UTC) is late: the
+first tick after that deadline logs it and posts it to ``CHURN_ALERT_WEBHOOK`` (``late_landing_alerts``), once,
+since it looks only at the deadlines passed since the sensor's previous tick. Otherwise a missing export left the
+sensor skipping, and nothing failed for ``run_failure_alert`` to report.
+
 The cursor keeps at most ``max_tracked_days`` days; once it is full, days older than the oldest one it
 tracks are no longer watched (backfill them). A tick requests at most ``max_requests_per_tick`` days,
 oldest first; the rest stay pending for the next tick.
@@ -31,7 +36,8 @@ from churn_assets.automation.jobs import daily_refresh
 from churn_assets.automation.schedules import partition_exists
 from churn_assets.config import SETTINGS
 from churn_assets.partitions import daily_partitions, latest_materializations
-from churn_assets.resources import LandingZone
+from churn_assets.resources import AlertWebhook, LandingZone
+from churn_assets.resources.alerts import AlertDeliveryError
 from churn_assets.resources.lake import some_keys
 
 LANDING_VERSION_TAG = "churn/landing_version"
@@ -142,8 +148,59 @@ def _held_message(held: dict[str, str]) -> str:
     )
 
 
+def overdue_days(now: dt.datetime, since: dt.datetime | None, deadline_hours: int, most: int = 7) -> list[str]:
+    """The days whose export deadline (``deadline_hours`` after the day's end, UTC) passed in (``since``, ``now``],
+    newest first, at most ``most``; without ``since`` (a sensor's first tick), the latest day past its deadline."""
+
+    def newest_overdue(at: dt.datetime) -> dt.date:
+        return (at - dt.timedelta(hours=deadline_hours)).date() - dt.timedelta(days=1)
+
+    newest = newest_overdue(now)
+    count = 1 if since is None else min(most, (newest - newest_overdue(since)).days)
+    return [(newest - dt.timedelta(days=n)).isoformat() for n in range(count)]
+
+
+def late_landing_alerts(
+    days: list[str], complete: dict[str, str], unfinished: list[str], now: dt.datetime, deadline_hours: int
+) -> list[dict]:
+    """An alert for each of ``days`` that is a partition and has no ``_SUCCESS``, shaped as run_failure_alert's
+    (``dagster_event`` ``LANDING_DAY_LATE``, no run)."""
+    alerts = []
+    for day in days:
+        if day in complete or not partition_exists(daily_partitions, day, now):
+            continue
+        why = "it has files: an export that stopped before its marker?" if day in unfinished else "it has no files"
+        alerts.append({
+            "run_id": None,
+            "job": daily_refresh.name,
+            "partition": day,
+            "failed_steps": [],
+            "error": (
+                f"landing day {day} has no _SUCCESS {deadline_hours} h after its end "
+                f"(CHURN_LANDING_DEADLINE_HOURS), at {now:%Y-%m-%d %H:%M} UTC: its export is late ({why})"
+            ),
+            "dagster_event": "LANDING_DAY_LATE",
+        })
+    return alerts
+
+
+def _post_late(context: dg.SensorEvaluationContext, alerts: AlertWebhook, late: list[dict]) -> None:
+    """Logs each late day and posts it; a webhook that refuses it is logged, and the day's refresh requests go on."""
+    for alert in late:
+        context.log.warning(alert["error"])
+        if not alerts.enabled:
+            continue
+        try:
+            status = alerts.post(alert)
+        except AlertDeliveryError as exc:
+            context.log.error(f"the late landing day {alert['partition']} was not posted: {exc}")
+        else:
+            context.log.info(f"late landing day {alert['partition']} posted to the webhook (HTTP {status})")
+
+
 def build_landing_sensor(
     minimum_interval_seconds: int = SETTINGS.landing_sensor_interval_seconds,
+    deadline_hours: int | None = SETTINGS.landing_deadline_hours,
     max_tracked_days: int = 1000,
     max_requests_per_tick: int = 100,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
@@ -156,14 +213,22 @@ def build_landing_sensor(
         description=(
             "Requests daily_refresh for each landing day whose _SUCCESS marker appears, once per day and "
             "marker version; a re-delivered day (new marker) is requested again, a late day is never skipped, "
-            "a day refreshed since its marker is not."
+            "a day refreshed since its marker is not. A day without _SUCCESS CHURN_LANDING_DEADLINE_HOURS after "
+            "its end is alerted as late (log, CHURN_ALERT_WEBHOOK)."
         ),
     )
-    def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
+    def landing_sensor(
+        context: dg.SensorEvaluationContext, landing: LandingZone, alerts: AlertWebhook
+    ) -> dg.SensorResult:
         requested = load_cursor(context.cursor)
         now = dt.datetime.now(dt.UTC)
         refreshed_of = lambda days: _refreshed_of(context.instance, days)  # noqa: E731
         complete, unfinished = landing.days()
+        if deadline_hours is not None:
+            last = context.last_tick_completion_time
+            since = dt.datetime.fromtimestamp(last, dt.UTC) if last else None
+            due = overdue_days(now, since, deadline_hours)
+            _post_late(context, alerts, late_landing_alerts(due, complete, unfinished, now, deadline_hours))
         pending = pending_days(complete, requested, now, max_tracked_days, refreshed_of)
         to_request = pending.to_request[:max_requests_per_tick]
         run_requests = []
