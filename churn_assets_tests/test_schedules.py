@@ -4,9 +4,10 @@ import datetime as dt
 
 import dagster as dg
 import pytest
+from dagster._core.storage.tags import RUN_KEY_TAG, SCHEDULED_EXECUTION_TIME_TAG
 
 from churn_assets.automation.schedules import partition_exists
-from churn_assets.partitions import daily_partitions, monthly_partitions
+from churn_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, daily_partitions, monthly_partitions
 from churn_assets.definitions import defs
 
 UTC = dt.UTC
@@ -342,12 +343,15 @@ def test_daily_refresh_does_not_ask_again_for_a_yesterday_queued_or_running(inst
     assert "2025-03-11 is already queued or running" in skip.skip_message and "backfill uibackfl" in skip.skip_message
 
 
-def _launch(instance: dg.DagsterInstance, request: dg.RunRequest, status: dg.DagsterRunStatus) -> dg.DagsterRun:
+def _launch(
+    instance: dg.DagsterInstance, request: dg.RunRequest, status: dg.DagsterRunStatus, tick: dt.datetime
+) -> dg.DagsterRun:
     """The run the daemon launches for a tick's request: the job, with the tags the schedule resolved for it (its
-    own name's and the partition's)."""
-    assert request.tags["dagster/schedule_name"] and request.tags["dagster/partition"] == request.partition_key
+    own name's and the partition's) and those the daemon adds (the tick's time, the run key)."""
+    assert request.tags["dagster/schedule_name"] and request.tags.get("dagster/partition") == request.partition_key
     job_name = request.tags["dagster/schedule_name"]  # each schedule runs the job of its name
-    run = dg.DagsterRun(job_name=job_name, status=status, tags=dict(request.tags))
+    tags = {**request.tags, SCHEDULED_EXECUTION_TIME_TAG: tick.isoformat(), RUN_KEY_TAG: request.run_key}
+    run = dg.DagsterRun(job_name=job_name, status=status, tags=tags)
     instance.add_run(run)
     return run
 
@@ -367,7 +371,7 @@ def test_weekly_scoring_waits_for_a_late_refresh_of_the_sunday(instance):
     assert isinstance(request, dg.RunRequest)
     assert (request.partition_key, request.run_key) == ("2025-03-09", "2025-03-09")
 
-    run = _launch(instance, request, dg.DagsterRunStatus.FAILURE)
+    run = _launch(instance, request, dg.DagsterRunStatus.FAILURE, monday.replace(hour=5))
     skip = _evaluate_on(instance, "weekly_scoring", monday.replace(hour=6))
     assert skip.skip_message == f"2025-03-09 was asked for at an earlier tick: run {run.run_id} (FAILURE)"
     # The run of another Sunday does not count.
@@ -419,6 +423,34 @@ def test_monthly_retraining_waits_for_the_labels_of_the_months_last_day(instance
     instance.report_runless_asset_event(dg.AssetMaterialization("labels", partition="2025-03-31"))
     request = _evaluate_on(instance, "monthly_retraining", first.replace(hour=9))
     assert (request.partition_key, request.run_key) == ("2025-04", "2025-04")
-    run = _launch(instance, request, dg.DagsterRunStatus.STARTED)
+    run = _launch(instance, request, dg.DagsterRunStatus.STARTED, first.replace(hour=9))
     skip = _evaluate_on(instance, "monthly_retraining", first.replace(hour=10))
     assert f"run {run.run_id} (STARTED)" in skip.skip_message
+
+
+@pytest.mark.parametrize(
+    ("name", "tick"),
+    [
+        ("weekly_scoring", dt.datetime(2025, 3, 10, 5, tzinfo=UTC)),
+        ("monthly_retraining", dt.datetime(2025, 4, 1, 4, tzinfo=UTC)),
+        ("daily_refresh", dt.datetime(2025, 3, 12, 2, tzinfo=UTC)),
+    ],
+)
+def test_a_tick_interrupted_after_creating_its_run_asks_for_that_run_again(instance, name, tick):
+    """The daemon stopped (a restart, an OOM kill) after creating a tick's run and before submitting it: the restarted
+    daemon evaluates the same tick again and submits the run it finds under the run key asked for. The tick counted
+    that run, NOT_STARTED, as asked for at an earlier tick (as yesterday queued, for daily_refresh): it was skipped,
+    the run never left NOT_STARTED, and the partition was neither run nor alerted on."""
+    _store_inputs_of(instance, name, tick)
+    instance.report_runless_asset_event(dg.AssetMaterialization("install_times", partition="2025-03-08"))
+    request = _evaluate_on(instance, name, tick)
+    assert isinstance(request, dg.RunRequest), request.skip_message
+    _launch(instance, request, dg.DagsterRunStatus.NOT_STARTED, tick)
+
+    again = _evaluate_on(instance, name, tick)
+    assert isinstance(again, dg.RunRequest), again.skip_message
+    assert (again.run_key, again.partition_key) == (request.run_key, request.partition_key)
+    assert {t: again.tags.get(t) for t in (RANGE_START_TAG, RANGE_END_TAG)} == {
+        t: request.tags.get(t) for t in (RANGE_START_TAG, RANGE_END_TAG)
+    }
+    assert isinstance(_evaluate_on(instance, name, tick + dt.timedelta(hours=1)), dg.SkipReason)

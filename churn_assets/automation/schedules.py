@@ -23,6 +23,7 @@ import datetime as dt
 import dagster as dg
 from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+from dagster._core.storage.tags import RUN_KEY_TAG, SCHEDULED_EXECUTION_TIME_TAG
 
 from churn_assets.assets.ml.training_set import too_early_to_train
 from churn_assets.automation.jobs import daily_refresh, monthly_retraining, weekly_scoring
@@ -54,6 +55,23 @@ def _tick(context: dg.ScheduleEvaluationContext) -> dt.datetime:
     return context.scheduled_execution_time.astimezone(dt.UTC)
 
 
+def _created_by_this_tick(context: dg.ScheduleEvaluationContext, name: str) -> dg.RunRequest | None:
+    """The request of the run this very tick created before the daemon stopped (before it submitted the run or
+    recorded the tick). The restarted daemon evaluates the tick again and submits the run it finds under the same
+    run key; the checks below would count that run as asked for already (or as yesterday in flight), skip the tick
+    and leave the run NOT_STARTED for good."""
+    tags = {"dagster/schedule_name": name, SCHEDULED_EXECUTION_TIME_TAG: _tick(context).isoformat()}
+    runs = context.instance.get_runs(dg.RunsFilter(tags=tags), limit=1)
+    if not runs or RUN_KEY_TAG not in runs[0].tags:
+        return None
+    run = runs[0]
+    return dg.RunRequest(
+        run_key=run.tags[RUN_KEY_TAG],
+        partition_key=run.tags.get("dagster/partition"),
+        tags={tag: run.tags[tag] for tag in (RANGE_START_TAG, RANGE_END_TAG) if tag in run.tags},
+    )
+
+
 def _yesterday(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     """The daily partition of the day that ended before the tick."""
     tick = _tick(context)
@@ -68,6 +86,8 @@ def _yesterday(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.Skip
     description="02:00 UTC every day: the daily refresh of yesterday (raw_events → labels).",
 )
 def daily_refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    if again := _created_by_this_tick(context, "daily_refresh"):
+        return again
     request = _yesterday(context)
     if not isinstance(request, dg.RunRequest):
         return request
@@ -207,6 +227,8 @@ def _once_stored(
     ),
 )
 def weekly_scoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    if again := _created_by_this_tick(context, "weekly_scoring"):
+        return again
     request = _yesterday(context)
     if not isinstance(request, dg.RunRequest):
         return request
@@ -230,6 +252,8 @@ def weekly_scoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequ
     ),
 )
 def monthly_retraining_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    if again := _created_by_this_tick(context, "monthly_retraining"):
+        return again
     tick = _tick(context)
     request = _request(monthly_partitions, tick.strftime(MONTH_FORMAT), tick)
     if not isinstance(request, dg.RunRequest):
