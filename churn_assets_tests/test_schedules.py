@@ -21,7 +21,8 @@ def _evaluate(name: str, tick: dt.datetime) -> dg.RunRequest | dg.SkipReason:
 
 
 def _store_inputs_of(instance: dg.DagsterInstance, name: str, tick: dt.datetime) -> None:
-    """What the refresh before the tick stores: the Sunday's features for scoring, the last day's labels for training."""
+    """What the refresh before the tick stores: the Sunday's features for scoring, the last day's labels for
+    training."""
     asset = {"weekly_scoring": "features", "monthly_retraining": "labels"}.get(name)
     if asset:
         day = (tick.date() - dt.timedelta(days=1)).isoformat()
