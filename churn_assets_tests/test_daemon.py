@@ -4,14 +4,13 @@ of the CLI that fails is posted to the alert webhook. And the daily_refresh sche
 (its ticks backdated) while a backfill is queued or under way."""
 
 import datetime as dt
-import json
 import subprocess
 
 import dagster as dg
 import pytest
 from dagster._core.scheduler.instigation import InstigatorStatus
 
-from churn_assets.automation.sensors.landing_sensor import overdue_days
+from churn_assets.automation.sensors.landing_sensor import load_cursor, overdue_days
 from churn_assets.partitions import daily_partitions
 from churn_assets.resources.lake import Lake
 
@@ -99,7 +98,7 @@ def test_daemon_refreshes_a_day_that_lands_while_it_runs(tmp_path, webhook):
                 assert instance.get_latest_materialization_event(dg.AssetKey(asset)).run_id == run.run_id
 
             # The cursor is stored in the instance: a restarted daemon would not request the day again.
-            cursor = json.loads(_sensor_state(instance, "landing_sensor").instigator_data.cursor)
+            cursor = load_cursor(_sensor_state(instance, "landing_sensor").instigator_data.cursor)
             assert list(cursor) == [DAY]
             assert len(instance.get_runs()) == 1
 

@@ -12,7 +12,12 @@ import dagster as dg
 import pytest
 
 from churn_assets.automation.sensors.drift_retraining_sensor import build_drift_retraining_sensor
-from churn_assets.automation.sensors.landing_sensor import build_landing_sensor, landing_sensor, overdue_days
+from churn_assets.automation.sensors.landing_sensor import (
+    build_landing_sensor,
+    landing_sensor,
+    load_cursor,
+    overdue_days,
+)
 from churn_assets.automation.sensors.run_failure_alert import run_failure_alert, step_error
 from churn_assets.definitions import defs
 from churn_assets.config import ChurnSettings
@@ -73,7 +78,7 @@ def test_landing_sensor_requests_each_complete_day_once(instance, landing_url):
     days, run_keys, cursor = _tick(landing_sensor, instance, landing_url, None)
     assert days == ["2025-01-01"]
     assert run_keys[0].startswith("2025-01-01:")
-    assert list(json.loads(cursor)) == ["2025-01-01"]
+    assert list(load_cursor(cursor)) == ["2025-01-01"]
 
     days, _, cursor_again = _tick(landing_sensor, instance, landing_url, cursor)
     assert days == []  # requested once; the incomplete day is not requested
@@ -166,7 +171,7 @@ def test_landing_sensor_does_not_request_days_refreshed_from_their_delivery(inst
 
     days, _, cursor = _tick(landing_sensor, instance, landing_url, None)
     assert days == ["2025-01-03"]
-    assert sorted(json.loads(cursor)) == ["2025-01-01", "2025-01-02", "2025-01-03"]
+    assert sorted(load_cursor(cursor)) == ["2025-01-01", "2025-01-02", "2025-01-03"]
 
     _redeliver(landing_url, "2025-01-02")
     days, _, cursor = _tick(landing_sensor, instance, landing_url, cursor)
@@ -191,7 +196,7 @@ def test_landing_sensor_requests_a_day_whose_install_times_did_not_follow_its_ra
 
     days, _, cursor = _tick(landing_sensor, instance, landing_url, None)
     assert days == ["2025-01-02", "2025-01-03"]
-    assert sorted(json.loads(cursor)) == ["2025-01-01", "2025-01-02", "2025-01-03"]
+    assert sorted(load_cursor(cursor)) == ["2025-01-01", "2025-01-02", "2025-01-03"]
 
 
 def test_landing_sensor_cursor_survives_a_restart(landing_url):
@@ -207,7 +212,7 @@ def test_landing_sensor_cursor_survives_a_restart(landing_url):
         _finished(instance, "2025-01-01", "2025-01-02")
         days, _, cursor = _tick(build_landing_sensor(), instance, landing_url, cursor)
     assert days == ["2025-01-03"]
-    assert sorted(json.loads(cursor)) == ["2025-01-01", "2025-01-02", "2025-01-03"]
+    assert sorted(load_cursor(cursor)) == ["2025-01-01", "2025-01-02", "2025-01-03"]
 
 
 def test_landing_sensor_under_a_root_with_glob_characters(instance, tmp_path):
@@ -224,7 +229,7 @@ def test_landing_sensor_leaves_days_without_a_partition_pending(instance, tmp_pa
     _landing_day(landing_url, today)  # today's partition does not exist yet
     days, _, cursor = _tick(landing_sensor, instance, landing_url, None)
     assert days == []
-    assert cursor is None  # nothing recorded: today is requested once its partition exists
+    assert load_cursor(cursor) == {}  # no day recorded: today is requested once its partition exists
 
 
 def test_landing_sensor_bounds_its_cursor_and_its_requests_per_tick(instance, tmp_path):
@@ -242,7 +247,7 @@ def test_landing_sensor_bounds_its_cursor_and_its_requests_per_tick(instance, tm
     _finished(instance, *days)
     days, _, cursor = _tick(sensor, instance, landing_url, cursor)
     assert days == ["2025-01-05"]
-    assert sorted(json.loads(cursor)) == ["2025-01-03", "2025-01-04", "2025-01-05"]
+    assert sorted(load_cursor(cursor)) == ["2025-01-03", "2025-01-04", "2025-01-05"]
     # Days older than the oldest tracked one are no longer watched once the cursor is full.
     assert _tick(sensor, instance, landing_url, cursor)[0] == []
 
@@ -342,6 +347,42 @@ def test_landing_sensor_posts_a_late_landing_day_once_and_goes_on_requesting(ins
         )
         build_landing_sensor(deadline_hours=deadline).evaluate_tick(context)
         assert len(handler.received) == posted
+
+
+def test_landing_sensor_posts_a_late_day_once_across_a_failed_tick_and_a_tick_astride_its_deadline(
+    instance, tmp_path, webhook, s3_server
+):
+    """Dagster gives a tick the start of the tick before it, also of one that failed. A deadline passing while the
+    landing zone was unreachable was never posted (the tick after the outage looked from the failed tick on), and
+    one passing between a tick's start and its evaluation was posted by that tick and again by the next."""
+    handler, url = webhook
+    landing_url = str(tmp_path / "landing")
+    if (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).time() > dt.time(23, 59, 30):
+        time.sleep(31)  # the next day's deadline would pass while the test runs
+    now = dt.datetime.now(dt.UTC)
+    late = (now - dt.timedelta(hours=1)).date() - dt.timedelta(days=1)  # the latest day 1 h past its end
+    deadline = dt.datetime.combine(late + dt.timedelta(days=1), dt.time(1), dt.UTC)
+    sensor = build_landing_sensor(deadline_hours=1)
+    # The cursor of a tick before the deadline: the day before is checked.
+    before = json.dumps({"deadlines_checked": (late - dt.timedelta(days=1)).isoformat()})
+
+    def tick(cursor: str | None, last_tick: dt.datetime, landing: str = landing_url):
+        context = dg.SensorEvaluationContext(
+            instance_ref=None, instance=instance, resources=_landing_resources(landing, url), cursor=cursor,
+            repository_def=REPOSITORY, last_tick_completion_time=last_tick.timestamp(),
+        )
+        return sensor.evaluate_tick(context)
+
+    # The landing zone unreachable across the deadline: the tick fails, and stores no cursor.
+    with pytest.raises(Exception, match="does not exist"):
+        tick(before, deadline - dt.timedelta(minutes=1), f"s3://no-such-landing-{uuid.uuid4().hex[:8]}/landing")
+    data = tick(before, deadline + dt.timedelta(seconds=30))  # Dagster's time: the failed tick's start
+    assert [alert["partition"] for _, alert in handler.received] == [late.isoformat()]
+
+    # A tick started a second before the deadline and evaluated after it posted the day; the next one, given
+    # that start, does not post it again.
+    tick(data.cursor, deadline - dt.timedelta(seconds=1))
+    assert len(handler.received) == 1
 
 
 def test_the_landing_deadline_setting():

@@ -16,9 +16,10 @@ late day is requested with the days that waited for it, oldest first, and the da
 wait for it to succeed.
 
 A day whose ``_SUCCESS`` is not there ``CHURN_LANDING_DEADLINE_HOURS`` after the day's end (UTC) is late: the
-first tick after that deadline logs it and posts it to ``CHURN_ALERT_WEBHOOK`` (``late_landing_alerts``), once,
-since it looks only at the deadlines passed since the sensor's previous tick. Otherwise a missing export left the
-sensor skipping, and nothing failed for ``run_failure_alert`` to report.
+first tick after that deadline logs it and posts it to ``CHURN_ALERT_WEBHOOK`` (``late_landing_alerts``), once:
+the cursor keeps the newest day whose deadline a tick checked (``DEADLINES_CHECKED``), and a tick looks at the days
+after it. A tick that fails (the landing zone unreachable) stores no cursor, so the next one checks those days.
+Otherwise a missing export left the sensor skipping, and nothing failed for ``run_failure_alert`` to report.
 
 The cursor keeps at most ``max_tracked_days`` days; once it is full, days older than the oldest one it
 tracks are no longer watched (backfill them). A tick requests at most ``max_requests_per_tick`` days,
@@ -41,6 +42,7 @@ from churn_assets.resources.alerts import AlertDeliveryError
 from churn_assets.resources.lake import some_keys
 
 LANDING_VERSION_TAG = "churn/landing_version"
+DEADLINES_CHECKED = "deadlines_checked"  # in the cursor, not a day: the newest day whose export deadline was checked
 
 
 @dataclass(frozen=True)
@@ -111,12 +113,20 @@ def _day_before(day: str) -> str:
 
 
 def load_cursor(cursor: str | None) -> dict[str, str]:
-    return dict(json.loads(cursor)) if cursor else {}
+    """The days requested, ``{day: marker version}``."""
+    return {day: version for day, version in json.loads(cursor).items() if day != DEADLINES_CHECKED} if cursor else {}
 
 
-def dump_cursor(requested: dict[str, str], max_tracked_days: int) -> str:
-    kept = sorted(requested.items())[-max_tracked_days:]
-    return json.dumps(dict(kept), separators=(",", ":"))
+def deadlines_checked(cursor: str | None) -> str | None:
+    """The newest day whose export deadline a tick checked, if the cursor holds one."""
+    return json.loads(cursor).get(DEADLINES_CHECKED) if cursor else None
+
+
+def dump_cursor(requested: dict[str, str], max_tracked_days: int, checked: str | None = None) -> str:
+    kept = dict(sorted(requested.items())[-max_tracked_days:])
+    if checked:
+        kept[DEADLINES_CHECKED] = checked
+    return json.dumps(kept, separators=(",", ":"))
 
 
 def _refreshed_of(instance: dg.DagsterInstance, days: Sequence[str]) -> dict[str, Refreshed]:
@@ -151,13 +161,20 @@ def _held_message(held: dict[str, str]) -> str:
 def overdue_days(now: dt.datetime, since: dt.datetime | None, deadline_hours: int, most: int = 7) -> list[str]:
     """The days whose export deadline (``deadline_hours`` after the day's end, UTC) passed in (``since``, ``now``],
     newest first, at most ``most``; without ``since`` (a sensor's first tick), the latest day past its deadline."""
-
-    def newest_overdue(at: dt.datetime) -> dt.date:
-        return (at - dt.timedelta(hours=deadline_hours)).date() - dt.timedelta(days=1)
-
-    newest = newest_overdue(now)
-    count = 1 if since is None else min(most, (newest - newest_overdue(since)).days)
+    newest = newest_overdue(now, deadline_hours)
+    count = 1 if since is None else min(most, (newest - newest_overdue(since, deadline_hours)).days)
     return [(newest - dt.timedelta(days=n)).isoformat() for n in range(count)]
+
+
+def newest_overdue(at: dt.datetime, deadline_hours: int) -> dt.date:
+    """The newest day whose export deadline passed at ``at``."""
+    return (at - dt.timedelta(hours=deadline_hours)).date() - dt.timedelta(days=1)
+
+
+def deadline_of(day: str, deadline_hours: int) -> dt.datetime:
+    """When ``day``'s export is due: ``deadline_hours`` after its end, UTC."""
+    end = dt.datetime.combine(dt.date.fromisoformat(day) + dt.timedelta(days=1), dt.time(), dt.UTC)
+    return end + dt.timedelta(hours=deadline_hours)
 
 
 def late_landing_alerts(
@@ -220,15 +237,22 @@ def build_landing_sensor(
     def landing_sensor(
         context: dg.SensorEvaluationContext, landing: LandingZone, alerts: AlertWebhook
     ) -> dg.SensorResult:
-        requested = load_cursor(context.cursor)
+        requested, checked = load_cursor(context.cursor), deadlines_checked(context.cursor)
         now = dt.datetime.now(dt.UTC)
         refreshed_of = lambda days: _refreshed_of(context.instance, days)  # noqa: E731
         complete, unfinished = landing.days()
+        checked_before = checked
         if deadline_hours is not None:
+            # After the newest day checked, from the cursor, which a failed tick does not store. Dagster's time of
+            # the previous tick (its start, failed or not) only for a cursor from before the deadlines were kept.
             last = context.last_tick_completion_time
-            since = dt.datetime.fromtimestamp(last, dt.UTC) if last else None
+            since = (
+                deadline_of(checked, deadline_hours) if checked
+                else dt.datetime.fromtimestamp(last, dt.UTC) if last else None
+            )
             due = overdue_days(now, since, deadline_hours)
             _post_late(context, alerts, late_landing_alerts(due, complete, unfinished, now, deadline_hours))
+            checked = max(filter(None, (checked, newest_overdue(now, deadline_hours).isoformat())))
         pending = pending_days(complete, requested, now, max_tracked_days, refreshed_of)
         to_request = pending.to_request[:max_requests_per_tick]
         run_requests = []
@@ -250,7 +274,8 @@ def build_landing_sensor(
             )
         if pending.held:
             context.log.info(_held_message(pending.held))
-        cursor = dump_cursor(requested, max_tracked_days) if to_request or pending.refreshed else None
+        changed = to_request or pending.refreshed or checked != checked_before
+        cursor = dump_cursor(requested, max_tracked_days, checked) if changed else None
         if run_requests:
             context.log.info(f"requesting daily_refresh for {', '.join(day for day, _ in to_request)}")
             return dg.SensorResult(run_requests=run_requests, cursor=cursor)
