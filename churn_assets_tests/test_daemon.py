@@ -4,6 +4,7 @@ of the CLI that fails is posted to the alert webhook. And the daily_refresh sche
 (its ticks backdated) while a backfill is queued or under way."""
 
 import datetime as dt
+import json
 import subprocess
 
 import dagster as dg
@@ -66,7 +67,16 @@ def test_daemon_refreshes_a_day_that_lands_while_it_runs(tmp_path, webhook):
 
     # Turned on the way an operator does it; the state lives in the instance, not in the code.
     _start_from_the_cli("sensor", "landing_sensor", env, tmp_path)
+    # As if it had run before: its last tick checked the export deadlines up to the day before the latest one due,
+    # so its first tick here posts that day (a sensor turned on for the first time posts nothing at once).
     first_late = overdue_days(dt.datetime.now(dt.UTC), None, 6)[0]
+    checked = (dt.date.fromisoformat(first_late) - dt.timedelta(days=1)).isoformat()
+    cursor = subprocess.run(
+        [executable("dagster"), "sensor", "cursor", "landing_sensor", "--set",
+         json.dumps({"deadlines_checked": checked}), "-w", str(ROOT / "workspace.yaml")],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert cursor.returncode == 0, cursor.stdout + cursor.stderr
 
     daemon = DagsterProcess([executable("dagster-daemon"), "run", "-w", workspace], env, tmp_path / "daemon.log")
     try:

@@ -321,6 +321,15 @@ def test_landing_sensor_posts_a_late_landing_day_once_and_goes_on_requesting(ins
         )
         return sensor.evaluate_tick(context)
 
+    # A first evaluation (no tick before it: the sensor just turned on, `dagster sensor preview`, the UI's "Test
+    # sensor") logs the day and posts nothing: a preview must not page anyone.
+    preview = dg.build_sensor_context(
+        instance=instance, resources=_landing_resources(landing_url, url), repository_def=REPOSITORY
+    )
+    data = sensor.evaluate_tick(preview)
+    assert handler.received == [] and len(data.run_requests) == 1
+    assert json.loads(data.cursor)["deadlines_checked"] == late.isoformat()
+
     data = tick(now - dt.timedelta(days=1))
     assert [r.partition_key for r in data.run_requests] == [(late - dt.timedelta(days=1)).isoformat()]
     ((content_type, alert),) = handler.received
@@ -341,9 +350,11 @@ def test_landing_sensor_posts_a_late_landing_day_once_and_goes_on_requesting(ins
     # CHURN_LANDING_DEADLINE_HOURS=off: no alert, where the sensor with a deadline posts one.
     other = str(tmp_path / "other_landing")
     _landing_day(other, late.isoformat(), complete=False)
+    checked_before = json.dumps({"deadlines_checked": (late - dt.timedelta(days=1)).isoformat()})
     for deadline, posted in ((None, 2), (1, 3)):
         context = dg.build_sensor_context(
-            instance=instance, resources=_landing_resources(other, url), repository_def=REPOSITORY
+            instance=instance, cursor=checked_before, resources=_landing_resources(other, url),
+            repository_def=REPOSITORY,
         )
         build_landing_sensor(deadline_hours=deadline).evaluate_tick(context)
         assert len(handler.received) == posted

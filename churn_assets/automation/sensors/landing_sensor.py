@@ -19,6 +19,8 @@ A day whose ``_SUCCESS`` is not there ``CHURN_LANDING_DEADLINE_HOURS`` after the
 first tick after that deadline logs it and posts it to ``CHURN_ALERT_WEBHOOK`` (``late_landing_alerts``), once:
 the cursor keeps the newest day whose deadline a tick checked (``DEADLINES_CHECKED``), and a tick looks at the days
 after it. A tick that fails (the landing zone unreachable) stores no cursor, so the next one checks those days.
+A first evaluation (no previous tick: the sensor just turned on, or a preview) logs the latest day due and posts
+nothing.
 Otherwise a missing export left the sensor skipping, and nothing failed for ``run_failure_alert`` to report.
 
 The cursor keeps at most ``max_tracked_days`` days; once it is full, days older than the oldest one it
@@ -201,9 +203,18 @@ def late_landing_alerts(
     return alerts
 
 
-def _post_late(context: dg.SensorEvaluationContext, alerts: AlertWebhook, late: list[dict]) -> None:
-    """Logs each late day and posts it; a webhook that refuses it is logged, and the day's refresh requests go on."""
+# A sensor's first evaluation knows no previous tick: the daemon's first tick after the sensor is turned on, and
+# every `dagster sensor preview` or "Test sensor" in the UI, which must not page anyone.
+_NOT_POSTED = "a first evaluation (the sensor just turned on, or a preview) posts nothing; later ticks post days due"
+
+
+def _post_late(context: dg.SensorEvaluationContext, alerts: AlertWebhook, late: list[dict], post: bool) -> None:
+    """Logs each late day and, when ``post``, posts it; a webhook that refuses it is logged, and the day's refresh
+    requests go on."""
     for alert in late:
+        if not post:
+            context.log.warning(f"{alert['error']}; not posted: {_NOT_POSTED}")
+            continue
         context.log.warning(alert["error"])
         if not alerts.enabled:
             continue
@@ -251,7 +262,8 @@ def build_landing_sensor(
                 else dt.datetime.fromtimestamp(last, dt.UTC) if last else None
             )
             due = overdue_days(now, since, deadline_hours)
-            _post_late(context, alerts, late_landing_alerts(due, complete, unfinished, now, deadline_hours))
+            late = late_landing_alerts(due, complete, unfinished, now, deadline_hours)
+            _post_late(context, alerts, late, post=since is not None)
             checked = max(filter(None, (checked, newest_overdue(now, deadline_hours).isoformat())))
         pending = pending_days(complete, requested, now, max_tracked_days, refreshed_of)
         to_request = pending.to_request[:max_requests_per_tick]
