@@ -15,13 +15,12 @@ has no ``install_times`` yet and is not requested in the same tick is left out o
 late day is requested with the days that waited for it, oldest first, and the days after a failed refresh
 wait for it to succeed.
 
-A day whose ``_SUCCESS`` is not there ``CHURN_LANDING_DEADLINE_HOURS`` after the day's end (UTC) is late: the
-first tick after that deadline logs it and posts it to ``CHURN_ALERT_WEBHOOK`` (``late_landing_alerts``), once:
-the cursor keeps the newest day whose deadline a tick checked (``DEADLINES_CHECKED``), and a tick looks at the days
-after it. A tick that fails (the landing zone unreachable) stores no cursor, so the next one checks those days.
-A first evaluation (no previous tick: the sensor just turned on, or a preview) logs the latest day due and posts
-nothing.
-Otherwise a missing export left the sensor skipping, and nothing failed for ``run_failure_alert`` to report.
+A day whose ``_SUCCESS`` is not there ``CHURN_LANDING_DEADLINE_HOURS`` after the day's end (UTC) is late: a
+missing export fails no run for ``run_failure_alert`` to report, so the first tick after that deadline logs it and
+posts it to ``CHURN_ALERT_WEBHOOK`` (``late_landing_alerts``), once. The cursor keeps the newest day whose deadline
+a tick checked (``DEADLINES_CHECKED``), and a tick looks at the days after it; a tick that fails (the landing zone
+unreachable) stores no cursor, so the next one checks those days. A first evaluation (no previous tick: the sensor
+just turned on, or a preview) logs the latest day due and posts nothing.
 
 The cursor keeps at most ``max_tracked_days`` days; once it is full, days older than the oldest one it
 tracks are no longer watched (backfill them). A tick requests at most ``max_requests_per_tick`` days,
