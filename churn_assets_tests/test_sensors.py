@@ -343,15 +343,24 @@ def test_landing_sensor_posts_a_late_landing_day_once_and_goes_on_requesting(ins
     assert len(handler.received) == 1
     data = tick(now - dt.timedelta(days=1), status=500)  # refused: logged, the requests go on
     assert len(handler.received) == 2 and len(data.run_requests) == 1
+    # ... and the day is not checked yet: the next tick, from that cursor, posts it again.
+    assert json.loads(data.cursor)["deadlines_checked"] == (late - dt.timedelta(days=1)).isoformat()
+    retried = dg.SensorEvaluationContext(
+        instance_ref=None, instance=instance, resources=_landing_resources(landing_url, url), cursor=data.cursor,
+        repository_def=REPOSITORY, last_tick_completion_time=(now - dt.timedelta(minutes=1)).timestamp(),
+    )
+    handler.status = 200
+    assert json.loads(sensor.evaluate_tick(retried).cursor)["deadlines_checked"] == late.isoformat()
+    assert [alert["partition"] for _, alert in handler.received] == [late.isoformat()] * 3
 
     _landing_day(landing_url, late.isoformat())  # delivered: no longer late
     tick(now - dt.timedelta(days=1))
-    assert len(handler.received) == 2
+    assert len(handler.received) == 3
     # CHURN_LANDING_DEADLINE_HOURS=off: no alert, where the sensor with a deadline posts one.
     other = str(tmp_path / "other_landing")
     _landing_day(other, late.isoformat(), complete=False)
     checked_before = json.dumps({"deadlines_checked": (late - dt.timedelta(days=1)).isoformat()})
-    for deadline, posted in ((None, 2), (1, 3)):
+    for deadline, posted in ((None, 3), (1, 4)):
         context = dg.build_sensor_context(
             instance=instance, cursor=checked_before, resources=_landing_resources(other, url),
             repository_def=REPOSITORY,

@@ -207,9 +207,12 @@ def late_landing_alerts(
 _NOT_POSTED = "a first evaluation (the sensor just turned on, or a preview) posts nothing; later ticks post days due"
 
 
-def _post_late(context: dg.SensorEvaluationContext, alerts: AlertWebhook, late: list[dict], post: bool) -> None:
-    """Logs each late day and, when ``post``, posts it; a webhook that refuses it is logged, and the day's refresh
-    requests go on."""
+def _post_late(
+    context: dg.SensorEvaluationContext, alerts: AlertWebhook, late: list[dict], post: bool
+) -> list[str]:
+    """Logs each late day and, when ``post``, posts it. Returns the days the webhook refused: logged, and posted
+    again by the next tick, while the tick's refresh requests go on."""
+    refused = []
     for alert in late:
         if not post:
             context.log.warning(f"{alert['error']}; not posted: {_NOT_POSTED}")
@@ -220,9 +223,11 @@ def _post_late(context: dg.SensorEvaluationContext, alerts: AlertWebhook, late: 
         try:
             status = alerts.post(alert)
         except AlertDeliveryError as exc:
-            context.log.error(f"the late landing day {alert['partition']} was not posted: {exc}")
+            refused.append(alert["partition"])
+            context.log.error(f"late landing day {alert['partition']} not posted (the next tick tries again): {exc}")
         else:
             context.log.info(f"late landing day {alert['partition']} posted to the webhook (HTTP {status})")
+    return refused
 
 
 def build_landing_sensor(
@@ -262,8 +267,13 @@ def build_landing_sensor(
             )
             due = overdue_days(now, since, deadline_hours)
             late = late_landing_alerts(due, complete, unfinished, now, deadline_hours)
-            _post_late(context, alerts, late, post=since is not None)
-            checked = max(filter(None, (checked, newest_overdue(now, deadline_hours).isoformat())))
+            refused = _post_late(context, alerts, late, post=since is not None)
+            # Checked up to the day before the oldest one refused: the next tick posts it again (and the days
+            # after it, which a flaky webhook may then receive twice: better than never).
+            newest = newest_overdue(now, deadline_hours)
+            if refused:
+                newest = dt.date.fromisoformat(min(refused)) - dt.timedelta(days=1)
+            checked = max(filter(None, (checked, newest.isoformat())))
         pending = pending_days(complete, requested, now, max_tracked_days, refreshed_of)
         to_request = pending.to_request[:max_requests_per_tick]
         run_requests = []
