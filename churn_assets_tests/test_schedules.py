@@ -455,3 +455,38 @@ def test_a_tick_interrupted_after_creating_its_run_asks_for_that_run_again(insta
         t: request.tags.get(t) for t in (RANGE_START_TAG, RANGE_END_TAG)
     }
     assert isinstance(_evaluate_on(instance, name, tick + dt.timedelta(hours=1)), dg.SkipReason)
+
+
+def test_weekly_scoring_queues_behind_the_sundays_refresh_in_its_lane(instance):
+    """The Sunday's refresh queued or running in daily_refresh's serial lane (a late export the landing sensor just
+    requested, the catch-up of a restarted daemon): the tick asks for the Sunday at once, in the same lane, so that
+    the run starts when the refresh is done, instead of an hour later or, at 23:00, failing beside it. A refresh
+    outside the lane (a backfill from the UI) cannot be queued behind: the tick waits, and 23:00 asks regardless;
+    a retraining keeps to its own lane and waits."""
+    monday = dt.datetime(2025, 3, 10, 4, tzinfo=UTC)
+    refresh = dg.DagsterRun(
+        job_name="daily_refresh", status=dg.DagsterRunStatus.NOT_STARTED,
+        tags={"dagster/partition": "2025-03-09", "churn/serial": "daily_refresh"},
+    )
+    instance.add_run(refresh)
+    request = _evaluate_on(instance, "weekly_scoring", monday)
+    assert isinstance(request, dg.RunRequest) and request.partition_key == "2025-03-09"
+    assert request.tags["churn/serial"] == "daily_refresh"
+    # A run asked for so runs the weekly_scoring job, in the lane (dagster.yaml: one run of it at a time).
+    assert defs.resolve_job_def("weekly_scoring").tags.get("churn/serial") is None
+
+    first_of_april = dt.datetime(2025, 4, 1, 5, tzinfo=UTC)
+    instance.add_run(dg.DagsterRun(
+        job_name="daily_refresh", status=dg.DagsterRunStatus.STARTED,
+        tags={"dagster/partition": "2025-03-31", "churn/serial": "daily_refresh"},
+    ))
+    assert isinstance(_evaluate_on(instance, "monthly_retraining", first_of_april), dg.SkipReason)
+
+    with dg.instance_for_test() as other:  # the Sunday refreshed by a UI backfill's run, outside the lane
+        other.add_run(dg.DagsterRun(
+            job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED,
+            asset_selection=frozenset(dg.AssetKey(a) for a in _DAILY), tags={"dagster/partition": "2025-03-09"},
+        ))
+        assert isinstance(_evaluate_on(other, "weekly_scoring", monday), dg.SkipReason)
+        last = _evaluate_on(other, "weekly_scoring", monday.replace(hour=23))
+        assert isinstance(last, dg.RunRequest) and "churn/serial" not in last.tags

@@ -9,7 +9,8 @@ import dagster as dg
 
 # Runs of daily_refresh and of monthly_retraining carry this tag; dagster.yaml lets one run per value
 # run at a time, in the order they were queued, because install_times[D] reads install_times[D-1] and
-# model[M] reads model[M-1] (a later partition must not overtake).
+# model[M] reads model[M-1] (a later partition must not overtake). The weekly_scoring schedule puts a run in
+# daily_refresh's lane when the Sunday's refresh is queued or running there, so that it waits for it.
 SERIAL_TAG = "churn/serial"
 
 daily_refresh = dg.define_asset_job(

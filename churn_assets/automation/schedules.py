@@ -26,7 +26,7 @@ from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 from dagster._core.storage.tags import RUN_KEY_TAG, SCHEDULED_EXECUTION_TIME_TAG
 
 from churn_assets.assets.ml.training_set import too_early_to_train
-from churn_assets.automation.jobs import daily_refresh, monthly_retraining, weekly_scoring
+from churn_assets.automation.jobs import SERIAL_TAG, daily_refresh, monthly_retraining, weekly_scoring
 from churn_assets.partitions import (
     MONTH_FORMAT,
     RANGE_END_TAG,
@@ -192,9 +192,11 @@ LAST_WAITING_HOUR = 23
 
 def _once_stored(
     context: dg.ScheduleEvaluationContext, name: str, request: dg.RunRequest, first_hour: int,
-    needs: tuple[str, str], job_assets: tuple[str, ...],
+    needs: tuple[str, str], job_assets: tuple[str, ...], queue_behind_refresh: bool = False,
 ) -> dg.RunRequest | dg.SkipReason:
-    """``request`` at the first tick it can run: ``needs`` (an asset and its partition) stored, not asked for yet."""
+    """``request`` at the first tick it can run: ``needs`` (an asset and its partition) stored, not asked for yet;
+    with ``queue_behind_refresh``, also while ``needs``' day is being refreshed in daily_refresh's serial lane,
+    queued behind it."""
     instance, key, tick = context.instance, request.partition_key, _tick(context)
     asked = instance.get_runs(
         dg.RunsFilter(tags={"dagster/schedule_name": name, "dagster/partition": key}), limit=1
@@ -208,7 +210,17 @@ def _once_stored(
         stored_by = f"stored since {first_tick:%H:%M} UTC by another run"
         return dg.SkipReason(f"{', '.join(job_assets)} of {key} were {stored_by}")
     asset, partition = needs
-    if latest_materializations(instance, dg.AssetKey(asset), [partition]) or tick.hour >= LAST_WAITING_HOUR:
+    if latest_materializations(instance, dg.AssetKey(asset), [partition]):
+        return request
+    refreshing = _days_in_flight(instance, context.repository_def.asset_graph) if queue_behind_refresh else {}
+    if partition in refreshing and refreshing[partition] is None:
+        # Its refresh is queued or running in daily_refresh's serial lane: queued in the lane behind it, the run
+        # starts once the refresh is done (the queue is first in, first out), not an hour later, and a tick that
+        # asks regardless (23:00, or the latest one a restarted daemon evaluates) no longer fails beside it.
+        return dg.RunRequest(
+            run_key=request.run_key, partition_key=key, tags={**request.tags, SERIAL_TAG: daily_refresh.name}
+        )
+    if tick.hour >= LAST_WAITING_HOUR:
         return request
     return dg.SkipReason(
         f"{key} waits for {asset}[{partition}], not stored yet (its daily refresh is late, queued or failed): every "
@@ -238,7 +250,12 @@ def weekly_scoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequ
         context.instance, dg.AssetKey("model"), [month]
     ):
         return dg.SkipReason(f"predictions and drift_report of {day} need a model of {month}: {why}")
-    return _once_stored(context, "weekly_scoring", request, 3, ("features", day), ("predictions", "drift_report"))
+    # Scoring has no lane of its own, so it can queue in the refresh's; a retraining keeps to its own (model[M]
+    # reads model[M-1]) and waits for the next tick instead.
+    return _once_stored(
+        context, "weekly_scoring", request, 3, ("features", day), ("predictions", "drift_report"),
+        queue_behind_refresh=True,
+    )
 
 
 @dg.schedule(
