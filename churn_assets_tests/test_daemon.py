@@ -1,11 +1,13 @@
 """The daemon: ``dagster-daemon run`` on a temp instance with the landing sensor turned on; a landing day
 dropped while it runs becomes a successful daily_refresh run, queued and launched like in production; a run
 of the CLI that fails is posted to the alert webhook. And the daily_refresh schedule's first tick after an outage
-(its ticks backdated) while a backfill is queued or under way."""
+(its ticks backdated) while a backfill is queued or under way; the weekly_scoring tick that finds the Sunday's refresh
+queued in the serial lane, and whose run the daemon starts after it."""
 
 import datetime as dt
 import json
 import subprocess
+import time
 
 import dagster as dg
 import pytest
@@ -32,13 +34,13 @@ DAY = daily_partitions.start.strftime("%Y-%m-%d")
 REFRESHED = ("raw_events", "install_times", "user_daily", "features", "labels")
 
 
-def _landing_day(landing_url: str) -> None:
+def _landing_day(landing_url: str, day: str = DAY) -> None:
     rows = [
-        amplitude_row(f"e{i}", f"u{i % 4}", f"{DAY} {i:02d}:00:00.000000",
+        amplitude_row(f"e{i}", f"u{i % 4}", f"{day} {i:02d}:00:00.000000",
                       event_type="session_start" if i % 2 else "screen_view", session_id=1735689600000 + i)
         for i in range(12)
     ]
-    write_landing_day(landing_url, DAY, {"part-00000.jsonl": jsonl(rows)})
+    write_landing_day(landing_url, day, {"part-00000.jsonl": jsonl(rows)})
 
 
 def _start_from_the_cli(kind: str, name: str, env: dict, tmp_path) -> None:
@@ -212,3 +214,71 @@ def test_daemon_daily_refresh_does_not_queue_a_yesterday_already_queued(tmp_path
         assert tick.status.value == "SKIPPED", tick.run_keys
         assert tick.skip_reason.startswith(f"{yesterday} is already queued or running")
         assert len(instance.get_runs(dg.RunsFilter(job_name="daily_refresh"))) == 2
+
+
+def test_daemon_starts_weekly_scoring_after_the_sundays_refresh_queued_in_its_lane(tmp_path):
+    """The Monday tick finds the Sunday's daily_refresh run queued in the serial lane (behind a run of the day before,
+    still running): it asks for the Sunday at once, tagged into the lane, and the daemon's queue (first in, first out,
+    one run of the lane at a time) starts the scoring run only once the refresh has finished, features[Sunday] stored.
+    The instance starts on the Sunday and holds no model file (a model of the month is only recorded), so the
+    scoring run then fails on loading it: the order is what is checked here, not the scores."""
+    tick = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    while tick.weekday() != 0 or tick.hour < 3:  # the latest tick of weekly_scoring (Mondays, 03:00-23:00)
+        tick -= dt.timedelta(hours=1)
+    sunday = (tick.date() - dt.timedelta(days=1)).isoformat()
+
+    home = instance_home(tmp_path / "dagster_home", create_storage=True)
+    lake_url, landing_url = str(tmp_path / "lake"), str(tmp_path / "landing")
+    env = run_env(home, CHURN_DATA_URL=lake_url, CHURN_LANDING_URL=landing_url, CHURN_START_DATE=sunday)
+    workspace = str(ROOT / "workspace.yaml")
+    _landing_day(landing_url, sunday)
+    _start_from_the_cli("schedule", "weekly_scoring", env, tmp_path)
+
+    instance = dg.DagsterInstance.from_config(str(home))
+    with instance:
+        # The lane is busy (a run record standing for a refresh of the day before, with no process): the Sunday's
+        # refresh, queued by `dagster job backfill`, waits behind it.
+        before = dg.DagsterRun(job_name="daily_refresh", status=dg.DagsterRunStatus.STARTED,
+                               tags={"churn/serial": "daily_refresh"})
+        instance.add_run(before)
+        queued = subprocess.run(
+            [executable("dagster"), "job", "backfill", "-j", "daily_refresh", "--partitions", sunday,
+             "-w", workspace, "--noprompt"],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )
+        assert queued.returncode == 0, queued.stdout + queued.stderr
+        (refresh,) = instance.get_runs(dg.RunsFilter(job_name="daily_refresh", statuses=[dg.DagsterRunStatus.QUEUED]))
+        month = sunday[:7]
+        instance.report_runless_asset_event(dg.AssetMaterialization("model", partition=month))
+        backdate_schedule(instance, "weekly_scoring", tick - dt.timedelta(hours=1))
+
+        daemon = DagsterProcess([executable("dagster-daemon"), "run", "-w", workspace], env, tmp_path / "daemon.log")
+        try:
+            submitted = dg.RunsFilter(job_name="weekly_scoring", statuses=[dg.DagsterRunStatus.QUEUED])
+            (scoring,) = wait_until(lambda: instance.get_runs(submitted), 45, "the weekly_scoring run", daemon)
+            assert scoring.tags["dagster/partition"] == sunday
+            assert scoring.tags["churn/serial"] == "daily_refresh"
+            time.sleep(3)  # a few iterations of the run queue: both wait in the lane
+            assert instance.get_run_by_id(refresh.run_id).status == dg.DagsterRunStatus.QUEUED
+            assert instance.get_run_by_id(scoring.run_id).status == dg.DagsterRunStatus.QUEUED
+
+            instance.report_run_canceled(before)  # the day before is done: the lane opens
+            finished = lambda run_id: (r := instance.get_run_by_id(run_id)).is_finished and r  # noqa: E731
+            refreshed = wait_until(lambda: finished(refresh.run_id), 60, "the Sunday's refresh", daemon, interval=0.5)
+            assert refreshed.status == dg.DagsterRunStatus.SUCCESS, daemon.log()
+            scored = wait_until(lambda: finished(scoring.run_id), 60, "the scoring run", daemon, interval=0.5)
+        finally:
+            daemon.stop()
+
+        refresh_record, scoring_record = (
+            instance.get_run_records(dg.RunsFilter(run_ids=[run_id]))[0] for run_id in (refresh.run_id, scored.run_id)
+        )
+        assert scoring_record.start_time >= refresh_record.end_time
+        assert instance.get_latest_materialization_event(dg.AssetKey("features")).run_id == refresh.run_id
+        lake = Lake(lake_url)
+        assert lake.exists(lake.table_url("features", "date", sunday))
+        # It found the Sunday's features; what it lacks is the model file.
+        assert scored.status == dg.DagsterRunStatus.FAILURE
+        failures = [e.dagster_event.step_failure_data.error for e in instance.all_logs(
+            scored.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)]
+        assert failures and all(f"model has no stored partition {month}" in e.cause.message for e in failures)
