@@ -14,6 +14,7 @@ import pytest
 from churn_assets.automation.sensors.drift_retraining_sensor import build_drift_retraining_sensor
 from churn_assets.automation.sensors.landing_sensor import (
     build_landing_sensor,
+    deadline_of,
     landing_sensor,
     load_cursor,
     overdue_days,
@@ -297,16 +298,32 @@ def test_overdue_days_are_those_whose_deadline_passed_since_the_last_tick():
     assert overdue_days(at("2025-03-11", 0), at("2025-03-10", 23), 24) == ["2025-03-09"]
 
 
+def _latest_day_past_a_1h_deadline() -> tuple[dt.datetime, dt.date]:
+    """Now, and the latest day 1 h past its end (due for ``build_landing_sensor(deadline_hours=1)``); first waiting
+    out the half minute before the next day's deadline, which would pass while the test runs."""
+    if (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).time() > dt.time(23, 59, 30):
+        time.sleep(31)
+    now = dt.datetime.now(dt.UTC)
+    return now, (now - dt.timedelta(hours=1)).date() - dt.timedelta(days=1)
+
+
+def _daemon_context(
+    instance, landing_url: str, webhook_url: str, last_tick: dt.datetime | None, cursor: str | None = None
+) -> dg.SensorEvaluationContext:
+    """The context the daemon builds: with the time of the sensor's previous tick, which build_sensor_context lacks."""
+    return dg.SensorEvaluationContext(
+        instance_ref=None, instance=instance, resources=_landing_resources(landing_url, webhook_url), cursor=cursor,
+        repository_def=REPOSITORY, last_tick_completion_time=last_tick.timestamp() if last_tick else None,
+    )
+
+
 def test_landing_sensor_posts_a_late_landing_day_once_and_goes_on_requesting(instance, tmp_path, webhook):
     """A day whose export has no _SUCCESS CHURN_LANDING_DEADLINE_HOURS after its end: the sensor kept skipping and
     nothing failed, so nobody heard of it. The tick after its deadline logs it and posts it, once; a complete day is
     requested the same tick, and a webhook that refuses the alert does not stop the requests."""
     handler, url = webhook
     landing_url = str(tmp_path / "landing")
-    if (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).time() > dt.time(23, 59, 30):
-        time.sleep(31)  # the next day's deadline would pass while the test runs
-    now = dt.datetime.now(dt.UTC)
-    late = (now - dt.timedelta(hours=1)).date() - dt.timedelta(days=1)  # the latest day 1 h past its end
+    now, late = _latest_day_past_a_1h_deadline()
     _landing_day(landing_url, (late - dt.timedelta(days=1)).isoformat())
     _landing_day(landing_url, late.isoformat(), complete=False)  # files, no marker
     _finished(instance, (late - dt.timedelta(days=2)).isoformat())  # the day before the complete one: refreshed
@@ -314,12 +331,7 @@ def test_landing_sensor_posts_a_late_landing_day_once_and_goes_on_requesting(ins
 
     def tick(last_tick: dt.datetime | None, status: int = 200):
         handler.status = status
-        # The context the daemon builds: the time of the sensor's previous tick, which build_sensor_context lacks.
-        context = dg.SensorEvaluationContext(
-            instance_ref=None, instance=instance, resources=_landing_resources(landing_url, url),
-            repository_def=REPOSITORY, last_tick_completion_time=last_tick.timestamp() if last_tick else None,
-        )
-        return sensor.evaluate_tick(context)
+        return sensor.evaluate_tick(_daemon_context(instance, landing_url, url, last_tick))
 
     # A first evaluation (no tick before it: the sensor just turned on, `dagster sensor preview`, the UI's "Test
     # sensor") logs the day and posts nothing: a preview must not page anyone.
@@ -345,10 +357,7 @@ def test_landing_sensor_posts_a_late_landing_day_once_and_goes_on_requesting(ins
     assert len(handler.received) == 2 and len(data.run_requests) == 1
     # ... and the day is not checked yet: the next tick, from that cursor, posts it again.
     assert json.loads(data.cursor)["deadlines_checked"] == (late - dt.timedelta(days=1)).isoformat()
-    retried = dg.SensorEvaluationContext(
-        instance_ref=None, instance=instance, resources=_landing_resources(landing_url, url), cursor=data.cursor,
-        repository_def=REPOSITORY, last_tick_completion_time=(now - dt.timedelta(minutes=1)).timestamp(),
-    )
+    retried = _daemon_context(instance, landing_url, url, now - dt.timedelta(minutes=1), data.cursor)
     handler.status = 200
     assert json.loads(sensor.evaluate_tick(retried).cursor)["deadlines_checked"] == late.isoformat()
     assert [alert["partition"] for _, alert in handler.received] == [late.isoformat()] * 3
@@ -377,21 +386,14 @@ def test_landing_sensor_posts_a_late_day_once_across_a_failed_tick_and_a_tick_as
     one passing between a tick's start and its evaluation was posted by that tick and again by the next."""
     handler, url = webhook
     landing_url = str(tmp_path / "landing")
-    if (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).time() > dt.time(23, 59, 30):
-        time.sleep(31)  # the next day's deadline would pass while the test runs
-    now = dt.datetime.now(dt.UTC)
-    late = (now - dt.timedelta(hours=1)).date() - dt.timedelta(days=1)  # the latest day 1 h past its end
-    deadline = dt.datetime.combine(late + dt.timedelta(days=1), dt.time(1), dt.UTC)
+    now, late = _latest_day_past_a_1h_deadline()
+    deadline = deadline_of(late.isoformat(), 1)
     sensor = build_landing_sensor(deadline_hours=1)
     # The cursor of a tick before the deadline: the day before is checked.
     before = json.dumps({"deadlines_checked": (late - dt.timedelta(days=1)).isoformat()})
 
     def tick(cursor: str | None, last_tick: dt.datetime, landing: str = landing_url):
-        context = dg.SensorEvaluationContext(
-            instance_ref=None, instance=instance, resources=_landing_resources(landing, url), cursor=cursor,
-            repository_def=REPOSITORY, last_tick_completion_time=last_tick.timestamp(),
-        )
-        return sensor.evaluate_tick(context)
+        return sensor.evaluate_tick(_daemon_context(instance, landing, url, last_tick, cursor))
 
     # The landing zone unreachable across the deadline: the tick fails, and stores no cursor.
     with pytest.raises(Exception, match="does not exist"):
