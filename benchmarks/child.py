@@ -52,8 +52,14 @@ class RssSampler(threading.Thread):
         self.join()
 
     def peak_between(self, start: float, end: float) -> int:
+        """The largest resident set sampled between ``start`` and ``end``; for a step shorter than the interval,
+        which no sample falls in, the larger of the samples just before and just after it (not 0)."""
         inside = [sample[1] for sample in self.samples if start <= sample[0] <= end]
-        return max(inside, default=0)
+        if inside:
+            return max(inside)
+        before = [sample[1] for sample in self.samples if sample[0] < start][-1:]
+        after = [sample[1] for sample in self.samples if sample[0] > end][:1]
+        return max(before + after, default=0)
 
     def used_between(self, start: float, end: float, field: int = 2) -> float:
         """CPU seconds (``field`` 2), system CPU seconds (3) or minor page faults (4) between the samples nearest

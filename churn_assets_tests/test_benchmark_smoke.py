@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.child import RssSampler
+
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
@@ -72,3 +74,13 @@ def test_tiny_benchmark_runs_on_s3(tmp_path):
     # The landing zone was simulated on disk; nothing of the lake was.
     assert (tmp_path / "tiny" / "landing" / "truth" / "simulation.json").exists()
     assert not (tmp_path / "tiny" / "lake").exists() and not (tmp_path / "tiny-s3" / "lake").exists()
+
+
+def test_a_step_shorter_than_the_sampling_interval_gets_the_memory_around_it_not_zero():
+    """A check of 10 ms between two samples 20 ms apart printed a peak RSS of 0 MB."""
+    sampler = RssSampler()
+    mb = 1024 * 1024
+    sampler.samples = [(100.00 + 0.02 * i, rss * mb, 1.0, 0.1, 10) for i, rss in enumerate((300, 320, 310))]
+    assert sampler.peak_between(100.005, 100.015) == 320 * mb
+    assert sampler.peak_between(100.01, 100.05) == 320 * mb  # samples inside: the largest of them
+    assert sampler.peak_between(100.05, 100.06) == 310 * mb  # after the last sample: the last one
