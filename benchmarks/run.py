@@ -145,6 +145,9 @@ def run_piece(piece: Piece, env: dict[str, str], work: Path, storage: Storage, p
         failure = json.loads(result_path.read_text())["failure"] if result_path.exists() else f"exit code {code}"
         raise SystemExit(f"{piece.name}: the run failed ({failure}); its log is {log_path}")
     report = json.loads(result_path.read_text())
+    if profiler:
+        # The process waited for is py-spy's: the run's CPU and peak RSS are the ones its process reported.
+        cpu, rss = report["cpu_s"], report["peak_rss"]
     # What a user waits for: from launching the process to the end of its run. After the run the child
     # reads the run's events back and counts the events ingested, for these figures only.
     wall = report["run_end"] - launched

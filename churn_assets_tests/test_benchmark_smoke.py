@@ -1,6 +1,7 @@
 """The benchmark command stays runnable: ``python -m benchmarks.run --scale tiny --repeat 2`` end to end
 (simulate, then twice the data chain, training and scoring), in a subprocess, on a temp folder, and its
-data chain on S3 (``--storage s3``). Figures are printed, never asserted."""
+data chain on S3 (``--storage s3``) and under py-spy (``--profile``). Figures are printed, never asserted against a
+time."""
 
 import json
 import subprocess
@@ -74,6 +75,25 @@ def test_tiny_benchmark_runs_on_s3(tmp_path):
     # The landing zone was simulated on disk; nothing of the lake was.
     assert (tmp_path / "tiny" / "landing" / "truth" / "simulation.json").exists()
     assert not (tmp_path / "tiny" / "lake").exists() and not (tmp_path / "tiny-s3" / "lake").exists()
+
+
+@pytest.mark.skipif(not Path(sys.executable).with_name("py-spy").exists(), reason="py-spy is not beside this Python")
+def test_tiny_chain_profiled_reports_the_runs_cpu_and_memory_not_py_spys(tmp_path):
+    """``--profile``: the piece's CPU and peak RSS are the run's process's, not the profiler's."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--scale", "tiny", "--graph", "chain", "--profile",
+         "--py-spy", str(Path(sys.executable).with_name("py-spy")), "--data", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
+    assert "ours, by innermost churn_assets function" in done.stdout
+
+    (saved,) = (tmp_path / "tiny" / "results").glob("tiny-*.json")
+    (chain,) = json.loads(saved.read_text())["pieces"]
+    # The process the benchmark waits for is py-spy: its rusage is the profiler's own CPU, with the run's added only
+    # when py-spy happened to reap it (2.4 s of CPU and 126 MB for a `small` chain of 25 s of CPU and 0.9 GB).
+    assert chain["cpu_s"] == chain["report"]["cpu_s"] >= sum(step["cpu_s"] for step in chain["report"]["steps"])
+    assert chain["max_rss"] == chain["report"]["peak_rss"] > 100 * 1024 * 1024
 
 
 def test_a_step_shorter_than_the_sampling_interval_gets_the_memory_around_it_not_zero():
