@@ -7,8 +7,8 @@ and single-run partition ranges, on a persistent SQLite instance. It prints per 
 seconds, time in our code, peak RSS, events per second and Dagster's share of the time. Results are
 also saved as JSON under ``benchmarks/.data/<scale>/results/``.
 
-``--profile`` runs each piece under py-spy (``--py-spy PATH`` or ``py-spy`` on PATH; not a project
-dependency) and prints where the samples fall (``benchmarks/profile.py``).
+``--profile`` runs each piece under py-spy (``--py-spy PATH``, or ``py-spy`` on PATH or beside this Python;
+not a project dependency) and prints where the samples fall (``benchmarks/profile.py``).
 
 ``--storage s3`` keeps the landing zone and the lake on S3, served by SeaweedFS on loopback
 (``benchmarks/storage.py``), and reports the server's CPU beside each piece's.
@@ -227,6 +227,12 @@ def print_totals(scale: Scale, pieces: list[Measured]) -> dict:
     return totals
 
 
+def py_spy_binary() -> str | None:
+    """py-spy on PATH, or installed beside this interpreter (a virtualenv's ``bin`` that is not activated)."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=sorted(SCALES), required=True)
@@ -253,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --storage s3: add MS to each S3 request (a proxy on loopback), as a round "
                         "trip to a distant object store does (default: 0)")
     parser.add_argument("--profile", action="store_true", help="sample each piece with py-spy")
-    parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="the py-spy binary (default: on PATH)")
+    parser.add_argument("--py-spy", default=py_spy_binary(),
+                        help="the py-spy binary (default: on PATH, or beside this Python)")
     parser.add_argument("--data", default=str(DATA), help="where data and results go (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="measure the scale N times and print the fastest and the median run (default: 1)")
