@@ -53,7 +53,7 @@ class Scale:
     def chain_only(self) -> "Scale":
         """The scale with its data-chain pieces only (setup included)."""
         pieces = tuple(p for p in self.pieces if p.setup or p.assets == DATA_CHAIN)
-        return replace(self, pieces=pieces)
+        return replace(self, pieces=pieces, description=self.description.replace("full graph", "data chain"))
 
     def simulation(self) -> dict:
         """The simulator's arguments: a landing zone is reused only when they are equal."""

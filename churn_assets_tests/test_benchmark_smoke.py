@@ -89,6 +89,7 @@ def test_tiny_chain_profiled_reports_the_runs_cpu_and_memory_not_py_spys(tmp_pat
     )
     assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
     assert "ours, by innermost churn_assets function" in done.stdout
+    assert "full graph" not in done.stdout  # the scale's description says what ran: its data chain
 
     (saved,) = (tmp_path / "tiny" / "results").glob("tiny-*.json")
     (chain,) = json.loads(saved.read_text())["pieces"]
