@@ -8,7 +8,7 @@ seconds, time in our code, peak RSS, events per second and Dagster's share of th
 also saved as JSON under ``benchmarks/.data/<scale>/results/``.
 
 ``--profile`` runs each piece under py-spy (``--py-spy PATH``, or ``py-spy`` on PATH or beside this Python;
-not a project dependency) and prints where the samples fall (``benchmarks/profile.py``).
+installed by the ``dev`` extra) and prints where the samples fall (``benchmarks/profile.py``).
 
 ``--storage s3`` keeps the landing zone and the lake on S3, served by SeaweedFS on loopback
 (``benchmarks/storage.py``), and reports the server's CPU beside each piece's.
