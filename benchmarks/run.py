@@ -82,7 +82,29 @@ def machine() -> dict:
         "memory_gb": round(mem_total / 1024**3, 1),
         "python": platform.python_version(),
         "load_average": os.getloadavg()[0],
+        **code_version(),
     }
+
+
+def code_version() -> dict:
+    """What was measured: the repository's commit (``+changes`` when files differ from it) and the versions of the
+    packages on the path, so that two results can be told apart."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if commit and git("status", "--porcelain", "--untracked-files=no"):
+        commit += "+changes"
+    packages = {}
+    for name in ("dagster", "polars", "numpy", "pyarrow", "xgboost-cpu", "duckdb"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return {"commit": commit or None, "packages": packages}
 
 
 def run_child(command: list[str], env: dict[str, str], log=None) -> tuple[float, float, int, int]:

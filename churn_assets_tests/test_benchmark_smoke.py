@@ -5,8 +5,10 @@ time."""
 
 import json
 import os
+import re
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,11 @@ def test_tiny_benchmark_runs_the_whole_graph_and_saves_its_figures(tmp_path):
     # also holds the interpreter and the code location's imports: Dagster's part is less than all of that.
     assert totals["dagster_startup_s"] > 0
     assert 0 < totals["dagster_share_of_processes"] < totals["outside_our_code_share_of_processes"] < 1
+    # What was measured, to tell two results apart: the commit (none outside a git checkout) and the versions.
+    assert result["machine"]["packages"]["dagster"] == version("dagster")
+    assert result["machine"]["packages"]["polars"] == version("polars")
+    commit = result["machine"]["commit"]
+    assert commit is None or re.fullmatch(r"[0-9a-f]{7,40}(\+changes)?", commit), commit
     # The lake holds what the runs wrote: one partition folder per simulated day, models of the month.
     lake = tmp_path / "tiny" / "lake"
     assert len(list((lake / "raw_events").glob("date=*/data.parquet"))) == 75
