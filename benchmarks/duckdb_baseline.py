@@ -103,17 +103,20 @@ def run(landing: Path, out: Path, threads: int) -> dict:
 
 def agreement(out: Path, lake: Path) -> dict:
     """How the query's rows compare with the chain's ``features`` on the same days: rows in both, rows in one
-    only, and per column the share of shared rows with the same value (revenue to a millionth)."""
+    only, and per column the share of shared rows with the same value (revenue to a millionth; a null on either
+    side is a difference: none of the columns has one)."""
     import polars as pl
 
     ours = pl.scan_parquet(f"{lake}/features/*/*.parquet", hive_partitioning=True).select("date", "user_id", *COLUMNS)
     theirs = pl.scan_parquet(f"{out}/*/*.parquet", hive_partitioning=True).select("date", "user_id", *COLUMNS)
     joined = ours.join(theirs, on=["date", "user_id"], how="full", suffix="_duckdb", coalesce=True)
     both = pl.col("active_days_28d").is_not_null() & pl.col("active_days_28d_duckdb").is_not_null()
-    same = {
-        c: ((pl.col(c) - pl.col(f"{c}_duckdb")).abs() < 1e-6) if c == "revenue_28d" else (pl.col(c) == pl.col(f"{c}_duckdb"))
-        for c in COLUMNS
-    }
+
+    def equal(c: str) -> pl.Expr:
+        ours_value, their_value = pl.col(c), pl.col(f"{c}_duckdb")
+        return (ours_value - their_value).abs() < 1e-6 if c == "revenue_28d" else ours_value == their_value
+
+    same = {c: equal(c).fill_null(False) for c in COLUMNS}
     figures = joined.select(
         both.sum().alias("rows_in_both"),
         (pl.col("active_days_28d_duckdb").is_null()).sum().alias("rows_only_in_features"),

@@ -409,6 +409,22 @@ def test_features_agree_with_an_independent_duckdb_query(simulated_lake: ChurnSe
     assert {column: same[column] for column in duckdb_baseline.COLUMNS} == dict.fromkeys(duckdb_baseline.COLUMNS, 1.0)
 
 
+def test_duckdb_agreement_counts_a_null_on_either_side_as_a_difference(tmp_path: Path):
+    """agreement() compared two values with ``==`` and averaged: a null on one side gave a null, which the mean
+    skips, so a snapshot whose value one side lacked counted as agreeing."""
+    from benchmarks import duckdb_baseline
+
+    values = {c: [1, 2] for c in duckdb_baseline.COLUMNS} | {"revenue_28d": [0.5, 1.5]}
+    ours = pl.DataFrame({"user_id": ["a", "b"], **values})
+    theirs = ours.with_columns(pl.Series("n_sessions_7d", [None, 2]), pl.Series("revenue_28d", [None, 1.5]))
+    for folder, frame in ((tmp_path / "lake" / "features", ours), (tmp_path / "duckdb", theirs)):
+        (folder / "date=2025-01-01").mkdir(parents=True)
+        frame.write_parquet(folder / "date=2025-01-01" / "data.parquet")
+    same = duckdb_baseline.agreement(tmp_path / "duckdb", tmp_path / "lake")
+    assert same["rows_in_both"] == 2 and same["n_events_7d"] == 1.0
+    assert same["n_sessions_7d"] == same["revenue_28d"] == 0.5
+
+
 def test_range_run_equals_day_by_day_runs(simulated_lake: ChurnSettings, tmp_path: Path):
     by_day = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=simulated_lake.landing_url)
     for asset in INGEST:
