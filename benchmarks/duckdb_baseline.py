@@ -18,6 +18,7 @@ chain on it), with the snapshots in both and the share of them on which each val
 
 import argparse
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -81,9 +82,11 @@ COPY (
 
 
 def run(landing: Path, out: Path, threads: int) -> dict:
-    """Runs the query in this process and returns its figures: wall and CPU seconds, peak RSS, rows written."""
+    """Runs the query in this process and returns its figures: wall and CPU seconds, peak RSS, rows written.
+    ``out`` is emptied first: DuckDB replaces the day folders it writes, not an earlier run's other days."""
     import duckdb
 
+    shutil.rmtree(out, ignore_errors=True)
     connection = duckdb.connect()
     connection.execute(f"SET threads = {threads}")
     connection.execute("SET enable_progress_bar = false")

@@ -409,6 +409,24 @@ def test_features_agree_with_an_independent_duckdb_query(simulated_lake: ChurnSe
     assert {column: same[column] for column in duckdb_baseline.COLUMNS} == dict.fromkeys(duckdb_baseline.COLUMNS, 1.0)
 
 
+def test_duckdb_baseline_run_again_over_fewer_days_leaves_none_of_the_earlier_days(
+    simulated_lake: ChurnSettings, tmp_path: Path
+):
+    """The query's output folder, written again from a landing zone of fewer days, kept the earlier run's other days
+    (DuckDB's OVERWRITE_OR_IGNORE replaces only the folders it writes): its row count and agreement counted them."""
+    from benchmarks import duckdb_baseline
+
+    out = tmp_path / "duckdb_features"
+    duckdb_baseline.run(Path(simulated_lake.landing_url), out, threads=1)
+    fewer = tmp_path / "landing"
+    for offset in range(10):
+        folder = f"events/date={day(offset)}"
+        shutil.copytree(Path(simulated_lake.landing_url) / folder, fewer / folder)
+    again = duckdb_baseline.run(fewer, out, threads=1)
+    assert again["rows"] == duckdb_baseline.run(fewer, tmp_path / "fresh", threads=1)["rows"] > 0
+    assert len(list(out.glob("date=*"))) == 10
+
+
 def test_duckdb_agreement_counts_a_null_on_either_side_as_a_difference(tmp_path: Path):
     """agreement() compared two values with ``==`` and averaged: a null on one side gave a null, which the mean
     skips, so a snapshot whose value one side lacked counted as agreeing."""
