@@ -114,3 +114,14 @@ def test_a_step_shorter_than_the_sampling_interval_gets_the_memory_around_it_not
     assert sampler.peak_between(100.005, 100.015) == 320 * mb
     assert sampler.peak_between(100.01, 100.05) == 320 * mb  # samples inside: the largest of them
     assert sampler.peak_between(100.05, 100.06) == 310 * mb  # after the last sample: the last one
+
+
+def test_results_record_no_commit_without_git_rather_than_failing(tmp_path, monkeypatch):
+    """On a machine without git (the sources copied, not cloned) the benchmark failed before measuring anything:
+    FileNotFoundError: 'git', from what the results JSON records of the commit."""
+    from benchmarks.run import code_version
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # a folder without git
+    recorded = code_version()
+    assert recorded["commit"] is None
+    assert recorded["packages"]["polars"] == version("polars")
