@@ -132,7 +132,8 @@ def agreement(out: Path, lake: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.duckdb_baseline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", default="small", help="the scale whose landing zone to read (default: small)")
-    parser.add_argument("--data", default=str(DATA), help="where benchmarks.run keeps the scales (default: %(default)s)")
+    parser.add_argument("--data", default=str(DATA),
+                        help="where benchmarks.run keeps the scales (default: %(default)s)")
     parser.add_argument("--landing", help="a landing zone folder instead of the scale's")
     parser.add_argument("--lake", help="the lake to compare with (default: the scale's, when it holds features)")
     parser.add_argument("--threads", type=int, default=2, help="DuckDB's threads (default: 2, the targets' cores)")
@@ -148,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     out = (Path(args.landing).parent if args.landing else scale_dir) / "duckdb_features"
     figures = run(landing, out, args.threads)
     print(f"DuckDB {__import__('duckdb').__version__}, {args.threads} threads, landing {landing}:")
-    print(f"  {len(COLUMNS)} feature columns for {figures['rows']:,} (user, day) snapshots: {figures['wall_s']:.1f} s wall, "
-          f"{figures['cpu_s']:.1f} s CPU, peak RSS {figures['peak_rss'] / 2**20:,.0f} MB; written to {out}")
+    print(f"  {len(COLUMNS)} feature columns for {figures['rows']:,} (user, day) snapshots: "
+          f"{figures['wall_s']:.1f} s wall, {figures['cpu_s']:.1f} s CPU, "
+          f"peak RSS {figures['peak_rss'] / 2**20:,.0f} MB; written to {out}")
     lake = Path(args.lake) if args.lake else scale_dir / "lake"
     if any((lake / "features").glob("date=*")):
         same = agreement(out, lake)

@@ -5,9 +5,9 @@ of thread samples, not of the run's wall. A stack counts as *ours* when a frame 
 it (polars' native work called from our code included), as *imports* while modules load, as *Dagster*
 when a frame of Dagster is on it, and as *other* otherwise: mostly thread-pool workers waiting for work
 (``concurrent.futures``' ``_worker``, which py-spy does not always see idle) and the benchmark's own memory
-sampler (37 % of a ``small`` chain's samples, 2026-11-30). Within ours, samples are grouped by the innermost ``churn_assets`` function and by
-the native or library frame they were in (Parquet decode, JSON parsing, group-by ...); within Dagster,
-by the innermost Dagster function.
+sampler (37 % of a ``small`` chain's samples, 2026-11-30). Within ours, samples are grouped by the innermost
+``churn_assets`` function and by the native or library frame they were in (Parquet decode, JSON parsing,
+group-by ...); within Dagster, by the innermost Dagster function.
 """
 
 import re
