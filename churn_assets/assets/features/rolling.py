@@ -42,8 +42,7 @@ def trailing_blocks(
             if d not in held:
                 held[d] = daily.filter(pl.col("date") == d).collect()
         frames = [held[d] for d in wanted]
-        # Not made contiguous: the window's rows are sorted by user next, which copies them anyway.
-        yield block, pl.concat(frames, rechunk=False) if frames else pl.DataFrame(schema=schema)
+        yield block, pl.concat(frames) if frames else pl.DataFrame(schema=schema)
 
 
 def day_blocks(days: Sequence[dt.date], window_rows: Callable[[dt.date], int], max_rows: int) -> list[list[dt.date]]:
