@@ -4,6 +4,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import json
+import math
 import os
 import pickle
 import shutil
@@ -614,6 +615,29 @@ def test_the_artifacts_check_fails_on_risk_bands_that_do_not_rise(frames, lake_w
     assert not evaluation.passed and evaluation.partition == M1
     assert evaluation.metadata["problems"].value == 1
     assert evaluation.metadata["found"].value.startswith("risk-band cut-offs do not rise")
+
+
+def test_the_artifacts_check_reports_a_card_edited_to_nan_and_infinity(frames, lake_with_first_model, local_resources):
+    """A card of the booster's hash alone (stored before the version hashed the threshold and bands, so not
+    checked against hand edits) edited to JSON's NaN and Infinity fails the check with what is wrong; it raised
+    ValueError ("cannot convert float NaN to integer") before."""
+    lake = Lake(lake_with_first_model)
+    card_url = f"{lake.partition_url('model', 'month', M1)}/{CARD_FILE}"
+    card = json.loads(lake.read_bytes(card_url))
+    booster = lake.read_bytes(f"{lake.partition_url('model', 'month', M1)}/{MODEL_FILE}")
+    card["model_version"] = f"{M1}-{sha256(booster)[:8]}"
+    card["threshold"], card["label"]["horizon_days"] = math.inf, math.nan
+    lake.write_bytes(card_url, json.dumps(card, indent=2).encode())  # Python's json writes NaN and Infinity
+    result = dg.materialize(
+        [training_set_stub(frames), model, model_artifacts_are_sound], resources=local_resources,
+        instance=dg.DagsterInstance.ephemeral(), selection=dg.AssetSelection.checks(model_artifacts_are_sound),
+        tags={"dagster/partition": M1}, raise_on_error=False,
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.metadata["problems"].value == 2
+    assert evaluation.metadata["found"].value == (
+        "threshold inf outside (0, 1); label horizon_days nan is not a number of days"
+    )
 
 
 # -- a rewrite killed half-way, or read while it runs ------------------------------------------------

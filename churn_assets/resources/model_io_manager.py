@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -131,8 +132,8 @@ def card_problems(card: dict[str, Any]) -> list[str]:
     by hand after it was stored is refused as it loads: :func:`_verify_card`.)"""
     from churn_assets.assets.ml.scoring import RISK_BANDS  # where used: scoring imports XGBoost
 
-    def number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    def number(value: Any) -> bool:  # JSON's NaN and Infinity, which Python's json reads, are not numbers here
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
     found = []
     threshold = card.get("threshold")
