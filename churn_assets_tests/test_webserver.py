@@ -44,6 +44,9 @@ GRAPH = """{
     owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }
     backfillPolicy { policyType }
     hasAssetChecks
+    metadataEntries { label ... on TableSchemaMetadataEntry {
+      schema { columns { name constraints { nullable unique } } }
+    } }
   }
   repositoriesOrError { ... on RepositoryConnection { nodes {
     name location { name }
@@ -126,6 +129,10 @@ def test_webserver_serves_the_asset_graph_schedules_and_sensors(webserver):
     assert {nodes[a]["groupName"] for a in ("training_set", "model", "predictions")} == {"ml"}
     assert nodes["drift_report"]["groupName"] == "monitoring"
     assert nodes["raw_events"]["hasAssetChecks"]
+
+    # features' key column is not nullable and unique, as docs/features.md ("key | no") and its check say.
+    (schema,) = [m["schema"] for m in nodes["features"]["metadataEntries"] if m["label"] == "dagster/column_schema"]
+    assert schema["columns"][0] == {"name": "user_id", "constraints": {"nullable": False, "unique": True}}
 
     ((repo),) = data["repositoriesOrError"]["nodes"]
     assert repo["location"]["name"] == "churn_assets"

@@ -140,7 +140,14 @@ def features_schema(event_types: Sequence[str]) -> dict[str, pl.DataType]:
 def table_schema(event_types: Sequence[str]) -> dg.TableSchema:
     """The catalog as a Dagster column schema, with each column's definition as its description."""
     return dg.TableSchema(
-        columns=[dg.TableColumn("user_id", "String", description="The user.")]
+        columns=[
+            dg.TableColumn(
+                "user_id",
+                "String",
+                description="The user.",
+                constraints=dg.TableColumnConstraints(nullable=False, unique=True),
+            )
+        ]
         + [
             dg.TableColumn(
                 f.name,
