@@ -44,6 +44,7 @@ GRAPH = """{
     owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }
     backfillPolicy { policyType }
     hasAssetChecks
+    assetChecksOrError { ... on AssetChecks { checks { name description } } }
     metadataEntries { label ... on TableSchemaMetadataEntry {
       schema { columns { name constraints { nullable unique } } }
     } }
@@ -133,6 +134,9 @@ def test_webserver_serves_the_asset_graph_schedules_and_sensors(webserver):
     # features' key column is not nullable and unique, as docs/features.md ("key | no") and its check say.
     (schema,) = [m["schema"] for m in nodes["features"]["metadataEntries"] if m["label"] == "dagster/column_schema"]
     assert schema["columns"][0] == {"name": "user_id", "constraints": {"nullable": False, "unique": True}}
+    # The label-rate band is the closed one the check applies and the README states, not a tuple that reads open.
+    (check,) = nodes["training_set"]["assetChecksOrError"]["checks"]
+    assert "label rate within [0.01, 0.9]," in check["description"]
 
     ((repo),) = data["repositoriesOrError"]["nodes"]
     assert repo["location"]["name"] == "churn_assets"

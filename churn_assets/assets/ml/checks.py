@@ -23,8 +23,9 @@ _CUTOFF_COUNTS = ["labels_after_cutoff", "snapshots_after_cutoff", "snapshots_no
     "training_set_is_sound",
     training_set,
     (
-        f"Per month: both classes present, label rate within {LABEL_RATE_BAND}, every label known "
-        "before the month (label_date < its first day) and every snapshot H days before its label."
+        f"Per month: both classes present, label rate within [{LABEL_RATE_BAND[0]}, {LABEL_RATE_BAND[1]}], "
+        "every label known before the month (label_date < its first day) and every snapshot H days before its "
+        "label."
     ),
 )
 def training_set_is_sound(
