@@ -112,7 +112,10 @@ def _range(start: str | None, end: str | None) -> str | None:
     # Every run of the instance: a run started by `dagster asset materialize` (a backfill, a CronJob) belongs
     # to no code location, and a sensor watching only its own location's runs never saw it fail.
     monitor_all_code_locations=True,
-    description="Logs every failed run and posts {run_id, job, failed_steps, error} to CHURN_ALERT_WEBHOOK when it is set.",
+    description=(
+        "Logs every failed run of the instance and, when CHURN_ALERT_WEBHOOK is set, posts "
+        "{run_id, job, partition, failed_steps, error, dagster_event} to it as JSON."
+    ),
 )
 def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertWebhook) -> None:
     alert = failure_alert(context)
