@@ -332,6 +332,9 @@ def test_a_landing_url_that_is_a_file_fails_clearly_without_retrying(tmp_path, i
     assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
 
 
+WHY_MOSTLY_QUARANTINED = "57% of the rows read quarantined, more than CHURN_MAX_QUARANTINED_SHARE = 0.5"
+
+
 def _write_mostly_quarantined_day(settings: ChurnSettings) -> str:
     """The first day: 3 good rows, and 4 whose times are epoch milliseconds (4/7 quarantined); its key."""
     broken = [row(f"ms-{i}", f"u{i}", "1735722000000", "session_start", 1000) for i in range(4)]
@@ -352,10 +355,11 @@ def test_a_day_mostly_quarantined_stops_what_reads_it(local_settings, local_reso
     [check] = evaluations_by_partition(result, "raw_events_are_valid").values()
     assert not check.passed and check.partition == day
     metadata = {key: value.value for key, value in check.metadata.items()}
-    assert metadata["days_mostly_quarantined"] == 1 and metadata["mostly_quarantined"] == day
+    assert metadata["days_mostly_quarantined"] == 1 and metadata["mostly_quarantined"] == WHY_MOSTLY_QUARANTINED
     assert metadata["quarantined_share"] == pytest.approx(4 / 7)
-    # What the CLI prints says why, not only which check failed.
-    assert check.description == f"failed: days_mostly_quarantined = 1 (mostly_quarantined: {day})"
+    # What the CLI prints and the UI shows beside the day says why, not only which check failed: the share
+    # quarantined and the limit it passed (the day itself is the evaluation's partition).
+    assert check.description == f"failed: days_mostly_quarantined = 1 (mostly_quarantined: {WHY_MOSTLY_QUARANTINED})"
     errors = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.level == logging.ERROR]
     assert check.description in errors
     assert read_partition(local_settings.data_url, "raw_events", day).height == 3
@@ -381,7 +385,7 @@ def test_a_range_with_a_mostly_quarantined_day_fails_that_day_only(local_setting
     assert sorted(evaluations) == [day, next_day.isoformat()]
     broken, good = evaluations[day], evaluations[next_day.isoformat()]
     assert not broken.passed and broken.metadata["rows"].value == 3
-    assert broken.description == f"failed: days_mostly_quarantined = 1 (mostly_quarantined: {day})"
+    assert broken.description == f"failed: days_mostly_quarantined = 1 (mostly_quarantined: {WHY_MOSTLY_QUARANTINED})"
     assert good.passed and good.metadata["rows"].value == 3 and good.description is None
     assert good.metadata["days_mostly_quarantined"].value == 0
     # The status each day keeps, as the UI shows it.

@@ -75,7 +75,12 @@ def raw_events_are_valid(
             },
             rows=per_day[day]["rows"],
             wrong_columns=str(wrong_schema),
-            mostly_quarantined=key if mostly_quarantined else "",
+            mostly_quarantined=(
+                f"{share:.0%} of the rows read quarantined, more than CHURN_MAX_QUARANTINED_SHARE = "
+                f"{landing.max_quarantined_share:g}"
+                if mostly_quarantined
+                else ""
+            ),
             quarantined_share=share,
         )
     yield from each_partition(context, results)
