@@ -146,6 +146,9 @@ def test_webserver_serves_the_asset_graph_schedules_and_sensors(webserver):
         assert (schedules[name]["cronSchedule"], schedules[name]["pipelineName"]) == (cron, job)
         assert schedules[name]["executionTimezone"] == "UTC"
         assert schedules[name]["description"]
+    # What the UI says of daily_refresh covers the range run it starts after missed ticks (README).
+    assert "After missed ticks" in schedules["daily_refresh"]["description"]
+    assert "up to 31 days back" in schedules["daily_refresh"]["description"]
     sensors = {s["name"]: s for s in repo["sensors"]}
     assert set(sensors) == DESIGN_SENSORS
     assert [t["pipelineName"] for t in sensors["landing_sensor"]["targets"]] == ["daily_refresh"]

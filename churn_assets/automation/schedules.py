@@ -78,12 +78,25 @@ def _yesterday(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.Skip
     return _request(daily_partitions, (tick.date() - dt.timedelta(days=1)).isoformat(), tick)
 
 
+# Dagster evaluates only the latest of the ticks a stopped daemon missed, and install_times[D] builds on
+# install_times[D-1]: yesterday alone would fail, and so would every tick after it, until someone ran the days
+# missed. A tick whose days before it were not refreshed, back to one that was within this many days (or to
+# the first partition), refreshes them with yesterday in one range run, as Airflow's catchup would. A longer
+# gap is a history to load on purpose (docs/operations.md): the tick asks for yesterday, whose error names
+# the range to run.
+MAX_CATCH_UP_DAYS = 31
+
+
 @dg.schedule(
     name="daily_refresh",
     job=daily_refresh,
     cron_schedule="0 2 * * *",
     execution_timezone="UTC",
-    description="02:00 UTC every day: the daily refresh of yesterday (raw_events → labels).",
+    description=(
+        "02:00 UTC every day: the daily refresh of yesterday (raw_events → labels). After missed ticks (the daemon "
+        "was down), the days since the last one whose install_times is stored, up to "
+        f"{MAX_CATCH_UP_DAYS} days back, with yesterday, as one range run."
+    ),
 )
 def daily_refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     if again := _created_by_this_tick(context, "daily_refresh"):
@@ -92,15 +105,6 @@ def daily_refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunReque
     if not isinstance(request, dg.RunRequest):
         return request
     return _with_missed_days(context.instance, request, context.repository_def.asset_graph)
-
-
-# Dagster evaluates only the latest of the ticks a stopped daemon missed, and install_times[D] builds on
-# install_times[D-1]: yesterday alone would fail, and so would every tick after it, until someone ran the days
-# missed. A tick whose days before it were not refreshed, back to one that was within this many days (or to
-# the first partition), refreshes them with yesterday in one range run, as Airflow's catchup would. A longer
-# gap is a history to load on purpose (docs/operations.md): the tick asks for yesterday, whose error names
-# the range to run.
-MAX_CATCH_UP_DAYS = 31
 
 
 def _with_missed_days(
