@@ -46,7 +46,7 @@ GRAPH = """{
     hasAssetChecks
     assetChecksOrError { ... on AssetChecks { checks { name description } } }
     metadataEntries { label ... on TableSchemaMetadataEntry {
-      schema { columns { name constraints { nullable unique } } }
+      schema { columns { name description constraints { nullable unique } } }
     } }
   }
   repositoriesOrError { ... on RepositoryConnection { nodes {
@@ -131,9 +131,28 @@ def test_webserver_serves_the_asset_graph_schedules_and_sensors(webserver):
     assert nodes["drift_report"]["groupName"] == "monitoring"
     assert nodes["raw_events"]["hasAssetChecks"]
 
-    # features' key column is not nullable and unique, as docs/features.md ("key | no") and its check say.
-    (schema,) = [m["schema"] for m in nodes["features"]["metadataEntries"] if m["label"] == "dagster/column_schema"]
-    assert schema["columns"][0] == {"name": "user_id", "constraints": {"nullable": False, "unique": True}}
+    # Every stored table's columns say what they hold; its key is never null and unique (features' as
+    # docs/features.md's "key | no"), and what may be missing is shown nullable.
+    columns = {
+        asset: {c["name"]: c for c in entry["schema"]["columns"]}
+        for asset, node in nodes.items()
+        for entry in node["metadataEntries"]
+        if entry["label"] == "dagster/column_schema"
+    }
+    assert set(columns) == {
+        "raw_events", "install_times", "user_daily", "features", "labels", "predictions", "drift_report"
+    }
+    assert not [(a, c) for a, cs in columns.items() for c, column in cs.items() if not column["description"]]
+    keys = {"raw_events": "event_id", "drift_report": None} | {a: "user_id" for a in columns if a not in
+                                                                ("raw_events", "drift_report")}
+    for asset, key in keys.items():
+        unique = [c for c, column in columns[asset].items() if column["constraints"]["unique"]]
+        assert unique == ([key] if key else []), asset
+        if key:
+            assert columns[asset][key]["constraints"]["nullable"] is False
+    assert columns["raw_events"]["user_id"]["constraints"]["nullable"] is False
+    assert columns["raw_events"]["session_id"]["constraints"]["nullable"] is True
+    assert columns["predictions"]["top_reason_2"]["constraints"]["nullable"] is True
     # The label-rate band is the closed one the check applies and the README states, not a tuple that reads open.
     (check,) = nodes["training_set"]["assetChecksOrError"]["checks"]
     assert "label rate within [0.01, 0.9]," in check["description"]

@@ -375,9 +375,24 @@ def _partition_keys(values: pl.Series, column: str) -> pl.Series:
     return values.cast(pl.String)
 
 
-def column_schema(schema: Mapping[str, pl.DataType]) -> dg.TableSchema:
-    """The column schema the UI shows for a table of this polars schema."""
-    return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in schema.items()])
+def column_schema(
+    schema: Mapping[str, pl.DataType], descriptions: Mapping[str, str] | None = None, required: Iterable[str] = ()
+) -> dg.TableSchema:
+    """The column schema the UI shows for a table of this polars schema: each column's ``descriptions`` entry, and
+    the ``required`` columns marked as never null (the first of them, the table's key, also unique)."""
+    descriptions, required = descriptions or {}, list(required)
+
+    def constraints(name: str) -> dg.TableColumnConstraints:
+        if name not in required:
+            return dg.TableColumnConstraints()
+        return dg.TableColumnConstraints(nullable=False, unique=name == required[0])
+
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name, str(dtype), description=descriptions.get(name), constraints=constraints(name))
+            for name, dtype in schema.items()
+        ]
+    )
 
 
 def preview_markdown(frame: pl.DataFrame, rows: int = 10) -> dg.MetadataValue:

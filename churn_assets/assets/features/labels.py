@@ -27,7 +27,17 @@ LABELS_SCHEMA: dict[str, pl.DataType] = {"user_id": pl.String(), "snapshot_date"
     backfill_policy=dg.BackfillPolicy.single_run(),
     kinds={"polars", "parquet"},
     owners=["team:data-platform"],
-    metadata={"dagster/column_schema": column_schema(LABELS_SCHEMA)},
+    metadata={
+        "dagster/column_schema": column_schema(
+            LABELS_SCHEMA,
+            {
+                "user_id": "A user of the snapshot features[S], S = D - H.",
+                "snapshot_date": "S, the day of the features this label belongs to.",
+                "churned": "1 when the user had no activity in S+1..S+H, 0 when they came back.",
+            },
+            required=LABELS_SCHEMA,
+        )
+    },
     ins={
         "features": dg.AssetIn(
             partition_mapping=dg.TimeWindowPartitionMapping(

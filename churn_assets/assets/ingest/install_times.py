@@ -25,7 +25,18 @@ INSTALL_TIMES_SCHEMA = {
     backfill_policy=dg.BackfillPolicy.single_run(),
     kinds={"polars", "parquet"},
     owners=["team:data-platform"],
-    metadata={"dagster/column_schema": column_schema(INSTALL_TIMES_SCHEMA)},
+    metadata={
+        "dagster/column_schema": column_schema(
+            INSTALL_TIMES_SCHEMA,
+            {
+                "user_id": "The user: every user seen up to D.",
+                "install_time": "The time of the user's first event seen (UTC): the install time.",
+                "first_active_date": "The first export day with an event of the user.",
+                "last_active_date": "The last export day up to D with an event of the user.",
+            },
+            required=INSTALL_TIMES_SCHEMA,
+        )
+    },
     ins={
         "raw_events": dg.AssetIn(),
         "previous": dg.AssetIn(

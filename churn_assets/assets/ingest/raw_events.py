@@ -30,6 +30,20 @@ _RAW_COLUMNS = [
 ]
 
 
+# What the UI's column schema says of each column; the first four are never null (rows without them are quarantined).
+RAW_EVENTS_COLUMNS = {
+    "event_id": "The event's id (Amplitude's $insert_id), once per export day.",
+    "user_id": "The user.",
+    "event_time": "When the event happened (UTC); up to 7 days before the export day, never after it.",
+    "event_type": "The event's type, as exported.",
+    "session_id": "The session (epoch milliseconds of its start); null outside a session (-1 in the export).",
+    "platform": "The device's platform; null when the export had none.",
+    "country": "The user's country; null when the export had none.",
+    "app_version": "The app's version (Amplitude's version_name); null when the export had none.",
+    "revenue": "The event's revenue, ≥ 0; null when none.",
+}
+
+
 @dg.asset(
     group_name="ingest",
     partitions_def=daily_partitions,
@@ -37,7 +51,11 @@ _RAW_COLUMNS = [
     kinds={"polars", "parquet"},
     owners=["team:data-platform"],
     retry_policy=dg.RetryPolicy(max_retries=2, delay=2),
-    metadata={"dagster/column_schema": column_schema(CANONICAL_SCHEMA)},
+    metadata={
+        "dagster/column_schema": column_schema(
+            CANONICAL_SCHEMA, RAW_EVENTS_COLUMNS, required=["event_id", "user_id", "event_time", "event_type"]
+        )
+    },
 )
 def raw_events(context: dg.AssetExecutionContext, landing: LandingZone, lake: LakeResource) -> PartitionStream:
     """Every valid event exported on day D (UTC), whatever its ``event_time``: typed to the canonical

@@ -33,6 +33,27 @@ def user_daily_schema(event_types: list[str]) -> dict[str, pl.DataType]:
     return {"user_id": pl.String(), **counts, **TOTAL_COLUMNS, **ATTRIBUTE_COLUMNS}
 
 
+def user_daily_column_schema(event_types: list[str]) -> dg.TableSchema:
+    """The column schema the UI shows: each column's meaning; the user and the counts are never null."""
+    counts = {event_type_column(t): f"Events of type {t} exported on D." for t in event_types}
+    totals = {
+        "n_events": "Events exported on D, of every type.",
+        "n_sessions": "Sessions with events on D.",
+        "session_minutes": "Minutes from the first to the last event of each of those sessions, summed.",
+        "revenue": "Revenue of the day's events, summed (to 1e-6).",
+        "n_purchases": "Events with a positive revenue.",
+    }
+    attributes = {
+        column: f"The {column} of the user's last event of the day that had one; null when none had."
+        for column in ATTRIBUTES
+    } | {"days_since_install": "D minus the day of install_times' install_time."}
+    return column_schema(
+        user_daily_schema(event_types),
+        {"user_id": "A user with events exported on D.", **counts, **totals, **attributes},
+        required=["user_id", *counts, *totals],
+    )
+
+
 @dg.asset(
     group_name="ingest",
     partitions_def=daily_partitions,
@@ -42,7 +63,7 @@ def user_daily_schema(event_types: list[str]) -> dict[str, pl.DataType]:
     # features reads a large window in slices of user ids (sorted), ~40 k rows of each day per slice at
     # ~1 M daily users: row groups of 32 k rows let it skip the rest of the day (polars' default of up to
     # 100 k rows decoded ~25-30 % more of the window).
-    metadata={ROW_GROUP_ROWS: 32_768, "dagster/column_schema": column_schema(user_daily_schema(SETTINGS.event_types))},
+    metadata={ROW_GROUP_ROWS: 32_768, "dagster/column_schema": user_daily_column_schema(SETTINGS.event_types)},
 )
 def user_daily(
     context: dg.AssetExecutionContext,

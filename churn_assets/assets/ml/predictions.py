@@ -36,7 +36,23 @@ PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
     kinds={"xgboost", "parquet"},
     owners=["team:ml"],
     ins=SCORED_DAY_INS,
-    metadata={"dagster/column_schema": column_schema(PREDICTIONS_SCHEMA)},
+    metadata={
+        "dagster/column_schema": column_schema(
+            PREDICTIONS_SCHEMA,
+            {
+                "user_id": "A user at risk on D (a row of features[D]).",
+                "churn_probability": "The model's probability that the user churns within H days after D.",
+                "risk_band": "Low, Medium, High or Critical: the model card's cut-offs of churn_probability.",
+                "rank": "1 for the highest churn_probability of the day (ties by user_id), without gaps.",
+                "top_reason_1": "The feature that raised the user's score most (XGBoost contributions).",
+                "top_reason_2": "The feature that raised it second most; null when fewer raised it.",
+                "top_reason_3": "The feature that raised it third most; null when fewer raised it.",
+                "recommended_action": "What the retention team does for the risk band.",
+                "model_version": "The version of the model that scored the day (its model card's).",
+            },
+            required=["user_id", "churn_probability", "risk_band", "rank", "recommended_action", "model_version"],
+        )
+    },
 )
 def predictions(
     context: dg.AssetExecutionContext, features: pl.LazyFrame, model: dict[str, ChurnModel]

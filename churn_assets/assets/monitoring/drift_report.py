@@ -39,7 +39,19 @@ DRIFT_SCHEMA: dict[str, pl.DataType] = {
     kinds={"evidently", "parquet"},
     owners=["team:ml"],
     ins=SCORED_DAY_INS,
-    metadata={"dagster/column_schema": column_schema(DRIFT_SCHEMA)},
+    metadata={
+        "dagster/column_schema": column_schema(
+            DRIFT_SCHEMA,
+            {
+                "column": "A feature of the model, or the score (churn_probability).",
+                "kind": "numeric or categorical (the feature's kind on the model card), or score.",
+                "stattest": "The drift test Evidently chose for the column.",
+                "threshold": "The test's threshold; null for a column empty on the day or in the reference.",
+                "drift_score": "The test's statistic or p-value; null for a column empty on either side.",
+                "drifted": "Whether the column drifted against the model's reference sample.",
+            },
+        )
+    },
 )
 def drift_report(
     context: dg.AssetExecutionContext, lake: LakeResource, features: pl.LazyFrame, model: dict[str, ChurnModel]
