@@ -20,8 +20,9 @@ daily_refresh = dg.define_asset_job(
     # started by the schedule, the sensor or the launchpad.
     tags={SERIAL_TAG: "daily_refresh"},
     description=(
-        "One export day through the daily graph: raw_events → install_times → user_daily → features → "
-        "labels, with their checks."
+        "Export days through the daily graph: raw_events → install_times → user_daily → features → labels, "
+        "with their checks. One day a run (the schedule's yesterday, each day the landing sensor finds), or a "
+        "range of days in one run (the schedule's catch-up after missed ticks, a backfill)."
     ),
 )
 
