@@ -376,16 +376,17 @@ def _partition_keys(values: pl.Series, column: str) -> pl.Series:
 
 
 def column_schema(
-    schema: Mapping[str, pl.DataType], descriptions: Mapping[str, str] | None = None, required: Iterable[str] = ()
+    schema: Mapping[str, pl.DataType],
+    descriptions: Mapping[str, str] | None = None,
+    key: str | None = None,
+    not_null: Iterable[str] = (),
 ) -> dg.TableSchema:
-    """The column schema the UI shows for a table of this polars schema: each column's ``descriptions`` entry, and
-    the ``required`` columns marked as never null (the first of them, the table's key, also unique)."""
-    descriptions, required = descriptions or {}, list(required)
+    """The column schema the UI shows for a table of this polars schema: each column's ``descriptions`` entry, the
+    table's ``key`` marked never null and unique (within a partition), the ``not_null`` columns never null."""
+    descriptions, not_null = descriptions or {}, {key, *not_null} - {None}
 
     def constraints(name: str) -> dg.TableColumnConstraints:
-        if name not in required:
-            return dg.TableColumnConstraints()
-        return dg.TableColumnConstraints(nullable=False, unique=name == required[0])
+        return dg.TableColumnConstraints(nullable=name not in not_null, unique=name == key)
 
     return dg.TableSchema(
         columns=[

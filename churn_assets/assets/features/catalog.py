@@ -14,6 +14,7 @@ import polars as pl
 from churn_assets.assets.ingest.landing_files import ATTRIBUTES
 from churn_assets.assets.ingest.user_daily import event_type_column
 from churn_assets.config import DEFAULT_EVENT_TYPES
+from churn_assets.resources.parquet_io_manager import column_schema
 
 # Windows end on the snapshot day D: "7d" means the days D-6..D.
 WINDOWS: tuple[int, ...] = (1, 7, 14, 28)
@@ -139,24 +140,12 @@ def features_schema(event_types: Sequence[str]) -> dict[str, pl.DataType]:
 
 def table_schema(event_types: Sequence[str]) -> dg.TableSchema:
     """The catalog as a Dagster column schema, with each column's definition as its description."""
-    return dg.TableSchema(
-        columns=[
-            dg.TableColumn(
-                "user_id",
-                "String",
-                description="The user.",
-                constraints=dg.TableColumnConstraints(nullable=False, unique=True),
-            )
-        ]
-        + [
-            dg.TableColumn(
-                f.name,
-                str(f.dtype),
-                description=f.definition,
-                constraints=dg.TableColumnConstraints(nullable=f.nullable),
-            )
-            for f in feature_catalog(event_types)
-        ]
+    catalog = feature_catalog(event_types)
+    return column_schema(
+        features_schema(event_types),
+        {"user_id": "The user.", **{f.name: f.definition for f in catalog}},
+        key="user_id",
+        not_null=[f.name for f in catalog if not f.nullable],
     )
 
 

@@ -35,7 +35,8 @@ LABELS_SCHEMA: dict[str, pl.DataType] = {"user_id": pl.String(), "snapshot_date"
                 "snapshot_date": "S, the day of the features this label belongs to.",
                 "churned": "1 when the user had no activity in S+1..S+H, 0 when they came back.",
             },
-            required=LABELS_SCHEMA,
+            key="user_id",
+            not_null=LABELS_SCHEMA,
         )
     },
     ins={

@@ -34,7 +34,8 @@ INSTALL_TIMES_SCHEMA = {
                 "first_active_date": "The first export day with an event of the user.",
                 "last_active_date": "The last export day up to D with an event of the user.",
             },
-            required=INSTALL_TIMES_SCHEMA,
+            key="user_id",
+            not_null=INSTALL_TIMES_SCHEMA,
         )
     },
     ins={

@@ -53,7 +53,7 @@ RAW_EVENTS_COLUMNS = {
     retry_policy=dg.RetryPolicy(max_retries=2, delay=2),
     metadata={
         "dagster/column_schema": column_schema(
-            CANONICAL_SCHEMA, RAW_EVENTS_COLUMNS, required=["event_id", "user_id", "event_time", "event_type"]
+            CANONICAL_SCHEMA, RAW_EVENTS_COLUMNS, key="event_id", not_null=["user_id", "event_time", "event_type"]
         )
     },
 )

@@ -50,7 +50,8 @@ def user_daily_column_schema(event_types: list[str]) -> dg.TableSchema:
     return column_schema(
         user_daily_schema(event_types),
         {"user_id": "A user with events exported on D.", **counts, **totals, **attributes},
-        required=["user_id", *counts, *totals],
+        key="user_id",
+        not_null=[*counts, *totals],
     )
 
 

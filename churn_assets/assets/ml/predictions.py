@@ -50,7 +50,8 @@ PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
                 "recommended_action": "What the retention team does for the risk band.",
                 "model_version": "The version of the model that scored the day (its model card's).",
             },
-            required=["user_id", "churn_probability", "risk_band", "rank", "recommended_action", "model_version"],
+            key="user_id",
+            not_null=["churn_probability", "risk_band", "rank", "recommended_action", "model_version"],
         )
     },
 )
