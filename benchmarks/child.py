@@ -43,8 +43,9 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            times, usage = os.times(), resource.getrusage(resource.RUSAGE_SELF)
-            self.samples.append((time.time(), self.rss(), times.user + times.system, times.system, usage.ru_minflt))
+            usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads
+            cpu = usage.ru_utime + usage.ru_stime
+            self.samples.append((time.time(), self.rss(), cpu, usage.ru_stime, usage.ru_minflt))
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
