@@ -139,16 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="DuckDB's threads (default: 2, the targets' cores)")
     args = parser.parse_args(argv)
     try:
-        import duckdb  # noqa: F401
+        import duckdb
     except ImportError:
         sys.exit("duckdb is not installed: it comes with the dev extra (pip install -e '.[dev]')")
     scale_dir = Path(args.data) / args.scale
     landing = Path(args.landing) if args.landing else scale_dir / "landing"
     if not any((landing / "events").glob("date=*")):
         sys.exit(f"no landing days under {landing / 'events'}: run python -m benchmarks.run --scale {args.scale} first")
-    out = (Path(args.landing).parent if args.landing else scale_dir) / "duckdb_features"
+    out = landing.parent / "duckdb_features"
     figures = run(landing, out, args.threads)
-    print(f"DuckDB {__import__('duckdb').__version__}, {args.threads} threads, landing {landing}:")
+    print(f"DuckDB {duckdb.__version__}, {args.threads} threads, landing {landing}:")
     print(f"  {len(COLUMNS)} feature columns for {figures['rows']:,} (user, day) snapshots: "
           f"{figures['wall_s']:.1f} s wall, {figures['cpu_s']:.1f} s CPU, "
           f"peak RSS {figures['peak_rss'] / 2**20:,.0f} MB; written to {out}")
