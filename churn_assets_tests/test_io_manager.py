@@ -161,6 +161,37 @@ def test_single_partition_records_content_hash_as_data_version(tmp_path, instanc
     assert record.asset_materialization.tags["dagster/data_version"] == other_hash
 
 
+class Pieces(dg.Config):
+    pieces: int
+
+
+@dg.asset(partitions_def=days)
+def computed_in_pieces(config: Pieces) -> pl.DataFrame:
+    """The same 150,000 rows however many pieces they were computed in (as features' slices of users are)."""
+    rows = pl.DataFrame({"user": [f"u{i:06d}" for i in range(150_000)], "value": range(150_000)})
+    size = -(-rows.height // config.pieces)
+    return pl.concat([rows.slice(i, size) for i in range(0, rows.height, size)], rechunk=False)
+
+
+def test_the_same_rows_computed_in_other_pieces_are_the_same_file_and_data_version(tmp_path, instance):
+    """Row groups have a fixed size, not one per piece the frame was built from: a partition computed in more
+    pieces (a features day sliced by a range run's larger windows) is stored byte for byte the same, so Dagster
+    sees the same data version and nothing downstream looks changed."""
+    hashes, row_groups = [], []
+    for pieces in (1, 3):
+        config = dg.RunConfig(ops={"computed_in_pieces": Pieces(pieces=pieces)})
+        result = dg.materialize([computed_in_pieces], resources=_lake(tmp_path), instance=instance,
+                                partition_key="2025-01-02", run_config=config)
+        hashes.append(_metadata(result, "computed_in_pieces")["2025-01-02"]["content_hash"])
+        stored = tmp_path / "lake" / "computed_in_pieces" / "date=2025-01-02" / "data.parquet"
+        metadata = pyarrow.parquet.ParquetFile(stored).metadata
+        row_groups.append([metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)])
+    assert hashes[0] == hashes[1]
+    assert row_groups == [[131_072, 18_928]] * 2
+    record = instance.get_latest_materialization_event(dg.AssetKey("computed_in_pieces"))
+    assert record.asset_materialization.tags["dagster/data_version"] == hashes[0]
+
+
 def test_input_across_partitions_is_one_frame_whatever_their_count(tmp_path, instance):
     dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-03"))
 

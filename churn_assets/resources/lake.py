@@ -75,13 +75,23 @@ def partition_value(key: str, dtype: pl.DataType) -> pl.Expr:
     return pl.lit(dt.date.fromisoformat(key) if dtype == pl.Date else key, dtype)
 
 
+# Rows per Parquet row group unless an asset sizes them (ROW_GROUP_ROWS): about polars' own default, but fixed.
+# polars' default follows the frame's chunks, so the same rows computed in other pieces (a features day in
+# more slices of users in a range run than alone) gave other bytes, hence another content hash and data version.
+DEFAULT_ROW_GROUP_ROWS = 131_072
+
+
 def parquet_bytes(frame: pl.DataFrame, row_group_rows: int | None = None) -> bytes:
     """``frame`` as a Parquet file: zstd level 1, with statistics, in row groups of ``row_group_rows`` rows
-    (polars' default when None)."""
+    (:data:`DEFAULT_ROW_GROUP_ROWS` when None): the same rows give the same bytes however they were chunked."""
     # zstd level 1 encodes a day of events ~2 x faster than level 3, for files ~10 % larger that read as fast.
     buffer = io.BytesIO()
     frame.write_parquet(
-        buffer, compression="zstd", compression_level=1, statistics=True, row_group_size=row_group_rows
+        buffer,
+        compression="zstd",
+        compression_level=1,
+        statistics=True,
+        row_group_size=row_group_rows or DEFAULT_ROW_GROUP_ROWS,
     )
     return buffer.getvalue()
 
