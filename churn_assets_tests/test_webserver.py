@@ -140,11 +140,14 @@ def test_webserver_serves_the_asset_graph_schedules_and_sensors(webserver):
         if entry["label"] == "dagster/column_schema"
     }
     assert set(columns) == {
-        "raw_events", "install_times", "user_daily", "features", "labels", "predictions", "drift_report"
+        "raw_events", "install_times", "user_daily", "features", "labels", "training_set", "predictions",
+        "drift_report",
     }
     assert not [(a, c) for a, cs in columns.items() for c, column in cs.items() if not column["description"]]
-    keys = {"raw_events": "event_id", "drift_report": None} | {a: "user_id" for a in columns if a not in
-                                                                ("raw_events", "drift_report")}
+    keyless = ("raw_events", "training_set", "drift_report")  # a user has a row per snapshot in a training set
+    keys = {"raw_events": "event_id", "training_set": None, "drift_report": None} | {
+        a: "user_id" for a in columns if a not in keyless
+    }
     for asset, key in keys.items():
         unique = [c for c, column in columns[asset].items() if column["constraints"]["unique"]]
         assert unique == ([key] if key else []), asset
@@ -153,6 +156,10 @@ def test_webserver_serves_the_asset_graph_schedules_and_sensors(webserver):
     assert columns["raw_events"]["user_id"]["constraints"]["nullable"] is False
     assert columns["raw_events"]["session_id"]["constraints"]["nullable"] is True
     assert columns["predictions"]["top_reason_2"]["constraints"]["nullable"] is True
+    assert list(columns["training_set"])[:4] == ["user_id", "snapshot_date", "label_date", "churned"]
+    assert columns["training_set"]["churned"]["constraints"]["nullable"] is False
+    assert columns["training_set"]["activity_slope_28d"]["constraints"]["nullable"] is True
+    assert columns["training_set"]["n_events_7d"]["description"] == columns["features"]["n_events_7d"]["description"]
     # The label-rate band is the closed one the check applies and the README states, not a tuple that reads open.
     (check,) = nodes["training_set"]["assetChecksOrError"]["checks"]
     assert "label rate within [0.01, 0.9]," in check["description"]

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
-from churn_assets.assets.features.catalog import features_schema
+from churn_assets.assets.features.catalog import feature_catalog, features_schema
 from churn_assets.assets.features.labels import HORIZON_DAYS, LABELS_SCHEMA
 from churn_assets.config import SETTINGS
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, monthly_partitions
 from churn_assets.resources import ChurnParameters, LakeResource
 from churn_assets.resources.lake import Lake, partition_key, some_keys
-from churn_assets.resources.parquet_io_manager import PartitionStream
+from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
 
 # The partition mapping is static, so L is fixed when the definitions load; the resource must agree.
 LOOKBACK_MONTHS = SETTINGS.lookback_months
@@ -32,6 +32,22 @@ def training_set_schema(event_types: list[str]) -> dict[str, pl.DataType]:
         "churned": pl.Int8(),
         **{k: v for k, v in features_schema(event_types).items() if k != "user_id"},
     }
+
+
+def training_set_column_schema(event_types: list[str]) -> dg.TableSchema:
+    """The column schema the UI shows: the label's columns, then each feature's definition (the catalog's)."""
+    catalog = feature_catalog(event_types)
+    return column_schema(
+        training_set_schema(event_types),
+        {
+            "user_id": "A user at risk on snapshot_date whose label was known in the month's lookback.",
+            "snapshot_date": "S, the day of the features (the time split orders rows by it).",
+            "label_date": "S + H, the day the label became known (a labels partition of the L months before M).",
+            "churned": "1 when the user had no activity in S+1..S+H, 0 when they came back.",
+            **{f.name: f.definition for f in catalog},
+        },
+        not_null=["user_id", "snapshot_date", "label_date", "churned", *(f.name for f in catalog if not f.nullable)],
+    )
 
 
 @dataclass(frozen=True)
@@ -132,6 +148,7 @@ def too_early_to_train(
     backfill_policy=dg.BackfillPolicy.single_run(),
     kinds={"polars", "parquet"},
     owners=["team:ml"],
+    metadata={"dagster/column_schema": training_set_column_schema(SETTINGS.event_types)},
     ins={
         "labels": dg.AssetIn(
             # Offsets count downstream partitions (months): the days of months M-L .. M-1.
