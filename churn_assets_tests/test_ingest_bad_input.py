@@ -284,6 +284,44 @@ def test_a_csv_file_not_in_utf8_fails_naming_its_first_line_that_is_not(local_se
     assert _lake_files(local_settings.data_url) == {}
 
 
+GZIPPED = gzip.compress(GOOD_FILE, mtime=0)
+
+
+@pytest.mark.parametrize("data, says", [
+    (GOOD_FILE, "not gzip data: the file starts with b'{\"$insert_id\""),  # a plain file named .gz
+    (GZIPPED + b"<html>502 Bad Gateway</html>", f"data after the end of the gzip stream, from byte {len(GZIPPED)}"),
+    (GZIPPED[:-12], "truncated gzip stream: the file ends at byte"),
+])
+def test_a_gz_file_that_is_not_whole_gzip_fails_saying_what_it_holds(local_settings, local_resources, instance,
+                                                                     data, says):
+    """The decoder's "Error -5 Gzip/zlib wrapper specifies unsupported compress method" said nothing of the
+    file: the error says it is not gzip, or where its gzip stream ended and what follows it."""
+    day = FIRST_DAY.isoformat()
+    write_landing_day(local_settings.landing_url, day, {"a-good.jsonl": GOOD_FILE, "b.jsonl.gz": data})
+
+    result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
+
+    assert not result.success
+    text = _failure_text(result)
+    assert "b.jsonl.gz" in text and says in text
+    assert "IsalError" not in text and "Error -" not in text
+    assert _lake_files(local_settings.data_url) == {}
+
+
+def test_a_gz_file_padded_with_zeros_is_read_as_gzip_reads_it(local_settings, local_resources, instance):
+    """Zeros after the last gzip member (a writer padding to a block size) are skipped by gzip(1) and Python's
+    gzip module; the day reads the file's events instead of failing on them."""
+    day = FIRST_DAY.isoformat()
+    write_landing_day(local_settings.landing_url, day, {"a.jsonl.gz": GZIPPED + b"\0" * 4096})
+    assert gzip.decompress(GZIPPED + b"\0" * 4096) == GOOD_FILE
+
+    result = materialize_ingest(local_resources, instance, day, selection=dg.AssetSelection.assets("raw_events"),
+                                raise_on_error=False)
+
+    assert result.success, _failure_text(result)
+    assert read_partition(local_settings.data_url, "raw_events", day).height == 3
+
+
 def test_previous_partition_survives_a_failed_rerun(local_settings, local_resources, instance):
     day = FIRST_DAY.isoformat()
     write_landing_day(local_settings.landing_url, day, {"a-good.jsonl": GOOD_FILE})

@@ -10,6 +10,7 @@ import codecs
 import datetime as dt
 import gzip
 import io
+import itertools
 import json
 import re
 import zlib
@@ -244,21 +245,34 @@ def _gunzip_chunks(data: bytes | Iterable[bytes], chunk_bytes: int) -> Iterator[
     # 128 KB (~1.3 MB of text out per call, which stays in the CPU's caches until it is copied) inflate
     # at ~1.1-1.2 GB/s, slices of 1 MB at ~0.7-0.8 GB/s.
     feeds = _slices(data, max(1, chunk_bytes // 128))
-    decompressor = _inflate.decompressobj(47)
+    decompressor = None  # the next feed starts a gzip member
     pieces: list[bytes | memoryview] = []
     size = 0
     feed: bytes | memoryview = next(feeds, b"")
+    taken = len(feed)  # the file's bytes read so far
     if not feed:  # an empty file, not an empty gzip stream: no text
         return
     while feed:
-        if decompressor.eof:  # the next gzip member starts here
+        if decompressor is None or decompressor.eof:  # a gzip member starts here
+            start = taken - len(feed)
+            while len(feed) < 2 and (more := next(feeds, b"")):
+                feed, taken = bytes(feed) + bytes(more), taken + len(more)
+            if bytes(feed[:2]) != _GZIP_MAGIC and (start or len(feed) >= 2):  # a 1-byte file: truncated
+                _not_gzip(start, feed, feeds)
+                break  # zeros padding the file after its last member
             decompressor = _inflate.decompressobj(47)
-        out = decompressor.decompress(feed)
+        try:
+            out = decompressor.decompress(feed)
+        except _inflate.error as exc:  # the decoder's own words ("Error -3 ...") do not say it is the data
+            raise gzip.BadGzipFile(f"corrupt gzip data within bytes {taken - len(feed)}-{taken}: {exc}") from None
         if decompressor.eof:
             out += decompressor.flush()
-            feed = decompressor.unused_data or next(feeds, b"")
+            feed = decompressor.unused_data
         else:
+            feed = b""
+        if not feed:
             feed = next(feeds, b"")
+            taken += len(feed)
         if not out:
             continue
         pieces.append(out)
@@ -270,9 +284,29 @@ def _gunzip_chunks(data: bytes | Iterable[bytes], chunk_bytes: int) -> Iterator[
             pieces = [out[cut:]] if cut < len(out) else []
             size = len(pieces[0]) if pieces else 0
     if not decompressor.eof:
-        raise gzip.BadGzipFile("truncated gzip stream")
+        raise gzip.BadGzipFile(
+            f"truncated gzip stream: the file ends at byte {taken} inside compressed data (an upload or copy cut "
+            "short?)"
+        )
     if pieces:
         yield b"".join(pieces)
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _not_gzip(start: int, feed: bytes | memoryview, feeds: Iterator[memoryview]) -> None:
+    """Where a gzip member should start there is none. At the file's start: not gzip (a plain file named .gz,
+    say). After the last member, zeros that pad the file to a block size are skipped, as gzip(1) and Python's
+    gzip do; anything else there is not gzip either, and would be lost without a word."""
+    head = bytes(feed[:16])
+    if start == 0:
+        raise gzip.BadGzipFile(f"not gzip data: the file starts with {head!r}, not with gzip's bytes 1f 8b")
+    for block in itertools.chain([feed], feeds):
+        if bytes(block).strip(b"\0"):
+            raise gzip.BadGzipFile(
+                f"data after the end of the gzip stream, from byte {start} ({head!r}), is not gzip"
+            )
 
 
 def _slices(data: bytes | Iterable[bytes], step: int) -> Iterator[memoryview]:
