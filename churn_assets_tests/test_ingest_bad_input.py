@@ -284,6 +284,25 @@ def test_a_csv_file_not_in_utf8_fails_naming_its_first_line_that_is_not(local_se
     assert _lake_files(local_settings.data_url) == {}
 
 
+def test_a_csv_record_with_more_fields_than_its_header_fails_naming_its_line(
+    local_settings, local_resources, instance
+):
+    """A revenue written with a decimal comma and not quoted: polars said only "found more fields than defined in
+    'Schema'" and suggested its own option 'truncate_ragged_lines=True', with no line in a file of millions."""
+    day = FIRST_DAY.isoformat()
+    header = "event_id,user_id,event_time,event_type,session_id,platform,country,app_version,revenue\n"
+    lines = [f"e{i},u{i},{day} 10:00:00,session_start,1,iOS,US,1.0,\n" for i in range(3)]
+    lines.insert(1, f'e9,u9,{day} 10:00:00,purchase,1,iOS,"Paris\nFR",1.0,4,99\n')  # its record ends on line 4
+    write_landing_day(local_settings.landing_url, day, {"export.csv": (header + "".join(lines)).encode()})
+
+    result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
+
+    assert not result.success
+    text = _failure_text(result)
+    assert "export.csv: line 4 has 10 fields, the header 9" in text and "truncate_ragged_lines" not in text
+    assert _lake_files(local_settings.data_url) == {}
+
+
 GZIPPED = gzip.compress(GOOD_FILE, mtime=0)
 
 

@@ -7,6 +7,7 @@ row came from), so one validation step decides, row by row, what is trusted and 
 
 
 import codecs
+import csv
 import datetime as dt
 import gzip
 import io
@@ -201,7 +202,23 @@ def _read_csv(data: bytes) -> pl.DataFrame:
                 f"line {line} is not UTF-8 text (byte {data[exc.start]:#04x}): landing files are UTF-8; "
                 "re-export the file as UTF-8 (from Windows-1252, say: iconv -f cp1252 -t utf-8)"
             ) from None
+        _fail_on_a_long_record(data)
         raise
+
+
+def _fail_on_a_long_record(data: bytes) -> None:
+    """A record with more fields than the header (an unquoted comma in a value, say) fails the file naming its
+    line, where polars says only "found more fields than defined in 'Schema'" and suggests an option of its
+    own. The line is the file's line on which the record ends (a quoted field may span lines)."""
+    text = data.decode("utf-8").removeprefix("\ufeff")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+    for record in reader:
+        if len(record) > len(header):
+            raise LandingFileError(
+                f"line {reader.line_num} has {len(record)} fields, the header {len(header)}: a value holding a "
+                "comma must be quoted"
+            )
 
 
 class _ReadFailed(Exception):
