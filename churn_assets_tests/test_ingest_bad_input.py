@@ -515,6 +515,34 @@ def test_a_complete_day_without_a_file_fails_clearly_and_an_empty_file_is_a_day_
     assert read_partition(local_settings.data_url, "raw_events", day).height == 0
 
 
+def test_a_value_with_half_a_surrogate_pair_is_quarantined_by_its_line(local_settings, local_resources, instance):
+    """JavaScript clients cut emoji in two, and JSON escapes the half left (``"\\ud83d"``): valid JSON, no text.
+    A low half failed the whole file with "UnicodeEncodeError ... surrogates not allowed", no line; a high half
+    was stored as a NUL ("FR\\x00"). Either is now its line's ``malformed_json``, whichever line is bad beside
+    it; a whole pair (an escaped emoji) and the file's other lines are read as they are."""
+    day = FIRST_DAY.isoformat()
+    ok = _valid_rows(FIRST_DAY, 2)
+    emoji = row("emoji", "u9", f"{day} 10:00:00.000000", country="FR\U0001F600")
+    high = row("high", "u8", f"{day} 10:00:00.000000", country="FR\ud83d")
+    low = row("low", "\udc00u7", f"{day} 10:00:00.000000")
+    write_landing_day(local_settings.landing_url, day, {"a.jsonl": jsonl([ok[0], high, emoji]),
+                                                        "b.jsonl.gz": jsonl([low, ok[1]], gz=True)})
+
+    result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
+
+    assert result.success, _failure_text(result)
+    events = read_partition(local_settings.data_url, "raw_events", day)
+    assert sorted(events["event_id"]) == sorted([ok[0]["$insert_id"], ok[1]["$insert_id"], "emoji"])
+    assert events.filter(pl.col("event_id") == "emoji")["country"].item() == "FR\U0001F600"
+    quarantine = read_partition(local_settings.data_url, "raw_events_quarantine", day).sort("source_file")
+    where = quarantine.select(pl.col("source_file").str.split("/").list.last(), "line", "reason").rows()
+    assert where == [("a.jsonl", 2, "malformed_json"), ("b.jsonl.gz", 1, "malformed_json")]
+    assert quarantine["detail"].to_list() == [
+        "country: \\ud83d is half of a UTF-16 surrogate pair, not text",
+        "user_id: \\udc00 is half of a UTF-16 surrogate pair, not text",
+    ]
+
+
 def test_hidden_files_and_markers_beside_the_data_are_not_read(local_settings, local_resources, instance):
     """Exporters (Spark, Hadoop) leave checksums (``.NAME.crc``) and commit markers (``_committed_*``) beside
     their files: those are not data, so they neither fail the day nor add rows to it."""

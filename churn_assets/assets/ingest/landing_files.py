@@ -373,11 +373,21 @@ def _read_jsonl(data: bytes, first_line: int, lines: int) -> pl.DataFrame:
             frame = pl.read_ndjson(io.BytesIO(data), schema=schema)
         except pl.exceptions.ComputeError:
             continue
-        if frame.height != lines:
+        if frame.height != lines or _lost_a_surrogate(data, frame):
             break
         frame = frame.rename(AMPLITUDE_KEYS).with_columns(pl.lit(None, pl.String).alias("parse_error"))
         return frame.with_row_index("line", offset=first_line)
     return _read_jsonl_line_by_line(data, first_line)
+
+
+def _lost_a_surrogate(data: bytes, frame: pl.DataFrame) -> bool:
+    """polars reads the first half of a UTF-16 pair without its second (``"a\\ud83d"``, an emoji cut in two)
+    as a NUL (``"a\\x00"``) instead of failing: such a text is read line by line, which quarantines it. Only
+    a text with a ``\\uD...`` escape is looked at (a fast byte search), so an export without one costs nothing."""
+    if b"\\ud" not in data and b"\\uD" not in data:
+        return False
+    strings = [c for c, dtype in frame.schema.items() if dtype == pl.String]
+    return frame.select(pl.any_horizontal(pl.col(strings).str.contains("\x00", literal=True).any())).item()
 
 
 def _read_jsonl_line_by_line(data: bytes, first_line: int = 1) -> pl.DataFrame:
@@ -395,6 +405,7 @@ def _read_jsonl_line_by_line(data: bytes, first_line: int = 1) -> pl.DataFrame:
             if not isinstance(obj, dict):
                 raise ValueError("not a JSON object")
             row = {col: _as_string(obj.get(key)) for key, col in AMPLITUDE_KEYS.items()}
+            _refuse_surrogates(row)
             row["parse_error"] = None
         except ValueError as exc:  # UnicodeDecodeError included
             row = dict.fromkeys(AMPLITUDE_KEYS.values())
@@ -409,6 +420,21 @@ def _read_jsonl_line_by_line(data: bytes, first_line: int = 1) -> pl.DataFrame:
     schema = {col: pl.String for col in AMPLITUDE_KEYS.values()} | {"parse_error": pl.String, "line": pl.UInt32}
     frame = pl.DataFrame(rows, schema=schema, orient="row")
     return frame.select(["line", *AMPLITUDE_KEYS.values(), "parse_error"])
+
+
+def _refuse_surrogates(row: dict[str, str | None]) -> None:
+    """A JSON escape of half a UTF-16 pair (``"\\ud83d"``, an emoji cut in two by a client) is valid JSON but no
+    text: such a value fails its line (quarantined as ``malformed_json``), not the whole file, which is what
+    storing it did, with no line."""
+    for key, col in AMPLITUDE_KEYS.items():
+        value = row[col]
+        if value is not None and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:  # its message would hold the surrogate itself, which is no text either
+                raise ValueError(
+                    f"{key}: \\u{ord(value[exc.start]):04x} is half of a UTF-16 surrogate pair, not text"
+                ) from None
 
 
 def _as_string(value: object) -> str | None:
