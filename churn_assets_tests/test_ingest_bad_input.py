@@ -515,6 +515,28 @@ def test_a_complete_day_without_a_file_fails_clearly_and_an_empty_file_is_a_day_
     assert read_partition(local_settings.data_url, "raw_events", day).height == 0
 
 
+@pytest.mark.parametrize("broken_line", [False, True])
+def test_a_key_given_twice_keeps_its_first_value_whatever_the_other_lines(
+    local_settings, local_resources, instance, broken_line
+):
+    """An event whose user_id is given twice was the first user's in a clean file (polars) and the second's when
+    another line of the file was broken (read line by line, by Python's json): a re-delivery that fixed an
+    unrelated line moved the event to another user."""
+    day = FIRST_DAY.isoformat()
+    twice = jsonl([row("e1", "first", f"{day} 10:00:00.000000")]).replace(b"null}", b'null, "user_id": "second"}')
+    assert twice.count(b'"user_id"') == 2
+    text = twice + jsonl(_valid_rows(FIRST_DAY, 1)) + (b"not json\n" if broken_line else b"")
+    write_landing_day(local_settings.landing_url, day, {"a.jsonl": text})
+
+    result = materialize_ingest(local_resources, instance, day, selection=dg.AssetSelection.assets("raw_events"),
+                                raise_on_error=False)
+
+    assert result.success, _failure_text(result)
+    events = read_partition(local_settings.data_url, "raw_events", day)
+    assert events.filter(pl.col("event_id") == "e1")["user_id"].to_list() == ["first"]
+    assert partition_metadata(result, "raw_events")[day]["quarantined"] == int(broken_line)
+
+
 def test_a_value_with_half_a_surrogate_pair_is_quarantined_by_its_line(local_settings, local_resources, instance):
     """JavaScript clients cut emoji in two, and JSON escapes the half left (``"\\ud83d"``): valid JSON, no text.
     A low half failed the whole file with "UnicodeEncodeError ... surrogates not allowed", no line; a high half

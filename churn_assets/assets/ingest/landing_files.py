@@ -401,7 +401,7 @@ def _read_jsonl_line_by_line(data: bytes, first_line: int = 1) -> pl.DataFrame:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line.decode("utf-8"))
+            obj = json.loads(line.decode("utf-8"), object_pairs_hook=_first_of_each_key)
             if not isinstance(obj, dict):
                 raise ValueError("not a JSON object")
             row = {col: _as_string(obj.get(key)) for key, col in AMPLITUDE_KEYS.items()}
@@ -420,6 +420,12 @@ def _read_jsonl_line_by_line(data: bytes, first_line: int = 1) -> pl.DataFrame:
     schema = {col: pl.String for col in AMPLITUDE_KEYS.values()} | {"parse_error": pl.String, "line": pl.UInt32}
     frame = pl.DataFrame(rows, schema=schema, orient="row")
     return frame.select(["line", *AMPLITUDE_KEYS.values(), "parse_error"])
+
+
+def _first_of_each_key(pairs: list[tuple[str, object]]) -> dict:
+    """An object with a key twice keeps its first value, as polars does: Python's last one gave the same line
+    another user (or time) whenever some other line of its text was broken and the text was read line by line."""
+    return dict(reversed(pairs))
 
 
 def _refuse_surrogates(row: dict[str, str | None]) -> None:
