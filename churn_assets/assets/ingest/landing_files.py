@@ -373,21 +373,11 @@ def _read_jsonl(data: bytes, first_line: int, lines: int) -> pl.DataFrame:
             frame = pl.read_ndjson(io.BytesIO(data), schema=schema)
         except pl.exceptions.ComputeError:
             continue
-        if frame.height != lines or _lost_a_surrogate(data, frame):
+        if frame.height != lines:
             break
         frame = frame.rename(AMPLITUDE_KEYS).with_columns(pl.lit(None, pl.String).alias("parse_error"))
         return frame.with_row_index("line", offset=first_line)
     return _read_jsonl_line_by_line(data, first_line)
-
-
-def _lost_a_surrogate(data: bytes, frame: pl.DataFrame) -> bool:
-    """polars reads the first half of a UTF-16 pair without its second (``"a\\ud83d"``, an emoji cut in two)
-    as a NUL (``"a\\x00"``) instead of failing: such a text is read line by line, which quarantines it. Only
-    a text with a ``\\uD...`` escape is looked at (a fast byte search), so an export without one costs nothing."""
-    if b"\\ud" not in data and b"\\uD" not in data:
-        return False
-    strings = [c for c, dtype in frame.schema.items() if dtype == pl.String]
-    return frame.select(pl.any_horizontal(pl.col(strings).str.contains("\x00", literal=True).any())).item()
 
 
 def _read_jsonl_line_by_line(data: bytes, first_line: int = 1) -> pl.DataFrame:
