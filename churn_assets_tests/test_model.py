@@ -442,6 +442,10 @@ def test_a_champion_needing_features_the_training_set_lacks_is_not_carried_forwa
     assert f"model[{M2}]: the challenger fails the gates" in message
     assert f"the champion model[{M1}]" in message and "['n_share_7d', 'n_share_28d']" in message
     assert f"training_set[{M2}] lacks" in message and "CHURN_EVENT_TYPES" in message
+    # The way back: user_daily lost the type's column when refreshed without it (features cannot count it
+    # again before), and labels hold no feature: refreshing them does nothing for the champion.
+    assert f"then user_daily and features over training_set[{M2}]'s snapshot days in one run" in message
+    assert "labels" not in message
     assert failure.step_failure_data.user_failure_data.metadata["missing_features"].value == [
         "n_share_7d", "n_share_28d"
     ]

@@ -168,8 +168,10 @@ def train_and_select(
             unusable = (
                 f"needs features {missing} that training_set[{month}] lacks, so it cannot score month {month} "
                 "either",
-                "Bring the features back (CHURN_EVENT_TYPES as when the champion was trained, then features, "
-                f"labels and training_set[{month}])",
+                # labels hold no feature (they stay valid); user_daily lost the type's column when it was
+                # refreshed without it, and features cannot count the type again before it has it back.
+                "Bring the features back (CHURN_EVENT_TYPES as when the champion was trained, then user_daily "
+                f"and features over training_set[{month}]'s snapshot days in one run, then training_set[{month}])",
                 {"missing_features": dg.MetadataValue.json(missing)},
             )
         elif champion_horizon != horizon_days:
