@@ -18,14 +18,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the feature catalog as Markdown (churn-assets features-doc > docs/features.md)",
         description="Print docs/features.md: the feature catalog (assets/features/catalog.py) as a Markdown table.",
     )
+    catalog.add_argument(
+        "--event-types",
+        metavar="TYPES",
+        help="comma-separated event types whose per-type columns to list, as CHURN_EVENT_TYPES (e.g. "
+        '--event-types "$CHURN_EVENT_TYPES"); default: the default types, as docs/features.md',
+    )
     catalog.set_defaults(func=_print_features_doc)
     return parser
 
 
 def _print_features_doc(args: argparse.Namespace) -> int:
     from churn_assets.assets.features.catalog import catalog_markdown
+    from churn_assets.config import DEFAULT_EVENT_TYPES, parse_event_types
 
-    sys.stdout.write(catalog_markdown())
+    event_types = DEFAULT_EVENT_TYPES
+    try:  # the types CHURN_EVENT_TYPES would refuse (a shared column, a total's name, a colliding feature)
+        if args.event_types is not None:
+            event_types = parse_event_types(args.event_types, "--event-types")
+        text = catalog_markdown(event_types)
+    except ValueError as error:
+        sys.stderr.write(f"churn-assets features-doc: {error}\n")
+        return 2
+    sys.stdout.write(text)
     return 0
 
 

@@ -37,25 +37,26 @@ def event_type_column(event_type: str) -> str:
     return "n_" + re.sub(r"[^0-9a-zA-Z]+", "_", event_type).strip("_").lower()
 
 
-def _parse_event_types(value: str) -> tuple[str, ...]:
-    """The comma-separated event types, each counted in a column of its own."""
+def parse_event_types(value: str, name: str = "CHURN_EVENT_TYPES") -> tuple[str, ...]:
+    """The comma-separated event types, each counted in a column of its own (``name``: where they come from,
+    for the messages)."""
     event_types = tuple(t for t in (t.strip() for t in value.split(",")) if t)
     if not event_types:
-        raise ValueError("CHURN_EVENT_TYPES is set but names no event type")
+        raise ValueError(f"{name} is set but names no event type")
     by_column: dict[str, list[str]] = {}
     for event_type in event_types:
         by_column.setdefault(event_type_column(event_type), []).append(event_type)
     for column, types in by_column.items():
         if column == "n_":
-            raise ValueError(f"CHURN_EVENT_TYPES: {types[0]!r} has no letter or digit to name its count column")
+            raise ValueError(f"{name}: {types[0]!r} has no letter or digit to name its count column")
         if len(types) > 1:
             raise ValueError(
-                f"CHURN_EVENT_TYPES: {' and '.join(map(repr, types))} would both be counted in {column}: "
+                f"{name}: {' and '.join(map(repr, types))} would both be counted in {column}: "
                 "name each type once (names differing only in case or punctuation are the same column)"
             )
         if column in TOTAL_COUNT_COLUMNS:
             raise ValueError(
-                f"CHURN_EVENT_TYPES: {types[0]!r} would be counted in {column}, a total user_daily always has: "
+                f"{name}: {types[0]!r} would be counted in {column}, a total user_daily always has: "
                 "rename the type"
             )
     return event_types
@@ -167,7 +168,7 @@ class ChurnSettings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ChurnSettings:
         env = dict(os.environ if env is None else env)
-        event_types = _parse_event_types(env.get("CHURN_EVENT_TYPES", ",".join(DEFAULT_EVENT_TYPES)))
+        event_types = parse_event_types(env.get("CHURN_EVENT_TYPES", ",".join(DEFAULT_EVENT_TYPES)))
         return cls(
             data_url=_parse_url("CHURN_DATA_URL", env.get("CHURN_DATA_URL") or "./data/lake"),
             landing_url=_parse_url("CHURN_LANDING_URL", env.get("CHURN_LANDING_URL") or "./data/landing"),

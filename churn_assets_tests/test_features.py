@@ -53,6 +53,24 @@ def test_committed_doc_equals_the_generated_catalog(capsys):
     )
 
 
+def test_the_doc_lists_the_columns_of_the_event_types_given(capsys):
+    """A tracked event type added to CHURN_EVENT_TYPES (tutorial_complete) was described nowhere: features-doc
+    printed the default types' columns only, n_app_error_* included when app_error was no longer tracked."""
+    from churn_assets.cli import main
+
+    assert main(["features-doc", "--event-types", "tutorial_complete, share"]) == 0
+    doc = capsys.readouterr().out
+    assert "| `n_tutorial_complete_7d` | Int64 | numeric | no | Count of `tutorial_complete` events in D-6..D. |" in doc
+    assert "`n_tutorial_complete_28d`" in doc and "`n_share_28d`" in doc and "app_error" not in doc
+    assert "lists them for the\ntypes given to `churn-assets features-doc --event-types` (`tutorial_complete`" in doc
+    assert "default types" not in doc
+    # Types CHURN_EVENT_TYPES refuses are refused here too, with the same reasons, and nothing printed.
+    for types, reason in [("share,Share", "would both be counted in n_share"), ("events_trend", "collide")]:
+        assert main(["features-doc", "--event-types", types]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and reason in err
+
+
 def test_catalog_columns_kinds_and_metadata():
     catalog = feature_catalog(DEFAULT_EVENT_TYPES)
     names = [f.name for f in catalog]

@@ -151,6 +151,8 @@ def table_schema(event_types: Sequence[str]) -> dg.TableSchema:
 
 def catalog_markdown(event_types: Sequence[str] = DEFAULT_EVENT_TYPES) -> str:
     """``docs/features.md``: the catalog as a Markdown table (per-type columns for these event types)."""
+    default = tuple(event_types) == DEFAULT_EVENT_TYPES
+    which = "default types" if default else "types given to `churn-assets features-doc --event-types`"
     lines = [
         "# Features",
         "",
@@ -164,7 +166,7 @@ def catalog_markdown(event_types: Sequence[str] = DEFAULT_EVENT_TYPES) -> str:
         "export day. Categorical columns are strings; every other column is numeric.",
         "",
         "Per-event-type columns exist for each type in `CHURN_EVENT_TYPES`; this page lists them for the",
-        f"default types ({', '.join(f'`{t}`' for t in event_types)}).",
+        f"{which} ({', '.join(f'`{t}`' for t in event_types)}).",
         "",
         "| column | type | kind | nullable | definition |",
         "|---|---|---|---|---|",
