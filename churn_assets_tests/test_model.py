@@ -451,6 +451,11 @@ def test_a_champion_needing_features_the_training_set_lacks_is_not_carried_forwa
     ]
 
 
+def relabelled(frame: pl.DataFrame, horizon: int) -> pl.DataFrame:
+    """``frame`` as labels made with a ``horizon``-day horizon would key it: each label H days after its snapshot."""
+    return frame.with_columns((pl.col("snapshot_date") + dt.timedelta(days=horizon)).alias("label_date"))
+
+
 def test_a_champion_trained_for_another_horizon_is_not_carried_forward(
     frames, lake_with_first_model, local_settings, instance
 ):
@@ -459,11 +464,34 @@ def test_a_champion_trained_for_another_horizon_is_not_carried_forward(
     score month M2 for another horizon than its labels, silently: the step fails instead, naming both
     horizons, and stores nothing."""
     resources = build_resources(dataclasses.replace(local_settings, horizon_days=7))
-    failure = failed_second_month(weakened(frames[M2]), frames, resources, instance, lake_with_first_model)
+    m2_frame = relabelled(weakened(frames[M2]), 7)
+    failure = failed_second_month(m2_frame, frames, resources, instance, lake_with_first_model)
 
     message = failure.step_failure_data.error.message
     assert f"model[{M2}]: the challenger fails the gates" in message
     assert "14-day horizon" in message and "CHURN_HORIZON_DAYS is 7" in message
+
+
+@pytest.mark.parametrize("stored_horizon,horizon", [(HORIZON, 7), (7, HORIZON)])
+def test_a_training_set_of_another_horizon_is_not_trained_on(
+    frames, local_settings, instance, stored_horizon, horizon
+):
+    """training_set[M] stored with the labels of one horizon (a run whose training_set_is_sound failed
+    after CHURN_HORIZON_DAYS changed stores it; so did every month before the change) and the model run
+    alone under another: the challenger was trained with the new horizon's embargo, promoted, and its card
+    said ``label.horizon_days`` = the new H for scores of the old one. The step fails, naming both
+    horizons and what to materialize again, and stores nothing."""
+    resources = build_resources(dataclasses.replace(local_settings, horizon_days=horizon))
+    failure = failed_model_step(M1, {M1: relabelled(frames[M1], stored_horizon)}, resources, instance)
+    message = failure.step_failure_data.error.message
+    assert (
+        f"model[{M1}]: training_set[{M1}] holds labels resolved {stored_horizon} days after their snapshot, "
+        f"but CHURN_HORIZON_DAYS is {horizon}"
+    ) in message
+    # The label days that exist: none before CHURN_START_DATE (2025-01-01), where L = 3 months would begin.
+    assert f"training_set[{M1}] (--select labels --partition-range 2025-01-01...2025-02-28)" in message
+    assert failure.step_failure_data.user_failure_data is not None  # a dg.Failure: not retried
+    assert not Lake(local_settings.data_url).exists(Lake(local_settings.data_url).partition_url("model", "month", M1))
 
 
 def test_a_failure_advises_lowering_the_roc_auc_floor_only_when_that_is_the_gate_missed():

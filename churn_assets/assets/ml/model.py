@@ -9,7 +9,8 @@ import polars as pl
 from pydantic import Field
 
 from churn_assets.assets.features.catalog import feature_catalog
-from churn_assets.partitions import monthly_partitions
+from churn_assets.assets.ml.training_set import MonthWindow
+from churn_assets.partitions import daily_partitions, monthly_partitions
 from churn_assets.resources import ChurnParameters
 from churn_assets.resources.lake import parquet_bytes
 from churn_assets.resources.model_io_manager import CARD_FORMAT, ChurnModel, model_version
@@ -76,6 +77,7 @@ def model(
         nonlocal previous
         for month in context.partition_keys:
             frame = training_set.filter(pl.col("month") == month).drop("month").collect()
+            require_labels_of_horizon(month, frame, churn.horizon_days, churn.lookback_months)
             chosen, metadata = train_and_select(
                 month=month,
                 frame=frame,
@@ -91,6 +93,26 @@ def model(
             yield month, chosen
 
     return PartitionStream(stream())
+
+
+def require_labels_of_horizon(month: str, frame: pl.DataFrame, horizon_days: int, lookback_months: int) -> None:
+    """Fails model[month] when ``training_set[month]`` holds labels of another horizon than ``horizon_days``
+    (stored before CHURN_HORIZON_DAYS changed): trained on them, the model's card would name a horizon its
+    scores are not of, and its embargoes would be another horizon's."""
+    gaps = frame.select((pl.col("label_date") - pl.col("snapshot_date")).dt.total_days().unique().sort())
+    gaps = gaps.to_series().to_list()
+    if gaps and gaps != [horizon_days]:
+        resolved = " and ".join(map(str, gaps))
+        window = MonthWindow.of(month, lookback_months)
+        first = max(window.first_label_day, daily_partitions.start.date())  # no label day before the first
+        raise dg.Failure(
+            f"model[{month}]: training_set[{month}] holds labels resolved {resolved} days after their snapshot, "
+            f"but CHURN_HORIZON_DAYS is {horizon_days}: they were made with another horizon. Nothing is stored: "
+            f"materialize labels again over the label days of training_set[{month}] (--select labels "
+            f"--partition-range {first}...{window.last_label_day}), then training_set and model for {month}.",
+            metadata={"label_horizons_days": dg.MetadataValue.json(gaps), "horizon_days": horizon_days},
+            allow_retries=False,
+        )
 
 
 def train_and_select(
