@@ -389,7 +389,20 @@ def _is_running(pid: int) -> bool:
 
 def _atomic_local_write(path: str, data: bytes, durable: bool = True) -> os.stat_result:
     """Writes ``path`` through a temporary file renamed over it; returns the file's stat as written (its
-    size, modification time and inode stay those of the file the rename puts in place)."""
+    size, modification time and inode stay those of the file the rename puts in place).
+
+    An error of the disk names ``path``: a full disk or a quota fails a write with "No space left on
+    device" and no file name, which does not say whether the lake or the temporary directory is full."""
+    try:
+        return _replace_through_temporary(path, data, durable)
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        # OSError(errno, ...) is the errno's own class (PermissionError for EACCES), as the error was.
+        raise OSError(exc.errno, f"could not write {path}: {exc.strerror}") from exc
+
+
+def _replace_through_temporary(path: str, data: bytes, durable: bool) -> os.stat_result:
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     _remove_stale_temporaries(folder)
