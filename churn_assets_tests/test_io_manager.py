@@ -732,6 +732,25 @@ def test_a_range_written_on_s3_is_read_back_from_its_copies_while_the_store_hold
     assert left == {"daily_total", "daily_copy"}, "daily_numbers' copies went once another step began"
 
 
+@pytest.mark.s3
+def test_a_full_temporary_directory_is_named_as_what_refused_an_s3_input(s3_server, tmp_path):
+    """A run on S3 copies its inputs to TMPDIR: when that disk takes no more (here: over the process's file size
+    limit, as a full disk would), the error says it was the temporary directory, not the bucket."""
+    lake = Lake(f"s3://lake/{tmp_path.name}")
+    urls = [lake.table_url("big", "date", f"2025-01-0{day}") for day in (1, 2)]
+    for url in urls:
+        lake.write_bytes(url, os.urandom(2**20))
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2**16, limits[1]))
+    try:
+        with pytest.raises(OSError, match=f"could not copy {re.escape(urls[0])} and 1 more to the temporary directory"):
+            LOCAL_COPIES.of(lake, urls, owner="full disk", etags=lake.etags(urls))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+
+
 def test_copies_left_by_a_killed_process_are_removed_and_live_ones_kept(tmp_path):
     """A run killed mid-step cannot remove its S3 copies: the next process removes them once their process
     is gone and they are an hour old. A live process's copies, or fresh ones, stay."""

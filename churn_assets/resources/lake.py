@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import io
 import os
@@ -287,8 +288,18 @@ class LocalCopies:
             targets = [os.path.join(folder, lake.fs._strip_protocol(url)) for url in missing]
             for path in targets:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-            with reaching(missing[0], "read"):
-                lake.fs.get(missing, targets)  # concurrently
+            try:
+                with reaching(missing[0], "read"):
+                    lake.fs.get(missing, targets)  # concurrently
+            except OSError as exc:
+                if exc.errno not in _LOCAL_DISK_FULL:
+                    raise
+                # Said of the local disk, or "No space left on device" reads as the bucket being full.
+                raise OSError(
+                    exc.errno,
+                    f"could not copy {missing[0]} and {len(missing) - 1} more to the temporary directory {folder} "
+                    f"(TMPDIR: a run on S3 copies its inputs there): {exc.strerror}",
+                ) from exc
             paths.update(zip(missing, targets, strict=True))
         return [paths[url] for url in urls]
 
@@ -355,6 +366,8 @@ class LocalCopies:
 
 
 LOCAL_COPIES = LocalCopies()
+# A local disk that takes no more: full, over a quota, or over the process's file size limit.
+_LOCAL_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _COPIES_PREFIX = "churn-s3-copies-"
 
 
