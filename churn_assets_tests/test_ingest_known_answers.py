@@ -793,6 +793,31 @@ def test_a_quoted_or_blank_empty_revenue_or_session_id_is_none_not_unparsable():
     assert vetted.events.select("session_id", "revenue").rows() == [(None, None)]
 
 
+@pytest.mark.parametrize("name", ["a.jsonl", "a.csv", "a.parquet"])
+def test_a_session_id_with_a_fraction_is_unparsable_not_cut_to_an_integer(name):
+    """Session ids are epoch milliseconds. One sent as seconds with a fraction (1735912068.049) or as 1.5 was
+    cut to an integer, silently merging sessions; it is quarantined as unparsable_session_id. A whole number
+    written as a float (1000.0, as pandas writes an integer column with gaps) is still that number."""
+    ids = {"whole": 1000.0, "seconds": 1735912068.049, "half": 1.5, "big": 1.2e19}
+    frame = pl.DataFrame({
+        "event_id": list(ids), "user_id": "u1", "event_time": "2025-01-02 10:00:00", "event_type": "a",
+        "session_id": list(ids.values()),
+    })
+    if name.endswith(".parquet"):
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer)
+        data = buffer.getvalue()
+    elif name.endswith(".csv"):
+        data = frame.write_csv().encode()
+    else:
+        data = frame.rename({"event_id": "$insert_id"}).write_ndjson().encode()
+    vetted = _vetted(name, data, "2025-01-02")
+    assert vetted.events.select("event_id", "session_id").rows() == [("whole", 1000)]
+    assert sorted(vetted.quarantine.select("event_id", "reason").rows()) == [
+        ("big", "unparsable_session_id"), ("half", "unparsable_session_id"), ("seconds", "unparsable_session_id")
+    ]
+
+
 def test_a_range_given_last_day_first_fails_saying_so():
     """`dagster asset materialize --partition-range 2025-01-03...2025-01-01` is accepted by Dagster and ran
     over no day: raw_events "materialized" no partition and its check failed on a type error."""

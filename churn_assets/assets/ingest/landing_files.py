@@ -498,6 +498,11 @@ def parse_event_times(text: pl.Series) -> pl.Series:
     return parsed
 
 
+def _whole_number(number: pl.Expr) -> pl.Expr:
+    """A float ``number`` as an Int64 when it is a whole number (and fits), null otherwise."""
+    return pl.when(number == number.floor()).then(number).cast(pl.Int64, strict=False)
+
+
 def vet_export_day(raw: pl.DataFrame | Iterable[pl.DataFrame], export_day: dt.date) -> VettedDay:
     """Types the raw rows of one export day, quarantines the untrustworthy ones, drops duplicate ids.
 
@@ -583,16 +588,19 @@ def _vet_chunk(raw: pl.DataFrame, export_day: dt.date) -> tuple[pl.DataFrame, pl
     # session_id and revenue are JSON numbers already typed by the reader, or text to parse here. A text of
     # blanks only, or empty ("" in a CSV written with every field quoted, or in JSON), is a missing value,
     # as an unquoted empty CSV field is: no session, no revenue; not a value to quarantine.
+    # A session id written as a whole float ("1738108860000.0", as pandas writes an integer column with gaps) is
+    # that integer; one with a fraction (1.5, or seconds with their milliseconds, 1735912068.049) is no epoch-ms
+    # id, and cutting it to an integer would merge sessions: unparsable.
     if raw.schema["session_id"] == pl.String:
         session_text = pl.col("session_id").str.strip_chars()
         session = pl.coalesce(
-            session_text.cast(pl.Int64, strict=False),
-            session_text.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False),
+            session_text.cast(pl.Int64, strict=False), _whole_number(session_text.cast(pl.Float64, strict=False))
         )
         session_given = session_text.str.len_bytes() > 0
     else:
-        session = pl.col("session_id").cast(pl.Int64)
-        session_given = pl.col("session_id").is_not_null()
+        given = pl.col("session_id")
+        session = _whole_number(given) if raw.schema["session_id"].is_float() else given.cast(pl.Int64)
+        session_given = given.is_not_null()
     if raw.schema["revenue"] == pl.String:
         revenue_text = pl.col("revenue").str.strip_chars()
         revenue = revenue_text.cast(pl.Float64, strict=False)
