@@ -38,10 +38,6 @@ def partition_column(partitions_def: dg.PartitionsDefinition | None) -> str:
     raise ValueError(f"unsupported partitions definition for the lake: {partitions_def!r}")
 
 
-def parse_day(key: str) -> dt.date:
-    return dt.date.fromisoformat(key)
-
-
 def days_in_range(context: dg.AssetExecutionContext) -> list[dt.date]:
     """The days a run of a daily asset covers, in order (one for a single partition, many for a range)."""
     window = context.partition_time_window
