@@ -45,11 +45,6 @@ class LandingZone(dg.ConfigurableResource):
     def day_url(self, day: dt.date) -> str:
         return join(self.url, "events", f"date={day.isoformat()}")
 
-    def is_complete(self, day: dt.date) -> bool:
-        marker = join(self.day_url(day), SUCCESS_MARKER)
-        with reaching(marker, "look up"):
-            return filesystem(self.url).exists(marker)
-
     def data_files(self, day: dt.date) -> LandingDay:
         """The day's files, sorted by name, but for hidden ones and markers (names starting with "." or
         "_"), and its marker's version; fails clearly when the day is absent, incomplete or without a file."""
