@@ -36,7 +36,6 @@ FORMATS = ("jsonl.gz", "jsonl", "parquet", "csv")
 CHUNK_ROWS = 16_384
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S%.6f"
 
-_HEX = np.frombuffer(b"".join(f"{i:02x}".encode() for i in range(256)), dtype=np.uint8).reshape(256, 2)
 _DIGITS2 = np.frombuffer(b"".join(f"{i:02d}".encode() for i in range(100)), dtype=np.uint8).reshape(100, 2)
 
 
