@@ -6,13 +6,13 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from churn_assets.assets.ml.model import SCORE_COLUMN
 from churn_assets.assets.ml.predictions import SCORED_DAY_INS, require_model_features
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, days_in_range
 from churn_assets.resources import LakeResource
 from churn_assets.resources.model_io_manager import ChurnModel
 from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
 
-SCORE_COLUMN = "churn_probability"
 # Evidently's rule: the dataset drifted when at least this share of the feature columns did.
 DATASET_DRIFT_SHARE = 0.5
 # Days with more users are compared on a seeded sample of this many: drift statistics are stable well
