@@ -104,7 +104,7 @@ def measure_drift(features: pl.DataFrame, churn_model: ChurnModel) -> tuple[pl.D
     if features.height == 0:
         raise ValueError("the feature snapshot has no rows: no user at risk to compare with the reference sample")
     specs = churn_model.card["features"]
-    missing = [f["name"] for f in specs if f["name"] not in features.columns]
+    missing = churn_model.features_missing_from(features.columns)
     if missing:
         raise ValueError(f"features lack columns the model {churn_model.version} was trained on: {missing}")
     current = features.sample(MAX_CURRENT_ROWS, seed=SAMPLE_SEED) if features.height > MAX_CURRENT_ROWS else features
