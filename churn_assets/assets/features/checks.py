@@ -8,6 +8,7 @@ import polars as pl
 
 from churn_assets.assets.check_days import (
     check_result,
+    compare_keys,
     counts_per_day,
     each_checked_batch,
     each_partition,
@@ -48,7 +49,7 @@ def features_cover_users_at_risk(
             & (pl.col("last_active_date") >= pl.col("date") - pl.duration(days=LOOKBACK_DAYS - 1))
         ).select("date", "user_id")
         rows = features.filter(in_days(days)).select("date", "user_id")
-        return _compare_keys(rows, at_risk, "users_not_at_risk", "users_at_risk_missing")
+        return compare_keys(rows, at_risk, "users_not_at_risk", "users_at_risk_missing")
 
     per_day = counts_per_day(
         each_checked_batch(context, features),
@@ -61,24 +62,6 @@ def features_cover_users_at_risk(
     )
     results = {day.isoformat(): check_result(without_rows(stats), rows=stats["rows"]) for day, stats in per_day.items()}
     yield from each_partition(context, results)
-
-
-def _compare_keys(
-    rows: pl.LazyFrame, expected: pl.LazyFrame, unmatched_rows: str, unmatched_expected: str
-) -> pl.LazyFrame:
-    """One row per ``date``: how many of ``rows`` have no match in ``expected`` (named ``unmatched_rows``), and
-    how many of ``expected`` have none in ``rows`` (``unmatched_expected``), on their common columns (``date``
-    among them): one full join counted on both sides, not two anti-joins (~30 % faster)."""
-    on = rows.collect_schema().names()
-    return (
-        rows.with_columns(pl.lit(True).alias("_row"))
-        .join(expected.with_columns(pl.lit(True).alias("_expected")), on=on, how="full", coalesce=True)
-        .group_by("date")
-        .agg(
-            pl.col("_expected").is_null().sum().alias(unmatched_rows),
-            pl.col("_row").is_null().sum().alias(unmatched_expected),
-        )
-    )
 
 
 @partition_check(
@@ -95,7 +78,7 @@ def labels_match_snapshots(
     def compared(days: list[dt.date]) -> pl.LazyFrame:
         snapshots, missing = _snapshots(days, lake.lake)
         labelled = labels.filter(in_days(days)).select("date", "user_id", "snapshot_date")
-        counts = _compare_keys(labelled, snapshots, "users_not_in_snapshot", "snapshot_users_unlabelled")
+        counts = compare_keys(labelled, snapshots, "users_not_in_snapshot", "snapshot_users_unlabelled")
         missing_per_day = pl.LazyFrame(
             {"date": days, "snapshot_partitions_missing": [int(day in missing) for day in days]},
             schema={"date": pl.Date(), "snapshot_partitions_missing": pl.Int64()},

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from churn_assets.assets.check_days import check_result, each_partition, partition_check, without_rows
+from churn_assets.assets.check_days import check_result, compare_keys, each_partition, partition_check, without_rows
 from churn_assets.assets.features.labels import HORIZON_DAYS
 from churn_assets.assets.ml.model import SCORE_COLUMN, model
 from churn_assets.assets.ml.predictions import predictions
@@ -122,14 +122,14 @@ def predictions_cover_every_user(
         (pl.len() - pl.struct("date", "rank").n_unique()).alias("duplicate_ranks"),
         pl.len().alias("rows"),
     )
-    not_scored = features.select(keys).join(predictions.select(keys), on=keys, how="anti")
-    not_in_features = predictions.select(keys).join(features.select(keys), on=keys, how="anti")
+    unmatched = compare_keys(
+        features.select(keys), predictions.select(keys), "users_not_scored", "users_not_in_features"
+    )
     checked = [dt.date.fromisoformat(key) for key in context.partition_keys]
     days = pl.LazyFrame({"date": checked}, schema={"date": pl.Date()})
     counts = (
         days.join(per_day, on="date", how="left")
-        .join(not_scored.group_by("date").agg(pl.len().alias("users_not_scored")), on="date", how="left")
-        .join(not_in_features.group_by("date").agg(pl.len().alias("users_not_in_features")), on="date", how="left")
+        .join(unmatched, on="date", how="left")
         .fill_null(0)
         .collect()
     )
