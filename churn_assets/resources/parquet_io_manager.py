@@ -34,7 +34,7 @@ import polars as pl
 from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
 from pydantic import Field
 
-from churn_assets.partitions import partition_column
+from churn_assets.partitions import DATE_FORMAT, MONTH_FORMAT, partition_column
 from churn_assets.resources.filesystems import is_s3, polars_storage_options
 from churn_assets.resources.lake import (
     LOCAL_COPIES,
@@ -371,7 +371,7 @@ def _split_by_partition(obj: Any, asset: str, column: str, keys: list[str]) -> I
 def _partition_keys(values: pl.Series, column: str) -> pl.Series:
     """The partition key of each row; datetimes (pandas' dates) count by their day or month."""
     if isinstance(values.dtype, (pl.Datetime, pl.Date)):
-        return values.dt.strftime("%Y-%m-%d" if column == "date" else "%Y-%m")
+        return values.dt.strftime(DATE_FORMAT if column == "date" else MONTH_FORMAT)
     return values.cast(pl.String)
 
 
