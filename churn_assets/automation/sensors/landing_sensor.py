@@ -37,7 +37,7 @@ import dagster as dg
 from churn_assets.automation.jobs import daily_refresh
 from churn_assets.automation.schedules import partition_exists
 from churn_assets.config import SETTINGS
-from churn_assets.partitions import daily_partitions, latest_materializations
+from churn_assets.partitions import DATE_FORMAT, daily_partitions, latest_materializations
 from churn_assets.resources import AlertWebhook, LandingZone
 from churn_assets.resources.alerts import AlertDeliveryError
 from churn_assets.resources.lake import some_keys
@@ -81,7 +81,7 @@ def pending_days(
     ``install_times``, or is requested in the same tick (the queue runs a tick's days oldest first): a day
     requested in an earlier tick may have failed, and the day after it would fail on it too."""
     floor = min(requested) if len(requested) >= max_tracked_days else None
-    first = daily_partitions.start.strftime("%Y-%m-%d")
+    first = daily_partitions.start.strftime(DATE_FORMAT)
     pending = Pending()
     new: list[tuple[str, str]] = []
     for day, version in sorted(complete.items()):
