@@ -37,7 +37,9 @@ from churn_assets.resources.lake import Lake
 from churn_assets.resources.parquet_io_manager import (
     MissingPartitionError,
     PartitionStream,
+    _asset_name,
     _keys_to_read,
+    _reads_itself,
     each_partition_once,
     record_stored_before_failure,
 )
@@ -215,7 +217,7 @@ class ModelIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: ChurnModel | PartitionStream | None) -> None:
         if obj is None:
             return
-        asset = "/".join(context.asset_key.path)
+        asset = _asset_name(context.asset_key)
         keys = list(context.asset_partition_keys)
         pairs: Iterable[tuple[str, ChurnModel]] = [(keys[0], obj)] if isinstance(obj, ChurnModel) else obj
         written: dict[str, dict[str, Any]] = {}
@@ -275,7 +277,7 @@ class ModelIOManager(dg.ConfigurableIOManager):
 
     # -- inputs -----------------------------------------------------------------------------------
     def load_input(self, context: dg.InputContext) -> dict[str, ChurnModel] | None:
-        asset = "/".join(context.asset_key.path)
+        asset = _asset_name(context.asset_key)
         keys = _keys_to_read(context)
         if _reads_itself(context):
             # A model's own previous month is its champion. The first months have too few labels to train
@@ -358,11 +360,6 @@ class ModelIOManager(dg.ConfigurableIOManager):
                 )
             contents[name] = data
         return card, {**contents, CARD_FILE: card_data}
-
-
-def _reads_itself(context: dg.InputContext) -> bool:
-    step = context.step_context
-    return step.assets_def is not None and context.asset_key in step.assets_def.keys
 
 
 def _never_trained(month: str) -> str | None:

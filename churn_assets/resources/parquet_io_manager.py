@@ -221,8 +221,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         urls = list(found)
         if missing:
             hint = ""
-            step = context.step_context
-            if step.assets_def is not None and context.asset_key in step.assets_def.keys:  # its own day before
+            if _reads_itself(context):  # its own day before
                 partitions = context.asset_partitions_def
                 first = partitions.get_first_partition_key()
                 # The range to advise starts after the last partition stored before the first missing one.
@@ -292,10 +291,16 @@ def _wait_for(futures: list[Future[Any]]) -> None:
             continue
 
 
+def _reads_itself(context: dg.InputContext) -> bool:
+    """Whether the input is the step's own asset (a self-dependency: install_times[D-1], model[M-1])."""
+    step = context.step_context
+    return step.assets_def is not None and context.asset_key in step.assets_def.keys
+
+
 def _keys_to_read(context: dg.InputContext) -> list[str]:
     keys = list(context.asset_partition_keys)
     step = context.step_context
-    if step.assets_def is not None and context.asset_key in step.assets_def.keys and step.has_partitions:
+    if _reads_itself(context) and step.has_partitions:
         # Self-dependency: partitions this run writes come from the run itself, not from storage.
         being_written = set(
             step.assets_def.partitions_def.get_partition_keys_in_range(step.partition_key_range)
