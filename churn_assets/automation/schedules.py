@@ -15,7 +15,7 @@ A tick whose partition does not exist (before ``CHURN_START_DATE``) is skipped w
 tick of ``monthly_retraining`` or ``weekly_scoring`` in one of the first months, whose lookback begins before
 ``CHURN_START_DATE`` and which can have no model (``training_set.too_early_to_train``): their runs could
 only fail (a Sunday is scored when its month's model is materialized all the same). The run key is the
-partition key, so a tick evaluated twice launches one run.
+partition key (``FIRST...LAST`` for a catch-up range), so a tick evaluated twice launches one run.
 """
 
 import datetime as dt
