@@ -35,8 +35,8 @@ IN_MEMORY_BELOW_ROWS = 250_000
 
 
 def engine_for(rows: int) -> str:
-    """The polars engine for a per-partition query of user_daily, labels or an ingest check over ``rows``
-    rows (measured on those queries; see above)."""
+    """The polars engine for a per-partition query of user_daily, labels or a check's batch of days
+    (``check_days.each_checked_batch``) over ``rows`` rows (measured on those queries; see above)."""
     return "in-memory" if rows < IN_MEMORY_BELOW_ROWS else "streaming"
 
 
