@@ -25,7 +25,7 @@ import sys
 import threading
 import typing
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -401,6 +401,13 @@ def column_schema(
     )
 
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table of ``header`` and ``rows`` (cells already formatted), as the UI's metadata shows it."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def preview_markdown(frame: pl.DataFrame, rows: int = 10) -> dg.MetadataValue:
     """The first ``rows`` rows of ``frame`` as a Markdown table for the UI (floats to 4 decimals)."""
     head = frame.head(rows)
@@ -408,9 +415,7 @@ def preview_markdown(frame: pl.DataFrame, rows: int = 10) -> dg.MetadataValue:
         ["–" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]
         for row in head.iter_rows()
     ]
-    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * head.width]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    return dg.MetadataValue.md("\n".join(lines))
+    return dg.MetadataValue.md(markdown_table(head.columns, cells))
 
 
 def _table_metadata(

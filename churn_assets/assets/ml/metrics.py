@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 
 from churn_assets.assets.ml.training import LABEL
+from churn_assets.resources.parquet_io_manager import markdown_table
 
 RECENT_DAYS = 7
 METRIC_NAMES = (
@@ -77,10 +78,7 @@ def metric_table(rows: dict[str, dict[str, dict[str, Any]] | None]) -> tuple[lis
 
 def metrics_markdown(rows: dict[str, dict[str, dict[str, Any]] | None]) -> str:
     """:func:`metric_table` in Markdown, for Dagster's metadata."""
-    header, body = metric_table(rows)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines)
+    return markdown_table(*metric_table(rows))
 
 
 def _fmt(value: Any) -> str:

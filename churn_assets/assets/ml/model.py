@@ -14,7 +14,7 @@ from churn_assets.partitions import daily_partitions, monthly_partitions
 from churn_assets.resources import ChurnParameters
 from churn_assets.resources.lake import parquet_bytes
 from churn_assets.resources.model_io_manager import CARD_FORMAT, ChurnModel, model_version
-from churn_assets.resources.parquet_io_manager import PartitionStream
+from churn_assets.resources.parquet_io_manager import PartitionStream, markdown_table
 
 SCORE_COLUMN = "churn_probability"
 
@@ -399,10 +399,8 @@ def _metric(evaluation: dict[str, Any] | None, name: str) -> float | None:
 
 def _importance_markdown(importance: dict[str, float], top: int = 15) -> str:
     total = sum(importance.values()) or 1.0
-    lines = ["| feature | gain | share |", "|---|---|---|"]
-    for name, gain in list(importance.items())[:top]:
-        lines.append(f"| {name} | {gain:.3f} | {gain / total:.1%} |")
-    return "\n".join(lines)
+    rows = [[name, f"{gain:.3f}", f"{gain / total:.1%}"] for name, gain in list(importance.items())[:top]]
+    return markdown_table(["feature", "gain", "share"], rows)
 
 
 def _data_version(context: dg.AssetExecutionContext, asset: str, partition: str) -> dict[str, Any]:

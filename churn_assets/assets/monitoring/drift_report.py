@@ -11,7 +11,7 @@ from churn_assets.assets.ml.predictions import SCORED_DAY_INS, require_model_fea
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, days_in_range
 from churn_assets.resources import LakeResource
 from churn_assets.resources.model_io_manager import ChurnModel
-from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
+from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema, markdown_table
 
 # Evidently's rule: the dataset drifted when at least this share of the feature columns did.
 DATASET_DRIFT_SHARE = 0.5
@@ -202,8 +202,7 @@ def _metadata(summary: dict[str, Any], folder: str) -> dict[str, Any]:
         ((c, r) for c, r in summary["columns"].items() if r["drift_score"] is not None and r["kind"] != "score"),
         key=lambda item: (not item[1]["drifted"], item[0]),
     )[:15]
-    lines = ["| column | test | score | drifted |", "|---|---|---|---|"]
-    lines += [f"| {c} | {r['stattest']} | {r['drift_score']:.4f} | {'yes' if r['drifted'] else 'no'} |" for c, r in top]
+    rows = [[c, r["stattest"], f"{r['drift_score']:.4f}", "yes" if r["drifted"] else "no"] for c, r in top]
     return {
         "share_of_drifted_columns": float(summary["share_of_drifted_columns"]),
         "dataset_drift": bool(summary["dataset_drift"]),
@@ -212,7 +211,7 @@ def _metadata(summary: dict[str, Any], folder: str) -> dict[str, Any]:
         "score_drifted": bool(score["drifted"]),
         "model_version": summary["model_version"],
         "compared_rows": summary["compared_rows"],
-        "columns": dg.MetadataValue.md("\n".join(lines)),
+        "columns": dg.MetadataValue.md(markdown_table(["column", "test", "score", "drifted"], rows)),
         "report": dg.MetadataValue.path(f"{folder}/{REPORT_FILE}"),
         "summary": dg.MetadataValue.path(f"{folder}/{SUMMARY_FILE}"),
     }
