@@ -151,7 +151,6 @@ class ChurnSettings:
     alert_webhook: str | None = None
     horizon_days: int = 14
     lookback_months: int = 3
-    feature_window_days: int = 28
     # Cap on the rows of one monthly training set (a seeded, stratified sample beyond it): bounds memory.
     max_training_rows: int = 500_000
     # Above this share of a day's rows quarantined, raw_events' blocking check fails the day: a broken
