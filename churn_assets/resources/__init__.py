@@ -15,7 +15,7 @@ from pydantic import Field
 
 from churn_assets.config import ChurnSettings
 from churn_assets.resources.alerts import AlertWebhook
-from churn_assets.resources.filesystems import filesystem, is_s3, join, reaching, require_bucket
+from churn_assets.resources.filesystems import filesystem, join, reaching, require_bucket
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.model_io_manager import ModelIOManager
 from churn_assets.resources.parquet_io_manager import PartitionedParquetIOManager
@@ -170,5 +170,4 @@ __all__ = [
     "LandingZone",
     "PartitionedParquetIOManager",
     "build_resources",
-    "is_s3",
 ]
