@@ -24,10 +24,7 @@ from churn_assets.resources.parquet_io_manager import PartitionStream, column_sc
 from churn_assets.threads import Prefetched, ordered_map
 
 QUARANTINE_ASSET = "raw_events_quarantine"
-_RAW_COLUMNS = [
-    "source_file", "line", "event_id", "user_id", "event_time", "event_type",
-    "session_id", "platform", "country", "app_version", "revenue", "parse_error",
-]
+_RAW_COLUMNS = ["source_file", "line", *CANONICAL_SCHEMA, "parse_error"]
 
 
 # What the UI's column schema says of each column; the first four are never null (rows without them are quarantined).
