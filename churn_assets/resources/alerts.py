@@ -18,7 +18,10 @@ class AlertDeliveryError(Exception):
 class AlertWebhook(dg.ConfigurableResource):
     """Posts JSON alerts to ``CHURN_ALERT_WEBHOOK``; without a URL, alerts are only logged."""
 
-    url: str | None = Field(default=None, description="URL that run-failure alerts are POSTed to as JSON (CHURN_ALERT_WEBHOOK).")
+    url: str | None = Field(
+        default=None,
+        description="URL that alerts (failed runs, late landing days) are POSTed to as JSON (CHURN_ALERT_WEBHOOK).",
+    )
     timeout_seconds: float = Field(default=5.0, description="How long one POST may take; a slow webhook must not stall the sensor.")
 
     @property
