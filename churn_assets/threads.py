@@ -56,11 +56,23 @@ def ordered_map(
     An item for which ``passes(item)`` is true is not given to ``fn``: it is yielded as it is, as soon as
     everything before it has been, without waiting for the items after it (a marker that ends a day is
     handed on before the next day is read).
+
+    When ``items`` raises, the items it made before are finished and yielded first, then its error: a
+    writer stores every day before the one whose landing file is corrupt (an interrupt stops at once).
     """
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ordered-map") as pool:
         pending: deque[Future[Out]] = deque()
         try:
-            for item in items:
+            iterator = iter(items)
+            while True:
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    break
+                except Exception:
+                    while pending:  # the items made before the one that failed are handed on first
+                        yield pending.popleft().result()
+                    raise
                 if passes is not None and passes(item):
                     while pending:
                         yield pending.popleft().result()

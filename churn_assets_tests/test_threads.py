@@ -67,6 +67,26 @@ def test_ordered_map_raises_a_failure_after_the_results_before_it():
     assert got == [0, 1, 2, 3, 4]
 
 
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ordered_map_hands_on_the_items_made_before_its_items_failed(workers):
+    """A range whose day 4 has a corrupt landing file: the stream raises as soon as the day after day 3 is asked
+    for, while day 3 is still being written. Day 3 was dropped (a write not yet started was canceled), so the run
+    recorded it failed and left its previous file, though it comes before the corrupt day."""
+    def days():
+        yield from range(4)
+        raise ValueError("day 4 is broken")
+
+    def slow(i: int) -> int:
+        time.sleep(0.05)
+        return i
+
+    got = []
+    with pytest.raises(ValueError, match="day 4 is broken"):
+        for result in ordered_map(slow, days(), workers=workers):
+            got.append(result)
+    assert got == [0, 1, 2, 3]
+
 def test_prefetched_yields_everything_then_stops_and_reraises_the_producers_error():
     with Prefetched(iter(range(5)), ahead=2) as items:
         assert list(items) == [0, 1, 2, 3, 4]
