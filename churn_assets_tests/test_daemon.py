@@ -282,3 +282,46 @@ def test_daemon_starts_weekly_scoring_after_the_sundays_refresh_queued_in_its_la
         failures = [e.dagster_event.step_failure_data.error for e in instance.all_logs(
             scored.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)]
         assert failures and all(f"model has no stored partition {month}" in e.cause.message for e in failures)
+
+
+def test_a_backfill_run_terminated_while_raw_events_writes_is_canceled_not_retried(tmp_path):
+    """Terminating a UI backfill's run (the backfill's *Cancel*, the run's *Terminate*) while raw_events wrote its
+    range interrupted the step, which its retry policy (meant for an unreachable store) turned into a retry: the
+    run wrote the whole range again and ended a success. It now ends canceled, the days it stored recorded."""
+    from dagster._core.execution.backfill import PartitionBackfill
+
+    from churn_assets.definitions import defs
+    from churn_assets.simulate import simulate
+
+    home = instance_home(tmp_path / "dagster_home", create_storage=True)
+    lake_url, landing_url = str(tmp_path / "lake"), str(tmp_path / "landing")
+    simulate(landing_url, users=3000, days=40, seed=7)
+    days = daily_partitions.get_partition_keys()[:40]
+    env = run_env(home, CHURN_DATA_URL=lake_url, CHURN_LANDING_URL=landing_url)
+    daemon = DagsterProcess([executable("dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")], env,
+                            tmp_path / "daemon.log")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        try:
+            instance.add_backfill(PartitionBackfill.from_asset_partitions(
+                backfill_id="terminated", asset_graph=defs.get_repository_def().asset_graph, partition_names=days,
+                asset_selection=[dg.AssetKey("raw_events")], backfill_timestamp=time.time(),
+                dynamic_partitions_store=instance, all_partitions=False, tags={}, title=None, description=None,
+                run_config=None,
+            ))
+            lake = Lake(lake_url)
+            # The run is writing its range: its first day is in the lake, its last is not.
+            wait_until(lambda: lake.exists(lake.table_url("raw_events", "date", days[0])), 90,
+                       "raw_events to store its first day", daemon, interval=0.05)
+            (run,) = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": "terminated"}))
+            assert instance.run_coordinator.cancel_run(run.run_id)
+            finished = wait_until(lambda: (r := instance.get_run_by_id(run.run_id)).is_finished and r, 60,
+                                  "the terminated run to end", daemon, interval=0.5)
+        finally:
+            daemon.stop()
+
+        assert finished.status == dg.DagsterRunStatus.CANCELED, daemon.log()
+        assert not instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_RESTARTED)
+        # What it stored before it stopped is recorded, file by file; the rest is neither stored nor recorded.
+        recorded = instance.get_materialized_partitions(dg.AssetKey("raw_events"))
+        stored = {day for day in days if lake.exists(lake.table_url("raw_events", "date", day))}
+        assert recorded == stored and days[0] in stored and days[-1] not in stored

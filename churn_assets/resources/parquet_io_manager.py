@@ -114,6 +114,15 @@ class MissingPartitionError(Exception):
     """An input partition that the lake does not hold."""
 
 
+class StepInterrupted(dg.DagsterError, dg.DagsterExecutionInterruptedError):
+    """The run was interrupted (terminated from the UI or the CLI's Ctrl-C) while a step stored its output.
+
+    Dagster turns an interrupt into a retry of a step with a retry policy (raw_events retries an unreachable
+    store): the terminated run then wrote the whole range again and succeeded. As a ``DagsterError`` this passes
+    the step's error boundary unchanged, and as an interrupt it ends the run the way an interrupt ends a step
+    without a retry policy: canceled when it was terminated."""
+
+
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     """Stores each partition of an asset as ``{base_url}/{asset}/{date|month}=KEY/data.parquet``."""
 
@@ -191,11 +200,13 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                         record(*in_flight.popleft())
                 while in_flight:
                     record(*in_flight.popleft())
-        except BaseException:
+        except BaseException as error:
             # Every upload is over (the pool waits for them, and so does this, when an interrupt cut its
             # wait short): the partitions they stored are recorded, from a copy no uploader writes to.
             _wait_for(uploads_started)
             record_stored_before_failure(context, dict(stored_whole))
+            if isinstance(error, (KeyboardInterrupt, dg.DagsterExecutionInterruptedError)):
+                raise StepInterrupted() from error
             raise
         if len(keys) == 1:
             # The content hash is the data version, so Dagster sees unchanged data as unchanged.
