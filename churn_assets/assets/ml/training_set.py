@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
-from churn_assets.assets.features.catalog import feature_catalog, features_schema
+from churn_assets.assets.features.catalog import features_schema, table_schema
 from churn_assets.assets.features.labels import HORIZON_DAYS, LABELS_SCHEMA
 from churn_assets.config import SETTINGS
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, monthly_partitions
@@ -35,19 +35,21 @@ def training_set_schema(event_types: list[str]) -> dict[str, pl.DataType]:
 
 
 def training_set_column_schema(event_types: list[str]) -> dg.TableSchema:
-    """The column schema the UI shows: the label's columns, then each feature's definition (the catalog's)."""
-    catalog = feature_catalog(event_types)
-    return column_schema(
-        training_set_schema(event_types),
+    """The column schema the UI shows: the label's columns, then the feature catalog's (``table_schema``)."""
+    schema = training_set_schema(event_types)
+    label = ["user_id", "snapshot_date", "label_date", "churned"]
+    label_columns = column_schema(
+        {c: schema[c] for c in label},
         {
             "user_id": "A user at risk on snapshot_date whose label was known in the month's lookback.",
             "snapshot_date": "S, the day of the features (the time split orders rows by it).",
             "label_date": "S + H, the day the label became known (a labels partition of the L months before M).",
             "churned": "1 when the user had no activity in S+1..S+H, 0 when they came back.",
-            **{f.name: f.definition for f in catalog},
         },
-        not_null=["user_id", "snapshot_date", "label_date", "churned", *(f.name for f in catalog if not f.nullable)],
-    )
+        not_null=label,
+    ).columns
+    feature_columns = [c for c in table_schema(event_types).columns if c.name != "user_id"]
+    return dg.TableSchema(columns=[*label_columns, *feature_columns])
 
 
 @dataclass(frozen=True)
