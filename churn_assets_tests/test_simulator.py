@@ -271,6 +271,9 @@ def test_a_thin_history_keeps_who_was_active_when(tmp_path):
     assert {e for e in thin_events if e[2] >= thin_from} == {e for e in full_events if e[2] >= thin_from}
     assert len(thin_events) < len(full_events) / 2
     assert thin.events_written < full.events_written
+    # The work is the same: every event of every day is simulated, and the summary says how many were kept.
+    assert thin.events_simulated == full.events_simulated == full.unique_events > thin.unique_events
+    assert f"{thin.events_simulated:,} simulated" in thin.line() and " simulated," not in full.line()
     assert json.loads((thin_root / "truth" / "simulation.json").read_text())["thin_before"] == thin_from.isoformat()
     # The population behind the events is the same.
     assert (full_root / "truth" / "users.parquet").read_bytes() == (thin_root / "truth" / "users.parquet").read_bytes()
@@ -298,6 +301,7 @@ def test_an_event_share_keeps_the_users_days_and_sessions(tmp_path):
         (r["user_id"], _time(r["event_time"]).date()) for r in full_rows.values()
     }
     assert light.events_written < 0.5 * full.events_written
+    assert light.events_simulated == full.events_simulated == full.unique_events
     assert json.loads((light_root / "truth" / "simulation.json").read_text())["event_share"] == 0.3
     # The population behind the events is the same.
     assert (full_root / "truth" / "users.parquet").read_bytes() == (light_root / "truth" / "users.parquet").read_bytes()

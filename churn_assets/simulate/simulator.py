@@ -88,6 +88,8 @@ class SimulationSummary:
     events_written: int  # rows written to the landing files, duplicates and dirty rows included
     users: int
     seconds: float
+    # every event the users sent, before --event-share and --thin-before kept some of them: the simulator's work
+    events_simulated: int = 0
     unique_events: int = 0
     duplicates: int = 0
     late_events: int = 0
@@ -101,9 +103,14 @@ class SimulationSummary:
     def line(self) -> str:
         rate = self.events_written / self.seconds if self.seconds > 0 else 0.0
         first, last = (self.days[0], self.days[-1]) if self.days else ("-", "-")
+        kept = (
+            f"; {self.events_simulated:,} simulated, {self.events_simulated / self.seconds:,.0f}/s, before "
+            f"--event-share/--thin-before kept some"
+            if self.events_simulated > self.unique_events and self.seconds > 0 else ""
+        )
         return (
             f"simulated {self.events_written:,} events ({self.users:,} users, {len(self.days)} days "
-            f"{first}..{last}) in {self.seconds:.1f} s ({rate:,.0f} events/s), "
+            f"{first}..{last}) in {self.seconds:.1f} s ({rate:,.0f} events/s{kept}), "
             f"{self.bytes_written / 1e6:,.1f} MB in {self.files} files under {self.out_url}"
         )
 
@@ -175,7 +182,8 @@ def simulate(
     dirty_ids = _DirtyIds(id_key)  # a different 24-bit prefix from the events' (see _DirtyIds)
 
     writer = BackgroundWriter(out_url)
-    stats = {"events_written": 0, "unique_events": 0, "duplicates": 0, "late_events": 0, "dirty_rows": 0}
+    stats = {"events_written": 0, "events_simulated": 0, "unique_events": 0, "duplicates": 0, "late_events": 0,
+             "dirty_rows": 0}
     day_list = [start + dt.timedelta(days=d) for d in range(days)]
     carry = DayEvents.empty()
     try:
@@ -183,6 +191,7 @@ def simulate(
                   dynamic_ncols=True) as bar:
             for d, day in enumerate(day_list):
                 ev = pop.step(d)
+                stats["events_simulated"] += len(ev)
                 if event_share < 1.0 and len(ev):
                     always = (ev.event_type == ET["session_start"]) | (ev.event_type == ET["push_open"])
                     ev = ev.take(np.flatnonzero(always | (srng.random(len(ev)) < event_share)))
