@@ -171,3 +171,12 @@ def test_the_documented_dagster_dev_loads_the_location_the_cli_commands_address(
         else:
             continue  # prose ("`dagster dev`, or …"), not a command line
         assert loaded == addressed, f"{name}: `{command.strip()}` loads location {loaded!r}, not {addressed!r}"
+
+
+def test_loading_the_code_location_imports_no_library_a_local_run_does_not_use():
+    """Every run's process, the webserver and the daemon load the code location first: XGBoost, Evidently
+    and pandas are imported by the steps that use them, botocore (~0.09 s) by the first S3 call."""
+    probe = "import sys, churn_assets.definitions; print(' '.join(sorted(m.split('.')[0] for m in sys.modules)))"
+    loaded = set(_run([sys.executable, "-c", probe], cwd=ROOT, env=_env()).stdout.split())
+    assert "dagster" in loaded and "polars" in loaded
+    assert not loaded & {"botocore", "boto3", "s3fs", "xgboost", "evidently", "pandas", "sklearn", "scipy"}

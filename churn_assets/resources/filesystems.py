@@ -9,16 +9,18 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import botocore.credentials
-import botocore.exceptions
-import botocore.session
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from churn_assets.config import bucket_of
+
+if TYPE_CHECKING:
+    import botocore.credentials
 
 
 class StorageUnreachableError(ConnectionError):
@@ -46,12 +48,12 @@ def reaching(url: str, action: str) -> Iterator[None]:
     was denied or had no credentials."""
     try:
         yield
-    except botocore.exceptions.NoCredentialsError as exc:
+    except _botocore_errors("NoCredentialsError") as exc:
         raise StorageAccessDeniedError(
             f"no AWS credentials to {action} {url} at {_endpoint()}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
             "(or a profile or role that botocore finds)"
         ) from exc
-    except (botocore.exceptions.ConnectionError, ConnectionRefusedError, ConnectionResetError) as exc:
+    except (*_botocore_errors("ConnectionError"), ConnectionRefusedError, ConnectionResetError) as exc:
         if not is_s3(url):
             raise
         raise StorageUnreachableError(f"S3 unreachable at {_endpoint()}: could not {action} {url}: {exc}") from exc
@@ -66,6 +68,14 @@ def reaching(url: str, action: str) -> Iterator[None]:
             f"S3 at {_endpoint()} denied access: could not {action} {url} ({exc}); check the AWS credentials "
             f"(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and their permissions on bucket {bucket_of(url)!r}"
         ) from exc
+
+
+def _botocore_errors(*names: str) -> tuple[type[BaseException], ...]:
+    """botocore's exception classes ``names``; none when botocore was never imported, as then no S3 call was
+    made and none of its errors can have been raised. botocore is imported by the first S3 call, not with
+    the code location: a local run's process starts ~0.09 s sooner."""
+    exceptions = sys.modules.get("botocore.exceptions")
+    return tuple(getattr(exceptions, name) for name in names) if exceptions is not None else ()
 
 
 def bucket_not_found(url: str, action: str) -> BucketNotFoundError:
@@ -94,7 +104,7 @@ def require_bucket(url: str, action: str) -> None:
 def _s3_error_code(exc: BaseException | None) -> str | None:
     """The S3 error code behind an error s3fs raised (it turns botocore's into OSErrors), if any."""
     while exc is not None:
-        if isinstance(exc, botocore.exceptions.ClientError):
+        if isinstance(exc, _botocore_errors("ClientError")):
             return exc.response.get("Error", {}).get("Code")
         exc = exc.__cause__ or exc.__context__
     return None
@@ -193,4 +203,6 @@ _CREDENTIAL_PLACES = ("AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_
 def _credential_source(*places: str | None) -> botocore.credentials.Credentials | None:
     """botocore's credentials for the places ``_CREDENTIAL_PLACES`` name, found once per process: finding
     them may be a request (a role's, or STS for a web identity), and every single partition read asks."""
+    import botocore.session  # where used: a local run never imports botocore
+
     return botocore.session.Session().get_credentials()
