@@ -457,6 +457,24 @@ def test_a_range_with_a_mostly_quarantined_day_fails_that_day_only(local_setting
     }
 
 
+def test_a_range_run_says_nothing_of_checks_without_results(local_settings, local_resources, instance, caplog):
+    """A check records one evaluation per partition, and also hands Dagster its (empty) output, as a check
+    result would: a run does not print, for each check, that it 'did not yield or return expected outputs'
+    and that the blocking check 'emitted no result' and the next step 'will proceed without gating on it',
+    which read as if the gate were off. (It is on: a failed day stops what reads raw_events, as the tests
+    above show.)"""
+    days = [FIRST_DAY + dt.timedelta(days=offset) for offset in range(2)]
+    for day in days:
+        write_landing_day(local_settings.landing_url, day.isoformat(), {"events.jsonl": jsonl(_valid_rows(day))})
+
+    with caplog.at_level(logging.WARNING):
+        result = materialize_ingest(local_resources, instance, days[0].isoformat(), days[-1].isoformat())
+
+    assert sorted(evaluations_by_partition(result, "raw_events_are_valid")) == [d.isoformat() for d in days]
+    said = [entry.user_message for entry in instance.all_logs(result.run_id)] + [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "did not yield or return expected outputs" in m or "emitted no result" in m]
+
+
 def test_a_day_quarantined_exactly_at_the_share_passes(local_settings, local_resources, instance):
     """CHURN_MAX_QUARANTINED_SHARE is the most a day may quarantine: half its rows (the default) is dirty, not
     broken."""

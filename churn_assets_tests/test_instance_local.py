@@ -227,9 +227,11 @@ def test_a_checks_plan_for_a_range_is_stored_as_dagster_stores_it(tmp_path: Path
          True)
         for d in range(1, 6)
     ]
-    # The results come before the check step's success, as when stored one by one.
+    # The results come before the check step's output and success, as when stored one by one.
     step = [kind for kind, key in events["ours"] if key == "counted_each_day" and kind]
-    assert step[-6:] == [dg.DagsterEventType.ASSET_CHECK_EVALUATION] * 5 + [dg.DagsterEventType.STEP_SUCCESS]
+    assert step[-7:] == [dg.DagsterEventType.ASSET_CHECK_EVALUATION] * 5 + [
+        dg.DagsterEventType.STEP_OUTPUT, dg.DagsterEventType.STEP_SUCCESS
+    ]
 
 
 def test_check_results_that_could_not_be_stored_are_stored_by_the_next_event(
@@ -237,7 +239,7 @@ def test_check_results_that_could_not_be_stored_are_stored_by_the_next_event(
 ):
     """Another process holds the index while a check's held results are stored (by the log line after them,
     then by the engine event Dagster reports for that line; the second failure reaches the check's code, as
-    any failure to store would). The results stay held, and the step's success stores them, once each:
+    any failure to store would). The results stay held, and the check's output stores them, once each:
     dropped, they would be lost without a trace, Dagster not failing a step for a log line."""
     monkeypatch.setattr("churn_assets.instance.sqlite.SQLITE_BUSY_TIMEOUT_SECONDS", 0.1)
     home = instance_home(tmp_path / "home")
@@ -249,12 +251,14 @@ def test_check_results_that_could_not_be_stored_are_stored_by_the_next_event(
         other_writer = sqlite3.connect(index, timeout=0, isolation_level=None)
         other_writer.execute("BEGIN IMMEDIATE")
         results = {key: dg.AssetCheckResult(passed=True) for key in context.partition_keys}
-        yield from check_days.each_partition(context, results)
+        *evaluations, output = check_days.each_partition(context, results)
+        yield from evaluations
         with pytest.raises(OperationalError, match="database is locked"):
             context.log.info("all results sent")
         held_after_failures.append(len(context.instance.event_log_storage._held()[1]))  # noqa: SLF001
         other_writer.execute("ROLLBACK")
         other_writer.close()
+        yield output
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         result = dg.materialize([counted, each_day_while_locked], instance=instance, tags=RANGE)
@@ -266,5 +270,7 @@ def test_check_results_that_could_not_be_stored_are_stored_by_the_next_event(
         assert all(row[4:] == (True, True) for row in rows)
         step = [e.dagster_event_type for e in instance.all_logs(result.run_id)
                 if e.step_key == "each_day_while_locked" and e.is_dagster_event]
-        assert step[-6:] == [dg.DagsterEventType.ASSET_CHECK_EVALUATION] * 5 + [dg.DagsterEventType.STEP_SUCCESS]
+        assert step[-7:] == [dg.DagsterEventType.ASSET_CHECK_EVALUATION] * 5 + [
+            dg.DagsterEventType.STEP_OUTPUT, dg.DagsterEventType.STEP_SUCCESS
+        ]
         assert step.count(dg.DagsterEventType.ASSET_CHECK_EVALUATION) == 5

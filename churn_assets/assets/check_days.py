@@ -64,11 +64,12 @@ def partition_check(
 
 def each_partition(
     context: dg.AssetCheckExecutionContext, results: Mapping[str, dg.AssetCheckResult]
-) -> Iterator[dg.AssetCheckEvaluation]:
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
     """The check's evaluation of each partition of the run, from ``results`` (by partition key): a range run
     records one per day (or month), each with its own status, where one result would have none (Dagster
     gives an ``AssetCheckResult`` the partition of a single-partition run only). Each names the partition's
-    latest materialization, without which the UI counts the evaluation as outdated (no status)."""
+    latest materialization, without which the UI counts the evaluation as outdated (no status). Then the
+    check's output, as Dagster hands it on for an ``AssetCheckResult``."""
     [spec] = context.check_specs
     keys = list(context.partition_keys)
     latest = latest_materializations(context.instance, spec.asset_key, keys)
@@ -88,6 +89,11 @@ def each_partition(
             blocking=spec.blocking,
             partition=key,
         )
+    # Without it every run logged "did not yield or return expected outputs" and "Blocking asset check …
+    # emitted no result …; downstream step … will proceed without gating on it" for each check. The gate never
+    # depended on it: a failed blocking evaluation fails this step, and what reads the asset is not run.
+    checks = context.op_execution_context.assets_def
+    yield dg.Output(None, output_name=checks.get_output_name_for_asset_check_key(spec.key))
 
 
 def each_checked_batch(context: dg.AssetCheckExecutionContext, frame: pl.LazyFrame) -> EachBatch:

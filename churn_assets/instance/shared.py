@@ -7,7 +7,7 @@
   each type.
 - A run's check results (one per partition of a range run: 120 for each check of a 120-day backfill)
   are held back while batches are on, and stored together, in Dagster's order, before the next event of
-  any kind (the check step's own success or failure comes right after them), when a batch is full, or
+  any kind (the check's output comes right after them), when a batch is full, or
   when the storage is closed: two transactions for the lot instead of three per result. Dagster sends
   them one by one, outside its batches, and holds back a range's materializations the same way.
 - A check's plan for a range of partitions is stored with its event serialized once, not once per
