@@ -149,6 +149,10 @@ class ChurnSettings:
     start_date: dt.date = dt.date(2025, 1, 1)
     event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
     alert_webhook: str | None = None
+    # The environment variable alert_webhook was read from (None when it was given in code): the alerts
+    # resource then takes it as a dg.EnvVar, so the UI's resource page shows the variable's name, not the
+    # URL, which is a credential of its own (a Slack or Teams webhook posts for whoever holds it).
+    alert_webhook_variable: str | None = None
     horizon_days: int = 14
     lookback_months: int = 3
     # Cap on the rows of one monthly training set (a seeded, stratified sample beyond it): bounds memory.
@@ -166,14 +170,17 @@ class ChurnSettings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ChurnSettings:
+        from_process = env is None  # a dg.EnvVar resolves from the process's environment only
         env = dict(os.environ if env is None else env)
         event_types = parse_event_types(env.get("CHURN_EVENT_TYPES", ",".join(DEFAULT_EVENT_TYPES)))
+        alert_webhook = _parse_webhook("CHURN_ALERT_WEBHOOK", env.get("CHURN_ALERT_WEBHOOK") or "")
         return cls(
             data_url=_parse_url("CHURN_DATA_URL", env.get("CHURN_DATA_URL") or "./data/lake"),
             landing_url=_parse_url("CHURN_LANDING_URL", env.get("CHURN_LANDING_URL") or "./data/landing"),
             start_date=_parse_date("CHURN_START_DATE", env.get("CHURN_START_DATE") or "2025-01-01"),
             event_types=event_types,
-            alert_webhook=_parse_webhook("CHURN_ALERT_WEBHOOK", env.get("CHURN_ALERT_WEBHOOK") or ""),
+            alert_webhook=alert_webhook,
+            alert_webhook_variable="CHURN_ALERT_WEBHOOK" if alert_webhook and from_process else None,
             horizon_days=_parse_int("CHURN_HORIZON_DAYS", env.get("CHURN_HORIZON_DAYS") or "14", 1),
             # Two at least: the time-based split needs 31 days of snapshots, more than one month holds after
             # the horizon (a 28- or 30-day month's model failed, a 31-day month's trained on one day a block).

@@ -557,6 +557,23 @@ def test_run_failure_alert_posts_to_the_webhook(instance, local_resources, webho
     assert "MissingPartitionError" in alert["error"] and "install_times has no stored partition" in alert["error"]
 
 
+def test_run_failure_alert_posts_to_the_webhook_of_the_environment(instance, local_resources, webhook, monkeypatch):
+    """CHURN_ALERT_WEBHOOK reaches the alerts resource as a dg.EnvVar (what the UI shows is the variable's name,
+    test_webserver.py), with the spaces an env file may leave around it, and alerts are posted to it."""
+    handler, url = webhook
+    monkeypatch.setenv("CHURN_ALERT_WEBHOOK", f" {url} ")
+    settings = ChurnSettings.from_env()
+    assert settings.alert_webhook == url and settings.alert_webhook_variable == "CHURN_ALERT_WEBHOOK"
+    resources = {"alerts": build_resources(settings)["alerts"]}
+    assert resources["alerts"].url == dg.EnvVar("CHURN_ALERT_WEBHOOK")
+    cursor, _ = _failure_tick(instance, resources, None)
+    result = _failed_user_daily_run(instance, local_resources)
+    _, errors = _failure_tick(instance, resources, cursor)
+    assert errors == []
+    ((_, alert),) = handler.received
+    assert alert["run_id"] == result.run_id
+
+
 def test_run_failure_alert_without_webhook_only_logs(instance, local_resources, webhook):
     handler, _ = webhook
     resources = {"alerts": AlertWebhook(url=None)}
@@ -572,9 +589,12 @@ def test_run_failure_alert_fails_its_tick_when_the_webhook_refuses(instance, loc
     resources = {"alerts": AlertWebhook(url=url)}
     cursor, _ = _failure_tick(instance, resources, None)
     _failed_user_daily_run(instance, local_resources)
-    # The error is reported back to the failed run (and shown on the sensor's tick by the daemon).
+    # The error is reported back to the failed run (and shown on the sensor's tick by the daemon), naming the
+    # webhook's host but not its path, which holds the token of a Slack or Teams webhook.
     _, (error,) = _failure_tick(instance, resources, cursor)
     assert "posting the alert" in error and "HTTP Error 500" in error
+    host = url.split("/")[2]
+    assert f"to http://{host}/… failed" in error and url not in error
     assert len(handler.received) == 1
 
 

@@ -58,15 +58,22 @@ GRAPH = """{
 
 RESOURCES = """query($selector: RepositorySelector!) {
   allTopLevelResourceDetailsOrError(repositorySelector: $selector) {
-    ... on ResourceDetailsList { results { name description configFields { name description } } }
+    ... on ResourceDetailsList { results {
+      name description configFields { name description } configuredValues { key value type }
+    } }
   }
 }"""
+# A Slack-like webhook: the URL is the credential.
+WEBHOOK = "https://hooks.example.com/services/T0/B0/secret-token"
 
 
 @pytest.fixture
 def webserver(tmp_path):
     home = instance_home(tmp_path / "dagster_home", create_storage=True)
-    env = run_env(home, CHURN_DATA_URL=str(tmp_path / "lake"), CHURN_LANDING_URL=str(tmp_path / "landing"))
+    env = run_env(
+        home, CHURN_DATA_URL=str(tmp_path / "lake"), CHURN_LANDING_URL=str(tmp_path / "landing"),
+        CHURN_ALERT_WEBHOOK=WEBHOOK,
+    )
     grpc_port, web_port = free_port(), free_port()
     code_server = DagsterProcess(
         [executable("dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(grpc_port),
@@ -187,10 +194,12 @@ def test_webserver_serves_the_asset_graph_schedules_and_sensors(webserver):
     assert "{run_id, job, partition, failed_steps, error, dagster_event}" in sensors["run_failure_alert"]["description"]
 
     selector = {"repositoryName": repo["name"], "repositoryLocationName": "churn_assets"}
-    resources = {
-        r["name"]: r
-        for r in graphql(webserver, RESOURCES, {"selector": selector})["allTopLevelResourceDetailsOrError"]["results"]
-    }
+    details = graphql(webserver, RESOURCES, {"selector": selector})["allTopLevelResourceDetailsOrError"]
+    resources = {r["name"]: r for r in details["results"]}
+    # The resource page names the variable that holds the webhook, never its URL.
+    url = next(v for v in resources["alerts"]["configuredValues"] if v["key"] == "url")
+    assert (url["type"], url["value"]) == ("ENV_VAR", "CHURN_ALERT_WEBHOOK")
+    assert "secret-token" not in str(details)
     assert {"io_manager", "lake", "landing", "churn", "alerts"} <= set(resources)
     for name, resource in resources.items():
         assert resource["description"], f"resource {name} has no description"

@@ -153,7 +153,9 @@ def build_resources(settings: ChurnSettings) -> dict[str, object]:
         "model_io_manager": ModelIOManager(base_url=settings.data_url),
         "lake": LakeResource(url=settings.data_url),
         "landing": LandingZone(url=settings.landing_url, max_quarantined_share=settings.max_quarantined_share),
-        "alerts": AlertWebhook(url=settings.alert_webhook),
+        "alerts": AlertWebhook(
+            url=dg.EnvVar(settings.alert_webhook_variable) if settings.alert_webhook_variable else settings.alert_webhook
+        ),
         "churn": ChurnParameters(
             event_types=list(settings.event_types),
             horizon_days=settings.horizon_days,

@@ -26,14 +26,19 @@ class AlertWebhook(dg.ConfigurableResource):
 
     @property
     def enabled(self) -> bool:
-        return bool(self.url)
+        return bool(self.post_url)
+
+    @property
+    def post_url(self) -> str:
+        """The URL alerts go to: ``url`` without the spaces a dg.EnvVar keeps (the settings strip them)."""
+        return (self.url or "").strip()
 
     def post(self, payload: dict[str, Any]) -> int:
         """POST ``payload`` as JSON; returns the HTTP status, raises AlertDeliveryError when it fails."""
-        if not self.url:
+        if not self.post_url:
             raise AlertDeliveryError("no alert webhook is configured (CHURN_ALERT_WEBHOOK)")
         request = urllib.request.Request(
-            self.url,
+            self.post_url,
             data=json.dumps(payload, default=str).encode(),
             headers={"Content-Type": "application/json", "User-Agent": "churn-assets-alerts"},
             method="POST",
@@ -42,4 +47,12 @@ class AlertWebhook(dg.ConfigurableResource):
             with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
                 return response.status
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise AlertDeliveryError(f"posting the alert to {self.url} failed: {exc}") from exc
+            raise AlertDeliveryError(f"posting the alert to {redacted(self.post_url)} failed: {exc}") from exc
+
+
+def redacted(url: str) -> str:
+    """A webhook URL as errors show it (on the sensor's tick in the UI, in logs): its scheme and host, not the
+    path and query that hold its token."""
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]  # nor a user:password@ before the host
+    return f"{scheme}://{host}/…"
