@@ -445,6 +445,8 @@ def test_a_range_with_a_mostly_quarantined_day_fails_that_day_only(local_setting
     assert broken.description == f"failed: days_mostly_quarantined = 1 (mostly_quarantined: {WHY_MOSTLY_QUARANTINED})"
     assert good.passed and good.metadata["rows"].value == 3 and good.description is None
     assert good.metadata["days_mostly_quarantined"].value == 0
+    # A passing day's metadata holds its counts, not empty texts (no reason, no wrong column) the UI lists blank.
+    assert "mostly_quarantined" not in good.metadata and "wrong_columns" not in good.metadata
     # The status each day keeps, as the UI shows it.
     key = dg.AssetCheckKey(dg.AssetKey("raw_events"), "raw_events_are_valid")
     statuses = {r.partition: r.status.value for r in instance.event_log_storage.get_asset_check_execution_history(

@@ -27,11 +27,13 @@ BATCH_ROWS = 1_000_000
 def check_result(failures: dict[str, int], **metadata: object) -> dg.AssetCheckResult:
     """Passed when every failure count is zero; the counts and ``metadata`` are the check's metadata. A failed
     check also says why in its description and in the run's log (what the CLI prints): the counts that are
-    not zero, and the text of ``metadata`` (the days or columns it names)."""
+    not zero, and the text of ``metadata`` (the days or columns it names). A text that names nothing ("",
+    "[]", "{}": no wrong column, no problem found) is left out, so the UI shows no empty row for it."""
     failed = {name: int(count) for name, count in failures.items() if count}
+    metadata = {k: v for k, v in metadata.items() if not (isinstance(v, str) and v in ("", "{}", "[]"))}
     description = None
     if failed:
-        named = [f"{k}: {v}" for k, v in metadata.items() if isinstance(v, str) and v not in ("", "{}", "[]")]
+        named = [f"{k}: {v}" for k, v in metadata.items() if isinstance(v, str)]
         description = "failed: " + ", ".join(f"{name} = {count:,}" for name, count in failed.items())
         description += f" ({'; '.join(named)})" if named else ""
         dg.get_dagster_logger().error(description)
