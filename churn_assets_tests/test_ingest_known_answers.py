@@ -334,6 +334,20 @@ def test_event_times_parse_in_every_export_shape():
     ]
 
 
+def test_an_iso_time_to_the_minute_with_z_or_an_offset_is_that_instant():
+    """ISO 8601 allows a time to the minute with its zone ("2025-03-01T02:01+02:00", "2025-03-01T00:01Z"), which
+    coming_from.md promises as "an ISO 8601 time with Z or an offset": read as the instant, not quarantined as
+    unparsable; an offset out of range stays null."""
+    from churn_assets.assets.ingest.landing_files import parse_event_times
+
+    texts = pl.Series([
+        "2025-03-01T00:01Z", "2025-03-01T02:01+02:00", "2025-02-28T16:01-0800", "2025-03-01 02:01+02:00",
+        " 2025-03-01T00:01Z ", "2025-03-01T00:01+25:00",
+    ])
+    at = dt.datetime(2025, 3, 1, 0, 1, tzinfo=dt.timezone.utc)
+    assert parse_event_times(texts).to_list() == [at, at, at, at, at, None]
+
+
 def test_numbers_as_json_numbers_or_as_text_in_several_files_give_the_same_events(tmp_path):
     """The contract's JSON numbers take the typed fast path; a file with quoted or fractional numbers is
     read as text. Both, in files of the same day, give the same typed events."""

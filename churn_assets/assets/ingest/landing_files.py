@@ -79,9 +79,11 @@ MAX_REVENUE = 1e9
 # "%.f" and never misreads another shape (it leaves it null for the next format). A time without an offset
 # is UTC (DESIGN.md); one with "Z" or an offset ("%+": ISO 8601, as pandas' to_csv and most exporters write
 # zoned times) is that instant, in UTC. A time to the minute ("2025-03-01 08:00") is how spreadsheets write
-# times in CSV.
+# times in CSV; ISO 8601 also writes one with its zone ("2025-03-01T08:00Z", "…T10:00+02:00"), which "%+" refuses.
+# The formats after the first parse only the rows it left null, so the last ones cost nothing on a clean day.
 _TIME_FORMATS = (
-    "%Y-%m-%d %H:%M:%S.%6f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%+", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"
+    "%Y-%m-%d %H:%M:%S.%6f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%+", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M",
+    "%Y-%m-%dT%H:%M%#z", "%Y-%m-%d %H:%M%#z",
 )
 
 
