@@ -370,12 +370,32 @@ def test_landing_sensor_posts_a_late_landing_day_once_and_goes_on_requesting(ins
     _landing_day(other, late.isoformat(), complete=False)
     checked_before = json.dumps({"deadlines_checked": (late - dt.timedelta(days=1)).isoformat()})
     for deadline, posted in ((None, 3), (1, 4)):
-        context = dg.build_sensor_context(
-            instance=instance, cursor=checked_before, resources=_landing_resources(other, url),
-            repository_def=REPOSITORY,
-        )
+        context = _daemon_context(instance, other, url, now - dt.timedelta(days=1), checked_before)
         build_landing_sensor(deadline_hours=deadline).evaluate_tick(context)
         assert len(handler.received) == posted
+
+
+def test_a_preview_given_the_stored_cursor_posts_no_late_day(instance, tmp_path, webhook):
+    """`dagster sensor preview landing_sensor --cursor …` (what operations.md has you run after a re-delivery) and
+    the UI's "Test sensor" (its cursor filled in) evaluate with the stored cursor but no tick before them: they log
+    the days past their deadline since the cursor's and post none of them. Posted, they paged someone for a trial
+    that stores nothing, and the daemon's next tick posted the same days again."""
+    handler, url = webhook
+    landing_url = str(tmp_path / "landing")
+    now, late = _latest_day_past_a_1h_deadline()
+    _landing_day(landing_url, late.isoformat(), complete=False)
+    stored = json.dumps({"deadlines_checked": (late - dt.timedelta(days=3)).isoformat()})
+    sensor = build_landing_sensor(deadline_hours=1)
+    preview = dg.build_sensor_context(
+        instance=instance, cursor=stored, resources=_landing_resources(landing_url, url), repository_def=REPOSITORY
+    )
+    sensor.evaluate_tick(preview)
+    assert handler.received == []
+    # The daemon's tick from the same cursor (a tick before it) posts the three days.
+    sensor.evaluate_tick(_daemon_context(instance, landing_url, url, now - dt.timedelta(minutes=1), stored))
+    assert [alert["partition"] for _, alert in handler.received] == [
+        (late - dt.timedelta(days=n)).isoformat() for n in range(3)
+    ]
 
 
 def test_landing_sensor_posts_a_late_day_once_across_a_failed_tick_and_a_tick_astride_its_deadline(
