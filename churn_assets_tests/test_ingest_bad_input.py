@@ -193,6 +193,22 @@ def test_bad_rows_are_quarantined_with_their_reason(quarantined, kind):
     assert meta["dagster/row_count"] == len(valid)
 
 
+def test_the_quarantine_warning_names_only_the_reasons_found(tmp_path):
+    """The run's log warns of a day's quarantined rows with their counts by reason: the reasons found, not the
+    eleven with zeros beside them (which read as if those checks had something to say)."""
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))
+    kind = "negative_revenue"
+    data, bad_lines, _ = _landing_day(kind)
+    write_landing_day(settings.landing_url, DAY_OF[kind].isoformat(), {"events.jsonl": data})
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize_ingest(
+        build_resources(settings), instance, DAY_OF[kind].isoformat(), DAY_OF[kind].isoformat(),
+        selection=dg.AssetSelection.assets("raw_events"),
+    )
+    (warning,) = [e.user_message for e in instance.all_logs(result.run_id) if "rows quarantined at" in e.user_message]
+    assert warning.endswith(f"{{'{kind}': {len(bad_lines)}}}")
+
+
 def test_range_run_checks_pass_and_landing_is_unchanged(quarantined):
     settings, result, _, before = quarantined
     assert result.success

@@ -136,7 +136,7 @@ def _vet_day(
     store = lake.lake
     quarantine_url = store.table_url(QUARANTINE_ASSET, "date", day.isoformat())
     store.write_table(quarantine_url, vetted.quarantine)
-    counts = vetted.quarantine_counts()
+    counts = {reason: n for reason, n in vetted.quarantine_counts().items() if n}  # the reasons found
     context.add_asset_metadata(
         {
             "landing_files": len(landing_day.files),
@@ -145,7 +145,7 @@ def _vet_day(
             "rows_read": vetted.rows_read,
             "duplicates_dropped": vetted.duplicates_dropped,
             "quarantined": vetted.quarantine.height,
-            **{f"quarantined/{reason}": n for reason, n in counts.items() if n},
+            **{f"quarantined/{reason}": n for reason, n in counts.items()},
             "quarantine_uri": quarantine_url,
         },
         partition_key=day.isoformat(),
