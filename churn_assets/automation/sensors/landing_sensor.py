@@ -19,9 +19,9 @@ A day whose ``_SUCCESS`` is not there ``CHURN_LANDING_DEADLINE_HOURS`` after the
 missing export fails no run for ``run_failure_alert`` to report, so the first tick after that deadline logs it and
 posts it to ``CHURN_ALERT_WEBHOOK`` (``late_landing_alerts``), once. The cursor keeps the newest day whose deadline
 a tick checked (``DEADLINES_CHECKED``), and a tick looks at the days after it; a tick that fails (the landing zone
-unreachable) stores no cursor, so the next one checks those days. An evaluation with no tick before it (the sensor
-just turned on, a preview or the UI's "Test sensor", even given the stored cursor) logs the days due and posts
-nothing.
+unreachable) stores no cursor, so the next one checks those days. A first evaluation (no cursor yet: the sensor just
+turned on) logs the latest day due and posts nothing, and so does one outside the daemon (a preview or the UI's "Test
+sensor": no tick before it, no start of the sensor), even given the stored cursor.
 
 The cursor keeps at most ``max_tracked_days`` days; once it is full, days older than the oldest one it
 tracks are no longer watched (backfill them). A tick requests at most ``max_requests_per_tick`` days,
@@ -206,8 +206,7 @@ def late_landing_alerts(
 # A sensor's first evaluation knows no previous tick: the daemon's first tick after the sensor is turned on, and
 # every `dagster sensor preview` or "Test sensor" in the UI, which must not page anyone.
 _NOT_POSTED = (
-    "an evaluation with no tick before it (the sensor just turned on, or a preview) posts nothing; later ticks post "
-    "days due"
+    "a first evaluation (the sensor just turned on) or a preview posts nothing; the daemon's later ticks post days due"
 )
 
 
@@ -271,9 +270,11 @@ def build_landing_sensor(
             )
             due = overdue_days(now, since, deadline_hours)
             late = late_landing_alerts(due, complete, unfinished, now, deadline_hours)
-            # Only a daemon's tick after another posts: a preview or the UI's "Test sensor" has no tick before it,
-            # even when given the stored cursor, and stores nothing (the next tick would post the days again).
-            refused = _post_late(context, alerts, late, post=since is not None and last is not None)
+            # Only the daemon's ticks post. A preview or the UI's "Test sensor" has neither a tick before it nor a
+            # start of the sensor, even when given the stored cursor, and stores nothing: posted, its days paged
+            # someone for a trial, and the next tick posted them again.
+            ticking = last is not None or context.last_sensor_start_time is not None
+            refused = _post_late(context, alerts, late, post=since is not None and ticking)
             # Checked up to the day before the oldest one refused: the next tick posts it again (and the days
             # after it, which a flaky webhook may then receive twice: better than never).
             newest = newest_overdue(now, deadline_hours)
