@@ -203,8 +203,8 @@ def late_landing_alerts(
     return alerts
 
 
-# A sensor's first evaluation knows no previous tick: the daemon's first tick after the sensor is turned on, and
-# every `dagster sensor preview` or "Test sensor" in the UI, which must not page anyone.
+# What a tick that must not page anyone logs: the daemon's first tick after the sensor is turned on (no cursor yet),
+# and every `dagster sensor preview` or "Test sensor" in the UI (outside the daemon, whatever cursor it is given).
 _NOT_POSTED = (
     "a first evaluation (the sensor just turned on) or a preview posts nothing; the daemon's later ticks post days due"
 )
