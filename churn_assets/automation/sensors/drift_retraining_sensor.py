@@ -90,7 +90,7 @@ def build_drift_retraining_sensor(
             return dg.SensorResult(
                 skip_reason=dg.SkipReason(
                     f"drift report of {day} has {share:.0%} drifted columns, but a retraining was requested "
-                    f"at {last}, within the cool-down of {cooldown}"
+                    f"at {last}, within the cool-down of {_days(cooldown)}"
                 ),
                 cursor=json.dumps(state),
             )
