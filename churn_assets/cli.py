@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from churn_assets.simulate import cli as simulate_cli
-
 
 def build_parser() -> argparse.ArgumentParser:
+    from churn_assets.simulate import cli as simulate_cli
+
     parser = argparse.ArgumentParser(prog="churn-assets", description="Churn platform tools.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
@@ -45,6 +45,12 @@ def _print_features_doc(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        import churn_assets.config  # noqa: F401  (reads the CHURN_* settings, which every subcommand imports)
+    except ValueError as error:  # a setting that cannot work: its message names the variable and the value
+        sys.stderr.write(f"churn-assets: {error} (set it right or unset it: every command reads the CHURN_* "
+                         "settings)\n")
+        return 2
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

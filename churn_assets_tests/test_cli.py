@@ -180,3 +180,14 @@ def test_loading_the_code_location_imports_no_library_a_local_run_does_not_use()
     loaded = set(_run([sys.executable, "-c", probe], cwd=ROOT, env=_env()).stdout.split())
     assert "dagster" in loaded and "polars" in loaded
     assert not loaded & {"botocore", "boto3", "s3fs", "xgboost", "evidently", "pandas", "sklearn", "scipy"}
+
+
+@pytest.mark.parametrize(("variable", "value"), [("CHURN_HORIZON_DAYS", "abc"), ("CHURN_EVENT_TYPES", " , ")])
+def test_a_bad_setting_stops_churn_assets_with_one_line_naming_it(tmp_path, variable, value):
+    """Every subcommand imports the package, which reads the CHURN_* settings: a bad one printed a traceback
+    of the settings' parsing; it is now one line naming the variable, and the exit status of a usage error."""
+    done = subprocess.run([str(BIN / "churn-assets"), "features-doc"], cwd=tmp_path, env=_env(**{variable: value}),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"churn-assets: {variable}") and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
