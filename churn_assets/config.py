@@ -94,6 +94,10 @@ def _parse_url(name: str, value: str) -> str:
         raise ValueError(f"{name}: {exc}") from exc
 
 
+# The variable holding the alert webhook's URL: the resource reads it through dg.EnvVar (resources.build_resources).
+WEBHOOK_VARIABLE = "CHURN_ALERT_WEBHOOK"
+
+
 def _parse_webhook(name: str, value: str) -> str | None:
     """An http(s) URL, or None. Refused when it loads, not when the first failed run's alert cannot be posted
     (``hooks.example.com/x`` without its scheme, say): that alert would be lost."""
@@ -101,8 +105,21 @@ def _parse_webhook(name: str, value: str) -> str | None:
     if not value:
         return None
     if not value.lower().startswith(("http://", "https://")) or not value.split("://", 1)[1].split("/", 1)[0]:
-        raise ValueError(f"{name}={value!r} is not an http:// or https:// URL")
+        raise ValueError(f"{name}={redacted_url(value)!r} is not an http:// or https:// URL")
     return value
+
+
+def redacted_url(url: str) -> str:
+    """``url`` as messages, logs and the UI may show it: its scheme and host, with ``/…`` for the rest. A
+    webhook's path or query is its token (``hooks.slack.com/services/T…/B…/SECRET``), and a ``user:password@``
+    before the host is a password: anyone who reads a sensor's log or a code location's load error could post
+    to it."""
+    scheme, separator, rest = url.strip().partition("://")
+    if not separator:
+        scheme, rest = "", scheme
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    host = authority.rsplit("@", 1)[-1]
+    return f"{scheme}{separator}{host}{'/…' if rest != host else ''}"
 
 
 def _parse_date(name: str, value: str) -> dt.date:
@@ -173,14 +190,14 @@ class ChurnSettings:
         from_process = env is None  # a dg.EnvVar resolves from the process's environment only
         env = dict(os.environ if env is None else env)
         event_types = parse_event_types(env.get("CHURN_EVENT_TYPES", ",".join(DEFAULT_EVENT_TYPES)))
-        alert_webhook = _parse_webhook("CHURN_ALERT_WEBHOOK", env.get("CHURN_ALERT_WEBHOOK") or "")
+        alert_webhook = _parse_webhook(WEBHOOK_VARIABLE, env.get(WEBHOOK_VARIABLE) or "")
         return cls(
             data_url=_parse_url("CHURN_DATA_URL", env.get("CHURN_DATA_URL") or "./data/lake"),
             landing_url=_parse_url("CHURN_LANDING_URL", env.get("CHURN_LANDING_URL") or "./data/landing"),
             start_date=_parse_date("CHURN_START_DATE", env.get("CHURN_START_DATE") or "2025-01-01"),
             event_types=event_types,
             alert_webhook=alert_webhook,
-            alert_webhook_variable="CHURN_ALERT_WEBHOOK" if alert_webhook and from_process else None,
+            alert_webhook_variable=WEBHOOK_VARIABLE if alert_webhook and from_process else None,
             horizon_days=_parse_int("CHURN_HORIZON_DAYS", env.get("CHURN_HORIZON_DAYS") or "14", 1),
             # Two at least: the time-based split needs 31 days of snapshots, more than one month holds after
             # the horizon (a 28- or 30-day month's model failed, a 31-day month's trained on one day a block).

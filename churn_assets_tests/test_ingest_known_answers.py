@@ -273,12 +273,14 @@ def test_each_setting_is_read_from_its_variable():
     ("CHURN_DATA_URL", "s3:/bucket/lake", "CHURN_DATA_URL: storage URL 's3:/bucket/lake' is not s3://"),
     ("CHURN_LANDING_URL", "s3:bucket/landing", "CHURN_LANDING_URL: storage URL 's3:bucket/landing' is not s3://"),
     # Found out only when the first failed run's alert could not be posted (and was lost), before.
-    ("CHURN_ALERT_WEBHOOK", "hooks.example.com/x", "CHURN_ALERT_WEBHOOK='hooks.example.com/x' is not an http:// or https:// URL"),
+    # Without echoing the path: it is the webhook's token, and this error is the code location's load error in the UI.
+    ("CHURN_ALERT_WEBHOOK", "hooks.example.com/x/SECRET", "CHURN_ALERT_WEBHOOK='hooks.example.com/…' is not an http:// or https:// URL"),
     ("CHURN_ALERT_WEBHOOK", "https://", "CHURN_ALERT_WEBHOOK='https://' is not an http:// or https:// URL"),
 ])
 def test_a_bad_setting_is_refused_naming_its_variable(name, value, says):
-    with pytest.raises(ValueError, match=re.escape(says)):
+    with pytest.raises(ValueError, match=re.escape(says)) as refused:
         ChurnSettings.from_env({name: value})
+    assert "SECRET" not in str(refused.value)
 
 
 def test_the_totals_user_daily_always_has_are_reserved_in_the_settings():

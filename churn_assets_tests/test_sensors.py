@@ -606,16 +606,48 @@ def test_run_failure_alert_without_webhook_only_logs(instance, local_resources, 
 def test_run_failure_alert_fails_its_tick_when_the_webhook_refuses(instance, local_resources, webhook):
     handler, url = webhook
     handler.status = 500
-    resources = {"alerts": AlertWebhook(url=url)}
+    resources = {"alerts": AlertWebhook(url=f"{url}/T0123/B0123/SECRET-TOKEN")}
     cursor, _ = _failure_tick(instance, resources, None)
     _failed_user_daily_run(instance, local_resources)
     # The error is reported back to the failed run (and shown on the sensor's tick by the daemon), naming the
-    # webhook's host but not its path, which holds the token of a Slack or Teams webhook.
+    # webhook's host, not its path: the path is the token anyone reading the tick could post with.
     _, (error,) = _failure_tick(instance, resources, cursor)
-    assert "posting the alert" in error and "HTTP Error 500" in error
-    host = url.split("/")[2]
-    assert f"to http://{host}/… failed" in error and url not in error
+    assert "posting the alert to http://127.0.0.1:" in error and "HTTP Error 500" in error
+    assert "SECRET-TOKEN" not in error
     assert len(handler.received) == 1
+
+
+def test_a_webhook_url_urllib_refuses_is_not_quoted(instance, local_resources, webhook):
+    """http.client refuses a URL with a space in it, quoting the URL (token and all) in its message."""
+    _, url = webhook
+    resources = {"alerts": AlertWebhook(url=f"{url}/SECRET TOKEN")}
+    cursor, _ = _failure_tick(instance, resources, None)
+    _failed_user_daily_run(instance, local_resources)
+    _, (error,) = _failure_tick(instance, resources, cursor)
+    assert "urllib cannot post to that URL (InvalidURL); check CHURN_ALERT_WEBHOOK" in error
+    assert "SECRET" not in error
+
+
+def test_the_code_location_reads_the_webhook_from_its_variable(instance, local_settings, local_resources, webhook,
+                                                               monkeypatch):
+    """The URL reaches the resource through dg.EnvVar: what the UI's resource page shows (the repository's
+    snapshot) names the variable, not the URL, and the sensor still posts to it."""
+    from dagster._core.remote_representation.external_data import RepositorySnap
+
+    handler, url = webhook
+    secret_url = f"{url}/T0123/B0123/SECRET-TOKEN"
+    monkeypatch.setenv("CHURN_ALERT_WEBHOOK", secret_url)
+    settings = ChurnSettings.from_env({**os.environ, "CHURN_DATA_URL": local_settings.data_url})
+    resources = build_resources(settings)
+    snapshot = RepositorySnap.from_def(dg.Definitions(resources=resources).get_repository_def())
+    assert "SECRET-TOKEN" not in repr(snapshot)
+    (alerts,) = [r for r in snapshot.resources if r.name == "alerts"]
+    assert "CHURN_ALERT_WEBHOOK" in repr(alerts.configured_values["url"])
+
+    cursor, _ = _failure_tick(instance, resources, None)
+    _failed_user_daily_run(instance, local_resources)
+    _, errors = _failure_tick(instance, resources, cursor)
+    assert errors == [] and len(handler.received) == 1
 
 
 def test_run_failure_alert_names_the_unreadable_landing_file(instance, local_settings, local_resources, webhook):

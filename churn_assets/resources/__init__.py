@@ -153,6 +153,8 @@ def build_resources(settings: ChurnSettings) -> dict[str, object]:
         "model_io_manager": ModelIOManager(base_url=settings.data_url),
         "lake": LakeResource(url=settings.data_url),
         "landing": LandingZone(url=settings.landing_url, max_quarantined_share=settings.max_quarantined_share),
+        # Read from the variable by Dagster when the sensor runs, so that the UI's resource page names the
+        # variable: given as a string, the URL (its path is the webhook's token) was shown to every viewer.
         "alerts": AlertWebhook(
             url=dg.EnvVar(settings.alert_webhook_variable) if settings.alert_webhook_variable else settings.alert_webhook
         ),

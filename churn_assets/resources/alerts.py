@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -10,13 +11,17 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from churn_assets.config import redacted_url
+
 
 class AlertDeliveryError(Exception):
     """The webhook did not accept an alert."""
 
 
 class AlertWebhook(dg.ConfigurableResource):
-    """Posts JSON alerts to ``CHURN_ALERT_WEBHOOK``; without a URL, alerts are only logged."""
+    """Posts JSON alerts to ``CHURN_ALERT_WEBHOOK``; without a URL, alerts are only logged. The code location
+    gives it ``dg.EnvVar("CHURN_ALERT_WEBHOOK")`` (``build_resources``): the UI's resource page then names the
+    variable instead of showing the URL, whose path is the webhook's token."""
 
     url: str | None = Field(
         default=None,
@@ -37,22 +42,21 @@ class AlertWebhook(dg.ConfigurableResource):
         """POST ``payload`` as JSON; returns the HTTP status, raises AlertDeliveryError when it fails."""
         if not self.post_url:
             raise AlertDeliveryError("no alert webhook is configured (CHURN_ALERT_WEBHOOK)")
-        request = urllib.request.Request(
-            self.post_url,
-            data=json.dumps(payload, default=str).encode(),
-            headers={"Content-Type": "application/json", "User-Agent": "churn-assets-alerts"},
-            method="POST",
-        )
+        where = redacted_url(self.post_url)  # the URL's path is the webhook's token: never in a message or log
+        body = json.dumps(payload, default=str).encode()
         try:
+            request = urllib.request.Request(
+                self.post_url,
+                data=body,
+                headers={"Content-Type": "application/json", "User-Agent": "churn-assets-alerts"},
+                method="POST",
+            )
             with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
                 return response.status
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise AlertDeliveryError(f"posting the alert to {redacted(self.post_url)} failed: {exc}") from exc
-
-
-def redacted(url: str) -> str:
-    """A webhook URL as errors show it (on the sensor's tick in the UI, in logs): its scheme and host, not the
-    path and query that hold its token."""
-    scheme, _, rest = url.partition("://")
-    host = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]  # nor a user:password@ before the host
-    return f"{scheme}://{host}/…"
+        except (ValueError, http.client.InvalidURL) as exc:  # their messages quote the URL, token and all
+            raise AlertDeliveryError(
+                f"posting the alert to {where} failed: urllib cannot post to that URL ({type(exc).__name__}); "
+                "check CHURN_ALERT_WEBHOOK"
+            ) from None
+        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as exc:
+            raise AlertDeliveryError(f"posting the alert to {where} failed: {exc}") from exc
