@@ -136,3 +136,25 @@ def test_half_the_columns_drifted_is_dataset_drift_and_a_column_empty_on_both_si
     assert empty["drifted"] is False and empty["stattest"] == "empty column"
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and check.metadata["dataset_drift"].value is True
+
+
+def test_a_category_value_cannot_run_as_script_in_the_report(settings, local_resources, instance):
+    """The categories in the report are what the app's users sent (their country, platform, app version):
+    Evidently writes them into a <script> element as JSON, where "</script><script>…" ended the element and
+    ran when the report was opened. The report shows the value as it is, as text."""
+    churn_model = ModelIOManager(base_url=settings.data_url).read("model", MONTH)
+    hostile = "</script><script>alert(document.cookie)</script><!--"
+    features = churn_model.reference_sample.drop("churn_probability").with_row_index("user_id").with_columns(
+        pl.format("u{}", pl.col("user_id")).alias("user_id"),
+        pl.when(pl.col("user_id") % 2 == 0).then(pl.lit(hostile)).otherwise(pl.col("country")).alias("country"),
+    )
+    assert report_day(local_resources, instance, features).success
+
+    _, _, html = outputs(settings.data_url)
+    page = html.decode()
+    assert "<script>alert" not in page and "<!--\"" not in page
+    # The data (two lines of JavaScript) holds no "<" to end its element or open a comment, and still holds the
+    # value: its JSON decodes to it.
+    data = [line for line in page.splitlines() if line.lstrip().startswith("var ") and "evidently_dashboard_" in line]
+    assert len(data) == 2 and not any("<" in line for line in data)
+    assert any(hostile in json.dumps(json.loads(line.split(" = ", 1)[1].rstrip(";"))) for line in data)

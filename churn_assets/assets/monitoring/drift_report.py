@@ -1,6 +1,7 @@
 """``drift_report``: how far a day's features and scores have moved from what the model was trained on."""
 
 import json
+import re
 from typing import Any
 
 import dagster as dg
@@ -134,7 +135,7 @@ def measure_drift(features: pl.DataFrame, churn_model: ChurnModel) -> tuple[pl.D
         warnings.simplefilter("ignore")
         report.run(reference_data=_pandas(reference, kinds), current_data=_pandas(current, kinds), column_mapping=mapping)
         results = _column_results(report.as_dict(), tested)
-        html = report.get_html()
+        html = script_safe(report.get_html())
 
     rows = []
     for column in current.columns:
@@ -170,6 +171,27 @@ def measure_drift(features: pl.DataFrame, churn_model: ChurnModel) -> tuple[pl.D
         "columns": {r["column"]: {k: v for k, v in r.items() if k != "column"} for r in table.iter_rows(named=True)},
     }
     return table, summary, html
+
+
+# The two lines of Evidently's page that hold its data, as JavaScript: `var evidently_dashboard_ID = {JSON};` and
+# `var additional_graphs_evidently_dashboard_ID = {JSON};`. json.dumps writes no line break inside its JSON.
+_DATA_LINE = re.compile(r"^(\s*var (?:additional_graphs_)?evidently_dashboard_\w+ = )(.*)$", re.MULTILINE)
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
+def script_safe(html: str) -> str:
+    """Evidently's page with its data unable to end the ``<script>`` element that holds it. Evidently writes
+    the data with json.dumps, which leaves ``<`` as it is, and the data holds the categories of the day's
+    users (their country, platform, app version: values the app's users send): a country
+    ``</script><script>…`` ended the element and ran as script in the browser of whoever opened the report.
+    In JSON ``<``, ``>`` and ``&`` occur only inside strings, where ``\u003c``… is the same text."""
+    safe, found = _DATA_LINE.subn(lambda m: m.group(1) + m.group(2).translate(_SCRIPT_SAFE), html)
+    if found != 2:
+        raise RuntimeError(
+            f"Evidently's report holds {found} data lines where 2 were expected (another Evidently version?): "
+            "its data cannot be made safe to open, so the report is not written"
+        )
+    return safe
 
 
 def _pandas(frame: pl.DataFrame, kinds: dict[str, str]) -> Any:
