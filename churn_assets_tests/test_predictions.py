@@ -1,6 +1,7 @@
 """Daily predictions: every user scored by the model of the day's month, ranked, banded and explained."""
 
 import datetime as dt
+import html
 import json
 import pickle
 import shutil
@@ -76,7 +77,7 @@ def test_every_user_is_scored_ranked_banded_and_explained(lake, local_resources,
     preview = materialization.metadata["highest_risk"].value.splitlines()
     assert preview[0].startswith("| rank | user_id | churn_probability | risk_band | top_reason_1")
     assert len(preview) == 2 + 10
-    assert [line.split(" | ")[1] for line in preview[2:]] == out.get_column("user_id").head(10).to_list()
+    assert [line.split(" | ")[1].strip("`") for line in preview[2:]] == out.get_column("user_id").head(10).to_list()
     # The band counts the UI shows are the day's: every band of the card, summing to the users scored.
     metadata = materialization.metadata
     counts = {band: metadata[f"band/{band}"].value for band in RISK_BANDS}
@@ -121,6 +122,29 @@ def test_every_user_is_scored_ranked_banded_and_explained(lake, local_resources,
         "rows_with_rank_gaps": out.height - 1, "duplicate_ranks": 1, "users_not_scored": 1,
         "users_not_in_features": 0, "rows": out.height - 1,
     }
+
+
+
+def test_user_ids_are_shown_as_text_in_the_preview(lake, local_resources, instance):
+    """User ids are what the app's users send. In the UI's preview of the highest-risk users, an id with a line
+    break or a "|" broke the table, and one holding Markdown loaded an image from another site in the browser
+    of whoever opened the run, or showed a link: the preview shows each id as the text it is."""
+    from markdown_it import MarkdownIt
+
+    hostile = "{} | ![x](https://evil.example/pixel.png)\n| [sign in](https://evil.example) <https://evil.example> `*b*`"
+    features = synthetic_features(DAY, users=300).with_columns(
+        pl.format(hostile, pl.col("user_id")).alias("user_id")
+    )
+    result = score_day(local_resources, instance, {DAY.isoformat(): features}, partition_key=DAY.isoformat())
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("predictions")
+    page = MarkdownIt("commonmark").enable("table").render(materialization.metadata["highest_risk"].value)
+
+    assert "<img" not in page and "<a " not in page
+    body = page.split("<tbody>")[1]
+    assert body.count("<tr>") == 10
+    assert all(row.count("<td>") == 7 for row in body.split("<tr>")[1:])
+    assert "<code>" + html.escape(stored(lake, DAY).get_column("user_id")[0].replace("\n", " ")[:100], quote=False) in page
 
 
 def test_a_probability_at_a_cut_off_is_in_the_band_that_cut_off_starts(lake):

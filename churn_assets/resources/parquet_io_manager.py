@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import re
 import sys
 import threading
 import typing
@@ -413,17 +414,41 @@ def column_schema(
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A Markdown table of ``header`` and ``rows`` (cells already formatted), as the UI's metadata shows it."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    """A Markdown table of ``header`` and ``rows`` (cells already formatted), as the UI's metadata shows it.
+    No cell ends its cell or its row: a line break in one is a space, its ``|`` and ``\\`` are escaped."""
+    lines = ["| " + " | ".join(map(_table_cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(_table_cell, row)) + " |" for row in rows]
     return "\n".join(lines)
 
 
+def _table_cell(text: str) -> str:
+    return " ".join(text.splitlines()).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def markdown_code(value: str, limit: int = 100) -> str:
+    """A value from the data (a ``user_id``: what the app's users send) as Markdown inline code, cut to
+    ``limit`` characters: shown as the text it is. As plain Markdown, a user id ``![x](https://…)`` loaded an
+    image from anywhere in the browser of whoever opened the run, ``[sign in](https://…)`` or a bare URL was a
+    link, and ``*`` or ``<b>`` styled the table; inside a code span none of these is read."""
+    text = " ".join(value.splitlines())
+    text = text if len(text) <= limit else text[:limit] + "…"
+    if not text:
+        return ""
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text[0] == "`" or text[-1] == "`" else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def preview_markdown(frame: pl.DataFrame, rows: int = 10) -> dg.MetadataValue:
-    """The first ``rows`` rows of ``frame`` as a Markdown table for the UI (floats to 4 decimals)."""
+    """The first ``rows`` rows of ``frame`` as a Markdown table for the UI (floats to 4 decimals, text as
+    inline code: :func:`markdown_code`)."""
     head = frame.head(rows)
     cells = [
-        ["–" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]
+        [
+            "–" if v is None else f"{v:.4f}" if isinstance(v, float) else markdown_code(v) if isinstance(v, str)
+            else str(v)
+            for v in row
+        ]
         for row in head.iter_rows()
     ]
     return dg.MetadataValue.md(markdown_table(head.columns, cells))
