@@ -573,6 +573,29 @@ def test_a_key_given_twice_keeps_its_first_value_whatever_the_other_lines(
     assert partition_metadata(result, "raw_events")[day]["quarantined"] == int(broken_line)
 
 
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_an_event_nested_too_deeply_is_quarantined_by_its_line(local_settings, local_resources, instance, depth):
+    """One app user's event whose properties nest thousands of levels deep (``event_properties``, which the
+    platform ignores, is whatever the app sends) failed the whole landing file, and so the day, with
+    "RecursionError: maximum recursion depth exceeded": Python's json reads a file line by line once any of its
+    lines is broken, and polars refuses such a file. It is now its line's ``malformed_json``."""
+    day = FIRST_DAY.isoformat()
+    ok = _valid_rows(FIRST_DAY, 2)
+    deep = jsonl([row("deep", "u9", f"{day} 10:00:00.000000")]).replace(
+        b"}\n", b', "event_properties": ' + b"[" * depth + b"]" * depth + b"}\n"
+    )
+    write_landing_day(local_settings.landing_url, day, {"a.jsonl": jsonl([ok[0]]) + deep + b"{not json\n" + jsonl([ok[1]])})
+
+    result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
+
+    assert result.success, _failure_text(result)
+    events = read_partition(local_settings.data_url, "raw_events", day)
+    assert sorted(events["event_id"]) == sorted([ok[0]["$insert_id"], ok[1]["$insert_id"]])
+    quarantine = read_partition(local_settings.data_url, "raw_events_quarantine", day).sort("line")
+    assert quarantine.select("line", "reason").rows() == [(2, "malformed_json"), (3, "malformed_json")]
+    assert "nested too deeply" in quarantine["detail"][0]
+
+
 def test_a_value_with_half_a_surrogate_pair_is_quarantined_by_its_line(local_settings, local_resources, instance):
     """JavaScript clients cut emoji in two, and JSON escapes the half left (``"\\udc00"``): valid JSON, no text.
     It failed the whole file with "UnicodeEncodeError ... surrogates not allowed", no line; it is now its line's

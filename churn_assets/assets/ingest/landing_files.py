@@ -399,9 +399,11 @@ def _read_jsonl_line_by_line(data: bytes, first_line: int = 1) -> pl.DataFrame:
             row = {col: _as_string(obj.get(key)) for key, col in AMPLITUDE_KEYS.items()}
             _refuse_surrogates(row)
             row["parse_error"] = None
-        except ValueError as exc:  # UnicodeDecodeError included
+        # UnicodeDecodeError is a ValueError; a RecursionError is an event (event_properties: whatever the app
+        # sends) nested ~1,000 levels deep, which failed the whole file and so the day.
+        except (ValueError, RecursionError) as exc:
             row = dict.fromkeys(AMPLITUDE_KEYS.values())
-            row["parse_error"] = str(exc)[:200]
+            row["parse_error"] = (f"nested too deeply: {exc}" if isinstance(exc, RecursionError) else str(exc))[:200]
         row["line"] = number
         rows.append(row)
     if first_line == 1 and rows and all(row["parse_error"] is not None for row in rows):
