@@ -218,6 +218,28 @@ def test_logistic_baseline_matches_scikit_learns_pipeline():
     assert (ours.design(scoring)[:, -3:] == 0).all()  # "Web": no one-hot column lit (missing, Android, iOS)
 
 
+def test_a_flood_of_distinct_categories_keeps_the_most_frequent():
+    """Countries are what the app's users send: one client sending a new country for each of thousands of
+    made-up users made the model card list each of them and the baseline one-hot them all (rows × values of
+    float64, and a solve in values³), which ran the training out of memory. The model and the baseline keep
+    the most frequent ones; the rarer ones are read as unseen."""
+    train = synthetic_training_set("2025-04", users=600, seed=5)
+    rows = train.height
+    flooded = train.with_columns(
+        pl.when(pl.int_range(rows) % 4 == 0).then(pl.format("X{}", pl.int_range(rows))).otherwise(pl.col("country"))
+        .alias("country")
+    )
+    assert flooded.get_column("country").n_unique() > 5_000
+
+    specs = {s.name: s for s in training.feature_specs(flooded)}
+    assert len(specs["country"].categories) == training.MAX_CATEGORIES == 100
+    assert set(train.get_column("country")) <= set(specs["country"].categories)  # the real ones, every one
+    assert list(specs["country"].categories) == sorted(specs["country"].categories)
+    baseline = training.fit_baseline(flooded, list(specs.values()), seed=7)
+    (countries,) = [values for name, values in baseline.categories if name == "country"]
+    assert len(countries) == 100 and set(train.get_column("country")) <= set(countries)
+
+
 def test_holdout_report_counts_known_scores():
     """The report's confusion matrix and risk bands, on eight users with known scores."""
     from churn_assets.assets.ml.holdout_report import holdout_report_html

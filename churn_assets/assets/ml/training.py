@@ -31,6 +31,14 @@ XGB_PARAMS: dict[str, Any] = {
     "nthread": 2,
 }
 
+# A categorical feature keeps its most frequent values, this many at most; rarer ones are read as values never
+# seen (missing for the model, no category for the baseline). The values are what the app's users send (a
+# country, an app version): one client posting a new country for each of thousands of made-up users made the
+# card list every one, and the baseline's one-hot matrix (rows × values) and its solve (values³) ran the
+# training out of memory or time (200k rows × 100 values is 160 MB of float64 per feature). A real app's
+# countries beyond its hundred most frequent are a sliver of its users.
+MAX_CATEGORIES = 100
+
 
 @dataclass(frozen=True)
 class FeatureSpec:
@@ -53,15 +61,24 @@ class FeatureSpec:
         return cls(card["name"], card["kind"], tuple(card.get("categories", ())))
 
 
+def most_frequent(values: pl.Series, limit: int = MAX_CATEGORIES) -> list[str]:
+    """The ``limit`` most frequent values of ``values`` but null (the more frequent first, then by value),
+    sorted: a categorical feature's categories."""
+    counts = values.drop_nulls().value_counts(name="__count")
+    top = counts.sort(["__count", values.name], descending=[True, False]).head(limit)
+    return sorted(top.get_column(values.name).to_list())
+
+
 def feature_specs(frame: pl.DataFrame) -> list[FeatureSpec]:
     """Every column but keys and label is a feature; String columns are categorical, with the sorted
-    categories ``frame`` holds (values unseen here are treated as missing when scoring)."""
+    categories ``frame`` holds, the ``MAX_CATEGORIES`` most frequent at most (values unseen here are
+    treated as missing when scoring)."""
     specs = []
     for name, dtype in frame.schema.items():
         if name in NON_FEATURES:
             continue
         if dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum)):
-            values = frame.get_column(name).cast(pl.String).drop_nulls().unique().sort().to_list()
+            values = most_frequent(frame.get_column(name).cast(pl.String))
             if values:  # a category column with no value in training carries nothing to learn
                 specs.append(FeatureSpec(name, "categorical", tuple(values)))
         elif dtype.is_numeric() or dtype == pl.Boolean:
@@ -263,11 +280,10 @@ def fit_baseline(
     stats = train.select(
         *[_signed_log(n).median().alias(f"median{i}") for i, n in enumerate(numeric)],
         *[_signed_log(n).null_count().alias(f"missing{i}") for i, n in enumerate(numeric)],
-        *[_category(n).unique().sort().implode().alias(f"values{i}") for i, n in enumerate(categorical)],
     ).row(0)
     medians = tuple(0.0 if m is None else float(m) for m in stats[: len(numeric)])
     flagged = tuple(n for n, missing in zip(numeric, stats[len(numeric) : 2 * len(numeric)]) if missing)
-    categories = tuple((n, tuple(values)) for n, values in zip(categorical, stats[2 * len(numeric) :]))
+    categories = tuple((n, tuple(most_frequent(train.select(_category(n)).to_series()))) for n in categorical)
     width = len(numeric) + len(flagged)
     unscaled = LogisticBaseline(numeric, medians, flagged, np.zeros(width), np.ones(width), categories, None)
     matrix = unscaled.design(train)
