@@ -283,6 +283,28 @@ def test_unreadable_file_fails_the_run_by_name(local_settings, local_resources, 
     assert _lake_files(local_settings.data_url) == {}
 
 
+@pytest.mark.parametrize("name", ["one-line.jsonl.gz", "one-line.jsonl"])
+def test_a_line_too_long_to_be_an_event_fails_the_file_by_name(local_settings, local_resources, instance, name):
+    """A JSON line of more than 64 MB is no event: a file without line ends, or a gzip bomb of one line (4 MB
+    that inflate to a 1 GB event took 5.4 GB and 12 s to read, 20 MB would have run the run out of memory without
+    a word of why). It now fails the file, naming it, before anything is stored."""
+    day = FIRST_DAY.isoformat()
+    event = jsonl([row("huge", "u1", f"{day} 10:00:00.000000")])
+    line = event.replace(b"}\n", b', "event_properties": {"blob": "' + b"x" * (65 << 20) + b'"}}\n')
+    data = gzip.compress(line, compresslevel=1, mtime=0) if name.endswith(".gz") else line
+    write_landing_day(local_settings.landing_url, day, {"a-good.jsonl": GOOD_FILE, name: data})
+    del line, data
+
+    result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
+
+    assert not result.success
+    assert f"cannot read landing file {Path(local_settings.landing_url, 'events', f'date={day}', name)}: a line of more than 6" in (
+        _failure_text(result)
+    )
+    assert "(the limit is 64 MB)" in _failure_text(result)
+    assert _lake_files(local_settings.data_url) == {}
+
+
 def test_a_csv_file_not_in_utf8_fails_naming_its_first_line_that_is_not(local_settings, local_resources, instance):
     """An export in Windows-1252: the error names the file, its first line that is not UTF-8 and the fix,
     not polars' "invalid utf-8 sequence" without a line."""

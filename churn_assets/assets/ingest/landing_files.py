@@ -109,6 +109,9 @@ class VettedDay:
 # it (and the frame parsed from it at once) is what bounded memory. Chunks of 16 MB (~50 k events) also
 # decode and vet ~10 % faster than chunks of 256 MB: they stay in the CPU's caches.
 CHUNK_BYTES = 16 * 1024 * 1024
+# A JSON line longer than this is no event (an export's events are kilobytes): a file without line ends, or a
+# gzip bomb of one line, which was held whole, then parsed, and ran the run out of memory with no word of why.
+MAX_LINE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,7 @@ def _gunzip_chunks(data: bytes | Iterable[bytes], chunk_bytes: int) -> Iterator[
     decompressor = None  # the next feed starts a gzip member
     pieces: list[bytes | memoryview] = []
     size = 0
+    unbroken = 0  # once a chunk's text is inflated and no line ends in it: the length of its last line so far
     feed: bytes | memoryview = next(feeds, b"")
     taken = len(feed)  # the file's bytes read so far
     if not feed:  # an empty file, not an empty gzip stream: no text
@@ -298,10 +302,16 @@ def _gunzip_chunks(data: bytes | Iterable[bytes], chunk_bytes: int) -> Iterator[
         size += len(out)
         cut = out.rfind(b"\n") + 1 if size >= chunk_bytes else 0
         if cut:
+            if unbroken and unbroken + out.find(b"\n") + 1 > MAX_LINE_BYTES:  # the long line ends in this text
+                raise _line_too_long(unbroken + out.find(b"\n") + 1)
             pieces[-1] = memoryview(out)[:cut]
             yield b"".join(pieces)
             pieces = [out[cut:]] if cut < len(out) else []
-            size = len(pieces[0]) if pieces else 0
+            size, unbroken = (len(pieces[0]) if pieces else 0), 0
+        elif size >= chunk_bytes:
+            unbroken = unbroken + len(out) if unbroken else _after_last_line_end(pieces)
+            if unbroken > MAX_LINE_BYTES:
+                raise _line_too_long(unbroken)
     if not decompressor.eof:
         raise gzip.BadGzipFile(
             f"truncated gzip stream: the file ends at byte {taken} inside compressed data (an upload or copy cut "
@@ -342,8 +352,28 @@ def _split_lines(data: bytes, chunk_bytes: int) -> Iterator[bytes]:
         end = data.rfind(b"\n", start, start + chunk_bytes) + 1 if start + chunk_bytes < len(data) else len(data)
         if end <= start:  # one line longer than a chunk
             end = data.find(b"\n", start + chunk_bytes) + 1 or len(data)
+            if end - start > MAX_LINE_BYTES:
+                raise _line_too_long(end - start)
         yield data[start:end]
         start = end
+
+
+def _after_last_line_end(pieces: list[bytes | memoryview]) -> int:
+    """How many bytes of ``pieces`` (consecutive text) follow its last line end."""
+    length = 0
+    for piece in reversed(pieces):
+        end = bytes(piece).rfind(b"\n") + 1
+        length += len(piece) - end
+        if end:
+            break
+    return length
+
+
+def _line_too_long(length: int) -> LandingFileError:
+    return LandingFileError(
+        f"a line of more than {length >> 20} MB, where JSON lines hold one event a line (the limit is "
+        f"{MAX_LINE_BYTES >> 20} MB): a file without line ends, or not JSON lines"
+    )
 
 
 def count_lines(text: bytes) -> int:
