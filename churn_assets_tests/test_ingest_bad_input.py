@@ -305,6 +305,38 @@ def test_a_line_too_long_to_be_an_event_fails_the_file_by_name(local_settings, l
     assert _lake_files(local_settings.data_url) == {}
 
 
+def test_a_landing_file_linked_to_a_file_outside_the_landing_zone_is_not_read(
+    tmp_path, local_settings, local_resources, instance
+):
+    """Whoever writes the landing zone could link a landing file to any file the run may read (rsync -a keeps
+    links): a CSV file linked to /proc/self/environ failed naming its header, the run's AWS keys, in the UI and
+    the alert; one linked to JSON lines elsewhere was ingested. Links inside the landing zone are read."""
+    day = FIRST_DAY.isoformat()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "environ").write_bytes(b"AWS_SECRET_ACCESS_KEY=SECRET-KEY,DAGSTER_PG_PASSWORD=SECRET-PW\n")
+    folder = Path(write_landing_day(local_settings.landing_url, day, {"a-good.jsonl": GOOD_FILE}))
+    (folder / "b.csv").symlink_to(outside / "environ")
+    landing_before = tree_digest(local_settings.landing_url)
+
+    result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
+
+    assert not result.success
+    failure = _failure_text(result)
+    assert f"landing file {folder / 'b.csv'} links to {outside / 'environ'}, outside the landing zone" in failure
+    assert "SECRET" not in failure
+    assert _lake_files(local_settings.data_url) == {}
+    assert tree_digest(local_settings.landing_url) == landing_before
+
+    # A link that stays inside the landing zone (a re-delivery tool's, say) is read as its file.
+    (folder / "b.csv").unlink()
+    (Path(local_settings.landing_url) / "kept.jsonl").write_bytes(jsonl(_valid_rows(FIRST_DAY, 5)[3:]))
+    (folder / "b.jsonl").symlink_to(Path(local_settings.landing_url) / "kept.jsonl")
+    result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
+    assert result.success, _failure_text(result)
+    assert read_partition(local_settings.data_url, "raw_events", day).height == 5
+
+
 def test_a_csv_file_not_in_utf8_fails_naming_its_first_line_that_is_not(local_settings, local_resources, instance):
     """An export in Windows-1252: the error names the file, its first line that is not UTF-8 and the fix,
     not polars' "invalid utf-8 sequence" without a line."""

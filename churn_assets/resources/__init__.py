@@ -7,6 +7,7 @@ Local and S3 deployments differ only in the URLs these resources are given (``CH
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ from pydantic import Field
 
 from churn_assets.config import ChurnSettings
 from churn_assets.resources.alerts import AlertWebhook
-from churn_assets.resources.filesystems import filesystem, join, reaching, require_bucket
+from churn_assets.resources.filesystems import filesystem, is_s3, join, reaching, require_bucket
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.model_io_manager import ModelIOManager
 from churn_assets.resources.parquet_io_manager import PartitionedParquetIOManager
@@ -78,6 +79,8 @@ class LandingZone(dg.ConfigurableResource):
                 f"landing day {day} is complete but holds no data file at {folder} "
                 "(a day without events is delivered as an empty file)"
             )
+        if not is_s3(folder):
+            _refuse_links_out_of(self.url, files)
         return LandingDay(files, _marker_version(listed[SUCCESS_MARKER]))
 
     def read_blocks(self, file_url: str, block_bytes: int = 8 * 1024 * 1024) -> Iterator[bytes]:
@@ -131,6 +134,21 @@ class ChurnParameters(dg.ConfigurableResource):
         default=500_000,
         description="Cap on a monthly training set's rows; beyond it a seeded, stratified sample (CHURN_MAX_TRAINING_ROWS).",
     )
+
+
+def _refuse_links_out_of(root: str, files: list[str]) -> None:
+    """Fails when a local landing file is a link to a file outside the landing zone ``root``. Whoever may write
+    the landing zone (an exporter's rsync -a keeps the links it finds) could otherwise have a run read any file
+    the run can: into the lake, or into an error the UI and the alert show (``/proc/self/environ`` linked as a
+    CSV file, whose header the error quotes, is the run's AWS keys and database password)."""
+    top = os.path.realpath(root)
+    for path in files:
+        target = os.path.realpath(path)
+        if os.path.commonpath([top, target]) != top:
+            raise PermissionError(
+                f"landing file {path} links to {target}, outside the landing zone {top}: the platform reads "
+                "no file outside it; copy the file in rather than link it"
+            )
 
 
 def _marker_version(info: dict) -> str:
