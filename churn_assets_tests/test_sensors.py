@@ -637,7 +637,8 @@ def test_the_code_location_reads_the_webhook_from_its_variable(instance, local_s
     handler, url = webhook
     secret_url = f"{url}/T0123/B0123/SECRET-TOKEN"
     monkeypatch.setenv("CHURN_ALERT_WEBHOOK", secret_url)
-    settings = ChurnSettings.from_env({**os.environ, "CHURN_DATA_URL": local_settings.data_url})
+    monkeypatch.setenv("CHURN_DATA_URL", local_settings.data_url)
+    settings = ChurnSettings.from_env()  # the process's variables, as the code location reads them
     resources = build_resources(settings)
     snapshot = RepositorySnap.from_def(dg.Definitions(resources=resources).get_repository_def())
     assert "SECRET-TOKEN" not in repr(snapshot)
