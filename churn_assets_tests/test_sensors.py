@@ -233,6 +233,23 @@ def test_landing_sensor_leaves_days_without_a_partition_pending(instance, tmp_pa
     assert load_cursor(cursor) == {}  # no day recorded: today is requested once its partition exists
 
 
+def test_landing_sensor_names_landing_folders_that_name_no_day(instance, tmp_path):
+    """An exporter writing date=2025-1-5 (no zero padding): that folder is no partition, so it was listed on every
+    tick as "waiting for its partition to exist", forever. The days that are days still go."""
+    landing_url = str(tmp_path / "landing")
+    for day in ("2025-01-01", "2025-1-2", "2025-02-30", "latest"):
+        _landing_day(landing_url, day)
+    _landing_day(landing_url, "2025-1-3", complete=False)
+    days, _, cursor = _tick(landing_sensor, instance, landing_url, None)
+    assert days == ["2025-01-01"]
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=_landing_resources(landing_url), repository_def=REPOSITORY
+    )
+    skip = landing_sensor.evaluate_tick(context).skip_message
+    assert "date=2025-02-30, date=2025-1-2, date=2025-1-3, date=latest under events/ name no day" in skip
+    assert "rename them" in skip and "waiting" not in skip
+
+
 def test_landing_sensor_bounds_its_cursor_and_its_requests_per_tick(instance, tmp_path):
     landing_url = str(tmp_path / "landing")
     for n in range(1, 6):

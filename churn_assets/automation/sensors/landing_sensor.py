@@ -30,6 +30,7 @@ oldest first; the rest stay pending for the next tick.
 
 import datetime as dt
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -108,6 +109,26 @@ def pending_days(
             pending.to_request.append((day, version))
         this_tick.add(day)
     return pending
+
+
+def is_day(name: str) -> bool:
+    """Whether a landing folder's ``date=`` names a day as the contract writes it (``YYYY-MM-DD``)."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", name):
+        return False
+    try:
+        dt.datetime.strptime(name, DATE_FORMAT)
+    except ValueError:
+        return False
+    return True
+
+
+def _misnamed_message(names: list[str]) -> str:
+    folders = ", ".join(f"date={name}" for name in names[:5])
+    folders += f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return (
+        f"landing folder(s) {folders} under events/ name no day as YYYY-MM-DD (e.g. date=2025-01-05): "
+        "never refreshed; rename them"
+    )
 
 
 def _day_before(day: str) -> str:
@@ -259,6 +280,11 @@ def build_landing_sensor(
         now = dt.datetime.now(dt.UTC)
         refreshed_of = lambda days: _refreshed_of(context.instance, days)  # noqa: E731
         complete, unfinished = landing.days()
+        misnamed = [day for day in sorted({*complete, *unfinished}) if not is_day(day)]
+        if misnamed:  # never a partition, so never refreshed: said on every tick, not waited for in silence
+            context.log.warning(_misnamed_message(misnamed))
+            complete = {day: version for day, version in complete.items() if is_day(day)}
+            unfinished = [day for day in unfinished if is_day(day)]
         checked_before = checked
         if deadline_hours is not None:
             # After the newest day checked, from the cursor, which a failed tick does not store. Dagster's time of
@@ -317,6 +343,8 @@ def build_landing_sensor(
             reason = f"no new complete landing day under {landing.url}"
         if unfinished:
             reason += f"; {_unfinished_message(unfinished)}"
+        if misnamed:
+            reason += f"; {_misnamed_message(misnamed)}"
         return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
 
     return landing_sensor
