@@ -159,10 +159,14 @@ def _parse_share(name: str, value: str) -> float:
     return share
 
 
+DEFAULT_DATA_URL = "./data/lake"
+DEFAULT_LANDING_URL = "./data/landing"
+
+
 @dataclass(frozen=True)
 class ChurnSettings:
-    data_url: str = field(default_factory=lambda: resolve_url("./data/lake"))
-    landing_url: str = field(default_factory=lambda: resolve_url("./data/landing"))
+    data_url: str = field(default_factory=lambda: resolve_url(DEFAULT_DATA_URL))
+    landing_url: str = field(default_factory=lambda: resolve_url(DEFAULT_LANDING_URL))
     start_date: dt.date = dt.date(2025, 1, 1)
     event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
     alert_webhook: str | None = None
@@ -187,38 +191,50 @@ class ChurnSettings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ChurnSettings:
+        """The settings the ``CHURN_*`` variables of ``env`` (default: the process's) give; a variable unset or
+        empty takes the field's default above, the one place defaults are written (README's table shows them)."""
         from_process = env is None  # a dg.EnvVar resolves from the process's environment only
         env = dict(os.environ if env is None else env)
-        event_types = parse_event_types(env.get("CHURN_EVENT_TYPES", ",".join(DEFAULT_EVENT_TYPES)))
+
+        def setting(name: str, default: object) -> str:
+            return env.get(name) or str(default)
+
+        event_types = parse_event_types(setting("CHURN_EVENT_TYPES", ",".join(cls.event_types)))
         alert_webhook = _parse_webhook(WEBHOOK_VARIABLE, env.get(WEBHOOK_VARIABLE) or "")
         return cls(
-            data_url=_parse_url("CHURN_DATA_URL", env.get("CHURN_DATA_URL") or "./data/lake"),
-            landing_url=_parse_url("CHURN_LANDING_URL", env.get("CHURN_LANDING_URL") or "./data/landing"),
-            start_date=_parse_date("CHURN_START_DATE", env.get("CHURN_START_DATE") or "2025-01-01"),
+            data_url=_parse_url("CHURN_DATA_URL", setting("CHURN_DATA_URL", DEFAULT_DATA_URL)),
+            landing_url=_parse_url("CHURN_LANDING_URL", setting("CHURN_LANDING_URL", DEFAULT_LANDING_URL)),
+            start_date=_parse_date("CHURN_START_DATE", setting("CHURN_START_DATE", cls.start_date)),
             event_types=event_types,
             alert_webhook=alert_webhook,
             alert_webhook_variable=WEBHOOK_VARIABLE if alert_webhook and from_process else None,
-            horizon_days=_parse_int("CHURN_HORIZON_DAYS", env.get("CHURN_HORIZON_DAYS") or "14", 1),
+            horizon_days=_parse_int("CHURN_HORIZON_DAYS", setting("CHURN_HORIZON_DAYS", cls.horizon_days), 1),
             # Two at least: the time-based split needs 31 days of snapshots, more than one month holds after
             # the horizon (a 28- or 30-day month's model failed, a 31-day month's trained on one day a block).
             lookback_months=_parse_int(
-                "CHURN_TRAINING_LOOKBACK_MONTHS", env.get("CHURN_TRAINING_LOOKBACK_MONTHS") or "3", 2
+                "CHURN_TRAINING_LOOKBACK_MONTHS", setting("CHURN_TRAINING_LOOKBACK_MONTHS", cls.lookback_months), 2
             ),
             max_training_rows=_parse_int(
-                "CHURN_MAX_TRAINING_ROWS", env.get("CHURN_MAX_TRAINING_ROWS") or "500000", 1
+                "CHURN_MAX_TRAINING_ROWS", setting("CHURN_MAX_TRAINING_ROWS", cls.max_training_rows), 1
             ),
             max_quarantined_share=_parse_share(
-                "CHURN_MAX_QUARANTINED_SHARE", env.get("CHURN_MAX_QUARANTINED_SHARE") or "0.5"
+                "CHURN_MAX_QUARANTINED_SHARE", setting("CHURN_MAX_QUARANTINED_SHARE", cls.max_quarantined_share)
             ),
             landing_sensor_interval_seconds=_parse_int(
-                "CHURN_LANDING_SENSOR_INTERVAL", env.get("CHURN_LANDING_SENSOR_INTERVAL") or "60", 1
+                "CHURN_LANDING_SENSOR_INTERVAL",
+                setting("CHURN_LANDING_SENSOR_INTERVAL", cls.landing_sensor_interval_seconds),
+                1,
             ),
             landing_deadline_hours=_parse_deadline(
-                "CHURN_LANDING_DEADLINE_HOURS", env.get("CHURN_LANDING_DEADLINE_HOURS") or "6"
+                "CHURN_LANDING_DEADLINE_HOURS", setting("CHURN_LANDING_DEADLINE_HOURS", cls.landing_deadline_hours)
             ),
-            drift_threshold=_parse_share("CHURN_DRIFT_THRESHOLD", env.get("CHURN_DRIFT_THRESHOLD") or "0.5"),
+            drift_threshold=_parse_share(
+                "CHURN_DRIFT_THRESHOLD", setting("CHURN_DRIFT_THRESHOLD", cls.drift_threshold)
+            ),
             retraining_cooldown_days=_parse_int(
-                "CHURN_RETRAINING_COOLDOWN_DAYS", env.get("CHURN_RETRAINING_COOLDOWN_DAYS") or "7", 0
+                "CHURN_RETRAINING_COOLDOWN_DAYS",
+                setting("CHURN_RETRAINING_COOLDOWN_DAYS", cls.retraining_cooldown_days),
+                0,
             ),
         )
 

@@ -191,3 +191,18 @@ def test_a_bad_setting_stops_churn_assets_with_one_line_naming_it(tmp_path, vari
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith(f"churn-assets: {variable}") and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_readme_gives_each_setting_the_default_the_code_has():
+    """README's table of CHURN_* variables: setting each to the default it shows changes nothing, and every
+    variable the settings read is in the table."""
+    import re
+
+    rows = re.findall(r"^\| `(CHURN_[A-Z_]+)` \| ([^|]+) \|", (ROOT / "README.md").read_text(), flags=re.MULTILINE)
+    documented = {name: shown.strip() for name, shown in rows}
+    read = set(re.findall(r'"(CHURN_[A-Z_]+)"', (ROOT / "churn_assets" / "config.py").read_text()))
+    assert read <= set(documented), sorted(read - set(documented))
+    unset = ChurnSettings.from_env({})
+    for name, shown in documented.items():
+        if shown.startswith("`") and shown.endswith("`"):
+            assert ChurnSettings.from_env({name: shown.strip("`")}) == unset, (name, shown)
