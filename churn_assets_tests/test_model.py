@@ -785,6 +785,42 @@ def test_a_write_after_a_killed_one_leaves_the_four_files_and_no_staging(rewrite
     assert seen == [new.version] * 9 + [old.version] * 6
 
 
+def test_a_model_step_waits_while_another_run_holds_models_pool(frames, local_settings, tmp_path, monkeypatch):
+    """Two runs writing model[M] at once (the schedule's retraining and a UI "Materialize" or a CLI run of the
+    same month) interleaved their files and could leave the month unloadable. The instance of dagster.yaml
+    gives model's pool one slot: while another run's model step holds it, this run's waits, writing nothing;
+    once it is freed, the step runs."""
+    import threading
+    import time
+
+    from churn_assets_tests.dagster_processes import instance_home
+
+    monkeypatch.setenv("DAGSTER_HOME", str(instance_home(tmp_path / "dagster_home", create_storage=True)))
+    with dg.DagsterInstance.get() as holder:
+        holder.event_log_storage.initialize_concurrency_limit_to_default("model")  # as a run's first claim does
+        assert holder.event_log_storage.get_concurrency_info("model").slot_count == 1
+        holder.event_log_storage.claim_concurrency_slot("model", "another-run", "model")
+        results = []
+
+        def run() -> None:
+            with dg.DagsterInstance.get() as instance:
+                results.append(materialize_model(frames, build_resources(local_settings), instance, M1))
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join(timeout=15)
+        assert worker.is_alive() and not results  # waiting for the slot
+        lake = Lake(local_settings.data_url)
+        assert not lake.exists(f"{lake.partition_url('model', 'month', M1)}/{CARD_FILE}")
+        holder.event_log_storage.free_concurrency_slots_for_run("another-run")
+        started = time.monotonic()
+        worker.join(timeout=120)
+        assert not worker.is_alive(), f"still waiting {time.monotonic() - started:.0f} s after the slot was freed"
+    [result] = results
+    assert result.success
+    assert ModelIOManager(base_url=local_settings.data_url).read("model", M1).card["trained_for_month"] == M1
+
+
 # -- end to end on simulated data ------------------------------------------------------------------
 def test_end_to_end_on_simulated_data(tmp_path, instance):
     """simulate → ingest → features → labels → training_set → model → predictions → drift_report, none of which

@@ -42,6 +42,11 @@ class ModelConfig(dg.Config):
     kinds={"xgboost", "scikitlearn"},
     owners=["team:ml"],
     io_manager_key="model_io_manager",
+    # One model step at a time, whichever run it is in (dagster.yaml gives the pool one slot): two runs writing
+    # model[M] at once (the schedule's and a UI "Materialize" or a CLI run) interleaved their files, and the
+    # month could be left unloadable. The monthly_retraining lane queues the schedule's runs; this also holds
+    # the runs outside it.
+    pool="model",
     ins={
         "training_set": dg.AssetIn(),
         "champion": dg.AssetIn(
