@@ -170,10 +170,10 @@ class ChurnSettings:
     start_date: dt.date = dt.date(2025, 1, 1)
     event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
     alert_webhook: str | None = None
-    # The environment variable alert_webhook was read from (None when it was given in code): the alerts
-    # resource then takes it as a dg.EnvVar, so the UI's resource page shows the variable's name, not the
+    # Whether alert_webhook was read from the process's WEBHOOK_VARIABLE (not given in code): the alerts
+    # resource then takes the variable as a dg.EnvVar, so the UI's resource page shows its name, not the
     # URL, which is a credential of its own (a Slack or Teams webhook posts for whoever holds it).
-    alert_webhook_variable: str | None = None
+    alert_webhook_from_env: bool = False
     horizon_days: int = 14
     lookback_months: int = 3
     # Cap on the rows of one monthly training set (a seeded, stratified sample beyond it): bounds memory.
@@ -207,7 +207,7 @@ class ChurnSettings:
             start_date=_parse_date("CHURN_START_DATE", setting("CHURN_START_DATE", cls.start_date)),
             event_types=event_types,
             alert_webhook=alert_webhook,
-            alert_webhook_variable=WEBHOOK_VARIABLE if alert_webhook and from_process else None,
+            alert_webhook_from_env=bool(alert_webhook) and from_process,
             horizon_days=_parse_int("CHURN_HORIZON_DAYS", setting("CHURN_HORIZON_DAYS", cls.horizon_days), 1),
             # Two at least: the time-based split needs 31 days of snapshots, more than one month holds after
             # the horizon (a 28- or 30-day month's model failed, a 31-day month's trained on one day a block).

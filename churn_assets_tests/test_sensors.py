@@ -52,15 +52,20 @@ def _landing_resources(landing_url: str, webhook_url: str | None = None) -> dict
     return {"landing": LandingZone(url=landing_url), "alerts": AlertWebhook(url=webhook_url)}
 
 
-def _tick(sensor: dg.SensorDefinition, instance, landing_url: str, cursor: str | None):
-    """One evaluation: (partition keys requested in order, run keys, the cursor after it)."""
+def _evaluate(sensor: dg.SensorDefinition, instance, landing_url: str, cursor: str | None):
+    """One evaluation of ``sensor`` on the landing zone at ``landing_url``, from ``cursor``."""
     context = dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
         resources=_landing_resources(landing_url),
         repository_def=REPOSITORY,
     )
-    data = sensor.evaluate_tick(context)
+    return sensor.evaluate_tick(context)
+
+
+def _tick(sensor: dg.SensorDefinition, instance, landing_url: str, cursor: str | None):
+    """One evaluation: (partition keys requested in order, run keys, the cursor after it)."""
+    data = _evaluate(sensor, instance, landing_url, cursor)
     for request in data.run_requests or []:
         assert request.job_name in (None, "daily_refresh")
     requests = data.run_requests or []
@@ -85,10 +90,7 @@ def test_landing_sensor_requests_each_complete_day_once(instance, landing_url):
     assert days == []  # requested once; the incomplete day is not requested
     assert cursor_again == cursor
     # but it is named: an export that stopped before its marker is not invisible.
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources=_landing_resources(landing_url), repository_def=REPOSITORY
-    )
-    skip = landing_sensor.evaluate_tick(context).skip_message
+    skip = _evaluate(landing_sensor, instance, landing_url, cursor).skip_message
     assert skip.endswith("; 1 landing day(s) with files and no _SUCCESS yet: 2025-01-02")
 
 
@@ -120,10 +122,7 @@ def test_landing_sensor_holds_days_after_a_gap_and_says_why(instance, tmp_path):
         _landing_day(landing_url, day)
     days, _, cursor = _tick(landing_sensor, instance, landing_url, None)
     assert days == ["2025-01-01"]
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources=_landing_resources(landing_url), repository_def=REPOSITORY
-    )
-    skip = landing_sensor.evaluate_tick(context).skip_message
+    skip = _evaluate(landing_sensor, instance, landing_url, cursor).skip_message
     assert "2 complete landing day(s) from 2025-01-03 wait for 2025-01-02" in skip
 
     # A day refreshed without the sensor (a backfill, or a landing zone that no longer keeps it) is not
@@ -242,10 +241,7 @@ def test_landing_sensor_names_landing_folders_that_name_no_day(instance, tmp_pat
     _landing_day(landing_url, "2025-1-3", complete=False)
     days, _, cursor = _tick(landing_sensor, instance, landing_url, None)
     assert days == ["2025-01-01"]
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources=_landing_resources(landing_url), repository_def=REPOSITORY
-    )
-    skip = landing_sensor.evaluate_tick(context).skip_message
+    skip = _evaluate(landing_sensor, instance, landing_url, cursor).skip_message
     assert "date=2025-02-30, date=2025-1-2, date=2025-1-3, date=latest under events/ name no day" in skip
     assert "rename them" in skip and "waiting" not in skip
 
@@ -600,7 +596,7 @@ def test_run_failure_alert_posts_to_the_webhook_of_the_environment(instance, loc
     handler, url = webhook
     monkeypatch.setenv("CHURN_ALERT_WEBHOOK", f" {url} ")
     settings = ChurnSettings.from_env()
-    assert settings.alert_webhook == url and settings.alert_webhook_variable == "CHURN_ALERT_WEBHOOK"
+    assert settings.alert_webhook == url and settings.alert_webhook_from_env
     resources = {"alerts": build_resources(settings)["alerts"]}
     assert resources["alerts"].url == dg.EnvVar("CHURN_ALERT_WEBHOOK")
     cursor, _ = _failure_tick(instance, resources, None)

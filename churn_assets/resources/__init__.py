@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import dagster as dg
 from pydantic import Field
 
-from churn_assets.config import ChurnSettings
+from churn_assets.config import WEBHOOK_VARIABLE, ChurnSettings
 from churn_assets.resources.alerts import AlertWebhook
 from churn_assets.resources.filesystems import filesystem, is_s3, join, reaching, require_bucket
 from churn_assets.resources.lake import Lake
@@ -174,7 +174,7 @@ def build_resources(settings: ChurnSettings) -> dict[str, object]:
         # Read from the variable by Dagster when the sensor runs, so that the UI's resource page names the
         # variable: given as a string, the URL (its path is the webhook's token) was shown to every viewer.
         "alerts": AlertWebhook(
-            url=dg.EnvVar(settings.alert_webhook_variable) if settings.alert_webhook_variable else settings.alert_webhook
+            url=dg.EnvVar(WEBHOOK_VARIABLE) if settings.alert_webhook_from_env else settings.alert_webhook
         ),
         "churn": ChurnParameters(
             event_types=list(settings.event_types),

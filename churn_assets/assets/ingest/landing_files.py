@@ -302,8 +302,8 @@ def _gunzip_chunks(data: bytes | Iterable[bytes], chunk_bytes: int) -> Iterator[
         size += len(out)
         cut = out.rfind(b"\n") + 1 if size >= chunk_bytes else 0
         if cut:
-            if unbroken and unbroken + out.find(b"\n") + 1 > MAX_LINE_BYTES:  # the long line ends in this text
-                raise _line_too_long(unbroken + out.find(b"\n") + 1)
+            if unbroken and (line := unbroken + out.find(b"\n") + 1) > MAX_LINE_BYTES:  # the long line ends here
+                raise _line_too_long(line)
             pieces[-1] = memoryview(out)[:cut]
             yield b"".join(pieces)
             pieces = [out[cut:]] if cut < len(out) else []
