@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.storage.event_log.schema import AssetEventTagsTable, AssetKeyTable
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from sqlalchemy.exc import OperationalError
 
 from churn_assets.assets import check_days
@@ -96,6 +97,43 @@ def test_open_connections_stay_bounded_and_wipe_closes_them(home: Path):
         # And the storage keeps working after the wipe.
         assert dg.materialize([counted], instance=instance, partition_key="2025-01-03").success
         assert instance.get_materialized_partitions(dg.AssetKey("counted")) == {"2025-01-03"}
+
+
+def _schema(database: Path) -> list[tuple]:
+    """A SQLite file's tables and indexes as its DDL, and its Alembic revision."""
+    with sqlite3.connect(database) as conn:
+        tables = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+        return [*tables, *conn.execute("SELECT version_num FROM alembic_version").fetchall()]
+
+
+def test_a_runs_shard_is_the_one_dagster_creates(home: Path, tmp_path: Path):
+    """Each run's shard is a copy of an empty shard made once: the same tables, indexes and Alembic revision
+    as Dagster's own storage gives a run, and kept out of Dagster's sight (no run of its name)."""
+    with dg.DagsterInstance.get() as instance:
+        first = dg.materialize([counted], instance=instance, partition_key="2025-01-01").run_id
+        second = dg.materialize([counted], instance=instance, partition_key="2025-01-02").run_id
+        assert sorted(instance.event_log_storage.get_all_run_ids()) == sorted([first, second])
+        assert len(instance.all_logs(second)) > 0
+    runs = home / "history" / "runs"
+    [template] = runs.glob(".run-shard-*.template")
+    stock = SqliteEventLogStorage(str(tmp_path / "stock"))
+    with stock.run_connection("a_run"):
+        pass
+    assert _schema(template) == _schema(tmp_path / "stock" / "a_run.db")
+    with sqlite3.connect(runs / f"{second}.db") as conn:
+        assert conn.execute("SELECT count(*) FROM event_logs").fetchone()[0] == len(
+            dg.DagsterInstance.from_config(str(home)).all_logs(second)
+        )
+    assert not list(runs.glob("*.partial"))
+
+    # A shard another process created first (here Dagster's stock storage, with a run's events in it) is
+    # kept as it is, not replaced by the empty copy.
+    with stock.run_connection("their_run") as conn:
+        conn.exec_driver_sql("CREATE TABLE marker (x INTEGER)")
+    (runs / "their_run.db").write_bytes((tmp_path / "stock" / "their_run.db").read_bytes())
+    with dg.DagsterInstance.get() as instance:
+        with instance.event_log_storage.run_connection("their_run") as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM marker").scalar() == 0
 
 
 def test_the_event_log_lives_in_the_instance_folder_it_is_opened_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
