@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import uuid
 
@@ -819,6 +820,35 @@ def test_a_model_step_waits_while_another_run_holds_models_pool(frames, local_se
     [result] = results
     assert result.success
     assert ModelIOManager(base_url=local_settings.data_url).read("model", M1).card["trained_for_month"] == M1
+
+
+def test_a_model_step_warns_on_an_instance_without_models_pool(frames, local_settings, tmp_path, monkeypatch):
+    """An instance file kept through an upgrade predates the pool 'model' (no `pools:` under `concurrency:`): Dagster
+    then limits the pool to nothing, and two runs may write model[M] at once again, with nothing saying so. The step
+    warns, naming what to add; on the instance of the repository's dagster.yaml it does not."""
+    import logging
+
+    from churn_assets_tests.dagster_processes import ROOT, instance_home
+
+    current = (ROOT / "dagster.yaml").read_text()
+    before_the_pool = re.sub(r"\n  pools:\n(    .*\n)+", "\n", current)
+    assert "pools:" in current and "pools:" not in before_the_pool
+    (tmp_path / "old.yaml").write_text(before_the_pool)
+    warned = []
+    for name, dagster_yaml in (("old", tmp_path / "old.yaml"), ("current", ROOT / "dagster.yaml")):
+        home = instance_home(tmp_path / f"home_{name}", dagster_yaml=dagster_yaml, create_storage=True)
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        with dg.DagsterInstance.get() as instance:
+            result = materialize_model(frames, build_resources(local_settings), instance, M1)
+            assert result.success
+            warnings = [
+                entry.user_message for entry in instance.all_logs(result.run_id)
+                if entry.level == logging.WARNING and "no limit on the pool 'model'" in entry.user_message
+            ]
+        warned.append(warnings)
+    [old], current_warnings = warned
+    assert "pools: default_limit: 1" in old and "dagster.yaml" in old
+    assert current_warnings == []
 
 
 # -- end to end on simulated data ------------------------------------------------------------------

@@ -17,6 +17,8 @@ from churn_assets.resources.model_io_manager import CARD_FORMAT, ChurnModel, mod
 from churn_assets.resources.parquet_io_manager import PartitionStream, markdown_table
 
 SCORE_COLUMN = "churn_probability"
+# The pool the model step holds (dagster.yaml and deploy/dagster.yaml give it one slot).
+MODEL_POOL = "model"
 
 
 class ModelConfig(dg.Config):
@@ -46,7 +48,7 @@ class ModelConfig(dg.Config):
     # model[M] at once (the schedule's and a UI "Materialize" or a CLI run) interleaved their files, and the
     # month could be left unloadable. The monthly_retraining lane queues the schedule's runs; this also holds
     # the runs outside it.
-    pool="model",
+    pool=MODEL_POOL,
     ins={
         "training_set": dg.AssetIn(),
         "champion": dg.AssetIn(
@@ -75,6 +77,7 @@ def model(
     ``training_set[M]`` and ``model[M-1]`` (none for the first model). A range run carries the champion from
     month to month.
     """
+    warn_without_pool_limit(context)
     previous = None if not champion else champion[max(champion)]
     definitions = {f.name: f.definition for f in feature_catalog(churn.event_types)}
 
@@ -98,6 +101,23 @@ def model(
             yield month, chosen
 
     return PartitionStream(stream())
+
+
+def warn_without_pool_limit(context: dg.AssetExecutionContext) -> None:
+    """Warns when the instance holds the pool ``model`` to no limit: its dagster.yaml predates the pool (an instance
+    file kept through an upgrade) or leaves it out. Dagster then runs every model step at once, and two runs writing
+    model[M] together can leave the month unloadable, with nothing else saying so. An ephemeral instance (a CLI
+    run without DAGSTER_HOME, a test) shares no run with another process: nothing to say."""
+    instance = context.instance
+    if instance.is_ephemeral or not instance.event_log_storage.supports_global_concurrency_limits:
+        return
+    if instance.event_log_storage.get_concurrency_info(MODEL_POOL).limit is None:
+        context.log.warning(
+            f"the Dagster instance sets no limit on the pool '{MODEL_POOL}', so another run's model step may write "
+            "the same month at the same time and leave it unloadable: add `pools: default_limit: 1` under "
+            "`concurrency:` in $DAGSTER_HOME/dagster.yaml, as the repository's dagster.yaml has it "
+            "(docs/operations.md, Upgrading)"
+        )
 
 
 def require_labels_of_horizon(month: str, frame: pl.DataFrame, horizon_days: int, lookback_months: int) -> None:
