@@ -19,7 +19,7 @@ from churn_assets.assets.ml.scoring import (
 )
 from churn_assets.assets.ml.training import to_dmatrix
 from churn_assets.resources.lake import Lake
-from churn_assets.resources.model_io_manager import MODEL_FILE, ModelIOManager, card_bytes
+from churn_assets.resources.model_io_manager import MODEL_FILE, ModelIOManager, card_bytes, sha256
 from churn_assets_tests.ml_frames import MARCH, features_stub, shared_models_lake, stored_model, synthetic_features
 
 DAY = dt.date(2025, 3, 10)
@@ -280,6 +280,37 @@ def test_each_day_says_the_horizon_of_the_model_that_scored_it(lake, local_resou
     assert result.success
     (materialization,) = result.asset_materializations_for_node("predictions")
     assert materialization.metadata["horizon_days"].value == 7
+
+
+def test_a_card_stored_before_its_version_hashed_it_and_edited_by_hand_still_stops_scoring(
+    lake, local_resources, instance
+):
+    """A card whose model_version hashes the model file alone (stored before the version hashed the threshold and
+    cut-offs: kept through an upgrade) cannot be checked against its version as it loads. Edited so that its
+    cut-offs do not rise, it was refused by predictions before it was refused at load; after that change it
+    scored again, banding users Critical and none High, and replaced the day's predictions. The step fails naming
+    the card and what is wrong, and stores nothing."""
+    frames = {DAY.isoformat(): synthetic_features(DAY, users=300)}
+    assert score_day(local_resources, instance, frames, partition_key=DAY.isoformat()).success
+    url = Lake(lake).table_url("predictions", "date", DAY.isoformat())
+    before = Lake(lake).read_bytes(url)
+    folder = Lake(lake).partition_url("model", "month", MARCH)
+    card = json.loads(Lake(lake).read_bytes(f"{folder}/model_card.json"))
+    card["model_version"] = f"{MARCH}-{sha256(Lake(lake).read_bytes(f'{folder}/{MODEL_FILE}'))[:8]}"
+    card["risk_bands"]["Critical"] = 0.1
+    Lake(lake).write_bytes(f"{folder}/model_card.json", card_bytes(card))
+    assert ModelIOManager(base_url=lake).read("model", MARCH).version == card["model_version"]  # loads as it is
+
+    result = dg.materialize(
+        [features_stub(frames), stored_model(), predictions], resources=local_resources, instance=instance,
+        partition_key=DAY.isoformat(), raise_on_error=False,
+    )
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert f"the card of model[{MARCH}] (model_card.json of {card['model_version']})" in message
+    assert "risk-band cut-offs do not rise" in message and f"materialize model[{MARCH}] again" in message
+    assert failure.step_failure_data.user_failure_data is not None  # a dg.Failure: not retried
+    assert Lake(lake).read_bytes(url) == before
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import dagster as dg
 import polars as pl
 
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, days_in_range
-from churn_assets.resources.model_io_manager import ChurnModel
+from churn_assets.resources.model_io_manager import CARD_FILE, ChurnModel, card_problems
 from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema, preview_markdown
 
 # The inputs of an asset about day D and its model: features[D] and model[month of D]. A day maps to
@@ -65,6 +65,8 @@ def predictions(
     ``recommended_action`` and the ``model_version``. Reads ``features[D]`` and ``model[month of D]``.
     """
 
+    require_sound_cards(model)
+
     def stream():
         for day in days_in_range(context):
             churn_model = model[day.strftime(MONTH_FORMAT)]
@@ -110,6 +112,23 @@ def require_model_features(asset: str, day: dt.date, churn_model: ChurnModel, fe
             metadata={"missing_features": dg.MetadataValue.json(missing)},
             allow_retries=False,
         )
+
+
+def require_sound_cards(models: dict[str, ChurnModel]) -> None:
+    """Fails ``predictions``, before any day is scored or stored, when the card of a model it would score with
+    is unfit (:func:`card_problems`), naming the card and what is wrong with it: bands from cut-offs that do not
+    rise, or a missing threshold, would be stored as the day's predictions. A card edited by hand is refused as
+    it loads, but only one whose ``model_version`` hashes its threshold and cut-offs: a card stored before (the
+    model file's hash alone, kept through an upgrade) loads as it is, and this is what stops it."""
+    for month, churn_model in sorted(models.items()):
+        if found := card_problems(churn_model.card):
+            raise dg.Failure(
+                f"predictions: the card of model[{month}] ({CARD_FILE} of {churn_model.card.get('model_version')}) "
+                f"cannot be scored with: {'; '.join(found)}. Nothing is stored. Restore the card, or materialize "
+                f"model[{month}] again.",
+                metadata={"problems": dg.MetadataValue.json(found)},
+                allow_retries=False,
+            )
 
 
 def predict_day(churn_model: ChurnModel, features: pl.DataFrame) -> pl.DataFrame:
