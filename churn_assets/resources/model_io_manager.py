@@ -166,7 +166,8 @@ def _verify_card(card: dict[str, Any], model_bytes: bytes, card_url: str) -> Non
     """Refuses a card whose threshold, risk-band cut-offs or categories are not those its ``model_version``
     hashes with ``model_bytes``: a card edited by hand, which would band and score every user differently
     from the predictions already stored under that version. A card stored before the version hashed them
-    (the booster's hash alone) cannot be checked so."""
+    (the booster's hash alone) cannot be checked so: ``predictions`` still refuses one unfit to score with
+    (``require_sound_cards``)."""
     month, stored = card.get("trained_for_month"), card.get("model_version")
     hashed = model_version(month, model_bytes, card.get("threshold"), card.get("risk_bands"), card["features"])
     if stored not in (hashed, f"{month}-{sha256(model_bytes)[:8]}"):
