@@ -306,7 +306,12 @@ class LocalCopies:
     def links(self, paths: list[str], column: str, keys: list[str], owner: str) -> str:
         """A new folder holding a link ``{column}=KEY/data.parquet`` to each local table of ``paths`` (the
         partitions ``keys``), for :func:`scan_linked_tables`: the tables' own paths may hold other
-        ``key=value`` folders (the lake's root, ``TMPDIR``), which a hive scan of them would take for columns."""
+        ``key=value`` folders (the lake's root, ``TMPDIR``), which a hive scan of them would take for columns.
+
+        A hard link where it can be (the table on the same file system as ``TMPDIR``): it keeps the file the step
+        began with, which another run's write replaces in the lake (under a new inode) without changing it, so
+        every collect of the scan reads the same version. A symbolic link otherwise, which follows the lake's
+        file (docs/operations.md, "Runs that overlap")."""
         with self._lock:
             root = self._begin(owner)
         folder = tempfile.mkdtemp(dir=root, prefix="links-")
@@ -315,7 +320,7 @@ class LocalCopies:
         for path, key in zip(paths, keys, strict=True):
             partition = os.path.join(folder, f"{column}={key}")
             os.mkdir(partition)
-            os.symlink(os.path.abspath(path), os.path.join(partition, TABLE_FILE))
+            _link(os.path.abspath(path), os.path.join(partition, TABLE_FILE))
         return folder
 
     def keep(self, lake: Lake, written: WrittenFile, data: bytes, asset: str, owner: str) -> None:
@@ -398,6 +403,22 @@ def _is_running(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+def _link(target: str, link: str) -> None:
+    """A hard link ``link`` to ``target``; a symbolic one when the file system refuses (another device, or one
+    without hard links)."""
+    try:
+        os.link(target, link)
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINK:
+            raise
+        os.symlink(target, link)
+
+
+# A hard link across file systems (EXDEV), or where the file system has none or refuses them (EPERM: some
+# network and FUSE mounts, Linux's protected_hardlinks on a file of another user).
+_NO_HARD_LINK = (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK)
 
 
 def _atomic_local_write(path: str, data: bytes, durable: bool = True) -> os.stat_result:

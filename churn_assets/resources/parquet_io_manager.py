@@ -254,9 +254,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         recent = RECENT.get(asset, urls[0], self.lake) if len(urls) == 1 else None
         if recent is not None:  # the frame the file holds, with the partition column a scan adds last
             lazy = recent.lazy().with_columns(partition_value(keys[0], partition[column]).alias(column))
-        elif len(urls) == 1:
-            lazy = self.lake.scan_tables(urls, partition)
         else:  # a filter on the partition column reads only the files it selects
+            # Through files no other run's rewrite changes while this step reads them (it may collect its
+            # input many times, features in slices of users): each S3 object downloaded whole, in one GET (polars'
+            # ranged reads of an object replaced meanwhile mixed two files, or panicked), the local tables linked.
             step = context.step_context.step.key
             if is_s3(urls[0]):  # requests one after another: one download of each file
                 urls = LOCAL_COPIES.of(self.lake, urls, owner=step, etags=found)

@@ -1,0 +1,81 @@
+"""Runs that overlap: a step reading a partition while another run rewrites it."""
+
+import threading
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from churn_assets.resources.lake import Lake
+from churn_assets.resources.parquet_io_manager import RECENT, PartitionedParquetIOManager
+
+from churn_assets_tests.s3_server import local_or_s3_url
+
+days = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", fmt="%Y-%m-%d")
+DAY = "2025-01-02"
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def lake_url(request, tmp_path) -> str:
+    return local_or_s3_url(request, tmp_path, "lake")
+
+
+class Version(dg.Config):
+    version: int
+
+
+@dg.asset(partitions_def=days)
+def counts(config: Version) -> pl.DataFrame:
+    """20,000 rows of users, each with ``version`` as its value: which run wrote a partition shows in every row."""
+    return pl.DataFrame({"user_id": [f"u{i:05d}" for i in range(20_000)], "value": [config.version] * 20_000})
+
+
+def _reader(window: int, reading: threading.Event, rewritten: threading.Event, seen: list) -> dg.AssetsDefinition:
+    """A daily asset that reads ``counts`` over ``window`` days in two slices of users, as features reads its
+    window, and waits between them for another run to rewrite ``counts``."""
+
+    @dg.asset(partitions_def=days, ins={"counts": dg.AssetIn(
+        partition_mapping=dg.TimeWindowPartitionMapping(start_offset=1 - window))})
+    def reader(counts: pl.LazyFrame) -> pl.DataFrame:
+        first = counts.filter(pl.col("user_id") < "u10000").collect()
+        reading.set()
+        assert rewritten.wait(60), "the other run never rewrote counts"
+        second = counts.filter(pl.col("user_id") >= "u10000").collect()
+        seen.append(pl.concat([first, second]))
+        return seen[-1].drop("date")  # one partition: its date is its folder's
+
+    return reader
+
+
+@pytest.mark.parametrize("window", [1, 2])
+def test_a_step_reads_one_version_of_its_input_while_another_run_rewrites_it(lake_url, window):
+    """A run rewriting a partition while another run's step reads it (a day re-run while its downstream runs)
+    leaves that step the version it began with: not half of each (features' slices of users each read the
+    lake again), nor a polars panic on S3 (its ranged reads of an object replaced between them)."""
+    resources = {"io_manager": PartitionedParquetIOManager(base_url=lake_url)}
+    first_days = [k for k in days.get_partition_keys() if k <= DAY][-window:]
+    for key in first_days:
+        assert dg.materialize([counts], resources=resources, partition_key=key,
+                              run_config={"ops": {"counts": {"config": {"version": 1}}}}).success
+    RECENT.forget("counts")  # the reader is another run's process: it reads counts from the lake
+    reading, rewritten, seen = threading.Event(), threading.Event(), []
+    reader = _reader(window, reading, rewritten, seen)
+    results = []
+    run = threading.Thread(target=lambda: results.append(dg.materialize(
+        [counts, reader], selection=[reader], resources=resources, partition_key=DAY, raise_on_error=False)))
+    run.start()
+    try:
+        assert reading.wait(60), "the reader never read its first slice"
+        rewrite = dg.materialize([counts], resources=resources, partition_key=DAY,
+                                 run_config={"ops": {"counts": {"config": {"version": 2}}}})
+        assert rewrite.success
+    finally:
+        rewritten.set()
+        run.join(timeout=60)
+
+    assert results and results[0].success
+    (read,) = seen
+    assert read.height == 20_000 * window
+    assert read.get_column("value").unique().to_list() == [1], "the step read two versions of counts"
+    assert Lake(lake_url).scan_tables([Lake(lake_url).table_url("counts", "date", DAY)], {"date": pl.Date()}) \
+        .select(pl.col("value").unique()).collect().item() == 2  # the rewrite is stored
