@@ -5,10 +5,12 @@ import threading
 import dagster as dg
 import polars as pl
 import pytest
+from s3fs import S3FileSystem
 
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.parquet_io_manager import RECENT, PartitionedParquetIOManager
 
+from churn_assets_tests.s3_proxy import HoldingProxy
 from churn_assets_tests.s3_server import local_or_s3_url
 
 days = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", fmt="%Y-%m-%d")
@@ -79,3 +81,53 @@ def test_a_step_reads_one_version_of_its_input_while_another_run_rewrites_it(lak
     assert read.get_column("value").unique().to_list() == [1], "the step read two versions of counts"
     assert Lake(lake_url).scan_tables([Lake(lake_url).table_url("counts", "date", DAY)], {"date": pl.Date()}) \
         .select(pl.col("value").unique()).collect().item() == 2  # the rewrite is stored
+
+
+@dg.asset(partitions_def=days)
+def scored(counts: pl.DataFrame) -> pl.DataFrame:
+    """Reads ``counts[D]`` whole, once, as predictions reads features[D]."""
+    return counts.drop("date")
+
+
+def _counts(version: int, rows: int) -> pl.DataFrame:
+    """``rows`` rows whose ``value`` is ``version``, with a column that does not compress: a file of a few MB,
+    which polars reads in ranges after its footer, not in one request. Files of two versions are laid out alike."""
+    return pl.DataFrame({"value": [version] * rows, "noise": pl.Series(range(rows)).hash(seed=7)})
+
+
+@pytest.mark.s3
+def test_an_s3_partition_replaced_between_two_reads_of_a_scan_is_read_whole_from_one_file(
+    s3_server, tmp_path, monkeypatch
+):
+    """A run rewrites counts[D] on S3 between the reads of another run's step: polars read the old object's footer
+    (with the file's last row groups) and the new one's other row groups, and the step succeeded with rows of both
+    (a new file of another size failed it with "416 Range Not Satisfiable", or panicked polars). The step now
+    downloads the object in one GET, which the proxy never holds: no rewrite can come between two reads."""
+    proxy = HoldingProxy(s3_server.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    S3FileSystem.clear_instance_cache()
+    try:
+        lake = Lake(f"s3://lake/{tmp_path.name}")
+        url = lake.table_url("counts", "date", DAY)
+        lake.write_table(url, _counts(1, 300_000))
+        proxy.hold(url.removeprefix("s3://"))
+        resources = {"io_manager": PartitionedParquetIOManager(base_url=lake.root_url)}
+        results = []
+        run = threading.Thread(target=lambda: results.append(dg.materialize(
+            [counts, scored], selection=[scored], resources=resources, partition_key=DAY, raise_on_error=False)))
+        run.start()
+        while run.is_alive() and not proxy.held.wait(0.05):
+            pass
+        if proxy.held.is_set():  # the step reads counts[D] in ranges: the other run rewrites it meanwhile
+            lake.write_table(url, _counts(2, 300_000))
+        proxy.release()
+        run.join(timeout=60)
+
+        assert results and results[0].success, [
+            e.step_failure_data.error.to_string()[:600] for e in results[0].all_events if e.is_step_failure
+        ]
+        stored = lake.scan_tables([lake.table_url("scored", "date", DAY)], {"date": pl.Date()})
+        assert stored.select(pl.len(), pl.col("value").unique()).collect().rows() == [(300_000, 1)]
+    finally:
+        proxy.close()
+        S3FileSystem.clear_instance_cache()

@@ -4,6 +4,7 @@ their features, and the dependencies the UI shows."""
 
 import datetime as dt
 import shutil
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -189,6 +190,73 @@ def test_a_range_of_months_equals_single_month_runs(labelled_lake: ChurnSettings
         )
     february = read_partition(single.data_url, "training_set", "2025-02", column="month")
     assert february.get_column("label_date").max() == dt.date(2025, 1, 31)
+
+
+@pytest.mark.s3
+def test_training_set_and_the_labels_check_on_s3_read_one_version_of_each_snapshot(
+    labelled_lake: ChurnSettings, s3_server, tmp_path: Path, monkeypatch
+):
+    """On S3 the snapshot days of each month (and of the labels check) are downloaded whole, one GET each, and
+    read there: a features backfill rewriting a day between two of polars' ranged reads of it (held here by a
+    proxy) gave a training set of rows from two files. The same training sets as on disk, and each month's
+    downloads are gone once the month is written."""
+    from s3fs import S3FileSystem
+
+    from churn_assets.resources.lake import LOCAL_COPIES
+    from churn_assets_tests.s3_proxy import HoldingProxy
+
+    remote = ChurnSettings(data_url=f"s3://lake/{tmp_path.name}", landing_url=labelled_lake.landing_url)
+    local = _copy(labelled_lake, tmp_path / "local")
+    # A snapshot day of a few MB, which polars reads in ranges after its footer (400 users' fit in one request):
+    # users no label names, whose revenue does not compress.
+    day_file = Path(Lake(local.data_url).table_url("features", "date", "2025-01-10"))
+    snapshot_day = pl.read_parquet(day_file)
+    noise = (pl.int_range(pl.len()).hash(seed=3) % 10**9 / 100).cast(snapshot_day.schema["revenue_28d"])
+    others = snapshot_day.sample(200_000, with_replacement=True, seed=1).with_columns(
+        pl.format("zz{}", pl.int_range(pl.len())).alias("user_id"), noise.alias("revenue_28d")
+    )
+    pl.concat([snapshot_day, others]).write_parquet(day_file)
+    Lake(remote.data_url).fs.put(f"{local.data_url}/", f"{remote.data_url}/", recursive=True)
+    _materialize(build_resources(local), "2025-02", "2025-03")
+    proxy = HoldingProxy(s3_server.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    S3FileSystem.clear_instance_cache()
+    try:
+        lake = Lake(remote.data_url)
+        snapshot = lake.table_url("features", "date", "2025-01-10")  # in February's window
+        rewritten = pl.read_parquet(snapshot).with_columns(pl.col("n_events_28d") + 1000)
+        proxy.hold(snapshot.removeprefix("s3://"))
+        failed = []
+
+        def materialize():
+            try:
+                _materialize(build_resources(remote), "2025-02", "2025-03")
+            except Exception as exc:  # (what polars read of two files raised)
+                failed.append(exc)
+
+        run = threading.Thread(target=materialize)
+        run.start()
+        while run.is_alive() and not proxy.held.wait(0.05):
+            pass
+        if proxy.held.is_set():  # a features backfill rewrites the day while polars reads it
+            lake.write_table(snapshot, rewritten)
+        proxy.release()
+        run.join(timeout=120)
+        assert not failed, str(failed[0])[:1000]
+        for month in ("2025-02", "2025-03"):
+            assert_frame_equal(
+                pl.read_parquet(lake.table_url("training_set", "month", month)),
+                read_partition(local.data_url, "training_set", month, column="month"),
+                check_exact=True,
+            )
+        left = [p for p in Path(LOCAL_COPIES.root).rglob("features/date=*/data.parquet") if tmp_path.name in str(p)]
+        assert left == []
+        with dg.DagsterInstance.ephemeral() as instance:
+            checked = materialize_selected(["labels"], build_resources(remote), instance, "2025-02-01", "2025-02-03")
+        assert [e.passed for e in checked.get_asset_check_evaluations()] == [True] * 3
+    finally:
+        proxy.close()
+        S3FileSystem.clear_instance_cache()
 
 
 def test_a_month_without_labels_fails_with_its_counts(labelled_lake: ChurnSettings):

@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import polars as pl
@@ -322,6 +322,40 @@ class LocalCopies:
             os.mkdir(partition)
             _link(os.path.abspath(path), os.path.join(partition, TABLE_FILE))
         return folder
+
+    def scan(
+        self, lake: Lake, urls: list[str], partition: dict[str, pl.DataType], owner: str,
+        etags: Mapping[str, str] | None = None,
+    ) -> pl.LazyFrame:
+        """A lazy scan of the partition tables ``urls``, as :meth:`Lake.scan_tables`, that reads the same version
+        of each table however many times and however late it is collected, while other runs rewrite them: S3
+        objects downloaded whole, one GET each (:meth:`of`; ``etags`` as there), and scanned through links
+        (:meth:`links`), hard ones to local tables where they can be. polars' ranged reads of an S3 object
+        replaced between two of them mixed the two files or panicked, and a scan of a local table collected
+        again read the new file. A filter on the partition column reads only the tables it selects."""
+        ((column, _),) = partition.items()
+        keys = [partition_key(url, column) for url in urls]
+        paths = self.of(lake, urls, owner, etags or {}) if is_s3(urls[0]) else urls
+        return scan_linked_tables(self.links(paths, column, keys, owner), partition)
+
+    @contextlib.contextmanager
+    def scanning(
+        self, lake: Lake, urls: list[str], partition: dict[str, pl.DataType], owner: str
+    ) -> Iterator[pl.LazyFrame]:
+        """:meth:`scan`, whose downloads and links are removed when the block ends, not when another step begins:
+        for a step that reads many such scans one after another (training_set's months, each ~90 days of
+        features)."""
+        with self._lock:
+            self._begin(owner)
+            before = len(self._downloads)
+        try:
+            yield self.scan(lake, urls, partition, owner)
+        finally:
+            with self._lock:
+                mine = self._downloads[before:] if self._owner == owner else []  # (or another step removed them)
+                del self._downloads[len(self._downloads) - len(mine) :]
+            for folder in mine:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def keep(self, lake: Lake, written: WrittenFile, data: bytes, asset: str, owner: str) -> None:
         """Keeps ``data``, just stored at ``written.url`` with ``written.etag``, for the next steps that read

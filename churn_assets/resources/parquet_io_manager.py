@@ -43,7 +43,6 @@ from churn_assets.resources.lake import (
     WrittenFile,
     parquet_bytes,
     partition_value,
-    scan_linked_tables,
     some_keys,
 )
 from churn_assets.threads import ordered_map
@@ -254,14 +253,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         recent = RECENT.get(asset, urls[0], self.lake) if len(urls) == 1 else None
         if recent is not None:  # the frame the file holds, with the partition column a scan adds last
             lazy = recent.lazy().with_columns(partition_value(keys[0], partition[column]).alias(column))
-        else:  # a filter on the partition column reads only the files it selects
-            # Through files no other run's rewrite changes while this step reads them (it may collect its
-            # input many times, features in slices of users): each S3 object downloaded whole, in one GET (polars'
-            # ranged reads of an object replaced meanwhile mixed two files, or panicked), the local tables linked.
-            step = context.step_context.step.key
-            if is_s3(urls[0]):  # requests one after another: one download of each file
-                urls = LOCAL_COPIES.of(self.lake, urls, owner=step, etags=found)
-            lazy = scan_linked_tables(LOCAL_COPIES.links(urls, column, keys, owner=step), partition)
+        else:
+            # One version of each table however often the step collects it (features, in slices of users) while
+            # other runs rewrite them; on S3 one download of each file, not round trips on every collect.
+            lazy = LOCAL_COPIES.scan(self.lake, urls, partition, owner=context.step_context.step.key, etags=found)
         return _as_requested(lazy, wants)
 
 

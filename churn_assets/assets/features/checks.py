@@ -21,7 +21,7 @@ from churn_assets.assets.features.features import features
 from churn_assets.assets.features.labels import HORIZON_DAYS, labels
 from churn_assets.partitions import daily_partitions
 from churn_assets.resources import ChurnParameters, LakeResource
-from churn_assets.resources.lake import Lake
+from churn_assets.resources.lake import LOCAL_COPIES, Lake
 
 
 @partition_check(
@@ -75,8 +75,10 @@ def features_cover_users_at_risk(
 def labels_match_snapshots(
     context: dg.AssetCheckExecutionContext, labels: pl.LazyFrame, lake: LakeResource
 ) -> Iterator[dg.AssetCheckEvaluation]:
+    step = context.get_step_execution_context().step.key
+
     def compared(days: list[dt.date]) -> pl.LazyFrame:
-        snapshots, missing = _snapshots(days, lake.lake)
+        snapshots, missing = _snapshots(days, lake.lake, owner=step)
         labelled = labels.filter(in_days(days)).select("date", "user_id", "snapshot_date")
         counts = compare_keys(labelled, snapshots, "users_not_in_snapshot", "snapshot_users_unlabelled")
         missing_per_day = pl.LazyFrame(
@@ -107,10 +109,11 @@ def labels_match_snapshots(
     yield from each_partition(context, results)
 
 
-def _snapshots(label_days: list[dt.date], lake: Lake) -> tuple[pl.LazyFrame, set[dt.date]]:
+def _snapshots(label_days: list[dt.date], lake: Lake, owner: str) -> tuple[pl.LazyFrame, set[dt.date]]:
     """The (date, user_id, snapshot_date) rows of ``features[D-H]`` for these label days D (``date``), and
     the label days whose snapshot the lake lacks (a label day whose snapshot would fall before the first
-    partition has none).
+    partition has none). Read as they are now, whatever another run rewrites while the check reads them
+    (``LocalCopies.scan``, for the check step ``owner``).
 
     Read from the lake directly: Dagster ignores partition mappings on an asset check's inputs (its
     check nodes have none), so an ``additional_ins`` mapped by -H would load ``features[D]`` instead.
@@ -122,6 +125,6 @@ def _snapshots(label_days: list[dt.date], lake: Lake) -> tuple[pl.LazyFrame, set
     if not present:
         empty = pl.LazyFrame(schema={"date": pl.Date(), "user_id": pl.String(), "snapshot_date": pl.Date()})
         return empty, lacking
-    scan = lake.scan_tables(present, {"date": pl.Date()})
+    scan = LOCAL_COPIES.scan(lake, present, {"date": pl.Date()}, owner=owner)
     label_day = (pl.col("date") + pl.duration(days=HORIZON_DAYS)).cast(pl.Date)
     return scan.select(label_day, "user_id", pl.col("date").alias("snapshot_date")), lacking

@@ -13,7 +13,7 @@ from churn_assets.assets.features.labels import HORIZON_DAYS, LABELS_SCHEMA
 from churn_assets.config import SETTINGS
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, monthly_partitions
 from churn_assets.resources import ChurnParameters, LakeResource
-from churn_assets.resources.lake import Lake, partition_key, some_keys
+from churn_assets.resources.lake import LOCAL_COPIES, Lake, partition_key, some_keys
 from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
 
 # The partition mapping is static, so L is fixed when the definitions load; the resource must agree.
@@ -201,11 +201,14 @@ def training_set(
     for window in windows:
         _require_enough_labels(window, counts[window.month])
 
+    step = context.get_step_execution_context().step.key
+
     def stream():
         for window in windows:
             class_counts = counts[window.month]
             rows = stratified_rows(scans[window.month], class_counts, churn.max_training_rows).collect()
-            frame = with_snapshot_features(window, rows, lake.lake, feature_columns).select(list(schema)).cast(schema)
+            frame = with_snapshot_features(window, rows, lake.lake, feature_columns, owner=step)
+            frame = frame.select(list(schema)).cast(schema)
             frame = frame.sort("snapshot_date", "user_id")
             labelled = sum(class_counts.values())
             context.add_asset_metadata(
@@ -236,7 +239,9 @@ def _labels_in(labels: pl.LazyFrame | None, window: MonthWindow) -> pl.LazyFrame
     )
 
 
-def with_snapshot_features(window: MonthWindow, rows: pl.DataFrame, lake: Lake, columns: Sequence[str]) -> pl.DataFrame:
+def with_snapshot_features(
+    window: MonthWindow, rows: pl.DataFrame, lake: Lake, columns: Sequence[str], owner: str
+) -> pl.DataFrame:
     """``rows`` (labels) with their user's ``columns`` (the catalog's) of ``features[snapshot_date]``, in the
     rows' order.
 
@@ -254,15 +259,16 @@ def with_snapshot_features(window: MonthWindow, rows: pl.DataFrame, lake: Lake, 
             "those days first",
             allow_retries=False,
         )
-    # rows is never empty: the month passed _require_enough_labels.
+    # rows is never empty: the month passed _require_enough_labels. The days are read as they were when the
+    # month began, whatever a features backfill rewrites meanwhile (the step's ``owner``: LocalCopies.scanning).
     try:
-        found = (
-            lake.scan_tables(urls, {"date": pl.Date()})
-            .rename({"date": "snapshot_date"})
-            .select(*keys, *columns)
-            .join(rows.lazy().select(keys), on=keys, how="semi")
-            .collect(engine="streaming")
-        )
+        with LOCAL_COPIES.scanning(lake, urls, {"date": pl.Date()}, owner=owner) as snapshots:
+            found = (
+                snapshots.rename({"date": "snapshot_date"})
+                .select(*keys, *columns)
+                .join(rows.lazy().select(keys), on=keys, how="semi")
+                .collect(engine="streaming")
+            )
     except pl.exceptions.ColumnNotFoundError as exc:
         # Partitions written before the catalog (or CHURN_EVENT_TYPES) gained columns: polars names one
         # column, whether the scan's first file or a later one lacks it, and no day.
