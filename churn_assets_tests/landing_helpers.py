@@ -8,12 +8,16 @@ import hashlib
 import io
 import json
 import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from churn_assets.assets import ingest
+from churn_assets.resources import LandingZone
 from churn_assets.resources.filesystems import filesystem, join, polars_storage_options
 
 INGEST = [*ingest.assets, *ingest.asset_checks]
@@ -63,6 +67,40 @@ def write_landing_day(landing_url: str, day: str, files: dict[str, bytes], compl
     if complete:
         fs.pipe_file(join(folder, "_SUCCESS"), b"")
     return folder
+
+
+@dataclass
+class Gate:
+    """Holds a run's read of one landing file at a known point: ``reached`` is set when the run is about to
+    open the file, which it opens once the test sets ``opened``."""
+
+    reached: threading.Event = field(default_factory=threading.Event)
+    opened: threading.Event = field(default_factory=threading.Event)
+
+
+# file URL -> its gate; a test adds its own and removes them (the run is in-process, in the test's process).
+GATES: dict[str, Gate] = {}
+
+
+class GatedLandingZone(LandingZone):
+    """The landing zone, but a read of a file in ``GATES`` waits for its gate to open before the file is opened:
+    a run paused mid-step deterministically, with real files (the read that follows is the zone's own)."""
+
+    def read_blocks(self, file_url: str, block_bytes: int = 8 * 1024 * 1024) -> Iterator[bytes]:
+        gate = GATES.get(file_url)
+        if gate is not None:
+            gate.reached.set()
+            if not gate.opened.wait(timeout=120):
+                raise TimeoutError(f"the test never opened the gate of {file_url}")
+        yield from super().read_blocks(file_url, block_bytes)
+
+
+def gated(resources: dict) -> dict:
+    """``resources`` with their landing zone gated (``GatedLandingZone``)."""
+    landing = resources["landing"]
+    return resources | {
+        "landing": GatedLandingZone(url=landing.url, max_quarantined_share=landing.max_quarantined_share)
+    }
 
 
 def tree_digest(root: str | Path) -> dict[str, str]:

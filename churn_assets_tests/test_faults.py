@@ -16,7 +16,16 @@ from churn_assets.assets.ingest.raw_events import raw_events
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import build_resources
 
-from churn_assets_tests.landing_helpers import INGEST, amplitude_row, jsonl, read_partition, write_landing_day
+from churn_assets_tests.landing_helpers import (
+    GATES,
+    INGEST,
+    Gate,
+    amplitude_row,
+    gated,
+    jsonl,
+    read_partition,
+    write_landing_day,
+)
 from churn_assets_tests.s3_server import SeaweedS3
 
 DAYS = ["2025-01-01", "2025-01-02", "2025-01-03"]
@@ -54,35 +63,36 @@ def test_s3_stopped_mid_run_fails_clearly_leaves_nothing_torn_and_recovers(tmp_p
     landing = str(tmp_path / "landing")
     lake = "s3://lake/faults"
     resources = build_resources(ChurnSettings(data_url=lake, landing_url=landing))
-    write_landing_day(landing, DAYS[0], {"part-00000.jsonl": _rows(DAYS[0])})
-    write_landing_day(landing, DAYS[2], {"part-00000.jsonl": _rows(DAYS[2])})
-    # Day 2's file is a pipe: the run cannot get past day 2 before the test writes into it, which it
-    # does once day 1 is in the bucket and S3 is stopped. Then a plain file takes the pipe's place, so
-    # the retries read day 2 like any other day.
-    day2 = os.path.join(landing, "events", f"date={DAYS[1]}")
-    os.makedirs(day2)
-    fifo = os.path.join(day2, "part-00000.jsonl")
-    os.mkfifo(fifo)
-    write_landing_day(landing, DAYS[1], {})
+    for day in DAYS:
+        write_landing_day(landing, day, {"part-00000.jsonl": _rows(day)})
+    # Day 2's file is gated: the run cannot get past day 2 before the test opens the gate, which it does once
+    # day 1 is in the bucket and S3 is stopped. The gate stays open, so the retries read day 2 like any other day.
+    day2 = os.path.join(landing, "events", f"date={DAYS[1]}", "part-00000.jsonl")
+    gate = GATES[day2] = Gate()
+    resources = gated(resources)
 
     def stop_s3_after_day_one():
-        deadline = time.monotonic() + 60
-        while f"faults/raw_events/date={DAYS[0]}/data.parquet" not in private_s3.keys("lake", "faults/"):
-            assert time.monotonic() < deadline, "day 1 was never written"
-            time.sleep(0.05)
-        private_s3.process.kill()
-        private_s3.process.wait()
-        with open(fifo + ".tmp", "wb") as plain:
-            plain.write(_rows(DAYS[1]))
-        with open(fifo, "wb") as pipe:
-            pipe.write(_rows(DAYS[1]))
-        os.replace(fifo + ".tmp", fifo)
+        try:
+            deadline = time.monotonic() + 60
+            while f"faults/raw_events/date={DAYS[0]}/data.parquet" not in private_s3.keys("lake", "faults/"):
+                assert time.monotonic() < deadline, "day 1 was never written"
+                time.sleep(0.05)
+            assert gate.reached.wait(timeout=60), "the run never reached day 2's file"
+            private_s3.process.kill()
+            private_s3.process.wait()
+        finally:
+            gate.opened.set()
 
     stopper = threading.Thread(target=stop_s3_after_day_one)
     stopper.start()
     started = time.monotonic()
-    result = dg.materialize([raw_events], resources=resources, instance=instance, tags=RANGE, raise_on_error=False)
-    stopper.join(timeout=60)
+    try:
+        result = dg.materialize(
+            [raw_events], resources=resources, instance=instance, tags=RANGE, raise_on_error=False
+        )
+        stopper.join(timeout=60)
+    finally:
+        del GATES[day2]
     elapsed = time.monotonic() - started
 
     assert not result.success
