@@ -7,6 +7,11 @@ import datetime as dt
 import gzip
 import hashlib
 import logging
+import os
+import socket
+import stat
+import threading
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -19,7 +24,10 @@ from churn_assets.resources import build_resources
 
 from churn_assets_tests.helpers import evaluations_by_partition
 from churn_assets_tests.landing_helpers import (
+    GATES,
+    Gate,
     amplitude_row as row,
+    gated,
     jsonl,
     materialize_ingest,
     partition_metadata,
@@ -335,6 +343,118 @@ def test_a_landing_file_linked_to_a_file_outside_the_landing_zone_is_not_read(
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
     assert result.success, _failure_text(result)
     assert read_partition(local_settings.data_url, "raw_events", day).height == 5
+
+
+def _make_entry(path: Path, kind: str) -> None:
+    """A landing day's entry of ``kind`` at ``path``: no regular file."""
+    if kind == "a named pipe (FIFO)":
+        os.mkfifo(path)
+    elif kind == "a socket":
+        listening = socket.socket(socket.AF_UNIX)
+        here = os.getcwd()
+        os.chdir(path.parent)  # a socket's path holds 108 bytes at most: a test's temporary path may be longer
+        try:
+            listening.bind(path.name)
+        finally:
+            os.chdir(here)
+        listening.close()  # the socket file stays
+    elif kind == "a character device":
+        try:
+            os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero's: never-ending zeros
+        except PermissionError:
+            pytest.skip("creating a device node needs CAP_MKNOD")
+    else:  # a folder named like a data file, as Spark writes its output
+        path.mkdir()
+        (path / "part-00000.json.gz").write_bytes(gzip.compress(GOOD_FILE))
+
+
+def _write_nothing_to(pipe: Path, ended: threading.Event) -> None:
+    """Opens ``pipe`` to write and closes it, every second from 30 s until ``ended``: a reader waiting for a
+    writer then reads the pipe's end."""
+    ended.wait(30)
+    while not ended.wait(1):
+        try:
+            os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # no reader waiting
+            pass
+
+
+@pytest.mark.parametrize("kind", ["a named pipe (FIFO)", "a socket", "a character device", "a folder"])
+@pytest.mark.parametrize("linked", [False, True], ids=["entry", "linked"])
+def test_a_landing_entry_that_is_no_regular_file_fails_the_day_naming_it(
+    tmp_path, local_settings, local_resources, instance, kind, linked
+):
+    """A named pipe in a landing day held raw_events[D] forever (its read waited for a writer, and SIGTERM did not
+    end the run); a socket, or a folder named like a data file, failed the day three times (retried) as an OSError
+    that said only "No such device or address" or "Is a directory"; a device like /dev/zero would be read without
+    end. Each now fails the day at once (no retry), naming the entry and what it is; the same behind a link that
+    stays inside the landing zone."""
+    day = FIRST_DAY.isoformat()
+    folder = Path(write_landing_day(local_settings.landing_url, day, {"a-good.jsonl": GOOD_FILE}))
+    entry = folder / "events.json.gz"
+    if linked:
+        _make_entry(Path(local_settings.landing_url) / "elsewhere.json.gz", kind)
+        entry.symlink_to(Path(local_settings.landing_url) / "elsewhere.json.gz")
+    else:
+        _make_entry(entry, kind)
+    landing_before = tree_digest(local_settings.landing_url)
+    ended = threading.Event()
+    if kind == "a named pipe (FIFO)":  # without the fix, the pipe's reads wait for a writer: one every second from 30 s
+        threading.Thread(target=_write_nothing_to, args=(entry, ended), daemon=True).start()
+
+    started = time.monotonic()
+    try:
+        result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
+    finally:
+        ended.set()
+
+    assert not result.success
+    assert time.monotonic() - started < 20
+    assert f"landing file {entry} is {kind}, not a regular file: a landing day holds regular files only" in (
+        _failure_text(result)
+    )
+    assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert _lake_files(local_settings.data_url) == {}
+    assert tree_digest(local_settings.landing_url) == landing_before
+
+
+def test_a_link_changed_to_lead_out_of_the_landing_zone_after_the_day_is_listed_is_not_read(
+    tmp_path, local_settings, local_resources, instance
+):
+    """Links out of the landing zone were refused when the day was listed, and the file was opened later by its
+    path: a link that led inside then, and outside when opened, was read (the race of a check before an open).
+    The opened file itself is now placed: this one fails the day, naming where it led."""
+    day = FIRST_DAY.isoformat()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.jsonl").write_bytes(jsonl([row("SECRET-1", "SECRET-USER", f"{day} 10:00:00.000000")]))
+    (Path(local_settings.landing_url) / "kept.jsonl").parent.mkdir(parents=True)
+    (Path(local_settings.landing_url) / "kept.jsonl").write_bytes(GOOD_FILE)
+    folder = Path(write_landing_day(local_settings.landing_url, day, {"a-good.jsonl": GOOD_FILE}))
+    link = folder / "b.jsonl"
+    link.symlink_to(Path(local_settings.landing_url) / "kept.jsonl")
+    gate = GATES[str(link)] = Gate()
+
+    def swap_the_link_once_listed():
+        try:
+            assert gate.reached.wait(timeout=60), "the run never reached the linked file"
+            link.unlink()
+            link.symlink_to(outside / "secret.jsonl")
+        finally:
+            gate.opened.set()
+
+    swapper = threading.Thread(target=swap_the_link_once_listed)
+    swapper.start()
+    try:
+        result = materialize_ingest(gated(local_resources), instance, day, raise_on_error=False)
+        swapper.join(timeout=60)
+    finally:
+        del GATES[str(link)]
+
+    assert not result.success
+    failure = _failure_text(result)
+    assert f"landing file {link} links to {outside / 'secret.jsonl'}, outside the landing zone" in failure
+    assert _lake_files(local_settings.data_url) == {}
 
 
 def test_a_csv_file_not_in_utf8_fails_naming_its_first_line_that_is_not(local_settings, local_resources, instance):
@@ -714,6 +834,24 @@ def test_an_s3_folder_marker_object_is_not_a_landing_file(s3_server, tmp_path, i
     assert result.success, _failure_text(result)
     assert partition_metadata(result, "raw_events")[day]["landing_files"] == 1
     assert read_partition(settings.data_url, "raw_events", day).height == 3
+
+
+def test_an_s3_folder_named_like_a_data_file_fails_the_day_naming_it(s3_server, tmp_path, instance):
+    """Spark writes its output as a folder of parts: on S3, ``events/date=D/events.json.gz/part-00000.json.gz``.
+    The day read ``events.json.gz`` as an empty file, and the parts' events were lost without a word; it now fails
+    at once, naming the folder and saying it is one."""
+    day = FIRST_DAY.isoformat()
+    settings = ChurnSettings(data_url=f"s3://lake/{tmp_path.name}", landing_url=f"s3://landing/{tmp_path.name}")
+    folder = write_landing_day(settings.landing_url, day, {
+        "a.jsonl": GOOD_FILE, "events.json.gz/part-00000.json.gz": gzip.compress(jsonl(_valid_rows(FIRST_DAY, 5)[3:]))
+    })
+
+    result = materialize_ingest(build_resources(settings), instance, day,
+                                selection=dg.AssetSelection.assets("raw_events"), raise_on_error=False)
+
+    assert not result.success
+    assert f"landing file {folder}/events.json.gz is a folder, not a regular file" in _failure_text(result)
+    assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
 
 
 def test_a_range_that_fails_part_way_records_the_days_it_stored(local_settings, local_resources, instance):

@@ -222,6 +222,26 @@ def test_landing_sensor_under_a_root_with_glob_characters(instance, tmp_path):
     assert _tick(landing_sensor, instance, landing_url, None)[0] == ["2025-01-01"]
 
 
+def test_landing_sensor_judges_a_day_by_its_marker_not_by_entries_that_are_no_files(instance, tmp_path):
+    """A named pipe or a folder in a landing day is listed, never opened, by the sensor (a tick does not wait on a
+    pipe): a complete day is requested as any other, and its refresh fails naming the entry (raw_events); a day
+    with such an entry and no _SUCCESS is named as waiting for its marker."""
+    landing_url = str(tmp_path / "landing")
+    folder = write_landing_day(landing_url, "2025-01-01", {"part-00000.jsonl": b""})
+    os.mkfifo(os.path.join(folder, "part-00001.jsonl"))
+    os.makedirs(os.path.join(folder, "events.json.gz"))
+    with open(os.path.join(folder, "events.json.gz", "part-0.json"), "wb"):
+        pass
+    os.makedirs(join(landing_url, "events", "date=2025-01-02"))
+    os.mkfifo(join(landing_url, "events", "date=2025-01-02", "part-00000.jsonl"))
+
+    days, _, cursor = _tick(landing_sensor, instance, landing_url, None)
+
+    assert days == ["2025-01-01"]
+    skip = _evaluate(landing_sensor, instance, landing_url, cursor).skip_message
+    assert skip.endswith("; 1 landing day(s) with files and no _SUCCESS yet: 2025-01-02")
+
+
 def test_landing_sensor_leaves_days_without_a_partition_pending(instance, tmp_path):
     landing_url = str(tmp_path / "landing")
     today = dt.datetime.now(dt.UTC).date().isoformat()

@@ -7,7 +7,10 @@ Local and S3 deployments differ only in the URLs these resources are given (``CH
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import io
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,6 +25,12 @@ from churn_assets.resources.model_io_manager import ModelIOManager
 from churn_assets.resources.parquet_io_manager import PartitionedParquetIOManager
 
 SUCCESS_MARKER = "_SUCCESS"
+
+
+class NotARegularFileError(OSError):
+    """A landing day's entry that is no regular file (a folder, a named pipe, a socket, a device): it holds no
+    bytes to read, or never-ending ones (a pipe's read waited for a writer forever, and a run's SIGTERM with it).
+    It fails the day by name, as a file of another type does; no retry can make it a file."""
 
 
 @dataclass(frozen=True)
@@ -72,8 +81,14 @@ class LandingZone(dg.ConfigurableResource):
             raise FileNotFoundError(
                 f"landing day {day} is not complete: {join(folder, SUCCESS_MARKER)} does not exist yet"
             )
-        # Hidden files and markers are not data; any other file is read, or fails the day by name.
-        files = [join(folder, n) for n in sorted(listed) if not n.startswith((".", "_"))]
+        # Hidden files and markers are not data; any other entry is read, or fails the day by name.
+        names = [n for n in sorted(listed) if not n.startswith((".", "_"))]
+        # A folder (on S3, a prefix: date=D/events.json.gz/part-0, as Spark writes its output) is seen here; a
+        # local entry of another kind when it is opened (read_blocks), which judges the file it opened.
+        for name in names:
+            if listed[name]["type"] == "directory":
+                raise NotARegularFileError(_not_a_regular_file(join(folder, name), "a folder"))
+        files = [join(folder, n) for n in names]
         if not files:  # an export that wrote its marker and no file: ingesting no events would hide it
             raise FileNotFoundError(
                 f"landing day {day} is complete but holds no data file at {folder} "
@@ -84,9 +99,14 @@ class LandingZone(dg.ConfigurableResource):
         return LandingDay(files, _marker_version(listed[SUCCESS_MARKER]))
 
     def read_blocks(self, file_url: str, block_bytes: int = 8 * 1024 * 1024) -> Iterator[bytes]:
-        """The file's bytes in consecutive blocks (one ranged GET each on S3), without holding the file."""
+        """The file's bytes in consecutive blocks (one ranged GET each on S3), without holding the file. A local
+        file is read only once it is known, as opened, to be a regular file inside the landing zone."""
         with reaching(file_url, "read"):
-            with filesystem(self.url).open(file_url, "rb", block_size=block_bytes, cache_type="none") as handle:
+            if is_s3(file_url):
+                handle = filesystem(self.url).open(file_url, "rb", block_size=block_bytes, cache_type="none")
+            else:
+                handle = _open_landing_file(self.url, file_url)
+            with handle:
                 while block := handle.read(block_bytes):
                     yield block
 
@@ -140,15 +160,90 @@ def _refuse_links_out_of(root: str, files: list[str]) -> None:
     """Fails when a local landing file is a link to a file outside the landing zone ``root``. Whoever may write
     the landing zone (an exporter's rsync -a keeps the links it finds) could otherwise have a run read any file
     the run can: into the lake, or into an error the UI and the alert show (``/proc/self/environ`` linked as a
-    CSV file, whose header the error quotes, is the run's AWS keys and database password)."""
-    top = os.path.realpath(root)
+    CSV file, whose header the error quotes, is the run's AWS keys and database password). Checked when the day
+    is listed, so that no file outside is even opened, and again on each file as opened (``_open_landing_file``):
+    a link changed in between is caught there."""
     for path in files:
+        _refuse_outside(root, path, os.path.realpath(path))
+
+
+def _refuse_outside(root: str, path: str, target: str | None) -> None:
+    """Fails when the landing file ``path``, which is the file ``target`` (None: no telling), is outside the
+    landing zone ``root``."""
+    top = os.path.realpath(root)
+    if target is None:
+        raise PermissionError(
+            f"landing file {path} changed while it was opened (a link changed?), so the platform cannot tell whether "
+            f"it is inside the landing zone {top}, and reads no file outside it; deliver files rather than links"
+        )
+    if os.path.commonpath([top, target]) != top:
+        raise PermissionError(
+            f"landing file {path} links to {target}, outside the landing zone {top}: the platform reads "
+            "no file outside it; copy the file in rather than link it"
+        )
+
+
+# Opening never waits: a named pipe opens at once (read alone, it would wait for a writer), and a terminal is
+# not made the run's.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+
+
+def _open_landing_file(root: str, path: str) -> io.FileIO:
+    """The local landing file ``path``, opened for reading once the opened file is known to be a regular file
+    inside the landing zone ``root``. Judged on the descriptor, not on the path before the open: a link swapped
+    between a check and the open would be read wherever it then led, and a pipe put in the file's place waited
+    forever."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # a socket (or a device without its driver) cannot be opened at all
+            raise
+        raise NotARegularFileError(_not_a_regular_file(path, _kind(os.stat(path).st_mode))) from None
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise NotARegularFileError(_not_a_regular_file(path, _kind(opened.st_mode)))
+        _refuse_outside(root, path, _opened_path(fd, path, opened))
+        os.set_blocking(fd, True)
+        return io.FileIO(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _opened_path(fd: int, path: str, opened: os.stat_result) -> str | None:
+    """Where the file opened as ``fd`` (from ``path``) is: on Linux the kernel's own path of the descriptor, which
+    no later change of a link alters; elsewhere the path's resolution, taken only when it is the opened file (the
+    same device and inode), else None."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # no /proc (macOS)
         target = os.path.realpath(path)
-        if os.path.commonpath([top, target]) != top:
-            raise PermissionError(
-                f"landing file {path} links to {target}, outside the landing zone {top}: the platform reads "
-                "no file outside it; copy the file in rather than link it"
-            )
+        resolved = os.stat(target)
+        same = (resolved.st_dev, resolved.st_ino) == (opened.st_dev, opened.st_ino)
+        return target if same else None
+
+
+def _kind(mode: int) -> str:
+    """What a file of ``mode`` is, in a user's words."""
+    for is_kind, kind in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if is_kind(mode):
+            return kind
+    return f"a file of mode {stat.filemode(mode)}"
+
+
+def _not_a_regular_file(path: str, kind: str) -> str:
+    return (
+        f"landing file {path} is {kind}, not a regular file: a landing day holds regular files only (and hidden "
+        "entries or markers, named with a leading '.' or '_', which are not read); move it out of the day's folder "
+        "or put the file it stands for in its place"
+    )
 
 
 def _marker_version(info: dict) -> str:
@@ -190,6 +285,7 @@ __all__ = [
     "ChurnParameters",
     "LakeResource",
     "LandingZone",
+    "NotARegularFileError",
     "PartitionedParquetIOManager",
     "build_resources",
 ]

@@ -128,7 +128,8 @@ class LandingPiece:
 
 # What a landing file holds, by the end of its name: JSON lines (Amplitude's own exports end in .json.gz),
 # Parquet, or CSV; .gz is gzip. A day's other files, but for hidden ones and markers (names starting with
-# "." or "_"), fail the day by name: ignoring one would drop its events without a word.
+# "." or "_"), fail the day by name: ignoring one would drop its events without a word. So does an entry that is
+# no regular file (``LandingZone`` refuses a folder, a named pipe, a socket, a device).
 LANDING_TYPES = {
     ".jsonl.gz": "json", ".json.gz": "json", ".jsonl": "json", ".json": "json",
     ".parquet": "parquet", ".csv.gz": "csv", ".csv": "csv",

@@ -18,7 +18,7 @@ from churn_assets.assets.ingest.landing_files import (
     vet_export_day,
 )
 from churn_assets.partitions import daily_partitions, days_in_range
-from churn_assets.resources import LakeResource, LandingDay, LandingZone
+from churn_assets.resources import LakeResource, LandingDay, LandingZone, NotARegularFileError
 from churn_assets.resources.filesystems import BucketNotFoundError, StorageSettingsError
 from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
 from churn_assets.threads import Prefetched, ordered_map
@@ -58,7 +58,8 @@ def raw_events(context: dg.AssetExecutionContext, landing: LandingZone, lake: La
     """Every valid event exported on day D (UTC), whatever its ``event_time``: typed to the canonical
     columns, duplicate event ids dropped. Reads the landing files of ``events/date=D/`` (JSON lines as
     .jsonl or .json, Parquet, or CSV; JSON and CSV may be gzipped) once the day's ``_SUCCESS`` exists; a file
-    of another type fails the day by name. Untrustworthy rows go to
+    of another type, or an entry that is no regular file (a folder, a named pipe, a socket, a device), fails the
+    day by name. Untrustworthy rows go to
     ``raw_events_quarantine/date=D/`` with a reason each; their counts are materialization metadata.
     """
     return PartitionStream(_stream(context, days_in_range(context), landing, lake))
@@ -83,10 +84,11 @@ def _stream(
                 vetted = vet_export_day(_until_end_of(items, day), day)
                 events = _vet_day(context, day, landing_day, vetted, lake)  # its quarantine is the lake's first write
             except (
-                LandingFileError, FileNotFoundError, BucketNotFoundError, PermissionError, StorageSettingsError
+                LandingFileError, NotARegularFileError, FileNotFoundError, BucketNotFoundError, PermissionError,
+                StorageSettingsError,
             ) as exc:
-                # Retrying cannot make a corrupt file readable, an incomplete day complete, a misspelt bucket
-                # exist, credentials right or an endpoint whole: fail at once.
+                # Retrying cannot make a corrupt file readable, a pipe or a folder a file, an incomplete day
+                # complete, a misspelt bucket exist, credentials right or an endpoint whole: fail at once.
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
             yield day.isoformat(), events
 
