@@ -457,6 +457,24 @@ def test_a_link_changed_to_lead_out_of_the_landing_zone_after_the_day_is_listed_
     assert _lake_files(local_settings.data_url) == {}
 
 
+@pytest.mark.parametrize("header", [b"id,who," + b"x" * (10 << 20), b"\0" * (10 << 20)], ids=["long", "nul"])
+def test_an_error_quotes_a_landing_file_s_header_only_so_far(local_settings, local_resources, instance, header):
+    """A CSV file without the required columns fails naming the columns it has: a header line of 10 MB (a file
+    without line ends, or none of CSV) made an error of 10 MB, twice (the error and its cause), in the run's log,
+    the UI and the alert; 10 MB of NUL bytes one of 40 MB each, written out as \\x00. Now a few hundred
+    characters of it, and how many more there were."""
+    day = FIRST_DAY.isoformat()
+    folder = write_landing_day(local_settings.landing_url, day, {"a-good.jsonl": GOOD_FILE, "b.csv": header + b"\n"})
+
+    result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
+
+    assert not result.success
+    failure = _failure_text(result)
+    assert f"cannot read landing file {folder}/b.csv: missing required columns [" in failure
+    assert "more characters)" in failure
+    assert len(failure) < 5_000, len(failure)
+
+
 def test_a_csv_file_not_in_utf8_fails_naming_its_first_line_that_is_not(local_settings, local_resources, instance):
     """An export in Windows-1252: the error names the file, its first line that is not UTF-8 and the fix,
     not polars' "invalid utf-8 sequence" without a line."""

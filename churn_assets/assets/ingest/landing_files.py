@@ -258,7 +258,25 @@ def _naming(name: str) -> Iterator[None]:
     except LandingFileError as exc:
         raise LandingFileError(f"cannot read landing file {name}: {exc}") from exc
     except Exception as exc:  # any decoder's error: the file as a whole is unreadable
-        raise LandingFileError(f"cannot read landing file {name}: {type(exc).__name__}: {exc}") from exc
+        text = str(exc)
+        shown = quoted(text)
+        # A cause cut short is not kept: the UI and the alert show an error's causes whole.
+        raise LandingFileError(f"cannot read landing file {name}: {type(exc).__name__}: {shown}") from (
+            exc if shown == text else None
+        )
+
+
+# At most this many characters of a landing file's content (a header, a decoder's message quoting the file) go
+# into an error: it is shown in the run's log, the UI and the alert, and a CSV header line of 10 MB (a file without
+# line ends, or no CSV) made an error of 10 MB, or 40 MB of NUL bytes written out as \x00.
+QUOTED_CHARS = 300
+
+
+def quoted(text: str, limit: int = QUOTED_CHARS) -> str:
+    """``text`` as an error may quote it: whole when short, else its first ``limit`` characters and how many more."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
 
 
 def _gunzip_chunks(data: bytes | Iterable[bytes], chunk_bytes: int) -> Iterator[bytes]:
@@ -491,7 +509,9 @@ def _stringify(frame: pl.DataFrame, first_line: int) -> pl.DataFrame:
     """A Parquet or CSV landing file's frame as a raw frame, its rows numbered from ``first_line``."""
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
-        raise LandingFileError(f"missing required columns {missing} (has {frame.columns})")
+        raise LandingFileError(
+            f"missing required columns {missing} (has {len(frame.columns)} columns: {quoted(repr(frame.columns))})"
+        )
     columns = []
     for col in CANONICAL_SCHEMA:
         if col not in frame.columns:
