@@ -9,6 +9,7 @@ items, and an error in a worker surfaces in the caller, at the item it belongs t
 import contextlib
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -88,10 +89,17 @@ def ordered_map(
                 future.cancel()
 
 
+# How long an interrupted run waits for a producer thread that does not stop (see Prefetched).
+INTERRUPTED_WAIT_SECONDS = 1.0
+
+
 class Prefetched:
     """Runs an iterator on a worker thread, at most ``ahead`` items in advance; its errors surface here.
 
-    Use as a context manager; leaving it stops the worker, even one blocked on a full queue.
+    Use as a context manager; leaving it stops the worker, even one blocked on a full queue. Left on an interrupt
+    (SIGTERM or SIGINT, which Dagster raises in the run's thread), it waits ``INTERRUPTED_WAIT_SECONDS`` at most for
+    a worker blocked elsewhere (a read of a hung mount, or of any file that never ends): the worker is a daemon
+    thread, which the process's exit ends, and waiting for it kept a run that was told to stop running.
     """
 
     def __init__(self, items: Iterator[Any], ahead: int, name: str = "prefetch"):
@@ -103,11 +111,15 @@ class Prefetched:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self._stop.set()
+        interrupted = exc_type is not None and not issubclass(exc_type, Exception)
+        waited_since = time.monotonic()
         while self._thread.is_alive():  # unblock a reader waiting on a full queue
             with contextlib.suppress(queue.Empty):
                 self._queue.get(timeout=0.05)
+            if interrupted and time.monotonic() - waited_since > INTERRUPTED_WAIT_SECONDS:
+                return
         self._thread.join()
 
     def _run(self, items: Iterator[Any]) -> None:

@@ -1,6 +1,7 @@
 """Faults: S3 going away in the middle of a run, and two runs of the same partitions at once."""
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -176,3 +177,45 @@ def test_two_overlapping_runs_end_with_the_content_of_one(tmp_path, storage, req
     if storage == "local":
         leftovers = [p for p in (tmp_path / "shared").rglob("*") if p.is_file() and p.name != "data.parquet"]
         assert leftovers == []  # no temporary file of either writer is left behind
+
+
+# A run of raw_events in a process of its own whose read of the day's file never returns (a gate the test never
+# opens stands for a hung mount or a file without end), as `dagster asset materialize` runs it: in-process.
+_BLOCKED_RUN = """
+import sys, threading
+import dagster as dg
+from churn_assets.assets.ingest.raw_events import raw_events
+from churn_assets.config import ChurnSettings
+from churn_assets.resources import build_resources
+from churn_assets_tests.landing_helpers import GATES, Gate, amplitude_row, gated, jsonl, write_landing_day
+
+root = sys.argv[1]
+folder = write_landing_day(root + "/landing", "2025-01-01", {"a.jsonl": jsonl([amplitude_row("e1", "u1", "2025-01-01 10:00:00.000000")])})
+gate = GATES[folder + "/a.jsonl"] = Gate()
+threading.Thread(target=lambda: (gate.reached.wait(), print("reading", flush=True)), daemon=True).start()
+resources = gated(build_resources(ChurnSettings(data_url=root + "/lake", landing_url=root + "/landing")))
+with dg.instance_for_test() as instance:
+    result = dg.materialize([raw_events], resources=resources, instance=instance, partition_key="2025-01-01",
+                            raise_on_error=False)
+print("run ended, success:", result.success, flush=True)
+"""
+
+
+def test_sigterm_ends_a_run_whose_landing_read_never_returns(tmp_path):
+    """SIGTERM did not end a run blocked in reading a landing file (a named pipe did that): Dagster raised the
+    interrupt in the run's thread, which then waited for the reader thread, for ever. It now gives up on it."""
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _BLOCKED_RUN, str(tmp_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert child.stdout.readline() == b"reading\n"
+        time.sleep(0.5)
+        child.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        out, _ = child.communicate(timeout=30)
+        assert b"run ended, success: False" in out
+        assert time.monotonic() - started < 15
+    finally:
+        child.kill()
+        child.wait()
