@@ -850,10 +850,14 @@ def test_a_range_given_last_day_first_fails_saying_so():
         return dg.materialize([some_days], tags=tags, raise_on_error=False)
 
     assert run("2025-01-01", "2025-01-02").success and seen == [[dt.date(2025, 1, 1), dt.date(2025, 1, 2)]]
-    result = run("2025-01-03", "2025-01-01")
-    assert not result.success
-    [failure] = [e for e in result.all_events if e.is_step_failure]
-    assert "2025-01-03...2025-01-01 ends before it starts" in str(failure.step_failure_data.user_failure_data.description)
+    # Two days apart, and two days next to each other (whose time window is empty rather than reversed).
+    for first, last in [("2025-01-03", "2025-01-01"), ("2025-01-02", "2025-01-01")]:
+        result = run(first, last)
+        assert not result.success
+        [failure] = [e for e in result.all_events if e.is_step_failure]
+        description = str(failure.step_failure_data.user_failure_data.description)
+        assert f"{first}...{last} ends before it starts" in description
+    assert seen == [[dt.date(2025, 1, 1), dt.date(2025, 1, 2)]]
 
 
 def test_a_quoted_empty_platform_country_or_version_is_missing_as_an_unquoted_one():
