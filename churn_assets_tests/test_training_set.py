@@ -117,6 +117,13 @@ def test_rows_are_the_labels_of_the_months_before_with_their_features(labelled_l
     assert materialization.metadata["labelled_rows"].value == expected.height
     assert materialization.metadata["sampled"].value is False
     assert materialization.metadata["label_window"].value == "2024-12-01..2025-02-28"
+    # The class counts and label rate the UI shows are the month's own.
+    churned = int(expected.get_column("churned").sum())
+    assert materialization.metadata["churned_rows"].value == churned
+    assert materialization.metadata["retained_rows"].value == expected.height - churned
+    assert materialization.metadata["label_rate"].value == round(churned / expected.height, 4)
+    assert materialization.metadata["first_snapshot"].value == str(frame.get_column("snapshot_date").min())
+    assert materialization.metadata["last_snapshot"].value == str(frame.get_column("snapshot_date").max())
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.passed
 
@@ -370,8 +377,9 @@ def test_check_flags_snapshots_after_the_cutoff(labelled_lake: ChurnSettings, tm
     lake = Lake(settings.data_url)
     url = lake.table_url("training_set", "month", "2025-03")
     frame = pl.read_parquet(url)
-    late = frame.head(3).with_columns(  # labels known only in March: too late for March's model
-        pl.lit(dt.date(2025, 3, 2)).alias("label_date"), pl.lit(dt.date(2025, 2, 16)).alias("snapshot_date")
+    late = frame.head(3).with_columns(  # labels known only on March 1st: too late for March's model (the edge)
+        pl.lit(dt.date(2025, 3, 1)).alias("label_date"),
+        pl.lit(dt.date(2025, 3, 1) - dt.timedelta(days=HORIZON_DAYS)).alias("snapshot_date"),
     )
     other_horizon = frame.head(1).with_columns(  # a label made when CHURN_HORIZON_DAYS was 7
         pl.lit(dt.date(2025, 2, 10)).alias("label_date"), pl.lit(dt.date(2025, 2, 3)).alias("snapshot_date")
