@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from churn_assets.assets.ml.checks import predictions_cover_every_user
-from churn_assets.assets.ml.predictions import PREDICTIONS_SCHEMA, predictions
+from churn_assets.assets.ml.predictions import PREDICTIONS_SCHEMA, predict_day, predictions
 from churn_assets.assets.monitoring.drift_report import drift_report
 from churn_assets.assets.ml.scoring import (
     RECOMMENDED_ACTIONS, RISK_BANDS, _top_positive, model_specs, risk_bands, score,
@@ -83,6 +83,9 @@ def test_every_user_is_scored_ranked_banded_and_explained(lake, local_resources,
     counts = {band: metadata[f"band/{band}"].value for band in RISK_BANDS}
     assert counts == {band: out.filter(pl.col("risk_band") == band).height for band in RISK_BANDS}
     assert sum(counts.values()) == out.height == metadata["users"].value
+    # The share flagged is the share at or above the card's threshold: the High and Critical bands.
+    assert metadata["flagged_share"].value == (counts["High"] + counts["Critical"]) / out.height
+    assert metadata["mean_churn_probability"].value == pytest.approx(out.get_column("churn_probability").mean())
     assert metadata["horizon_days"].value == churn_model.card["label"]["horizon_days"] == 14
 
     # Reasons name real features: for each user, the features with the largest positive contributions.
@@ -163,6 +166,22 @@ def test_a_probability_at_a_cut_off_is_in_the_band_that_cut_off_starts(lake):
     reached = [max((b for b in RISK_BANDS if p >= card[b]), key=RISK_BANDS.index) for p in at.tolist()]
     assert risk_bands(at, card).to_list() == reached
     assert all(RISK_BANDS.index(band) >= i for i, band in enumerate(reached))  # its band, or one above
+
+
+def test_users_with_the_same_probability_are_ranked_by_user_id(lake):
+    """Users with the same features get the same probability: their ranks follow user_id (ascending), so a
+    day's ranking is the same every time, whatever order features[D] holds them in."""
+    features = synthetic_features(DAY, users=50)
+    twin = features.filter(pl.col("user_id") == features.get_column("user_id")[0])
+    twins = pl.concat([twin.with_columns(pl.lit(name).alias("user_id")) for name in ("t-b", "t-c", "t-a")])
+    churn_model = ModelIOManager(base_url=lake).read("model", MARCH)
+    for frame in (pl.concat([features, twins]), pl.concat([twins.reverse(), features])):
+        out = predict_day(churn_model, frame)
+        tied = out.filter(pl.col("user_id").str.starts_with("t-"))
+        assert tied.get_column("churn_probability").n_unique() == 1
+        ranks = tied.get_column("rank").to_list()
+        assert tied.get_column("user_id").to_list() == ["t-a", "t-b", "t-c"]
+        assert ranks == list(range(ranks[0], ranks[0] + 3))
 
 
 def test_top_reasons_break_ties_by_the_lower_feature_index():
