@@ -145,6 +145,21 @@ def test_threshold_reaches_the_target_recall():
     assert 0.8 <= recall < 0.8 + 2 / labels.sum()
 
 
+def test_risk_band_cut_offs_on_known_scores():
+    """High starts at the threshold, Critical at the top decile (never below High), Medium at the score that
+    flags 95 % of the churners (never above High: with a target recall above 95 %, Medium is High's)."""
+    labels = np.array([0] * 10 + [1] * 20)
+    scores = np.arange(30) / 100  # 0.00..0.09 retained users, 0.10..0.29 churners
+    cut = training.risk_cutoffs(labels, scores, threshold=0.2)
+    # Medium: the 19th highest churner (95 % of 20); Critical: numpy's linear 90th percentile, 0.26 + 0.1 x 0.01.
+    assert cut == {"Low": 0.0, "Medium": pytest.approx(0.11), "High": 0.2, "Critical": pytest.approx(0.261)}
+    # A target recall of 99 %: the threshold (the lowest churner's score) lies under the 95 % recall score.
+    strict = training.threshold_for_recall(labels, scores, 0.99)
+    cut = training.risk_cutoffs(labels, scores, strict)
+    assert cut["Medium"] == cut["High"] == strict == pytest.approx(0.1)
+    assert list(cut.values()) == sorted(cut.values())
+
+
 def test_logistic_baseline_matches_scikit_learns_pipeline():
     """The baseline's preprocessing, computed by polars, is scikit-learn's imputer, indicator, scaler and
     one-hot encoder: the same matrix and the same scores, on numbers with nulls, NaN, negatives, an empty
