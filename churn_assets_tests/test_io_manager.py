@@ -994,6 +994,25 @@ def test_a_write_that_fails_leaves_the_previous_file_whole_and_no_temporary(tmp_
     assert sorted(p.name for p in Path(url).parent.iterdir()) == ["data.parquet"]
 
 
+def test_a_write_removes_a_killed_writers_old_temporary_but_not_a_concurrent_writers(tmp_path):
+    """A temporary over an hour old was left by a killed writer: the next write of the folder removes it. A fresh
+    one may be another run's write of the same partition under way: removed, its rename would fail."""
+    lake = Lake(str(tmp_path / "lake"))
+    url = lake.table_url("big", "date", "2025-01-01")
+    folder = Path(url).parent
+    folder.mkdir(parents=True)
+    stale, fresh = folder / ".data.parquet.killed.tmp", folder / ".data.parquet.running.tmp"
+    stale.write_bytes(b"half a file")
+    fresh.write_bytes(b"half of another")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+
+    lake.write_bytes(url, b"whole")
+
+    assert sorted(p.name for p in folder.iterdir()) == [fresh.name, "data.parquet"]
+    assert lake.read_bytes(url) == b"whole"
+
+
 def test_storage_urls_follow_the_contract(tmp_path, monkeypatch):
     """CHURN_DATA_URL / CHURN_LANDING_URL: local paths made absolute when read, s3:// kept, others refused."""
     monkeypatch.chdir(tmp_path)
