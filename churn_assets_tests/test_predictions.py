@@ -106,10 +106,13 @@ def test_every_user_is_scored_ranked_banded_and_explained(lake, local_resources,
         assert given == top
 
     # The check fails on predictions tampered with: the user ranked 3rd dropped (a gap in the ranks), the one
-    # ranked 2nd given rank 1 as well.
+    # ranked 2nd given rank 1 as well, the 4th a probability above 1, the 5th no band.
     lake_store = Lake(lake)
-    tampered = out.filter(pl.col("rank") != 3).with_columns(
-        pl.when(pl.col("rank") == 2).then(pl.lit(1, out.schema["rank"])).otherwise(pl.col("rank")).alias("rank")
+    rank = pl.col("rank")
+    tampered = out.filter(rank != 3).with_columns(
+        pl.when(rank == 2).then(pl.lit(1, out.schema["rank"])).otherwise(rank).alias("rank"),
+        pl.when(rank == 4).then(1.5).otherwise(pl.col("churn_probability")).alias("churn_probability"),
+        pl.when(rank == 5).then(None).otherwise(pl.col("risk_band")).alias("risk_band"),
     )
     lake_store.write_table(lake_store.table_url("predictions", "date", DAY.isoformat()), tampered)
     checked = dg.materialize(
@@ -121,7 +124,7 @@ def test_every_user_is_scored_ranked_banded_and_explained(lake, local_resources,
     assert not evaluation.passed and evaluation.partition == DAY.isoformat()
     counts = {k: v.value for k, v in evaluation.metadata.items()}
     assert counts == {
-        "duplicate_users": 0, "probabilities_out_of_range": 0, "users_without_band": 0,
+        "duplicate_users": 0, "probabilities_out_of_range": 1, "users_without_band": 1,
         "rows_with_rank_gaps": out.height - 1, "duplicate_ranks": 1, "users_not_scored": 1,
         "users_not_in_features": 0, "rows": out.height - 1,
     }

@@ -412,6 +412,13 @@ def test_check_flags_snapshots_after_the_cutoff(labelled_lake: ChurnSettings, tm
     assert evaluation.metadata["snapshots_after_cutoff"].value == 3
     assert evaluation.metadata["snapshots_not_h_days_before_label"].value == 1
 
+    # Retained users only: one class, and a label rate of 0 outside the band.
+    evaluation = evaluate(frame.filter(pl.col("churned") == 0))
+    assert not evaluation.passed
+    assert evaluation.description.startswith(
+        "failed: months_with_one_class = 1, months_with_label_rate_outside_band = 1"
+    )
+
 
 def _upstream_keys(asset: dg.AssetsDefinition, upstream: str, key: str, downstream_def, upstream_def) -> list[str]:
     """The upstream partitions Dagster maps ``asset[key]`` to (the mapping it infers when none is declared)."""
