@@ -126,6 +126,16 @@ def test_a_runs_shard_is_the_one_dagster_creates(home: Path, tmp_path: Path):
         )
     assert not list(runs.glob("*.partial"))
 
+    # Where no copy can be made (here the template is a folder; a file system without hard links is another
+    # case), the run's shard is Dagster's own, as without the copy.
+    for made in runs.glob(".run-shard-*.template"):
+        made.unlink()
+        made.mkdir()
+    with dg.DagsterInstance.get() as instance:
+        third = dg.materialize([counted], instance=instance, partition_key="2025-01-03").run_id
+    assert _schema(runs / f"{third}.db") == _schema(tmp_path / "stock" / "a_run.db")
+    assert not list(runs.glob("*.partial"))
+
     # A shard another process created first (here Dagster's stock storage, with a run's events in it) is
     # kept as it is, not replaced by the empty copy.
     with stock.run_connection("their_run") as conn:

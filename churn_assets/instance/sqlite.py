@@ -141,7 +141,8 @@ class PooledSqliteEventLogStorage(SharedEventLog, SqliteEventLogStorage):
 
     def _create_from_template(self, shard: str) -> None:
         """Creates a run's shard as a copy of the empty one (:meth:`_template`), unless its file exists: the
-        copy appears under the shard's name whole, or not at all when another process made the file first."""
+        copy appears under the shard's name whole (a hard link to it), or not at all when another process made
+        the file first or the file system has no hard links."""
         path = self.path_for_shard(shard)
         if os.path.exists(path):
             return
@@ -149,8 +150,10 @@ class PooledSqliteEventLogStorage(SharedEventLog, SqliteEventLogStorage):
         try:
             shutil.copyfile(self._template(), partial)
             os.link(partial, path)
-        except FileExistsError:
-            pass  # another process's run shard, or its reader's: Dagster's _initdb makes it whole
+        except OSError:
+            # The file exists (another process's run, or its reader, made it first), or this file system has no
+            # hard links: Dagster's _initdb makes the shard whole, as it does without the copy.
+            pass
         finally:
             if os.path.exists(partial):
                 os.unlink(partial)
@@ -166,9 +169,12 @@ class PooledSqliteEventLogStorage(SharedEventLog, SqliteEventLogStorage):
             engine = create_engine(f"sqlite:///{scratch}", poolclass=NullPool)
             try:
                 SqliteEventLogStorage._initdb(self, engine)
+                engine.dispose()
+                os.replace(scratch, template)  # two processes making it at once write the same bytes
             finally:
                 engine.dispose()
-            os.replace(scratch, template)  # two processes making it at once write the same bytes
+                if os.path.exists(scratch):
+                    os.unlink(scratch)
         return template
 
     def _engine_for(self, shard: str) -> Engine:
