@@ -7,6 +7,7 @@ import datetime as dt
 import gzip
 import io
 import re
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -276,11 +277,38 @@ def test_each_setting_is_read_from_its_variable():
     # Without echoing the path: it is the webhook's token, and this error is the code location's load error in the UI.
     ("CHURN_ALERT_WEBHOOK", "hooks.example.com/x/SECRET", "CHURN_ALERT_WEBHOOK='hooks.example.com/…' is not an http:// or https:// URL"),
     ("CHURN_ALERT_WEBHOOK", "https://", "CHURN_ALERT_WEBHOOK='https://' is not an http:// or https:// URL"),
+    # A user:password@ before the host is a credential too: the message names the host alone.
+    ("CHURN_ALERT_WEBHOOK", "bot:SECRET@hooks.example.com/x", "CHURN_ALERT_WEBHOOK='hooks.example.com/…' is not"),
 ])
 def test_a_bad_setting_is_refused_naming_its_variable(name, value, says):
     with pytest.raises(ValueError, match=re.escape(says)) as refused:
         ChurnSettings.from_env({name: value})
     assert "SECRET" not in str(refused.value)
+
+
+def test_a_setting_at_either_end_of_its_range_is_taken():
+    """The bounds README gives are inclusive: a threshold of 1 (retrain only when every column drifted), a
+    quarantined share of 0 (no dirty row allowed) or 1, a deadline of 48 hours; a webhook's scheme in any case."""
+    for name, value, field, expected in [
+        ("CHURN_DRIFT_THRESHOLD", "1", "drift_threshold", 1.0),
+        ("CHURN_DRIFT_THRESHOLD", "0", "drift_threshold", 0.0),
+        ("CHURN_MAX_QUARANTINED_SHARE", "1.0", "max_quarantined_share", 1.0),
+        ("CHURN_MAX_QUARANTINED_SHARE", "0", "max_quarantined_share", 0.0),
+        ("CHURN_LANDING_DEADLINE_HOURS", "48", "landing_deadline_hours", 48),
+        ("CHURN_LANDING_DEADLINE_HOURS", "1", "landing_deadline_hours", 1),
+        ("CHURN_HORIZON_DAYS", "1", "horizon_days", 1),
+        ("CHURN_TRAINING_LOOKBACK_MONTHS", "2", "lookback_months", 2),
+        ("CHURN_ALERT_WEBHOOK", "HTTPS://hooks.example.com/x", "alert_webhook", "HTTPS://hooks.example.com/x"),
+    ]:
+        assert getattr(ChurnSettings.from_env({name: value}), field) == expected, (name, value)
+
+
+def test_a_variable_set_empty_takes_its_default():
+    """An env file's ``CHURN_HORIZON_DAYS=`` (or Compose's ``${CHURN_HORIZON_DAYS:-}``) passes the variable empty:
+    it means the default (ChurnSettings.from_env), not an error that stops every command."""
+    names = set(re.findall(r'"(CHURN_[A-Z_]+)"', (Path(__file__).parents[1] / "churn_assets" / "config.py").read_text()))
+    assert len(names) >= 13, names
+    assert ChurnSettings.from_env(dict.fromkeys(names, "")) == ChurnSettings.from_env({})
 
 
 def test_the_totals_user_daily_always_has_are_reserved_in_the_settings():
