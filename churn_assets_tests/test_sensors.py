@@ -627,6 +627,15 @@ def test_run_failure_alert_posts_to_the_webhook_of_the_environment(instance, loc
     assert alert["run_id"] == result.run_id
 
 
+def test_a_webhook_given_in_code_is_posted_to_as_it_is():
+    """Settings built from a mapping (a test's, or another deployment tool's) are not the process's variables:
+    the alerts resource gets the URL itself, not a dg.EnvVar the process may not have, which lost every alert."""
+    settings = ChurnSettings.from_env({"CHURN_ALERT_WEBHOOK": " http://hooks.example.com/T0/B0/SECRET "})
+    assert settings.alert_webhook == "http://hooks.example.com/T0/B0/SECRET" and not settings.alert_webhook_from_env
+    alerts = build_resources(settings)["alerts"]
+    assert alerts.url == "http://hooks.example.com/T0/B0/SECRET" and alerts.enabled
+
+
 def test_run_failure_alert_without_webhook_only_logs(instance, local_resources, webhook):
     handler, _ = webhook
     resources = {"alerts": AlertWebhook(url=None)}
@@ -728,9 +737,13 @@ def test_run_failure_alert_says_which_partition_failed_a_blocking_check_and_why(
     assert "2025-01-01]" not in alert["error"]  # the day that passed is not named
 
 
-def test_run_failure_alert_names_only_the_failed_checks_of_the_failed_step_and_counts_the_rest(instance, webhook):
+@pytest.mark.parametrize("failed", [3, 4])
+def test_run_failure_alert_names_only_the_failed_checks_of_the_failed_step_and_counts_the_rest(
+    instance, webhook, failed
+):
     """The failed step's blocking checks failed four times: the alert names the first three and says how many
-    more; a non-blocking check that failed in another step of the run is not this failure, and is not named."""
+    more (three times: it names them all, and says no more); a non-blocking check that failed in another step
+    of the run is not this failure, and is not named."""
     handler, url = webhook
     resources = {"alerts": AlertWebhook(url=url)}
     cursor, _ = _failure_tick(instance, resources, None)
@@ -743,7 +756,7 @@ def test_run_failure_alert_names_only_the_failed_checks_of_the_failed_step_and_c
     def refunds() -> int:
         return 1
 
-    names = ["orders_a", "orders_b", "orders_c", "orders_d"]
+    names = ["orders_a", "orders_b", "orders_c", "orders_d"][:failed]
 
     @dg.multi_asset_check(specs=[dg.AssetCheckSpec(n, asset=orders, blocking=True) for n in names])
     def orders_checks():
@@ -761,7 +774,8 @@ def test_run_failure_alert_names_only_the_failed_checks_of_the_failed_step_and_c
 
     ((_, alert),) = handler.received
     assert alert["failed_steps"] == ["orders_checks"]
-    assert "orders_a: orders_a is off; orders_b: orders_b is off; orders_c: orders_c is off; and 1 more)" in alert["error"]
+    more = "; and 1 more" if failed == 4 else ""
+    assert f"orders_a: orders_a is off; orders_b: orders_b is off; orders_c: orders_c is off{more})" in alert["error"]
     assert "orders_d is off" not in alert["error"]
     assert "refunds_unrelated" not in alert["error"]
 
