@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import logging
 import os
+import re
 import socket
 import stat
 import threading
@@ -20,7 +21,7 @@ import pytest
 
 from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA
 from churn_assets.config import ChurnSettings
-from churn_assets.resources import build_resources
+from churn_assets.resources import LandingZone, build_resources
 
 from churn_assets_tests.helpers import evaluations_by_partition
 from churn_assets_tests.landing_helpers import (
@@ -343,6 +344,23 @@ def test_a_landing_file_linked_to_a_file_outside_the_landing_zone_is_not_read(
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
     assert result.success, _failure_text(result)
     assert read_partition(local_settings.data_url, "raw_events", day).height == 5
+
+
+def test_a_link_into_a_sibling_folder_named_like_the_landing_zone_is_outside_it(tmp_path, local_settings):
+    """``landing-old/`` beside ``landing/`` begins with the landing zone's path but is not inside it: a file
+    linked there is refused like any other outside, when the day is listed and when the file is opened."""
+    day = FIRST_DAY.isoformat()
+    sibling = Path(f"{local_settings.landing_url}-old")
+    sibling.mkdir()
+    (sibling / "environ").write_bytes(b"AWS_SECRET_ACCESS_KEY=SECRET-KEY\n")
+    folder = Path(write_landing_day(local_settings.landing_url, day, {"a-good.jsonl": GOOD_FILE}))
+    (folder / "b.jsonl").symlink_to(sibling / "environ")
+    landing = LandingZone(url=local_settings.landing_url)
+    outside = f"landing file {folder / 'b.jsonl'} links to {sibling / 'environ'}, outside the landing zone"
+    with pytest.raises(PermissionError, match=re.escape(outside)):
+        landing.data_files(FIRST_DAY)
+    with pytest.raises(PermissionError, match=re.escape(outside)):
+        list(landing.read_blocks(str(folder / "b.jsonl")))
 
 
 def _make_entry(path: Path, kind: str) -> None:

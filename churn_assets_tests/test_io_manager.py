@@ -28,6 +28,8 @@ from churn_assets.resources.filesystems import (
     BucketNotFoundError,
     StorageAccessDeniedError,
     StorageSettingsError,
+    filesystem,
+    join,
     polars_storage_options,
 )
 from churn_assets.resources.lake import LOCAL_COPIES, Lake, remove_stale_copies
@@ -1050,3 +1052,50 @@ def test_a_bucket_the_credentials_may_not_look_at_is_not_reported_missing(s3_ser
     finally:
         monkeypatch.undo()
         S3FileSystem.clear_instance_cache()
+
+
+def test_polars_reads_with_the_region_and_the_plain_http_the_aws_variables_give(monkeypatch):
+    """polars reads partitions back with options of its own: an http:// endpoint (MinIO in a cluster) needs
+    ``aws_allow_http``, which an https:// one must not get, and the region is AWS_REGION's, else
+    AWS_DEFAULT_REGION's (a bucket read in another region than its own is refused)."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    assert polars_storage_options("/a/local/lake") is None
+    assert polars_storage_options("s3://lake/churn")["aws_region"] == "us-east-1"
+    assert "aws_endpoint_url" not in polars_storage_options("s3://lake/churn")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
+    assert polars_storage_options("s3://lake/churn")["aws_region"] == "eu-central-1"
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio:9000")
+    options = polars_storage_options("s3://lake/churn")
+    assert (options["aws_region"], options["aws_endpoint_url"], options["aws_allow_http"]) == (
+        "eu-west-3", "http://minio:9000", "true"
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://s3.example.com")
+    assert "aws_allow_http" not in polars_storage_options("s3://lake/churn")
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def landing_url(request, tmp_path) -> str:
+    return local_or_s3_url(request, tmp_path, "landing")
+
+
+def test_a_landing_day_lists_its_files_in_name_order_and_versions_its_marker(landing_url):
+    """raw_events reads a day's files in name order (the first of two copies of an event is kept), whatever
+    order the folder lists them in; the day's version (what the landing sensor compares) is the marker's time
+    and, on S3, its ETag, which tells apart two deliveries within one second (S3's times have no finer unit)."""
+    names = [f"part-{i}.jsonl" for i in (7, 12, 3, 25, 0, 18, 9, 1, 30, 14, 22, 5)]
+    folder = write_landing_day(landing_url, "2025-01-01", dict.fromkeys(names, b""), complete=False)
+    fs = filesystem(landing_url)
+    fs.pipe_file(join(folder, "_SUCCESS"), b"export 1\n")
+    landing = LandingZone(url=landing_url)
+    day = landing.data_files(dt.date(2025, 1, 1))
+    assert day.files == [join(folder, name) for name in sorted(names)]
+    assert landing.days() == ({"2025-01-01": day.version}, [])
+    if landing_url.startswith("s3://"):
+        etag = fs.info(join(folder, "_SUCCESS"))["ETag"].strip('"')
+        assert day.version.endswith(f"|{etag}")
+        fs.pipe_file(join(folder, "_SUCCESS"), b"export 2\n")
+        assert landing.data_files(dt.date(2025, 1, 1)).version != day.version
