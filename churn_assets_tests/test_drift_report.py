@@ -158,3 +158,44 @@ def test_a_category_value_cannot_run_as_script_in_the_report(settings, local_res
     data = [line for line in page.splitlines() if line.lstrip().startswith("var ") and "evidently_dashboard_" in line]
     assert len(data) == 2 and not any("<" in line for line in data)
     assert any(hostile in json.dumps(json.loads(line.split(" = ", 1)[1].rstrip(";"))) for line in data)
+
+
+def test_a_range_across_months_reports_each_day_against_its_months_model(settings, local_resources, instance):
+    """A backfill of drift_report is one run over its days: each day's report holds that day's users alone,
+    against the model of that day's month (not the range's users, nor the first month's model). The
+    metadata's table lists the drifted columns first, each group by name."""
+    days = [dt.date(2025, 3, 31), dt.date(2025, 4, 1)]
+    manager = ModelIOManager(base_url=settings.data_url)
+    models = {d: manager.read("model", d.strftime("%Y-%m")) for d in days}
+    assert models[days[0]].version != models[days[1]].version
+    unchanged = models[days[0]].reference_sample.drop("churn_probability").with_row_index("user_id").with_columns(
+        pl.format("u{}", pl.col("user_id")).alias("user_id")
+    )
+    frames = {days[0].isoformat(): unchanged, days[1].isoformat(): synthetic_features(days[1], users=700, shift=0.35)}
+    result = dg.materialize(
+        [features_stub(frames), stored_model(), drift_report],
+        resources=local_resources,
+        instance=instance,
+        tags={"dagster/asset_partition_range_start": days[0].isoformat(),
+              "dagster/asset_partition_range_end": days[-1].isoformat()},
+    )
+    assert result.success
+    lake = Lake(settings.data_url)
+    summaries = {
+        d: json.loads(lake.read_bytes(f"{lake.partition_url('drift_report', 'date', d.isoformat())}/{SUMMARY_FILE}"))
+        for d in days
+    }
+    for d, frame in zip(days, (unchanged, frames[days[1].isoformat()]), strict=True):
+        assert summaries[d]["date"] == d.isoformat() and summaries[d]["model_version"] == models[d].version
+        assert summaries[d]["current_rows"] == summaries[d]["compared_rows"] == frame.height
+    assert summaries[days[0]]["dataset_drift"] is False and summaries[days[1]]["dataset_drift"] is True
+
+    by_day = {m.partition: {k: v.value for k, v in m.metadata.items()}
+              for m in result.asset_materializations_for_node("drift_report")}
+    assert by_day[days[0].isoformat()]["compared_rows"] == unchanged.height
+    rows = [line.strip("|").split("|") for line in by_day[days[1].isoformat()]["columns"].splitlines()[2:]]
+    listed = [(cells[3].strip(), cells[0].strip()) for cells in rows]
+    scored = {c: r for c, r in summaries[days[1]]["columns"].items() if r["kind"] != "score"}
+    expected = sorted((not r["drifted"], c) for c, r in scored.items())[:15]
+    assert listed == [("no" if not_drifted else "yes", c) for not_drifted, c in expected]
+    assert listed[0][0] == "yes" and listed == sorted(listed, key=lambda row: (row[0] != "yes", row[1]))
