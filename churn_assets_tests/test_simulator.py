@@ -87,6 +87,12 @@ def test_summary(clean, clean_rows):
     meta = json.loads((root / "truth" / "simulation.json").read_text())
     assert meta["seed"] == 7 and meta["users"] == 500 and meta["days"] == 21
     assert meta["events_written"] == summary.events_written
+    # The truth's counts are those of the files: each event once, its re-sends, the events exported a day late.
+    ids = [r["$insert_id"] for rows in clean_rows.values() for _, r in rows]
+    late = {r["$insert_id"] for day, rows in clean_rows.items() for _, r in rows if _time(r["event_time"]).date() < day}
+    counts = (len(set(ids)), len(ids) - len(set(ids)), len(late))
+    assert (meta["unique_events"], meta["duplicates"], meta["late_events"]) == counts
+    assert (summary.unique_events, summary.duplicates, summary.late_events) == counts
 
 
 def test_layout_one_folder_per_day_with_success_written_last(clean):

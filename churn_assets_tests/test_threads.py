@@ -18,9 +18,9 @@ def test_ordered_map_keeps_order_and_reads_a_bounded_number_of_items_ahead():
 
     def items():
         for i in range(12):
-            # Never more than workers + 1 items taken beyond what the caller has received.
-            assert len(pulled) - len(yielded) <= 3
             pulled.append(i)
+            # Never more than workers + 1 items taken beyond what the caller has received, this one included.
+            assert len(pulled) - len(yielded) <= 3
             yield i
 
     def slow_square(i: int) -> int:
