@@ -16,7 +16,7 @@ import pytest
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import build_resources
 
-from churn_assets_tests.s3_server import SeaweedS3
+from churn_assets_tests.s3_server import SeaweedS3, local_or_s3_url
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -47,6 +47,12 @@ def local_settings(tmp_path: Path) -> ChurnSettings:
 @pytest.fixture
 def local_resources(local_settings: ChurnSettings) -> dict:
     return build_resources(local_settings)
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def landing_url(request, tmp_path) -> str:
+    """A landing zone under this test's temp dir, or under a prefix of its own in the S3 server."""
+    return local_or_s3_url(request, tmp_path, "landing")
 
 
 @pytest.fixture(scope="session")

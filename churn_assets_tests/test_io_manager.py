@@ -1077,11 +1077,6 @@ def test_polars_reads_with_the_region_and_the_plain_http_the_aws_variables_give(
     assert "aws_allow_http" not in polars_storage_options("s3://lake/churn")
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
-def landing_url(request, tmp_path) -> str:
-    return local_or_s3_url(request, tmp_path, "landing")
-
-
 def test_a_landing_day_lists_its_files_in_name_order_and_versions_its_marker(landing_url):
     """raw_events reads a day's files in name order (the first of two copies of an event is kept), whatever
     order the folder lists them in; the day's version (what the landing sensor compares) is the marker's time

@@ -25,7 +25,6 @@ from churn_assets.config import ChurnSettings
 from churn_assets.resources import AlertWebhook, LandingZone, build_resources
 from churn_assets.resources.filesystems import filesystem, join
 
-from churn_assets_tests.s3_server import local_or_s3_url
 from churn_assets_tests.landing_helpers import INGEST, amplitude_row, jsonl, materialize_ingest, write_landing_day
 
 REPOSITORY = defs.get_repository_def()
@@ -70,11 +69,6 @@ def _tick(sensor: dg.SensorDefinition, instance, landing_url: str, cursor: str |
         assert request.job_name in (None, "daily_refresh")
     requests = data.run_requests or []
     return [r.partition_key for r in requests], [r.run_key for r in requests], data.cursor or cursor
-
-
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
-def landing_url(request, tmp_path) -> str:
-    return local_or_s3_url(request, tmp_path, "landing")
 
 
 def test_landing_sensor_requests_each_complete_day_once(instance, landing_url):
