@@ -14,7 +14,8 @@ from churn_assets.assets.ingest.install_times import INSTALL_TIMES_SCHEMA
 from churn_assets.assets.ingest.user_daily import event_type_column, user_daily_schema
 from churn_assets.config import DEFAULT_EVENT_TYPES
 from churn_assets.partitions import daily_partitions
-from churn_assets.resources.lake import Lake
+from churn_assets.resources.filesystems import polars_storage_options
+from churn_assets.resources.lake import Lake, partition_key, partition_value
 
 START = daily_partitions.start.date()
 INGEST_AND_FEATURES = [*ingest_domain.assets, *features_domain.assets, *features_domain.asset_checks]
@@ -127,3 +128,18 @@ def evaluations_by_partition(result: dg.ExecuteInProcessResult, check_name: str)
     by_partition = {e.partition: e for e in evaluations}
     assert len(by_partition) == len(evaluations) and None not in by_partition
     return by_partition
+
+
+def scan_tables(lake: Lake, urls: list[str], partition: dict[str, pl.DataType]) -> pl.LazyFrame:
+    """What the lake stores at the partition tables ``urls``, read straight from the store (no copies, no links),
+    with the partition column (``partition``: its name and type) from each table's folder name; the first file's
+    columns are the scan's, as the IO manager's inputs have them."""
+    ((column, dtype),) = partition.items()
+    options = polars_storage_options(urls[0])
+    schema = lake.table_schema(urls[0])
+    tables = [
+        pl.scan_parquet(url, glob=False, schema=schema, extra_columns="ignore", storage_options=options)
+        .with_columns(partition_value(partition_key(url, column), dtype).alias(column))
+        for url in urls
+    ]
+    return pl.concat(tables, how="vertical")

@@ -44,6 +44,7 @@ from churn_assets.resources.parquet_io_manager import (
     each_partition_once,
 )
 from churn_assets_tests.landing_helpers import amplitude_row, jsonl, materialize_ingest, write_landing_day
+from churn_assets_tests.helpers import scan_tables
 from churn_assets_tests.s3_server import ACCESS_KEY, SECRET_KEY, _free_port, local_or_s3_url
 
 days = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", fmt="%Y-%m-%d")
@@ -444,7 +445,7 @@ def test_ingest_runs_on_a_lake_under_a_key_value_or_glob_folder(odd_root, tmp_pa
 
     assert again.success
     lake = Lake(odd_root)
-    users = lake.scan_tables([lake.table_url("user_daily", "date", "2025-01-03")], {"date": pl.Date})
+    users = scan_tables(lake, [lake.table_url("user_daily", "date", "2025-01-03")], {"date": pl.Date})
     assert users.select("user_id", "date").sort("user_id").collect().rows() == [(f"u{i}", D3) for i in range(3)]
 
 
@@ -541,7 +542,7 @@ def test_a_partition_is_read_back_with_the_credentials_of_a_profile(s3_server, t
     S3FileSystem.clear_instance_cache()  # s3fs clients keep the credentials they were made with
     try:
         lake.write_table(url, pl.DataFrame({"value": [1, 2]}))
-        assert lake.scan_tables([url], {"date": pl.Date}).collect()["value"].to_list() == [1, 2]
+        assert scan_tables(lake, [url], {"date": pl.Date}).collect()["value"].to_list() == [1, 2]
     finally:
         monkeypatch.undo()
         S3FileSystem.clear_instance_cache()
@@ -579,7 +580,7 @@ def test_aws_endpoint_url_s3_is_the_endpoint_of_writes_and_reads_alike(s3_server
         lake = Lake(lake_url)
         url = lake.table_url("daily", "date", "2025-01-01")
         lake.write_table(url, pl.DataFrame({"value": [1, 2]}))
-        assert lake.scan_tables([url], {"date": pl.Date}).collect()["value"].to_list() == [1, 2]
+        assert scan_tables(lake, [url], {"date": pl.Date}).collect()["value"].to_list() == [1, 2]
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint.removeprefix("http://"))
         with pytest.raises(StorageSettingsError, match=r"AWS_ENDPOINT_URL_S3='127\.0\.0\.1:\d+' has no scheme"):
             Lake(lake_url)
@@ -687,7 +688,7 @@ def test_an_input_of_several_partitions_is_read_from_local_copies_on_s3(s3_serve
     assert all("s3://" not in plan and "churn-s3-copies-" in plan for plan in plans.values())
     expected = [(D1, 10), (D2, 20), (D2, 21), (D3, 30), (D3, 31), (D3, 32)]
     for name in ("first", "second"):  # each day's rows, its date from its copy's path
-        written = Lake(base).scan_tables([f"{base}/{name}/date=2025-01-03/data.parquet"], {"date": pl.Date})
+        written = scan_tables(Lake(base), [f"{base}/{name}/date=2025-01-03/data.parquet"], {"date": pl.Date})
         assert written.collect().select("day", "value").rows() == expected
     # (the links a step's scan reads its inputs through are not copies)
     links = [c for c in Path(LOCAL_COPIES.root).rglob("links-*")]
@@ -720,7 +721,7 @@ def test_a_range_written_on_s3_is_read_back_from_its_copies_while_the_store_hold
     total = dg.materialize([daily_numbers, daily_total], resources=resources, instance=instance,
                            tags=_range(keys[0], keys[-1]), selection=[daily_total])
     assert total.success
-    stored = lake.scan_tables(lake.stored_tables("daily_total", "date", keys)[0], {"date": pl.Date})
+    stored = scan_tables(lake, lake.stored_tables("daily_total", "date", keys)[0], {"date": pl.Date})
     assert stored.select("date", "value").collect().rows() == [(D1, 10), (D2, 99), (D3, 93)]
 
     @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
@@ -800,8 +801,10 @@ def test_the_partition_a_run_just_wrote_is_read_from_memory_while_its_file_is_un
     assert not seen["from_file"]
     handed = seen["frame"]
     # The same frame, columns and types as a scan of the stored file gives (the partition column last).
-    stored = Lake(str(tmp_path / "lake")).scan_tables(
-        [str(tmp_path / "lake" / "daily_numbers" / "date=2025-01-02" / "data.parquet")], {"date": pl.Date()}
+    stored = scan_tables(
+        Lake(str(tmp_path / "lake")),
+        [str(tmp_path / "lake" / "daily_numbers" / "date=2025-01-02" / "data.parquet")],
+        {"date": pl.Date()},
     )
     assert seen["schema"] == stored.collect_schema() == {"value": pl.Int64(), "date": pl.Date()}
     assert handed.equals(stored.collect())

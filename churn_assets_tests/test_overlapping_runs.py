@@ -11,6 +11,7 @@ from churn_assets.resources.lake import Lake
 from churn_assets.resources.parquet_io_manager import RECENT, PartitionedParquetIOManager
 
 from churn_assets_tests.s3_proxy import HoldingProxy
+from churn_assets_tests.helpers import scan_tables
 from churn_assets_tests.s3_server import local_or_s3_url
 
 days = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", fmt="%Y-%m-%d")
@@ -79,7 +80,7 @@ def test_a_step_reads_one_version_of_its_input_while_another_run_rewrites_it(lak
     (read,) = seen
     assert read.height == 20_000 * window
     assert read.get_column("value").unique().to_list() == [1], "the step read two versions of counts"
-    assert Lake(lake_url).scan_tables([Lake(lake_url).table_url("counts", "date", DAY)], {"date": pl.Date()}) \
+    assert scan_tables(Lake(lake_url), [Lake(lake_url).table_url("counts", "date", DAY)], {"date": pl.Date()}) \
         .select(pl.col("value").unique()).collect().item() == 2  # the rewrite is stored
 
 
@@ -126,7 +127,7 @@ def test_an_s3_partition_replaced_between_two_reads_of_a_scan_is_read_whole_from
         assert results and results[0].success, [
             e.step_failure_data.error.to_string()[:600] for e in results[0].all_events if e.is_step_failure
         ]
-        stored = lake.scan_tables([lake.table_url("scored", "date", DAY)], {"date": pl.Date()})
+        stored = scan_tables(lake, [lake.table_url("scored", "date", DAY)], {"date": pl.Date()})
         assert stored.select(pl.len(), pl.col("value").unique()).collect().rows() == [(300_000, 1)]
     finally:
         proxy.close()

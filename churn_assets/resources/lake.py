@@ -194,35 +194,14 @@ class Lake:
         """The columns a stored table holds, from its footer."""
         return pl.scan_parquet(url, glob=False, storage_options=polars_storage_options(url)).collect_schema()
 
-    def scan_tables(self, urls: list[str], partition: dict[str, pl.DataType]) -> pl.LazyFrame:
-        """A lazy scan of exactly the partition tables ``urls``, with the partition column (``partition``: its
-        name and type) holding each table's key, from its folder's name (:func:`partition_key`).
-
-        No other part of a path is parsed or expanded: the root may hold ``key=value`` folders (a hive-style
-        prefix, ``s3://bucket/env=prod/churn``) and glob characters (``[``, ``?``, ``*``). A filter on the
-        partition column does not prune the tables here; a scan that must, such as the IO manager's inputs,
-        reads local files through :func:`scan_linked_tables`.
-
-        The first file's columns are the scan's. A later file's columns beyond them are not read (partitions
-        written before a table lost columns, such as labels that carried their snapshot's features); a column
-        the reader asks for and a file lacks is still an error.
-        """
-        ((column, dtype),) = partition.items()
-        options = polars_storage_options(urls[0])
-        schema = self.table_schema(urls[0])
-        tables = [
-            pl.scan_parquet(url, glob=False, schema=schema, extra_columns="ignore", storage_options=options)
-            .with_columns(partition_value(partition_key(url, column), dtype).alias(column))
-            for url in urls
-        ]
-        return pl.concat(tables, how="vertical")
-
 
 def scan_linked_tables(folder: str, partition: dict[str, pl.DataType]) -> pl.LazyFrame:
     """A lazy scan of the tables a folder of links holds (:meth:`LocalCopies.links`), with the partition column
     parsed from the links' folders alone, so a filter on it reads only the tables it selects.
 
-    The first file's columns are the scan's, as in :meth:`Lake.scan_tables`.
+    The first file's columns are the scan's: a later file's columns beyond them are not read (partitions written
+    before a table lost columns, such as labels that carried their snapshot's features); a column the reader asks
+    for and a file lacks is still an error.
     """
     return pl.scan_parquet(
         folder.rstrip("/") + "/",
@@ -247,9 +226,9 @@ class LocalCopies:
       last ``assets`` assets written: a range run's checks and next assets read what it just wrote. A copy
       is used only while the listing of the input shows that ETag, so another writer's version is
       downloaded instead.
-    * The rest of an input spanning partitions is downloaded once, concurrently.
-    * An input spanning partitions, local or copied, is scanned through a folder of links that name only
-      their partition (``links``), so the scan finds the partition column there and nowhere else in a path.
+    * The rest of an input is downloaded once, concurrently, whole (``scan``).
+    * An input, local or copied, is scanned through a folder of links that name only their partition
+      (``links``), so the scan finds the partition column there and nowhere else in a path.
 
     Nothing a step may still scan is removed under it: the downloads and links of a step, and the copies of assets
     fallen out of the last ``assets``, are removed when another step begins (asks for copies or keeps one),
@@ -327,10 +306,11 @@ class LocalCopies:
         self, lake: Lake, urls: list[str], partition: dict[str, pl.DataType], owner: str,
         etags: Mapping[str, str] | None = None,
     ) -> pl.LazyFrame:
-        """A lazy scan of the partition tables ``urls``, as :meth:`Lake.scan_tables`, that reads the same version
-        of each table however many times and however late it is collected, while other runs rewrite them: S3
-        objects downloaded whole, one GET each (:meth:`of`; ``etags`` as there), and scanned through links
-        (:meth:`links`), hard ones to local tables where they can be. polars' ranged reads of an S3 object
+        """A lazy scan of exactly the partition tables ``urls``, with the partition column (``partition``: its name
+        and type) holding each table's key, that reads the same version of each table however many times and
+        however late it is collected, while other runs rewrite them: S3 objects downloaded whole, one GET each
+        (:meth:`of`; ``etags`` as there), and scanned through links (:meth:`links`, :func:`scan_linked_tables`),
+        hard ones to local tables where they can be. polars' ranged reads of an S3 object
         replaced between two of them mixed the two files or panicked, and a scan of a local table collected
         again read the new file. A filter on the partition column reads only the tables it selects."""
         ((column, _),) = partition.items()
