@@ -123,8 +123,7 @@ def is_day(name: str) -> bool:
 
 
 def _misnamed_message(names: list[str]) -> str:
-    folders = ", ".join(f"date={name}" for name in names[:5])
-    folders += f" and {len(names) - 5} more" if len(names) > 5 else ""
+    folders = some_keys([f"date={name}" for name in names])
     return (
         f"landing folder(s) {folders} under events/ name no day as YYYY-MM-DD (e.g. date=2025-01-05): "
         "never refreshed; rename them"
