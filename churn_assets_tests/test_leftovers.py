@@ -1,0 +1,53 @@
+"""What the suite's own servers leave once stopped: nothing. No process, no port, no file outside the test's
+folders (a developer runs the suite many times a day, several checkouts at once)."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from churn_assets_tests.s3_server import SeaweedS3
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process ``pid`` listens on (from /proc: its sockets' inodes in /proc/net/tcp*)."""
+    inodes = set()
+    for fd in os.scandir(f"/proc/{pid}/fd"):
+        target = os.readlink(fd.path)
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+@pytest.mark.s3
+def test_a_stopped_s3_server_leaves_no_socket_log_or_port(tmp_path, monkeypatch):
+    """weed left its S3 gateway's socket in /tmp at every stop (all its sockets when killed), weed.* log files in
+    the temp dir, and listened on a gRPC port of its own choosing (the S3 port + 10000) that nobody checked was free."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    server = SeaweedS3(tmp_path / "seaweedfs", buckets=("lake",))
+    for stopped_how in ("killed", "stopped"):
+        started = time.time() - 1
+        server.start()
+        try:
+            ports = listening_ports(server.process.pid)
+            assert ports <= set(server.ports.values()), "a port not chosen free"
+            if stopped_how == "killed":
+                server.process.kill()  # as test_faults stops S3 mid-run
+                server.process.wait()
+        finally:
+            server.stop()
+        left = [
+            p.name for p in Path("/tmp").glob("seaweedfs-*.sock")
+            if int(p.stem.rsplit("-", 1)[1]) in ports and p.lstat().st_mtime >= started  # (not another session's)
+        ]
+        assert left == [], f"{stopped_how}: sockets left in /tmp"
+        assert list(temp.iterdir()) == [], f"{stopped_how}: files left in the temp dir"
