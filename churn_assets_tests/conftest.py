@@ -16,6 +16,7 @@ import pytest
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import build_resources
 
+from churn_assets_tests.ml_frames import shared_models_lake
 from churn_assets_tests.s3_server import SeaweedS3, local_or_s3_url
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -71,6 +72,13 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def models_lake(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A lake with ``model[2025-03]`` and ``model[2025-04]``, trained once per session for the predictions and
+    drift tests (each copies it before writing)."""
+    return shared_models_lake(tmp_path_factory.mktemp("models"))
 
 
 # -- a webhook that records what is posted to it (run_failure_alert) ------------------------------

@@ -2,11 +2,7 @@
 contract's shape (every feature of the catalog) with a known churn signal, and stand-in upstream assets
 that write them through the real IO manager."""
 
-import atexit
 import datetime as dt
-import functools
-import shutil
-import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -172,11 +168,8 @@ def stored_model() -> dg.SourceAsset:
 MARCH, APRIL = "2025-03", "2025-04"
 
 
-@functools.cache
-def shared_models_lake() -> str:
-    """A lake with ``model[2025-03]`` and ``model[2025-04]``, trained once per test session for the
-    predictions and drift tests (each copies it before writing)."""
-    root = Path(tempfile.mkdtemp(prefix="churn_models_"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
+def shared_models_lake(root: Path) -> str:
+    """A lake under ``root`` with ``model[2025-03]`` and ``model[2025-04]``: the session's ``models_lake``
+    (conftest.py), which the predictions and drift tests copy before writing."""
     frames = {MARCH: synthetic_training_set(MARCH, seed=21), APRIL: synthetic_training_set(APRIL, seed=22)}
     return lake_with_models(root, frames)

@@ -14,15 +14,15 @@ from churn_assets.assets.monitoring.checks import features_have_not_drifted
 from churn_assets.assets.monitoring.drift_report import DRIFT_SCHEMA, REPORT_FILE, SUMMARY_FILE, drift_report
 from churn_assets.resources.lake import Lake, parquet_bytes
 from churn_assets.resources.model_io_manager import ModelIOManager
-from churn_assets_tests.ml_frames import MARCH, features_stub, shared_models_lake, stored_model, synthetic_features
+from churn_assets_tests.ml_frames import MARCH, features_stub, stored_model, synthetic_features
 
 MONTH = MARCH
 DAY = dt.date(2025, 3, 10)
 
 
 @pytest.fixture
-def settings(local_settings):
-    shutil.copytree(shared_models_lake(), local_settings.data_url)
+def settings(local_settings, models_lake):
+    shutil.copytree(models_lake, local_settings.data_url)
     return local_settings
 
 

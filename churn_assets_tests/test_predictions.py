@@ -20,14 +20,14 @@ from churn_assets.assets.ml.scoring import (
 from churn_assets.assets.ml.training import to_dmatrix
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.model_io_manager import MODEL_FILE, ModelIOManager, card_bytes, sha256
-from churn_assets_tests.ml_frames import MARCH, features_stub, shared_models_lake, stored_model, synthetic_features
+from churn_assets_tests.ml_frames import MARCH, features_stub, stored_model, synthetic_features
 
 DAY = dt.date(2025, 3, 10)
 
 
 @pytest.fixture
-def lake(local_settings) -> str:
-    shutil.copytree(shared_models_lake(), local_settings.data_url)
+def lake(local_settings, models_lake) -> str:
+    shutil.copytree(models_lake, local_settings.data_url)
     return local_settings.data_url
 
 
