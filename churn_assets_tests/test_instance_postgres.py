@@ -43,13 +43,16 @@ def postgres():
 
 @pytest.fixture
 def production_home(tmp_path, postgres, s3_server, monkeypatch) -> Path:
-    """A DAGSTER_HOME holding deploy/dagster.yaml, minus the ECS run launcher (no ECS on loopback)."""
+    """A DAGSTER_HOME holding deploy/dagster.yaml, minus the ECS run launcher (no ECS on loopback), its compute
+    logs staged under the test's folder: S3ComputeLogManager stages them in /tmp/<run id>/ (whatever TMPDIR says)
+    and never removes them, a folder per run the tests made."""
     for name, value in postgres.env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DAGSTER_COMPUTE_LOG_BUCKET", "lake")
     monkeypatch.setenv("DAGSTER_COMPUTE_LOG_PREFIX", f"compute-logs/{tmp_path.name}")
     config = yaml.safe_load(PRODUCTION_YAML.read_text())
     del config["run_launcher"]
+    config["compute_logs"]["config"]["local_dir"] = str(tmp_path / "compute_logs")
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
@@ -113,6 +116,7 @@ def test_materialize_through_the_production_instance(production_home, postgres, 
         result = dg.materialize(INGEST, resources=local_resources, instance=instance, partition_key=day)
         assert result.success
         run_id = result.run_id
+    assert not Path("/tmp", run_id).exists()  # the run's compute logs were staged in the test's folder
 
     # Straight from PostgreSQL, not through Dagster's API.
     ((status, job),) = postgres.query("select status, pipeline_name from runs where run_id = %s", run_id)
@@ -140,7 +144,7 @@ def test_materialize_through_the_production_instance(production_home, postgres, 
 def test_compute_logs_go_to_s3(production_home, s3_server):
     with dg.DagsterInstance.from_config(str(production_home)) as instance:
         manager = instance.compute_log_manager
-        log_key = ["churn", "test", "step"]
+        log_key = ["churn", production_home.parent.name, "step"]
         with manager.capture_logs(log_key):
             print("hello from a step")
         data = manager.get_log_data(log_key)
@@ -148,6 +152,7 @@ def test_compute_logs_go_to_s3(production_home, s3_server):
         prefix = instance.compute_log_manager._s3_prefix  # noqa: SLF001 - where this instance writes
     keys = s3_server.keys("lake", prefix)
     assert any(key.endswith(".out") for key in keys), keys
+    assert not Path("/tmp", *log_key[:-1]).exists()  # staged in the test's folder, not in /tmp
 
 
 def test_event_batches_are_stored_as_one_by_one(production_home, stock_home, postgres, monkeypatch):
