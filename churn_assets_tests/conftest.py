@@ -33,6 +33,23 @@ if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
+    """Ctrl-C stops the session in a Dagster run too. An in-process run turns the SIGINT into its own failure
+    (DagsterExecutionInterruptedError): pytest saw a failed test and went on with the next ones, on an S3 server
+    the same Ctrl-C had stopped, until a second Ctrl-C."""
+    if call.excinfo is not None and _interrupted(call.excinfo.value):
+        item.session.shouldstop = f"interrupted during {item.nodeid}"
+
+
+def _interrupted(error: BaseException | None) -> bool:
+    """Whether ``error``, or an error it was raised from or while handling, is an interrupt."""
+    while error is not None:
+        if isinstance(error, (KeyboardInterrupt, dg.DagsterExecutionInterruptedError)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 @pytest.fixture
 def instance():
     with dg.instance_for_test() as test_instance:

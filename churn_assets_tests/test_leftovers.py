@@ -2,12 +2,16 @@
 folders (a developer runs the suite many times a day, several checkouts at once)."""
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from churn_assets_tests.s3_server import SeaweedS3
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def listening_ports(pid: int) -> set[int]:
@@ -51,3 +55,35 @@ def test_a_stopped_s3_server_leaves_no_socket_log_or_port(tmp_path, monkeypatch)
         ]
         assert left == [], f"{stopped_how}: sockets left in /tmp"
         assert list(temp.iterdir()) == [], f"{stopped_how}: files left in the temp dir"
+
+
+_INTERRUPTED_SUITE = '''
+import os, signal
+import dagster as dg
+
+
+@dg.asset
+def interrupted():
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the run's step computes
+
+
+def test_first(tmp_path):
+    dg.materialize([interrupted])
+
+
+def test_second(tmp_path):
+    (tmp_path.parent.parent / "second-ran").touch()
+'''
+
+
+def test_ctrl_c_in_a_dagster_run_stops_the_session(tmp_path):
+    """Dagster turned a Ctrl-C in a run into the run's failure: the session went on with the next tests, servers
+    and all (the S3 server, in the terminal's process group, already stopped), until a second Ctrl-C."""
+    (tmp_path / "test_interrupted.py").write_text(_INTERRUPTED_SUITE)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "churn_assets_tests.conftest",
+         f"--basetemp={tmp_path / 'base'}", "test_interrupted.py"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
+    )
+    assert "1 failed" in done.stdout and "interrupted during" in done.stdout, done.stdout[-3000:]
+    assert not (tmp_path / "second-ran").exists()
