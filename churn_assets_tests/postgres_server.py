@@ -60,13 +60,19 @@ class PostgresServer:
         subprocess.run([*self._as_user, *args], check=True, capture_output=True, cwd=self.root)
 
     def start(self) -> None:
-        self._run(str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust",
-                  "-E", "UTF8", "--no-sync", "--no-instructions")
-        # Loopback TCP only; the unix socket goes to our own folder, not /var/run/postgresql.
-        options = f"-h {self.host} -p {self.port} -k {self.root} -c fsync=off -c full_page_writes=off"
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-o", options,
-                  "-l", str(self.root / "postgres.log"), "-w", "-t", "30", "start")
-        self._run(str(PG_BIN / "createdb"), "-h", self.host, "-p", str(self.port), "-U", SUPERUSER, self.db_name)
+        """Creates the cluster and its database and starts the server; when any of it fails, stops what started
+        and removes the files, as :meth:`stop` (a fixture that never got a server has nothing to stop)."""
+        try:
+            self._run(str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust",
+                      "-E", "UTF8", "--no-sync", "--no-instructions")
+            # Loopback TCP only; the unix socket goes to our own folder, not /var/run/postgresql.
+            options = f"-h {self.host} -p {self.port} -k {self.root} -c fsync=off -c full_page_writes=off"
+            self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-o", options,
+                      "-l", str(self.root / "postgres.log"), "-w", "-t", "30", "start")
+            self._run(str(PG_BIN / "createdb"), "-h", self.host, "-p", str(self.port), "-U", SUPERUSER, self.db_name)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():

@@ -48,9 +48,11 @@ def _start_from_the_cli(kind: str, name: str, env: dict, tmp_path) -> None:
     started = DagsterProcess(
         [executable("dagster"), kind, "start", name, "-w", str(ROOT / "workspace.yaml")], env, tmp_path / "start.log"
     )
-    started.process.wait(timeout=60)
-    assert started.process.returncode == 0, started.log()
-    started.stop()
+    try:
+        started.process.wait(timeout=60)
+        assert started.process.returncode == 0, started.log()
+    finally:
+        started.stop()  # (still running when it timed out)
 
 
 def _sensor_state(instance: dg.DagsterInstance, name: str):
@@ -298,9 +300,9 @@ def test_a_backfill_run_terminated_while_raw_events_writes_is_canceled_not_retri
     simulate(landing_url, users=3000, days=40, seed=7)
     days = daily_partitions.get_partition_keys()[:40]
     env = run_env(home, CHURN_DATA_URL=lake_url, CHURN_LANDING_URL=landing_url)
-    daemon = DagsterProcess([executable("dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")], env,
-                            tmp_path / "daemon.log")
     with dg.DagsterInstance.from_config(str(home)) as instance:
+        daemon = DagsterProcess([executable("dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")], env,
+                                tmp_path / "daemon.log")
         try:
             instance.add_backfill(PartitionBackfill.from_asset_partitions(
                 backfill_id="terminated", asset_graph=defs.get_repository_def().asset_graph, partition_names=days,

@@ -167,8 +167,13 @@ def test_two_overlapping_runs_end_with_the_content_of_one(tmp_path, storage, req
     runs = [
         _materialize_command(shared, landing, tmp_path / f"home{i}", tmp_path / f"run{i}.log") for i in range(2)
     ]
-    for i, run in enumerate(runs):
-        assert run.wait(timeout=240) == 0, (tmp_path / f"run{i}.log").read_text()[-5000:]
+    try:
+        for i, run in enumerate(runs):
+            assert run.wait(timeout=240) == 0, (tmp_path / f"run{i}.log").read_text()[-5000:]
+    finally:
+        for run in runs:  # the other run, when one failed or hung
+            run.kill()
+            run.wait()
 
     expected, got = _lake_content(reference), _lake_content(shared)
     assert got.keys() == expected.keys()

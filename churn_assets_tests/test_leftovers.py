@@ -2,6 +2,7 @@
 folders (a developer runs the suite many times a day, several checkouts at once)."""
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from churn_assets_tests.postgres_server import PostgresServer, postgres_available
 from churn_assets_tests.s3_server import SeaweedS3
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,3 +89,15 @@ def test_ctrl_c_in_a_dagster_run_stops_the_session(tmp_path):
     )
     assert "1 failed" in done.stdout and "interrupted during" in done.stdout, done.stdout[-3000:]
     assert not (tmp_path / "second-ran").exists()
+
+
+@pytest.mark.skipif(not postgres_available(), reason="PostgreSQL 15 binaries are not installed")
+def test_a_postgres_server_that_fails_to_start_leaves_no_process_or_folder():
+    """createdb failed after the server had started (here: the database exists): the fixture never got a server to
+    stop, and PostgreSQL ran on, its cluster in the temp dir, until the machine restarted."""
+    server = PostgresServer(db_name="template1")
+    with pytest.raises(subprocess.CalledProcessError):
+        server.start()
+    assert not server.root.exists()
+    with socket.socket() as sock:
+        assert sock.connect_ex((server.host, server.port)) != 0, "PostgreSQL still listens"
