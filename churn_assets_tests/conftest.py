@@ -29,8 +29,17 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 # The suite restores the default handlers, so it behaves the same however it is launched.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _terminated(signum, frame):
+    """SIGTERM (`timeout`, a cancelled CI job, `kill`) ends the session as Ctrl-C does, tearing its fixtures down.
+    By default it killed pytest at once: the servers of its fixtures ran on (PostgreSQL, the webserver, the daemon,
+    code servers: each in a session of its own), and the test instances' folders stayed in the temp dir. A child
+    process starts with the default (a handler is not inherited, an ignored signal is)."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+signal.signal(signal.SIGTERM, _terminated)
 
 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:

@@ -78,15 +78,20 @@ def test_second(tmp_path):
 '''
 
 
+def _run_pytest(folder: Path, test_file: str) -> subprocess.CompletedProcess:
+    """pytest on ``folder/test_file`` in a process of its own, with the suite's conftest."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "churn_assets_tests.conftest",
+         f"--basetemp={folder / 'base'}", test_file],
+        cwd=folder, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
+    )
+
+
 def test_ctrl_c_in_a_dagster_run_stops_the_session(tmp_path):
     """Dagster turned a Ctrl-C in a run into the run's failure: the session went on with the next tests, servers
     and all (the S3 server, in the terminal's process group, already stopped), until a second Ctrl-C."""
     (tmp_path / "test_interrupted.py").write_text(_INTERRUPTED_SUITE)
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "churn_assets_tests.conftest",
-         f"--basetemp={tmp_path / 'base'}", "test_interrupted.py"],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
-    )
+    done = _run_pytest(tmp_path, "test_interrupted.py")
     assert "1 failed" in done.stdout and "interrupted during" in done.stdout, done.stdout[-3000:]
     assert not (tmp_path / "second-ran").exists()
 
@@ -101,3 +106,34 @@ def test_a_postgres_server_that_fails_to_start_leaves_no_process_or_folder():
     assert not server.root.exists()
     with socket.socket() as sock:
         assert sock.connect_ex((server.host, server.port)) != 0, "PostgreSQL still listens"
+
+
+_TERMINATED_SUITE = '''
+import os, signal, time
+import pytest
+
+
+@pytest.fixture
+def server(tmp_path):
+    yield
+    (tmp_path.parent.parent / "torn-down").touch()  # where a fixture stops its server
+
+
+def test_first(server):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+
+
+def test_second(tmp_path):
+    (tmp_path.parent.parent / "second-ran").touch()
+'''
+
+
+def test_sigterm_ends_the_session_with_its_fixtures_torn_down(tmp_path):
+    """SIGTERM (`timeout`, a cancelled CI job) killed pytest at once: no fixture was torn down, and PostgreSQL, the
+    webserver, the daemon and the code servers, each in a session of its own, ran on."""
+    (tmp_path / "test_terminated.py").write_text(_TERMINATED_SUITE)
+    done = _run_pytest(tmp_path, "test_terminated.py")
+    assert done.returncode == pytest.ExitCode.INTERRUPTED, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (tmp_path / "torn-down").exists()
+    assert not (tmp_path / "second-ran").exists()
