@@ -27,6 +27,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _admin_ports() -> tuple[int, int]:
+    """A free port for the admin server whose + 10000 is free too, for its gRPC: weed mini's maintenance worker
+    dials the admin's gRPC there whatever ``-admin.port.grpc`` says (another server's, if that one listened there)."""
+    while True:
+        port = _free_port()
+        if port + 10000 <= 65535:
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port, port + 10000
+
+
 def weed_binary() -> str:
     found = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
     if not Path(found).exists():
@@ -46,13 +60,14 @@ class SeaweedS3:
 
     ``ports`` holds every port it listens on, each chosen free: the services' (``master``, ``s3``, ...) and their
     gRPC ports (``master_grpc``, ...). Left to weed, the S3 gateway's gRPC port is its port + 10000, which nobody
-    checked was free (above 55535, it is not even a port)."""
+    checked was free (above 55535, it is not even a port); the admin's is its port + 10000, chosen free."""
 
     def __init__(self, data_dir: Path, buckets: tuple[str, ...] = ("lake", "landing")):
         self.data_dir = data_dir
         self.buckets = buckets
         self.ports = {name: _free_port() for name in SERVICES}
         self.ports.update({f"{name}_grpc": _free_port() for name in SERVICES})
+        self.ports["admin"], self.ports["admin_grpc"] = _admin_ports()
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
         self.process: subprocess.Popen | None = None
         self._log = None

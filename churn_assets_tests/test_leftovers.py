@@ -2,6 +2,7 @@
 folders (a developer runs the suite many times a day, several checkouts at once)."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -35,7 +36,8 @@ def listening_ports(pid: int) -> set[int]:
 @pytest.mark.s3
 def test_a_stopped_s3_server_leaves_no_socket_log_or_port(tmp_path, monkeypatch):
     """weed left its S3 gateway's socket in /tmp at every stop (all its sockets when killed), weed.* log files in
-    the temp dir, and listened on a gRPC port of its own choosing (the S3 port + 10000) that nobody checked was free."""
+    the temp dir, listened on a gRPC port of its own choosing (the S3 port + 10000) that nobody checked was free, and
+    its worker dialled the admin at another (the admin port + 10000)."""
     temp = tmp_path / "temp"
     temp.mkdir()
     monkeypatch.setenv("TMPDIR", str(temp))
@@ -57,6 +59,9 @@ def test_a_stopped_s3_server_leaves_no_socket_log_or_port(tmp_path, monkeypatch)
         ]
         assert left == [], f"{stopped_how}: sockets left in /tmp"
         assert list(temp.iterdir()) == [], f"{stopped_how}: files left in the temp dir"
+    # Its maintenance worker dialled the admin's gRPC at the admin port + 10000, another server's port if any.
+    log = (server.data_dir / "weed.log").read_text()
+    assert {int(port) for port in re.findall(r"dial tcp 127\.0\.0\.1:(\d+)", log)} <= set(server.ports.values())
 
 
 _INTERRUPTED_SUITE = '''
