@@ -737,6 +737,30 @@ def test_a_range_written_on_s3_is_read_back_from_its_copies_while_the_store_hold
 
 
 @pytest.mark.s3
+def test_an_s3_window_across_a_year_end_lists_the_window_not_the_history(s3_server, tmp_path):
+    """A day's input window is found by one listing of S3. Listed by the URLs' common prefix, a window across a
+    year's end (date=2025-12-20..date=2026-01-05: prefix date=202) listed every partition ever stored, on every
+    refresh of such a day: O(history) per day. It lists the window's objects, and finds them all."""
+    lake = Lake(f"s3://lake/{tmp_path.name}")
+    history = [dt.date(2025, 11, 1) + dt.timedelta(days=n) for n in range(120)]  # 2025-11-01..2026-02-28
+    stored = [day for day in history if day != dt.date(2025, 12, 25)]
+    lake.fs.pipe({lake.table_url("user_daily", "date", day.isoformat()): b"x" for day in stored})
+    window = [dt.date(2025, 12, 20) + dt.timedelta(days=n) for n in range(17)]
+    keys = [day.isoformat() for day in window]
+    listed: list[str] = []
+    lake.fs.connect()
+    lake.fs.s3.meta.events.register(
+        "after-call.s3.ListObjectsV2", lambda parsed, **_: listed.extend(c["Key"] for c in parsed.get("Contents", []))
+    )
+
+    found, missing = lake.stored_table_etags("user_daily", "date", keys)
+
+    assert sorted(found) == [lake.table_url("user_daily", "date", key) for key in keys if key != "2025-12-25"]
+    assert all(found.values()) and missing == ["2025-12-25"]
+    assert len(listed) <= 2 * len(keys) + 8, f"listed {len(listed)} objects for a window of {len(keys)} days"
+
+
+@pytest.mark.s3
 def test_a_full_temporary_directory_is_named_as_what_refused_an_s3_input(s3_server, tmp_path):
     """A run on S3 copies its inputs to TMPDIR: when that disk takes no more (here: over the process's file size
     limit, as a full disk would), the error says it was the temporary directory, not the bucket."""
