@@ -110,6 +110,43 @@ def test_landing_sensor_picks_up_a_late_day_and_a_redelivered_day(instance, land
     assert _tick(landing_sensor, instance, landing_url, cursor)[0] == []
 
 
+def _within_the_hour(instance, landing_url: str, cursor: str, every_file: bool = False):
+    """A daemon's tick (requested days, cursor) after one earlier in the same hour (UTC), or, ``every_file``, after
+    one in the hour before: the first tick of an hour, which lists every landing file."""
+    now = dt.datetime.now(dt.UTC)
+    if now.minute == 59 and now.second > 55:  # the tick must not be the next hour's first
+        time.sleep(61 - now.second)
+    hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    last_tick = hour - dt.timedelta(seconds=1) if every_file else hour
+    data = landing_sensor.evaluate_tick(_daemon_context(instance, landing_url, None, last_tick, cursor))
+    return [r.partition_key for r in data.run_requests or []], data.cursor or cursor
+
+
+def test_landing_sensor_lists_the_recent_days_files_and_the_rest_once_an_hour(instance, landing_url):
+    """After two years, a tick listed every file of the landing zone, every minute: O(history) per tick (on S3,
+    18 requests and 1.5 s for 730 days of hourly files). A tick lists the files of the last 31 days up to the
+    newest folder, and of the days its cursor does not hold; the first tick of each hour lists every file, so
+    that a re-delivery of an older day is still requested, within the hour."""
+    old, recent = "2025-01-01", ["2025-03-01", "2025-03-02"]
+    for day in (old, *recent):
+        _landing_day(landing_url, day)
+    _finished(instance, "2025-01-19", "2025-02-28")  # the days before 2025-01-20 (below) and 2025-03-01
+    days, _, cursor = _tick(landing_sensor, instance, landing_url, None)
+    assert days == [old, *recent]
+    _finished(instance, old, *recent)
+
+    _redeliver(landing_url, old)
+    _redeliver(landing_url, recent[0])
+    _landing_day(landing_url, "2025-01-20")  # a day new to the cursor, older than the recent ones
+    days, cursor = _within_the_hour(instance, landing_url, cursor)
+    assert days == ["2025-01-20", recent[0]]  # 2025-01-01's files were not listed: its new marker is not seen yet
+    assert _within_the_hour(instance, landing_url, cursor)[0] == []
+
+    days, cursor = _within_the_hour(instance, landing_url, cursor, every_file=True)
+    assert days == [old]
+    assert _within_the_hour(instance, landing_url, cursor, every_file=True)[0] == []
+
+
 def test_landing_sensor_holds_days_after_a_gap_and_says_why(instance, tmp_path):
     landing_url = str(tmp_path / "landing")
     for day in ("2025-01-01", "2025-01-03", "2025-01-04"):

@@ -6,15 +6,17 @@ Local and S3 deployments differ only in the URLs these resources are given (``CH
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import io
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 import dagster as dg
+import fsspec
 from pydantic import Field
 
 from churn_assets.config import WEBHOOK_VARIABLE, ChurnSettings
@@ -110,16 +112,32 @@ class LandingZone(dg.ConfigurableResource):
                 while block := handle.read(block_bytes):
                     yield block
 
-    def days(self) -> tuple[dict[str, str], list[str]]:
+    def day_folders(self) -> list[str]:
+        """The names ``X`` of the folders ``events/date=X/``, as written (not only days), sorted: one listing of
+        ``events/`` itself, not of the files in its folders (on S3, a request per 1,000 folders)."""
+        fs = filesystem(self.url)
+        events = join(self.url, "events")
+        try:
+            with reaching(events, "list"):
+                entries = fs.ls(events, detail=True)
+        except FileNotFoundError:  # a landing bucket that does not exist is not an empty landing zone
+            require_bucket(events, "list")
+            return []
+        names = [_name(info["name"]) for info in entries if info["type"] == "directory"]
+        return sorted(name.removeprefix("date=") for name in names if name.startswith("date="))
+
+    def days(self, only: Collection[str] | None = None) -> tuple[dict[str, str], list[str]]:
         """The complete days with their marker's version, and the days with files but no ``_SUCCESS`` (an
-        export still writing, or one that stopped). One recursive listing of ``events/`` (on S3, a page of
-        1,000 files per request, where a glob lists each day's folder on its own), and no glob pattern: the
-        landing root may hold glob characters (``[``, ``?``)."""
+        export still writing, or one that stopped), among the folders ``events/date=X/`` named in ``only`` (all
+        of them when None). All: one recursive listing of ``events/`` (on S3, a page of 1,000 files per request,
+        where a glob lists each day's folder on its own). ``only``: each folder on its own locally, and on S3
+        one listing per month the days fall in (``date=YYYY-MM``; all at once beyond ``MAX_MONTH_LISTINGS``).
+        No glob pattern: the landing root may hold glob characters (``[``, ``?``)."""
         fs = filesystem(self.url)
         events = join(self.url, "events")
         with reaching(events, "list"):
             exists = fs.exists(events)
-            listed = fs.find(events, detail=True) if exists else {}
+            listed = _listing(fs, events, only) if exists else {}
         if not exists:  # a landing bucket that does not exist is not an empty landing zone
             require_bucket(events, "list")
         complete: dict[str, str] = {}
@@ -244,6 +262,32 @@ def _not_a_regular_file(path: str, kind: str) -> str:
         "entries or markers, named with a leading '.' or '_', which are not read); move it out of the day's folder "
         "or put the file it stands for in its place"
     )
+
+
+# Past this many months, a listing of some landing days lists the whole landing zone in one go instead.
+MAX_MONTH_LISTINGS = 3
+
+
+def _listing(fs: fsspec.AbstractFileSystem, events: str, only: Collection[str] | None) -> dict[str, dict]:
+    """``{path: info}`` of the files under ``events/`` (see :meth:`LandingZone.days`)."""
+    if only is None:
+        return fs.find(events, detail=True)
+    folders = {join(events, f"date={day}") for day in only}
+    if is_s3(events):
+        months = sorted({day[:7] for day in only})
+        if len(months) > MAX_MONTH_LISTINGS:
+            return fs.find(events, detail=True)
+        found: dict[str, dict] = {}
+        for month in months:
+            with contextlib.suppress(FileNotFoundError):  # nothing under the prefix
+                found |= fs.find(events, prefix=f"date={month}", detail=True)
+        own = {fs._strip_protocol(folder).rstrip("/") for folder in folders}
+        return {path: info for path, info in found.items() if path.rsplit("/", 1)[0] in own}
+    found = {}
+    for folder in sorted(folders):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # gone since the folders were listed
+            found |= {info["name"]: info for info in fs.ls(folder, detail=True) if info["type"] != "directory"}
+    return found
 
 
 def _marker_version(info: dict) -> str:

@@ -26,6 +26,13 @@ sensor": no tick before it, no start of the sensor), even given the stored curso
 The cursor keeps at most ``max_tracked_days`` days; once it is full, days older than the oldest one it
 tracks are no longer watched (backfill them). A tick requests at most ``max_requests_per_tick`` days,
 oldest first; the rest stay pending for the next tick.
+
+A tick lists the day folders of ``events/`` (their names, not their files), then the files of the days that can
+need it: the ``recent_days`` up to the newest folder, and every day the cursor does not hold (new, waiting,
+unfinished). The first tick of each hour (UTC: the tick before it was in another hour), and one without a tick
+before it (the first, a preview), lists every file instead, for the re-deliveries of older days; the cursor keeps
+nothing of it. Listing every file on every tick cost O(history): on S3, 18 requests and 1.5 s a minute for two
+years of hourly files.
 """
 
 import datetime as dt
@@ -115,8 +122,8 @@ def is_day(name: str) -> bool:
     """Whether a landing folder's ``date=`` names a day as the contract writes it (``YYYY-MM-DD``)."""
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", name):
         return False
-    try:
-        dt.datetime.strptime(name, DATE_FORMAT)
+    try:  # a real date (not 2025-02-30); fromisoformat, ~10 x faster than strptime: a tick judges every folder
+        dt.date.fromisoformat(name)
     except ValueError:
         return False
     return True
@@ -137,6 +144,29 @@ def _day_before(day: str) -> str:
 def load_cursor(cursor: str | None) -> dict[str, str]:
     """The days requested, ``{day: marker version}``."""
     return {day: version for day, version in json.loads(cursor).items() if day != DEADLINES_CHECKED} if cursor else {}
+
+
+def lists_every_file(now: dt.datetime, last_tick: float | None) -> bool:
+    """Whether a tick at ``now`` lists every landing file: the first of each hour (UTC), or one without a tick
+    before it (``last_tick``, epoch seconds)."""
+    if last_tick is None:
+        return True
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    return dt.datetime.fromtimestamp(last_tick, dt.UTC) < hour
+
+
+def days_to_list(
+    days: Sequence[str], requested: dict[str, str], max_tracked_days: int, recent_days: int
+) -> list[str]:
+    """The day folders (``days``, sorted) whose files a tick lists: the ``recent_days`` up to the newest one
+    (re-deliveries), and the days the cursor ``requested`` does not hold; not the days :func:`pending_days` passes
+    over (before the first partition, or older than a full cursor's oldest day)."""
+    if not days:
+        return []
+    recent = (dt.date.fromisoformat(days[-1]) - dt.timedelta(days=recent_days - 1)).isoformat()
+    first = daily_partitions.start.strftime(DATE_FORMAT)
+    floor = min(requested) if len(requested) >= max_tracked_days else first
+    return [day for day in days if day >= max(first, floor) and (day >= recent or day not in requested)]
 
 
 def deadlines_checked(cursor: str | None) -> str | None:
@@ -259,6 +289,7 @@ def build_landing_sensor(
     max_tracked_days: int = 1000,
     max_requests_per_tick: int = 100,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
+    recent_days: int = 31,
 ) -> dg.SensorDefinition:
     @dg.sensor(
         name="landing_sensor",
@@ -278,8 +309,14 @@ def build_landing_sensor(
         requested, checked = load_cursor(context.cursor), deadlines_checked(context.cursor)
         now = dt.datetime.now(dt.UTC)
         refreshed_of = lambda days: _refreshed_of(context.instance, days)  # noqa: E731
-        complete, unfinished = landing.days()
-        misnamed = [day for day in sorted({*complete, *unfinished}) if not is_day(day)]
+        if lists_every_file(now, context.last_tick_completion_time):  # a re-delivery of an older day shows
+            complete, unfinished = landing.days()
+            misnamed = [day for day in sorted({*complete, *unfinished}) if not is_day(day)]
+        else:  # the recent days' files and the days not in the cursor, the other folders by name only
+            folders = landing.day_folders()
+            days = [name for name in folders if is_day(name)]
+            misnamed = sorted(set(folders) - set(days))
+            complete, unfinished = landing.days(days_to_list(days, requested, max_tracked_days, recent_days))
         if misnamed:  # never a partition, so never refreshed: said on every tick, not waited for in silence
             context.log.warning(_misnamed_message(misnamed))
             complete = {day: version for day, version in complete.items() if is_day(day)}
