@@ -143,3 +143,22 @@ def scan_tables(lake: Lake, urls: list[str], partition: dict[str, pl.DataType]) 
         for url in urls
     ]
     return pl.concat(tables, how="vertical")
+
+
+def data_versions(instance: dg.DagsterInstance, asset: str, keys: Iterable[str]) -> dict[str, str | None]:
+    """The data version Dagster records for each of ``keys`` of ``asset`` (its latest materialization's)."""
+    found = {}
+    for key in keys:
+        record = instance.get_latest_data_version_record(dg.AssetKey(asset), partition_key=key)
+        found[key] = None if record is None else record.event_log_entry.tags.get("dagster/data_version")
+    return found
+
+
+def stale_partitions(instance: dg.DagsterInstance, assets: list, asset: str, keys: Iterable[str]) -> list[str]:
+    """The ``keys`` of ``asset`` whose stale status is not fresh: what the UI shows as "Unsynced", from Dagster's
+    own resolver (``CachingStaleStatusResolver``, which the webserver's GraphQL answers from) over ``assets``."""
+    from dagster._core.definitions.data_version import StaleStatus
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    resolver = get_stale_status_resolver(instance, assets)
+    return [key for key in keys if resolver.get_status(dg.AssetKey(asset), key) != StaleStatus.FRESH]

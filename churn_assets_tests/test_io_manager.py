@@ -44,7 +44,7 @@ from churn_assets.resources.parquet_io_manager import (
     each_partition_once,
 )
 from churn_assets_tests.landing_helpers import amplitude_row, jsonl, materialize_ingest, write_landing_day
-from churn_assets_tests.helpers import scan_tables
+from churn_assets_tests.helpers import data_versions, scan_tables, stale_partitions
 from churn_assets_tests.s3_server import ACCESS_KEY, SECRET_KEY, _free_port, local_or_s3_url
 
 days = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", fmt="%Y-%m-%d")
@@ -163,6 +163,46 @@ def test_single_partition_records_content_hash_as_data_version(tmp_path, instanc
     assert other_hash == _stored_hash(tmp_path, "daily_numbers", "2025-01-03") != hashes[0]
     record = instance.get_latest_materialization_event(dg.AssetKey("daily_numbers"))
     assert record.asset_materialization.tags["dagster/data_version"] == other_hash
+
+
+class Offset(dg.Config):
+    plus: int = 0
+
+
+@dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
+def offset_numbers(context: dg.AssetExecutionContext, config: Offset) -> PartitionStream:
+    """``day.day + plus`` for each day of the run, one partition at a time (as the data assets write a range)."""
+    return PartitionStream((day.isoformat(), pl.DataFrame({"value": [day.day + config.plus]})) for day in _days_of(context))
+
+
+@dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
+def offset_total(offset_numbers: pl.DataFrame) -> pl.DataFrame:
+    return offset_numbers.group_by("date").agg(pl.col("value").sum())
+
+
+def test_a_range_run_again_over_unchanged_data_keeps_its_data_versions(tmp_path, instance):
+    """Dagster records one data version for all the partitions a range run writes: the same days run again
+    with the same bytes keep it, so what read them is not shown as stale ("Unsynced" in the UI); a changed
+    range gets another one, and what read it is stale. Before, Dagster hashed the run's id into it: every range
+    run made everything downstream of it look changed."""
+    keys = ["2025-01-01", "2025-01-02", "2025-01-03"]
+    assets = [offset_numbers, offset_total]
+
+    def run(selection: list, plus: int) -> None:
+        config = dg.RunConfig(ops={"offset_numbers": Offset(plus=plus)})
+        assert dg.materialize(selection, resources=_lake(tmp_path), instance=instance, run_config=config,
+                              tags=_range(keys[0], keys[-1])).success
+
+    run(assets, plus=0)
+    first = data_versions(instance, "offset_numbers", keys)
+    assert stale_partitions(instance, assets, "offset_total", keys) == []
+    run([offset_numbers], plus=0)
+    assert data_versions(instance, "offset_numbers", keys) == first
+    assert stale_partitions(instance, assets, "offset_total", keys) == []
+    run([offset_numbers], plus=1)
+    changed = data_versions(instance, "offset_numbers", keys)
+    assert all(changed[key] != first[key] for key in keys)
+    assert stale_partitions(instance, assets, "offset_total", keys) == keys
 
 
 class Pieces(dg.Config):

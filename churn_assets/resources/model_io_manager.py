@@ -42,6 +42,7 @@ from churn_assets.resources.parquet_io_manager import (
     _reads_itself,
     each_partition_once,
     record_stored_before_failure,
+    set_data_version,
 )
 
 MODEL_FILE = "model.ubj"
@@ -232,9 +233,7 @@ class ModelIOManager(dg.ConfigurableIOManager):
         except BaseException:
             record_stored_before_failure(context, written, version_key="card_sha256")
             raise
-        if len(keys) == 1:
-            card_sha256 = written[keys[0]]["card_sha256"]
-            context.step_context.set_data_version(context.asset_key, dg.DataVersion(card_sha256[:32]))
+        set_data_version(context, written, version_key="card_sha256")
 
     def write(self, asset: str, key: str, churn_model: ChurnModel) -> dict[str, Any]:
         """Writes one partition's artifacts, never partially (:meth:`writing`); returns the materialization

@@ -41,6 +41,7 @@ from churn_assets.resources.lake import (
     LOCAL_COPIES,
     Lake,
     WrittenFile,
+    content_hash,
     parquet_bytes,
     partition_value,
     some_keys,
@@ -208,10 +209,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             if isinstance(error, (KeyboardInterrupt, dg.DagsterExecutionInterruptedError)):
                 raise StepInterrupted() from error
             raise
-        if len(keys) == 1:
-            # The content hash is the data version, so Dagster sees unchanged data as unchanged.
-            content_hash = stored_whole[keys[0]]["content_hash"]
-            context.step_context.set_data_version(context.asset_key, dg.DataVersion(content_hash))
+        set_data_version(context, stored_whole)
 
     # -- inputs -----------------------------------------------------------------------------------
     def load_input(self, context: dg.InputContext) -> Any:
@@ -258,6 +256,23 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             # other runs rewrite them; on S3 one download of each file, not round trips on every collect.
             lazy = LOCAL_COPIES.scan(self.lake, urls, partition, owner=context.step_context.step.key, etags=found)
         return _as_requested(lazy, wants)
+
+
+def set_data_version(
+    context: dg.OutputContext, stored: Mapping[str, Mapping[str, Any]], version_key: str = "content_hash"
+) -> None:
+    """Sets the data version Dagster records for the partitions ``stored`` (each key and its metadata) by the
+    output: a single partition's content hash (metadata ``version_key``), so that Dagster sees the same bytes
+    as unchanged data. Dagster records one data version per asset and step, the same on each partition of a
+    range run: there it is a hash of the range's keys and their content hashes, so a range run again over the
+    same days and unchanged data records the same versions and nothing downstream looks changed. Without one,
+    Dagster hashed the run's id into it, and every range run marked what reads its partitions as changed."""
+    hashes = {key: str(metadata[version_key])[:32] for key, metadata in stored.items()}
+    if len(hashes) == 1:
+        [version] = hashes.values()
+    else:
+        version = content_hash("".join(f"{key}={value}\n" for key, value in sorted(hashes.items())).encode())
+    context.step_context.set_data_version(context.asset_key, dg.DataVersion(version))
 
 
 def record_stored_before_failure(
