@@ -37,6 +37,7 @@ from churn_assets.resources.model_io_manager import (
     model_version,
     sha256,
 )
+from churn_assets_tests.helpers import data_versions
 from churn_assets_tests.ml_frames import (
     HORIZON,
     shuffle_training_labels,
@@ -387,6 +388,25 @@ def test_training_is_deterministic(frames, first_model, local_settings, local_re
     again, first = artifact_bytes(local_settings.data_url, M1), artifact_bytes(first_model["lake"], M1)
     for name in (MODEL_FILE, REFERENCE_FILE, REPORT_FILE, CARD_FILE):
         assert again[name] == first[name], name
+
+
+def test_a_month_trained_again_on_the_same_training_set_keeps_its_data_version(
+    frames, local_settings, local_resources, instance
+):
+    """The same training set stored by a range run of months, then by a run of its month alone: the model
+    trained on each is the same card, so the same data version, and nothing scored with it looks stale. The
+    card named the training set's Dagster data version, which a range run gives all its months together."""
+    stub = training_set_stub(frames)
+    cards, versions = [], []
+    for stored_by in ({"tags": {"dagster/asset_partition_range_start": M1, "dagster/asset_partition_range_end": M2}},
+                      {"partition_key": M1}):
+        assert dg.materialize([stub], resources=local_resources, instance=instance, **stored_by).success
+        assert dg.materialize([stub, model, model_artifacts_are_sound], selection=["model"],
+                              resources=local_resources, instance=instance, partition_key=M1).success
+        cards.append(json.loads(artifact_bytes(local_settings.data_url, M1)[CARD_FILE]))
+        versions.append(data_versions(instance, "model", [M1]))
+    assert cards[0] == cards[1]
+    assert versions[0] == versions[1]
 
 
 def test_a_month_trained_again_for_another_recall_scores_under_another_version(
@@ -892,7 +912,7 @@ def test_end_to_end_on_simulated_data(tmp_path, instance):
     card = json.loads(artifact_bytes(settings.data_url, M1)[CARD_FILE])
     assert card["selection"]["decision"] == "promoted"
     assert card["metrics"]["holdout"]["all"]["roc_auc"] > 0.8
-    assert card["data_versions"]["training_set"]["data_version"]
+    assert card["data_versions"]["training_set"]["content_hash"]
     training_rows = pl.read_parquet(Lake(settings.data_url).table_url("training_set", "month", M1))
     holdout_start = dt.date.fromisoformat(card["training_window"]["holdout"][0])
     train_end = dt.date.fromisoformat(card["training_window"]["train"][1])

@@ -429,14 +429,15 @@ def _importance_markdown(importance: dict[str, float], top: int = 15) -> str:
 
 
 def _data_version(context: dg.AssetExecutionContext, asset: str, partition: str) -> dict[str, Any]:
-    """The stored version of an input partition, from its latest materialization."""
+    """The version of an input partition's stored bytes, its content hash, from its latest materialization.
+    Not Dagster's data version: a range run gives all its months one (parquet_io_manager.set_data_version),
+    so the card, whose hash is the model's data version, would change with how the training set was run,
+    and every prediction would look stale after a model trained on the same bytes."""
     found: dict[str, Any] = {"partition": partition}
     record = context.instance.get_latest_data_version_record(dg.AssetKey(asset), partition_key=partition)
     if record is None:
         return found
-    entry = record.event_log_entry
-    found["data_version"] = (entry.tags or {}).get("dagster/data_version")
-    materialization = entry.asset_materialization
+    materialization = record.event_log_entry.asset_materialization
     if materialization is not None and "content_hash" in materialization.metadata:
         found["content_hash"] = materialization.metadata["content_hash"].value
     return found
