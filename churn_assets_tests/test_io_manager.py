@@ -180,25 +180,29 @@ def offset_total(offset_numbers: pl.DataFrame) -> pl.DataFrame:
     return offset_numbers.group_by("date").agg(pl.col("value").sum())
 
 
-def test_a_range_run_again_over_unchanged_data_keeps_its_data_versions(tmp_path, instance):
-    """Dagster records one data version for all the partitions a range run writes: the same days run again
-    with the same bytes keep it, so what read them is not shown as stale ("Unsynced" in the UI); a changed
-    range gets another one, and what read it is stale. Before, Dagster hashed the run's id into it: every range
-    run made everything downstream of it look changed."""
+def test_partitions_written_again_with_the_same_bytes_keep_their_data_versions(tmp_path, instance):
+    """Dagster records one data version for all the partitions a range run writes. Days written again with
+    the same bytes keep theirs, whether by the same range, a day of it alone or a part of it, so what read them
+    is not shown as stale ("Unsynced" in the UI); changed days get new ones, and what read them is stale.
+    Before, Dagster hashed the run's id into a range's data version: every range run made everything downstream
+    of it look changed, and a day of a range run again alone got its content hash, another version."""
     keys = ["2025-01-01", "2025-01-02", "2025-01-03"]
     assets = [offset_numbers, offset_total]
 
-    def run(selection: list, plus: int) -> None:
+    def run(selection: list, plus: int, first: str = keys[0], last: str = keys[-1]) -> None:
         config = dg.RunConfig(ops={"offset_numbers": Offset(plus=plus)})
+        partition = {"partition_key": first} if first == last else {"tags": _range(first, last)}
         assert dg.materialize(selection, resources=_lake(tmp_path), instance=instance, run_config=config,
-                              tags=_range(keys[0], keys[-1])).success
+                              **partition).success
 
     run(assets, plus=0)
     first = data_versions(instance, "offset_numbers", keys)
+    assert len(set(first.values())) == 1
     assert stale_partitions(instance, assets, "offset_total", keys) == []
-    run([offset_numbers], plus=0)
-    assert data_versions(instance, "offset_numbers", keys) == first
-    assert stale_partitions(instance, assets, "offset_total", keys) == []
+    for again in ({}, {"first": keys[1], "last": keys[1]}, {"first": keys[1]}):
+        run([offset_numbers], plus=0, **again)
+        assert data_versions(instance, "offset_numbers", keys) == first, again
+        assert stale_partitions(instance, assets, "offset_total", keys) == [], again
     run([offset_numbers], plus=1)
     changed = data_versions(instance, "offset_numbers", keys)
     assert all(changed[key] != first[key] for key in keys)

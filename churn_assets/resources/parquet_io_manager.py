@@ -35,7 +35,7 @@ import polars as pl
 from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
 from pydantic import Field
 
-from churn_assets.partitions import DATE_FORMAT, MONTH_FORMAT, partition_column
+from churn_assets.partitions import DATE_FORMAT, MONTH_FORMAT, latest_materializations, partition_column
 from churn_assets.resources.filesystems import is_s3, polars_storage_options
 from churn_assets.resources.lake import (
     LOCAL_COPIES,
@@ -262,17 +262,39 @@ def set_data_version(
     context: dg.OutputContext, stored: Mapping[str, Mapping[str, Any]], version_key: str = "content_hash"
 ) -> None:
     """Sets the data version Dagster records for the partitions ``stored`` (each key and its metadata) by the
-    output: a single partition's content hash (metadata ``version_key``), so that Dagster sees the same bytes
-    as unchanged data. Dagster records one data version per asset and step, the same on each partition of a
-    range run: there it is a hash of the range's keys and their content hashes, so a range run again over the
-    same days and unchanged data records the same versions and nothing downstream looks changed. Without one,
-    Dagster hashed the run's id into it, and every range run marked what reads its partitions as changed."""
+    output, so that Dagster sees the same bytes as unchanged data:
+
+    * partitions whose bytes (metadata ``version_key``) are those of their latest materialization, all under
+      one data version, keep it: a day run again alone, or a range run again over some of the days of an
+      earlier range, over unchanged data;
+    * otherwise a single partition gets its content hash;
+    * and a range its own hash of its keys and their content hashes: Dagster records one data version per
+      asset and step, the same on each partition of a range run. Without one, Dagster hashed the run's id
+      into it, and every range run marked what reads its partitions as changed.
+    """
     hashes = {key: str(metadata[version_key])[:32] for key, metadata in stored.items()}
-    if len(hashes) == 1:
-        [version] = hashes.values()
-    else:
-        version = content_hash("".join(f"{key}={value}\n" for key, value in sorted(hashes.items())).encode())
+    version = _version_of_unchanged(context.step_context.instance, context.asset_key, hashes, version_key)
+    if version is None:
+        ranged = "".join(f"{key}={value}\n" for key, value in sorted(hashes.items()))
+        version = next(iter(hashes.values())) if len(hashes) == 1 else content_hash(ranged.encode())
     context.step_context.set_data_version(context.asset_key, dg.DataVersion(version))
+
+
+def _version_of_unchanged(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, hashes: Mapping[str, str], version_key: str
+) -> str | None:
+    """The data version the partitions of ``hashes`` (key -> content hash) were last materialized under, when
+    each still holds the bytes it held then (metadata ``version_key``) and all share that version; else None.
+    One query of the event log per 1,000 partitions, before the output's own materializations are recorded."""
+    previous = latest_materializations(instance, asset_key, list(hashes))
+    versions = set()
+    for key, stored_hash in hashes.items():
+        materialization = previous[key].asset_materialization if key in previous else None
+        before = None if materialization is None else materialization.metadata.get(version_key)
+        if before is None or str(before.value)[:32] != stored_hash:
+            return None
+        versions.add((materialization.tags or {}).get(DATA_VERSION_TAG))
+    return versions.pop() if len(versions) == 1 and None not in versions else None
 
 
 def record_stored_before_failure(
