@@ -393,13 +393,13 @@ def test_training_is_deterministic(frames, first_model, local_settings, local_re
 def test_a_month_trained_again_on_the_same_training_set_keeps_its_data_version(
     frames, local_settings, local_resources, instance
 ):
-    """The same training set stored by a range run of months, then by a run of its month alone: the model
+    """The same training set stored by a run of its month alone, then by a range run of months: the model
     trained on each is the same card, so the same data version, and nothing scored with it looks stale. The
     card named the training set's Dagster data version, which a range run gives all its months together."""
     stub = training_set_stub(frames)
     cards, versions = [], []
-    for stored_by in ({"tags": {"dagster/asset_partition_range_start": M1, "dagster/asset_partition_range_end": M2}},
-                      {"partition_key": M1}):
+    for stored_by in ({"partition_key": M1},
+                      {"tags": {"dagster/asset_partition_range_start": M1, "dagster/asset_partition_range_end": M2}}):
         assert dg.materialize([stub], resources=local_resources, instance=instance, **stored_by).success
         assert dg.materialize([stub, model, model_artifacts_are_sound], selection=["model"],
                               resources=local_resources, instance=instance, partition_key=M1).success
