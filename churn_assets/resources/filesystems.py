@@ -150,11 +150,18 @@ def join(url: str, *parts: str) -> str:
     return os.path.join(url, *parts)
 
 
+# Connections to S3 at once (botocore's default: 10): a day's small landing files are fetched this many at a time.
+S3_CONNECTIONS = 64
+
+
 def filesystem(url: str) -> fsspec.AbstractFileSystem:
     """The fsspec filesystem for a URL; S3 clients are cached by fsspec and never listing-cached."""
     if is_s3(url):
         endpoint_url()  # checked before botocore reads it
-        return fsspec.filesystem("s3", use_listings_cache=False, skip_instance_cache=False)
+        return fsspec.filesystem(
+            "s3", use_listings_cache=False, skip_instance_cache=False,
+            config_kwargs={"max_pool_connections": S3_CONNECTIONS},
+        )
     return LocalFileSystem()
 
 

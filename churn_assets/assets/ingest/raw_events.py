@@ -101,9 +101,14 @@ def _landing_pieces(landing: LandingZone, days: list[dt.date]) -> Iterator[tuple
     for day in days:
         landing_day = landing.data_files(day)
         yield day, landing_day
-        for url in landing_day.files:
-            # The file's next blocks are read (on S3: fetched) while its first ones are inflated.
-            with Prefetched(landing.read_blocks(url), ahead=2, name="landing-fetch") as blocks:
+        for batch in landing_day.batches():
+            if len(batch) == 1:  # its next blocks are read (on S3: fetched) while its first ones are inflated
+                with Prefetched(landing.read_blocks(batch[0]), ahead=2, name="landing-fetch") as blocks:
+                    for piece in landing_pieces(batch[0], blocks):
+                        yield day, piece
+                continue
+            # Small files (a Firehose delivery's hundreds): on S3 fetched at once, and no thread for each.
+            for url, blocks in zip(batch, landing.read_batch(batch), strict=True):
                 for piece in landing_pieces(url, blocks):
                     yield day, piece
         yield day, _END

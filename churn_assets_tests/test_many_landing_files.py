@@ -1,0 +1,140 @@
+"""A landing day in many small files, as Kinesis Data Firehose delivers one (a file every 5 minutes or few MB:
+288-1,500 gzipped JSON-lines files a day, some of a few KB, some empty): it costs what its events cost, not a
+request, a thread or a vetting per file, and reads as the same day in one file does."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import re
+import threading
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from churn_assets.assets.ingest import landing_files
+from churn_assets.config import ChurnSettings
+from churn_assets.resources import LandingZone, build_resources
+from churn_assets.resources.filesystems import filesystem
+
+from churn_assets_tests.landing_helpers import (
+    amplitude_row as row,
+    jsonl,
+    materialize_ingest,
+    partition_metadata,
+    read_partition,
+    write_landing_day,
+)
+
+DAY = dt.date(2025, 1, 1)
+RAW_EVENTS = dg.AssetSelection.assets("raw_events")
+
+
+@pytest.fixture
+def instance():
+    return dg.DagsterInstance.ephemeral()
+
+
+def _events(count: int) -> list[dict]:
+    """``count`` good events of DAY, one of them (the last) sent twice, and one with no user (quarantined)."""
+    events = [row(f"e{i}", f"u{i % 7}", f"{DAY} {i % 24:02d}:00:00.000000", session_id=1000 + i) for i in range(count)]
+    return [*events, events[-1], row("e-bad", None, f"{DAY} 10:00:00.000000")]
+
+
+def _firehose_day(events: list[dict], files: int) -> dict[str, bytes]:
+    """``events`` in ``files`` gzipped files of consecutive events, named as Firehose names them, with an empty file,
+    a file of blank lines only and one of two names differing only in case among them."""
+    per_file = -(-len(events) // files)
+    day = {f"stream-1-{n:04d}.jsonl.gz": gzip.compress(jsonl(events[n * per_file:(n + 1) * per_file]), mtime=0)
+           for n in range(files)}
+    day["stream-1-0000a.jsonl.gz"] = b""
+    day["stream-1-0000b.jsonl.gz"] = gzip.compress(b"\n\n\n", mtime=0)
+    day["STREAM-1-0000.jsonl.gz"] = day["stream-1-0000.jsonl.gz"]  # re-sent under another case: duplicates dropped
+    return day
+
+
+def _failure_text(result: dg.ExecuteInProcessResult) -> str:
+    return "\n".join(event.step_failure_data.error.message for event in result.all_events if event.is_step_failure)
+
+
+@pytest.mark.s3
+def test_a_day_of_many_small_s3_files_is_fetched_a_get_each_and_many_at_once(s3_server, tmp_path, instance):
+    """Each small S3 file was opened (a HEAD for its size) and read (a GET), one file after another: 1,500 files
+    were 3,000 round trips in a row. The day's listing gives each size, so each file is one GET, and the small
+    ones are fetched many at a time."""
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=f"s3://landing/{tmp_path.name}")
+    write_landing_day(settings.landing_url, DAY.isoformat(), _firehose_day(_events(600), 60))
+    fs = filesystem(settings.landing_url)
+    fs.connect()
+    calls: dict[str, int] = {}
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+
+    def before(model, **_):
+        with lock:
+            calls[model.name] = calls.get(model.name, 0) + 1
+            if model.name == "GetObject":
+                in_flight[0] += 1
+                most[0] = max(most[0], in_flight[0])
+
+    def after(model, **_):
+        if model.name == "GetObject":
+            with lock:
+                in_flight[0] -= 1
+
+    fs.s3.meta.events.register("before-call.s3", before)
+    fs.s3.meta.events.register("after-call.s3", after)
+    try:
+        result = materialize_ingest(build_resources(settings), instance, DAY.isoformat(), selection=RAW_EVENTS)
+    finally:
+        fs.s3.meta.events.unregister("before-call.s3", before)
+        fs.s3.meta.events.unregister("after-call.s3", after)
+
+    assert partition_metadata(result, "raw_events")[DAY.isoformat()]["landing_files"] == 63
+    assert calls.get("HeadObject", 0) == 0 and calls["GetObject"] == 63, calls
+    assert most[0] > 1, "the small files were fetched one after another"
+    assert read_partition(settings.data_url, "raw_events", DAY).height == 600
+
+
+@pytest.mark.parametrize("storage", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+def test_one_bad_file_among_many_fails_the_whole_day_naming_it(storage, tmp_path, instance, request):
+    """A Firehose day with one corrupt file among its hundreds fails as a day in one file does: the error names
+    that file, and none of the day's events is stored (the docs: an unreadable file fails the day by name)."""
+    landing = str(tmp_path / "landing") if storage == "local" else f"s3://landing/{tmp_path.name}"
+    if storage == "s3":
+        request.getfixturevalue("s3_server")
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=landing)
+    day = _firehose_day(_events(400), 40)
+    day["stream-1-0017.jsonl.gz"] = day["stream-1-0017.jsonl.gz"][:-20]  # cut short: an upload that stopped
+    folder = write_landing_day(landing, DAY.isoformat(), day)
+
+    result = materialize_ingest(build_resources(settings), instance, DAY.isoformat(), selection=RAW_EVENTS,
+                                raise_on_error=False)
+
+    assert not result.success
+    assert f"cannot read landing file {folder}/stream-1-0017.jsonl.gz: BadGzipFile: truncated gzip stream" in (
+        _failure_text(result)
+    )
+    assert not (tmp_path / "lake" / "raw_events").exists()
+
+
+@pytest.mark.s3
+def test_a_small_s3_file_gone_after_the_listing_fails_the_day_naming_it(s3_server, tmp_path):
+    """A file removed between the day's listing and its fetch (a re-delivery under way) fails as read_blocks
+    fails: a FileNotFoundError naming it, which the step's retry policy retries."""
+    landing = LandingZone(url=f"s3://landing/{tmp_path.name}")
+    write_landing_day(landing.url, DAY.isoformat(), _firehose_day(_events(40), 4))
+    listed = landing.data_files(DAY)
+    gone = listed.files[4]
+    assert gone.endswith("/stream-1-0001.jsonl.gz")  # after STREAM-1-0000, stream-1-0000, its twins a and b
+    filesystem(landing.url).rm(gone)
+
+    (batch,) = list(listed.batches())
+    blocks = landing.read_batch(batch)
+
+    assert [b"".join(blocks[i]) for i in (2, 3, 5)][0] == b""  # the empty file, read as it is
+    assert gzip.decompress(b"".join(blocks[0])) == gzip.decompress(b"".join(blocks[1]))  # the case twins
+    with pytest.raises(FileNotFoundError, match=f"landing file {re.escape(gone)} is gone since its day was listed"):
+        b"".join(blocks[4])
+
