@@ -97,6 +97,45 @@ def test_a_day_of_many_small_s3_files_is_fetched_a_get_each_and_many_at_once(s3_
     assert read_partition(settings.data_url, "raw_events", DAY).height == 600
 
 
+def test_a_day_of_many_small_files_is_vetted_in_few_chunks_as_the_same_day_in_one_file(
+    tmp_path, instance, monkeypatch
+):
+    """Each file's rows were typed and vetted on their own: a day of 1,500 files of a few hundred events ran the
+    vetting's dozen polars queries 1,500 times. Small files' rows are vetted together; the day holds the same
+    events, quarantine, counts and lines as the day in one file."""
+    events = _events(2998)  # 3,000 lines: 10 in each of 300 files
+    vetted: list[int] = []
+    vet_chunk = landing_files._vet_chunk
+
+    def counted(raw: pl.DataFrame, day: dt.date):
+        vetted.append(raw.height)
+        return vet_chunk(raw, day)
+
+    monkeypatch.setattr(landing_files, "_vet_chunk", counted)
+    results = {}
+    for files in (1, 300):
+        settings = ChurnSettings(data_url=str(tmp_path / f"lake{files}"), landing_url=str(tmp_path / f"landing{files}"))
+        day = _firehose_day(events, files) if files > 1 else {"stream-1-0000.jsonl.gz": gzip.compress(jsonl(events))}
+        write_landing_day(settings.landing_url, DAY.isoformat(), day)
+        vetted.clear()
+        result = materialize_ingest(build_resources(settings), instance, DAY.isoformat(), selection=RAW_EVENTS)
+        meta = partition_metadata(result, "raw_events")[DAY.isoformat()]
+        quarantine = read_partition(settings.data_url, "raw_events_quarantine", DAY)
+        results[files] = (read_partition(settings.data_url, "raw_events", DAY).sort("event_id"), meta, quarantine,
+                          len(vetted))
+
+    (one, one_meta, one_quarantine, _), (many, many_meta, many_quarantine, chunks) = results[1], results[300]
+    assert chunks <= 2, f"a day of 303 small files was vetted in {chunks} chunks"
+    assert many.equals(one)
+    assert {k: many_meta[k] for k in ("rows_read", "duplicates_dropped", "quarantined")} == {
+        "rows_read": 3000 + 10, "duplicates_dropped": 1 + 10, "quarantined": 1,  # the case twin's 10 events again
+    }
+    assert one_meta["duplicates_dropped"] == 1 and one_quarantine.height == 1
+    assert one_quarantine.select("line", "reason").rows() == [(3000, "missing_user_id")]
+    assert many_quarantine.select("line", "reason").rows() == [(10, "missing_user_id")]
+    assert many_quarantine["source_file"][0].endswith("/stream-1-0299.jsonl.gz")
+
+
 @pytest.mark.parametrize("storage", ["local", pytest.param("s3", marks=pytest.mark.s3)])
 def test_one_bad_file_among_many_fails_the_whole_day_naming_it(storage, tmp_path, instance, request):
     """A Firehose day with one corrupt file among its hundreds fails as a day in one file does: the error names

@@ -81,7 +81,7 @@ def _stream(
         for day in days:
             try:
                 landing_day = _next_for(items, day)
-                vetted = vet_export_day(_until_end_of(items, day), day)
+                vetted = vet_export_day(_coalesced(_until_end_of(items, day)), day)
                 events = _vet_day(context, day, landing_day, vetted, lake)  # its quarantine is the lake's first write
             except (
                 LandingFileError, NotARegularFileError, FileNotFoundError, BucketNotFoundError, PermissionError,
@@ -135,6 +135,31 @@ def _next_for(items: Iterator[tuple[dt.date, Any]], day: dt.date) -> Any:
 def _until_end_of(items: Iterator[tuple[dt.date, Any]], day: dt.date) -> Iterator[pl.DataFrame]:
     while (value := _next_for(items, day)) is not _END:
         yield value
+
+
+# Parsed pieces of fewer rows than this are vetted together with the ones after them: a piece is a file, or 16 MB
+# of one (~50 k events), and a Firehose day's 1,500 files of a few hundred events each were vetted one by one.
+VET_AT_LEAST_ROWS = 32_768
+
+
+def _coalesced(frames: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """``frames`` (consecutive raw frames, in file order) with runs of small ones of the same column types joined
+    into one frame of ``VET_AT_LEAST_ROWS`` rows or more, in the same order; empty ones left out."""
+    held: list[pl.DataFrame] = []
+    rows = 0
+    for frame in frames:
+        if not frame.height:
+            continue
+        if held and frame.schema != held[0].schema:
+            yield pl.concat(held)
+            held, rows = [], 0
+        held.append(frame)
+        rows += frame.height
+        if rows >= VET_AT_LEAST_ROWS:
+            yield pl.concat(held)
+            held, rows = [], 0
+    if held:
+        yield pl.concat(held)
 
 
 def _vet_day(
