@@ -177,3 +177,34 @@ def test_a_small_s3_file_gone_after_the_listing_fails_the_day_naming_it(s3_serve
     with pytest.raises(FileNotFoundError, match=f"landing file {re.escape(gone)} is gone since its day was listed"):
         b"".join(blocks[4])
 
+
+@pytest.mark.s3
+def test_the_sensor_s_listing_of_s3_days_of_many_files_looks_up_their_markers_not_every_file(s3_server, tmp_path):
+    """The landing sensor lists the recent days' files every tick and every file at the first tick of each hour:
+    for days of 1,500 files, a request per 1,000 of them one after another (two years: ~1,100 requests an hour).
+    Once a page shows days of many files, the days after it are looked up by their marker alone; what is found
+    is what listing every file found: each complete day with the version raw_events records, and the day still
+    being written."""
+    landing = LandingZone(url=f"s3://landing/{tmp_path.name}")
+    days = [(DAY + dt.timedelta(days=n)).isoformat() for n in range(4)]
+    fs = filesystem(landing.url)
+    fs.pipe({f"{landing.url}/events/date={day}/stream-1-{n:04d}.jsonl.gz": b"" for day in days for n in range(500)})
+    for day in days[:3]:
+        fs.pipe_file(f"{landing.url}/events/date={day}/_SUCCESS", b"")
+    versions = {day: landing.data_files(dt.date.fromisoformat(day)).version for day in days[:3]}
+    fs.connect()
+    listed: list[str] = []
+
+    def count(parsed, model, **_):
+        if model.name == "ListObjectsV2":
+            listed.extend(c["Key"] for c in parsed.get("Contents", []))
+
+    fs.s3.meta.events.register("after-call.s3", count)
+    try:
+        for only in (None, days, days[1:]):
+            listed.clear()
+            complete = {day: versions[day] for day in days[:3] if not only or day in only}
+            assert landing.days(only) == (complete, [days[3]])
+            assert len(listed) <= 1000 + len(days), f"listed {len(listed)} objects to find {len(days)} days' markers"
+    finally:
+        fs.s3.meta.events.unregister("after-call.s3", count)

@@ -185,6 +185,9 @@ class LandingZone(dg.ConfigurableResource):
         complete: dict[str, str] = {}
         seen: set[str] = set()
         for path, info in listed.items():
+            if info["type"] == "directory":  # a day of many files on S3 without its marker (_listing)
+                seen.add(_name(path).removeprefix("date="))
+                continue
             *_, parent, folder, name = ["", "", *path.rstrip("/").split("/")]
             if parent != "events" or not folder.startswith("date="):
                 continue
@@ -324,21 +327,28 @@ def _not_a_regular_file(path: str, kind: str) -> str:
 
 # Past this many months, a listing of some landing days lists the whole landing zone in one go instead.
 MAX_MONTH_LISTINGS = 3
+# S3 lists this many objects a request at most.
+LIST_PAGE = 1000
+# A full page of a listing of landing days that reaches fewer day folders than this shows days of many files (over
+# ~100 each: Kinesis Data Firehose delivers 288-1,500 a day); the days after the page are then looked up by their
+# _SUCCESS marker alone, a request each and all at once, where listing them all took a request per 1,000 files one
+# after another: ~1,100 requests for two years of 1,500 files a day, at every first tick of an hour.
+MANY_FILES_PAGE_DAYS = 10
 
 
 def _listing(fs: fsspec.AbstractFileSystem, events: str, only: Collection[str] | None) -> dict[str, dict]:
-    """``{path: info}`` of the files under ``events/`` (see :meth:`LandingZone.days`)."""
+    """``{path: info}`` of the files under ``events/`` (see :meth:`LandingZone.days`); on S3, of days of many
+    files, only each day's marker (and an entry standing for its folder, ``date=D/``, when it has none)."""
     if only is None:
-        return fs.find(events, detail=True)
+        return _s3_days(fs, events, "date=", None) if is_s3(events) else fs.find(events, detail=True)
     folders = {join(events, f"date={day}") for day in only}
     if is_s3(events):
         months = sorted({day[:7] for day in only})
         if len(months) > MAX_MONTH_LISTINGS:
-            return fs.find(events, detail=True)
+            return _s3_days(fs, events, "date=", only)
         found: dict[str, dict] = {}
         for month in months:
-            with contextlib.suppress(FileNotFoundError):  # nothing under the prefix
-                found |= fs.find(events, prefix=f"date={month}", detail=True)
+            found |= _s3_days(fs, events, f"date={month}", only)
         own = {fs._strip_protocol(folder).rstrip("/") for folder in folders}
         return {path: info for path, info in found.items() if path.rsplit("/", 1)[0] in own}
     found = {}
@@ -346,6 +356,52 @@ def _listing(fs: fsspec.AbstractFileSystem, events: str, only: Collection[str] |
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # gone since the folders were listed
             found |= {info["name"]: info for info in fs.ls(folder, detail=True) if info["type"] != "directory"}
     return found
+
+
+def _s3_days(fs: fsspec.AbstractFileSystem, events: str, prefix: str, only: Collection[str] | None) -> dict[str, dict]:
+    """``{path: info}`` of the objects under ``events/{prefix}``, as ``fs.find`` lists them, page by page; once a full
+    page reaches fewer than ``MANY_FILES_PAGE_DAYS`` day folders, the days after it (those of ``only``, or every
+    folder of ``events/``) by their ``_SUCCESS`` alone (see ``MANY_FILES_PAGE_DAYS``), each listed as its marker,
+    or as its folder (``…/date=D/``) when it has none."""
+    bucket, _, root = fs._strip_protocol(events).partition("/")
+    request = {"Bucket": bucket, "Prefix": f"{root}/{prefix}", "MaxKeys": LIST_PAGE, **fs.req_kw}
+    found: dict[str, dict] = {}
+    while True:
+        page = fs.call_s3("list_objects_v2", **request)
+        entries = page.get("Contents", [])
+        for entry in entries:
+            found[f"{bucket}/{entry['Key']}"] = {**entry, "name": f"{bucket}/{entry['Key']}", "type": "file",
+                                                 "size": entry["Size"]}
+        if not page.get("IsTruncated"):
+            return found
+        last = entries[-1]["Key"]
+        if len({_day_folder(root, e["Key"]) for e in entries}) < MANY_FILES_PAGE_DAYS:
+            break
+        request["StartAfter"] = last
+    days = sorted(only) if only is not None else [
+        _name(info["name"]).removeprefix("date=") for info in fs.ls(events, detail=True)
+        if info["type"] == "directory" and _name(info["name"]).startswith("date=")
+    ]
+    # The days from the one the page stopped in (its marker may come after the page), under the prefix.
+    stopped_in = _day_folder(root, last)
+    later = [f"{root}/date={day}" for day in days if f"date={day}" >= stopped_in and f"date={day}".startswith(prefix)]
+    markers = fsspec.asyn.sync(fs.loop, _gathered, [
+        fs._call_s3("list_objects_v2", Bucket=bucket, Prefix=f"{folder}/{SUCCESS_MARKER}", MaxKeys=1, **fs.req_kw)
+        for folder in later
+    ])
+    for folder, listed in zip(later, markers, strict=True):
+        if isinstance(listed, BaseException):
+            raise listed
+        entry = next((e for e in listed.get("Contents", []) if e["Key"] == f"{folder}/{SUCCESS_MARKER}"), None)
+        name = f"{bucket}/{entry['Key']}" if entry else f"{bucket}/{folder}/"
+        found[name] = {**(entry or {}), "name": name, "type": "file" if entry else "directory",
+                       "size": entry["Size"] if entry else 0}
+    return found
+
+
+def _day_folder(root: str, key: str) -> str:
+    """The ``date=…`` folder of the S3 ``key`` under ``root`` (``…/events``)."""
+    return key[len(root) + 1:].split("/", 1)[0]
 
 
 def _marker_version(info: dict) -> str:
