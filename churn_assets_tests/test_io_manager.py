@@ -31,6 +31,7 @@ from churn_assets.resources.filesystems import (
     filesystem,
     join,
     polars_storage_options,
+    s3_listing_pages,
 )
 from churn_assets.resources.lake import LOCAL_COPIES, Lake, remove_stale_copies
 from churn_assets.resources.parquet_io_manager import (
@@ -802,6 +803,20 @@ def test_an_s3_window_across_a_year_end_lists_the_window_not_the_history(s3_serv
     assert sorted(found) == [lake.table_url("user_daily", "date", key) for key in keys if key != "2025-12-25"]
     assert all(found.values()) and missing == ["2025-12-25"]
     assert len(listed) <= 2 * len(keys) + 8, f"listed {len(listed)} objects for a window of {len(keys)} days"
+
+
+@pytest.mark.s3
+def test_s3_listing_pages_go_on_past_a_full_page_from_after_the_key_given(s3_server, tmp_path):
+    """The one pager of S3 listings (the lake's input windows, the landing days): every key after ``start_after``, in
+    order, page after page, each page saying whether more follow."""
+    lake = Lake(f"s3://lake/{tmp_path.name}")
+    keys = [f"{tmp_path.name}/t/k{n:02d}" for n in range(10)]
+    lake.fs.pipe({f"lake/{key}": b"x" for key in keys})
+
+    pages = list(s3_listing_pages(lake.fs, "lake", f"{tmp_path.name}/t/", start_after=keys[2], page_size=3))
+
+    assert [[entry["Key"] for entry in entries] for entries, _ in pages] == [keys[3:6], keys[6:9], keys[9:]]
+    assert [more for _, more in pages] == [True, True, False]
 
 
 @pytest.mark.s3

@@ -23,7 +23,14 @@ from pydantic import Field
 
 from churn_assets.config import WEBHOOK_VARIABLE, ChurnSettings
 from churn_assets.resources.alerts import AlertWebhook
-from churn_assets.resources.filesystems import filesystem, is_s3, join, reaching, require_bucket
+from churn_assets.resources.filesystems import (
+    filesystem,
+    is_s3,
+    join,
+    reaching,
+    require_bucket,
+    s3_listing_pages,
+)
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.model_io_manager import ModelIOManager
 from churn_assets.resources.parquet_io_manager import PartitionedParquetIOManager
@@ -161,12 +168,10 @@ class LandingZone(dg.ConfigurableResource):
         events = join(self.url, "events")
         try:
             with reaching(events, "list"):
-                entries = fs.ls(events, detail=True)
+                return _day_folders(fs, events)
         except FileNotFoundError:  # a landing bucket that does not exist is not an empty landing zone
             require_bucket(events, "list")
             return []
-        names = [_name(info["name"]) for info in entries if info["type"] == "directory"]
-        return sorted(name.removeprefix("date=") for name in names if name.startswith("date="))
 
     def days(self, only: Collection[str] | None = None) -> tuple[dict[str, str], list[str]]:
         """The complete days with their marker's version, and the days with files but no ``_SUCCESS`` (an
@@ -364,24 +369,17 @@ def _s3_days(fs: fsspec.AbstractFileSystem, events: str, prefix: str, only: Coll
     folder of ``events/``) by their ``_SUCCESS`` alone (see ``MANY_FILES_PAGE_DAYS``), each listed as its marker,
     or as its folder (``…/date=D/``) when it has none."""
     bucket, _, root = fs._strip_protocol(events).partition("/")
-    request = {"Bucket": bucket, "Prefix": f"{root}/{prefix}", "MaxKeys": LIST_PAGE, **fs.req_kw}
     found: dict[str, dict] = {}
-    while True:
-        page = fs.call_s3("list_objects_v2", **request)
-        entries = page.get("Contents", [])
+    for entries, more in s3_listing_pages(fs, bucket, f"{root}/{prefix}", page_size=LIST_PAGE):
         for entry in entries:
             found[f"{bucket}/{entry['Key']}"] = {**entry, "name": f"{bucket}/{entry['Key']}", "type": "file",
                                                  "size": entry["Size"]}
-        if not page.get("IsTruncated"):
+        if not more:
             return found
         last = entries[-1]["Key"]
         if len({_day_folder(root, e["Key"]) for e in entries}) < MANY_FILES_PAGE_DAYS:
             break
-        request["StartAfter"] = last
-    days = sorted(only) if only is not None else [
-        _name(info["name"]).removeprefix("date=") for info in fs.ls(events, detail=True)
-        if info["type"] == "directory" and _name(info["name"]).startswith("date=")
-    ]
+    days = sorted(only) if only is not None else _day_folders(fs, events)
     # The days from the one the page stopped in (its marker may come after the page), under the prefix.
     stopped_in = _day_folder(root, last)
     later = [f"{root}/date={day}" for day in days if f"date={day}" >= stopped_in and f"date={day}".startswith(prefix)]
@@ -397,6 +395,12 @@ def _s3_days(fs: fsspec.AbstractFileSystem, events: str, prefix: str, only: Coll
         found[name] = {**(entry or {}), "name": name, "type": "file" if entry else "directory",
                        "size": entry["Size"] if entry else 0}
     return found
+
+
+def _day_folders(fs: fsspec.AbstractFileSystem, events: str) -> list[str]:
+    """The names ``X`` of the folders ``events/date=X/``, sorted (see :meth:`LandingZone.day_folders`)."""
+    names = [_name(info["name"]) for info in fs.ls(events, detail=True) if info["type"] == "directory"]
+    return sorted(name.removeprefix("date=") for name in names if name.startswith("date="))
 
 
 def _day_folder(root: str, key: str) -> str:

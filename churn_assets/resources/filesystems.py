@@ -165,6 +165,25 @@ def filesystem(url: str) -> fsspec.AbstractFileSystem:
     return LocalFileSystem()
 
 
+def s3_listing_pages(
+    fs: fsspec.AbstractFileSystem, bucket: str, prefix: str, start_after: str = "", page_size: int = 1000
+) -> Iterator[tuple[list[dict], bool]]:
+    """S3's listing of the keys under ``prefix`` in ``bucket`` (after the key ``start_after``), in order, a page of
+    ``page_size`` objects (1,000 at most) per request, each taken only when the one before is used up: its objects
+    (``Key``, ``Size``, ``ETag``, ``LastModified``) and whether more follow. One request a page, where s3fs's
+    ``find`` lists the whole prefix before it returns."""
+    request = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size, **fs.req_kw}
+    if start_after:
+        request["StartAfter"] = start_after
+    while True:
+        page = fs.call_s3("list_objects_v2", **request)
+        more = bool(page.get("IsTruncated"))
+        yield page.get("Contents", []), more
+        if not more:
+            return
+        request["ContinuationToken"] = page["NextContinuationToken"]
+
+
 def polars_storage_options(url: str) -> dict[str, str] | None:
     """Options for polars' own cloud reader, taken from the standard AWS variables."""
     if not is_s3(url):

@@ -35,6 +35,7 @@ from churn_assets.resources.filesystems import (
     polars_storage_options,
     reaching,
     require_bucket,
+    s3_listing_pages,
 )
 
 TABLE_FILE = "data.parquet"
@@ -187,20 +188,15 @@ class Lake:
         """``(bucket/key, ETag)`` of the objects under ``prefix`` from ``first`` to ``last`` (``bucket/key``s), in
         order: S3 starts the listing after a key just before ``first``'s, in pages sized for ``expected`` objects
         and a few beside them (a page of 1,000 at most), and it stops past ``last``."""
-        request = {
-            "Bucket": bucket, "Prefix": prefix, "StartAfter": first.partition("/")[2][:-1],
-            "MaxKeys": min(1000, 2 * expected + 8), **self.fs.req_kw,
-        }
-        while True:
-            page = self.fs.call_s3("list_objects_v2", **request)
-            for entry in page.get("Contents", []):
+        pages = s3_listing_pages(
+            self.fs, bucket, prefix, start_after=first.partition("/")[2][:-1], page_size=min(1000, 2 * expected + 8)
+        )
+        for entries, _ in pages:
+            for entry in entries:
                 name = f"{bucket}/{entry['Key']}"
                 if name > last:
                     return
                 yield name, entry.get("ETag", "")
-            if not page.get("IsTruncated"):
-                return
-            request["ContinuationToken"] = page["NextContinuationToken"]
 
     def exists(self, url: str) -> bool:
         with reaching(url, "look up"):
