@@ -42,11 +42,31 @@ def _terminated(signum, frame):
 signal.signal(signal.SIGTERM, _terminated)
 
 
+# Every signal this process receives, whoever's handler takes it (Dagster's, during an in-process run), is written
+# to this pipe as its number: the signals are seen even when a run swallowed them.
+_SIGNALS_READ, _SIGNALS_WRITE = os.pipe()
+os.set_blocking(_SIGNALS_READ, False)
+os.set_blocking(_SIGNALS_WRITE, False)
+signal.set_wakeup_fd(_SIGNALS_WRITE, warn_on_full_buffer=False)
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+_interrupted_by: list[int] = []
+
+
+def _signalled() -> bool:
+    """Whether this process has received SIGINT or SIGTERM since the session began."""
+    try:
+        _interrupted_by.extend(number for number in os.read(_SIGNALS_READ, 4096) if number in _INTERRUPTS)
+    except BlockingIOError:
+        pass
+    return bool(_interrupted_by)
+
+
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
-    """Ctrl-C stops the session in a Dagster run too. An in-process run turns the SIGINT into its own failure
-    (DagsterExecutionInterruptedError): pytest saw a failed test and went on with the next ones, on an S3 server
-    the same Ctrl-C had stopped, until a second Ctrl-C."""
-    if call.excinfo is not None and _interrupted(call.excinfo.value):
+    """Ctrl-C (or SIGTERM to the process group) stops the session in a Dagster run too. An in-process run turns the
+    signal into its own failure (DagsterExecutionInterruptedError), which a test sees as the run's failure (an
+    assertion on ``result.success``) or not at all: pytest went on with the next tests, on an S3 server the same
+    signal had stopped, and hung in its first write to it."""
+    if _signalled() or (call.excinfo is not None and _interrupted(call.excinfo.value)):
         item.session.shouldstop = f"interrupted during {item.nodeid}"
 
 

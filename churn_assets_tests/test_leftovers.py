@@ -101,6 +101,36 @@ def test_ctrl_c_in_a_dagster_run_stops_the_session(tmp_path):
     assert not (tmp_path / "second-ran").exists()
 
 
+_SWALLOWED_SUITE = """
+import os, signal
+import dagster as dg
+
+
+@dg.asset
+def interrupted():
+    os.kill(os.getpid(), signal.{signal})  # Ctrl-C, or SIGTERM to the process group, while the run's step computes
+
+
+def test_first(tmp_path):
+    result = dg.materialize([interrupted], raise_on_error=False)
+    assert result.success
+
+
+def test_second(tmp_path):
+    (tmp_path.parent.parent / "second-ran").touch()
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_signal_that_a_dagster_run_swallows_stops_the_session(tmp_path, signal_name):
+    """A run asked not to raise (``raise_on_error=False``) took the signal as its failure: the test failed on an
+    assertion, with no interrupt in sight, and the session went on with the next tests."""
+    (tmp_path / "test_swallowed.py").write_text(_SWALLOWED_SUITE.replace("{signal}", signal_name))
+    done = _run_pytest(tmp_path, "test_swallowed.py")
+    assert "1 failed" in done.stdout and "interrupted during" in done.stdout, done.stdout[-3000:]
+    assert not (tmp_path / "second-ran").exists()
+
+
 @pytest.mark.skipif(not postgres_available(), reason="PostgreSQL 15 binaries are not installed")
 def test_a_postgres_server_that_fails_to_start_leaves_no_process_or_folder():
     """createdb failed after the server had started (here: the database exists): the fixture never got a server to
