@@ -64,23 +64,24 @@ def test_a_stopped_s3_server_leaves_no_socket_log_or_port(tmp_path, monkeypatch)
     assert {int(port) for port in re.findall(r"dial tcp 127\.0\.0\.1:(\d+)", log)} <= set(server.ports.values())
 
 
-_INTERRUPTED_SUITE = '''
+_INTERRUPTED_SUITE = """
 import os, signal
 import dagster as dg
 
 
 @dg.asset
 def interrupted():
-    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the run's step computes
+    os.kill(os.getpid(), signal.{signal})  # Ctrl-C, or SIGTERM to the process group, while the run's step computes
 
 
 def test_first(tmp_path):
-    dg.materialize([interrupted])
+    result = dg.materialize([interrupted], raise_on_error={raises})
+    assert result.success
 
 
 def test_second(tmp_path):
     (tmp_path.parent.parent / "second-ran").touch()
-'''
+"""
 
 
 def _run_pytest(folder: Path, test_file: str) -> subprocess.CompletedProcess:
@@ -92,41 +93,15 @@ def _run_pytest(folder: Path, test_file: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_ctrl_c_in_a_dagster_run_stops_the_session(tmp_path):
+@pytest.mark.parametrize(("signal_name", "raises"), [("SIGINT", True), ("SIGINT", False), ("SIGTERM", False)])
+def test_a_signal_in_a_dagster_run_stops_the_session(tmp_path, signal_name, raises):
     """Dagster turned a Ctrl-C in a run into the run's failure: the session went on with the next tests, servers
-    and all (the S3 server, in the terminal's process group, already stopped), until a second Ctrl-C."""
-    (tmp_path / "test_interrupted.py").write_text(_INTERRUPTED_SUITE)
+    and all (the S3 server, in the terminal's process group, already stopped), until a second Ctrl-C. A run asked
+    not to raise (``raise_on_error=False``) took the signal, SIGINT or SIGTERM, as its failure: the test failed on
+    an assertion, with no interrupt in sight, and the next S3 test hung in its first write."""
+    suite = _INTERRUPTED_SUITE.replace("{signal}", signal_name).replace("{raises}", str(raises))
+    (tmp_path / "test_interrupted.py").write_text(suite)
     done = _run_pytest(tmp_path, "test_interrupted.py")
-    assert "1 failed" in done.stdout and "interrupted during" in done.stdout, done.stdout[-3000:]
-    assert not (tmp_path / "second-ran").exists()
-
-
-_SWALLOWED_SUITE = """
-import os, signal
-import dagster as dg
-
-
-@dg.asset
-def interrupted():
-    os.kill(os.getpid(), signal.{signal})  # Ctrl-C, or SIGTERM to the process group, while the run's step computes
-
-
-def test_first(tmp_path):
-    result = dg.materialize([interrupted], raise_on_error=False)
-    assert result.success
-
-
-def test_second(tmp_path):
-    (tmp_path.parent.parent / "second-ran").touch()
-"""
-
-
-@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
-def test_a_signal_that_a_dagster_run_swallows_stops_the_session(tmp_path, signal_name):
-    """A run asked not to raise (``raise_on_error=False``) took the signal as its failure: the test failed on an
-    assertion, with no interrupt in sight, and the session went on with the next tests."""
-    (tmp_path / "test_swallowed.py").write_text(_SWALLOWED_SUITE.replace("{signal}", signal_name))
-    done = _run_pytest(tmp_path, "test_swallowed.py")
     assert "1 failed" in done.stdout and "interrupted during" in done.stdout, done.stdout[-3000:]
     assert not (tmp_path / "second-ran").exists()
 

@@ -31,11 +31,6 @@ DAY = dt.date(2025, 1, 1)
 RAW_EVENTS = dg.AssetSelection.assets("raw_events")
 
 
-@pytest.fixture
-def instance():
-    return dg.DagsterInstance.ephemeral()
-
-
 def _events(count: int) -> list[dict]:
     """``count`` good events of DAY, one of them (the last) sent twice, and one with no user (quarantined)."""
     events = [row(f"e{i}", f"u{i % 7}", f"{DAY} {i % 24:02d}:00:00.000000", session_id=1000 + i) for i in range(count)]
