@@ -21,6 +21,7 @@ from churn_assets.instance.postgres import PooledPostgresEventLogStorage
 from churn_assets_tests.counted_asset import RANGE, check_rows, counted, counted_each_day
 from churn_assets_tests.landing_helpers import INGEST, amplitude_row, jsonl, write_landing_day
 from churn_assets_tests.postgres_server import PostgresServer, postgres_available
+from churn_assets_tests.retention import EXPECTED, ticks_kept_after_a_daemon_tick
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCTION_YAML = ROOT / "deploy" / "dagster.yaml"
@@ -153,6 +154,12 @@ def test_compute_logs_go_to_s3(production_home, s3_server):
     keys = s3_server.keys("lake", prefix)
     assert any(key.endswith(".out") for key in keys), keys
     assert not Path("/tmp", *log_key[:-1]).exists()  # staged in the test's folder, not in /tmp
+
+
+def test_the_daemon_purges_old_sensor_ticks_in_postgresql(production_home):
+    """deploy/dagster.yaml's retention, applied by the daemon's own purge to PostgreSQL's ticks: nothing kept forever."""
+    with dg.DagsterInstance.from_config(str(production_home)) as instance:
+        assert ticks_kept_after_a_daemon_tick(instance) == EXPECTED
 
 
 def test_event_batches_are_stored_as_one_by_one(production_home, stock_home, postgres, monkeypatch):
