@@ -5,6 +5,7 @@ losing it."""
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -154,6 +155,24 @@ def test_compute_logs_go_to_s3(production_home, s3_server):
     keys = s3_server.keys("lake", prefix)
     assert any(key.endswith(".out") for key in keys), keys
     assert not Path("/tmp", *log_key[:-1]).exists()  # staged in the test's folder, not in /tmp
+
+
+def test_compute_logs_are_staged_and_kept_in_a_folder_of_their_own(production_home, s3_server):
+    """A step's log is deleted from the process's disk once uploaded (empty folders stay); a process that shows it (the
+    webserver) downloads it and keeps it forever. Both happen under ``local_dir``: deploy/dagster.yaml names a folder
+    of its own for it, which can be emptied by age, instead of the top of /tmp (Dagster's default)."""
+    configured = yaml.safe_load(PRODUCTION_YAML.read_text())["compute_logs"]["config"].get("local_dir")
+    assert configured and Path(configured).is_absolute() and Path(configured) != Path(tempfile.gettempdir())
+    local_dir = Path(yaml.safe_load((production_home / "dagster.yaml").read_text())["compute_logs"]["config"]["local_dir"])
+    log_key = ["churn", production_home.parent.name, "step"]
+    with dg.DagsterInstance.from_config(str(production_home)) as run_task:
+        with run_task.compute_log_manager.capture_logs(log_key):
+            print("hello from a step")
+    assert [p for p in local_dir.rglob("*") if p.is_file()] == []
+    with dg.DagsterInstance.from_config(str(production_home)) as webserver:
+        assert b"hello from a step" in (webserver.compute_log_manager.get_log_data(log_key).stdout or b"")
+    kept = [p.relative_to(local_dir) for p in local_dir.rglob("*") if p.is_file()]
+    assert Path("churn", production_home.parent.name, "step.out") in kept
 
 
 def test_the_daemon_purges_old_sensor_ticks_in_postgresql(production_home):
