@@ -18,6 +18,7 @@ from dagster._daemon.sensor import execute_sensor_iteration
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 24 * 3600
+FAILED = SerializableErrorInfo("an old failure", [], "Exception")
 # Ticks of drift_retraining_sensor made before the daemon's tick: (status, age in days).
 OLD_TICKS = {
     "started 100 days ago": (TickStatus.STARTED, 100),  # a daemon killed in a tick
@@ -47,7 +48,7 @@ def ticks_kept_after_a_daemon_tick(instance: dg.DagsterInstance, sensor_name: st
             tick = instance.create_tick(TickData(
                 instigator_origin_id=origin_id, instigator_name=sensor_name, instigator_type=InstigatorType.SENSOR,
                 status=status, timestamp=now - days * DAY, selector_id=selector_id, run_ids=[], run_keys=[],
-                error=SerializableErrorInfo("an old failure", [], "Exception") if status == TickStatus.FAILURE else None,
+                error=FAILED if status == TickStatus.FAILURE else None,
             ))
             made[name] = tick.tick_id
         list(execute_sensor_iteration(context, logging.getLogger("churn_assets_tests"), None, None))

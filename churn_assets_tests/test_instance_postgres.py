@@ -46,8 +46,8 @@ def postgres():
 @pytest.fixture
 def production_home(tmp_path, postgres, s3_server, monkeypatch) -> Path:
     """A DAGSTER_HOME holding deploy/dagster.yaml, minus the ECS run launcher (no ECS on loopback), its compute
-    logs staged under the test's folder: S3ComputeLogManager stages them in /tmp/<run id>/ (whatever TMPDIR says)
-    and never removes them, a folder per run the tests made."""
+    logs staged under the test's folder: the file's local_dir, /tmp/dagster-compute-logs, keeps a folder per run and
+    every log shown, which a test would leave behind."""
     for name, value in postgres.env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DAGSTER_COMPUTE_LOG_BUCKET", "lake")
@@ -163,7 +163,8 @@ def test_compute_logs_are_staged_and_kept_in_a_folder_of_their_own(production_ho
     of its own for it, which can be emptied by age, instead of the top of /tmp (Dagster's default)."""
     configured = yaml.safe_load(PRODUCTION_YAML.read_text())["compute_logs"]["config"].get("local_dir")
     assert configured and Path(configured).is_absolute() and Path(configured) != Path(tempfile.gettempdir())
-    local_dir = Path(yaml.safe_load((production_home / "dagster.yaml").read_text())["compute_logs"]["config"]["local_dir"])
+    local_dir = Path(yaml.safe_load((production_home / "dagster.yaml").read_text())["compute_logs"]["config"]
+                     ["local_dir"])
     log_key = ["churn", production_home.parent.name, "step"]
     with dg.DagsterInstance.from_config(str(production_home)) as run_task:
         with run_task.compute_log_manager.capture_logs(log_key):
@@ -176,7 +177,7 @@ def test_compute_logs_are_staged_and_kept_in_a_folder_of_their_own(production_ho
 
 
 def test_the_daemon_purges_old_sensor_ticks_in_postgresql(production_home):
-    """deploy/dagster.yaml's retention, applied by the daemon's own purge to PostgreSQL's ticks: nothing kept forever."""
+    """deploy/dagster.yaml's retention, applied by the daemon's own purge to PostgreSQL's ticks: none kept forever."""
     with dg.DagsterInstance.from_config(str(production_home)) as instance:
         assert ticks_kept_after_a_daemon_tick(instance) == EXPECTED
 
