@@ -615,21 +615,31 @@ def test_a_landing_url_that_is_a_file_fails_clearly_without_retrying(tmp_path, i
     assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
 
 
-WHY_MOSTLY_QUARANTINED = "57% of the rows read quarantined, more than CHURN_MAX_QUARANTINED_SHARE = 0.5"
+# A time written month first (a new release's locale): 01/02 is January 2nd or February 1st, never guessed.
+def why_mostly_quarantined(settings: ChurnSettings) -> str:
+    """What the check says of ``_write_mostly_quarantined_day``'s day: the share, the limit, what the commonest
+    reason saw where (the file, its line, the field and its value) and what to do."""
+    file = f"{settings.landing_url}/events/date={FIRST_DAY}/events.jsonl"
+    return (
+        "57% of the rows read quarantined, more than CHURN_MAX_QUARANTINED_SHARE = 0.5: unparsable_event_time in "
+        f"4 rows, the first in {file} line 4: event_time = '01/01/2025 10:00'. An export whose format changed: "
+        "fix the export (or its files) and re-deliver the day; docs/operations.md, 'The quarantine'"
+    )
 
 
 def _write_mostly_quarantined_day(settings: ChurnSettings) -> str:
-    """The first day: 3 good rows, and 4 whose times are epoch milliseconds (4/7 quarantined); its key."""
-    broken = [row(f"ms-{i}", f"u{i}", "1735722000000", "session_start", 1000) for i in range(4)]
+    """The first day: 3 good rows, and 4 whose times are written month first (4/7 quarantined); its key."""
+    broken = [row(f"us-{i}", f"u{i}", "01/01/2025 10:00", "session_start", 1000) for i in range(4)]
     day = FIRST_DAY.isoformat()
     write_landing_day(settings.landing_url, day, {"events.jsonl": jsonl(_valid_rows(FIRST_DAY) + broken)})
     return day
 
 
 def test_a_day_mostly_quarantined_stops_what_reads_it(local_settings, local_resources, instance):
-    """An export whose times changed format (epoch milliseconds) sends most of its rows to the quarantine:
-    that is a broken export, not a dirty one. The day's raw_events is stored with its quarantine, for a
-    look, but its blocking check fails, naming the day, and nothing downstream is computed from it."""
+    """An export whose times changed format (month first) sends most of its rows to the quarantine: that is a
+    broken export, not a dirty one. The day's raw_events is stored with its quarantine, for a look, but its
+    blocking check fails, naming the day, the file, the line, the field and the value seen, and nothing
+    downstream is computed from it."""
     day = _write_mostly_quarantined_day(local_settings)
 
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
@@ -638,11 +648,11 @@ def test_a_day_mostly_quarantined_stops_what_reads_it(local_settings, local_reso
     [check] = evaluations_by_partition(result, "raw_events_are_valid").values()
     assert not check.passed and check.partition == day
     metadata = {key: value.value for key, value in check.metadata.items()}
-    assert metadata["days_mostly_quarantined"] == 1 and metadata["mostly_quarantined"] == WHY_MOSTLY_QUARANTINED
+    assert metadata["days_mostly_quarantined"] == 1 and metadata["mostly_quarantined"] == why_mostly_quarantined(local_settings)
     assert metadata["quarantined_share"] == pytest.approx(4 / 7)
     # What the CLI prints and the UI shows beside the day says why, not only which check failed: the share
-    # quarantined and the limit it passed (the day itself is the evaluation's partition).
-    assert check.description == f"failed: days_mostly_quarantined = 1 (mostly_quarantined: {WHY_MOSTLY_QUARANTINED})"
+    # quarantined and the limit it passed (the day itself is the evaluation's partition), and what changed where.
+    assert check.description == f"failed: days_mostly_quarantined = 1 (mostly_quarantined: {why_mostly_quarantined(local_settings)})"
     errors = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.level == logging.ERROR]
     assert check.description in errors
     assert read_partition(local_settings.data_url, "raw_events", day).height == 3
@@ -668,7 +678,7 @@ def test_a_range_with_a_mostly_quarantined_day_fails_that_day_only(local_setting
     assert sorted(evaluations) == [day, next_day.isoformat()]
     broken, good = evaluations[day], evaluations[next_day.isoformat()]
     assert not broken.passed and broken.metadata["rows"].value == 3
-    assert broken.description == f"failed: days_mostly_quarantined = 1 (mostly_quarantined: {WHY_MOSTLY_QUARANTINED})"
+    assert broken.description == f"failed: days_mostly_quarantined = 1 (mostly_quarantined: {why_mostly_quarantined(local_settings)})"
     assert good.passed and good.metadata["rows"].value == 3 and good.description is None
     assert good.metadata["days_mostly_quarantined"].value == 0
     # A passing day's metadata holds its counts, not empty texts (no reason, no wrong column) the UI lists blank.
@@ -706,7 +716,7 @@ def test_a_range_run_says_nothing_of_checks_without_results(local_settings, loca
 def test_a_day_quarantined_exactly_at_the_share_passes(local_settings, local_resources, instance):
     """CHURN_MAX_QUARANTINED_SHARE is the most a day may quarantine: half its rows (the default) is dirty, not
     broken."""
-    broken = [row(f"ms-{i}", f"u{i}", "1735722000000", "session_start", 1000) for i in range(2)]
+    broken = [row(f"us-{i}", f"u{i}", "01/01/2025 10:00", "session_start", 1000) for i in range(2)]
     day = FIRST_DAY.isoformat()
     write_landing_day(local_settings.landing_url, day, {"events.jsonl": jsonl(_valid_rows(FIRST_DAY, 2) + broken)})
 

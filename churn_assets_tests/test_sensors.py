@@ -754,7 +754,7 @@ def test_run_failure_alert_says_which_partition_failed_a_blocking_check_and_why(
     cursor, _ = _failure_tick(instance, resources, None)
     good = [amplitude_row(f"g{i}", f"u{i}", "2025-01-01 10:00:00.000000") for i in range(3)]
     write_landing_day(local_settings.landing_url, "2025-01-01", {"part-0.jsonl": jsonl(good)})
-    broken = [amplitude_row(f"b{i}", f"u{i}", "1735722000000") for i in range(4)]  # epoch ms: quarantined
+    broken = [amplitude_row(f"b{i}", f"u{i}", "01/02/2025 10:00") for i in range(4)]  # month first: quarantined
     write_landing_day(local_settings.landing_url, "2025-01-02", {"part-0.jsonl": jsonl(good[:1] + broken)})
     result = materialize_ingest(local_resources, instance, "2025-01-01", "2025-01-02", raise_on_error=False)
     assert not result.success

@@ -60,10 +60,10 @@ def raw_events_are_valid(
     # A day that sends most of its rows to the quarantine is a broken export (a changed time format,
     # renamed keys), not a dirty one: its partition stays stored with its quarantine, for a look, but
     # nothing downstream reads it.
-    shares = quarantined_shares(context.instance, list(context.partition_keys))
+    quarantines = quarantines_of(context.instance, list(context.partition_keys))
     results = {}
     for key in context.partition_keys:
-        day, share = dt.date.fromisoformat(key), shares.get(key, 0.0)
+        day, (share, example) = dt.date.fromisoformat(key), quarantines.get(key, (0.0, ""))
         mostly_quarantined = share > landing.max_quarantined_share
         results[key] = check_result(
             {
@@ -77,7 +77,8 @@ def raw_events_are_valid(
             wrong_columns=str(wrong_schema),
             mostly_quarantined=(
                 f"{share:.0%} of the rows read quarantined, more than CHURN_MAX_QUARANTINED_SHARE = "
-                f"{landing.max_quarantined_share:g}"
+                f"{landing.max_quarantined_share:g}: {example}. An export whose format changed: fix the export "
+                "(or its files) and re-deliver the day; docs/operations.md, 'The quarantine'"
                 if mostly_quarantined
                 else ""
             ),
@@ -86,16 +87,18 @@ def raw_events_are_valid(
     yield from each_partition(context, results)
 
 
-def quarantined_shares(instance: dg.DagsterInstance, keys: list[str]) -> dict[str, float]:
-    """Each partition's share of rows read that went to the quarantine, from its latest materialization's
-    metadata (``rows_read``, ``quarantined``)."""
-    shares: dict[str, float] = {}
+def quarantines_of(instance: dg.DagsterInstance, keys: list[str]) -> dict[str, tuple[float, str]]:
+    """Each partition's share of rows read that went to the quarantine, and its example row (what the commonest
+    reason saw, where), from its latest materialization's metadata (``rows_read``, ``quarantined``,
+    ``quarantine_example``)."""
+    found: dict[str, tuple[float, str]] = {}
     for key, record in latest_materializations(instance, raw_events.key, keys).items():
         metadata = record.asset_materialization.metadata
         read, quarantined = metadata.get("rows_read"), metadata.get("quarantined")
         known = read is not None and quarantined is not None and read.value
-        shares[key] = quarantined.value / read.value if known else 0.0
-    return shares
+        example = metadata.get("quarantine_example")
+        found[key] = (quarantined.value / read.value if known else 0.0, example.value if example else "")
+    return found
 
 
 @partition_check(

@@ -104,6 +104,35 @@ class VettedDay:
             counts[reason] = n
         return counts
 
+    def quarantine_example(self) -> str:
+        """The commonest reason's first row, as its export holds it (file, line, field, value), or "" when
+        none: a day whose export changed (a time format, a renamed key) says what changed where, without a
+        look into the quarantine file."""
+        counts = {reason: n for reason, n in self.quarantine_counts().items() if n}
+        if not counts:
+            return ""
+        reason = max(counts, key=counts.get)
+        first = self.quarantine.filter(pl.col("reason") == reason).row(0, named=True)
+        column = REASON_COLUMNS.get(reason)
+        if column is None:
+            seen = first["detail"] or "not a JSON object"
+        else:
+            key = _AMPLITUDE_KEY_OF[column] if landing_type(first["source_file"]) == "json" else column
+            value = first[column]
+            seen = f"{key} is missing" if value is None or not value.strip() else f"{key} = {quoted(repr(value), 100)}"
+        rows = f"{counts[reason]:,} row{'s' if counts[reason] != 1 else ''}"
+        return f"{reason} in {rows}, the first in {first['source_file']} line {first['line']}: {seen}"
+
+
+# The column each reason judged: what a quarantine example shows of the row.
+REASON_COLUMNS = {
+    "missing_event_id": "event_id", "missing_user_id": "user_id", "missing_event_type": "event_type",
+    "unparsable_event_time": "event_time", "event_time_after_export_day": "event_time",
+    "event_time_too_old": "event_time", "unparsable_revenue": "revenue", "negative_revenue": "revenue",
+    "revenue_out_of_range": "revenue", "unparsable_session_id": "session_id",
+}
+_AMPLITUDE_KEY_OF = {column: key for key, column in AMPLITUDE_KEYS.items()}
+
 
 # JSON is decoded and parsed this many bytes at a time: a day of 28 M events is ~8 GB of JSON, and holding
 # it (and the frame parsed from it at once) is what bounded memory. Chunks of 16 MB (~50 k events) also

@@ -179,9 +179,12 @@ def _vet_day(
             "quarantined": vetted.quarantine.height,
             **{f"quarantined/{reason}": n for reason, n in counts.items()},
             "quarantine_uri": quarantine_url,
+            **({"quarantine_example": example} if (example := vetted.quarantine_example()) else {}),
         },
         partition_key=day.isoformat(),
     )
     if vetted.quarantine.height:
-        context.log.warning(f"{day}: {vetted.quarantine.height} rows quarantined at {quarantine_url}: {counts}")
+        context.log.warning(
+            f"{day}: {vetted.quarantine.height} rows quarantined at {quarantine_url}: {counts}; {example}"
+        )
     return vetted.events
