@@ -516,10 +516,14 @@ def _refuse_surrogates(row: dict[str, str | None]) -> None:
 
 
 def _as_string(value: object) -> str | None:
+    """A JSON value as the text polars' reader gives it: a number in a text field (a user id sent as 12345 or
+    12345.0) is read the same whichever path reads its file, so a file with a broken line keeps its users."""
     if value is None:
         return None
     if isinstance(value, str):
         return value
+    if isinstance(value, float):  # json.dumps writes 12345.0 and 1e+20; polars 12345 and 100000000000000000000
+        return np.format_float_positional(value, trim="-")
     return json.dumps(value)
 
 
@@ -550,11 +554,20 @@ def _stringify(frame: pl.DataFrame, first_line: int) -> pl.DataFrame:
         elif isinstance(frame.schema[col], pl.Datetime):
             utc = pl.col(col).dt.convert_time_zone("UTC") if frame.schema[col].time_zone else pl.col(col)
             columns.append(_time_text(utc).alias(col))
+        elif frame.schema[col].is_float():
+            columns.append(_number_text(pl.col(col)).alias(col))
         else:
             columns.append(pl.col(col).cast(pl.String))
     return frame.select(columns).with_columns(pl.lit(None, pl.String).alias("parse_error")).with_row_index(
         "line", offset=first_line
     )
+
+
+def _number_text(number: pl.Expr) -> pl.Expr:
+    """A float column as text, a whole number without its ".0": a user id in a float column (pandas writes an
+    integer column with gaps as one) is the same user as in an integer column, or as a JSON number."""
+    whole = (number == number.floor()) & (number.abs() < 2.0**63)
+    return pl.when(whole).then(number.cast(pl.Int64, strict=False).cast(pl.String)).otherwise(number.cast(pl.String))
 
 
 _EMPTY_RAW = pl.DataFrame(
@@ -571,15 +584,39 @@ def parse_event_times(text: pl.Series) -> pl.Series:
     time, as a padded revenue or session id is that number.
     """
     parsed = text.str.to_datetime(_TIME_FORMATS[0], time_unit="us", time_zone="UTC", strict=False, cache=False)
-    for fmt in _TIME_FORMATS:
+    for fmt in (*_TIME_FORMATS, None):  # None: an epoch number, last
         retry = (parsed.is_null() & text.is_not_null()).arg_true()
         if retry.is_empty():
             break
-        again = text.gather(retry).str.strip_chars().str.to_datetime(
-            fmt, time_unit="us", time_zone="UTC", strict=False, cache=False
+        stripped = text.gather(retry).str.strip_chars()
+        again = (
+            _epoch_times(stripped) if fmt is None
+            else stripped.str.to_datetime(fmt, time_unit="us", time_zone="UTC", strict=False, cache=False)
         )
         parsed = parsed.scatter(retry, again)
     return parsed
+
+
+# An epoch number's unit, by its size: a release that sends event_time as a number (a JSON number, a Parquet
+# integer column, or the same as text) sends seconds (10 digits now), milliseconds (13, JavaScript's Date.now()),
+# microseconds (16, Firebase's event_timestamp) or nanoseconds (19). Numbers outside these ranges (a year, 2025;
+# a day number) are no time: null, so unparsable. A unit misread still lands decades away, which the export day's
+# bounds quarantine.
+_EPOCH_UNITS = ((1e9, 1e11, 1e6), (1e12, 1e14, 1e3), (1e15, 1e17, 1.0), (1e18, 1e20, 1e-3))
+
+
+def _epoch_times(text: pl.Series) -> pl.Series:
+    """Each text that is an epoch number (seconds, milliseconds, microseconds or nanoseconds since 1970, by
+    ``_EPOCH_UNITS``; seconds may have a fraction) as a UTC timestamp, else null. Whole numbers are scaled
+    exactly, as integers."""
+    whole = pl.col("t").cast(pl.Int64, strict=False)
+    number = pl.coalesce(whole.cast(pl.Float64), pl.col("t").cast(pl.Float64, strict=False))
+    micros = pl.lit(None, pl.Int64)
+    for low, high, per_micro in _EPOCH_UNITS:
+        scaled = whole * int(per_micro) if per_micro >= 1 else whole // round(1 / per_micro)
+        value = pl.coalesce(scaled, (number * per_micro).round().cast(pl.Int64, strict=False))
+        micros = pl.when((number >= low) & (number < high)).then(value).otherwise(micros)
+    return text.to_frame("t").select(micros.cast(pl.Datetime("us", "UTC"))).to_series().alias(text.name)
 
 
 def _whole_number(number: pl.Expr) -> pl.Expr:

@@ -1,0 +1,91 @@
+"""An app release that changes how its export writes the same events: a day holding files of the old release and
+of the new one side by side gives the same events, and the same users, from both."""
+
+from __future__ import annotations
+
+import io
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from churn_assets.config import ChurnSettings
+from churn_assets.resources import build_resources
+
+from churn_assets_tests.landing_helpers import (
+    amplitude_row as row,
+    jsonl,
+    materialize_ingest,
+    partition_metadata,
+    read_partition,
+    write_landing_day,
+)
+
+DAY = "2025-01-01"  # the first partition: install_times starts there
+# The old release's two events: Amplitude's time text, user ids as text.
+OLD = [
+    row("e1", "12345", "2025-01-01 10:00:00.000000", "session_start", 1735725600000, version_name="1.0"),
+    row("e2", "12346", "2025-01-01 10:00:01.500000", "purchase", 1735725600000, version_name="1.0", revenue=4.99),
+]
+# Their times since 1970, in seconds.
+EPOCH_SECONDS = [1735725600, 1735725601.5]
+
+
+def _new(**columns: list) -> list[dict]:
+    """The old release's events with other ids, and ``columns`` (key -> one value per event) as the new one
+    writes them."""
+    rows = [dict(r, **{"$insert_id": "new-" + r["$insert_id"]}) for r in OLD]
+    for key, values in columns.items():
+        for r, value in zip(rows, values, strict=True):
+            r[key] = value
+    return rows
+
+
+def _parquet(rows: list[dict], **types: pl.DataType) -> bytes:
+    """``rows`` as a Parquet file with the canonical column names, ``types`` as the new release typed them."""
+    renamed = [{"event_id": r["$insert_id"], "app_version": r["version_name"], **r} for r in rows]
+    frame = pl.DataFrame(renamed).drop("$insert_id", "version_name").with_columns(
+        pl.col(name).cast(dtype) for name, dtype in types.items()
+    )
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    return buffer.getvalue()
+
+
+NEW_RELEASES = {
+    # event_time as a number since 1970: seconds (with a fraction), JavaScript's milliseconds, Firebase's
+    # microseconds, or milliseconds as text.
+    "epoch seconds": ("new.jsonl", jsonl(_new(event_time=EPOCH_SECONDS))),
+    "epoch milliseconds": ("new.jsonl", jsonl(_new(event_time=[int(s * 1000) for s in EPOCH_SECONDS]))),
+    "epoch microseconds": ("new.jsonl.gz", jsonl(_new(event_time=[int(s * 10**6) for s in EPOCH_SECONDS]), gz=True)),
+    "epoch milliseconds as text": ("new.jsonl", jsonl(_new(event_time=[str(int(s * 1000)) for s in EPOCH_SECONDS]))),
+    # user ids as JSON numbers, integers or floats (pandas writes an integer column with gaps as floats), in a
+    # file read by polars at once or, with a broken line in it, line by line.
+    "user ids as integers": ("new.jsonl", jsonl(_new(user_id=[12345, 12346]))),
+    "user ids as floats": ("new.jsonl", jsonl(_new(user_id=[12345.0, 12346.0]))),
+    "user ids as floats beside a broken line": ("new.jsonl", jsonl(_new(user_id=[12345.0, 12346.0])) + b"{cut\n"),
+    # Parquet: event times as int64 milliseconds, user ids and session ids in float64 columns.
+    "parquet of numbers": ("new.parquet", _parquet(
+        _new(event_time=[int(s * 1000) for s in EPOCH_SECONDS], user_id=[12345.0, 12346.0]),
+        session_id=pl.Float64,
+    )),
+}
+
+
+@pytest.mark.parametrize("release", list(NEW_RELEASES))
+def test_a_new_release_s_file_beside_the_old_one_s_gives_the_same_events_and_users(tmp_path, release):
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))
+    name, data = NEW_RELEASES[release]
+    write_landing_day(settings.landing_url, DAY, {"old.jsonl": jsonl(OLD), name: data})
+
+    result = materialize_ingest(build_resources(settings), dg.DagsterInstance.ephemeral(), DAY)
+
+    events = read_partition(settings.data_url, "raw_events", DAY)
+    old = events.filter(~pl.col("event_id").str.starts_with("new-"))
+    new = events.filter(pl.col("event_id").str.starts_with("new-"))
+    assert old.height == 2 and new.with_columns(pl.col("event_id").str.strip_prefix("new-")).equals(old)
+    metadata = partition_metadata(result, "raw_events")[DAY]
+    assert metadata["quarantined"] == (1 if "broken line" in release else 0)
+    # One row per user on the day, each with the events of both releases.
+    users = read_partition(settings.data_url, "user_daily", DAY)
+    assert users.select("user_id", "n_events").sort("user_id").rows() == [("12345", 2), ("12346", 2)]
