@@ -372,3 +372,27 @@ def test_a_card_edited_by_hand_stops_scoring_naming_the_card_and_keeps_the_days_
     assert f"{card_url}: its threshold, risk-band cut-offs or feature categories are not the ones" in text
     assert f"materialize model[{MARCH}] again" in text
     assert Lake(lake).read_bytes(url) == before
+
+
+def test_a_category_the_model_never_saw_is_counted_and_warned_of_when_it_is_most_users(lake, local_resources, instance):
+    """A release that spells the platform "ios" where the model learnt "iOS" is scored as a missing platform: the
+    scores move, and nothing failed. The day's metadata gives each categorical feature's share of users with a
+    value the model never saw; above half of them, the log warns naming the feature, the values and what to do.
+    A few users on a new app version are counted, not warned of."""
+    features = synthetic_features(DAY, users=300)
+    features = features.with_columns(
+        pl.col("platform").str.to_lowercase(),
+        pl.when(pl.int_range(pl.len()) < 30).then(pl.lit("9.9.9")).otherwise(pl.col("app_version")).alias("app_version"),
+    )
+
+    result = score_day(local_resources, instance, {DAY.isoformat(): features}, partition_key=DAY.isoformat())
+
+    (materialization,) = result.asset_materializations_for_node("predictions")
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    assert metadata["unseen_share/platform"] == 1.0
+    assert metadata["unseen_share/app_version"] == pytest.approx(0.1)
+    assert metadata["unseen_share/country"] == 0.0
+    warnings = [e.user_message for e in instance.all_logs(result.run_id) if "was not trained on" in e.user_message]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"predictions[{DAY}]: 100% of the users have a platform that model[2025-03]")
+    assert "'ios'" in warnings[0] and "fix the export and re-deliver its days" in warnings[0]

@@ -74,6 +74,8 @@ def predictions(
             require_model_features("predictions", day, churn_model, frame)
             scored = predict_day(churn_model, frame)
             bands = dict(scored.get_column("risk_band").value_counts().iter_rows())
+            unseen = unseen_categories(churn_model, frame)
+            warn_of_unseen_categories(context, day, churn_model, unseen)
             context.add_asset_metadata(
                 {
                     "model_version": churn_model.version,
@@ -85,6 +87,7 @@ def predictions(
                         (scored.get_column("churn_probability") >= churn_model.card["threshold"]).mean() or 0.0
                     ),
                     **{f"band/{band}": int(bands.get(band, 0)) for band in churn_model.card["risk_bands"]},
+                    **{f"unseen_share/{name}": share for name, (share, _) in unseen.items()},
                     "highest_risk": preview_markdown(
                         scored.select("rank", "user_id", "churn_probability", "risk_band", "top_reason_1",
                                       "top_reason_2", "top_reason_3")
@@ -95,6 +98,45 @@ def predictions(
             yield day.isoformat(), scored
 
     return PartitionStream(stream())
+
+
+# A categorical feature's value that the model was not trained on (a new release's app_version, a platform a
+# release now spells "ios") is scored as missing, without a word. For more than this share of a day's users
+# the day's log warns: the export changed, or the app did and the model has yet to learn it.
+UNSEEN_WARNING_SHARE = 0.5
+
+
+def unseen_categories(churn_model: ChurnModel, features: pl.DataFrame) -> dict[str, tuple[float, list[str]]]:
+    """Each categorical feature of the model: the share of ``features``' rows whose value (null aside) is none of
+    the model's categories, and the commonest such values (three at most)."""
+    from churn_assets.assets.ml.scoring import model_specs
+
+    found = {}
+    for spec in model_specs(churn_model):
+        if spec.kind != "categorical":
+            continue
+        values = features.get_column(spec.name).cast(pl.String)
+        unseen = values.filter(values.is_not_null() & ~values.is_in(list(spec.categories)))
+        commonest = unseen.value_counts(sort=True).get_column(spec.name).head(3).to_list()
+        found[spec.name] = (unseen.len() / features.height if features.height else 0.0, commonest)
+    return found
+
+
+def warn_of_unseen_categories(
+    context: dg.AssetExecutionContext, day: dt.date, churn_model: ChurnModel, unseen: dict[str, tuple[float, list]]
+) -> None:
+    """A warning in the run's log for each feature whose unseen share is above ``UNSEEN_WARNING_SHARE``, naming
+    the values and what to do."""
+    month = day.strftime(MONTH_FORMAT)
+    for name, (share, values) in unseen.items():
+        if share > UNSEEN_WARNING_SHARE:
+            context.log.warning(
+                f"predictions[{day}]: {share:.0%} of the users have a {name} that model[{month}] "
+                f"({churn_model.version}) was not trained on ({', '.join(map(repr, values))}), scored as missing. "
+                f"If a release changed how the export writes it (renamed, respelt), fix the export and re-deliver "
+                f"its days; if the app has a new {name}, the next monthly model learns it (or materialize "
+                f"training_set and model for {month} again). drift_report[{day}] shows the column."
+            )
 
 
 def require_model_features(asset: str, day: dt.date, churn_model: ChurnModel, features: pl.DataFrame) -> None:
