@@ -89,3 +89,25 @@ def test_a_new_release_s_file_beside_the_old_one_s_gives_the_same_events_and_use
     # One row per user on the day, each with the events of both releases.
     users = read_partition(settings.data_url, "user_daily", DAY)
     assert users.select("user_id", "n_events").sort("user_id").rows() == [("12345", 2), ("12346", 2)]
+
+
+def test_a_release_that_renames_an_optional_key_is_counted_and_warned_of(tmp_path):
+    """version_name renamed app_version by a release: no row is quarantined (the field is optional), so the day
+    would pass without a word while every event lost its version. The day's metadata counts the events without
+    each attribute, and a day none of whose events has one warns, naming the JSON key and what follows."""
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))
+    renamed = [{**{k: v for k, v in r.items() if k != "version_name"}, "app_version": "2.0"} for r in OLD]
+    write_landing_day(settings.landing_url, DAY, {"new.jsonl": jsonl(renamed)})
+    instance = dg.DagsterInstance.ephemeral()
+
+    result = materialize_ingest(build_resources(settings), instance, DAY)
+
+    metadata = partition_metadata(result, "raw_events")[DAY]
+    assert metadata["quarantined"] == 0
+    assert (metadata["events_without/app_version"], metadata["events_without/platform"]) == (2, 0)
+    warnings = [e.user_message for e in instance.all_logs(result.run_id) if "did a release rename" in e.user_message]
+    assert warnings == [
+        f"{DAY}: none of the 2 events has app_version (JSON key 'version_name'): did a release rename or drop it? "
+        f"user_daily[{DAY}] has it null, and features keep each user's last app_version seen in the 28 days before. "
+        "Fix the export and re-deliver the day to keep it."
+    ]

@@ -9,6 +9,8 @@ import dagster as dg
 import polars as pl
 
 from churn_assets.assets.ingest.landing_files import (
+    AMPLITUDE_KEYS,
+    ATTRIBUTES,
     CANONICAL_SCHEMA,
     LandingFileError,
     LandingPiece,
@@ -169,6 +171,7 @@ def _vet_day(
     quarantine_url = store.table_url(QUARANTINE_ASSET, "date", day.isoformat())
     store.write_table(quarantine_url, vetted.quarantine)
     counts = {reason: n for reason, n in vetted.quarantine_counts().items() if n}  # the reasons found
+    without = _events_without(vetted.events)
     context.add_asset_metadata(
         {
             "landing_files": len(landing_day.files),
@@ -180,6 +183,7 @@ def _vet_day(
             **{f"quarantined/{reason}": n for reason, n in counts.items()},
             "quarantine_uri": quarantine_url,
             **({"quarantine_example": example} if (example := vetted.quarantine_example()) else {}),
+            **{f"events_without/{column}": n for column, n in without.items()},
         },
         partition_key=day.isoformat(),
     )
@@ -187,4 +191,25 @@ def _vet_day(
         context.log.warning(
             f"{day}: {vetted.quarantine.height} rows quarantined at {quarantine_url}: {counts}; {example}"
         )
+    _warn_of_attributes_gone(context, day, vetted.events.height, without)
     return vetted.events
+
+
+def _events_without(events: pl.DataFrame) -> dict[str, int]:
+    """How many of the day's events have no platform, country or app version (null counts: free)."""
+    return {column: events.get_column(column).null_count() for column in ATTRIBUTES}
+
+
+def _warn_of_attributes_gone(
+    context: dg.AssetExecutionContext, day: dt.date, events: int, without: dict[str, int]
+) -> None:
+    """A day none of whose events has an attribute is an export that renamed or dropped its key (a release's
+    ``app_version`` for ``version_name``): no row is quarantined for it, so the run's log says so."""
+    for column, n in without.items():
+        if events and n == events:
+            key = next(key for key, canonical in AMPLITUDE_KEYS.items() if canonical == column)
+            context.log.warning(
+                f"{day}: none of the {events:,} events has {column} (JSON key {key!r}): did a release rename "
+                f"or drop it? user_daily[{day}] has it null, and features keep each user's last {column} seen "
+                f"in the 28 days before. Fix the export and re-deliver the day to keep it."
+            )
