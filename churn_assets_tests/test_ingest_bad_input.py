@@ -204,7 +204,7 @@ def test_bad_rows_are_quarantined_with_their_reason(quarantined, kind):
 
 def test_the_quarantine_warning_names_only_the_reasons_found(tmp_path):
     """The run's log warns of a day's quarantined rows with their counts by reason: the reasons found, not the
-    eleven with zeros beside them (which read as if those checks had something to say)."""
+    eleven with zeros beside them (which read as if those checks had something to say), and an example row."""
     settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))
     kind = "negative_revenue"
     data, bad_lines, _ = _landing_day(kind)
@@ -215,7 +215,10 @@ def test_the_quarantine_warning_names_only_the_reasons_found(tmp_path):
         selection=dg.AssetSelection.assets("raw_events"),
     )
     (warning,) = [e.user_message for e in instance.all_logs(result.run_id) if "rows quarantined at" in e.user_message]
-    assert warning.endswith(f"{{'{kind}': {len(bad_lines)}}}")
+    # Then the commonest reason's first row, where it is and what it holds.
+    counts, example = warning.split("; ", 1)
+    assert counts.endswith(f"{{'{kind}': {len(bad_lines)}}}")
+    assert example.startswith(f"{kind} in {len(bad_lines)} rows, the first in ") and "revenue = '-" in example
 
 
 def test_range_run_checks_pass_and_landing_is_unchanged(quarantined):

@@ -382,7 +382,7 @@ def test_a_category_the_model_never_saw_is_counted_and_warned_of_when_it_is_most
     features = synthetic_features(DAY, users=300)
     features = features.with_columns(
         pl.col("platform").str.to_lowercase(),
-        pl.when(pl.int_range(pl.len()) < 30).then(pl.lit("9.9.9")).otherwise(pl.col("app_version")).alias("app_version"),
+        pl.when(pl.int_range(pl.len()) < 30).then(pl.lit("9.9.9")).otherwise("app_version").alias("app_version"),
     )
 
     result = score_day(local_resources, instance, {DAY.isoformat(): features}, partition_key=DAY.isoformat())

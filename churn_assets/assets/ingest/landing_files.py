@@ -566,8 +566,7 @@ def _stringify(frame: pl.DataFrame, first_line: int) -> pl.DataFrame:
 def _number_text(number: pl.Expr) -> pl.Expr:
     """A float column as text, a whole number without its ".0": a user id in a float column (pandas writes an
     integer column with gaps as one) is the same user as in an integer column, or as a JSON number."""
-    whole = (number == number.floor()) & (number.abs() < 2.0**63)
-    return pl.when(whole).then(number.cast(pl.Int64, strict=False).cast(pl.String)).otherwise(number.cast(pl.String))
+    return pl.coalesce(_whole_number(number).cast(pl.String), number.cast(pl.String))
 
 
 _EMPTY_RAW = pl.DataFrame(
@@ -576,7 +575,8 @@ _EMPTY_RAW = pl.DataFrame(
 
 
 def parse_event_times(text: pl.Series) -> pl.Series:
-    """Each text as a UTC timestamp in the first of ``_TIME_FORMATS`` that parses it, else null.
+    """Each text as a UTC timestamp in the first of ``_TIME_FORMATS`` that parses it, else as an epoch number
+    (``_epoch_times``), else null.
 
     The first format is tried on every row, the others only on the rows it left unparsed (usually none):
     parsing is a third of vetting's time, and coalescing every format would parse every row each time.
@@ -601,7 +601,7 @@ def parse_event_times(text: pl.Series) -> pl.Series:
 # integer column, or the same as text) sends seconds (10 digits now), milliseconds (13, JavaScript's Date.now()),
 # microseconds (16, Firebase's event_timestamp) or nanoseconds (19). Numbers outside these ranges (a year, 2025;
 # a day number) are no time: null, so unparsable. A unit misread still lands decades away, which the export day's
-# bounds quarantine.
+# bounds quarantine. Each unit: (the smallest number, the number above the largest, microseconds in one).
 _EPOCH_UNITS = ((1e9, 1e11, 1e6), (1e12, 1e14, 1e3), (1e15, 1e17, 1.0), (1e18, 1e20, 1e-3))
 
 
@@ -612,9 +612,9 @@ def _epoch_times(text: pl.Series) -> pl.Series:
     whole = pl.col("t").cast(pl.Int64, strict=False)
     number = pl.coalesce(whole.cast(pl.Float64), pl.col("t").cast(pl.Float64, strict=False))
     micros = pl.lit(None, pl.Int64)
-    for low, high, per_micro in _EPOCH_UNITS:
-        scaled = whole * int(per_micro) if per_micro >= 1 else whole // round(1 / per_micro)
-        value = pl.coalesce(scaled, (number * per_micro).round().cast(pl.Int64, strict=False))
+    for low, high, to_micros in _EPOCH_UNITS:
+        scaled = whole * int(to_micros) if to_micros >= 1 else whole // round(1 / to_micros)
+        value = pl.coalesce(scaled, (number * to_micros).round().cast(pl.Int64, strict=False))
         micros = pl.when((number >= low) & (number < high)).then(value).otherwise(micros)
     return text.to_frame("t").select(micros.cast(pl.Datetime("us", "UTC"))).to_series().alias(text.name)
 
