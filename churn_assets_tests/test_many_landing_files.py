@@ -4,6 +4,7 @@ request, a thread or a vetting per file, and reads as the same day in one file d
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import gzip
 import re
@@ -16,6 +17,7 @@ import pytest
 from churn_assets.assets.ingest import landing_files
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import LandingZone, build_resources
+from churn_assets.resources import landing as landing_module
 from churn_assets.resources.filesystems import filesystem
 
 from churn_assets_tests.landing_helpers import (
@@ -203,3 +205,82 @@ def test_the_sensor_s_listing_of_s3_days_of_many_files_looks_up_their_markers_no
             assert len(listed) <= 1000 + len(days), f"listed {len(listed)} objects to find {len(days)} days' markers"
     finally:
         fs.s3.meta.events.unregister("after-call.s3", count)
+
+
+def _small_files_day(files: int, events_per_file: int) -> dict[str, dict[int, bytes]]:
+    """``files`` files of ``events_per_file`` good events of DAY each, as {name: {line: JSON line}}: a test edits
+    lines, then ``_gzipped`` makes the files."""
+    return {
+        f"stream-1-{n:04d}.jsonl.gz": {
+            line: jsonl([row(f"e{n}-{line}", f"u{line}", f"{DAY} {n % 24:02d}:00:00.000000")])
+            for line in range(1, events_per_file + 1)
+        }
+        for n in range(files)
+    }
+
+
+def _gzipped(day: dict[str, dict[int, bytes]]) -> dict[str, bytes]:
+    return {name: gzip.compress(b"".join(lines[n] for n in sorted(lines)), mtime=0) for name, lines in day.items()}
+
+
+def test_rows_of_small_files_parsed_together_keep_their_own_file_and_line(tmp_path, instance, monkeypatch):
+    """A batch of small files is parsed in one polars call (one per file cost ~0.4 ms each, more than their events);
+    each row still names its own file and line in the quarantine, whatever the file's text: a byte order mark, no
+    line end after its last line, a blank line, quoted numbers, a broken line (the last three read file by file)."""
+    monkeypatch.setattr(landing_module, "FILES_AT_ONCE", 8)  # batches of 8 files: that of files 16-23 has the odd ones
+    day = _small_files_day(40, 10)
+    bad = {  # (file, line) → an event without a user, quarantined by its file and line
+        (3, 4): jsonl([row("x3", None, f"{DAY} 10:00:00.000000")]),
+        (11, 10): jsonl([row("x11", None, f"{DAY} 10:00:00.000000")]).rstrip(b"\n"),  # the file's last, no line end
+        (12, 1): codecs.BOM_UTF8 + jsonl([row("x12", None, f"{DAY} 10:00:00.000000")]),
+        (39, 10): jsonl([row("x39", None, f"{DAY} 10:00:00.000000")]),
+        (17, 6): jsonl([row("x17", None, f"{DAY} 10:00:00.000000")]),  # after a blank line 5
+        (21, 7): jsonl([row("x21", None, f"{DAY} 10:00:00.000000")]),  # in a file of quoted numbers
+    }
+    for (n, line), text in bad.items():
+        day[f"stream-1-{n:04d}.jsonl.gz"][line] = text
+    day["stream-1-0017.jsonl.gz"][5] = b"\n"
+    day["stream-1-0021.jsonl.gz"][2] = jsonl([row("e21-2", "u2", f"{DAY} 01:00:00.000000", session_id="123")])
+    day["stream-1-0022.jsonl.gz"][8] = b'{"$insert_id": "e22-8", "user_id": \n'  # cut short
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))
+    folder = write_landing_day(settings.landing_url, DAY.isoformat(), _gzipped(day))
+    parses = []
+    read_ndjson = pl.read_ndjson
+
+    def counted(*args, **kwargs):
+        parses.append(1)
+        return read_ndjson(*args, **kwargs)
+
+    monkeypatch.setattr(landing_files.pl, "read_ndjson", counted)
+    materialize_ingest(build_resources(settings), instance, DAY.isoformat(), selection=RAW_EVENTS)
+
+    quarantine = read_partition(settings.data_url, "raw_events_quarantine", DAY)
+    assert sorted(quarantine.select("source_file", "line", "reason").rows()) == sorted(
+        [(f"{folder}/stream-1-{n:04d}.jsonl.gz", line, "missing_user_id") for n, line in bad]
+        + [(f"{folder}/stream-1-0022.jsonl.gz", 8, "malformed_json")]
+    )
+    assert read_partition(settings.data_url, "raw_events", DAY).height == 400 - len(bad) - 1 - 1  # 17's blank line
+    # 4 batches in one parse each; the odd one's join, then its 8 files one by one (22 read line by line, 21 again
+    # as text), where each file was parsed on its own (40, and 22 and 21 again).
+    assert len(parses) == 4 + 1 + 8 + 2, f"{len(parses)} parses of 40 small files in 5 batches"
+
+
+def test_a_bad_file_parsed_with_others_fails_the_day_naming_it_and_the_first_of_two(tmp_path, instance):
+    """A file that is no JSON lines among small files parsed together fails the day by its name, as it did parsed
+    on its own; with a corrupt gzip file after it in the same batch, the day names the first bad file, as before."""
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))
+    day = _gzipped(_small_files_day(40, 10))
+    day["stream-1-0005.jsonl.gz"] = gzip.compress(b"\x00\x01\x02 not json\n" * 3, mtime=0)
+    for later in (None, "stream-1-0017.jsonl.gz"):
+        if later:
+            day[later] = day[later][:-20]  # cut short: its error comes from reading it, before any parse
+        folder = write_landing_day(settings.landing_url, DAY.isoformat(), day)
+
+        result = materialize_ingest(build_resources(settings), instance, DAY.isoformat(), selection=RAW_EVENTS,
+                                    raise_on_error=False)
+
+        assert not result.success
+        assert f"cannot read landing file {folder}/stream-1-0005.jsonl.gz: not JSON lines: none of lines 1-3" in (
+            _failure_text(result)
+        )
+        assert not (tmp_path / "lake" / "raw_events").exists()

@@ -216,6 +216,95 @@ def decode_piece(piece: LandingPiece) -> pl.DataFrame:
         return raw.with_columns(pl.lit(piece.name).alias("source_file"))
 
 
+@dataclass(frozen=True)
+class JoinedPieces:
+    """Consecutive JSON-lines pieces of small landing files (a Firehose delivery's hundreds of a few hundred events
+    each), to be parsed in one go by ``decode_joined``: parsing each on its own cost ~0.4 ms of polars' set-up a
+    file, more than its events."""
+
+    pieces: tuple[LandingPiece, ...]
+
+
+def joined_pieces(
+    pieces: Iterable[LandingPiece], chunk_bytes: int | None = None
+) -> Iterator[LandingPiece | JoinedPieces]:
+    """``pieces`` (consecutive, in file order) with runs of JSON-lines pieces joined up to ~``chunk_bytes`` of text
+    (by default ``CHUNK_BYTES``, what a big file's piece holds); a run of one, or any other piece, as it is.
+
+    When ``pieces`` fails (a file that cannot be inflated), the pieces before are handed on first, as they were one
+    by one: a day with two bad files names the first."""
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    held: list[LandingPiece] = []
+    size = 0
+    pieces = iter(pieces)
+    while True:
+        try:
+            piece = next(pieces)
+        except StopIteration:
+            break
+        except Exception:
+            yield from _run_of(held)
+            raise
+        joinable = _joinable(piece)
+        if not joinable or size + len(piece.data) > chunk_bytes:
+            yield from _run_of(held)
+            held, size = [], 0
+        if not joinable:
+            yield piece
+            continue
+        held.append(piece)
+        size += len(piece.data)
+    yield from _run_of(held)
+
+
+def _joinable(piece: LandingPiece) -> bool:
+    return bool(piece.data) and landing_type(piece.name) == "json"
+
+
+def _run_of(pieces: list[LandingPiece]) -> Iterator[LandingPiece | JoinedPieces]:
+    if len(pieces) == 1:
+        yield pieces[0]
+    elif pieces:
+        yield JoinedPieces(tuple(pieces))
+
+
+def decode_joined(joined: JoinedPieces) -> list[pl.DataFrame]:
+    """The joined pieces' raw frames: one frame of all their rows, each with its file and line, when their text is
+    the contract's shape throughout, a row a line; else each piece's own, as ``decode_piece`` reads it (a blank
+    line, which polars skips, so that rows could not be told their line; a line that is no JSON object, quoted
+    numbers, a file that fails: by its name)."""
+    frame = _read_joined(joined.pieces)
+    return [frame] if frame is not None else [decode_piece(piece) for piece in joined.pieces]
+
+
+def _read_joined(pieces: tuple[LandingPiece, ...]) -> pl.DataFrame | None:
+    """The pieces' text parsed in one polars call as the contract's typed JSON lines, a row a line, with each row's
+    file and line; None when it cannot be (polars fails, or skips a blank line): ``_read_jsonl`` then reads each."""
+    texts: list[bytes | memoryview] = []
+    for piece in pieces:
+        bom = piece.first_line == 1 and piece.data.startswith(codecs.BOM_UTF8)  # as _read_jsonl strips it
+        texts.append(memoryview(piece.data)[len(codecs.BOM_UTF8):] if bom else piece.data)
+        if not piece.data.endswith(b"\n"):  # a last line without its line end: the next file's is another line
+            texts.append(b"\n")
+    lines = np.array([piece.lines for piece in pieces], dtype=np.int64)
+    try:
+        frame = pl.read_ndjson(io.BytesIO(b"".join(texts)), schema=_JSON_TYPED)
+    except Exception:  # whatever polars says of the text, each file's own reading says of that file, by name
+        return None
+    if frame.height != lines.sum():
+        return None
+    # Row r of piece k is on line first_line[k] + (r - the piece's first row).
+    first_rows = np.cumsum(lines) - lines
+    first_lines = np.array([piece.first_line for piece in pieces], dtype=np.int64)
+    line = np.arange(frame.height, dtype=np.int64) + np.repeat(first_lines - first_rows, lines)
+    owner = np.repeat(np.arange(len(pieces), dtype=np.uint32), lines)
+    return frame.rename(AMPLITUDE_KEYS).with_columns(
+        pl.lit(None, pl.String).alias("parse_error"),
+        pl.Series("line", line, dtype=pl.UInt32),
+        pl.Series("source_file", [piece.name for piece in pieces], dtype=pl.String).gather(owner),
+    )
+
+
 def _read_csv(data: bytes) -> pl.DataFrame:
     """A CSV file's frame, every column as text. A file that is not UTF-8 (an export in cp1252, say) fails
     naming its first line that is not: every line with an accent in it would be, so quarantining them one by

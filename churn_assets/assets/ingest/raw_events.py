@@ -12,10 +12,13 @@ from churn_assets.assets.ingest.landing_files import (
     AMPLITUDE_KEYS,
     ATTRIBUTES,
     CANONICAL_SCHEMA,
+    JoinedPieces,
     LandingFileError,
     LandingPiece,
     VettedDay,
+    decode_joined,
     decode_piece,
+    joined_pieces,
     landing_pieces,
     vet_export_day,
 )
@@ -109,22 +112,29 @@ def _landing_pieces(landing: LandingZone, days: list[dt.date]) -> Iterator[tuple
                     for piece in landing_pieces(batch[0], blocks):
                         yield day, piece
                 continue
-            # Small files (a Firehose delivery's hundreds): on S3 fetched at once, and no thread for each.
-            for url, blocks in zip(batch, landing.read_batch(batch), strict=True):
-                for piece in landing_pieces(url, blocks):
-                    yield day, piece
+            # Small files (a Firehose delivery's hundreds): on S3 fetched at once, no thread for each, and their
+            # text parsed in one go.
+            for piece in joined_pieces(_small_files_pieces(landing, batch)):
+                yield day, piece
         yield day, _END
 
 
-def _parsed(item: tuple[dt.date, LandingPiece]) -> tuple[dt.date, pl.DataFrame]:
-    """A piece parsed into its raw frame."""
+def _small_files_pieces(landing: LandingZone, batch: list[str]) -> Iterator[LandingPiece]:
+    """The pieces of a batch of small files (``LandingDay.batches``), fetched together."""
+    for url, blocks in zip(batch, landing.read_batch(batch), strict=True):
+        yield from landing_pieces(url, blocks)
+
+
+def _parsed(item: tuple[dt.date, LandingPiece | JoinedPieces]) -> tuple[dt.date, list[pl.DataFrame]]:
+    """A piece, or joined pieces, parsed into raw frames."""
     day, piece = item
-    return day, decode_piece(piece).select(_RAW_COLUMNS)
+    frames = decode_joined(piece) if isinstance(piece, JoinedPieces) else [decode_piece(piece)]
+    return day, [frame.select(_RAW_COLUMNS) for frame in frames]
 
 
 def _is_marker(item: tuple[dt.date, Any]) -> bool:
     """A day's list of files or its end: passed on at once, so a day never waits for the next one's files."""
-    return not isinstance(item[1], LandingPiece)
+    return not isinstance(item[1], LandingPiece | JoinedPieces)
 
 
 def _next_for(items: Iterator[tuple[dt.date, Any]], day: dt.date) -> Any:
@@ -135,8 +145,8 @@ def _next_for(items: Iterator[tuple[dt.date, Any]], day: dt.date) -> Any:
 
 
 def _until_end_of(items: Iterator[tuple[dt.date, Any]], day: dt.date) -> Iterator[pl.DataFrame]:
-    while (value := _next_for(items, day)) is not _END:
-        yield value
+    while (frames := _next_for(items, day)) is not _END:
+        yield from frames
 
 
 # Parsed pieces of fewer rows than this are vetted together with the ones after them: a piece is a file, or 16 MB
