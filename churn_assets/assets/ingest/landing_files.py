@@ -300,7 +300,7 @@ def _read_joined(pieces: tuple[LandingPiece, ...]) -> pl.DataFrame | None:
     owner = np.repeat(np.arange(len(pieces), dtype=np.uint32), lines)
     return frame.rename(AMPLITUDE_KEYS).with_columns(
         pl.lit(None, pl.String).alias("parse_error"),
-        pl.Series("line", line, dtype=pl.UInt32),
+        pl.Series("line", line, dtype=pl.get_index_type()),  # what with_row_index numbers a file's rows in
         pl.Series("source_file", [piece.name for piece in pieces], dtype=pl.String).gather(owner),
     )
 
