@@ -1,12 +1,60 @@
 """A pass-through proxy in front of the test S3 server that can hold a read: a scan's later ranged reads of an
-object wait, so a test can replace the object between two reads of one scan, deterministically."""
+object wait, so a test can replace the object between two reads of one scan, deterministically. It also records
+every request, which :func:`request_kind` sorts into S3's kinds of request (what S3 bills by)."""
 
 from __future__ import annotations
 
 import http.client
 import http.server
 import threading
-from urllib.parse import unquote, urlsplit
+import time
+from collections import Counter
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request the proxy forwarded: its method, its path and query (unquoted), its Range header, whether it
+    copies another object (``x-amz-copy-source``), and when it came (epoch seconds)."""
+
+    method: str
+    path: str
+    range: str | None = None
+    copies: bool = False
+    at: float = 0.0
+
+    @property
+    def kind(self) -> str:
+        return request_kind(self)
+
+
+# S3's kinds of request, in the order reports list them.
+KINDS = ("LIST", "HEAD", "GET", "range GET", "PUT", "multipart", "COPY", "DELETE")
+
+
+def request_kind(request: Request) -> str:
+    """The kind (``KINDS``) of an S3 request: a listing, a look-up (HEAD of an object or a bucket), a GET of a
+    whole object or of a range, a PUT, a request of a multipart upload (its start, parts and end), a server-side
+    copy (a PUT with ``x-amz-copy-source``, or a part copied so), a DELETE (of one object, or of many in one POST)."""
+    path, _, query = request.path.partition("?")
+    params = parse_qs(query, keep_blank_values=True)
+    if "uploads" in params or "uploadId" in params:
+        return "COPY" if request.copies else "multipart"
+    if request.method == "GET" and ("list-type" in params or path.strip("/").count("/") == 0):
+        return "LIST"
+    if request.method == "POST" and "delete" in params:
+        return "DELETE"
+    if request.method == "PUT" and request.copies:
+        return "COPY"
+    if request.method == "GET" and request.range:
+        return "range GET"
+    return request.method if request.method in ("HEAD", "GET", "PUT", "DELETE") else f"{request.method} (other)"
+
+
+def count_kinds(requests: list[Request]) -> Counter:
+    """How many of ``requests`` are of each kind."""
+    return Counter(request.kind for request in requests)
 
 
 class HoldingProxy:
@@ -23,7 +71,7 @@ class HoldingProxy:
         self._lock = threading.Lock()
         self.held = threading.Event()
         self._released = threading.Event()
-        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range)
+        self.requests: list[Request] = []
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -31,7 +79,8 @@ class HoldingProxy:
 
             def _forward(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                proxy._maybe_hold(self.command, unquote(self.path), self.headers.get("Range"))
+                proxy._record(Request(self.command, unquote(self.path), self.headers.get("Range"),
+                                      "x-amz-copy-source" in self.headers, time.time()))
                 connection = http.client.HTTPConnection(*proxy._target, timeout=30)
                 try:
                     connection.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
@@ -65,9 +114,13 @@ class HoldingProxy:
     def release(self) -> None:
         self._released.set()
 
+    def _record(self, request: Request) -> None:
+        with self._lock:
+            self.requests.append(request)
+        self._maybe_hold(request.method, request.path, request.range)
+
     def _maybe_hold(self, method: str, path: str, ranged: str | None) -> None:
         with self._lock:
-            self.requests.append((method, path, ranged))
             if method != "GET" or not ranged or self._key is None or not path.split("?")[0].endswith(self._key):
                 return
             if ranged.startswith("bytes=-"):  # the footer
