@@ -284,3 +284,34 @@ def test_a_bad_file_parsed_with_others_fails_the_day_naming_it_and_the_first_of_
             _failure_text(result)
         )
         assert not (tmp_path / "lake" / "raw_events").exists()
+
+
+@pytest.mark.s3
+def test_a_sensor_tick_s_listing_of_s3_days_is_one_request_across_a_month_s_end(s3_server, tmp_path):
+    """Each tick of the landing sensor (1,440 a day) looked up ``events/`` first (a HEAD and a listing: S3 has no
+    folders), then listed its recent days month by month: five requests a tick where one or two do. The listing
+    says whether there is anything, and the days of consecutive months are one listing from the first to the last;
+    what is found is what the months' listings found."""
+    landing = LandingZone(url=f"s3://landing/{tmp_path.name}")
+    days = [(dt.date(2025, 1, 27) + dt.timedelta(days=n)).isoformat() for n in range(12)]  # 2025-01-27..02-07
+    fs = filesystem(landing.url)
+    fs.pipe({f"{landing.url}/events/date={day}/part-0.jsonl.gz": b"" for day in days})
+    for day in days[:-1]:
+        fs.pipe_file(f"{landing.url}/events/date={day}/_SUCCESS", b"")
+    versions = {day: landing.data_files(dt.date.fromisoformat(day)).version for day in days[:-1]}
+    fs.connect()
+    calls: list[str] = []
+
+    def count(model, **_):
+        calls.append(model.name)
+
+    fs.s3.meta.events.register("before-call.s3", count)
+    try:
+        for only in (None, days[2:], days[3:9], ["2025-01-28", "2025-03-01"]):
+            calls.clear()
+            wanted = days if only is None else only
+            complete = {day: version for day, version in versions.items() if day in wanted}
+            assert landing.days(only) == (complete, [day for day in days[-1:] if day in wanted])
+            assert calls == ["ListObjectsV2"] * (2 if only and "2025-03-01" in only else 1), (only, calls)
+    finally:
+        fs.s3.meta.events.unregister("before-call.s3", count)

@@ -174,12 +174,15 @@ class LandingZone(dg.ConfigurableResource):
         export still writing, or one that stopped), among the folders ``events/date=X/`` named in ``only`` (all
         of them when None). All: one recursive listing of ``events/`` (on S3, a page of 1,000 files per request,
         where a glob lists each day's folder on its own). ``only``: each folder on its own locally, and on S3
-        one listing per month the days fall in (``date=YYYY-MM``; all at once beyond ``MAX_MONTH_LISTINGS``).
-        No glob pattern: the landing root may hold glob characters (``[``, ``?``)."""
+        one listing from the first day to the last when they fall in consecutive months (the landing sensor's
+        recent days: one request where a listing per month took two or three), else one per month the days fall
+        in (``date=YYYY-MM``; all at once beyond ``MAX_MONTH_LISTINGS``). On S3 the listing itself says whether
+        ``events/`` holds anything: no look-up first (a HEAD and a listing, every tick of the sensor). No glob
+        pattern: the landing root may hold glob characters (``[``, ``?``)."""
         fs = filesystem(self.url)
         events = join(self.url, "events")
         with reaching(events, "list"):
-            exists = fs.exists(events)
+            exists = is_s3(events) or fs.exists(events)  # (a bucket that does not exist fails S3's listing)
             listed = _listing(fs, events, only) if exists else {}
         if not exists:  # a landing bucket that does not exist is not an empty landing zone
             require_bucket(events, "list")
@@ -326,8 +329,11 @@ def _listing(fs: fsspec.AbstractFileSystem, events: str, only: Collection[str] |
         if len(months) > MAX_MONTH_LISTINGS:
             return _s3_days(fs, events, "date=", only)
         found: dict[str, dict] = {}
-        for month in months:
-            found |= _s3_days(fs, events, f"date={month}", only)
+        if _consecutive(months):  # the months' listings would list these days' objects and more, each a request
+            found = _s3_days(fs, events, "date=", only, between=(min(only), max(only)))
+        else:
+            for month in months:
+                found |= _s3_days(fs, events, f"date={month}", only)
         own = {fs._strip_protocol(folder).rstrip("/") for folder in folders}
         return {path: info for path, info in found.items() if path.rsplit("/", 1)[0] in own}
     found = {}
@@ -337,15 +343,25 @@ def _listing(fs: fsspec.AbstractFileSystem, events: str, only: Collection[str] |
     return found
 
 
-def _s3_days(fs: fsspec.AbstractFileSystem, events: str, prefix: str, only: Collection[str] | None) -> dict[str, dict]:
-    """``{path: info}`` of the objects under ``events/{prefix}``, as ``fs.find`` lists them, page by page; once a full
-    page reaches fewer than ``MANY_FILES_PAGE_DAYS`` day folders, the days after it (those of ``only``, or every
-    folder of ``events/``) by their ``_SUCCESS`` alone (see ``MANY_FILES_PAGE_DAYS``), each listed as its marker,
-    or as its folder (``…/date=D/``) when it has none."""
+def _s3_days(
+    fs: fsspec.AbstractFileSystem, events: str, prefix: str, only: Collection[str] | None,
+    between: tuple[str, str] | None = None,
+) -> dict[str, dict]:
+    """``{path: info}`` of the objects under ``events/{prefix}`` (of the day folders from ``between``'s first day to
+    its last, when given), as ``fs.find`` lists them, page by page; once a full page reaches fewer than
+    ``MANY_FILES_PAGE_DAYS`` day folders, the days after it (those of ``only``, or every folder of ``events/``) by
+    their ``_SUCCESS`` alone (see ``MANY_FILES_PAGE_DAYS``), each listed as its marker, or as its folder
+    (``…/date=D/``) when it has none."""
     bucket, _, root = fs._strip_protocol(events).partition("/")
     found: dict[str, dict] = {}
-    for entries, more in s3_listing_pages(fs, bucket, f"{root}/{prefix}", page_size=LIST_PAGE):
+    # After a name just before the first day's folder (its last character dropped): every key of the folder sorts after
+    # it, every key of a day before it sorts before. (After the folder's own name, SeaweedFS skipped the folder.)
+    start_after = f"{root}/date={between[0]}"[:-1] if between else ""
+    past = f"date={between[1]}" if between else None
+    for entries, more in s3_listing_pages(fs, bucket, f"{root}/{prefix}", start_after, page_size=LIST_PAGE):
         for entry in entries:
+            if past is not None and _day_folder(root, entry["Key"]) > past:
+                return found
             found[f"{bucket}/{entry['Key']}"] = {**entry, "name": f"{bucket}/{entry['Key']}", "type": "file",
                                                  "size": entry["Size"]}
         if not more:
@@ -369,6 +385,12 @@ def _s3_days(fs: fsspec.AbstractFileSystem, events: str, prefix: str, only: Coll
         found[name] = {**(entry or {}), "name": name, "type": "file" if entry else "directory",
                        "size": entry["Size"] if entry else 0}
     return found
+
+
+def _consecutive(months: list[str]) -> bool:
+    """Whether the sorted months ``YYYY-MM`` follow one another without a gap."""
+    numbers = [int(month[:4]) * 12 + int(month[5:7]) for month in months]
+    return numbers == list(range(numbers[0], numbers[0] + len(numbers))) if numbers else False
 
 
 def _day_folders(fs: fsspec.AbstractFileSystem, events: str) -> list[str]:
