@@ -902,6 +902,37 @@ def test_the_partition_a_run_just_wrote_is_read_from_memory_while_its_file_is_un
     assert seen["frame"].rows() == [(7, D2)]
 
 
+@pytest.mark.s3
+def test_the_partition_a_run_just_wrote_on_s3_is_handed_on_after_one_look_up(s3_server, tmp_path, instance):
+    """A step reading the one partition the step before wrote looked the object up twice: a HEAD to see that it is
+    stored, another for its ETag, to see that it is the one kept in memory. One HEAD gives both: a daily refresh
+    made ten such HEADs too many, each a billed round trip. Another writer's file is still read from S3."""
+    base = f"s3://lake/{tmp_path.name}"
+    resources = {"io_manager": PartitionedParquetIOManager(base_url=base)}
+    seen: dict = {}
+    reader = _loads("daily_numbers", seen)
+    lake = Lake(base)
+    lake.fs.connect()
+    calls: list[str] = []
+    lake.fs.s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+
+    def reads_of(result: dg.ExecuteInProcessResult) -> list[str]:
+        """The S3 calls the reader's step made before it wrote its output (its input's)."""
+        assert result.success
+        return calls[calls.index("PutObject") + 1 : calls.index("PutObject", calls.index("PutObject") + 1)]
+
+    assert reads_of(dg.materialize([daily_numbers, reader], resources=resources, instance=instance,
+                                   partition_key="2025-01-02")) == ["HeadObject"]
+    assert not seen["from_file"] and seen["frame"].rows() == [(20, D2), (21, D2)]
+
+    lake.write_table(lake.table_url("daily_numbers", "date", "2025-01-02"), pl.DataFrame({"value": [7]}))
+    calls.clear()
+    result = dg.materialize([daily_numbers, reader], resources=resources, instance=instance,
+                            partition_key="2025-01-02", selection=[reader])
+    assert result.success and calls[:2] == ["HeadObject", "GetObject"], calls
+    assert seen["frame"].rows() == [(7, D2)]
+
+
 def test_a_range_run_keeps_no_partition_in_memory(tmp_path, instance):
     seen: dict = {}
     reader = _loads("daily_numbers", seen)

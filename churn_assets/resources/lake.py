@@ -121,11 +121,14 @@ class Lake:
         return list(found), missing
 
     def stored_table_etags(self, asset: str, column: str, keys: list[str]) -> tuple[dict[str, str], list[str]]:
-        """:meth:`stored_tables`, each stored URL with its S3 ETag from the one listing that found it (``""``
-        on disk, or for a single key, looked up by itself)."""
+        """:meth:`stored_tables`, each stored URL with its S3 ETag from the one listing that found it, or for a
+        single key from its look-up (one HEAD, which also gives what :meth:`checksum` would ask again); ``""`` on
+        disk."""
         urls = {key: self.table_url(asset, column, key) for key in keys}
         if is_s3(self.root_url) and len(keys) > 1:
             listed = self.etags(list(urls.values()))
+        elif is_s3(self.root_url):
+            listed = {url: etag for url in urls.values() if (etag := self.etag(url)) is not None}
         else:
             listed = {url: "" for url in urls.values() if self.exists(url)}
         missing = [key for key, url in urls.items() if url not in listed]
@@ -197,6 +200,15 @@ class Lake:
                 if name > last:
                     return
                 yield name, entry.get("ETag", "")
+
+    def etag(self, url: str) -> str | None:
+        """The ETag of the S3 object at ``url`` (``""`` when the store gives none), None when there is no such
+        object."""
+        with reaching(url, "look up"):
+            try:
+                return self.fs.info(url).get("ETag", "")
+            except FileNotFoundError:
+                return None
 
     def exists(self, url: str) -> bool:
         with reaching(url, "look up"):

@@ -41,6 +41,7 @@ from churn_assets.resources.lake import (
     LOCAL_COPIES,
     Lake,
     WrittenFile,
+    _etag_version,
     content_hash,
     parquet_bytes,
     partition_value,
@@ -100,12 +101,15 @@ class RecentPartitions:
             while len(self._kept) > self._assets:
                 del self._kept[next(iter(self._kept))]
 
-    def get(self, asset: str, url: str, lake: Lake) -> pl.DataFrame | None:
+    def get(self, asset: str, url: str, lake: Lake, etag: str = "") -> pl.DataFrame | None:
+        """The frame kept for ``asset`` when it is the one of ``url`` and the file is unchanged: its S3 ``etag`` as
+        the look-up that found the file gave it, or (none given) a look-up of its version now."""
         with self._lock:
             kept = self._kept.get(asset)
         if kept is None or kept[0] != url:
             return None
-        return kept[2] if lake.checksum(url) == kept[1] else None
+        version = _etag_version(etag) if etag else lake.checksum(url)
+        return kept[2] if version == kept[1] else None
 
 
 RECENT = RecentPartitions()
@@ -248,7 +252,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 f"materialize {asset} for those partitions first{hint}"
             )
         partition = {column: _HIVE_TYPES[column]}
-        recent = RECENT.get(asset, urls[0], self.lake) if len(urls) == 1 else None
+        recent = RECENT.get(asset, urls[0], self.lake, found[urls[0]]) if len(urls) == 1 else None
         if recent is not None:  # the frame the file holds, with the partition column a scan adds last
             lazy = recent.lazy().with_columns(partition_value(keys[0], partition[column]).alias(column))
         else:
