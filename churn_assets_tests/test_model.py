@@ -23,6 +23,7 @@ from churn_assets.assets.ml.model import ModelConfig, decide, model
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import build_resources
 from churn_assets.resources.lake import Lake, parquet_bytes
+from churn_assets.resources.parquet_io_manager import MissingPartitionError
 from churn_assets.resources.model_io_manager import (
     CARD_FILE,
     MODEL_FILE,
@@ -434,6 +435,34 @@ def test_model_artifacts_round_trip_through_s3(s3_server, lake_with_first_model)
     assert back.reference_parquet == local.reference_parquet
     assert back.card == local.card
     assert back.booster.num_boosted_rounds() == local.booster.num_boosted_rounds()
+
+
+@pytest.mark.s3
+def test_a_model_on_s3_is_read_a_get_a_file_with_nothing_looked_up_first(s3_server, lake_with_first_model):
+    """Reading a model (each scoring run, drift report and artifacts check, and a retraining's champion) looked each
+    of its four files up (a HEAD) before reading it (a GET): eight requests where four do. A month without a model
+    is still told apart from a model missing a file."""
+    local = ModelIOManager(base_url=lake_with_first_model).read("model", M1)
+    remote = ModelIOManager(base_url=f"s3://lake/model-tests-{uuid.uuid4().hex[:8]}")
+    remote.write("model", M1, local)
+    fs = remote.lake.fs
+    fs.connect()
+    calls: list[str] = []
+
+    def count(model, **_):
+        calls.append(model.name)
+
+    fs.s3.meta.events.register("before-call.s3", count)
+    try:
+        assert remote.read("model", M1).model_bytes == local.model_bytes
+        assert calls == ["GetObject"] * 4, calls
+        with pytest.raises(MissingPartitionError, match=f"has no stored partition 2030-01 .*{CARD_FILE} does not exist"):
+            remote.read("model", "2030-01")
+        fs.rm_file(f"{remote.folder('model', M1)}/{REPORT_FILE}")
+        with pytest.raises(ModelArtifactError, match=f"{REPORT_FILE} is missing: the model card .* lists it"):
+            remote.read("model", M1)
+    finally:
+        fs.s3.meta.events.unregister("before-call.s3", count)
 
 
 def test_weakened_challenger_is_not_promoted_and_champion_is_carried_forward_unchanged(

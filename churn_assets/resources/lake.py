@@ -223,8 +223,10 @@ class Lake:
             return _etag_version(self.fs.info(url)["ETag"])
 
     def read_bytes(self, url: str) -> bytes:
+        """The whole file at ``url``; on S3 one GET. s3fs otherwise looks the object's size up first (a HEAD) to
+        fetch one of over 50 MB in parts at once: the files read whole here (a model's) are smaller."""
         with reaching(url, "read"):
-            return self.fs.cat_file(url)
+            return self.fs.cat_file(url, max_concurrency=1) if is_s3(url) else self.fs.cat_file(url)
 
     def table_schema(self, url: str) -> pl.Schema:
         """The columns a stored table holds, from its footer."""

@@ -278,33 +278,39 @@ class ModelIOManager(dg.ConfigurableIOManager):
     # -- inputs -----------------------------------------------------------------------------------
     def load_input(self, context: dg.InputContext) -> dict[str, ChurnModel] | None:
         asset = _asset_name(context.asset_key)
-        keys = _keys_to_read(context)
-        if _reads_itself(context):
-            # A model's own previous month is its champion. The first months have too few labels to train
-            # a model, so the first model that exists has no predecessor: none stored means no champion.
-            stored = [key for key in keys if self.lake.exists(f"{self.folder(asset, key)}/{CARD_FILE}")]
-            if stored != keys:
-                context.log.info(f"no stored {asset} for {sorted(set(keys) - set(stored))}: no champion to compare with")
-            keys = stored
-        if not keys:
-            return None
-        return {key: self.read(asset, key) for key in keys}
+        models: dict[str, ChurnModel] = {}
+        absent: list[str] = []
+        for key in _keys_to_read(context):
+            try:
+                models[key] = self.read(asset, key)
+            except MissingPartitionError:
+                # A model's own previous month is its champion. The first months have too few labels to train
+                # a model, so the first model that exists has no predecessor: none stored means no champion.
+                if not _reads_itself(context):
+                    raise
+                absent.append(key)
+        if absent:
+            context.log.info(f"no stored {asset} for {sorted(absent)}: no champion to compare with")
+        return models or None
 
     def read(self, asset: str, key: str) -> ChurnModel:
         """One partition's artifacts, each checked against the card before anything is parsed. Files from
         different writes (a rewrite under way, or killed while replacing them) are not refused at once: the
-        rewrite's staged set is read, or the folder once more (the rewrite may have just finished)."""
+        rewrite's staged set is read, or the folder once more (the rewrite may have just finished). Each file is
+        read, not looked up first: a GET each, where a HEAD went before each of them."""
         folder = self.folder(asset, key)
         card_url = f"{folder}/{CARD_FILE}"
-        if not self.lake.exists(card_url):
+        try:
+            return self._read_set(folder)
+        except FileNotFoundError:  # no card (a file it lists that is gone is a ModelArtifactError)
+            stored = False
+        except ModelArtifactError:
+            stored = True
+        if not stored:  # (raised outside the handler: not shown "during handling of" the card's absence)
             raise MissingPartitionError(
                 f"{asset} has no stored partition {key} under {self.lake.root_url} ({card_url} does not exist): "
                 + (_never_trained(key) or f"materialize {asset} for {key} first")
             )
-        try:
-            return self._read_set(folder)
-        except ModelArtifactError:
-            pass
         try:
             return self._read_set(f"{folder}/{STAGING}")
         except (ModelArtifactError, FileNotFoundError):  # no staged set, an incomplete one, or one just removed
@@ -345,9 +351,12 @@ class ModelIOManager(dg.ConfigurableIOManager):
         contents = {}
         for name in (MODEL_FILE, REFERENCE_FILE, REPORT_FILE):
             url = f"{where}/{name}"
-            if not self.lake.exists(url):
+            try:
+                data = self.lake.read_bytes(url)
+            except FileNotFoundError:
+                data = None
+            if data is None:  # (raised outside the handler, as above)
                 raise ModelArtifactError(f"{url} is missing: the model card {card_url} lists it")
-            data = self.lake.read_bytes(url)
             if name == MODEL_FILE:
                 # A pickle gets its own message even when someone also rewrote the card's hash.
                 if data[:1] != b"{":
