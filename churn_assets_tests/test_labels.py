@@ -230,3 +230,43 @@ def test_a_range_with_one_bad_day_fails_that_day_only(labelled_lake: ChurnSettin
     # Each day's churn rate is its own labels' (pinned here, on labels left untouched): 3 of the 6 users of S
     # churned, 2 of the 5 of S+1 (last_seen_s_minus_27 is no longer at risk on S+1).
     assert (by_day[D.isoformat()][1]["churn_rate"], counts["churn_rate"]) == (0.5, 0.4)
+
+
+@pytest.mark.s3
+def test_the_labels_check_of_a_range_run_on_s3_reads_the_snapshots_the_run_wrote_from_its_copies(s3_server, tmp_path):
+    """labels_match_snapshots reads the snapshots (features[D-H]) from the lake. In a range run on S3 they are the
+    features the run has just written, kept on local disk for its next steps; the check downloaded them again, a GET
+    each (16 in a 30-day backfill). Read from the copies while S3 holds the same objects; another writer's
+    version is downloaded."""
+    from churn_assets.assets.features.checks import _snapshots
+    from churn_assets.partitions import daily_partitions
+    from churn_assets.resources.lake import LOCAL_COPIES
+    from churn_assets.resources.parquet_io_manager import PartitionedParquetIOManager
+
+    base = f"s3://lake/{tmp_path.name}"
+    first = daily_partitions.start.date()
+    snapshot_days = [first + dt.timedelta(days=n) for n in range(3)]
+    keys = [day.isoformat() for day in snapshot_days]
+
+    @dg.asset(name="features", partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run())
+    def features() -> pl.DataFrame:
+        return pl.DataFrame({"date": snapshot_days, "user_id": ["u1", "u2", "u3"]})
+
+    tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+    assert dg.materialize([features], resources={"io_manager": PartitionedParquetIOManager(base_url=base)},
+                          tags=tags).success
+    lake = Lake(base)
+    lake.write_table(lake.table_url("features", "date", keys[1]), pl.DataFrame({"user_id": ["other"]}))
+    lake.fs.connect()
+    gets: list[str] = []
+    lake.fs.s3.meta.events.register("before-parameter-build.s3.GetObject", lambda params, **_: gets.append(params["Key"]))
+    label_days = [day + dt.timedelta(days=HORIZON_DAYS) for day in snapshot_days]
+
+    snapshots, lacking = _snapshots(label_days, lake, owner="labels_match_snapshots")
+
+    assert snapshots.sort("date").collect().rows() == [
+        (label_days[0], "u1", snapshot_days[0]), (label_days[1], "other", snapshot_days[1]),
+        (label_days[2], "u3", snapshot_days[2]),
+    ]
+    assert not lacking and LOCAL_COPIES.root is not None
+    assert gets == [lake.table_url("features", "date", keys[1]).removeprefix("s3://lake/")], gets
