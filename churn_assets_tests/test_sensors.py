@@ -14,10 +14,12 @@ import pytest
 from churn_assets.automation.sensors.drift_retraining_sensor import build_drift_retraining_sensor
 from churn_assets.automation.sensors.landing_sensor import (
     build_landing_sensor,
+    cursor_days,
     deadline_of,
     landing_sensor,
     load_cursor,
     overdue_days,
+    version_digest,
 )
 from churn_assets.automation.sensors.run_failure_alert import run_failure_alert, step_error
 from churn_assets.definitions import defs
@@ -244,6 +246,61 @@ def test_landing_sensor_cursor_survives_a_restart(landing_url):
         days, _, cursor = _tick(build_landing_sensor(), instance, landing_url, cursor)
     assert days == ["2025-01-03"]
     assert sorted(load_cursor(cursor)) == ["2025-01-01", "2025-01-02", "2025-01-03"]
+
+
+def _cursor_bytes_per_day(cursor: str) -> float:
+    """The cursor's bytes per landing day it tracks: each day's entry and its comma (or brace), without the
+    deadlines_checked entry."""
+    days = cursor_days(cursor)
+    return (len(json.dumps(days, separators=(",", ":"))) - 1) / len(days)
+
+
+def test_landing_sensor_cursor_keeps_a_short_digest_of_each_version(instance, landing_url):
+    """Dagster stores the whole cursor with each of the 1,440 ticks a day: with the marker versions themselves in
+    it, 35 B per day tracked locally and 74 B on S3 (the ETag), ~25 kB (~54 kB) a tick after two years. It keeps
+    an 8-character digest of each version: 24 B a day, and a re-delivery is still requested."""
+    for day in ("2025-01-01", "2025-01-02", "2025-01-03"):
+        _landing_day(landing_url, day)
+    days, run_keys, cursor = _tick(landing_sensor, instance, landing_url, None)
+    assert days == ["2025-01-01", "2025-01-02", "2025-01-03"]
+    versions = {key.split(":", 1)[0]: key.split(":", 1)[1] for key in run_keys}  # the run keys keep the version
+    assert cursor_days(cursor) == {day: version_digest(version) for day, version in versions.items()}
+    assert _cursor_bytes_per_day(cursor) == 24  # "2025-01-01":"xOPM2i26",
+    _finished(instance, *days)
+
+    _redeliver(landing_url, "2025-01-02")
+    days, _, cursor = _tick(landing_sensor, instance, landing_url, cursor)
+    assert days == ["2025-01-02"]
+    assert _tick(landing_sensor, instance, landing_url, cursor)[0] == []
+
+
+def test_landing_sensor_reads_a_cursor_of_versions_stored_before_digests(instance, landing_url):
+    """After an upgrade the stored cursor holds the marker versions themselves ({day: version}, as the code before
+    digests stored it): its days are not requested again, a day re-delivered since is, and the tick stores the
+    cursor digested."""
+    for day in ("2025-01-01", "2025-01-02", "2025-01-03"):
+        _landing_day(landing_url, day)
+    _finished(instance, "2025-01-01", "2025-01-02", "2025-01-03")
+    versions = LandingZone(url=landing_url).days()[0]
+    checked = overdue_days(dt.datetime.now(dt.UTC), None, 6)[0]  # up to date: no deadline makes the tick store it
+    sensor = build_landing_sensor(deadline_hours=6)
+    before = json.dumps({**versions, "deadlines_checked": checked}, separators=(",", ":"))
+    assert _cursor_bytes_per_day(before) > 24
+
+    # Nothing new: nothing requested, and the cursor is stored digested at once.
+    data = _evaluate(sensor, instance, landing_url, before)
+    assert not data.run_requests
+    assert cursor_days(data.cursor) == {day: version_digest(version) for day, version in versions.items()}
+    assert json.loads(data.cursor)["deadlines_checked"] == checked
+
+    # From the old cursor still: only the re-delivered day and the new one are requested.
+    _redeliver(landing_url, "2025-01-02")
+    _landing_day(landing_url, "2025-01-04")
+    days, _, cursor = _tick(sensor, instance, landing_url, before)
+    assert days == ["2025-01-02", "2025-01-04"]
+    assert sorted(load_cursor(cursor)) == ["2025-01-01", "2025-01-02", "2025-01-03", "2025-01-04"]
+    assert _cursor_bytes_per_day(cursor) == 24
+    assert _tick(sensor, instance, landing_url, cursor)[0] == []
 
 
 def test_landing_sensor_under_a_root_with_glob_characters(instance, tmp_path):

@@ -1,8 +1,13 @@
 """``landing_sensor``: a landing day that becomes complete (its ``_SUCCESS`` appears) is refreshed once.
 
-The cursor is a map ``{day: marker version requested}``, not a high-water mark, so a day that completes
-after later days were refreshed is still picked up, and a day whose marker is written again (a
-re-delivery) is requested again. A complete day that is not a partition yet (today, in UTC) is left out
+The cursor is a map ``{day: digest of the marker version requested}``, not a high-water mark, so a day that
+completes after later days were refreshed is still picked up, and a day whose marker is written again (a
+re-delivery) is requested again. It is JSON, ``{"2025-01-05":"xOPM2i26",…,"deadlines_checked":"2025-01-06"}``:
+the sensor only asks whether a day's version changed since it requested it, so the cursor keeps an 8-character
+digest of the version (:func:`version_digest`), not the version (~20 characters locally, ~60 on S3 with the ETag),
+and Dagster stores the whole cursor with every tick, 1,440 a day. A cursor stored with the versions themselves (by
+the code before digests) is read by digesting them: none of its days is requested again, none missed, and the
+tick stores it digested. A complete day that is not a partition yet (today, in UTC) is left out
 of the cursor and requested once its partition exists; days before ``CHURN_START_DATE`` are ignored.
 
 A day already refreshed from its current delivery (``raw_events[D]`` recorded this marker version as its
@@ -35,7 +40,9 @@ nothing of it. Listing every file on every tick cost O(history): on S3, 18 reque
 years of hourly files.
 """
 
+import base64
 import datetime as dt
+import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -53,6 +60,8 @@ from churn_assets.resources.lake import some_keys
 
 LANDING_VERSION_TAG = "churn/landing_version"
 DEADLINES_CHECKED = "deadlines_checked"  # in the cursor, not a day: the newest day whose export deadline was checked
+DIGEST_BYTES = 6  # a version's digest in the cursor: 48 bits (version_digest)
+DIGEST_CHARS = 8  # its base64url, without padding
 
 
 @dataclass(frozen=True)
@@ -68,10 +77,10 @@ class Refreshed:
 class Pending:
     """What one tick finds among the complete landing days not requested at their marker's version."""
 
-    to_request: list[tuple[str, str]] = field(default_factory=list)  # (day, version), oldest first
+    to_request: list[tuple[str, str]] = field(default_factory=list)  # (day, marker version), oldest first
     waiting: list[str] = field(default_factory=list)  # days whose partition does not exist yet
     held: dict[str, str] = field(default_factory=dict)  # day -> the day before it, whose install_times is missing
-    refreshed: dict[str, str] = field(default_factory=dict)  # day -> version: its delivery is refreshed already
+    refreshed: dict[str, str] = field(default_factory=dict)  # day -> marker version: refreshed from it already
 
 
 def pending_days(
@@ -81,9 +90,9 @@ def pending_days(
     max_tracked_days: int,
     refreshed_of: Callable[[Sequence[str]], dict[str, Refreshed]] = lambda days: {},
 ) -> Pending:
-    """Sorts the complete days (``{day: marker version}``) the cursor ``requested`` has not seen at their
-    version. ``refreshed_of(days)`` says what the instance holds of each of ``days``: one query for the tick's
-    new days and the days before them.
+    """Sorts the complete days (``{day: marker version}``) the cursor ``requested`` (``{day: version digest}``)
+    has not seen at their version. ``refreshed_of(days)`` says what the instance holds of each of ``days``: one
+    query for the tick's new days and the days before them.
 
     A day whose ``raw_events`` read this very version, and whose ``install_times`` followed, is refreshed: it
     is recorded, not requested. A day after the first waits (held) until the day before it has its
@@ -94,7 +103,8 @@ def pending_days(
     pending = Pending()
     new: list[tuple[str, str]] = []
     for day, version in sorted(complete.items()):
-        if requested.get(day) == version or (floor is not None and day < floor):
+        seen = requested.get(day)
+        if (seen is not None and seen == version_digest(version)) or (floor is not None and day < floor):
             continue
         if partition_exists(daily_partitions, day, now):
             new.append((day, version))
@@ -141,9 +151,31 @@ def _day_before(day: str) -> str:
     return (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
 
 
+def version_digest(version: str) -> str:
+    """What the cursor keeps of a marker version: 48 bits of its BLAKE2b, in 8 characters of base64url.
+
+    A day's re-delivery is missed only if its new version has the digest of the one requested before: a chance of
+    2**-48 (3.6e-15) per re-delivery, ~4e-9 for a million of them; the versions are times and ETags, not chosen
+    to collide."""
+    return base64.urlsafe_b64encode(hashlib.blake2b(version.encode(), digest_size=DIGEST_BYTES).digest()).decode()
+
+
+def cursor_days(cursor: str | None) -> dict[str, str]:
+    """The cursor's days as stored: ``{day: version digest}``, or the version itself in a cursor stored before the
+    cursor kept digests."""
+    return {day: seen for day, seen in json.loads(cursor).items() if day != DEADLINES_CHECKED} if cursor else {}
+
+
 def load_cursor(cursor: str | None) -> dict[str, str]:
-    """The days requested, ``{day: marker version}``."""
-    return {day: version for day, version in json.loads(cursor).items() if day != DEADLINES_CHECKED} if cursor else {}
+    """The days requested, ``{day: digest of the marker version}``. A version stored by the code before digests
+    (never 8 characters: a modification time, with the ETag on S3) is digested, so that it matches the same
+    marker's version and the day is not requested again."""
+    return digested(cursor_days(cursor))
+
+
+def digested(days: dict[str, str]) -> dict[str, str]:
+    """``days`` (:func:`cursor_days`) with each version stored before digests digested."""
+    return {day: seen if len(seen) == DIGEST_CHARS else version_digest(seen) for day, seen in days.items()}
 
 
 def lists_every_file(now: dt.datetime, last_tick: float | None) -> bool:
@@ -306,7 +338,8 @@ def build_landing_sensor(
     def landing_sensor(
         context: dg.SensorEvaluationContext, landing: LandingZone, alerts: AlertWebhook
     ) -> dg.SensorResult:
-        requested, checked = load_cursor(context.cursor), deadlines_checked(context.cursor)
+        stored, checked = cursor_days(context.cursor), deadlines_checked(context.cursor)
+        requested = digested(stored)
         now = dt.datetime.now(dt.UTC)
         refreshed_of = lambda days: _refreshed_of(context.instance, days)  # noqa: E731
         if lists_every_file(now, context.last_tick_completion_time):  # a re-delivery of an older day shows
@@ -350,8 +383,8 @@ def build_landing_sensor(
             run_requests.append(
                 dg.RunRequest(run_key=f"{day}:{version}", partition_key=day, tags={LANDING_VERSION_TAG: version})
             )
-            requested[day] = version
-        requested |= pending.refreshed
+            requested[day] = version_digest(version)
+        requested |= {day: version_digest(version) for day, version in pending.refreshed.items()}
         if pending.waiting:
             context.log.info(
                 f"complete landing days waiting for their partition to exist: {', '.join(pending.waiting)}"
@@ -364,7 +397,8 @@ def build_landing_sensor(
             )
         if pending.held:
             context.log.info(_held_message(pending.held))
-        changed = to_request or pending.refreshed or checked != checked_before
+        # A cursor stored with versions (before digests) is stored digested at once.
+        changed = to_request or pending.refreshed or checked != checked_before or requested != stored
         cursor = dump_cursor(requested, max_tracked_days, checked) if changed else None
         if run_requests:
             context.log.info(f"requesting daily_refresh for {', '.join(day for day, _ in to_request)}")
