@@ -239,8 +239,8 @@ def per_day(phases: dict[str, dict], tracked_days: int) -> None:
     for name, (count, nbytes, cursor) in sorted(ticks.items()):
         print(f"{name:<24} {count / minutes:5.1f} ticks/min in the daemon phase, {nbytes:,.0f} B a tick"
               f" + cursor {cursor:,.0f} B")
-    print(f"landing_sensor's cursor: {cursor_per_day:.0f} B per landing day tracked (local marker versions; "
-          "S3's carry the ETag: ~74 B), at most 1,000 days")
+    print(f"landing_sensor's cursor: {cursor_per_day:.0f} B per landing day tracked (a digest of its marker's "
+          "version: the same on S3), at most 1,000 days")
 
     # A day of production: one refresh, a seventh of a scoring run, a thirtieth of a retraining run.
     runs_a_day = refresh["shard file"] + refresh["index bytes"] + refresh["runs.db bytes"] + (
