@@ -704,8 +704,8 @@ def test_a_missing_landing_bucket_and_a_missing_day_are_told_apart(s3_server, tm
 @pytest.mark.s3
 def test_an_input_of_several_partitions_is_read_from_local_copies_on_s3(s3_server, tmp_path, instance):
     """On S3 an input spanning partitions is downloaded once, concurrently, and scanned on local disk
-    (a scan of S3 files costs round trips per file on every collect); a step's copies go when the next
-    step makes its own."""
+    (a scan of S3 files costs round trips per file on every collect); the next step of the run reads the same
+    copies."""
     base = f"s3://lake/{tmp_path.name}"
     resources = {"io_manager": PartitionedParquetIOManager(base_url=base)}
     # Written by another process's run: nothing of it is kept here, so each step downloads it.
@@ -739,46 +739,99 @@ def test_an_input_of_several_partitions_is_read_from_local_copies_on_s3(s3_serve
     links = [c for c in Path(LOCAL_COPIES.root).rglob("links-*")]
     copies = [c for c in Path(LOCAL_COPIES.root).rglob("*.parquet") if not any(c.is_relative_to(f) for f in links)]
     downloaded = [c for c in copies if "written" not in c.parts]
-    assert len(downloaded) == 3, "the first step's copies went when the second made its own"
+    assert len(downloaded) == 3, "the second step downloaded the first step's inputs again"
     assert all(f"{tmp_path.name}/daily_numbers/date=2025-01-0" in str(c) for c in downloaded)
 
 
 @pytest.mark.s3
 def test_a_range_written_on_s3_is_read_back_from_its_copies_while_the_store_holds_them(s3_server, tmp_path, instance):
-    """The partitions of a range run on S3 are also kept locally, for the steps that read them next (its
-    checks, the next assets); a partition another writer has replaced since is downloaded, and the copies
-    of assets written three steps ago are removed."""
+    """The partitions of a range run on S3 are also kept locally, for the steps of the run that read them next (its
+    checks, the next assets); a partition another writer has replaced since is downloaded, and the copies of a
+    table no step of the run has read or written in the last three tables used are removed. Another run uses none."""
     base = f"s3://lake/{tmp_path.name}"
     lake = Lake(base)
     resources = {"io_manager": PartitionedParquetIOManager(base_url=base)}
     keys = ["2025-01-01", "2025-01-02", "2025-01-03"]
     urls = [lake.table_url("daily_numbers", "date", key) for key in keys]
 
-    dg.materialize([daily_numbers], resources=resources, instance=instance, tags=_range(keys[0], keys[-1]))
-    kept = LOCAL_COPIES.of(lake, urls, owner="reader", etags=lake.etags(urls))
+    run = dg.materialize([daily_numbers], resources=resources, instance=instance, tags=_range(keys[0], keys[-1])).run_id
+    kept = LOCAL_COPIES.of(lake, urls, owner=f"{run}/reader", etags=lake.etags(urls))
     assert all(Path(path).parts[-6:-4] == ("written", "lake") for path in kept), kept
     assert [pl.read_parquet(path).get_column("value").to_list() for path in kept] == [[10], [20, 21], [30, 31, 32]]
 
     lake.write_table(urls[1], pl.DataFrame({"value": [99]}))  # another run rewrites one day
-    again = LOCAL_COPIES.of(lake, urls, owner="reader", etags=lake.etags(urls))
+    again = LOCAL_COPIES.of(lake, urls, owner=f"{run}/reader", etags=lake.etags(urls))
     assert again[0] == kept[0] and again[2] == kept[2] and "written" not in Path(again[1]).parts
     assert pl.read_parquet(again[1]).get_column("value").to_list() == [99]
-    total = dg.materialize([daily_numbers, daily_total], resources=resources, instance=instance,
-                           tags=_range(keys[0], keys[-1]), selection=[daily_total])
-    assert total.success
-    stored = scan_tables(lake, lake.stored_tables("daily_total", "date", keys)[0], {"date": pl.Date})
-    assert stored.select("date", "value").collect().rows() == [(D1, 10), (D2, 99), (D3, 93)]
+    elsewhere = LOCAL_COPIES.of(lake, urls, owner="another run/reader", etags=lake.etags(urls))
+    assert not set(elsewhere) & set(again), "a copy was used past its run"
 
     @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
     def daily_copy(daily_total: pl.DataFrame) -> pl.DataFrame:
         return daily_total
 
-    dg.materialize([daily_numbers, daily_total, daily_copy], resources=resources, instance=instance,
-                   tags=_range(keys[0], keys[-1]), selection=[daily_copy])  # the third asset written since
-    fresh = LOCAL_COPIES.of(lake, urls, owner="another reader", etags=lake.etags(urls))
+    @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
+    def daily_last(daily_copy: pl.DataFrame) -> pl.DataFrame:
+        return daily_copy
+
+    chain = [daily_numbers, daily_total, daily_copy, daily_last]
+    run = dg.materialize(chain, resources=resources, instance=instance, tags=_range(keys[0], keys[-1]),
+                         selection=chain[1:]).run_id  # the fourth table used since daily_numbers: daily_last
+    stored = scan_tables(lake, lake.stored_tables("daily_total", "date", keys)[0], {"date": pl.Date})
+    assert stored.select("date", "value").collect().rows() == [(D1, 10), (D2, 99), (D3, 93)]
+    fresh = LOCAL_COPIES.of(lake, urls, owner=f"{run}/another reader", etags=lake.etags(urls))
     assert not any("written" in Path(path).parts for path in fresh)
     left = {p.parts[-3] for p in Path(LOCAL_COPIES.root, "written").rglob("*.parquet") if tmp_path.name in p.parts}
-    assert left == {"daily_total", "daily_copy"}, "daily_numbers' copies went once another step began"
+    assert left == {"daily_total", "daily_copy", "daily_last"}, "daily_numbers' copies went once another step began"
+
+
+@pytest.mark.s3
+def test_the_steps_of_a_run_read_the_inputs_a_step_before_downloaded_while_the_store_holds_them(
+    s3_server, tmp_path, instance
+):
+    """features and labels read the same user_daily days in a daily run, weekly scoring's steps the same
+    features[D]: each step downloaded them again (~15 of a daily refresh's 46 GETs), as a step's downloads went
+    when the next step began. They are kept for the run's next steps, and used while S3 holds the same object:
+    a day another writer replaced in between is downloaded; another run downloads them all."""
+    base = f"s3://lake/{tmp_path.name}"
+    lake = Lake(base)
+    resources = {"io_manager": PartitionedParquetIOManager(base_url=base)}
+    urls = [lake.table_url("daily_numbers", "date", day.isoformat()) for day in (D1, D2, D3)]
+    for day, url in zip((D1, D2, D3), urls, strict=True):  # written by another process's run: downloaded
+        lake.write_table(url, pl.DataFrame({"value": [day.day * 10 + i for i in range(day.day)]}))
+    window = {"daily_numbers": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-2))}
+
+    @dg.asset(partitions_def=days, ins=window)
+    def first(daily_numbers: pl.DataFrame) -> pl.DataFrame:
+        return daily_numbers.select(pl.col("value").sum())
+
+    @dg.asset(partitions_def=days, deps=[first])
+    def rewrite() -> None:
+        lake.write_table(urls[1], pl.DataFrame({"value": [99]}))  # another writer's version of one day
+
+    @dg.asset(partitions_def=days, ins=window, deps=[rewrite])
+    def second(daily_numbers: pl.DataFrame) -> pl.DataFrame:
+        return daily_numbers.select(pl.col("value").sum())
+
+    lake.fs.connect()
+    gets: list[str] = []
+    lake.fs.s3.meta.events.register(
+        "before-parameter-build.s3.GetObject", lambda params, **_: gets.append(params["Key"])
+    )
+    key = urls[0].removeprefix("s3://lake/").rsplit("/", 2)[0]
+    everything = [daily_numbers, first, rewrite, second]
+
+    assert dg.materialize(everything, resources=resources, instance=instance, partition_key="2025-01-03",
+                          selection=everything[1:]).success
+    downloaded = [name for name in gets if name.startswith(key)]
+    assert sorted(downloaded) == sorted(url.removeprefix("s3://lake/") for url in [*urls, urls[1]]), downloaded
+    sums = {name: pl.read_parquet(lake.table_url(name, "date", "2025-01-03")).item() for name in ("first", "second")}
+    assert sums == {"first": 10 + 20 + 21 + 30 + 31 + 32, "second": 10 + 99 + 30 + 31 + 32}
+
+    gets.clear()
+    assert dg.materialize(everything, resources=resources, instance=instance, partition_key="2025-01-03",
+                          selection=[second]).success
+    assert len([name for name in gets if name.startswith(key)]) == 3, "another run used the copies of one before"
 
 
 @pytest.mark.s3

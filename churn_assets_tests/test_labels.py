@@ -253,8 +253,9 @@ def test_the_labels_check_of_a_range_run_on_s3_reads_the_snapshots_the_run_wrote
         return pl.DataFrame({"date": snapshot_days, "user_id": ["u1", "u2", "u3"]})
 
     tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
-    assert dg.materialize([features], resources={"io_manager": PartitionedParquetIOManager(base_url=base)},
-                          tags=tags).success
+    result = dg.materialize([features], resources={"io_manager": PartitionedParquetIOManager(base_url=base)},
+                            tags=tags)
+    assert result.success
     lake = Lake(base)
     lake.write_table(lake.table_url("features", "date", keys[1]), pl.DataFrame({"user_id": ["other"]}))
     lake.fs.connect()
@@ -262,7 +263,7 @@ def test_the_labels_check_of_a_range_run_on_s3_reads_the_snapshots_the_run_wrote
     lake.fs.s3.meta.events.register("before-parameter-build.s3.GetObject", lambda params, **_: gets.append(params["Key"]))
     label_days = [day + dt.timedelta(days=HORIZON_DAYS) for day in snapshot_days]
 
-    snapshots, lacking = _snapshots(label_days, lake, owner="labels_match_snapshots")
+    snapshots, lacking = _snapshots(label_days, lake, owner=f"{result.run_id}/labels_match_snapshots")  # the run's
 
     assert snapshots.sort("date").collect().rows() == [
         (label_days[0], "u1", snapshot_days[0]), (label_days[1], "other", snapshot_days[1]),

@@ -251,8 +251,8 @@ def scan_linked_tables(folder: str, partition: dict[str, pl.DataType]) -> pl.Laz
 
 
 class LocalCopies:
-    """Local copies of S3 partition tables, for the steps of one process: the range partitions it wrote,
-    and the inputs a step downloaded; and the folders of links a step's inputs are scanned through.
+    """Local copies of S3 partition tables, for the steps of one run: the range partitions it wrote and the
+    inputs its steps downloaded; and the folders of links a step's inputs are scanned through.
 
     A scan of S3 files costs requests for each file it reads, on each collect: a footer, then ranges.
     Those are round trips, one after another. ``features`` reads its 28-day window in ~23 slices of
@@ -260,28 +260,34 @@ class LocalCopies:
     range run reads its days one by one (each ~2 requests an input). A local copy of each file replaces
     them: the scans then read local files.
 
-    * A range partition the IO manager stores is also kept here, with the ETag its upload got back, for the
-      last ``assets`` assets written: a range run's checks and next assets read what it just wrote. A copy
-      is used only while the listing of the input shows that ETag, so another writer's version is
-      downloaded instead.
+    * A copy is kept for the run's next steps that read the same table, with the object's ETag it holds:
+      a range partition the IO manager stores (``keep``), with the ETag its upload got back, and an input a
+      step downloaded (``scan``), with the ETag the listing that found it gave. It is used only while the
+      listing of the input shows that ETag, so another writer's version is downloaded instead (and replaces
+      it). A daily run's ``features`` and ``labels`` read the same ``user_daily`` days, a range run's
+      ``features`` check the ``install_times`` it wrote, weekly scoring's steps the same ``features[D]``.
+    * Copies are kept for the last ``assets`` tables (assets) a step of the run read or wrote; an input
+      without an ETag, and a ``scanning`` block's downloads, for the step alone.
     * The rest of an input is downloaded once, concurrently, whole (``scan``).
     * An input, local or copied, is scanned through a folder of links that name only their partition
       (``links``), so the scan finds the partition column there and nowhere else in a path.
 
-    Nothing a step may still scan is removed under it: the downloads and links of a step, and the copies of assets
-    fallen out of the last ``assets``, are removed when another step begins (asks for copies or keeps one),
-    and the lot when the process exits. Everything goes under the temporary directory (``TMPDIR``); what a
-    process that was killed left is removed by the next one (``remove_stale_copies``).
+    Nothing a step may still scan is removed under it (it scans hard links to the copies): the links of a step,
+    its own downloads, and the copies replaced or of tables fallen out of the last ``assets``, are removed when
+    another step begins (asks for copies or keeps one), everything when another run's step begins (a copy is
+    never used past its run: ``owner`` is ``run id/step key``, :func:`step_owner`), and the lot when the process
+    exits. Everything goes under the temporary directory (``TMPDIR``); what a process that was killed left is
+    removed by the next one (``remove_stale_copies``).
     """
 
-    def __init__(self, assets: int = 2):
+    def __init__(self, assets: int = 3):
         self._assets = assets
         self._root: str | None = None
         self._owner: str | None = None
         self._lock = threading.Lock()
-        self._downloads: list[str] = []  # folders of the current step's downloads
-        self._written: dict[str, tuple[str, str, str]] = {}  # S3 URL -> (local path, ETag, asset)
-        self._recent: list[str] = []  # the assets whose written partitions are kept, written longest ago first
+        self._downloads: list[str] = []  # folders of the current step's links and own downloads
+        self._copies: dict[str, tuple[str, str]] = {}  # S3 URL -> (local path, the ETag of the object it holds)
+        self._recent: list[str] = []  # the tables whose copies are kept (``_table``), used longest ago first
         self._doomed: list[str] = []  # paths to remove when another step begins
 
     @property
@@ -289,15 +295,19 @@ class LocalCopies:
         """The folder that holds the copies (None before the first)."""
         return self._root
 
-    def of(self, lake: Lake, urls: list[str], owner: str, etags: Mapping[str, str]) -> list[str]:
+    def of(
+        self, lake: Lake, urls: list[str], owner: str, etags: Mapping[str, str], keep: bool = True
+    ) -> list[str]:
         """Local paths of copies of ``urls`` (S3 objects), keeping their ``key=value`` folders for hive: the
-        ones this process wrote while the store still holds them (``etags``: the objects' ETags now, from the
-        listing that found them, ``Lake.stored_table_etags``), the others downloaded."""
+        ones kept for the run while the store still holds them (``etags``: the objects' ETags now, from the
+        listing that found them, ``Lake.stored_table_etags``), the others downloaded, and kept for the run's next
+        steps (``keep``; else for this step alone)."""
         with self._lock:
             root = self._begin(owner)
-            written = {url: self._written[url] for url in urls if url in self._written}
-        paths = {url: path for url, (path, etag, _) in written.items() if etags.get(url) == etag}
+            kept = {url: self._copies[url] for url in urls if url in self._copies}
+        paths = {url: path for url, (path, etag) in kept.items() if etags.get(url) == etag}
         missing = [url for url in urls if url not in paths]
+        targets: list[str] = []
         if missing:
             folder = tempfile.mkdtemp(dir=root)
             with self._lock:
@@ -318,6 +328,16 @@ class LocalCopies:
                     f"(TMPDIR: a run on S3 copies its inputs there): {exc.strerror}",
                 ) from exc
             paths.update(zip(missing, targets, strict=True))
+        if keep:
+            with self._lock:
+                self._use({_table(url) for url in urls})
+                if missing and self._owner == owner:  # (else another step began, and removed the downloads)
+                    self._downloads.remove(folder)
+                    for url, path in zip(missing, targets, strict=True):
+                        if etags.get(url):
+                            self._hold(url, path, etags[url])
+                        else:  # which object it holds is not known: for this step alone
+                            self._doomed.append(path)
         return [paths[url] for url in urls]
 
     def links(self, paths: list[str], column: str, keys: list[str], owner: str) -> str:
@@ -342,32 +362,32 @@ class LocalCopies:
 
     def scan(
         self, lake: Lake, urls: list[str], partition: dict[str, pl.DataType], owner: str,
-        etags: Mapping[str, str] | None = None,
+        etags: Mapping[str, str] | None = None, keep: bool = True,
     ) -> pl.LazyFrame:
         """A lazy scan of exactly the partition tables ``urls``, with the partition column (``partition``: its name
         and type) holding each table's key, that reads the same version of each table however many times and
         however late it is collected, while other runs rewrite them: S3 objects downloaded whole, one GET each
-        (:meth:`of`; ``etags`` as there), and scanned through links (:meth:`links`, :func:`scan_linked_tables`),
-        hard ones to local tables where they can be. polars' ranged reads of an S3 object
+        (:meth:`of`; ``etags`` and ``keep`` as there), and scanned through links (:meth:`links`,
+        :func:`scan_linked_tables`), hard ones to local tables where they can be. polars' ranged reads of an S3 object
         replaced between two of them mixed the two files or panicked, and a scan of a local table collected
         again read the new file. A filter on the partition column reads only the tables it selects."""
         ((column, _),) = partition.items()
         keys = [partition_key(url, column) for url in urls]
-        paths = self.of(lake, urls, owner, etags or {}) if is_s3(urls[0]) else urls
+        paths = self.of(lake, urls, owner, etags or {}, keep) if is_s3(urls[0]) else urls
         return scan_linked_tables(self.links(paths, column, keys, owner), partition)
 
     @contextlib.contextmanager
     def scanning(
         self, lake: Lake, urls: list[str], partition: dict[str, pl.DataType], owner: str
     ) -> Iterator[pl.LazyFrame]:
-        """:meth:`scan`, whose downloads and links are removed when the block ends, not when another step begins:
-        for a step that reads many such scans one after another (training_set's months, each ~90 days of
-        features)."""
+        """:meth:`scan`, whose downloads and links are removed when the block ends, not when another step begins,
+        and not kept for the next steps: for a step that reads many such scans one after another (training_set's
+        months, each ~90 days of features). Copies kept for the run are read, not removed."""
         with self._lock:
             self._begin(owner)
             before = len(self._downloads)
         try:
-            yield self.scan(lake, urls, partition, owner)
+            yield self.scan(lake, urls, partition, owner, keep=False)
         finally:
             with self._lock:
                 mine = self._downloads[before:] if self._owner == owner else []  # (or another step removed them)
@@ -375,7 +395,7 @@ class LocalCopies:
             for folder in mine:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def keep(self, lake: Lake, written: WrittenFile, data: bytes, asset: str, owner: str) -> None:
+    def keep(self, lake: Lake, written: WrittenFile, data: bytes, owner: str) -> None:
         """Keeps ``data``, just stored at ``written.url`` with ``written.etag``, for the next steps that read
         it. Without an ETag, or when the local disk refuses it, nothing is kept (the copy is downloaded when
         needed)."""
@@ -383,30 +403,30 @@ class LocalCopies:
             return
         with self._lock:
             root = self._begin(owner)
-            if asset in self._recent:
-                self._recent.remove(asset)
-            self._recent.append(asset)  # the asset written last goes last
-            while len(self._recent) > self._assets:
-                self._forget(self._recent.pop(0))
+            self._use({_table(written.url)})
         path = os.path.join(root, "written", lake.fs._strip_protocol(written.url))
         try:
             _atomic_local_write(path, data, durable=False)
         except OSError:
             return
         with self._lock:
-            if asset in self._recent:
-                self._written[written.url] = (path, written.etag, asset)
+            if self._owner == owner:
+                self._hold(written.url, path, written.etag)
             else:
                 self._doomed.append(path)
 
     def _begin(self, owner: str) -> str:
         """The copies' folder; when ``owner`` is another step than the last, what nothing can scan any more
-        is removed."""
+        is removed, and when it is a step of another run, every copy."""
         if self._root is None:
             remove_stale_copies(tempfile.gettempdir())
             self._root = tempfile.mkdtemp(prefix=f"{_COPIES_PREFIX}{os.getpid()}-")
             atexit.register(shutil.rmtree, self._root, True)
         if owner != self._owner:
+            if _run_of(owner) != _run_of(self._owner or ""):
+                for table in self._recent:
+                    self._forget(table)
+                self._recent = []
             for folder in self._downloads:
                 shutil.rmtree(folder, ignore_errors=True)
             for path in self._doomed:
@@ -415,11 +435,47 @@ class LocalCopies:
             self._downloads, self._doomed, self._owner = [], [], owner
         return self._root
 
-    def _forget(self, asset: str) -> None:
-        for url, (path, _, of_asset) in list(self._written.items()):
-            if of_asset == asset:
-                del self._written[url]
+    def _use(self, tables: set[str]) -> None:
+        """Marks ``tables`` as the ones used last; the copies of those used before the last ``assets`` go."""
+        for table in sorted(tables):
+            if table in self._recent:
+                self._recent.remove(table)
+            self._recent.append(table)
+        while len(self._recent) > self._assets:
+            self._forget(self._recent.pop(0))
+
+    def _hold(self, url: str, path: str, etag: str) -> None:
+        """Keeps the copy at ``path`` of ``url``'s object of ``etag`` while its table is among the last used, in
+        place of an older one (which goes when another step begins: a scan may still read it)."""
+        before = self._copies.pop(url, None)
+        if before is not None and before[0] != path:
+            self._doomed.append(before[0])
+        if _table(url) in self._recent:
+            self._copies[url] = (path, etag)
+        else:
+            self._doomed.append(path)
+
+    def _forget(self, table: str) -> None:
+        for url, (path, _) in list(self._copies.items()):
+            if _table(url) == table:
+                del self._copies[url]
                 self._doomed.append(path)
+
+
+def step_owner(step: object) -> str:
+    """Who asks :data:`LOCAL_COPIES` for copies: a step execution context's run id and step key."""
+    return f"{step.run_id}/{step.step.key}"  # type: ignore[attr-defined]
+
+
+def _run_of(owner: str) -> str:
+    """The run of an ``owner`` (:func:`step_owner`); an owner without one is a run of its own."""
+    run, slash, _ = owner.partition("/")
+    return run if slash else owner
+
+
+def _table(url: str) -> str:
+    """The table (the asset's folder) a partition table's URL is of: ``.../{asset}/{column}=KEY/data.parquet``."""
+    return url.rsplit("/", 2)[0]
 
 
 LOCAL_COPIES = LocalCopies()

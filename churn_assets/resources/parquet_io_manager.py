@@ -12,9 +12,9 @@ What the stock IO managers do not do, and this one does (DESIGN.md):
 * writes are atomic, and each partition records its row count, column schema and content hash;
 * the one partition a step just wrote is handed to the next steps of the same process from memory, while
   the stored file is unchanged: a daily run's checks and downstream assets do not decode it again;
-* on S3, an input spanning partitions is scanned on local disk, not fetched in round trips per file on
-  every collect: the range partitions the process just wrote are kept there, the others downloaded once,
-  concurrently (``LocalCopies``).
+* on S3, an input is scanned on local disk, not fetched in round trips per file on every collect: the range
+  partitions the run just wrote and the inputs its steps downloaded (once, concurrently) are kept there for its
+  next steps, while the store holds the same objects (``LocalCopies``).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from churn_assets.resources.lake import (
     parquet_bytes,
     partition_value,
     some_keys,
+    step_owner,
 )
 from churn_assets.threads import ordered_map
 
@@ -170,13 +171,13 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             else:
                 context.step_context.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=key)
 
-        lake, step = self.lake, context.step_context.step.key
+        lake, step = self.lake, step_owner(context.step_context)
         keeps_copies = len(keys) > 1 and is_s3(self.base_url)
 
         def store(key: str, data: bytes, shape: pl.DataFrame, rows: int) -> WrittenFile:
             written = lake.write_bytes(lake.table_url(asset, column, key), data)
             if keeps_copies:  # the run's next steps read the range it writes: a local copy spares a download
-                LOCAL_COPIES.keep(lake, written, data, asset, owner=step)
+                LOCAL_COPIES.keep(lake, written, data, owner=step)
             stored_whole[key] = _table_metadata(shape, written, declared, rows)
             return written
 
@@ -258,7 +259,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         else:
             # One version of each table however often the step collects it (features, in slices of users) while
             # other runs rewrite them; on S3 one download of each file, not round trips on every collect.
-            lazy = LOCAL_COPIES.scan(self.lake, urls, partition, owner=context.step_context.step.key, etags=found)
+            lazy = LOCAL_COPIES.scan(self.lake, urls, partition, owner=step_owner(context.step_context), etags=found)
         return _as_requested(lazy, wants)
 
 

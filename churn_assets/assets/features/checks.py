@@ -21,7 +21,7 @@ from churn_assets.assets.features.features import features
 from churn_assets.assets.features.labels import HORIZON_DAYS, labels
 from churn_assets.partitions import daily_partitions
 from churn_assets.resources import ChurnParameters, LakeResource
-from churn_assets.resources.lake import LOCAL_COPIES, Lake
+from churn_assets.resources.lake import LOCAL_COPIES, Lake, step_owner
 
 
 @partition_check(
@@ -75,7 +75,7 @@ def features_cover_users_at_risk(
 def labels_match_snapshots(
     context: dg.AssetCheckExecutionContext, labels: pl.LazyFrame, lake: LakeResource
 ) -> Iterator[dg.AssetCheckEvaluation]:
-    step = context.get_step_execution_context().step.key
+    step = step_owner(context.get_step_execution_context())
 
     def compared(days: list[dt.date]) -> pl.LazyFrame:
         snapshots, missing = _snapshots(days, lake.lake, owner=step)

@@ -13,7 +13,7 @@ from churn_assets.assets.features.labels import HORIZON_DAYS, LABELS_SCHEMA
 from churn_assets.config import SETTINGS
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, monthly_partitions
 from churn_assets.resources import ChurnParameters, LakeResource
-from churn_assets.resources.lake import LOCAL_COPIES, Lake, partition_key, some_keys
+from churn_assets.resources.lake import LOCAL_COPIES, Lake, partition_key, some_keys, step_owner
 from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
 
 # The partition mapping is static, so L is fixed when the definitions load; the resource must agree.
@@ -201,7 +201,7 @@ def training_set(
     for window in windows:
         _require_enough_labels(window, counts[window.month])
 
-    step = context.get_step_execution_context().step.key
+    step = step_owner(context.get_step_execution_context())
 
     def stream():
         for window in windows:
