@@ -86,13 +86,15 @@ class GatedLandingZone(LandingZone):
     """The landing zone, but a read of a file in ``GATES`` waits for its gate to open before the file is opened:
     a run paused mid-step deterministically, with real files (the read that follows is the zone's own)."""
 
-    def read_blocks(self, file_url: str, block_bytes: int = 8 * 1024 * 1024) -> Iterator[bytes]:
+    def read_blocks(
+        self, file_url: str, block_bytes: int = 8 * 1024 * 1024, listed: tuple[int, str] | None = None
+    ) -> Iterator[bytes]:
         gate = GATES.get(file_url)
         if gate is not None:
             gate.reached.set()
             if not gate.opened.wait(timeout=120):
                 raise TimeoutError(f"the test never opened the gate of {file_url}")
-        yield from super().read_blocks(file_url, block_bytes)
+        yield from super().read_blocks(file_url, block_bytes, listed)
 
 
 def gated(resources: dict) -> dict:

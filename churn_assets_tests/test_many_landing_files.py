@@ -176,6 +176,38 @@ def test_a_small_s3_file_gone_after_the_listing_fails_the_day_naming_it(s3_serve
 
 
 @pytest.mark.s3
+def test_a_day_of_one_s3_file_is_read_in_blocks_without_a_look_up(s3_server, tmp_path, instance):
+    """A day delivered as one file (or a file over the whole-fetch size) was looked up (a HEAD, for its size and ETag)
+    and then read in ranged GETs: its size and ETag are in the day's listing. Each block is still read of the
+    listed ETag: a file replaced since the listing fails as one replaced while it is read does (s3fs' FileExpired)."""
+    from s3fs.utils import FileExpired
+
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=f"s3://landing/{tmp_path.name}")
+    write_landing_day(settings.landing_url, DAY.isoformat(), {"export.jsonl.gz": gzip.compress(jsonl(_events(300)))})
+    fs = filesystem(settings.landing_url)
+    fs.connect()
+    calls: list[tuple[str, str | None]] = []
+
+    def before(model, params, **_):
+        calls.append((model.name, params.get("Range")))
+
+    fs.s3.meta.events.register("before-parameter-build.s3", before)
+    try:
+        result = materialize_ingest(build_resources(settings), instance, DAY.isoformat(), selection=RAW_EVENTS)
+    finally:
+        fs.s3.meta.events.unregister("before-parameter-build.s3", before)
+
+    assert [(name, bool(ranged)) for name, ranged in calls if name != "ListObjectsV2"] == [("GetObject", True)], calls
+    assert read_partition(settings.data_url, "raw_events", DAY).height == 300
+    landing = LandingZone(url=settings.landing_url)
+    listed = landing.data_files(DAY)
+    (url,) = listed.files
+    fs.pipe_file(url, gzip.compress(jsonl(_events(5)), mtime=0))  # re-delivered since the listing
+    with pytest.raises(FileExpired):
+        b"".join(landing.read_blocks(url, listed=listed.listed(url)))
+
+
+@pytest.mark.s3
 def test_the_sensor_s_listing_of_s3_days_of_many_files_looks_up_their_markers_not_every_file(s3_server, tmp_path):
     """The landing sensor lists the recent days' files every tick and every file at the first tick of each hour:
     for days of 1,500 files, a request per 1,000 of them one after another (two years: ~1,100 requests an hour).

@@ -32,7 +32,8 @@ from churn_assets.resources.filesystems import (
 )
 
 SUCCESS_MARKER = "_SUCCESS"
-# A landing file is read in blocks of this size (one ranged GET each on S3, after a HEAD for its size).
+# A landing file is read in blocks of this size (one ranged GET each on S3; its size and ETag as its day's listing gave
+# them, else after a HEAD for them).
 BLOCK_BYTES = 8 * 1024 * 1024
 # An S3 landing file up to a block is fetched whole in one GET, up to FILES_AT_ONCE of them at once (BATCH_BYTES in
 # all at most): Kinesis Data Firehose delivers a day as 288-1,500 files of a few KB to a few MB, which one after
@@ -56,6 +57,14 @@ class LandingDay:
     files: list[str]
     version: str
     sizes: tuple[int, ...] = ()  # each file's size in bytes, as listed (none given: unknown)
+    etags: tuple[str, ...] = ()  # each S3 file's ETag, as listed (none given, or "": unknown)
+
+    def listed(self, url: str) -> tuple[int, str] | None:
+        """The size and ETag the listing gave the file ``url`` (for ``LandingZone.read_blocks``); None when it gave
+        no ETag."""
+        if not self.etags or not self.etags[index := self.files.index(url)]:
+            return None
+        return self.sizes[index], self.etags[index]
 
     def batches(self) -> Iterator[list[str]]:
         """The files in order, in runs to fetch together (``LandingZone.read_batch``): consecutive files of up to
@@ -132,7 +141,8 @@ class LandingZone(dg.ConfigurableResource):
         if not is_s3(folder):
             _refuse_links_out_of(self.url, files)
         sizes = tuple(int(listed[n].get("size") or 0) for n in names)
-        return LandingDay(files, _marker_version(listed[SUCCESS_MARKER]), sizes)
+        etags = tuple(str(listed[n].get("ETag") or "") for n in names)
+        return LandingDay(files, _marker_version(listed[SUCCESS_MARKER]), sizes, etags)
 
     def read_batch(self, file_urls: list[str]) -> list[Iterable[bytes]]:
         """Each file's bytes in blocks, as :meth:`read_blocks` gives them. A run of small S3 files
@@ -145,12 +155,18 @@ class LandingZone(dg.ConfigurableResource):
         fetched = fsspec.asyn.sync(fs.loop, _gathered, [fs._cat_file(url, max_concurrency=1) for url in file_urls])
         return [_fetched_blocks(url, data) for url, data in zip(file_urls, fetched, strict=True)]
 
-    def read_blocks(self, file_url: str, block_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
+    def read_blocks(
+        self, file_url: str, block_bytes: int = BLOCK_BYTES, listed: tuple[int, str] | None = None
+    ) -> Iterator[bytes]:
         """The file's bytes in consecutive blocks (one ranged GET each on S3), without holding the file. A local
-        file is read only once it is known, as opened, to be a regular file inside the landing zone."""
+        file is read only once it is known, as opened, to be a regular file inside the landing zone.
+
+        On S3 each block is read from the object of one ETag (a file replaced while it is read fails with s3fs'
+        ``FileExpired``): ``listed``'s, the size and ETag of the file as its day's listing gave them
+        (``LandingDay.listed``), else a look-up's (a HEAD) first."""
         with reaching(file_url, "read"):
             if is_s3(file_url):
-                handle = filesystem(self.url).open(file_url, "rb", block_size=block_bytes, cache_type="none")
+                handle = _s3_file(filesystem(self.url), file_url, block_bytes, listed)
             else:
                 handle = _open_landing_file(self.url, file_url)
             with handle:
@@ -199,6 +215,22 @@ class LandingZone(dg.ConfigurableResource):
             if name == SUCCESS_MARKER:
                 complete[folder.removeprefix("date=")] = _marker_version(info)
         return complete, sorted(seen - set(complete))
+
+
+def _s3_file(
+    fs: fsspec.AbstractFileSystem, url: str, block_bytes: int, listed: tuple[int, str] | None
+) -> fsspec.spec.AbstractBufferedFile:
+    """The S3 object ``url`` opened to be read in blocks of ``block_bytes``, with no read ahead. Given its size and
+    ETag as ``listed``, without the HEAD s3fs asks them with: each block is then read of that ETag, as s3fs reads
+    each of the ETag its HEAD gave (``If-Match``, or compared on the answer with ``local_expiry_check``)."""
+    if listed is None:
+        return fs.open(url, "rb", block_size=block_bytes, cache_type="none")
+    size, etag = listed
+    handle = fs.open(url, "rb", block_size=block_bytes, cache_type="none", size=size)
+    handle.details = {"name": fs._strip_protocol(url), "size": size, "ETag": etag, "type": "file"}
+    if not fs.local_expiry_check:
+        handle.read_kw = {**handle.read_kw, "IfMatch": etag}
+    return handle
 
 
 async def _gathered(fetches: list) -> list:

@@ -108,7 +108,8 @@ def _landing_pieces(landing: LandingZone, days: list[dt.date]) -> Iterator[tuple
         yield day, landing_day
         for batch in landing_day.batches():
             if len(batch) == 1:  # its next blocks are read (on S3: fetched) while its first ones are inflated
-                with Prefetched(landing.read_blocks(batch[0]), ahead=2, name="landing-fetch") as blocks:
+                listed = landing_day.listed(batch[0])  # its size and ETag: on S3 no HEAD for them
+                with Prefetched(landing.read_blocks(batch[0], listed=listed), ahead=2, name="landing-fetch") as blocks:
                     for piece in landing_pieces(batch[0], blocks):
                         yield day, piece
                 continue
