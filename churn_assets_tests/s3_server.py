@@ -7,12 +7,14 @@ removes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -171,3 +173,21 @@ def local_or_s3_url(request, tmp_path: Path, bucket: str) -> str:
         return str(tmp_path / bucket)
     request.getfixturevalue("s3_server")
     return f"s3://{bucket}/{tmp_path.name}"
+
+
+@contextlib.contextmanager
+def s3_calls(fs) -> Iterator[list[str]]:
+    """The S3 operations (``GetObject``, ``HeadObject``, ``ListObjectsV2`` ...) that ``fs``, an s3fs filesystem,
+    calls while the block runs, in order: what a step costs on a store billed by the request. The counter is
+    removed after the block (s3fs caches its filesystems, so a counter left behind would see later tests' calls)."""
+    fs.connect()
+    calls: list[str] = []
+
+    def count(model, **_):
+        calls.append(model.name)
+
+    fs.s3.meta.events.register("before-call.s3", count)
+    try:
+        yield calls
+    finally:
+        fs.s3.meta.events.unregister("before-call.s3", count)

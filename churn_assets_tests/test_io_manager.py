@@ -46,7 +46,7 @@ from churn_assets.resources.parquet_io_manager import (
 )
 from churn_assets_tests.landing_helpers import amplitude_row, jsonl, materialize_ingest, write_landing_day
 from churn_assets_tests.helpers import data_versions, scan_tables, stale_partitions
-from churn_assets_tests.s3_server import ACCESS_KEY, SECRET_KEY, _free_port, local_or_s3_url
+from churn_assets_tests.s3_server import ACCESS_KEY, SECRET_KEY, _free_port, local_or_s3_url, s3_calls
 
 days = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", fmt="%Y-%m-%d")
 months = dg.MonthlyPartitionsDefinition(start_date="2025-01", timezone="UTC", fmt="%Y-%m", end_offset=1)
@@ -965,25 +965,22 @@ def test_the_partition_a_run_just_wrote_on_s3_is_handed_on_after_one_look_up(s3_
     seen: dict = {}
     reader = _loads("daily_numbers", seen)
     lake = Lake(base)
-    lake.fs.connect()
-    calls: list[str] = []
-    lake.fs.s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    with s3_calls(lake.fs) as calls:
+        def reads_of(result: dg.ExecuteInProcessResult) -> list[str]:
+            """The S3 calls the reader's step made before it wrote its output (its input's)."""
+            assert result.success
+            return calls[calls.index("PutObject") + 1 : calls.index("PutObject", calls.index("PutObject") + 1)]
 
-    def reads_of(result: dg.ExecuteInProcessResult) -> list[str]:
-        """The S3 calls the reader's step made before it wrote its output (its input's)."""
-        assert result.success
-        return calls[calls.index("PutObject") + 1 : calls.index("PutObject", calls.index("PutObject") + 1)]
+        assert reads_of(dg.materialize([daily_numbers, reader], resources=resources, instance=instance,
+                                       partition_key="2025-01-02")) == ["HeadObject"]
+        assert not seen["from_file"] and seen["frame"].rows() == [(20, D2), (21, D2)]
 
-    assert reads_of(dg.materialize([daily_numbers, reader], resources=resources, instance=instance,
-                                   partition_key="2025-01-02")) == ["HeadObject"]
-    assert not seen["from_file"] and seen["frame"].rows() == [(20, D2), (21, D2)]
-
-    lake.write_table(lake.table_url("daily_numbers", "date", "2025-01-02"), pl.DataFrame({"value": [7]}))
-    calls.clear()
-    result = dg.materialize([daily_numbers, reader], resources=resources, instance=instance,
-                            partition_key="2025-01-02", selection=[reader])
-    assert result.success and calls[:2] == ["HeadObject", "GetObject"], calls
-    assert seen["frame"].rows() == [(7, D2)]
+        lake.write_table(lake.table_url("daily_numbers", "date", "2025-01-02"), pl.DataFrame({"value": [7]}))
+        calls.clear()
+        result = dg.materialize([daily_numbers, reader], resources=resources, instance=instance,
+                                partition_key="2025-01-02", selection=[reader])
+        assert result.success and calls[:2] == ["HeadObject", "GetObject"], calls
+        assert seen["frame"].rows() == [(7, D2)]
 
 
 def test_a_range_run_keeps_no_partition_in_memory(tmp_path, instance):

@@ -28,6 +28,7 @@ from churn_assets_tests.landing_helpers import (
     read_partition,
     write_landing_day,
 )
+from churn_assets_tests.s3_server import s3_calls
 
 DAY = dt.date(2025, 1, 1)
 RAW_EVENTS = dg.AssetSelection.assets("raw_events")
@@ -331,19 +332,10 @@ def test_a_sensor_tick_s_listing_of_s3_days_is_one_request_across_a_month_s_end(
     for day in days[:-1]:
         fs.pipe_file(f"{landing.url}/events/date={day}/_SUCCESS", b"")
     versions = {day: landing.data_files(dt.date.fromisoformat(day)).version for day in days[:-1]}
-    fs.connect()
-    calls: list[str] = []
-
-    def count(model, **_):
-        calls.append(model.name)
-
-    fs.s3.meta.events.register("before-call.s3", count)
-    try:
+    with s3_calls(fs) as calls:
         for only in (None, days[2:], days[3:9], ["2025-01-28", "2025-03-01"]):
             calls.clear()
             wanted = days if only is None else only
             complete = {day: version for day, version in versions.items() if day in wanted}
             assert landing.days(only) == (complete, [day for day in days[-1:] if day in wanted])
             assert calls == ["ListObjectsV2"] * (2 if only and "2025-03-01" in only else 1), (only, calls)
-    finally:
-        fs.s3.meta.events.unregister("before-call.s3", count)

@@ -45,7 +45,7 @@ from churn_assets_tests.ml_frames import (
     synthetic_training_set,
     training_set_stub,
 )
-from churn_assets_tests.s3_server import local_or_s3_url
+from churn_assets_tests.s3_server import local_or_s3_url, s3_calls
 
 M1, M2 = "2025-03", "2025-04"
 
@@ -446,14 +446,7 @@ def test_a_model_on_s3_is_read_a_get_a_file_with_nothing_looked_up_first(s3_serv
     remote = ModelIOManager(base_url=f"s3://lake/model-tests-{uuid.uuid4().hex[:8]}")
     remote.write("model", M1, local)
     fs = remote.lake.fs
-    fs.connect()
-    calls: list[str] = []
-
-    def count(model, **_):
-        calls.append(model.name)
-
-    fs.s3.meta.events.register("before-call.s3", count)
-    try:
+    with s3_calls(fs) as calls:
         assert remote.read("model", M1).model_bytes == local.model_bytes
         assert calls == ["GetObject"] * 4, calls
         with pytest.raises(MissingPartitionError, match=f"has no stored partition 2030-01 .*{CARD_FILE} does not exist"):
@@ -461,8 +454,6 @@ def test_a_model_on_s3_is_read_a_get_a_file_with_nothing_looked_up_first(s3_serv
         fs.rm_file(f"{remote.folder('model', M1)}/{REPORT_FILE}")
         with pytest.raises(ModelArtifactError, match=f"{REPORT_FILE} is missing: the model card .* lists it"):
             remote.read("model", M1)
-    finally:
-        fs.s3.meta.events.unregister("before-call.s3", count)
 
 
 def test_weakened_challenger_is_not_promoted_and_champion_is_carried_forward_unchanged(
