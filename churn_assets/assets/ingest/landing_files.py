@@ -117,7 +117,7 @@ class VettedDay:
         if column is None:
             seen = first["detail"] or "not a JSON object"
         else:
-            key = _AMPLITUDE_KEY_OF[column] if landing_type(first["source_file"]) == "json" else column
+            key = AMPLITUDE_KEY_OF[column] if landing_type(first["source_file"]) == "json" else column
             value = first[column]
             seen = f"{key} is missing" if value is None or not value.strip() else f"{key} = {quoted(repr(value), 100)}"
         rows = f"{counts[reason]:,} row{'s' if counts[reason] != 1 else ''}"
@@ -131,7 +131,8 @@ REASON_COLUMNS = {
     "event_time_too_old": "event_time", "unparsable_revenue": "revenue", "negative_revenue": "revenue",
     "revenue_out_of_range": "revenue", "unparsable_session_id": "session_id",
 }
-_AMPLITUDE_KEY_OF = {column: key for key, column in AMPLITUDE_KEYS.items()}
+# Each canonical column's key in a JSON landing file (``AMPLITUDE_KEYS`` the other way round): what a message names.
+AMPLITUDE_KEY_OF = {column: key for key, column in AMPLITUDE_KEYS.items()}
 
 
 # JSON is decoded and parsed this many bytes at a time: a day of 28 M events is ~8 GB of JSON, and holding

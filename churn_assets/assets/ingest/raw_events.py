@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from churn_assets.assets.ingest.landing_files import (
-    AMPLITUDE_KEYS,
+    AMPLITUDE_KEY_OF,
     ATTRIBUTES,
     CANONICAL_SCHEMA,
     JoinedPieces,
@@ -218,9 +218,8 @@ def _warn_of_attributes_gone(
     ``app_version`` for ``version_name``): no row is quarantined for it, so the run's log says so."""
     for column, n in without.items():
         if events and n == events:
-            key = next(key for key, canonical in AMPLITUDE_KEYS.items() if canonical == column)
             context.log.warning(
-                f"{day}: none of the {events:,} events has {column} (JSON key {key!r}): did a release rename "
-                f"or drop it? user_daily[{day}] has it null, and features keep each user's last {column} seen "
-                f"in the 28 days before. Fix the export and re-deliver the day to keep it."
+                f"{day}: none of the {events:,} events has {column} (JSON key {AMPLITUDE_KEY_OF[column]!r}): did a "
+                f"release rename or drop it? user_daily[{day}] has it null, and features keep each user's last "
+                f"{column} seen in the 28 days before. Fix the export and re-deliver the day to keep it."
             )
