@@ -122,6 +122,18 @@ def redacted_url(url: str) -> str:
     return f"{scheme}{separator}{host}{'/…' if rest != host else ''}"
 
 
+def _parse_app(name: str, value: str) -> str | None:
+    """The app's name, or None: it becomes the first part of every asset key and of the jobs', schedules' and sensors'
+    names, which Dagster allows letters, digits and ``_`` in."""
+    value = value.strip()
+    if value and not re.fullmatch(r"[a-z][a-z0-9_]*", value):
+        raise ValueError(
+            f"{name}={value!r} is not an app name: use lowercase letters, digits and _, starting with a letter "
+            "(e.g. puzzle)"
+        )
+    return value or None
+
+
 def _parse_date(name: str, value: str) -> dt.date:
     try:
         return dt.date.fromisoformat(value)
@@ -168,6 +180,10 @@ class ChurnSettings:
     data_url: str = field(default_factory=lambda: resolve_url(DEFAULT_DATA_URL))
     landing_url: str = field(default_factory=lambda: resolve_url(DEFAULT_LANDING_URL))
     start_date: dt.date = dt.date(2025, 1, 1)
+    # The app this code location is for when one Dagster instance holds several (docs/operations.md, "More than one
+    # app"): its asset keys are prefixed with it (``puzzle/raw_events``) and its automation named after it
+    # (``puzzle_daily_refresh``). None: DESIGN.md's keys and names as they are.
+    app: str | None = None
     event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
     alert_webhook: str | None = None
     # Whether alert_webhook was read from the process's WEBHOOK_VARIABLE (not given in code): the alerts
@@ -204,6 +220,7 @@ class ChurnSettings:
         return cls(
             data_url=_parse_url("CHURN_DATA_URL", setting("CHURN_DATA_URL", DEFAULT_DATA_URL)),
             landing_url=_parse_url("CHURN_LANDING_URL", setting("CHURN_LANDING_URL", DEFAULT_LANDING_URL)),
+            app=_parse_app("CHURN_APP", env.get("CHURN_APP") or ""),
             start_date=_parse_date("CHURN_START_DATE", setting("CHURN_START_DATE", cls.start_date)),
             event_types=event_types,
             alert_webhook=alert_webhook,

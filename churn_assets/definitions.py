@@ -3,14 +3,17 @@
 import dagster as dg
 
 from churn_assets import automation
+from churn_assets.apps import with_app_keys
 from churn_assets.assets import features, ingest, ml, monitoring
 from churn_assets.config import SETTINGS
 from churn_assets.resources import build_resources
 
 DOMAINS = (ingest, features, ml, monitoring)
 
-all_assets = [a for domain in DOMAINS for a in domain.assets]
-all_asset_checks = [c for domain in DOMAINS for c in domain.asset_checks]
+# Under CHURN_APP's prefix when it is set (apps.py): the assets and the checks together, since checks read assets.
+_assets_and_checks = with_app_keys([d for domain in DOMAINS for d in (*domain.assets, *domain.asset_checks)])
+all_assets = [d for d in _assets_and_checks if not isinstance(d, dg.AssetChecksDefinition)]
+all_asset_checks = [d for d in _assets_and_checks if isinstance(d, dg.AssetChecksDefinition)]
 
 defs = dg.Definitions(
     assets=all_assets,

@@ -133,8 +133,8 @@ def test_a_job_backfill_of_daily_refresh_queues_serial_runs(tmp_path):
         assert {r.tags.get("churn/serial") for r in runs} == {"daily_refresh"}
         assert all("dagster/backfill" in r.tags for r in runs)
     serial = yaml.safe_load((ROOT / "dagster.yaml").read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
-    assert {"key": "churn/serial", "value": "daily_refresh", "limit": 1} in serial
-    assert {"key": "churn/serial", "value": "monthly_retraining", "limit": 1} in serial
+    # One run at a time per value of the tag: daily_refresh's lane, monthly_retraining's, each app's own.
+    assert {"key": "churn/serial", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in serial
     # The monthly job has a lane of its own: model[M] reads model[M-1].
     from churn_assets.definitions import defs
 
@@ -182,7 +182,7 @@ def test_loading_the_code_location_imports_no_library_a_local_run_does_not_use()
     assert not loaded & {"botocore", "boto3", "s3fs", "xgboost", "evidently", "pandas", "sklearn", "scipy"}
 
 
-@pytest.mark.parametrize(("variable", "value"), [("CHURN_HORIZON_DAYS", "abc"), ("CHURN_EVENT_TYPES", " , ")])
+@pytest.mark.parametrize(("variable", "value"), [("CHURN_HORIZON_DAYS", "abc"), ("CHURN_EVENT_TYPES", " , "), ("CHURN_APP", "Puzzle-2")])
 def test_a_bad_setting_stops_churn_assets_with_one_line_naming_it(tmp_path, variable, value):
     """Every subcommand imports the package, which reads the CHURN_* settings: a bad one printed a traceback
     of the settings' parsing; it is now one line naming the variable, and the exit status of a usage error."""

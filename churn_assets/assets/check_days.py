@@ -12,6 +12,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
+from churn_assets.apps import asset_key
 from churn_assets.partitions import latest_materializations, rows_per_day
 from churn_assets.threads import engine_for, ordered_map, workers_for
 
@@ -56,12 +57,14 @@ def partition_check(
     spec = dg.AssetCheckSpec(
         name,
         asset=asset,
-        additional_deps=list(additional_deps) or None,
+        additional_deps=[asset_key(name) for name in additional_deps] or None,
         partitions_def=asset.partitions_def,
         blocking=blocking,
         description=description,
     )
-    return dg.multi_asset_check(specs=[spec], can_subset=True)
+    # The inputs named after additional_deps read them under the app's prefix too (apps.with_app_keys moves the rest).
+    ins = {name: dg.AssetIn(key=asset_key(name)) for name in additional_deps}
+    return dg.multi_asset_check(specs=[spec], can_subset=True, ins=ins or None)
 
 
 def each_partition(

@@ -25,6 +25,7 @@ from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGra
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 from dagster._core.storage.tags import RUN_KEY_TAG, SCHEDULED_EXECUTION_TIME_TAG
 
+from churn_assets.apps import asset_key
 from churn_assets.assets.ml.training_set import too_early_to_train
 from churn_assets.automation.jobs import SERIAL_TAG, daily_refresh, monthly_retraining, weekly_scoring
 from churn_assets.partitions import (
@@ -88,7 +89,7 @@ MAX_CATCH_UP_DAYS = 31
 
 
 @dg.schedule(
-    name="daily_refresh",
+    name=daily_refresh.name,
     job=daily_refresh,
     cron_schedule="0 2 * * *",
     execution_timezone="UTC",
@@ -99,7 +100,7 @@ MAX_CATCH_UP_DAYS = 31
     ),
 )
 def daily_refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    if again := _created_by_this_tick(context, "daily_refresh"):
+    if again := _created_by_this_tick(context, daily_refresh.name):
         return again
     request = _yesterday(context)
     if not isinstance(request, dg.RunRequest):
@@ -177,7 +178,7 @@ def _days_in_flight(instance: dg.DagsterInstance, asset_graph: BaseAssetGraph) -
     return days
 
 
-_INSTALL_TIMES = dg.AssetKey("install_times")
+_INSTALL_TIMES = asset_key("install_times")
 _IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
@@ -209,12 +210,12 @@ def _once_stored(
         run = asked[0]
         return dg.SkipReason(f"{key} was asked for at an earlier tick: run {run.run_id} ({run.status.value})")
     first_tick = tick.replace(hour=first_hour, minute=0, second=0, microsecond=0)
-    stored = [latest_materializations(instance, dg.AssetKey(asset), [key]).get(key) for asset in job_assets]
+    stored = [latest_materializations(instance, asset_key(asset), [key]).get(key) for asset in job_assets]
     if tick > first_tick and all(record and record.timestamp >= first_tick.timestamp() for record in stored):
         stored_by = f"stored since {first_tick:%H:%M} UTC by another run"
         return dg.SkipReason(f"{', '.join(job_assets)} of {key} were {stored_by}")
     asset, partition = needs
-    if latest_materializations(instance, dg.AssetKey(asset), [partition]):
+    if latest_materializations(instance, asset_key(asset), [partition]):
         return request
     refreshing = _days_in_flight(instance, context.repository_def.asset_graph) if queue_behind_refresh else {}
     if partition in refreshing and refreshing[partition] is None:
@@ -233,7 +234,7 @@ def _once_stored(
 
 
 @dg.schedule(
-    name="weekly_scoring",
+    name=weekly_scoring.name,
     job=weekly_scoring,
     cron_schedule="0 3-23 * * 1",
     execution_timezone="UTC",
@@ -243,7 +244,7 @@ def _once_stored(
     ),
 )
 def weekly_scoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    if again := _created_by_this_tick(context, "weekly_scoring"):
+    if again := _created_by_this_tick(context, weekly_scoring.name):
         return again
     request = _yesterday(context)
     if not isinstance(request, dg.RunRequest):
@@ -251,19 +252,19 @@ def weekly_scoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequ
     day, month = request.partition_key, request.partition_key[:7]
     # A model stored anyway (trained before CHURN_START_DATE moved later, or under another H) can score.
     if (why := too_early_to_train(month)) and not latest_materializations(
-        context.instance, dg.AssetKey("model"), [month]
+        context.instance, asset_key("model"), [month]
     ):
         return dg.SkipReason(f"predictions and drift_report of {day} need a model of {month}: {why}")
     # Scoring has no lane of its own, so it can queue in the refresh's; a retraining keeps to its own (model[M]
     # reads model[M-1]) and waits for the next tick instead.
     return _once_stored(
-        context, "weekly_scoring", request, 3, ("features", day), ("predictions", "drift_report"),
+        context, weekly_scoring.name, request, 3, ("features", day), ("predictions", "drift_report"),
         queue_behind_refresh=True,
     )
 
 
 @dg.schedule(
-    name="monthly_retraining",
+    name=monthly_retraining.name,
     job=monthly_retraining,
     cron_schedule="0 4-23 1 * *",
     execution_timezone="UTC",
@@ -273,7 +274,7 @@ def weekly_scoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequ
     ),
 )
 def monthly_retraining_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    if again := _created_by_this_tick(context, "monthly_retraining"):
+    if again := _created_by_this_tick(context, monthly_retraining.name):
         return again
     tick = _tick(context)
     request = _request(monthly_partitions, tick.strftime(MONTH_FORMAT), tick)
@@ -283,5 +284,5 @@ def monthly_retraining_schedule(context: dg.ScheduleEvaluationContext) -> dg.Run
         return dg.SkipReason(why)
     last_label_day = (tick.date() - dt.timedelta(days=1)).isoformat()
     return _once_stored(
-        context, "monthly_retraining", request, 4, ("labels", last_label_day), ("training_set", "model")
+        context, monthly_retraining.name, request, 4, ("labels", last_label_day), ("training_set", "model")
     )

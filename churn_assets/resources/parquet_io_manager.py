@@ -35,6 +35,7 @@ import polars as pl
 from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
 from pydantic import Field
 
+from churn_assets.apps import asset_name
 from churn_assets.partitions import DATE_FORMAT, MONTH_FORMAT, latest_materializations, partition_column
 from churn_assets.resources.filesystems import is_s3, polars_storage_options
 from churn_assets.resources.lake import (
@@ -360,7 +361,7 @@ def _keys_to_read(context: dg.InputContext) -> list[str]:
 
 
 def _asset_name(asset_key: dg.AssetKey) -> str:
-    return "/".join(asset_key.path)
+    return asset_name(asset_key)
 
 
 def _to_polars(frame: Any) -> pl.DataFrame:

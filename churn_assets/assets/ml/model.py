@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from churn_assets.apps import asset_key, automation_name
 from churn_assets.assets.features.catalog import feature_catalog
 from churn_assets.assets.ml.training_set import MonthWindow
 from churn_assets.partitions import daily_partitions, monthly_partitions
@@ -17,8 +18,8 @@ from churn_assets.resources.model_io_manager import CARD_FORMAT, ChurnModel, mod
 from churn_assets.resources.parquet_io_manager import PartitionStream, markdown_table
 
 SCORE_COLUMN = "churn_probability"
-# The pool the model step holds (dagster.yaml and deploy/dagster.yaml give it one slot).
-MODEL_POOL = "model"
+# The pool the model step holds (dagster.yaml and deploy/dagster.yaml give each pool one slot): each app's own.
+MODEL_POOL = automation_name("model")
 
 
 class ModelConfig(dg.Config):
@@ -434,7 +435,7 @@ def _data_version(context: dg.AssetExecutionContext, asset: str, partition: str)
     so the card, whose hash is the model's data version, would change with how the training set was run,
     and every prediction would look stale after a model trained on the same bytes."""
     found: dict[str, Any] = {"partition": partition}
-    record = context.instance.get_latest_data_version_record(dg.AssetKey(asset), partition_key=partition)
+    record = context.instance.get_latest_data_version_record(asset_key(asset), partition_key=partition)
     if record is None:
         return found
     materialization = record.event_log_entry.asset_materialization

@@ -17,10 +17,11 @@ from typing import Any
 
 import dagster as dg
 
+from churn_assets.apps import asset_key, automation_name
 from churn_assets.automation.jobs import monthly_retraining
 from churn_assets.config import SETTINGS
 
-DRIFT_REPORT = dg.AssetKey("drift_report")
+DRIFT_REPORT = asset_key("drift_report")
 # Metadata keys a drift report may carry its verdict under, most specific first.
 SHARE_KEYS = ("share_of_drifted_columns", "drift_share", "drifted_share")
 VERDICT_KEYS = ("dataset_drift", "drift_detected")
@@ -56,7 +57,7 @@ def build_drift_retraining_sensor(
     reports_per_tick: int = 500,
 ) -> dg.SensorDefinition:
     @dg.sensor(
-        name="drift_retraining_sensor",
+        name=automation_name("drift_retraining_sensor"),
         job=monthly_retraining,
         minimum_interval_seconds=minimum_interval_seconds,
         description=(

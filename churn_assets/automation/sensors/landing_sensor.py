@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from churn_assets.apps import asset_key, automation_name
 from churn_assets.automation.jobs import daily_refresh
 from churn_assets.automation.schedules import partition_exists
 from churn_assets.config import SETTINGS
@@ -215,8 +216,8 @@ def dump_cursor(requested: dict[str, str], max_tracked_days: int, checked: str |
 
 def _refreshed_of(instance: dg.DagsterInstance, days: Sequence[str]) -> dict[str, Refreshed]:
     """What the instance holds of each of ``days``' refresh (see :class:`Refreshed`)."""
-    ingested = latest_materializations(instance, dg.AssetKey("raw_events"), days)
-    installed = latest_materializations(instance, dg.AssetKey("install_times"), days)
+    ingested = latest_materializations(instance, asset_key("raw_events"), days)
+    installed = latest_materializations(instance, asset_key("install_times"), days)
     found = {}
     for day in set(ingested) | set(installed):
         ingest, installs = ingested.get(day), installed.get(day)
@@ -324,7 +325,7 @@ def build_landing_sensor(
     recent_days: int = 31,
 ) -> dg.SensorDefinition:
     @dg.sensor(
-        name="landing_sensor",
+        name=automation_name("landing_sensor"),
         job=daily_refresh,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
@@ -401,7 +402,7 @@ def build_landing_sensor(
         changed = to_request or pending.refreshed or checked != checked_before or requested != stored
         cursor = dump_cursor(requested, max_tracked_days, checked) if changed else None
         if run_requests:
-            context.log.info(f"requesting daily_refresh for {', '.join(day for day, _ in to_request)}")
+            context.log.info(f"requesting {daily_refresh.name} for {', '.join(day for day, _ in to_request)}")
             return dg.SensorResult(run_requests=run_requests, cursor=cursor)
         if unfinished:  # an export still writing, or one that stopped: visible, never requested
             context.log.info(_unfinished_message(unfinished))

@@ -11,6 +11,7 @@ from typing import Any
 
 import dagster as dg
 
+from churn_assets.apps import automation_name, is_this_apps_run
 from churn_assets.partitions import RANGE_END_TAG, RANGE_START_TAG
 from churn_assets.resources.alerts import AlertWebhook
 
@@ -107,17 +108,21 @@ def _range(start: str | None, end: str | None) -> str | None:
 
 
 @dg.run_failure_sensor(
-    name="run_failure_alert",
+    name=automation_name("run_failure_alert"),
     default_status=dg.DefaultSensorStatus.RUNNING,
     # Every run of the instance: a run started by `dagster asset materialize` (a backfill, a CronJob) belongs
     # to no code location, and a sensor watching only its own location's runs never saw it fail.
+    # With CHURN_APP, each app's sensor alerts about its own runs (by its asset keys or job names), not the others'.
     monitor_all_code_locations=True,
     description=(
-        "Logs every failed run of the instance and, when CHURN_ALERT_WEBHOOK is set, posts "
+        "Logs every failed run of the instance (of this app's, with CHURN_APP) and, when CHURN_ALERT_WEBHOOK is "
+        "set, posts "
         "{run_id, job, partition, failed_steps, error, dagster_event} to it as JSON."
     ),
 )
 def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertWebhook) -> None:
+    if not is_this_apps_run(context.dagster_run):
+        return
     alert = failure_alert(context)
     context.log.error(
         f"run {alert['run_id']} of {alert['job']} failed"

@@ -1,0 +1,175 @@
+"""Two apps in one Dagster instance (docs/operations.md, "More than one app"): a code server per app, each with its
+own CHURN_APP, lake and landing zone, one webserver over both, one DAGSTER_HOME. What the UI shows of one app's
+``raw_events`` is that app's alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from churn_assets.simulate import simulate
+
+from churn_assets_tests.dagster_processes import (
+    DagsterProcess,
+    executable,
+    free_port,
+    graphql,
+    instance_home,
+    run_env,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+APPS = ("puzzle", "fitness")
+DAY = "2025-01-01"
+
+REPOSITORY = """query($selector: RepositorySelector!) {
+  repositoryOrError(repositorySelector: $selector) { ... on Repository {
+    assetNodes { assetKey { path } partitionStats { numMaterialized } }
+    jobs { name } schedules { name } sensors { name }
+  } }
+}"""
+LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"""
+
+
+def _workspace(ports: dict[str, int]) -> str:
+    """The workspace.yaml docs/operations.md gives, with each app's code server on a loopback port."""
+    entries = "".join(
+        f"  - grpc_server:\n      host: 127.0.0.1\n      port: {port}\n      location_name: {app}\n"
+        for app, port in ports.items()
+    )
+    return f"load_from:\n{entries}"
+
+
+@pytest.fixture
+def two_apps(tmp_path):
+    """The webserver's port, each app's environment (for its CLI runs) and lake, over one instance."""
+    home = instance_home(tmp_path / "dagster_home", create_storage=True)
+    envs, ports, processes = {}, {}, []
+    for app in APPS:
+        simulate(str(tmp_path / app / "landing"), users=40, days=1, start=dt.date.fromisoformat(DAY), seed=3)
+        envs[app] = run_env(
+            home, CHURN_APP=app, CHURN_DATA_URL=str(tmp_path / app / "lake"),
+            CHURN_LANDING_URL=str(tmp_path / app / "landing"), CHURN_LANDING_SENSOR_INTERVAL="2",
+        )
+        ports[app] = free_port()
+        processes.append(DagsterProcess(
+            [executable("dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(ports[app]),
+             "-m", "churn_assets.definitions", "--location-name", app],
+            envs[app], tmp_path / f"{app}_code_server.log",
+        ))
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(_workspace(ports))
+    web_port = free_port()
+    web = DagsterProcess(
+        [executable("dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(web_port)],
+        run_env(home), tmp_path / "webserver.log",
+    )
+    processes.append(web)
+    try:
+        def loaded():
+            entries = graphql(web_port, LOCATIONS)["workspaceOrError"]["locationEntries"]
+            return len(entries) == 2 and all(e["loadStatus"] == "LOADED" for e in entries)
+
+        wait_until(loaded, 90, "both code locations to load in the webserver", *processes)
+        yield web_port, envs, web, workspace
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def _repository(port: int, app: str) -> dict:
+    selector = {"repositoryLocationName": app, "repositoryName": "__repository__"}
+    return graphql(port, REPOSITORY, {"selector": selector})["repositoryOrError"]
+
+
+def test_two_apps_in_one_instance_keep_their_assets_and_automation_apart(two_apps, tmp_path):
+    port, envs, web, workspace = two_apps
+    # puzzle's day loaded from the CLI as a user runs it (the keys under the app's prefix), with its blocking checks,
+    # user_daily's reading install_times.
+    _dagster(envs["puzzle"], tmp_path, "asset", "materialize", "-m", "churn_assets.definitions",
+             "--select", "puzzle/raw_events,puzzle/install_times,puzzle/user_daily", "--partition", DAY)
+
+    materialized = {}
+    for app in APPS:
+        repository = _repository(port, app)
+        nodes = {"/".join(n["assetKey"]["path"]): n for n in repository["assetNodes"]}
+        # Every key under the app's own prefix: nothing the two locations share, so Dagster keeps each asset's
+        # partitions, history, data versions and checks apart.
+        assert nodes and all(key.startswith(f"{app}/") for key in nodes), sorted(nodes)
+        materialized[app] = nodes[f"{app}/raw_events"]["partitionStats"]["numMaterialized"]
+        # Jobs, schedules and sensors named per app: the runs they look up (by job and schedule name), the
+        # serial lanes (churn/serial=<job>) and the alerts say which app.
+        names = [j["name"] for j in repository["jobs"] if not j["name"].startswith("__")]
+        names += [s["name"] for s in (*repository["schedules"], *repository["sensors"])]
+        assert sorted(names) == sorted(f"{app}_{name}" for name in (
+            "daily_refresh", "weekly_scoring", "monthly_retraining",
+            "daily_refresh", "weekly_scoring", "monthly_retraining",
+            "landing_sensor", "drift_retraining_sensor", "run_failure_alert",
+        ))
+    # The UI shows puzzle's day stored, and fitness's raw_events with nothing: not one asset for both.
+    assert materialized == {"puzzle": 1, "fitness": 0}
+    # Each app's lake keeps DESIGN.md's layout, under its own CHURN_DATA_URL.
+    lake = Path(envs["puzzle"]["CHURN_DATA_URL"])
+    assert (lake / "raw_events" / f"date={DAY}").is_dir()
+    assert not Path(envs["fitness"]["CHURN_DATA_URL"]).exists()
+    assert "in multiple code locations" not in web.log()
+
+    # Each app's landing sensor reads its own app's raw_events: puzzle's day is refreshed from its delivery, fitness's
+    # (never loaded) is asked for.
+    for app, requested in (("puzzle", False), ("fitness", True)):
+        preview = _dagster(envs[app], tmp_path, "sensor", "preview", f"{app}_landing_sensor",
+                           "-m", "churn_assets.definitions")
+        assert (f"requesting {app}_daily_refresh for {DAY}" in preview) == requested, preview
+
+    # The daemon over both: fitness's sensor, turned on, runs fitness's refresh through fitness's code server, with
+    # fitness's settings (its lake) and in its own serial lane.
+    _dagster(envs["fitness"], tmp_path, "sensor", "start", "fitness_landing_sensor", "-w", str(workspace),
+            "--location", "fitness")
+    daemon = DagsterProcess([executable("dagster-daemon"), "run", "-w", str(workspace)],
+                            run_env(Path(envs["fitness"]["DAGSTER_HOME"])), tmp_path / "daemon.log")
+    try:
+        with dg.DagsterInstance.from_config(envs["fitness"]["DAGSTER_HOME"]) as instance:
+            def refreshed():
+                runs = instance.get_runs(dg.RunsFilter(job_name="fitness_daily_refresh"))
+                return runs[0] if runs and runs[0].is_finished else None
+
+            run = wait_until(refreshed, 120, "fitness's daily refresh", daemon, web, interval=0.5)
+            assert run.status == dg.DagsterRunStatus.SUCCESS, daemon.log()
+            assert run.tags["churn/serial"] == "fitness_daily_refresh"
+            assert instance.get_materialized_partitions(dg.AssetKey(["fitness", "raw_events"])) == {DAY}
+            assert instance.get_materialized_partitions(dg.AssetKey(["puzzle", "raw_events"])) == {DAY}
+            assert not instance.get_materialized_partitions(dg.AssetKey("raw_events"))
+    finally:
+        daemon.stop()
+    assert (Path(envs["fitness"]["CHURN_DATA_URL"]) / "features" / f"date={DAY}").is_dir()
+    assert not (lake / "features").exists()  # puzzle's lake holds what puzzle ran, nothing of fitness's
+
+
+def _dagster(env: dict[str, str], cwd: Path, *args: str) -> str:
+    done = subprocess.run([executable("dagster"), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def test_an_apps_failure_alert_is_about_its_own_runs():
+    """Each app's run_failure_alert watches every run of the instance (a CLI run belongs to no code location): with
+    CHURN_APP it alerts about its own app's runs, by their job or asset keys, so a failed run of puzzle is posted
+    once, to puzzle's webhook, not to fitness's too."""
+    from churn_assets.apps import is_this_apps_run
+
+    def run(job_name: str, keys: tuple[str, ...] = ()) -> dg.DagsterRun:
+        selection = {dg.AssetKey.from_user_string(k) for k in keys} or None
+        return dg.DagsterRun(job_name=job_name, asset_selection=selection)
+
+    puzzle_runs = [run("puzzle_daily_refresh"), run("__ASSET_JOB", ("puzzle/raw_events", "puzzle/install_times"))]
+    fitness_runs = [run("fitness_daily_refresh"), run("__ASSET_JOB", ("fitness/model",))]
+    assert all(is_this_apps_run(r, "puzzle") for r in puzzle_runs)
+    assert not any(is_this_apps_run(r, "puzzle") for r in fitness_runs)
+    # Without CHURN_APP, every run of the instance, as before.
+    assert all(is_this_apps_run(r, None) for r in puzzle_runs + fitness_runs)
