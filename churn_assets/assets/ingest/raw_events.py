@@ -2,6 +2,7 @@
 
 
 import datetime as dt
+from dataclasses import replace
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from churn_assets.assets.ingest.landing_files import (
 )
 from churn_assets.partitions import daily_partitions, days_in_range
 from churn_assets.resources import LakeResource, LandingDay, LandingZone, NotARegularFileError
+from churn_assets.resources.erased_users import erased_user_ids, without_erased
 from churn_assets.resources.filesystems import BucketNotFoundError, StorageSettingsError
 from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
 from churn_assets.threads import Prefetched, ordered_map
@@ -65,7 +67,8 @@ def raw_events(context: dg.AssetExecutionContext, landing: LandingZone, lake: La
     .jsonl or .json, Parquet, or CSV; JSON and CSV may be gzipped) once the day's ``_SUCCESS`` exists; a file
     of another type, or an entry that is no regular file (a folder, a named pipe, a socket, a device), fails the
     day by name. Untrustworthy rows go to
-    ``raw_events_quarantine/date=D/`` with a reason each; their counts are materialization metadata.
+    ``raw_events_quarantine/date=D/`` with a reason each; their counts are materialization metadata. The rows of
+    users on the lake's erased-users list (``churn-assets erase``) are left out of both.
     """
     return PartitionStream(_stream(context, days_in_range(context), landing, lake))
 
@@ -79,6 +82,7 @@ def _stream(
     # ~1 s longer), a few pieces ahead, while this thread vets each parsed chunk, in order, into compact
     # typed rows and hands each finished day to the IO manager's writer. Memory holds a day's typed events
     # and a few pieces, never a day of JSON text.
+    erased = erased_user_ids(lake.lake)  # once a run: None (no list) unless a user was erased
     with (
         Prefetched(_landing_pieces(landing, days), ahead=2, name="landing-read") as pieces,
         Prefetched(ordered_map(_parsed, pieces, workers=2, passes=_is_marker), ahead=2, name="landing-parse") as items,
@@ -87,7 +91,7 @@ def _stream(
             try:
                 landing_day = _next_for(items, day)
                 vetted = vet_export_day(_coalesced(_until_end_of(items, day)), day)
-                events = _vet_day(context, day, landing_day, vetted, lake)  # its quarantine is the lake's first write
+                events = _vet_day(context, day, landing_day, vetted, lake, erased)  # its quarantine is the lake's first write
             except (
                 LandingFileError, NotARegularFileError, FileNotFoundError, BucketNotFoundError, PermissionError,
                 StorageSettingsError,
@@ -176,8 +180,12 @@ def _coalesced(frames: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
 
 
 def _vet_day(
-    context: dg.AssetExecutionContext, day: dt.date, landing_day: LandingDay, vetted: VettedDay, lake: LakeResource
+    context: dg.AssetExecutionContext, day: dt.date, landing_day: LandingDay, vetted: VettedDay, lake: LakeResource,
+    erased: pl.Series | None = None,
 ) -> pl.DataFrame:
+    erasure = {}
+    if erased is not None:
+        vetted, erasure = _without_erased(vetted, erased)
     store = lake.lake
     quarantine_url = store.table_url(QUARANTINE_ASSET, "date", day.isoformat())
     store.write_table(quarantine_url, vetted.quarantine)
@@ -195,6 +203,7 @@ def _vet_day(
             "quarantine_uri": quarantine_url,
             **({"quarantine_example": example} if (example := vetted.quarantine_example()) else {}),
             **{f"events_without/{column}": n for column, n in without.items()},
+            **erasure,
         },
         partition_key=day.isoformat(),
     )
@@ -204,6 +213,14 @@ def _vet_day(
         )
     _warn_of_attributes_gone(context, day, vetted.events.height, without)
     return vetted.events
+
+
+def _without_erased(vetted: VettedDay, erased: pl.Series) -> tuple[VettedDay, dict[str, int]]:
+    """The day without the rows of the ``erased`` users (its events and its quarantine), and what metadata says
+    of it: how many users the list holds, and how many of the day's rows it left out."""
+    events, quarantine = without_erased(vetted.events, erased), without_erased(vetted.quarantine, erased)
+    left_out = vetted.events.height - events.height + vetted.quarantine.height - quarantine.height
+    return replace(vetted, events=events, quarantine=quarantine), {"erased_users": erased.len(), "erased_rows": left_out}
 
 
 def _events_without(events: pl.DataFrame) -> dict[str, int]:
