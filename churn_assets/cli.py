@@ -7,12 +7,14 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from churn_assets.erasure import cli as erase_cli
     from churn_assets.simulate import cli as simulate_cli
 
     parser = argparse.ArgumentParser(prog="churn-assets", description="Churn platform tools.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     simulate_cli.add_subcommand(subparsers)
+    erase_cli.add_subcommand(subparsers)
     catalog = subparsers.add_parser(
         "features-doc",
         help="print the feature catalog as Markdown (churn-assets features-doc > docs/features.md)",

@@ -1,0 +1,241 @@
+"""What ``churn-assets erase`` does: find every stored partition that holds the users, and rewrite it without them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import dagster as dg
+import polars as pl
+from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
+
+from churn_assets.assets.ingest.landing_files import quoted
+from churn_assets.partitions import latest_materializations
+from churn_assets.resources.erased_users import add_erased_users, read_erased_users, without_erased
+from churn_assets.resources.filesystems import is_s3, join, polars_storage_options
+from churn_assets.resources.lake import TABLE_FILE, Lake, WrittenFile, partition_key
+from churn_assets.resources.parquet_io_manager import ROW_GROUP_ROWS, _table_metadata, preview_markdown
+
+# The lake's tables that hold a user_id column, upstream first, and their partition column. raw_events_quarantine is
+# no asset (the quarantine beside raw_events); the others are assets, whose rewritten partitions the instance records.
+USER_TABLES = {
+    "raw_events": "date",
+    "raw_events_quarantine": "date",
+    "install_times": "date",
+    "user_daily": "date",
+    "features": "date",
+    "labels": "date",
+    "training_set": "month",
+    "predictions": "date",
+}
+NOT_ASSETS = {"raw_events_quarantine"}
+# What an erasure leaves as it is, and why (printed with every erasure, and docs/operations.md, "Erasing a user").
+NOT_ERASED = {
+    "landing zone": "the app's exports (CHURN_LANDING_URL) are the app's, never changed by the platform (DESIGN.md): "
+    "delete the user there at the source; raw_events keeps the user out of every day it reads again",
+    "model": "a model holds no user id (its reference sample is feature rows without one); the months whose "
+    "training_set held the user are listed below: the model of the next month is trained without them, or "
+    "materialize training_set,model of the current month again to retrain now",
+    "drift_report": "holds no user id: per-column statistics, and report.html's feature values of a sample of the "
+    "day's users without their ids",
+    "Dagster instance": "past materializations' metadata stay in the event log: predictions' highest_risk names the "
+    "day's ten riskiest users (counted below; docs/operations.md, \"Erasing a user\", says how to scrub them)",
+}
+
+
+class ErasureRefused(ValueError):
+    """User ids that cannot be erased as given (none, an unreadable file, an id no stored partition holds):
+    nothing was written."""
+
+
+@dataclass
+class ErasureReport:
+    """What an erasure changed: per table the partitions rewritten and the rows taken out."""
+
+    user_ids: list[str]
+    newly_listed: list[str]  # the ids the erased-users list did not hold yet
+    unseen: list[str]  # ids no stored partition held (listed all the same, with allow_unseen)
+    partitions: dict[str, list[str]] = field(default_factory=dict)  # table -> partition keys rewritten
+    rows: dict[str, int] = field(default_factory=dict)  # table -> rows taken out
+    model_months: list[str] = field(default_factory=list)  # training_set months that held the users
+    metadata_events: int = 0  # predictions materializations whose highest_risk names one of them
+
+    def lines(self) -> list[str]:
+        """The report as the command prints it."""
+        if not any(self.rows.values()):
+            return [f"nothing to erase: no stored partition holds {', '.join(self.user_ids)} "
+                    f"(on the erased-users list: raw_events keeps them out)"]
+        lines = [f"{table}: {len(keys)} partition(s), {self.rows[table]:,} row(s) erased"
+                 for table, keys in self.partitions.items() if keys]
+        lines.append("not erased:")
+        lines += [f"  {what}: {why}" for what, why in NOT_ERASED.items()]
+        if self.model_months:
+            lines.append(f"  models trained on the users' rows: model of {', '.join(self.model_months)}")
+        lines.append(f"  predictions materializations in the instance naming them in highest_risk: {self.metadata_events}")
+        return lines
+
+
+def erase(
+    lake: Lake,
+    user_ids: Iterable[str],
+    instance: dg.DagsterInstance,
+    assets: Iterable[dg.AssetsDefinition],
+    now: dt.datetime | None = None,
+    allow_unseen: bool = False,
+) -> ErasureReport:
+    """Erases ``user_ids`` from the lake: lists them (so ``raw_events`` keeps them out), then rewrites each stored
+    partition of :data:`USER_TABLES` that holds them without their rows, and records the rewritten partitions of
+    assets in ``instance`` (``assets``: the code location's, for each asset's row-group size). Refused, before any
+    write, when an id is empty or no stored partition holds it and it is not listed yet (a typo? ``allow_unseen``
+    lists it all the same: a user whose events have not been ingested yet)."""
+    user_ids = sorted(set(user_ids))
+    if not user_ids or any(not user_id.strip() for user_id in user_ids):
+        raise ErasureRefused("no user id given (an empty --user-id?): nothing to erase")
+    holding = {table: _tables_holding(lake, table, column, user_ids) for table, column in USER_TABLES.items()}
+    listed = read_erased_users(lake)
+    already = set() if listed is None else set(listed.get_column("user_id").to_list())
+    seen = set().union(*(_users_in(found) for found in holding.values()))
+    unseen = [user_id for user_id in user_ids if user_id not in seen]
+    if unseen and not allow_unseen and set(unseen) - already:
+        raise ErasureRefused(
+            f"no stored partition holds user id {', '.join(quoted(repr(u), 100) for u in sorted(set(unseen) - already))}"
+            f" under {lake.root_url}: check the id (ids are matched exactly); for a user whose events have not been "
+            "ingested yet, pass --allow-unseen to keep them out all the same. Nothing was changed"
+        )
+    add_erased_users(lake, user_ids, now or dt.datetime.now(dt.UTC))
+    report = ErasureReport(user_ids, sorted(set(user_ids) - already), unseen)
+    erased = pl.Series("user_id", user_ids, pl.String())
+    row_groups = _row_group_rows(assets)
+    report.model_months = sorted(partition_key(url, "month") for url in holding["training_set"])
+    for table, found in holding.items():
+        column = USER_TABLES[table]
+        previous = {} if table in NOT_ASSETS or not found else latest_materializations(
+            instance, dg.AssetKey(table), [partition_key(url, column) for url in found]
+        )
+        report.partitions[table], report.rows[table] = [], 0
+        for url in sorted(found):
+            key = partition_key(url, column)
+            frame, written, removed = _rewrite(lake, table, url, erased, row_groups.get(table))
+            report.partitions[table].append(key)
+            report.rows[table] += removed
+            if table not in NOT_ASSETS:
+                _record(instance, table, key, previous.get(key), frame, written, removed)
+    report.metadata_events = _naming_events(instance, user_ids)
+    return report
+
+
+def _tables_holding(lake: Lake, table: str, column: str, user_ids: list[str]) -> dict[str, dict[str, int]]:
+    """The stored partition tables of ``table`` that hold any of ``user_ids``: URL -> {user id: rows}. One listing of
+    the table's partitions, then their ``user_id`` column alone."""
+    pattern = join(lake.root_url, table, f"{column}=*", TABLE_FILE)
+    urls = sorted(lake.fs.unstrip_protocol(p) if is_s3(lake.root_url) else p for p in lake.fs.glob(pattern))
+    if not urls:
+        return {}
+    counts = (
+        pl.scan_parquet(
+            urls, schema={"user_id": pl.String()}, extra_columns="ignore", hive_partitioning=False,
+            include_file_paths="_url", storage_options=polars_storage_options(urls[0]),
+        )
+        .filter(pl.col("user_id").is_in(pl.Series(user_ids, dtype=pl.String()).implode()))
+        .group_by("_url", "user_id")
+        .len()
+        .collect()
+    )
+    found: dict[str, dict[str, int]] = {}
+    for url, user_id, rows in counts.iter_rows():
+        found.setdefault(url, {})[user_id] = rows
+    return found
+
+
+def _users_in(found: Mapping[str, Mapping[str, int]]) -> set[str]:
+    return {user_id for users in found.values() for user_id in users}
+
+
+def _rewrite(
+    lake: Lake, table: str, url: str, erased: pl.Series, row_group_rows: int | None
+) -> tuple[pl.DataFrame, WrittenFile, int]:
+    """Stores the partition table at ``url`` again without the rows of ``erased``; returns it, its write and the rows
+    taken out. ``predictions`` is ranked again, 1..n without gaps, in its order (highest risk first)."""
+    frame = pl.read_parquet(io.BytesIO(lake.read_bytes(url)))
+    kept = without_erased(frame, erased)
+    if table == "predictions":
+        kept = kept.with_columns(pl.int_range(1, kept.height + 1, dtype=frame.schema["rank"]).alias("rank"))
+    return kept, lake.write_table(url, kept, row_group_rows), frame.height - kept.height
+
+
+def _record(
+    instance: dg.DagsterInstance, asset: str, key: str, previous: dg.EventLogRecord | None, table: pl.DataFrame,
+    written: WrittenFile, removed: int,
+) -> None:
+    """Records the rewritten partition ``key`` of ``asset`` as a materialization outside a run: the metadata of its
+    latest one (the run's counts, raw_events' landing_version, which the landing sensor compares) with the table's
+    own (rows, content hash, size) and ``erased_rows``; its data version the new content hash, as a run would give
+    it. ``predictions``' ``highest_risk`` is that of the rewritten table."""
+    before = dict(previous.asset_materialization.metadata) if previous and previous.asset_materialization else {}
+    metadata = before | _table_metadata(table, written) | {"erased_rows": removed}
+    metadata.pop("dagster/column_schema", None)  # the declared one holds (the columns are those of the run)
+    if asset == "predictions" and "highest_risk" in before:
+        metadata |= {"users": table.height, "highest_risk": preview_markdown(
+            table.select("rank", "user_id", "churn_probability", "risk_band", "top_reason_1", "top_reason_2",
+                         "top_reason_3"))}
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=asset, partition=key, metadata=metadata,
+            description=f"churn-assets erase: {removed} row(s) of erased users taken out",
+            tags={DATA_VERSION_TAG: written.content_hash[:32], DATA_VERSION_IS_USER_PROVIDED_TAG: "true"},
+        )
+    )
+
+
+def _row_group_rows(assets: Iterable[dg.AssetsDefinition]) -> dict[str, int]:
+    """The row-group size each asset declares (``ROW_GROUP_ROWS``), as its IO manager writes it."""
+    sizes = {}
+    for definition in assets:
+        for key, metadata in definition.metadata_by_key.items():
+            if ROW_GROUP_ROWS in metadata:
+                value = metadata[ROW_GROUP_ROWS]
+                sizes["/".join(key.path)] = getattr(value, "value", value)
+    return sizes
+
+
+def _naming_events(instance: dg.DagsterInstance, user_ids: list[str]) -> int:
+    """How many predictions materializations in the instance name one of ``user_ids`` in ``highest_risk``."""
+    spans = [f"`{user_id}`" for user_id in user_ids]
+    count, cursor = 0, None
+    while True:
+        page = instance.fetch_materializations(dg.AssetKey("predictions"), limit=1000, cursor=cursor)
+        for record in page.records:
+            value = record.asset_materialization.metadata.get("highest_risk") if record.asset_materialization else None
+            text = getattr(value, "value", None) or ""
+            count += any(span in text for span in spans)
+        if not page.has_more:
+            return count
+        cursor = page.cursor
+
+
+def read_user_ids_file(path: str) -> list[str]:
+    """The user ids of a text file, one a line (UTF-8; blank lines skipped, spaces around an id stripped)."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8")
+    except OSError as exc:
+        raise ErasureRefused(f"cannot read the user ids file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ErasureRefused(
+            f"{path} is not UTF-8 text (byte {exc.start} is not): give a text file of one user id a line"
+        ) from exc
+    user_ids = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        user_id = line.strip()
+        if any(mark in user_id for mark in (",", "\t", "\x00", ";")):
+            raise ErasureRefused(
+                f"{path} line {number}: {quoted(repr(user_id), 100)} is not one user id (a comma, semicolon, tab or "
+                "NUL: a CSV row?): give one user id a line, nothing else. Nothing was changed"
+            )
+        if user_id:
+            user_ids.append(user_id)
+    if not user_ids:
+        raise ErasureRefused(f"{path} holds no user id (give one a line): nothing to erase. Nothing was changed")
+    return user_ids

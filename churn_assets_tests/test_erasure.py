@@ -1,0 +1,210 @@
+"""Erasing a user (``churn-assets erase``): simulated landing data through raw_events → labels (with a predictions
+and a training_set partition written as their assets would), on the local disk and on a real S3 server. The user
+is gone from every table, the other users' rows are unchanged row for row, the instance records each rewritten
+partition with its new content hash as data version, a re-run of old days from the landing files keeps the user
+out (the same bytes as the erasure left), and bad input is refused before anything is written."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from churn_assets.config import ChurnSettings
+from churn_assets.definitions import all_assets
+from churn_assets.erasure.erase import USER_TABLES, ErasureRefused, erase, read_user_ids_file
+from churn_assets.resources import build_resources
+from churn_assets.resources.erased_users import read_erased_users
+from churn_assets.resources.lake import Lake
+from churn_assets.simulate import simulate
+
+from churn_assets_tests.helpers import data_versions, materialize_selected
+from churn_assets_tests.landing_helpers import partition_metadata, tree_digest
+
+START = dt.date(2025, 1, 1)
+DAYS = 18
+DAY_KEYS = [(START + dt.timedelta(days=i)).isoformat() for i in range(DAYS)]
+CHAIN = ["raw_events", "install_times", "user_daily", "features", "labels"]
+
+
+@pytest.fixture(scope="module")
+def landing(tmp_path_factory) -> str:
+    """150 users over 18 days, with dirty rows (quarantined, some with a user id)."""
+    url = str(tmp_path_factory.mktemp("erasure") / "landing")
+    simulate(url, users=150, days=DAYS, start=START, seed=7, dirty=True, progress=False)
+    return url
+
+
+def _build_lake(settings: ChurnSettings, instance: dg.DagsterInstance) -> None:
+    """The chain over every day in one run; then predictions of the last day and training_set of 2025-01 as their
+    assets would store them (a user a row; predictions ranked 1..n, highest risk first)."""
+    result = materialize_selected(CHAIN, build_resources(settings), instance, DAY_KEYS[0], DAY_KEYS[-1])
+    assert result.success
+    assert not any("erased_users" in meta for meta in partition_metadata(result, "raw_events").values())
+    lake = Lake(settings.data_url)
+    features = _read(lake, lake.table_url("features", "date", DAY_KEYS[-1]))
+    predictions = (
+        features.select("user_id", churn_probability=(pl.col("n_events_28d").rank("ordinal") / features.height))
+        .sort(["churn_probability", "user_id"], descending=[True, False])
+        .with_columns(pl.int_range(1, features.height + 1, dtype=pl.UInt32).alias("rank"))
+    )
+    lake.write_table(lake.table_url("predictions", "date", DAY_KEYS[-1]), predictions)
+    labels = pl.concat([_read(lake, lake.table_url("labels", "date", day)) for day in DAY_KEYS[14:]])
+    lake.write_table(lake.table_url("training_set", "month", "2025-01"), labels)
+
+
+def _read(lake: Lake, url: str) -> pl.DataFrame:
+    return pl.read_parquet(io.BytesIO(lake.read_bytes(url)))
+
+
+def _tables(lake: Lake) -> dict[tuple[str, str], pl.DataFrame]:
+    """Every stored partition table that holds users: (table, key) -> its rows."""
+    found = {}
+    for table, column in USER_TABLES.items():
+        for path in lake.fs.glob(f"{lake.root_url}/{table}/{column}=*/data.parquet"):
+            url = lake.fs.unstrip_protocol(path) if lake.root_url.startswith("s3://") else path
+            found[table, url.rsplit("/", 2)[1].split("=")[1]] = _read(lake, url)
+    return found
+
+
+def _victim(tables: dict[tuple[str, str], pl.DataFrame]) -> str:
+    """The user with events on the most days among those with a quarantined row, in predictions and training_set."""
+    quarantined = pl.concat([f for (t, _), f in tables.items() if t == "raw_events_quarantine"]).get_column("user_id")
+    candidates = set(quarantined.drop_nulls().to_list())
+    for table in ("predictions", "training_set"):
+        candidates &= set(next(f for (t, _), f in tables.items() if t == table).get_column("user_id").to_list())
+    days = pl.concat([f.select("user_id") for (t, _), f in tables.items() if t == "raw_events"]).group_by("user_id").len()
+    return days.filter(pl.col("user_id").is_in(sorted(candidates))).sort(["len", "user_id"]).get_column("user_id")[-1]
+
+
+@pytest.mark.parametrize("storage", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+def test_erasing_a_user_takes_them_out_of_every_table_and_keeps_them_out(landing, tmp_path, request, storage):
+    if storage == "s3":
+        request.getfixturevalue("s3_server")
+    lake_url = f"s3://lake/{tmp_path.name}" if storage == "s3" else str(tmp_path / "lake")
+    settings = ChurnSettings(data_url=lake_url, landing_url=landing)
+    instance = dg.DagsterInstance.ephemeral()
+    _build_lake(settings, instance)
+    lake = Lake(lake_url)
+    before = _tables(lake)
+    victim = _victim(before)
+    holding = {key for key, frame in before.items() if victim in frame.get_column("user_id").to_list()}
+    assert {table for table, _ in holding} == set(USER_TABLES)  # the user is in every kind of table
+
+    report = erase(lake, [victim], instance, all_assets, now=dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
+
+    after = _tables(lake)
+    assert after.keys() == before.keys()
+    for key, frame in before.items():
+        kept = frame.filter(pl.col("user_id").is_null() | (pl.col("user_id") != victim))
+        if key[0] == "predictions":  # ranked again without gaps, in the same order
+            assert after[key].get_column("rank").to_list() == list(range(1, kept.height + 1))
+            kept, after[key] = kept.drop("rank"), after[key].drop("rank")
+        assert after[key].equals(kept), f"{key}: other rows changed"
+    for table in USER_TABLES:
+        changed = sorted(key for t, key in holding if t == table)
+        assert report.partitions[table] == changed
+        assert report.rows[table] == sum(before[table, key].get_column("user_id").eq(victim).sum() for key in changed)
+    assert report.model_months == ["2025-01"]
+    listed = read_erased_users(lake)
+    assert listed.rows() == [(victim, dt.datetime(2026, 1, 2, tzinfo=dt.UTC))]
+
+    # The instance records each rewritten partition of an asset, its data version the new file's content hash, with
+    # the run's metadata kept (the landing sensor compares raw_events' landing_version).
+    day = max(key for table, key in holding if table == "raw_events")
+    record = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_events"), asset_partitions=[day]), limit=1
+    ).records[0].asset_materialization
+    assert record.metadata["erased_rows"].value == before["raw_events", day].get_column("user_id").eq(victim).sum() > 0
+    assert "landing_version" in record.metadata
+    assert record.metadata["dagster/row_count"].value == after["raw_events", day].height
+    assert data_versions(instance, "raw_events", [day])[day] == record.metadata["content_hash"].value[:32]
+
+    # A re-run of old days from the landing files, which still hold the user, keeps them out: the same bytes.
+    rerun = DAY_KEYS[:3]
+    result = materialize_selected(CHAIN, build_resources(settings), instance, rerun[0], rerun[-1])
+    assert result.success
+    for table in ("raw_events", "raw_events_quarantine", "install_times", "user_daily", "features", "labels"):
+        for key in rerun:
+            assert _read(lake, lake.table_url(table, "date", key)).equals(after[table, key]), (table, key)
+    metadata = partition_metadata(result, "raw_events")
+    assert all(meta["erased_users"] == 1 for meta in metadata.values())
+    assert sum(meta["erased_rows"] for meta in metadata.values()) == sum(
+        before[table, key].get_column("user_id").eq(victim).sum()
+        for table in ("raw_events", "raw_events_quarantine") for key in rerun
+    ) > 0
+
+    # Erasing again: nothing to erase, nothing written.
+    digest = _digest(lake)
+    again = erase(lake, [victim], instance, all_assets)
+    assert not any(again.rows.values()) and again.lines()[0].startswith("nothing to erase")
+    assert _digest(lake) == digest
+
+
+def _digest(lake: Lake) -> dict[str, str]:
+    return {path: str(info.get("ETag") or info.get("mtime")) for path, info in lake.fs.find(lake.root_url, detail=True).items()}
+
+
+@pytest.fixture
+def erased_lake(landing, tmp_path) -> tuple[Lake, dg.DagsterInstance, str]:
+    """A local lake of the chain, its instance, and a user it holds."""
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=landing)
+    instance = dg.DagsterInstance.ephemeral()
+    _build_lake(settings, instance)
+    lake = Lake(settings.data_url)
+    return lake, instance, _victim(_tables(lake))
+
+
+def test_an_unknown_user_id_is_refused_and_nothing_is_written(erased_lake):
+    lake, instance, victim = erased_lake
+    before = tree_digest(lake.root_url)
+    with pytest.raises(ErasureRefused, match="no stored partition holds user id 'u999999'.*Nothing was changed"):
+        erase(lake, [victim, "u999999"], instance, all_assets)
+    assert tree_digest(lake.root_url) == before  # not even the list
+    report = erase(lake, ["u999999"], instance, all_assets, allow_unseen=True)  # not ingested yet: listed
+    assert report.lines()[0].startswith("nothing to erase") and report.unseen == ["u999999"]
+    assert read_erased_users(lake).get_column("user_id").to_list() == ["u999999"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "holds no user id"),
+        (b"\n  \n", "holds no user id"),
+        (b"u000001\nu000002,2025-01-01\n", r"line 2: 'u000002,2025-01-01' is not one user id"),
+        (b"u000001\n\xff\xfe\n", "is not UTF-8 text"),
+    ],
+)
+def test_a_bad_user_ids_file_is_refused(tmp_path, content, message):
+    path = tmp_path / "ids.txt"
+    path.write_bytes(content)
+    with pytest.raises(ErasureRefused, match=message):
+        read_user_ids_file(str(path))
+
+
+def test_the_erase_command(erased_lake, tmp_path):
+    lake, _, victim = erased_lake
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "CHURN_DATA_URL": lake.root_url, "DAGSTER_HOME": str(home)}
+    command = [str(Path(sys.executable).parent / "churn-assets"), "erase"]
+    before = tree_digest(lake.root_url)
+    (tmp_path / "empty.txt").write_text("")
+    refused = subprocess.run([*command, "--user-ids-file", str(tmp_path / "empty.txt")], env=env,
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "holds no user id" in refused.stderr
+    assert tree_digest(lake.root_url) == before
+    (tmp_path / "ids.txt").write_text(f"{victim}\n")
+    done = subprocess.run([*command, "--user-ids-file", str(tmp_path / "ids.txt")], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("raw_events: ") and "landing zone:" in done.stdout
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.fetch_materializations(dg.AssetKey("features"), limit=1).records
