@@ -82,7 +82,10 @@ def _stream(
     # ~1 s longer), a few pieces ahead, while this thread vets each parsed chunk, in order, into compact
     # typed rows and hands each finished day to the IO manager's writer. Memory holds a day's typed events
     # and a few pieces, never a day of JSON text.
-    erased = erased_user_ids(lake.lake)  # once a run: None (no list) unless a user was erased
+    try:
+        erased = erased_user_ids(lake.lake)  # once a run: None (no list file) unless a user was erased
+    except _NOT_RETRIED as exc:  # a misspelt lake bucket, credentials S3 refuses: as the day's first write would say
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     with (
         Prefetched(_landing_pieces(landing, days), ahead=2, name="landing-read") as pieces,
         Prefetched(ordered_map(_parsed, pieces, workers=2, passes=_is_marker), ahead=2, name="landing-parse") as items,
@@ -92,10 +95,7 @@ def _stream(
                 landing_day = _next_for(items, day)
                 vetted = vet_export_day(_coalesced(_until_end_of(items, day)), day)
                 events = _vet_day(context, day, landing_day, vetted, lake, erased)  # its quarantine is the lake's first write
-            except (
-                LandingFileError, NotARegularFileError, FileNotFoundError, BucketNotFoundError, PermissionError,
-                StorageSettingsError,
-            ) as exc:
+            except _NOT_RETRIED as exc:
                 # Retrying cannot make a corrupt file readable, a pipe or a folder a file, an incomplete day
                 # complete, a misspelt bucket exist, credentials right or an endpoint whole: fail at once.
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
@@ -103,6 +103,10 @@ def _stream(
 
 
 _END = object()
+# What fails the step at once: no retry makes a file readable or a bucket exist (below).
+_NOT_RETRIED = (
+    LandingFileError, NotARegularFileError, FileNotFoundError, BucketNotFoundError, PermissionError, StorageSettingsError,
+)
 
 
 def _landing_pieces(landing: LandingZone, days: list[dt.date]) -> Iterator[tuple[dt.date, Any]]:
