@@ -4,5 +4,5 @@ An erasure adds the users to the lake's erased-users list (``resources/erased_us
 applies to every day it reads from then on, then rewrites every stored partition that holds them without their rows,
 each in one atomic write through ``Lake.write_table`` (the bytes the IO manager would store for the same rows), and
 records each rewritten partition of an asset in the Dagster instance as a materialization (outside a run) whose data
-version is its new content hash, as a run would record it. What it does not change, and why: ``erase.NOT_ERASED``.
+version is the one a range run over them would record. What it does not change, and why: ``erase.NOT_ERASED``.
 """

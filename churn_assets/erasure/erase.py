@@ -16,7 +16,12 @@ from churn_assets.partitions import latest_materializations
 from churn_assets.resources.erased_users import add_erased_users, read_erased_users, without_erased
 from churn_assets.resources.filesystems import is_s3, join, polars_storage_options
 from churn_assets.resources.lake import TABLE_FILE, Lake, WrittenFile, partition_key
-from churn_assets.resources.parquet_io_manager import ROW_GROUP_ROWS, _table_metadata, preview_markdown
+from churn_assets.resources.parquet_io_manager import (
+    ROW_GROUP_ROWS,
+    _table_metadata,
+    preview_markdown,
+    shared_data_version,
+)
 
 # The lake's tables that hold a user_id column, upstream first, and their partition column. raw_events_quarantine is
 # no asset (the quarantine beside raw_events); the others are assets, whose rewritten partitions the instance records.
@@ -115,13 +120,19 @@ def erase(
             instance, dg.AssetKey(table), [partition_key(url, column) for url in found]
         )
         report.partitions[table], report.rows[table] = [], 0
+        rewritten = {}
         for url in sorted(found):
             key = partition_key(url, column)
             frame, written, removed = _rewrite(lake, table, url, erased, row_groups.get(table))
             report.partitions[table].append(key)
             report.rows[table] += removed
-            if table not in NOT_ASSETS:
-                _record(instance, table, key, previous.get(key), frame, written, removed)
+            rewritten[key] = (frame, written, removed)
+        if table not in NOT_ASSETS and rewritten:
+            # One data version for the asset's rewritten partitions, as a range run gives its own: a range run again
+            # over some of them, which finds the same bytes, keeps it, and nothing that reads them shows Unsynced.
+            version = shared_data_version({key: written.content_hash[:32] for key, (_, written, _) in rewritten.items()})
+            for key, (frame, written, removed) in rewritten.items():
+                _record(instance, table, key, previous.get(key), frame, written, removed, version)
     report.metadata_events = _naming_events(instance, user_ids)
     return report
 
@@ -167,12 +178,12 @@ def _rewrite(
 
 def _record(
     instance: dg.DagsterInstance, asset: str, key: str, previous: dg.EventLogRecord | None, table: pl.DataFrame,
-    written: WrittenFile, removed: int,
+    written: WrittenFile, removed: int, version: str,
 ) -> None:
     """Records the rewritten partition ``key`` of ``asset`` as a materialization outside a run: the metadata of its
     latest one (the run's counts, raw_events' landing_version, which the landing sensor compares) with the table's
-    own (rows, content hash, size) and ``erased_rows``; its data version the new content hash, as a run would give
-    it. ``predictions``' ``highest_risk`` is that of the rewritten table."""
+    own (rows, content hash, size) and ``erased_rows``; its data version ``version``. ``predictions``'
+    ``highest_risk`` is that of the rewritten table."""
     before = dict(previous.asset_materialization.metadata) if previous and previous.asset_materialization else {}
     metadata = before | _table_metadata(table, written) | {"erased_rows": removed}
     metadata.pop("dagster/column_schema", None)  # the declared one holds (the columns are those of the run)
@@ -184,7 +195,7 @@ def _record(
         dg.AssetMaterialization(
             asset_key=asset, partition=key, metadata=metadata,
             description=f"churn-assets erase: {removed} row(s) of erased users taken out",
-            tags={DATA_VERSION_TAG: written.content_hash[:32], DATA_VERSION_IS_USER_PROVIDED_TAG: "true"},
+            tags={DATA_VERSION_TAG: version, DATA_VERSION_IS_USER_PROVIDED_TAG: "true"},
         )
     )
 

@@ -281,9 +281,15 @@ def set_data_version(
     hashes = {key: str(metadata[version_key])[:32] for key, metadata in stored.items()}
     version = _version_of_unchanged(context.step_context.instance, context.asset_key, hashes, version_key)
     if version is None:
-        ranged = "".join(f"{key}={value}\n" for key, value in sorted(hashes.items()))
-        version = next(iter(hashes.values())) if len(hashes) == 1 else content_hash(ranged.encode())
+        version = shared_data_version(hashes)
     context.step_context.set_data_version(context.asset_key, dg.DataVersion(version))
+
+
+def shared_data_version(hashes: Mapping[str, str]) -> str:
+    """The one data version of partitions stored together (``hashes``: each key and its content hash): a single
+    partition's content hash, or a hash of the keys and their content hashes."""
+    ranged = "".join(f"{key}={value}\n" for key, value in sorted(hashes.items()))
+    return next(iter(hashes.values())) if len(hashes) == 1 else content_hash(ranged.encode())
 
 
 def _version_of_unchanged(
