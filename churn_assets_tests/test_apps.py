@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from churn_assets.simulate import simulate
@@ -119,6 +120,19 @@ def test_two_apps_in_one_instance_keep_their_assets_and_automation_apart(two_app
     assert (lake / "raw_events" / f"date={DAY}").is_dir()
     assert not Path(envs["fitness"]["CHURN_DATA_URL"]).exists()
     assert "in multiple code locations" not in web.log()
+
+    # churn-assets erase in puzzle's environment records its rewrite under puzzle's keys: the UI's history of
+    # puzzle/raw_events shows it, and nothing is recorded for a bare raw_events no location defines.
+    table = lake / "raw_events" / f"date={DAY}" / "data.parquet"
+    user = pl.read_parquet(table).get_column("user_id")[0]
+    erased = subprocess.run([executable("churn-assets"), "erase", "--user-id", user], env=envs["puzzle"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert erased.returncode == 0, erased.stdout + erased.stderr
+    assert user not in pl.read_parquet(table).get_column("user_id").to_list()
+    with dg.DagsterInstance.from_config(envs["puzzle"]["DAGSTER_HOME"]) as instance:
+        latest = instance.get_latest_materialization_event(dg.AssetKey(["puzzle", "raw_events"]))
+        assert latest.asset_materialization.metadata["erased_rows"].value > 0
+        assert instance.get_latest_materialization_event(dg.AssetKey("raw_events")) is None
 
     # Each app's landing sensor reads its own app's raw_events: puzzle's day is refreshed from its delivery, fitness's
     # (never loaded) is asked for.

@@ -11,6 +11,7 @@ import dagster as dg
 import polars as pl
 from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
 
+from churn_assets.apps import asset_key, asset_name
 from churn_assets.assets.ingest.landing_files import quoted
 from churn_assets.partitions import latest_materializations
 from churn_assets.resources.erased_users import add_erased_users, read_erased_users, without_erased
@@ -117,7 +118,7 @@ def erase(
     for table, found in holding.items():
         column = USER_TABLES[table]
         previous = {} if table in NOT_ASSETS or not found else latest_materializations(
-            instance, dg.AssetKey(table), [partition_key(url, column) for url in found]
+            instance, asset_key(table), [partition_key(url, column) for url in found]
         )
         report.partitions[table], report.rows[table] = [], 0
         rewritten = {}
@@ -193,7 +194,7 @@ def _record(
                          "top_reason_3"))}
     instance.report_runless_asset_event(
         dg.AssetMaterialization(
-            asset_key=asset, partition=key, metadata=metadata,
+            asset_key=asset_key(asset), partition=key, metadata=metadata,
             description=f"churn-assets erase: {removed} row(s) of erased users taken out",
             tags={DATA_VERSION_TAG: version, DATA_VERSION_IS_USER_PROVIDED_TAG: "true"},
         )
@@ -207,7 +208,7 @@ def _row_group_rows(assets: Iterable[dg.AssetsDefinition]) -> dict[str, int]:
         for key, metadata in definition.metadata_by_key.items():
             if ROW_GROUP_ROWS in metadata:
                 value = metadata[ROW_GROUP_ROWS]
-                sizes["/".join(key.path)] = getattr(value, "value", value)
+                sizes[asset_name(key)] = getattr(value, "value", value)
     return sizes
 
 
@@ -216,7 +217,7 @@ def _naming_events(instance: dg.DagsterInstance, user_ids: list[str]) -> int:
     spans = [f"`{user_id}`" for user_id in user_ids]
     count, cursor = 0, None
     while True:
-        page = instance.fetch_materializations(dg.AssetKey("predictions"), limit=1000, cursor=cursor)
+        page = instance.fetch_materializations(asset_key("predictions"), limit=1000, cursor=cursor)
         for record in page.records:
             value = record.asset_materialization.metadata.get("highest_risk") if record.asset_materialization else None
             text = getattr(value, "value", None) or ""
