@@ -18,7 +18,7 @@ import polars as pl
 
 # raw_events (DESIGN.md, "Landing zone"): the landing rows of complete days, each typed to the canonical columns;
 # untrustworthy rows left out (DESIGN.md's list, and docs/operations.md's "The quarantine": a blank id or type,
-# revenue above 10^9), then each event id once per export day: its first trusted copy, in the order of the files'
+# revenue above 10^9 or not a finite number, a session id not a whole number), then each event id once per export day: its first trusted copy, in the order of the files'
 # names and of their lines.
 RAW_EVENTS = """
 CREATE TABLE raw_events AS
@@ -27,17 +27,20 @@ WITH landing AS (
          -- a time of day is required (a bare date is unparsable); an offset is honoured; the session's zone is UTC
          CAST(try_cast(CASE WHEN contains(event_time, ':') THEN trim(event_time) END AS TIMESTAMPTZ) AS TIMESTAMP)
            AS event_time, event_type, row_number() OVER () AS position,  -- files by name, then lines
-         try_cast(session_id AS BIGINT) AS session_id, platform, country, version_name AS app_version,
+         -- a whole number of milliseconds, as an integer or a float (1738108860000.0); anything else is unparsable
+         CASE WHEN try_cast(session_id AS DOUBLE) % 1 = 0 THEN try_cast(session_id AS BIGINT) END AS session_id,
+         session_id IS NOT NULL AS session_given, platform, country, version_name AS app_version,
          try_cast(revenue AS DOUBLE) AS revenue
   FROM read_json({files}, format = 'newline_delimited', hive_partitioning = true, union_by_name = true,
+                 ignore_errors = true,  -- a malformed line is quarantined
                  columns = {{'$insert_id': 'VARCHAR', 'user_id': 'VARCHAR', 'event_time': 'VARCHAR',
                              'event_type': 'VARCHAR', 'session_id': 'VARCHAR', 'platform': 'VARCHAR',
                              'country': 'VARCHAR', 'version_name': 'VARCHAR', 'revenue': 'VARCHAR'}})
 ), trusted AS (
-  SELECT * EXCLUDE (session_id), nullif(session_id, -1) AS session_id FROM landing
+  SELECT * EXCLUDE (session_id, session_given), nullif(session_id, -1) AS session_id FROM landing
   WHERE ltrim(user_id) <> '' AND ltrim(event_id) <> '' AND ltrim(event_type) <> '' AND event_time IS NOT NULL
     AND event_time < date + INTERVAL 1 DAY AND event_time >= date - INTERVAL 7 DAY
-    AND coalesce(revenue, 0) BETWEEN 0 AND 1e9
+    AND coalesce(revenue, 0) BETWEEN 0 AND 1e9 AND (session_id IS NOT NULL OR NOT session_given)
 )
 SELECT DISTINCT ON (date, event_id) * EXCLUDE (position) FROM trusted ORDER BY date, event_id, position
 """

@@ -258,6 +258,16 @@ def edge_case_landing(landing: Path) -> None:
     z.add(16, 12345, "16 11:00:00.000000", "purchase", revenue="4.99", session_id="1736935200000")
     z.add(16, "odd", "16 11:01:00.000000", session_id=0)
     z.add(16, "odd", "16 11:02:00.000000", event_id=777)
+    # Revenue at 10^9 (kept) and above (quarantined), not a finite number; session ids not whole (quarantined)
+    # and a whole one written as a float.
+    z.add(16, "odd", "16 12:00:00.000000", "purchase", revenue=1e9)
+    z.add(16, "odd", "16 12:01:00.000000", "purchase", revenue=1e9 + 1)
+    z.add(16, "odd", "16 12:02:00.000000", "purchase", revenue="NaN")
+    z.add(16, "odd", "16 12:03:00.000000", "purchase", revenue="inf")
+    z.add(16, "odd", "16 12:04:00.000000", session_id="1.5")
+    z.add(16, "odd", "16 12:05:00.000000", session_id="abc")
+    z.add(16, "odd", "16 12:06:00.000000", session_id=1738108860000.0)
+    z.add(16, "odd", "16 12:07:00.000000", session_id="1738108860000.0")
     # A user who never sends a platform, country or version.
     z.add(16, "no_attrs", "16 10:00:00.000000", platform=None, country=None, version_name=None)
     # A first event older than 7 days (quarantined) does not make an install.
@@ -271,6 +281,8 @@ def edge_case_landing(landing: Path) -> None:
         if n not in (20, 21):
             z.add(n, "daily", f"{n} 06:00:00.000000", "share", session_id=n, revenue=0.01 * n)
     z.write(landing, EDGE_DAYS)
+    with open(landing / "events" / f"date={day(16)}" / "a.jsonl", "ab") as file:  # quarantined as malformed_json
+        file.write(b'{"$insert_id": "broken", "user_id": "odd", "event_time": \n')
 
 
 def test_edge_cases_agree_with_the_oracle(tmp_path: Path):
