@@ -22,7 +22,6 @@ from churn_assets_tests.helpers import START, day, materialize_selected, read_pa
 from churn_assets_tests.landing_helpers import amplitude_row, jsonl, write_landing_day
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "features.md"
-HORIZON = 14
 CHAIN = ("raw_events", "install_times", "user_daily", "features", "labels")
 KEYS = {"raw_events": ["date", "event_id"], "install_times": ["date", "user_id"], "user_daily": ["date", "user_id"],
         "features": ["date", "user_id"], "labels": ["date", "user_id"]}
@@ -122,7 +121,7 @@ def compare(landing: Path, settings: ChurnSettings, runs: list[tuple[dt.date, dt
     resources = build_resources(settings)
     for first, last in runs:
         materialize_selected(CHAIN, resources, instance, first.isoformat(), last.isoformat())
-    oracle = duckdb_oracle.compute(landing, START, list(settings.event_types), HORIZON)
+    oracle = duckdb_oracle.compute(landing, START, list(settings.event_types), settings.horizon_days)
     days = [START + dt.timedelta(days=i) for i in range((runs[-1][1] - START).days + 1)]
     chain = chain_tables(settings, days)
     assert oracle["labels"].height and oracle["features"].height
