@@ -5,7 +5,9 @@ own CHURN_APP, lake and landing zone, one webserver over both, one DAGSTER_HOME.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +17,7 @@ import pytest
 from churn_assets.simulate import simulate
 
 from churn_assets_tests.dagster_processes import (
+    ROOT,
     DagsterProcess,
     executable,
     free_port,
@@ -187,3 +190,124 @@ def test_an_apps_failure_alert_is_about_its_own_runs():
     assert not any(is_this_apps_run(r, "puzzle") for r in fitness_runs)
     # Without CHURN_APP, every run of the instance, as before.
     assert all(is_this_apps_run(r, None) for r in puzzle_runs + fitness_runs)
+
+
+# The schedules and the drift sensor evaluated through Dagster's own API (as test_schedules.py and test_sensors.py
+# do) on the instance the demo filled, in a process with the app's settings: what each asks for, as JSON.
+EVALUATE_AUTOMATION = """
+import datetime as dt, json
+import dagster as dg
+from churn_assets.definitions import defs
+
+def said(data):
+    return data.skip_message or [
+        {"job": data_job, "run_key": r.run_key, "partition": r.partition_key, "tags": dict(r.tags)}
+        for r in data.run_requests
+    ]
+
+repository, found = defs.get_repository_def(), {}
+with dg.DagsterInstance.get() as instance:
+    for name, tick in (
+        ("puzzle_daily_refresh", "2025-05-11T02:00"), ("puzzle_daily_refresh", "2025-05-14T02:00"),
+        ("puzzle_weekly_scoring", "2025-05-05T03:00"), ("puzzle_monthly_retraining", "2025-05-01T04:00"),
+    ):
+        schedule = repository.get_schedule_def(name)
+        data_job = schedule.job_name
+        at = dt.datetime.fromisoformat(tick).replace(tzinfo=dt.UTC)
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=at, repository_def=repository) as c:
+            found[f"{name} {tick}"] = said(schedule.evaluate_tick(c))
+    sensor = repository.get_sensor_def("puzzle_drift_retraining_sensor")
+    data_job = sensor.job_name
+    with dg.build_sensor_context(instance=instance, repository_def=repository) as c:
+        found["drift"] = said(sensor.evaluate_tick(c))
+    # A report over the threshold, recorded under puzzle's key: the sensor asks for puzzle's retraining of its month.
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        dg.AssetKey(["puzzle", "drift_report"]), partition="2025-05-09", metadata={"share_of_drifted_columns": 0.9}))
+    with dg.build_sensor_context(instance=instance, repository_def=repository) as c:
+        found["drift over"] = said(sensor.evaluate_tick(c))
+print(json.dumps(found))
+"""
+
+
+def test_an_apps_whole_graph_runs_as_the_demo_runs_it(tmp_path):
+    """scripts/demo.sh under CHURN_APP: the data chain, training_set and model of two months (model[M-1] the
+    champion), predictions and drift_report, with every check, under puzzle's keys in puzzle's lake; then model[M]
+    alone (its champion loaded from the lake), what the schedules and the drift sensor ask for, and the benchmark's
+    run of a piece."""
+    home = instance_home(tmp_path / "dagster_home")
+    lake = tmp_path / "lake"
+    env = run_env(home, CHURN_APP="puzzle", CHURN_DATA_URL=str(lake), CHURN_LANDING_URL=str(tmp_path / "landing"),
+                  USERS="2000", DAYS="130", VENV=str(_this_venv(tmp_path)))
+    demo = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-6000:]
+    assert "model[2025-05]: " in demo.stdout and "predictions for 2025-05-10: " in demo.stdout, demo.stdout
+    assert "CHURN_APP=puzzle DAGSTER_HOME=" in demo.stdout  # the UI command it prints opens puzzle's location
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for name in ("raw_events", "install_times", "user_daily", "features", "labels", "training_set", "model",
+                     "predictions", "drift_report"):
+            key = dg.AssetKey(["puzzle", name])
+            assert instance.get_materialized_partitions(key), name
+            assert instance.get_latest_materialization_event(dg.AssetKey(name)) is None, name
+            # The lake keeps DESIGN.md's layout under puzzle's own CHURN_DATA_URL, and the UI links there.
+            metadata = instance.get_latest_materialization_event(key).asset_materialization.metadata
+            assert metadata["dagster/uri"].value.startswith(f"{lake}/{name}/"), (name, metadata["dagster/uri"])
+        checks = [dg.AssetCheckKey(dg.AssetKey(["puzzle", asset]), check) for asset, check in (
+            ("raw_events", "raw_events_are_valid"), ("user_daily", "user_daily_is_consistent"),
+            ("features", "features_cover_users_at_risk"), ("labels", "labels_match_snapshots"),
+            ("training_set", "training_set_is_sound"), ("model", "model_artifacts_are_sound"),
+            ("predictions", "predictions_cover_every_user"), ("drift_report", "features_have_not_drifted"),
+        )]
+        for check in checks:
+            (latest,) = instance.event_log_storage.get_asset_check_execution_history(check, limit=1)
+            assert latest.event.asset_check_evaluation.passed, check
+    # model[2025-05] alone reads its champion model[2025-04] from the lake, and its card the training set's hash.
+    alone = _dagster(env, tmp_path, "asset", "materialize", "-m", "churn_assets.definitions", "--select",
+                     "puzzle/model", "--partition", "2025-05")
+    assert 'Loaded input "champion"' in alone and "no stored model" not in alone, alone[-3000:]
+    card = json.loads((lake / "model" / "month=2025-04" / "model_card.json").read_text())
+    assert card["data_versions"]["training_set"]["content_hash"]
+
+    evaluate = subprocess.run([sys.executable, "-c", EVALUATE_AUTOMATION], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    asked = json.loads(evaluate.stdout.splitlines()[-1])
+    refresh = asked["puzzle_daily_refresh 2025-05-11T02:00"]
+    assert [(r["job"], r["run_key"], r["partition"]) for r in refresh] == [("puzzle_daily_refresh", "2025-05-10",
+                                                                            "2025-05-10")]
+    assert refresh[0]["tags"]["dagster/schedule_name"] == "puzzle_daily_refresh"
+    (catch_up,) = asked["puzzle_daily_refresh 2025-05-14T02:00"]  # the days missed with yesterday, in one run
+    assert catch_up["run_key"] == "2025-05-11...2025-05-13"
+    assert catch_up["tags"]["dagster/asset_partition_range_start"] == "2025-05-11"
+    (scoring,) = asked["puzzle_weekly_scoring 2025-05-05T03:00"]
+    assert (scoring["job"], scoring["partition"]) == ("puzzle_weekly_scoring", "2025-05-04")
+    (retraining,) = asked["puzzle_monthly_retraining 2025-05-01T04:00"]
+    assert (retraining["job"], retraining["partition"]) == ("puzzle_monthly_retraining", "2025-05")
+    assert "1 new drift report(s), none at or over" in asked["drift"]  # puzzle's report, read under its key
+    (drift,) = asked["drift over"]
+    assert (drift["job"], drift["partition"], drift["tags"]["churn/drift_day"]) == (
+        "puzzle_monthly_retraining", "2025-05", "2025-05-09")
+    assert drift["run_key"].startswith("drift:2025-05-09:")
+
+    # The benchmark's piece (benchmarks/child.py) names DESIGN.md's assets: it runs puzzle's.
+    spec, result = tmp_path / "spec.json", tmp_path / "result.json"
+    spec.write_text(json.dumps({"assets": ["predictions", "drift_report"], "first": "2025-05-10",
+                                "last": "2025-05-10"}))
+    piece = subprocess.run([sys.executable, "-m", "benchmarks.child", str(spec), str(result)], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert piece.returncode == 0, piece.stdout[-3000:] + piece.stderr[-3000:]
+    assert {"predictions", "drift_report"} <= {step["step"] for step in json.loads(result.read_text())["steps"]}
+
+
+def _this_venv(tmp_path: Path) -> Path:
+    """A VENV for scripts/demo.sh whose commands are this Python environment's, marked installed, so that its
+    scripts/setup.sh installs nothing."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (venv / "bin" / "python").chmod(0o755)
+    for name in ("dagster", "churn-assets"):
+        (venv / "bin" / name).symlink_to(executable(name))
+    (venv / ".churn-installed").touch()
+    return venv

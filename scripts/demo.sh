@@ -5,6 +5,7 @@
 #   bash scripts/demo.sh            # 3,000 users over 75 days from 2025-01-01: the model of 2025-03
 #   USERS=20000 DAYS=120 bash scripts/demo.sh
 # CHURN_DATA_URL, CHURN_LANDING_URL and DAGSTER_HOME choose where it writes (default: ./data, ./.dagster_home).
+# With CHURN_APP set (docs/operations.md, "More than one app") it runs that app's assets: puzzle/raw_events, ….
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -57,18 +58,23 @@ RUN_CONFIG='{"loggers": {"console": {"config": {"log_level": "INFO"}}}}'
 materialize() {
   dagster asset materialize -m churn_assets.definitions --config-json "$RUN_CONFIG" "$@"
 }
+# The keys of DESIGN.md's asset names, under CHURN_APP's prefix when it is set: raw_events,labels →
+# puzzle/raw_events,puzzle/labels.
+keys() {
+  if [ -n "${CHURN_APP:-}" ]; then echo "$CHURN_APP/${1//,/,$CHURN_APP/}"; else echo "$1"; fi
+}
 
 echo "==> simulating $USERS users over $DAYS days into $CHURN_LANDING_URL"
 churn-assets simulate --out "$CHURN_LANDING_URL" --users "$USERS" --days "$DAYS" --start "$START" --seed 7
 
 echo "==> raw_events → install_times → user_daily → features → labels for $START...$LAST (one run)"
-materialize --select raw_events,install_times,user_daily,features,labels --partition-range "$START...$LAST"
+materialize --select "$(keys raw_events,install_times,user_daily,features,labels)" --partition-range "$START...$LAST"
 
 echo "==> training_set → model for $FIRST_MONTH...$LAST_MONTH (one run)"
-materialize --select training_set,model --partition-range "$FIRST_MONTH...$LAST_MONTH"
+materialize --select "$(keys training_set,model)" --partition-range "$FIRST_MONTH...$LAST_MONTH"
 
 echo "==> predictions, drift_report for $LAST"
-materialize --select predictions,drift_report --partition "$LAST"
+materialize --select "$(keys predictions,drift_report)" --partition "$LAST"
 
 case "$CHURN_DATA_URL" in
   s3://*) ;;
@@ -105,5 +111,5 @@ Done. The lake is at $CHURN_DATA_URL (hive-partitioned Parquet, e.g. user_daily/
 Query it directly, e.g. with polars (the date column comes from the folder names):
   $BIN/python -c "import polars as pl; print(pl.scan_parquet('$CHURN_DATA_URL/predictions/**/*.parquet', hive_partitioning=True).filter(pl.col('risk_band') == 'Critical').select('date', 'rank', 'user_id', 'churn_probability', 'top_reason_1').collect())"
 Open the Dagster UI on the same lake and run history:
-  DAGSTER_HOME=$DAGSTER_HOME CHURN_DATA_URL=$CHURN_DATA_URL CHURN_LANDING_URL=$CHURN_LANDING_URL CHURN_START_DATE=$START $BIN/dagster dev -w $PWD/workspace.yaml
+  ${CHURN_APP:+CHURN_APP=$CHURN_APP }DAGSTER_HOME=$DAGSTER_HOME CHURN_DATA_URL=$CHURN_DATA_URL CHURN_LANDING_URL=$CHURN_LANDING_URL CHURN_START_DATE=$START $BIN/dagster dev -w $PWD/workspace.yaml
 MSG
