@@ -232,8 +232,8 @@ print(json.dumps(found))
 def test_an_apps_whole_graph_runs_as_the_demo_runs_it(tmp_path):
     """scripts/demo.sh under CHURN_APP: the data chain, training_set and model of two months (model[M-1] the
     champion), predictions and drift_report, with every check, under puzzle's keys in puzzle's lake; then model[M]
-    alone (its champion loaded from the lake), what the schedules and the drift sensor ask for, and the benchmark's
-    run of a piece."""
+    alone (its champion loaded from the lake) and under another horizon (the command it gives), what the schedules and
+    the drift sensor ask for, and the benchmark's run of a piece."""
     home = instance_home(tmp_path / "dagster_home")
     lake = tmp_path / "lake"
     env = run_env(home, CHURN_APP="puzzle", CHURN_DATA_URL=str(lake), CHURN_LANDING_URL=str(tmp_path / "landing"),
@@ -268,6 +268,15 @@ def test_an_apps_whole_graph_runs_as_the_demo_runs_it(tmp_path):
     assert 'Loaded input "champion"' in alone and "no stored model" not in alone, alone[-3000:]
     card = json.loads((lake / "model" / "month=2025-04" / "model_card.json").read_text())
     assert card["data_versions"]["training_set"]["content_hash"]
+    # Under another horizon it refuses the month's labels, and the command it gives selects puzzle's labels.
+    refused = subprocess.run(
+        [executable("dagster"), "asset", "materialize", "-m", "churn_assets.definitions", "--select", "puzzle/model",
+         "--partition", "2025-05"], env={**env, "CHURN_HORIZON_DAYS": "7"}, cwd=tmp_path, capture_output=True,
+        text=True, timeout=300,
+    )
+    assert refused.returncode != 0
+    command = "(--select puzzle/labels --partition-range 2025-02-01...2025-04-30)"
+    assert command in refused.stderr, refused.stderr[-3000:]
 
     evaluate = subprocess.run([sys.executable, "-c", EVALUATE_AUTOMATION], env=env, cwd=tmp_path, capture_output=True,
                               text=True, timeout=300)

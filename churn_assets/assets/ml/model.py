@@ -134,7 +134,7 @@ def require_labels_of_horizon(month: str, frame: pl.DataFrame, horizon_days: int
         raise dg.Failure(
             f"model[{month}]: training_set[{month}] holds labels resolved {resolved} days after their snapshot, "
             f"but CHURN_HORIZON_DAYS is {horizon_days}: they were made with another horizon. Nothing is stored: "
-            f"materialize labels again over the label days of training_set[{month}] (--select labels "
+            f"materialize labels again over the label days of training_set[{month}] (--select {_key('labels')} "
             f"--partition-range {first}...{window.last_label_day}), then training_set and model for {month}.",
             metadata={"label_horizons_days": dg.MetadataValue.json(gaps), "horizon_days": horizon_days},
             allow_retries=False,
@@ -411,6 +411,11 @@ def _gate_advice(challenger: dict[str, Any], baseline: dict[str, Any], config: "
         floor = {"ops": {"model": {"config": {"roc_auc_floor": round(roc_auc - 0.005, 2)}}}}
         return f", or lower the ROC-AUC floor the challenger missed: --config-json '{json.dumps(floor)}'"
     return " (the challenger lost to the logistic baseline: no setting relaxes that gate)"
+
+
+def _key(name: str) -> str:
+    """How ``dagster asset materialize --select`` names the asset DESIGN.md calls ``name`` (``puzzle/labels``)."""
+    return asset_key(name).to_user_string()
 
 
 def _f(value: float | None) -> str:
