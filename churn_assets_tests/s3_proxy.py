@@ -61,12 +61,14 @@ class HoldingProxy:
     """Forwards every request to ``endpoint`` as it came (its Host header too, which the request's signature
     covers). After :meth:`hold` of an object key, the first GET of a range of that key that is not its end
     (polars reads a Parquet file's footer, ``bytes=-N``, then its row groups) waits until :meth:`release`;
-    ``held`` is set while it waits. A download of the whole object (no range) is not held."""
+    ``held`` is set while it waits. A download of the whole object (no range) is not held. After :meth:`refuse`
+    of a key, its writes are denied."""
 
     def __init__(self, endpoint: str):
         target = urlsplit(endpoint)
         self._target = (target.hostname, target.port)
         self._key: str | None = None
+        self._refused: str | None = None
         self._ranged_gets = 0
         self._lock = threading.Lock()
         self.held = threading.Event()
@@ -81,6 +83,14 @@ class HoldingProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 proxy._record(Request(self.command, unquote(self.path), self.headers.get("Range"),
                                       "x-amz-copy-source" in self.headers, time.time()))
+                if proxy._refuses(self.command, unquote(self.path)):
+                    denied = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+                    self.send_response(403, "Forbidden")
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(denied)))
+                    self.end_headers()
+                    self.wfile.write(denied)
+                    return
                 connection = http.client.HTTPConnection(*proxy._target, timeout=30)
                 try:
                     connection.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
@@ -113,6 +123,16 @@ class HoldingProxy:
 
     def release(self) -> None:
         self._released.set()
+
+    def refuse(self, key: str | None) -> None:
+        """Answers every PUT of an object whose key ends with ``key`` with 403 AccessDenied, as S3 does a write
+        its policy denies (None: forward them all again)."""
+        with self._lock:
+            self._refused = key
+
+    def _refuses(self, method: str, path: str) -> bool:
+        with self._lock:
+            return method == "PUT" and self._refused is not None and path.split("?")[0].endswith(self._refused)
 
     def _record(self, request: Request) -> None:
         with self._lock:

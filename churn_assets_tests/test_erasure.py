@@ -16,10 +16,11 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from s3fs import S3FileSystem
 
 from churn_assets.config import ChurnSettings
 from churn_assets.definitions import all_assets
-from churn_assets.erasure.erase import USER_TABLES, ErasureRefused, erase, read_user_ids_file
+from churn_assets.erasure.erase import NOT_ASSETS, USER_TABLES, ErasureRefused, erase, read_user_ids_file
 from churn_assets.resources import build_resources
 from churn_assets.resources.erased_users import read_erased_users
 from churn_assets.resources.lake import Lake
@@ -27,6 +28,7 @@ from churn_assets.simulate import simulate
 
 from churn_assets_tests.helpers import data_versions, materialize_selected
 from churn_assets_tests.landing_helpers import partition_metadata, tree_digest
+from churn_assets_tests.s3_proxy import HoldingProxy
 
 START = dt.date(2025, 1, 1)
 DAYS = 18
@@ -211,3 +213,59 @@ def test_the_erase_command(erased_lake, tmp_path):
     assert done.stdout.startswith("raw_events: ") and "landing zone:" in done.stdout
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.fetch_materializations(dg.AssetKey("features"), limit=1).records
+
+
+@pytest.mark.s3
+def test_an_erasure_refused_part_way_records_what_it_rewrote_and_running_it_again_finishes(
+    landing, tmp_path, s3_server, monkeypatch
+):
+    """S3 denies the write of the user's second features partition: the first one was rewritten without them. It no
+    longer holds them, so the erasure run again does not find it: the instance described the old file (its row count,
+    content hash and data version) for good. Now the erasure records it before failing, and the one run again
+    finishes the rest, every partition recorded as stored."""
+    settings = ChurnSettings(data_url=f"s3://lake/{tmp_path.name}", landing_url=landing)
+    instance = dg.DagsterInstance.ephemeral()
+    _build_lake(settings, instance)
+    lake = Lake(settings.data_url)
+    before = _tables(lake)
+    victim = _victim(before)
+    features_days = sorted(key for (table, key), frame in before.items()
+                           if table == "features" and victim in frame.get_column("user_id").to_list())
+    refused = lake.table_url("features", "date", features_days[1]).removeprefix("s3://")
+    proxy = HoldingProxy(s3_server.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    S3FileSystem.clear_instance_cache()
+    try:
+        proxy.refuse(refused)
+        with pytest.raises(Exception, match=features_days[1]):
+            erase(Lake(settings.data_url), [victim], instance, all_assets)
+    finally:
+        proxy.close()
+        monkeypatch.undo()
+        S3FileSystem.clear_instance_cache()
+    after = _tables(lake)
+    assert victim not in after["features", features_days[0]].get_column("user_id").to_list()
+    assert victim in after["features", features_days[1]].get_column("user_id").to_list()
+    assert _recorded_rows_differ(instance, after) == []
+
+    report = erase(lake, [victim], instance, all_assets)  # the rest: features from its second day, labels, ...
+    assert report.partitions["features"] == features_days[1:] and not report.partitions["raw_events"]
+    after = _tables(lake)
+    assert all(victim not in frame.get_column("user_id").to_list() for frame in after.values())
+    assert _recorded_rows_differ(instance, after) == []
+
+
+def _recorded_rows_differ(instance: dg.DagsterInstance, tables: dict[tuple[str, str], pl.DataFrame]) -> list:
+    """The stored asset partitions whose latest materialization describes other rows than the file holds (its row
+    count); a partition never materialized (predictions and training_set, written by _build_lake) is left out."""
+    differ = []
+    for (table, key), frame in sorted(tables.items()):
+        if table in NOT_ASSETS:
+            continue
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(table), asset_partitions=[key]), limit=1
+        ).records
+        if records and records[0].asset_materialization.metadata["dagster/row_count"].value != frame.height:
+            differ.append((table, key))
+    return differ

@@ -122,12 +122,23 @@ def erase(
         )
         report.partitions[table], report.rows[table] = [], 0
         rewritten = {}
-        for url in sorted(found):
-            key = partition_key(url, column)
-            frame, written, removed = _rewrite(lake, table, url, erased, row_groups.get(table))
-            report.partitions[table].append(key)
-            report.rows[table] += removed
-            rewritten[key] = (frame, written, removed)
+        try:
+            for url in sorted(found):
+                key = partition_key(url, column)
+                frame, written, removed = _rewrite(lake, table, url, erased, row_groups.get(table))
+                report.partitions[table].append(key)
+                report.rows[table] += removed
+                rewritten[key] = (frame, written, removed)
+        except BaseException:
+            # A write refused (or Ctrl-C) after some of the table's partitions were rewritten: they no longer hold
+            # the users, so the erasure run again would not find them, and the instance would go on describing the
+            # old files (row count, content hash, data version). Each is recorded under its own content hash, as a
+            # run that fails part-way records what it stored (parquet_io_manager.record_stored_before_failure).
+            if table not in NOT_ASSETS:
+                for key, (frame, written, removed) in rewritten.items():
+                    _record(instance, table, key, previous.get(key), frame, written, removed,
+                            written.content_hash[:32])
+            raise
         if table not in NOT_ASSETS and rewritten:
             # One data version for the asset's rewritten partitions, as a range run gives its own: a range run again
             # over some of them, which finds the same bytes, keeps it, and nothing that reads them shows Unsynced.
