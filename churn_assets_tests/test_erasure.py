@@ -9,13 +9,18 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
+import yaml
 from s3fs import S3FileSystem
 
 from churn_assets.config import ChurnSettings
@@ -24,10 +29,12 @@ from churn_assets.erasure.erase import NOT_ASSETS, USER_TABLES, ErasureRefused, 
 from churn_assets.resources import build_resources
 from churn_assets.resources.erased_users import read_erased_users
 from churn_assets.resources.lake import Lake
+from churn_assets.resources.parquet_io_manager import preview_markdown
 from churn_assets.simulate import simulate
 
 from churn_assets_tests.helpers import data_versions, materialize_selected
 from churn_assets_tests.landing_helpers import partition_metadata, tree_digest
+from churn_assets_tests.postgres_server import SUPERUSER, PostgresServer, postgres_available
 from churn_assets_tests.s3_proxy import HoldingProxy
 
 START = dt.date(2025, 1, 1)
@@ -269,3 +276,81 @@ def _recorded_rows_differ(instance: dg.DagsterInstance, tables: dict[tuple[str, 
         if records and records[0].asset_materialization.metadata["dagster/row_count"].value != frame.height:
             differ.append((table, key))
     return differ
+
+
+# Ids as apps send them, each in a form highest_risk (a Markdown code span in a table cell) and the event log (JSON
+# text) each escape: the command counted the events naming them, and the documented scrub found them, as `id`
+# in plain text, which neither holds for the last five.
+ODD_IDS = ["u000957", "josé", "a'b", 'q"x', "x`y", "back\\slash", "a|b"]
+
+
+def _name_in_highest_risk(instance: dg.DagsterInstance, user_ids: list[str]) -> None:
+    """One predictions materialization per id, its highest_risk naming it (and another user), as predictions does."""
+    for n, user_id in enumerate(user_ids):
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            asset_key="predictions", partition=DAY_KEYS[-1],
+            metadata={"highest_risk": preview_markdown(pl.DataFrame({"rank": [1, 2], "user_id": [user_id, f"v{n}"]}))},
+        ))
+
+
+def _highest_risk_rows(instance: dg.DagsterInstance) -> list[str]:
+    records = instance.fetch_materializations(dg.AssetKey("predictions"), limit=100).records
+    return sorted(r.asset_materialization.metadata["highest_risk"].value.splitlines()[2] for r in records)
+
+
+def test_the_events_naming_an_erased_user_are_counted_whatever_their_id(tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    _name_in_highest_risk(instance, ODD_IDS)
+    lake = Lake(str(tmp_path / "lake"))
+    for user_id in ODD_IDS:
+        assert erase(lake, [user_id], instance, all_assets, allow_unseen=True).metadata_events == 1, user_id
+
+
+def _documented_scrub(storage: str) -> str:
+    """The scrub of docs/operations.md, "Erasing a user", as the operator copies it: SQLite's, or PostgreSQL's (after
+    the ID= and TEXT= lines of SQLite's)."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    section = text[text.index("Scrub the id in place"):]
+    blocks = [textwrap.dedent(block) for block in re.findall(r"```bash\n(.*?)```", section, re.S)]
+    if storage == "sqlite":
+        return blocks[0]
+    first = "\n".join(line for line in blocks[0].splitlines() if line.startswith(("ID=", "TEXT=")))
+    return f"{first}\n{blocks[1]}"
+
+
+@pytest.mark.parametrize("storage", ["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(
+    not postgres_available() or not shutil.which("psql"), reason="PostgreSQL 15 binaries are not installed"))])
+def test_the_documented_event_log_scrub_leaves_no_event_naming_the_user(tmp_path, monkeypatch, storage):
+    """The scrub of docs/operations.md run as written, id by id, on a local instance and on deploy/dagster.yaml's
+    PostgreSQL storage: it searched `id` in plain text, which the event log's JSON holds for none of josé,
+    q"x, back\\slash, a|b (and `` x`y ``'s span is no `x`y`), and put a'b into the SQL, which failed."""
+    home = tmp_path / "home"
+    home.mkdir()
+    server = None
+    if storage == "postgres":
+        server = PostgresServer()
+        server.start()
+        for name, value in {**server.env, "PGHOST": server.host, "PGPORT": str(server.port), "PGUSER": SUPERUSER,
+                            "PGDATABASE": server.db_name}.items():
+            monkeypatch.setenv(name, value)
+        config = yaml.safe_load((Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml").read_text())
+        (home / "dagster.yaml").write_text(yaml.safe_dump(
+            {key: config[key] for key in ("run_storage", "event_log_storage", "schedule_storage")}))
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            _name_in_highest_risk(instance, ODD_IDS)
+        script = _documented_scrub(storage)
+        env = {**os.environ, "DAGSTER_HOME": str(home), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        for user_id in ODD_IDS:
+            done = subprocess.run(["bash", "-e", "-c", script.replace("ID=u000957", f"ID={shlex.quote(user_id)}", 1)],
+                                  env=env, capture_output=True, text=True)
+            assert done.returncode == 0, (user_id, done.stderr)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert _highest_risk_rows(instance) == ["| 1 | `(erased)` |"] * len(ODD_IDS)
+            assert erase(Lake(str(tmp_path / "lake")), ODD_IDS, instance, all_assets,
+                         allow_unseen=True).metadata_events == 0
+        if storage == "sqlite":
+            assert not subprocess.run(["grep", "-rlF", "u000957", str(home)], capture_output=True).stdout
+    finally:
+        if server is not None:
+            server.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -19,7 +20,9 @@ from churn_assets.resources.filesystems import is_s3, join, polars_storage_optio
 from churn_assets.resources.lake import TABLE_FILE, Lake, WrittenFile, partition_key
 from churn_assets.resources.parquet_io_manager import (
     ROW_GROUP_ROWS,
+    _table_cell,
     _table_metadata,
+    markdown_code,
     preview_markdown,
     shared_data_version,
 )
@@ -223,9 +226,23 @@ def _row_group_rows(assets: Iterable[dg.AssetsDefinition]) -> dict[str, int]:
     return sizes
 
 
+def highest_risk_cell(user_id: str) -> str:
+    """``user_id`` as ``predictions``' ``highest_risk`` shows it: a Markdown code span (``markdown_code``: fenced by
+    more backticks when it holds one, cut at 100 characters) in a table cell (``\\`` and ``|`` escaped)."""
+    return _table_cell(markdown_code(user_id))
+
+
+def event_log_text(user_id: str) -> str:
+    """``user_id``'s ``highest_risk`` cell as the instance's event log stores it, in the JSON text of each event
+    (``josé`` as ``jos\\u00e9``, a quote or a backslash escaped): what the scrub of docs/operations.md, "Erasing a
+    user", replaces. ``python -c 'import sys; from churn_assets.erasure.erase import event_log_text;
+    print(event_log_text(sys.argv[1]))' ID`` prints it."""
+    return json.dumps(highest_risk_cell(user_id))[1:-1]
+
+
 def _naming_events(instance: dg.DagsterInstance, user_ids: list[str]) -> int:
     """How many predictions materializations in the instance name one of ``user_ids`` in ``highest_risk``."""
-    spans = [f"`{user_id}`" for user_id in user_ids]
+    spans = [highest_risk_cell(user_id) for user_id in user_ids]
     count, cursor = 0, None
     while True:
         page = instance.fetch_materializations(asset_key("predictions"), limit=1000, cursor=cursor)
