@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -165,13 +166,14 @@ def _digest(lake: Lake) -> dict[str, str]:
 
 
 @pytest.fixture
-def erased_lake(landing, tmp_path) -> tuple[Lake, dg.DagsterInstance, str]:
-    """A local lake of the chain, its instance, and a user it holds."""
+def erased_lake(landing, tmp_path) -> Iterator[tuple[Lake, dg.DagsterInstance, str]]:
+    """A local lake of the chain, its instance (DAGSTER_HOME ``tmp_path/home``), and a user it holds."""
     settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=landing)
-    instance = dg.DagsterInstance.ephemeral()
-    _build_lake(settings, instance)
-    lake = Lake(settings.data_url)
-    return lake, instance, _victim(_tables(lake))
+    (tmp_path / "home").mkdir()
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        _build_lake(settings, instance)
+        lake = Lake(settings.data_url)
+        yield lake, instance, _victim(_tables(lake))
 
 
 def test_an_unknown_user_id_is_refused_and_nothing_is_written(erased_lake):
@@ -204,8 +206,8 @@ def test_a_bad_user_ids_file_is_refused(tmp_path, content, message):
 def test_the_erase_command(erased_lake, tmp_path):
     lake, _, victim = erased_lake
     home = tmp_path / "home"
-    home.mkdir()
     env = {**os.environ, "CHURN_DATA_URL": lake.root_url, "DAGSTER_HOME": str(home)}
+    env.pop("CHURN_APP", None)
     command = [str(Path(sys.executable).parent / "churn-assets"), "erase"]
     before = tree_digest(lake.root_url)
     (tmp_path / "empty.txt").write_text("")
@@ -213,6 +215,15 @@ def test_the_erase_command(erased_lake, tmp_path):
                              capture_output=True, text=True)
     assert refused.returncode == 2 and "holds no user id" in refused.stderr
     assert tree_digest(lake.root_url) == before
+    # Another instance than the lake's, or another app's keys (CHURN_APP, unset for puzzle's lake): the rewrites were
+    # recorded under keys that describe none of the lake's partitions, and the lake's own records kept describing the
+    # old files. Refused before any write.
+    (tmp_path / "other_home").mkdir()
+    for wrong in ({"DAGSTER_HOME": str(tmp_path / "other_home")}, {"CHURN_APP": "fitness"}):
+        refused = subprocess.run([*command, "--user-id", victim], env={**env, **wrong}, capture_output=True, text=True)
+        assert refused.returncode == 2 and "records no materialization of the" in refused.stderr, refused.stderr
+        assert "CHURN_APP" in refused.stderr and "Nothing was changed" in refused.stderr
+        assert tree_digest(lake.root_url) == before
     (tmp_path / "ids.txt").write_text(f"{victim}\n")
     done = subprocess.run([*command, "--user-ids-file", str(tmp_path / "ids.txt")], env=env, capture_output=True,
                           text=True)

@@ -113,6 +113,11 @@ def erase(
             f" under {lake.root_url}: check the id (ids are matched exactly); for a user whose events have not been "
             "ingested yet, pass --allow-unseen to keep them out all the same. Nothing was changed"
         )
+    recorded = {
+        table: latest_materializations(instance, asset_key(table), [partition_key(url, USER_TABLES[table]) for url in found])
+        for table, found in holding.items() if table not in NOT_ASSETS and found
+    }
+    _refuse_another_instance(lake, holding, recorded)
     add_erased_users(lake, user_ids, now or dt.datetime.now(dt.UTC))
     report = ErasureReport(user_ids, sorted(set(user_ids) - already), unseen)
     erased = pl.Series("user_id", user_ids, pl.String())
@@ -120,9 +125,7 @@ def erase(
     report.model_months = sorted(partition_key(url, "month") for url in holding["training_set"])
     for table, found in holding.items():
         column = USER_TABLES[table]
-        previous = {} if table in NOT_ASSETS or not found else latest_materializations(
-            instance, asset_key(table), [partition_key(url, column) for url in found]
-        )
+        previous = recorded.get(table, {})
         report.partitions[table], report.rows[table] = [], 0
         rewritten = {}
         try:
@@ -150,6 +153,24 @@ def erase(
                 _record(instance, table, key, previous.get(key), frame, written, removed, version)
     report.metadata_events = _naming_events(instance, user_ids)
     return report
+
+
+def _refuse_another_instance(
+    lake: Lake, holding: Mapping[str, Mapping[str, Mapping[str, int]]], recorded: Mapping[str, Mapping[str, object]]
+) -> None:
+    """Refuses, before any write, an erasure whose instance has no materialization of any stored partition it would
+    rewrite under this code location's keys: ``DAGSTER_HOME`` is not the lake's instance, or ``CHURN_APP`` is not the
+    lake's app (unset for puzzle's lake, its rewrites were recorded under bare keys no location defines, and
+    ``puzzle/…`` went on describing the old files)."""
+    found = sum(len(holding[table]) for table in recorded)
+    if found and not any(recorded.values()):
+        table = next(iter(recorded))
+        raise ErasureRefused(
+            f"the Dagster instance (DAGSTER_HOME) records no materialization of the {found} stored partition(s) "
+            f"that hold the users under {lake.root_url}, as {asset_key(table).to_user_string()} or any other asset: "
+            "is DAGSTER_HOME the instance that runs this lake's assets, and CHURN_APP this lake's app (docs/"
+            "operations.md, \"More than one app\")? Nothing was changed"
+        )
 
 
 def _tables_holding(lake: Lake, table: str, column: str, user_ids: list[str]) -> dict[str, dict[str, int]]:
