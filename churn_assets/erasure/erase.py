@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
 
-from churn_assets.apps import asset_key, asset_name
+from churn_assets.apps import asset_key, asset_name, is_this_apps_run
 from churn_assets.assets.ingest.landing_files import quoted
 from churn_assets.partitions import latest_materializations
 from churn_assets.resources.erased_users import add_erased_users, read_erased_users, without_erased
@@ -70,12 +70,13 @@ class ErasureReport:
     rows: dict[str, int] = field(default_factory=dict)  # table -> rows taken out
     model_months: list[str] = field(default_factory=list)  # training_set months that held the users
     metadata_events: int = 0  # predictions materializations whose highest_risk names one of them
+    running: list[str] = field(default_factory=list)  # ids of the app's runs in progress while it erased
 
     def lines(self) -> list[str]:
         """The report as the command prints it."""
         if not any(self.rows.values()):
             return [f"nothing to erase: no stored partition holds {', '.join(self.user_ids)} "
-                    f"(on the erased-users list: raw_events keeps them out)"]
+                    f"(on the erased-users list: raw_events keeps them out)", *self._running_lines()]
         lines = [f"{table}: {len(keys)} partition(s), {self.rows[table]:,} row(s) erased"
                  for table, keys in self.partitions.items() if keys]
         lines.append("not erased:")
@@ -83,7 +84,14 @@ class ErasureReport:
         if self.model_months:
             lines.append(f"  models trained on the users' rows: model of {', '.join(self.model_months)}")
         lines.append(f"  predictions materializations in the instance naming them in highest_risk: {self.metadata_events}")
-        return lines
+        return lines + self._running_lines()
+
+    def _running_lines(self) -> list[str]:
+        if not self.running:
+            return []
+        return [f"runs in progress during the erasure: {', '.join(self.running)}: a step that read a partition "
+                "before it was rewritten (raw_events: the erased-users list) stores the users again; once they "
+                "end, run churn-assets erase again with the same ids: it erases what they stored"]
 
 
 def erase(
@@ -99,6 +107,7 @@ def erase(
     assets in ``instance`` (``assets``: the code location's, for each asset's row-group size). Refused, before any
     write, when an id is empty or no stored partition holds it and it is not listed yet (a typo? ``allow_unseen``
     lists it all the same: a user whose events have not been ingested yet)."""
+    began = dt.datetime.now(dt.UTC)
     user_ids = sorted(set(user_ids))
     if not user_ids or any(not user_id.strip() for user_id in user_ids):
         raise ErasureRefused("no user id given (an empty --user-id?): nothing to erase")
@@ -152,7 +161,22 @@ def erase(
             for key, (frame, written, removed) in rewritten.items():
                 _record(instance, table, key, previous.get(key), frame, written, removed, version)
     report.metadata_events = _naming_events(instance, user_ids)
+    report.running = _runs_during(instance, began)
     return report
+
+
+# What a run does before it starts: nothing of the lake read or written yet, and the list read once it does.
+_NOT_STARTED = {dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED}
+_IN_PROGRESS = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+def _runs_during(instance: dg.DagsterInstance, began: dt.datetime) -> list[str]:
+    """The ids of this app's runs (``is_this_apps_run``) that were in progress at some time since ``began``: those
+    still running, and those that started or ended since (a run's record changes with its status only)."""
+    runs = {run.run_id: run for run in instance.get_runs(dg.RunsFilter(statuses=_IN_PROGRESS))}
+    runs |= {run.run_id: run for run in instance.get_runs(dg.RunsFilter(updated_after=began))
+             if run.status not in _NOT_STARTED}
+    return sorted(run_id for run_id, run in runs.items() if is_this_apps_run(run))
 
 
 def _refuse_another_instance(
