@@ -370,7 +370,8 @@ def test_the_documented_event_log_scrub_leaves_no_event_naming_the_user(tmp_path
 def test_a_run_in_progress_during_the_erasure_is_named_with_what_to_do(erased_lake):
     """A run that read the erased-users list, or a partition, before the erasure stores the users again once it
     writes: the erasure said nothing of it (the docs asked for no run in progress). It now names the runs of the app
-    in progress, and says to erase again once they end; a run not started yet, which reads everything after, is not named."""
+    in progress, and says to erase again once they end; a run not started yet, which reads everything after, is not
+    named."""
     lake, instance, victim = erased_lake
     running = dg.DagsterRun(job_name="daily_refresh", status=dg.DagsterRunStatus.STARTED)
     queued = dg.DagsterRun(job_name="daily_refresh", status=dg.DagsterRunStatus.NOT_STARTED)

@@ -122,8 +122,8 @@ def erase(
             f" under {lake.root_url}: check the id (ids are matched exactly); for a user whose events have not been "
             "ingested yet, pass --allow-unseen to keep them out all the same. Nothing was changed"
         )
-    recorded = {
-        table: latest_materializations(instance, asset_key(table), [partition_key(url, USER_TABLES[table]) for url in found])
+    recorded = {  # each asset's latest materialization of each partition holding them, which _record carries on
+        table: latest_materializations(instance, asset_key(table), [partition_key(u, USER_TABLES[table]) for u in found])
         for table, found in holding.items() if table not in NOT_ASSETS and found
     }
     _refuse_another_instance(lake, holding, recorded)
