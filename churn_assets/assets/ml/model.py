@@ -1,6 +1,7 @@
 """``model``: the model in production during a month — this month's challenger or last month's champion."""
 
 import json
+import math
 import time
 from typing import Any
 
@@ -28,6 +29,14 @@ class ModelConfig(dg.Config):
     )
     pr_auc_tolerance: float = Field(
         default=0.0, description="The challenger is promoted when its holdout PR-AUC ≥ the champion's minus this."
+    )
+    baseline_pr_auc_tolerance: float = Field(
+        default=0.05,
+        description=(
+            "Gate: the challenger's holdout PR-AUC must reach the logistic baseline's minus this. A broken model (a "
+            "leak, a bug, features gone wrong) loses by far more; a sound one at a few thousand users may lose by "
+            "a few hundredths, about the spread of the gap over holdout users and seeds (docs/operations.md)."
+        ),
     )
     roc_auc_floor: float = Field(default=0.65, description="Gate: the challenger's holdout ROC-AUC must reach this.")
     validation_share: float = Field(default=0.15, description="Share of snapshot days (after embargoes) for validation.")
@@ -70,7 +79,7 @@ def model(
     """The model in production during month M, stored as XGBoost's own format with a JSON card, a
     reference sample for drift and a holdout report (HTML). A challenger is trained on
     ``training_set[M]`` (time-based train / validation / holdout blocks, H-day embargoes between them),
-    and promoted only when it passes the gates (beats a logistic baseline, ROC-AUC above a floor) and is
+    and promoted only when it passes the gates (holdout PR-AUC within a tolerance of a logistic baseline's, ROC-AUC above a floor) and is
     at least as good on holdout PR-AUC as the champion ``model[M-1]`` scored on the same holdout;
     otherwise the champion's artifacts are carried forward unchanged. A champion that needs features
     ``training_set[M]`` lacks, or that was trained for another label horizon (``CHURN_HORIZON_DAYS``), is
@@ -262,7 +271,12 @@ def train_and_select(
         "champion": champion_eval,
         "champion_version": None if champion is None else champion.version,
         "baseline": baseline_eval,
-        "gates": {"roc_auc_floor": config.roc_auc_floor, "pr_auc_tolerance": config.pr_auc_tolerance},
+        "beats_baseline": _beats_baseline(challenger_eval, baseline_eval),
+        "gates": {
+            "roc_auc_floor": config.roc_auc_floor,
+            "baseline_pr_auc_tolerance": config.baseline_pr_auc_tolerance,
+            "pr_auc_tolerance": config.pr_auc_tolerance,
+        },
     }
     if promote:
         model_bytes = bytes(booster.save_raw(raw_format="ubj"))
@@ -336,7 +350,8 @@ def train_and_select(
         )
     else:
         raise dg.Failure(
-            f"model[{month}]: no champion to fall back on and the challenger fails: {reason}",
+            f"model[{month}]: no champion to fall back on and the challenger fails: {reason}. Nothing is stored"
+            f"{_gate_advice(challenger_eval, baseline_eval, config)}.",
             metadata={"metrics": dg.MetadataValue.md(metrics.metrics_markdown({"challenger": challenger_eval, "baseline": baseline_eval}))},
             allow_retries=False,
         )
@@ -358,6 +373,7 @@ def train_and_select(
         "challenger/pr_auc": _metric(challenger_eval, "pr_auc"),
         "champion/pr_auc": _metric(champion_eval, "pr_auc"),
         "baseline/pr_auc": _metric(baseline_eval, "pr_auc"),
+        "beats_baseline": selection["beats_baseline"],
         "feature_importance": dg.MetadataValue.md(_importance_markdown(winner["feature_importance"])),
         "training_window": dg.MetadataValue.json(split.to_card()),
         "training_rows": frame.height,
@@ -373,19 +389,23 @@ def decide(
     config: ModelConfig,
     champion_note: str | None = None,
 ) -> tuple[bool, str]:
-    """Whether the challenger goes to production, and why: it must pass the absolute gates, then be at
-    least as good on holdout PR-AUC as the champion (within the tolerance)."""
+    """Whether the challenger goes to production, and why: it must pass the absolute gates (ROC-AUC floor,
+    holdout PR-AUC within ``baseline_pr_auc_tolerance`` of the logistic baseline's), then be at least as good
+    on holdout PR-AUC as the champion (within ``pr_auc_tolerance``)."""
     ours, theirs = challenger["all"], baseline["all"]
     failures = []
-    if ours["roc_auc"] is None or ours["roc_auc"] < config.roc_auc_floor:
+    if _below_floor(challenger, config):
         failures.append(f"holdout ROC-AUC {_f(ours['roc_auc'])} is below the floor {config.roc_auc_floor}")
-    if ours["pr_auc"] is None or (theirs["pr_auc"] is not None and ours["pr_auc"] <= theirs["pr_auc"]):
-        failures.append(f"holdout PR-AUC {_f(ours['pr_auc'])} does not beat the logistic baseline's {_f(theirs['pr_auc'])}")
+    if _loses_to_baseline(challenger, baseline, config):
+        failures.append(
+            f"holdout PR-AUC {_f(ours['pr_auc'])} is below the logistic baseline's {_f(theirs['pr_auc'])} − "
+            f"baseline_pr_auc_tolerance {config.baseline_pr_auc_tolerance}"
+        )
     if failures:
         return False, "the challenger fails the gates: " + "; ".join(failures)
     gates = (
         f"passes the gates (ROC-AUC {_f(ours['roc_auc'])} ≥ {config.roc_auc_floor}, "
-        f"PR-AUC {_f(ours['pr_auc'])} > baseline {_f(theirs['pr_auc'])})"
+        f"PR-AUC {_f(ours['pr_auc'])} {_versus_baseline(ours['pr_auc'], theirs['pr_auc'], config)})"
     )
     if champion is None:
         return True, f"no champion to compare with ({champion_note or 'first model'}); the challenger {gates}"
@@ -400,17 +420,63 @@ def decide(
     )
 
 
+def _below_floor(challenger: dict[str, Any], config: ModelConfig) -> bool:
+    """Whether the challenger's holdout ROC-AUC misses ``roc_auc_floor`` (or has none)."""
+    roc_auc = challenger["all"]["roc_auc"]
+    return roc_auc is None or roc_auc < config.roc_auc_floor
+
+
+def _loses_to_baseline(challenger: dict[str, Any], baseline: dict[str, Any], config: ModelConfig) -> bool:
+    """Whether the challenger's holdout PR-AUC is more than ``baseline_pr_auc_tolerance`` under the logistic
+    baseline's (or it has none): the margin a broken model loses by, not the noise of a small holdout."""
+    ours, theirs = challenger["all"]["pr_auc"], baseline["all"]["pr_auc"]
+    return ours is None or (theirs is not None and ours < theirs - config.baseline_pr_auc_tolerance)
+
+
+def _beats_baseline(challenger: dict[str, Any], baseline: dict[str, Any]) -> bool:
+    """Whether the challenger's holdout PR-AUC is above the logistic baseline's: a challenger can pass the
+    gate without it (within ``baseline_pr_auc_tolerance``), and the card and metadata say which."""
+    ours, theirs = challenger["all"]["pr_auc"], baseline["all"]["pr_auc"]
+    return ours is not None and (theirs is None or ours > theirs)
+
+
+def _versus_baseline(ours: float, theirs: float | None, config: ModelConfig) -> str:
+    """How a gate-passing challenger's holdout PR-AUC stands against the baseline's, for the reason: above it,
+    or under it within the tolerance (said, so that a reader sees the challenger did not beat it)."""
+    if theirs is None or ours > theirs:  # as _beats_baseline
+        return f"> baseline {_f(theirs)}"
+    return (
+        f"≤ baseline {_f(theirs)}, within baseline_pr_auc_tolerance {config.baseline_pr_auc_tolerance}: "
+        "the logistic baseline scores as well on this holdout"
+    )
+
+
 def _gate_advice(challenger: dict[str, Any], baseline: dict[str, Any], config: "ModelConfig") -> str:
-    """The way out the failed gates leave: a lower ROC-AUC floor helps only when the floor is all the
-    challenger missed; losing to the logistic baseline has no setting to relax."""
+    """The way out the failed gates leave, as the setting that would pass them: a lower ROC-AUC floor, a
+    wider baseline tolerance, or both. A challenger far under the baseline is more often broken than
+    unlucky, so that setting comes after what to look at first."""
+    below_floor = _below_floor(challenger, config)
+    loses = _loses_to_baseline(challenger, baseline, config)
     roc_auc, pr_auc = challenger["all"]["roc_auc"], challenger["all"]["pr_auc"]
     baseline_pr_auc = baseline["all"]["pr_auc"]
-    below_floor = roc_auc is None or roc_auc < config.roc_auc_floor
-    loses_to_baseline = pr_auc is None or (baseline_pr_auc is not None and pr_auc <= baseline_pr_auc)
-    if below_floor and not loses_to_baseline and roc_auc is not None:
-        floor = {"ops": {"model": {"config": {"roc_auc_floor": round(roc_auc - 0.005, 2)}}}}
-        return f", or lower the ROC-AUC floor the challenger missed: --config-json '{json.dumps(floor)}'"
-    return " (the challenger lost to the logistic baseline: no setting relaxes that gate)"
+    if (below_floor and roc_auc is None) or (loses and pr_auc is None):
+        return ""
+    settings: dict[str, float] = {}
+    if below_floor:
+        settings["roc_auc_floor"] = math.floor((roc_auc - 0.005) * 100) / 100
+    if loses:
+        settings["baseline_pr_auc_tolerance"] = math.ceil((baseline_pr_auc - pr_auc) * 100 + 0.5) / 100
+    if not settings:
+        return ""
+    command = json.dumps({"ops": {"model": {"config": settings}}})
+    if loses:
+        return (
+            f" (the challenger's holdout PR-AUC is {baseline_pr_auc - pr_auc:.4f} under the logistic baseline's, "
+            f"more than baseline_pr_auc_tolerance {config.baseline_pr_auc_tolerance}: a gap that wide is what a "
+            "leak, a bug or a feature pipeline gone wrong shows, so read the holdout report and the features "
+            f"first; to accept it anyway, run again with --config-json '{command}')"
+        )
+    return f" (to accept a challenger under the ROC-AUC floor, lower it: --config-json '{command}')"
 
 
 def _key(name: str) -> str:
