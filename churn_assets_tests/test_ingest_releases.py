@@ -111,3 +111,66 @@ def test_a_release_that_renames_an_optional_key_is_counted_and_warned_of(tmp_pat
         f"user_daily[{DAY}] has it null, and features keep each user's last app_version seen in the 28 days before. "
         "Fix the export and re-deliver the day to keep it."
     ]
+
+
+# Events with numeric ids, one without an event id and one without a user: an integer column with gaps, which pandas
+# holds (and writes) as floats. Event id 10^16 is one that pandas writes as "1e+16".
+NUMERIC_IDS = [(1, 33333), (2, 33334), (10**16, 33333), (None, 33333), (3, None)]
+# The events raw_events keeps of them, whichever file type carried them: (event_id, user_id).
+NUMERIC_IDS_KEPT = [("1", "33333"), ("10000000000000000", "33333"), ("2", "33334")]
+
+
+def _numeric_id_rows() -> list[dict]:
+    times = ["2025-01-01 10:00:00.000000", "2025-01-01 10:00:01.000000"]
+    return [row(None, None, times[i % 2]) | {"$insert_id": e, "user_id": u} for i, (e, u) in enumerate(NUMERIC_IDS)]
+
+
+def _pandas_csv(rows: list[dict]) -> bytes:
+    """``rows`` as pandas' ``to_csv`` writes them: its id columns, with gaps, are floats (``33333.0``, ``1e+16``)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows).rename(columns={"$insert_id": "event_id", "version_name": "app_version"})
+    assert frame["user_id"].dtype == "float64"
+    return frame.to_csv(index=False).encode()
+
+
+NUMERIC_ID_FILES = {
+    "JSON numbers": ("day.jsonl", lambda rows: jsonl([r | {k: r[k] and float(r[k]) for k in ("$insert_id", "user_id")}
+                                                        for r in rows])),
+    "Parquet float columns": ("day.parquet", lambda rows: _parquet(rows, event_id=pl.Float64, user_id=pl.Float64)),
+    "CSV written by pandas": ("day.csv", _pandas_csv),
+}
+
+
+@pytest.mark.parametrize("kind", list(NUMERIC_ID_FILES))
+def test_numeric_ids_are_the_same_ids_from_json_parquet_and_a_pandas_csv(tmp_path, kind):
+    """The user 33333 is "33333" whether JSON carries it as 33333.0, Parquet in a float column, or pandas wrote it
+    to CSV as "33333.0": one user, which ``erase --user-id 33333`` finds, and one event id across files."""
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))
+    name, write = NUMERIC_ID_FILES[kind]
+    write_landing_day(settings.landing_url, DAY, {name: write(_numeric_id_rows())})
+
+    result = materialize_ingest(build_resources(settings), dg.DagsterInstance.ephemeral(), DAY)
+
+    events = read_partition(settings.data_url, "raw_events", DAY)
+    assert events.select("event_id", "user_id").sort("event_id").rows() == NUMERIC_IDS_KEPT
+    assert partition_metadata(result, "raw_events")[DAY]["quarantined"] == 2
+
+
+def test_a_csv_id_column_is_read_as_numbers_only_when_every_id_in_it_is_a_whole_float(tmp_path):
+    """Per file and column: a column of whole floats only (pandas' "33333.0") is those integers; a column of string
+    ids where "1.0" stands beside "abc" is text, kept as written, and so is every column of another file."""
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))
+    header = "event_id,user_id,event_time,event_type\n"
+    files = {
+        "a.csv": (header + "10.0,1.0,2025-01-01 10:00,screen_view\n11.0,abc,2025-01-01 10:01,screen_view\n").encode(),
+        "b.csv": (header + "12.0,2.0,2025-01-01 10:02,screen_view\nx13,2.0,2025-01-01 10:03,screen_view\n").encode(),
+    }
+    write_landing_day(settings.landing_url, DAY, files)
+
+    materialize_ingest(build_resources(settings), dg.DagsterInstance.ephemeral(), DAY)
+
+    events = read_partition(settings.data_url, "raw_events", DAY)
+    assert events.select("event_id", "user_id").sort("event_id").rows() == [
+        ("10", "1.0"), ("11", "abc"), ("12.0", "2"), ("x13", "2"),
+    ]

@@ -205,7 +205,7 @@ def decode_piece(piece: LandingPiece) -> pl.DataFrame:
         if kind == "parquet":
             raw = _stringify(pl.read_parquet(io.BytesIO(piece.data)), first_line=1)
         elif kind == "csv":  # the header is line 1 (a record that spans lines counts as one)
-            frame = _read_csv(piece.data)
+            frame = _float_written_ids(_read_csv(piece.data))
             raw = _stringify(frame, first_line=2)
             # A blank line (or one of separators only, as spreadsheets leave below the data) holds no event:
             # skipped, as in JSON lines, not quarantined as an event without an id. The rest keep their lines.
@@ -344,6 +344,49 @@ def _fail_on_a_long_record(data: bytes) -> None:
                 f"line {reader.line_num} has {len(record)} fields, the header {len(header)}: a value holding a "
                 "comma must be quoted"
             )
+
+
+# A whole number as a float column writes it: pandas' and polars' to CSV write ``33333.0``, and from 10^16 up
+# ``1e+16`` or ``1.2345678901234568e+16``; Java (Spark) ``1.2345678E7``. The exponent form is whole only when its
+# value is (``_float_written_ids`` checks it); the ".0" form always is.
+_FLOAT_WRITTEN = r"^-?(?:0|[1-9][0-9]*)\.0$|^-?[1-9](?:\.[0-9]+)?[eE]\+?[0-9]+$"
+
+
+def _float_written_ids(frame: pl.DataFrame) -> pl.DataFrame:
+    """A CSV file's frame with each id column (``event_id``, ``user_id``) whose every value (but empty ones) is a
+    whole number written as a float (``_FLOAT_WRITTEN``) read as those integers: ``33333.0`` is the user
+    ``"33333"``, as in a Parquet float column or a JSON number. pandas writes an integer column with gaps as floats,
+    so a file exported from pandas holds such columns. A column with any other value (``abc``, ``33333``, ``1.5``)
+    is text and stays as written: ``1.0`` beside ``abc`` is a string id. A ".0" is cut from the text, so a long id
+    keeps its digits; an exponent's value is the float's (``_number_text``), as Parquet has it.
+
+    Costs a look at each id column's first value; only a column whose first value is written so (a pandas export)
+    is matched in full (one regular expression over the column) and rewritten."""
+    rewritten = []
+    for col in ("event_id", "user_id"):
+        if col not in frame.columns:  # _stringify names it
+            continue
+        ids = frame.get_column(col)
+        given = ids.str.len_bytes() > 0
+        first = given.arg_max()  # the first value given; None in a file without rows
+        if first is None or not _is_float_written(ids[first]):
+            continue
+        number = ids.cast(pl.Float64, strict=False)
+        whole = ids.str.contains(_FLOAT_WRITTEN) & (number == number.floor())
+        if not (whole | ~given).fill_null(True).all():
+            continue
+        text = pl.col(col)
+        rewritten.append(
+            pl.when(text.str.ends_with(".0")).then(text.str.strip_suffix(".0"))
+            .when(text.str.len_bytes() > 0).then(_number_text(text.cast(pl.Float64)))
+            .otherwise(text)
+            .alias(col)
+        )
+    return frame.with_columns(rewritten) if rewritten else frame
+
+
+def _is_float_written(value: str | None) -> bool:
+    return value is not None and re.fullmatch(_FLOAT_WRITTEN, value) is not None
 
 
 class _ReadFailed(Exception):
