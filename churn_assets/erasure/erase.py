@@ -20,11 +20,11 @@ from churn_assets.resources.filesystems import is_s3, join, polars_storage_optio
 from churn_assets.resources.lake import TABLE_FILE, Lake, WrittenFile, partition_key
 from churn_assets.resources.parquet_io_manager import (
     ROW_GROUP_ROWS,
-    _table_cell,
-    _table_metadata,
     markdown_code,
     preview_markdown,
     shared_data_version,
+    table_cell,
+    table_metadata,
 )
 
 # The lake's tables that hold a user_id column, upstream first, and their partition column. raw_events_quarantine is
@@ -245,7 +245,7 @@ def _record(
     own (rows, content hash, size) and ``erased_rows``; its data version ``version``. ``predictions``'
     ``highest_risk`` is that of the rewritten table."""
     before = dict(previous.asset_materialization.metadata) if previous and previous.asset_materialization else {}
-    metadata = before | _table_metadata(table, written) | {"erased_rows": removed}
+    metadata = before | table_metadata(table, written) | {"erased_rows": removed}
     metadata.pop("dagster/column_schema", None)  # the declared one holds (the columns are those of the run)
     if asset == "predictions" and "highest_risk" in before:
         metadata |= {"users": table.height, "highest_risk": preview_markdown(
@@ -274,7 +274,7 @@ def _row_group_rows(assets: Iterable[dg.AssetsDefinition]) -> dict[str, int]:
 def highest_risk_cell(user_id: str) -> str:
     """``user_id`` as ``predictions``' ``highest_risk`` shows it: a Markdown code span (``markdown_code``: fenced by
     more backticks when it holds one, cut at 100 characters) in a table cell (``\\`` and ``|`` escaped)."""
-    return _table_cell(markdown_code(user_id))
+    return table_cell(markdown_code(user_id))
 
 
 def event_log_text(user_id: str) -> str:

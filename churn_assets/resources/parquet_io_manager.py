@@ -150,7 +150,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         if not context.has_asset_partitions:
             frame = _to_polars(obj)
             written = self.lake.write_table(self.lake.table_url(asset), frame, row_group_rows)
-            context.add_output_metadata(_table_metadata(frame, written, declared))
+            context.add_output_metadata(table_metadata(frame, written, declared))
             return
 
         column = partition_column(context.asset_partitions_def)
@@ -179,7 +179,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             written = lake.write_bytes(lake.table_url(asset, column, key), data)
             if keeps_copies:  # the run's next steps read the range it writes: a local copy spares a download
                 LOCAL_COPIES.keep(lake, written, data, owner=step)
-            stored_whole[key] = _table_metadata(shape, written, declared, rows)
+            stored_whole[key] = table_metadata(shape, written, declared, rows)
             return written
 
         def write(partition: tuple[str, pl.DataFrame], uploads: ThreadPoolExecutor) -> tuple:
@@ -461,12 +461,13 @@ def column_schema(
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """A Markdown table of ``header`` and ``rows`` (cells already formatted), as the UI's metadata shows it.
     No cell ends its cell or its row: a line break in one is a space, its ``|`` and ``\\`` are escaped."""
-    lines = ["| " + " | ".join(map(_table_cell, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(_table_cell, row)) + " |" for row in rows]
+    lines = ["| " + " | ".join(map(table_cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(table_cell, row)) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def _table_cell(text: str) -> str:
+def table_cell(text: str) -> str:
+    """``text`` as one cell of a Markdown table row: a line break a space, ``|`` and ``\\`` escaped."""
     return " ".join(text.splitlines()).replace("\\", "\\\\").replace("|", "\\|")
 
 
@@ -499,7 +500,7 @@ def preview_markdown(frame: pl.DataFrame, rows: int = 10) -> dg.MetadataValue:
     return dg.MetadataValue.md(markdown_table(head.columns, cells))
 
 
-def _table_metadata(
+def table_metadata(
     frame: pl.DataFrame, written: WrittenFile, declared: Any = None, rows: int | None = None
 ) -> dict[str, Any]:
     """A partition's materialization metadata. Its column schema is recorded only where it differs from the
