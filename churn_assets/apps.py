@@ -26,6 +26,12 @@ def asset_key(name: str) -> dg.AssetKey:
     return dg.AssetKey([*KEY_PREFIX, name])
 
 
+def key_string(name: str) -> str:
+    """The asset DESIGN.md calls ``name`` as a user types it in ``dagster asset materialize --select`` and the UI
+    shows it (``labels`` → ``puzzle/labels``): for the commands our messages give."""
+    return asset_key(name).to_user_string()
+
+
 def automation_name(name: str) -> str:
     """The name of the job, schedule or sensor DESIGN.md calls ``name`` (``daily_refresh`` → ``puzzle_daily_refresh``)."""
     return f"{APP}_{name}" if APP else name

@@ -132,6 +132,8 @@ def test_two_apps_in_one_instance_keep_their_assets_and_automation_apart(two_app
                             capture_output=True, text=True, timeout=300)
     assert erased.returncode == 0, erased.stdout + erased.stderr
     assert user not in pl.read_parquet(table).get_column("user_id").to_list()
+    # The retraining it advises selects puzzle's assets (bare training_set,model is no asset of this location).
+    assert "materialize puzzle/training_set,puzzle/model of the current month" in erased.stdout, erased.stdout
     with dg.DagsterInstance.from_config(envs["puzzle"]["DAGSTER_HOME"]) as instance:
         latest = instance.get_latest_materialization_event(dg.AssetKey(["puzzle", "raw_events"]))
         assert latest.asset_materialization.metadata["erased_rows"].value > 0

@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
 
-from churn_assets.apps import asset_key, asset_name, is_this_apps_run
+from churn_assets.apps import asset_key, asset_name, is_this_apps_run, key_string
 from churn_assets.assets.ingest.landing_files import quoted
 from churn_assets.partitions import latest_materializations
 from churn_assets.resources.erased_users import add_erased_users, read_erased_users, without_erased
@@ -46,7 +46,7 @@ NOT_ERASED = {
     "delete the user there at the source; raw_events keeps the user out of every day it reads again",
     "model": "a model holds no user id (its reference sample is feature rows without one); the months whose "
     "training_set held the user are listed below: the model of the next month is trained without them, or "
-    "materialize training_set,model of the current month again to retrain now",
+    f"materialize {key_string('training_set')},{key_string('model')} of the current month again to retrain now",
     "drift_report": "holds no user id: per-column statistics, and report.html's feature values of a sample of the "
     "day's users without their ids",
     "Dagster instance": "past materializations' metadata stay in the event log: predictions' highest_risk names the "
@@ -191,7 +191,7 @@ def _refuse_another_instance(
         table = next(iter(recorded))
         raise ErasureRefused(
             f"the Dagster instance (DAGSTER_HOME) records no materialization of the {found} stored partition(s) "
-            f"that hold the users under {lake.root_url}, as {asset_key(table).to_user_string()} or any other asset: "
+            f"that hold the users under {lake.root_url}, as {key_string(table)} or any other asset: "
             "is DAGSTER_HOME the instance that runs this lake's assets, and CHURN_APP this lake's app (docs/"
             "operations.md, \"More than one app\")? Nothing was changed"
         )

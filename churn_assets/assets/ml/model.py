@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from churn_assets.apps import asset_key, automation_name
+from churn_assets.apps import asset_key, automation_name, key_string
 from churn_assets.assets.features.catalog import feature_catalog
 from churn_assets.assets.ml.training_set import MonthWindow
 from churn_assets.partitions import daily_partitions, monthly_partitions
@@ -143,8 +143,9 @@ def require_labels_of_horizon(month: str, frame: pl.DataFrame, horizon_days: int
         raise dg.Failure(
             f"model[{month}]: training_set[{month}] holds labels resolved {resolved} days after their snapshot, "
             f"but CHURN_HORIZON_DAYS is {horizon_days}: they were made with another horizon. Nothing is stored: "
-            f"materialize labels again over the label days of training_set[{month}] (--select {_key('labels')} "
-            f"--partition-range {first}...{window.last_label_day}), then training_set and model for {month}.",
+            f"materialize labels again over the label days of training_set[{month}] "
+            f"(--select {key_string('labels')} --partition-range {first}...{window.last_label_day}), then "
+            f"training_set and model for {month}.",
             metadata={"label_horizons_days": dg.MetadataValue.json(gaps), "horizon_days": horizon_days},
             allow_retries=False,
         )
@@ -477,11 +478,6 @@ def _gate_advice(challenger: dict[str, Any], baseline: dict[str, Any], config: "
             f"first; to accept it anyway, run again with --config-json '{command}')"
         )
     return f" (to accept a challenger under the ROC-AUC floor, lower it: --config-json '{command}')"
-
-
-def _key(name: str) -> str:
-    """How ``dagster asset materialize --select`` names the asset DESIGN.md calls ``name`` (``puzzle/labels``)."""
-    return asset_key(name).to_user_string()
 
 
 def _f(value: float | None) -> str:
