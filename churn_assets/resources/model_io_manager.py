@@ -33,11 +33,11 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from churn_assets.apps import asset_name
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.parquet_io_manager import (
     MissingPartitionError,
     PartitionStream,
-    _asset_name,
     _keys_to_read,
     _reads_itself,
     each_partition_once,
@@ -219,7 +219,7 @@ class ModelIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: ChurnModel | PartitionStream | None) -> None:
         if obj is None:
             return
-        asset = _asset_name(context.asset_key)
+        asset = asset_name(context.asset_key)
         keys = list(context.asset_partition_keys)
         pairs: Iterable[tuple[str, ChurnModel]] = [(keys[0], obj)] if isinstance(obj, ChurnModel) else obj
         written: dict[str, dict[str, Any]] = {}
@@ -277,7 +277,7 @@ class ModelIOManager(dg.ConfigurableIOManager):
 
     # -- inputs -----------------------------------------------------------------------------------
     def load_input(self, context: dg.InputContext) -> dict[str, ChurnModel] | None:
-        asset = _asset_name(context.asset_key)
+        asset = asset_name(context.asset_key)
         models: dict[str, ChurnModel] = {}
         absent: list[str] = []
         for key in _keys_to_read(context):

@@ -143,7 +143,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
-        asset = _asset_name(context.asset_key)
+        asset = asset_name(context.asset_key)
         declared = context.definition_metadata.get("dagster/column_schema")
         row_group_rows = context.definition_metadata.get(ROW_GROUP_ROWS)
         row_group_rows = getattr(row_group_rows, "value", row_group_rows)  # raw, or as a MetadataValue
@@ -219,7 +219,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
     # -- inputs -----------------------------------------------------------------------------------
     def load_input(self, context: dg.InputContext) -> Any:
-        asset = _asset_name(context.asset_key)
+        asset = asset_name(context.asset_key)
         wants = context.dagster_type.typing_type
         if not context.has_asset_partitions:
             url = self.lake.table_url(asset)
@@ -331,7 +331,7 @@ def record_stored_before_failure(
         dg.DagsterEvent.asset_materialization(step, materialization)  # stored as it is made
     if stored:
         context.log.warning(
-            f"{_asset_name(context.asset_key)}: {len(stored)} partition(s) were stored before the failure and are "
+            f"{asset_name(context.asset_key)}: {len(stored)} partition(s) were stored before the failure and are "
             f"recorded as materialized: {some_keys(list(stored))}"
         )
 
@@ -364,10 +364,6 @@ def _keys_to_read(context: dg.InputContext) -> list[str]:
         )
         keys = [key for key in keys if key not in being_written]
     return keys
-
-
-def _asset_name(asset_key: dg.AssetKey) -> str:
-    return asset_name(asset_key)
 
 
 def _to_polars(frame: Any) -> pl.DataFrame:
