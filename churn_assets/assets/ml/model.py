@@ -406,7 +406,7 @@ def decide(
         return False, "the challenger fails the gates: " + "; ".join(failures)
     gates = (
         f"passes the gates (ROC-AUC {_f(ours['roc_auc'])} ≥ {config.roc_auc_floor}, "
-        f"PR-AUC {_f(ours['pr_auc'])} {_versus_baseline(ours['pr_auc'], theirs['pr_auc'], config)})"
+        f"PR-AUC {_f(ours['pr_auc'])} {_versus_baseline(challenger, baseline, config)})"
     )
     if champion is None:
         return True, f"no champion to compare with ({champion_note or 'first model'}); the challenger {gates}"
@@ -441,10 +441,11 @@ def _beats_baseline(challenger: dict[str, Any], baseline: dict[str, Any]) -> boo
     return ours is not None and (theirs is None or ours > theirs)
 
 
-def _versus_baseline(ours: float, theirs: float | None, config: ModelConfig) -> str:
+def _versus_baseline(challenger: dict[str, Any], baseline: dict[str, Any], config: ModelConfig) -> str:
     """How a gate-passing challenger's holdout PR-AUC stands against the baseline's, for the reason: above it,
     or under it within the tolerance (said, so that a reader sees the challenger did not beat it)."""
-    if theirs is None or ours > theirs:  # as _beats_baseline
+    theirs = baseline["all"]["pr_auc"]
+    if _beats_baseline(challenger, baseline):
         return f"> baseline {_f(theirs)}"
     return (
         f"≤ baseline {_f(theirs)}, within baseline_pr_auc_tolerance {config.baseline_pr_auc_tolerance}: "
