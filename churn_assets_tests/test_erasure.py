@@ -187,6 +187,17 @@ def test_an_unknown_user_id_is_refused_and_nothing_is_written(erased_lake):
     assert read_erased_users(lake).get_column("user_id").to_list() == ["u999999"]
 
 
+def test_an_empty_user_id_is_refused_saying_what_to_give(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    for user_ids, message in (
+        ([], "no user id given: give the ids of the users"),
+        (["u000001", " "], "empty or blank user id was given .*: give each user id as raw_events stores it"),
+    ):
+        with pytest.raises(ErasureRefused, match=f"{message}.* Nothing was changed"):
+            erase(lake, user_ids, dg.DagsterInstance.ephemeral(), all_assets)
+    assert not (tmp_path / "lake").exists()
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

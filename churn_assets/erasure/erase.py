@@ -109,8 +109,13 @@ def erase(
     lists it all the same: a user whose events have not been ingested yet)."""
     began = dt.datetime.now(dt.UTC)
     user_ids = sorted(set(user_ids))
-    if not user_ids or any(not user_id.strip() for user_id in user_ids):
-        raise ErasureRefused("no user id given (an empty --user-id?): nothing to erase")
+    if not user_ids:
+        raise ErasureRefused("no user id given: give the ids of the users to erase. Nothing was changed")
+    if any(not user_id.strip() for user_id in user_ids):
+        raise ErasureRefused(
+            "an empty or blank user id was given (--user-id '' or spaces only?): give each user id as raw_events "
+            "stores it. Nothing was changed"
+        )
     holding = {table: _tables_holding(lake, table, column, user_ids) for table, column in USER_TABLES.items()}
     listed = read_erased_users(lake)
     already = set() if listed is None else set(listed.get_column("user_id").to_list())
