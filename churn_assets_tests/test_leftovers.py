@@ -21,7 +21,10 @@ def listening_ports(pid: int) -> set[int]:
     """The TCP ports process ``pid`` listens on (from /proc: its sockets' inodes in /proc/net/tcp*)."""
     inodes = set()
     for fd in os.scandir(f"/proc/{pid}/fd"):
-        target = os.readlink(fd.path)
+        try:
+            target = os.readlink(fd.path)
+        except FileNotFoundError:  # a descriptor the running server closed after the listing: not a listener
+            continue
         if target.startswith("socket:["):
             inodes.add(target[len("socket:[") : -1])
     ports = set()
