@@ -14,6 +14,7 @@ from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED
 
 from churn_assets.apps import asset_key, asset_name, is_this_apps_run, key_string
 from churn_assets.assets.ingest.landing_files import quoted
+from churn_assets.assets.ml.predictions import highest_risk
 from churn_assets.partitions import latest_materializations
 from churn_assets.resources.erased_users import add_erased_users, read_erased_users, without_erased
 from churn_assets.resources.filesystems import is_s3, join, polars_storage_options
@@ -21,7 +22,6 @@ from churn_assets.resources.lake import TABLE_FILE, Lake, WrittenFile, partition
 from churn_assets.resources.parquet_io_manager import (
     ROW_GROUP_ROWS,
     markdown_code,
-    preview_markdown,
     shared_data_version,
     table_cell,
     table_metadata,
@@ -253,9 +253,7 @@ def _record(
     metadata = before | table_metadata(table, written) | {"erased_rows": removed}
     metadata.pop("dagster/column_schema", None)  # the declared one holds (the columns are those of the run)
     if asset == "predictions" and "highest_risk" in before:
-        metadata |= {"users": table.height, "highest_risk": preview_markdown(
-            table.select("rank", "user_id", "churn_probability", "risk_band", "top_reason_1", "top_reason_2",
-                         "top_reason_3"))}
+        metadata |= {"users": table.height, "highest_risk": highest_risk(table)}
     instance.report_runless_asset_event(
         dg.AssetMaterialization(
             asset_key=asset_key(asset), partition=key, metadata=metadata,

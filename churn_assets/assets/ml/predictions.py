@@ -88,10 +88,7 @@ def predictions(
                     ),
                     **{f"band/{band}": int(bands.get(band, 0)) for band in churn_model.card["risk_bands"]},
                     **{f"unseen_share/{name}": share for name, (share, _) in unseen.items()},
-                    "highest_risk": preview_markdown(
-                        scored.select("rank", "user_id", "churn_probability", "risk_band", "top_reason_1",
-                                      "top_reason_2", "top_reason_3")
-                    ),
+                    "highest_risk": highest_risk(scored),
                 },
                 partition_key=day.isoformat(),
             )
@@ -195,4 +192,12 @@ def predict_day(churn_model: ChurnModel, features: pl.DataFrame) -> pl.DataFrame
         )
         .select(list(PREDICTIONS_SCHEMA))
         .cast(PREDICTIONS_SCHEMA)
+    )
+
+
+def highest_risk(scored: pl.DataFrame) -> dg.MetadataValue:
+    """The metadata ``highest_risk``: the first rows of a day's scores (ranked, riskiest first) as a Markdown
+    table of rank, user, probability, band and top reasons. ``churn-assets erase`` rebuilds it the same way."""
+    return preview_markdown(
+        scored.select("rank", "user_id", "churn_probability", "risk_band", "top_reason_1", "top_reason_2", "top_reason_3")
     )
