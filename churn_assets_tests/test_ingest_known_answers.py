@@ -286,6 +286,21 @@ def test_a_bad_setting_is_refused_naming_its_variable(name, value, says):
     assert "SECRET" not in str(refused.value)
 
 
+@pytest.mark.parametrize("value", ["Puzzle", "puzzle-2", "puzzle/x", "puzzle 2", "2048game", "_puzzle", "puzzle.io"])
+def test_an_app_name_dagster_or_the_key_prefix_would_break_is_refused(value):
+    """CHURN_APP starts every asset key and job, schedule and sensor name: a "-", "/", "." or space in it failed the
+    code location's load with Dagster's traceback (or split the key); it is refused naming the variable (lowercase
+    letters, digits and _, README's CHURN_APP; starting with a letter)."""
+    with pytest.raises(ValueError, match=re.escape(f"CHURN_APP={value!r} is not an app name")):
+        ChurnSettings.from_env({"CHURN_APP": value})
+
+
+def test_an_app_name_is_taken_as_given_around_its_spaces():
+    """An env file's or a Secret's value may end in a space or a newline: the app is the name itself."""
+    for value, app in (("puzzle", "puzzle"), ("fit_2", "fit_2"), (" puzzle\n", "puzzle"), ("", None)):
+        assert ChurnSettings.from_env({"CHURN_APP": value}).app == app, value
+
+
 def test_a_setting_at_either_end_of_its_range_is_taken():
     """The bounds README gives are inclusive: a threshold of 1 (retrain only when every column drifted), a
     quarantined share of 0 (no dirty row allowed) or 1, a deadline of 48 hours; a webhook's scheme in any case."""
