@@ -174,3 +174,22 @@ def test_a_csv_id_column_is_read_as_numbers_only_when_every_id_in_it_is_a_whole_
     assert events.select("event_id", "user_id").sort("event_id").rows() == [
         ("10", "1.0"), ("11", "abc"), ("12.0", "2"), ("x13", "2"),
     ]
+
+
+@pytest.mark.parametrize(("user_ids", "read_as"), [
+    (["1.0", "2.0"], ["1", "2"]),
+    (["1.0", "1e+16", "1.2345678E7"], ["1", "10000000000000000", "12345678"]),  # pandas' and Spark's exponents
+    # Text beside the floats, each a user id of its own: a float with a tail, one with leading zeros (no float
+    # writer writes it), one with a fraction in exponent form (1234.5).
+    (["1.0", "10.0x"], ["1.0", "10.0x"]),
+    (["1.0", "007.0"], ["1.0", "007.0"]),
+    (["1.0", "1.2345E3"], ["1.0", "1.2345E3"]),
+])
+def test_a_csv_user_id_column_is_read_as_whole_numbers_only_when_each_is_one_written_as_a_float(user_ids, read_as):
+    """Known answers of the rule, one CSV file each: "007.0" or "10.0x" beside "1.0" is text, and so keeps every id of
+    its column apart from the integers' (user "7", user "10")."""
+    from churn_assets.assets.ingest.landing_files import decode_piece, landing_pieces
+
+    lines = [f"e{n},{user_id},2025-01-01 10:00,screen_view" for n, user_id in enumerate(user_ids)]
+    (piece,) = landing_pieces("a.csv", "\n".join(["event_id,user_id,event_time,event_type", *lines, ""]).encode())
+    assert decode_piece(piece).get_column("user_id").to_list() == read_as
