@@ -182,16 +182,24 @@ def test_an_apps_failure_alert_is_about_its_own_runs():
     once, to puzzle's webhook, not to fitness's too."""
     from churn_assets.apps import is_this_apps_run
 
-    def run(job_name: str, keys: tuple[str, ...] = ()) -> dg.DagsterRun:
+    def run(job_name: str, keys: tuple[str, ...] = (), checks: tuple[str, ...] = ()) -> dg.DagsterRun:
         selection = {dg.AssetKey.from_user_string(k) for k in keys} or None
-        return dg.DagsterRun(job_name=job_name, asset_selection=selection)
+        check_selection = {dg.AssetCheckKey(dg.AssetKey.from_user_string(k), "a_check") for k in checks} or None
+        return dg.DagsterRun(job_name=job_name, asset_selection=selection, asset_check_selection=check_selection)
 
-    puzzle_runs = [run("puzzle_daily_refresh"), run("__ASSET_JOB", ("puzzle/raw_events", "puzzle/install_times"))]
-    fitness_runs = [run("fitness_daily_refresh"), run("__ASSET_JOB", ("fitness/model",))]
+    puzzle_runs = [run("puzzle_daily_refresh"), run("__ASSET_JOB", ("puzzle/raw_events", "puzzle/install_times")),
+                   run("__ASSET_JOB", checks=("puzzle/raw_events",))]  # a check run again alone, from the UI
+    fitness_runs = [run("fitness_daily_refresh"), run("__ASSET_JOB", ("fitness/model",)),
+                    run("__ASSET_JOB", checks=("fitness/raw_events",))]
     assert all(is_this_apps_run(r, "puzzle") for r in puzzle_runs)
     assert not any(is_this_apps_run(r, "puzzle") for r in fitness_runs)
+    # An app whose name begins another's ("fit", "fitness") is not alerted about the other's runs, nor it about its.
+    assert [is_this_apps_run(r, "fit") for r in fitness_runs] == [False] * 3
+    fit_runs = [run("fit_daily_refresh"), run("__ASSET_JOB", ("fit/model",)), run("__ASSET_JOB", checks=("fit/model",))]
+    assert all(is_this_apps_run(r, "fit") for r in fit_runs)
+    assert not any(is_this_apps_run(r, "fitness") for r in fit_runs)
     # Without CHURN_APP, every run of the instance, as before.
-    assert all(is_this_apps_run(r, None) for r in puzzle_runs + fitness_runs)
+    assert all(is_this_apps_run(r, None) for r in puzzle_runs + fitness_runs + fit_runs)
 
 
 # The schedules and the drift sensor evaluated through Dagster's own API (as test_schedules.py and test_sensors.py
