@@ -24,9 +24,17 @@ import pytest
 import yaml
 from s3fs import S3FileSystem
 
+from churn_assets.assets.ml.predictions import highest_risk
 from churn_assets.config import ChurnSettings
 from churn_assets.definitions import all_assets
-from churn_assets.erasure.erase import NOT_ASSETS, USER_TABLES, ErasureRefused, erase, read_user_ids_file
+from churn_assets.erasure.erase import (
+    NOT_ASSETS,
+    USER_TABLES,
+    ErasureRefused,
+    erase,
+    highest_risk_cell,
+    read_user_ids_file,
+)
 from churn_assets.resources import build_resources
 from churn_assets.resources.erased_users import read_erased_users
 from churn_assets.resources.lake import Lake
@@ -205,6 +213,8 @@ def test_an_empty_user_id_is_refused_saying_what_to_give(tmp_path):
         (b"\n  \n", "holds no user id"),
         (b"u000001\nu000002,2025-01-01\n", r"line 2: 'u000002,2025-01-01' is not one user id"),
         (b"u000001\n\xff\xfe\n", "is not UTF-8 text"),
+        (b"u000001\nu000002;u000003\n", r"line 2: 'u000002;u000003' is not one user id"),
+        (b"u000001\tu000002\n", r"line 1: 'u000001\\tu000002' is not one user id"),
     ],
 )
 def test_a_bad_user_ids_file_is_refused(tmp_path, content, message):
@@ -212,6 +222,14 @@ def test_a_bad_user_ids_file_is_refused(tmp_path, content, message):
     path.write_bytes(content)
     with pytest.raises(ErasureRefused, match=message):
         read_user_ids_file(str(path))
+
+
+def test_a_user_ids_file_gives_its_ids_without_the_spaces_and_line_ends_around_them(tmp_path):
+    """A file saved on Windows, or with an id indented or followed by spaces: the ids as raw_events stores them
+    (with the spaces, " u000002" was no stored user, refused as a typo, or listed as given with --allow-unseen)."""
+    path = tmp_path / "ids.txt"
+    path.write_bytes(b"u000001\r\n  u000002  \r\n\r\n jos\xc3\xa9\n")
+    assert read_user_ids_file(str(path)) == ["u000001", "u000002", "jos\u00e9"]
 
 
 def test_the_erase_command(erased_lake, tmp_path):
@@ -380,6 +398,39 @@ def test_the_documented_event_log_scrub_leaves_no_event_naming_the_user(tmp_path
     finally:
         if server is not None:
             server.stop()
+
+
+def test_the_erasures_predictions_record_names_the_rewritten_days_riskiest_users(erased_lake):
+    """The predictions day the erasure rewrites shows, in the UI, the highest_risk of its rewritten table: the
+    erased user, ranked first by the day's run, is no longer named, and users counts the rows left."""
+    lake, instance, victim = erased_lake
+    day = DAY_KEYS[-1]
+    url = lake.table_url("predictions", "date", day)
+    stored = _read(lake, url)
+    scored = (
+        stored.with_columns(pl.when(pl.col("user_id") == victim).then(1.0).otherwise(pl.col("churn_probability"))
+                            .alias("churn_probability"))
+        .sort(["churn_probability", "user_id"], descending=[True, False])
+        .with_columns(pl.int_range(1, stored.height + 1, dtype=pl.UInt32).alias("rank"), risk_band=pl.lit("high"),
+                      top_reason_1=pl.lit("days_since_last_event"), top_reason_2=pl.lit(None, pl.String),
+                      top_reason_3=pl.lit(None, pl.String))
+    )
+    lake.write_table(url, scored)
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key="predictions", partition=day, metadata={"users": scored.height, "highest_risk": highest_risk(scored)},
+    ))
+    assert highest_risk_cell(victim) in highest_risk(scored).value
+
+    erase(lake, [victim], instance, all_assets)
+
+    record = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("predictions"), asset_partitions=[day]), limit=1
+    ).records[0].asset_materialization
+    after = _read(lake, url)
+    assert after.height == scored.height - 1 and after.get_column("rank").to_list()[:2] == [1, 2]
+    assert record.metadata["highest_risk"].value == highest_risk(after).value
+    assert highest_risk_cell(victim) not in record.metadata["highest_risk"].value
+    assert record.metadata["users"].value == after.height
 
 
 def test_a_run_in_progress_during_the_erasure_is_named_with_what_to_do(erased_lake):
