@@ -202,6 +202,47 @@ def test_an_apps_failure_alert_is_about_its_own_runs():
     assert all(is_this_apps_run(r, None) for r in puzzle_runs + fitness_runs + fit_runs)
 
 
+# puzzle's run_failure_alert ticked through Dagster's own API (as test_sensors.py does) in a process with puzzle's
+# settings, over failed runs of puzzle, of fitness and of fit: the run ids it posted are what the webhook received.
+FAILURE_TICKS = """
+import dagster as dg
+from churn_assets.automation.sensors.run_failure_alert import run_failure_alert
+from churn_assets.config import SETTINGS
+from churn_assets.definitions import defs
+from churn_assets.resources import build_resources
+
+resources = {"alerts": build_resources(SETTINGS)["alerts"]}
+with dg.instance_for_test() as instance:
+    def tick(cursor):
+        context = dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources=resources, repository_def=defs.get_repository_def())
+        return run_failure_alert.evaluate_tick(context).cursor or cursor
+
+    cursor = tick(None)  # the first tick starts watching from now
+    for job, keys in (("puzzle_daily_refresh", None), ("__ASSET_JOB", {dg.AssetKey(["puzzle", "model"])}),
+                      ("fitness_daily_refresh", None), ("__ASSET_JOB", {dg.AssetKey(["fitness", "model"])}),
+                      ("fit_daily_refresh", None)):
+        run = instance.add_run(dg.DagsterRun(job_name=job, asset_selection=keys, status=dg.DagsterRunStatus.STARTED))
+        instance.report_run_failed(run)
+        print(job, run.run_id)
+    tick(cursor)
+"""
+
+
+def test_an_apps_failure_alert_posts_its_own_apps_failed_runs_alone(tmp_path, webhook):
+    """One instance, every app's run_failure_alert watching all its runs: puzzle's webhook is posted puzzle's failed
+    runs (by job name, or by asset keys for a run of selected assets), not fitness's nor fit's."""
+    handler, url = webhook
+    env = run_env(instance_home(tmp_path / "dagster_home"), CHURN_APP="puzzle", CHURN_ALERT_WEBHOOK=url,
+                  CHURN_DATA_URL=str(tmp_path / "lake"), CHURN_LANDING_URL=str(tmp_path / "landing"))
+    done = subprocess.run([sys.executable, "-c", FAILURE_TICKS], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = [line.split() for line in done.stdout.splitlines() if line.count(" ") == 1]
+    assert len(runs) == 5, done.stdout
+    assert sorted(alert["run_id"] for _, alert in handler.received) == sorted(run_id for _, run_id in runs[:2])
+
+
 # The schedules and the drift sensor evaluated through Dagster's own API (as test_schedules.py and test_sensors.py
 # do) on the instance the demo filled, in a process with the app's settings: what each asks for, as JSON.
 EVALUATE_AUTOMATION = """
