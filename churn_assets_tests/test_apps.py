@@ -243,6 +243,19 @@ def test_an_apps_failure_alert_posts_its_own_apps_failed_runs_alone(tmp_path, we
     assert sorted(alert["run_id"] for _, alert in handler.received) == sorted(run_id for _, run_id in runs[:2])
 
 
+def test_an_apps_model_step_holds_its_own_pool(tmp_path):
+    """Each app's model step holds the pool <app>_model (README, CHURN_APP), one slot each: in a pool shared by all
+    apps, puzzle's monthly retraining waited for fitness's to end."""
+    script = ("import dagster as dg; from churn_assets.definitions import defs; "
+              "print(defs.resolve_assets_def(dg.AssetKey(['puzzle', 'model'])).op.pool)")
+    env = run_env(tmp_path, CHURN_APP="puzzle", CHURN_DATA_URL=str(tmp_path / "lake"),
+                  CHURN_LANDING_URL=str(tmp_path / "landing"))
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["puzzle_model"]
+
+
 # The schedules and the drift sensor evaluated through Dagster's own API (as test_schedules.py and test_sensors.py
 # do) on the instance the demo filled, in a process with the app's settings: what each asks for, as JSON.
 EVALUATE_AUTOMATION = """
