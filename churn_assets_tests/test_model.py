@@ -326,6 +326,9 @@ def test_a_challenger_just_under_the_baseline_passes_within_the_tolerance_and_sa
     assert "PR-AUC 0.3800 ≤ baseline 0.4000, within baseline_pr_auc_tolerance 0.05" in reason
     promote, reason = decide(evaluation(0.8, 0.42), evaluation(0.7, 0.40), None, config)
     assert promote and "PR-AUC 0.4200 > baseline 0.4000" in reason and "within" not in reason
+    # A tie is no win: the card's beats_baseline and the reason say the baseline scores as well.
+    promote, reason = decide(evaluation(0.8, 0.40), evaluation(0.7, 0.40), None, config)
+    assert promote and "PR-AUC 0.4000 ≤ baseline 0.4000, within baseline_pr_auc_tolerance" in reason
     promote, reason = decide(evaluation(0.8, 0.30), evaluation(0.7, 0.40), None, config)
     assert not promote
     assert "PR-AUC 0.3000 is below the logistic baseline's 0.4000 − baseline_pr_auc_tolerance 0.05" in reason
