@@ -38,7 +38,7 @@ from churn_assets.erasure.erase import (
 )
 from churn_assets.resources import build_resources
 from churn_assets.resources.erased_users import read_erased_users
-from churn_assets.resources.lake import Lake
+from churn_assets.resources.lake import Lake, parquet_bytes
 from churn_assets.resources.parquet_io_manager import preview_markdown
 from churn_assets.simulate import simulate
 
@@ -146,6 +146,8 @@ def test_erasing_a_user_takes_them_out_of_every_table_and_keeps_them_out(landing
     assert record.metadata["dagster/row_count"].value == after["raw_events", day].height
     erased_versions = {table: data_versions(instance, table, DAY_KEYS) for table in CHAIN}
     assert len(set(erased_versions["raw_events"].values())) == 2  # the erasure's, and the first run's of the others
+    # The quarantine is no asset: nothing is recorded of it (the UI would list a raw_events_quarantine asset).
+    assert all(instance.get_latest_materialization_event(dg.AssetKey(table)) is None for table in NOT_ASSETS)
 
     # A re-run of old days from the landing files, which still hold the user, keeps them out: the same bytes, under
     # the data versions the erasure recorded, so nothing downstream shows Unsynced because of it.
@@ -321,6 +323,24 @@ def _recorded_rows_differ(instance: dg.DagsterInstance, tables: dict[tuple[str, 
         if records and records[0].asset_materialization.metadata["dagster/row_count"].value != frame.height:
             differ.append((table, key))
     return differ
+
+
+def test_a_rewritten_partition_is_stored_in_its_assets_row_groups(tmp_path):
+    """user_daily writes row groups of 32,768 rows (its ROW_GROUP_ROWS): the erasure's rewrite of a day of more users
+    is the bytes user_daily's run writes of the same rows, so a run of that day again stores the same file under the
+    same data version (in the default's 131,072 rows it was other bytes, and everything downstream Unsynced)."""
+    lake = Lake(str(tmp_path / "lake"))
+    day = DAY_KEYS[0]
+    frame = pl.DataFrame({"user_id": [f"u{n:06d}" for n in range(40_000)], "n_events": list(range(40_000))})
+    url = lake.table_url("user_daily", "date", day)
+    lake.write_table(url, frame, 32_768)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="user_daily", partition=day))
+
+    erase(lake, ["u000007"], instance, all_assets)
+
+    kept = frame.filter(pl.col("user_id") != "u000007")
+    assert lake.read_bytes(url) == parquet_bytes(kept, 32_768) != parquet_bytes(kept)
 
 
 # Ids as apps send them, each in a form highest_risk (a Markdown code span in a table cell) and the event log (JSON
