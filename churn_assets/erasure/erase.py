@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 import polars as pl
-from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
 
 from churn_assets.apps import asset_key, asset_name, is_this_apps_run, key_string
 from churn_assets.assets.ingest.landing_files import quoted
-from churn_assets.assets.ml.predictions import highest_risk
+from churn_assets.outside_runs import record_rewritten as _record
 from churn_assets.partitions import latest_materializations
 from churn_assets.resources.erased_users import add_erased_users, read_erased_users, without_erased
 from churn_assets.resources.filesystems import is_s3, join, polars_storage_options
@@ -24,7 +23,6 @@ from churn_assets.resources.parquet_io_manager import (
     markdown_code,
     shared_data_version,
     table_cell,
-    table_metadata,
 )
 
 # The lake's tables that hold a user_id column, upstream first, and their partition column. raw_events_quarantine is
@@ -239,28 +237,6 @@ def _rewrite(
     if table == "predictions":
         kept = kept.with_columns(pl.int_range(1, kept.height + 1, dtype=frame.schema["rank"]).alias("rank"))
     return kept, lake.write_table(url, kept, row_group_rows), frame.height - kept.height
-
-
-def _record(
-    instance: dg.DagsterInstance, asset: str, key: str, previous: dg.EventLogRecord | None, table: pl.DataFrame,
-    written: WrittenFile, removed: int, version: str,
-) -> None:
-    """Records the rewritten partition ``key`` of ``asset`` as a materialization outside a run: the metadata of its
-    latest one (the run's counts, raw_events' landing_version, which the landing sensor compares) with the table's
-    own (rows, content hash, size) and ``erased_rows``; its data version ``version``. ``predictions``'
-    ``highest_risk`` is that of the rewritten table."""
-    before = dict(previous.asset_materialization.metadata) if previous and previous.asset_materialization else {}
-    metadata = before | table_metadata(table, written) | {"erased_rows": removed}
-    metadata.pop("dagster/column_schema", None)  # the declared one holds (the columns are those of the run)
-    if asset == "predictions" and "highest_risk" in before:
-        metadata |= {"users": table.height, "highest_risk": highest_risk(table)}
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(
-            asset_key=asset_key(asset), partition=key, metadata=metadata,
-            description=f"churn-assets erase: {removed} row(s) of erased users taken out",
-            tags={DATA_VERSION_TAG: version, DATA_VERSION_IS_USER_PROVIDED_TAG: "true"},
-        )
-    )
 
 
 def _row_group_rows(assets: Iterable[dg.AssetsDefinition]) -> dict[str, int]:
