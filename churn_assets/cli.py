@@ -7,6 +7,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from churn_assets.adoption import cli as adopt_cli
     from churn_assets.erasure import cli as erase_cli
     from churn_assets.simulate import cli as simulate_cli
 
@@ -15,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     simulate_cli.add_subcommand(subparsers)
     erase_cli.add_subcommand(subparsers)
+    adopt_cli.add_subcommand(subparsers)
     catalog = subparsers.add_parser(
         "features-doc",
         help="print the feature catalog as Markdown (churn-assets features-doc > docs/features.md)",

@@ -15,6 +15,10 @@ from churn_assets.assets.ml.predictions import highest_risk
 from churn_assets.resources.lake import WrittenFile
 from churn_assets.resources.parquet_io_manager import table_metadata
 
+# On a materialization churn-assets adopt recorded: a partition stored before the instance knew it, already acted
+# upon by the automation of the instance before (drift_retraining_sensor passes such drift reports over).
+ADOPTED_TAG = "churn/adopted"
+
 
 def record_outside_run(
     instance: dg.DagsterInstance, asset: str, key: str, metadata: Mapping[str, Any], version: str, description: str,

@@ -445,5 +445,15 @@ def _marker_version(info: dict) -> str:
     return f"{modified}|{etag}" if etag else modified
 
 
+def marker_time(version: str) -> float:
+    """When the ``_SUCCESS`` marker of ``version`` (:func:`_marker_version`) was written, in epoch seconds: its local
+    modification time, or S3's LastModified (to the second)."""
+    modified = version.partition("|")[0]
+    try:
+        return float(modified)
+    except ValueError:
+        return dt.datetime.fromisoformat(modified).timestamp()
+
+
 def _name(path: str) -> str:
     return path.rstrip("/").split("/")[-1]

@@ -198,6 +198,20 @@ def artifact_files(churn_model: ChurnModel) -> dict[str, bytes]:
     return {**artifacts, CARD_FILE: card_bytes(card)}
 
 
+def artifact_metadata(folder: str, card_data: bytes) -> dict[str, Any]:
+    """What a ``model`` partition's materialization records of its artifacts in ``folder``, from its card's bytes
+    (``card_sha256`` is the partition's data version)."""
+    card = json.loads(card_data)
+    return {
+        "dagster/uri": folder,
+        "model_version": card["model_version"],
+        "model_sha256": card["artifacts"][MODEL_FILE]["sha256"],
+        "card_sha256": sha256(card_data),
+        "model_card": dg.MetadataValue.path(f"{folder}/{CARD_FILE}"),
+        "holdout_report": dg.MetadataValue.path(f"{folder}/{REPORT_FILE}"),
+    }
+
+
 class ModelIOManager(dg.ConfigurableIOManager):
     """Stores ``model`` partitions as artifact folders and loads them back verified.
 
@@ -242,15 +256,7 @@ class ModelIOManager(dg.ConfigurableIOManager):
         files = artifact_files(churn_model)
         for _ in self.writing(folder, files):
             pass
-        card = json.loads(files[CARD_FILE])
-        return {
-            "dagster/uri": folder,
-            "model_version": card["model_version"],
-            "model_sha256": card["artifacts"][MODEL_FILE]["sha256"],
-            "card_sha256": sha256(files[CARD_FILE]),
-            "model_card": dg.MetadataValue.path(f"{folder}/{CARD_FILE}"),
-            "holdout_report": dg.MetadataValue.path(f"{folder}/{REPORT_FILE}"),
-        }
+        return artifact_metadata(folder, files[CARD_FILE])
 
     def writing(self, folder: str, files: dict[str, bytes]) -> Iterator[str]:
         """Writes ``files`` (:func:`artifact_files`) into ``folder`` one file at a time, yielding the URL of
@@ -276,6 +282,12 @@ class ModelIOManager(dg.ConfigurableIOManager):
             yield url
 
     # -- inputs -----------------------------------------------------------------------------------
+    def verified_card(self, asset: str, key: str) -> bytes:
+        """The stored card of partition ``key`` as its bytes, once every file it lists matched its hash (the booster
+        not parsed): ModelArtifactError when one does not, FileNotFoundError when there is no card."""
+        _, contents = self._verified_files(self.folder(asset, key))
+        return contents[CARD_FILE]
+
     def load_input(self, context: dg.InputContext) -> dict[str, ChurnModel] | None:
         asset = asset_name(context.asset_key)
         models: dict[str, ChurnModel] = {}

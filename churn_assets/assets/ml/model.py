@@ -485,6 +485,35 @@ def _f(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def card_metadata(card: dict[str, Any]) -> dict[str, Any]:
+    """What a run of ``model`` records of the model it chose that the model's stored card keeps (for
+    ``churn-assets adopt``): the decision and why, the holdout metrics it was chosen on, threshold, risk bands, the
+    feature importance. Not the run's own counts (training rows and seconds)."""
+    from churn_assets.assets.ml import metrics  # where used, as train_and_select does (it imports scikit-learn)
+
+    selection = card.get("selection") or {}
+    challenger, champion, baseline = (selection.get(who) for who in ("challenger", "champion", "baseline"))
+    found = {
+        "decision": selection.get("decision"),
+        "reason": selection.get("reason"),
+        "model_version": card.get("model_version"),
+        "trained_for_month": card.get("trained_for_month"),
+        "threshold": float(card["threshold"]) if "threshold" in card else None,
+        "risk_bands": dg.MetadataValue.json(card["risk_bands"]) if "risk_bands" in card else None,
+        "metrics": dg.MetadataValue.md(
+            metrics.metrics_markdown({"challenger": challenger, "champion": champion, "logistic baseline": baseline})
+        ) if challenger and baseline else None,
+        "challenger/roc_auc": _metric(challenger, "roc_auc"),
+        "challenger/pr_auc": _metric(challenger, "pr_auc"),
+        "champion/pr_auc": _metric(champion, "pr_auc"),
+        "baseline/pr_auc": _metric(baseline, "pr_auc"),
+        "beats_baseline": selection.get("beats_baseline"),
+        "feature_importance": dg.MetadataValue.md(_importance_markdown(card["feature_importance"]))
+        if "feature_importance" in card else None,
+    }
+    return {name: value for name, value in found.items() if value is not None}
+
+
 def _metric(evaluation: dict[str, Any] | None, name: str) -> float | None:
     if evaluation is None or evaluation["all"][name] is None:
         return None

@@ -1,6 +1,7 @@
 """``predictions``: churn scores of every user at risk, with their risk band, rank and top reasons."""
 
 import datetime as dt
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -73,20 +74,11 @@ def predictions(
             frame = features.filter(pl.col("date") == day).drop("date").collect()
             require_model_features("predictions", day, churn_model, frame)
             scored = predict_day(churn_model, frame)
-            bands = dict(scored.get_column("risk_band").value_counts().iter_rows())
             unseen = unseen_categories(churn_model, frame)
             warn_of_unseen_categories(context, day, churn_model, unseen)
             context.add_asset_metadata(
                 {
-                    "model_version": churn_model.version,
-                    # What a probability is of: no activity in this many days after D (the model's labels).
-                    "horizon_days": int(churn_model.card["label"]["horizon_days"]),
-                    "users": scored.height,
-                    "mean_churn_probability": float(scored.get_column("churn_probability").mean() or 0.0),
-                    "flagged_share": float(
-                        (scored.get_column("churn_probability") >= churn_model.card["threshold"]).mean() or 0.0
-                    ),
-                    **{f"band/{band}": int(bands.get(band, 0)) for band in churn_model.card["risk_bands"]},
+                    **scored_metadata(scored, churn_model.card),
                     **{f"unseen_share/{name}": share for name, (share, _) in unseen.items()},
                     "highest_risk": highest_risk(scored),
                 },
@@ -193,6 +185,22 @@ def predict_day(churn_model: ChurnModel, features: pl.DataFrame) -> pl.DataFrame
         .select(list(PREDICTIONS_SCHEMA))
         .cast(PREDICTIONS_SCHEMA)
     )
+
+
+def scored_metadata(scored: pl.DataFrame, card: dict[str, Any]) -> dict[str, Any]:
+    """What a day's materialization records of its scores (``scored``, the partition as stored) under the model whose
+    ``card`` scored them: its version, horizon, users, mean probability, share over the threshold, users per band."""
+    bands = dict(scored.get_column("risk_band").value_counts().iter_rows())
+    probability = scored.get_column("churn_probability")
+    return {
+        "model_version": card["model_version"],
+        # What a probability is of: no activity in this many days after D (the model's labels).
+        "horizon_days": int(card["label"]["horizon_days"]),
+        "users": scored.height,
+        "mean_churn_probability": float(probability.mean() or 0.0),
+        "flagged_share": float((probability >= card["threshold"]).mean() or 0.0),
+        **{f"band/{band}": int(bands.get(band, 0)) for band in card["risk_bands"]},
+    }
 
 
 def highest_risk(scored: pl.DataFrame) -> dg.MetadataValue:

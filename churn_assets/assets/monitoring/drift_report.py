@@ -79,7 +79,7 @@ def drift_report(
             report = store.write_bytes(f"{folder}/{REPORT_FILE}", html.encode())
             summary = {"date": day.isoformat(), **summary, "report": report.url}
             store.write_bytes(f"{folder}/{SUMMARY_FILE}", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
-            context.add_asset_metadata(_metadata(summary, folder), partition_key=day.isoformat())
+            context.add_asset_metadata(drift_metadata(summary, folder), partition_key=day.isoformat())
             if summary["dataset_drift"]:
                 context.log.warning(
                     f"{day}: dataset drift — {summary['share_of_drifted_columns']:.0%} of the feature columns "
@@ -218,7 +218,9 @@ def _column_results(report: dict[str, Any], tested: list[str]) -> dict[str, dict
     }
 
 
-def _metadata(summary: dict[str, Any], folder: str) -> dict[str, Any]:
+def drift_metadata(summary: dict[str, Any], folder: str) -> dict[str, Any]:
+    """What a day's materialization records of its drift: the verdict (which drift_retraining_sensor reads), the most
+    drifted columns, where the report and the summary (``summary``, as summary.json holds it) are in ``folder``."""
     score = summary["score_drift"]
     top = sorted(
         ((c, r) for c, r in summary["columns"].items() if r["drift_score"] is not None and r["kind"] != "score"),

@@ -7,7 +7,8 @@ cursor past all of them. A report is over the threshold when its share of drifte
 ``threshold`` (or, for a report without a share, when it says the dataset drifted). Among the reports read
 that are over the threshold, the latest day wins: ``monthly_retraining`` is requested for its month, unless
 the previous request was less than ``cooldown`` ago. Cursor: ``{"after": storage id, "last_request": epoch
-seconds or null}``.
+seconds or null}``. A report ``churn-assets adopt`` recorded (a partition stored before the instance) is read past,
+never acted upon: the instance that ran it had its own sensor, and a new one would retrain an old month.
 """
 
 import datetime as dt
@@ -20,6 +21,7 @@ import dagster as dg
 from churn_assets.apps import asset_key, automation_name
 from churn_assets.automation.jobs import monthly_retraining
 from churn_assets.config import SETTINGS
+from churn_assets.outside_runs import ADOPTED_TAG
 
 DRIFT_REPORT = asset_key("drift_report")
 # Metadata keys a drift report may carry its verdict under, most specific first.
@@ -75,6 +77,8 @@ def build_drift_retraining_sensor(
         over = []
         for record in records:
             materialization = record.asset_materialization
+            if materialization and (materialization.tags or {}).get(ADOPTED_TAG):
+                continue  # history churn-assets adopt recorded: the instance before acted upon it
             share = drift_share(dict(materialization.metadata)) if materialization else None
             if share is not None and share >= threshold and materialization.partition:
                 over.append((materialization.partition, share, record.storage_id))

@@ -1,0 +1,399 @@
+"""What ``churn-assets adopt`` does: record in a new Dagster instance every partition the lake already stores.
+
+A new instance over a lake that holds data (the trial's SQLite instance left for production's PostgreSQL one, or an
+instance lost while the lake was backed up) shows every partition missing: the landing sensor requests every landing
+day again and the schedules recompute or wait. Adopting the lake records each stored partition of each asset of the
+code location as a materialization outside a run, with what its run would have recorded that its files tell (rows,
+content hash, size; raw_events' quarantine counts and, when surely current, its ``landing_version``; predictions'
+scores; drift_report's verdict; model's card), a data version as a range run over the asset gives it, and the inputs
+it was built from (Dagster's provenance tags), so that nothing reads as Unsynced and a day run again over the same
+bytes keeps what reads it in sync.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import io
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from dagster._core.definitions.data_version import (
+    CODE_VERSION_TAG,
+    NULL_DATA_VERSION,
+    NULL_EVENT_POINTER,
+    get_input_data_version_tag,
+    get_input_event_pointer_tag,
+)
+
+from churn_assets.apps import APP, asset_key, asset_name, key_string
+from churn_assets.assets.ingest.landing_files import ATTRIBUTES
+from churn_assets.assets.ingest.raw_events import QUARANTINE_ASSET
+from churn_assets.assets.ml.model import card_metadata
+from churn_assets.assets.ml.predictions import highest_risk, scored_metadata
+from churn_assets.assets.monitoring.drift_report import SUMMARY_FILE, drift_metadata
+from churn_assets.outside_runs import ADOPTED_TAG, record_outside_run
+from churn_assets.partitions import partition_column
+from churn_assets.resources.filesystems import is_s3, join, polars_storage_options, reaching, require_bucket
+from churn_assets.resources.lake import TABLE_FILE, Lake, WrittenFile, content_hash, partition_key, some_keys
+from churn_assets.resources.landing import marker_time
+from churn_assets.resources.model_io_manager import CARD_FILE, ModelArtifactError, ModelIOManager, artifact_metadata
+from churn_assets.resources.parquet_io_manager import shared_data_version, table_metadata
+from churn_assets.threads import ordered_map
+
+# The code version the adopted materializations' provenance names: the assets declare none, so Dagster compares only
+# their inputs' versions (a run records its run id there).
+CODE_VERSION = "churn-assets adopt"
+DESCRIPTION = "churn-assets adopt: stored in the lake before this instance recorded it"
+
+
+class AdoptionRefused(ValueError):
+    """A lake that cannot be adopted into this instance as asked: nothing was recorded."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A partition the lake stores: its key, the file that holds it (a table, or a model's card) and when that file
+    was last written (epoch seconds, from the listing)."""
+
+    key: str
+    url: str
+    modified: float
+
+
+@dataclass(frozen=True)
+class AssetOfLocation:
+    """An asset of the code location as adopting it needs it: its name (the lake's folder), partition column, the
+    assets it reads (DESIGN.md's names; itself when it builds on its own previous partition), its declared columns."""
+
+    name: str
+    column: str
+    parents: tuple[str, ...]
+    declared: Any = None
+    is_model: bool = False
+
+
+@dataclass
+class AdoptionReport:
+    """What an adoption recorded: per asset the partition keys; and what it left for the landing sensor."""
+
+    lake: str
+    recorded: dict[str, list[str]] = field(default_factory=dict)  # asset -> keys recorded, in order
+    already: dict[str, int] = field(default_factory=dict)  # asset -> partitions the instance recorded before
+    unreadable: dict[str, str] = field(default_factory=dict)  # "asset[key]" -> why it was not recorded
+    stale_landing: list[str] = field(default_factory=list)  # days stored before their landing day's current marker
+    no_marker: list[str] = field(default_factory=list)  # raw_events days whose landing day has no _SUCCESS
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        """The report as the command prints it."""
+        total = sum(map(len, self.recorded.values()))
+        lines = [f"recorded {total} stored partition(s) of {self.lake} in the instance (DAGSTER_HOME), "
+                 f"in {self.seconds:.1f} s:"]
+        for asset, keys in self.recorded.items():
+            span = f": {keys[0]} .. {keys[-1]}" if keys else ""
+            before = f" ({self.already[asset]} recorded before, left as they were)" if self.already.get(asset) else ""
+            lines.append(f"  {key_string(asset)}: {len(keys)} partition(s){span}{before}")
+        for where, why in self.unreadable.items():
+            lines.append(f"  not recorded: {where}: {why}")
+        if self.stale_landing:
+            lines.append(
+                f"left for the landing sensor to refresh: {len(self.stale_landing)} day(s) of raw_events stored before "
+                f"their landing day's current _SUCCESS, or not surely after it: {some_keys(self.stale_landing)} (recorded "
+                "without landing_version: once turned on, the sensor requests their daily_refresh)"
+            )
+        else:
+            lines.append("left for the landing sensor to refresh: none (every stored day was built from its "
+                         "landing day's current delivery)")
+        if self.no_marker:
+            lines.append(f"raw_events days whose landing day has no _SUCCESS under CHURN_LANDING_URL: "
+                         f"{len(self.no_marker)} ({some_keys(self.no_marker)}): nothing for the sensor to refresh")
+        return lines
+
+
+def adopt(
+    lake: Lake,
+    instance: dg.DagsterInstance,
+    assets: Iterable[dg.AssetsDefinition],
+    landing_days: Mapping[str, str],
+    only_missing: bool = False,
+) -> AdoptionReport:
+    """Records in ``instance`` every partition ``lake`` stores of each of ``assets`` (the code location's), upstream
+    first. ``landing_days``: the complete landing days and their ``_SUCCESS`` versions (``LandingZone.days``), for
+    raw_events' ``landing_version``. Refused, before anything is recorded, when the instance already records any
+    partition of these assets (unless ``only_missing``: then only the partitions it does not record are), when the
+    lake stores nothing, or when the instance records the lake under another app's keys (``CHURN_APP``)."""
+    began = time.perf_counter()
+    location = _location(assets)
+    listings = {asset.name: _listing(lake, asset.name) for asset in location}
+    stored = {asset.name: _stored_partitions(lake, asset, listings[asset.name]) for asset in location}
+    already = {asset.name: instance.get_materialized_partitions(asset_key(asset.name)) for asset in location}
+    _refuse(lake, instance, location, stored, already, only_missing)
+    report = AdoptionReport(lake.root_url, already={name: len(keys) for name, keys in already.items() if keys})
+    versions: dict[str, str] = {}
+    pointers: dict[str, int | None] = {asset.name: _latest_storage_id(instance, asset.name) for asset in location}
+    cards: dict[str, dict[str, Any]] = {}
+    described = {}  # every file read before anything is recorded: a file that fails to read leaves the instance as it was
+    for asset in location:
+        partitions = [p for p in stored[asset.name] if p.key not in already[asset.name]]
+        described[asset.name] = _describe(lake, asset, partitions, listings[asset.name], landing_days, cards, report)
+        report.recorded[asset.name] = [key for key, _, _ in described[asset.name]]
+    for asset in location:
+        if not described[asset.name]:
+            continue
+        versions[asset.name] = shared_data_version({key: version for key, _, version in described[asset.name]})
+        for key, metadata, _ in described[asset.name]:
+            tags = _provenance(asset, versions, pointers)
+            record_outside_run(instance, asset.name, key, metadata, versions[asset.name], DESCRIPTION, tags)
+            if asset.name in asset.parents:  # the next partition builds on this one
+                pointers[asset.name] = _latest_storage_id(instance, asset.name)
+        pointers[asset.name] = _latest_storage_id(instance, asset.name)
+    report.seconds = time.perf_counter() - began
+    return report
+
+
+def _location(assets: Iterable[dg.AssetsDefinition]) -> list[AssetOfLocation]:
+    """The code location's partitioned assets, each after the assets it reads."""
+    found: dict[str, AssetOfLocation] = {}
+    for definition in assets:
+        for key in definition.keys:
+            if definition.partitions_def is None:
+                continue
+            name = asset_name(key)
+            declared = definition.metadata_by_key.get(key, {}).get("dagster/column_schema")
+            found[name] = AssetOfLocation(
+                name=name,
+                column=partition_column(definition.partitions_def),
+                parents=tuple(sorted(asset_name(dep) for dep in definition.asset_deps[key])),
+                declared=declared,
+                is_model=definition.get_io_manager_key_for_asset_key(key) == "model_io_manager",
+            )
+    order = graphlib.TopologicalSorter(
+        {name: [p for p in asset.parents if p != name and p in found] for name, asset in found.items()}
+    )
+    return [found[name] for name in order.static_order()]
+
+
+def _stored_partitions(lake: Lake, asset: AssetOfLocation, listed: Mapping[str, float]) -> list[Stored]:
+    """The partitions of ``asset`` the lake stores, in key order, from the listing of its folder (``listed``)."""
+    file = CARD_FILE if asset.is_model else TABLE_FILE
+    found = []
+    for url, modified in listed.items():
+        folder, _, name = url.rpartition("/")
+        if name != file or folder.rpartition("/")[0] != join(lake.root_url, asset.name):
+            continue  # another file, or one under a partition's folder (a model's _staging/)
+        try:
+            found.append(Stored(partition_key(url, asset.column), url, modified))
+        except ValueError:  # a folder that names no partition of the asset's kind
+            continue
+    return sorted(found, key=lambda stored: stored.key)
+
+
+def _listing(lake: Lake, folder: str) -> dict[str, float]:
+    """Every file under ``{root}/{folder}/`` (URLs as the lake writes them) with its modification time: one listing
+    (on S3, a request per 1,000 files)."""
+    root = join(lake.root_url, folder)
+    try:
+        with reaching(root, "list"):
+            listed = lake.fs.find(root, detail=True)
+    except FileNotFoundError:
+        return {}
+    found = {}
+    for path, info in listed.items():
+        if info.get("type") == "directory":
+            continue
+        url = lake.fs.unstrip_protocol(path) if is_s3(lake.root_url) else path
+        modified = info.get("LastModified") or info.get("mtime") or 0.0
+        found[url] = modified.timestamp() if hasattr(modified, "timestamp") else float(modified)
+    return found
+
+
+def _refuse(
+    lake: Lake, instance: dg.DagsterInstance, location: Sequence[AssetOfLocation], stored: Mapping[str, list[Stored]],
+    already: Mapping[str, set[str]], only_missing: bool,
+) -> None:
+    """Refuses, before anything is recorded: an instance that records partitions of the location's assets (unless
+    ``only_missing``), a lake that stores none, a lake the instance records under another app's keys."""
+    recorded = {name: keys for name, keys in already.items() if keys}
+    if recorded and not only_missing:
+        counts = ", ".join(f"{key_string(name)} ({len(keys)})" for name, keys in recorded.items())
+        raise AdoptionRefused(
+            f"the Dagster instance (DAGSTER_HOME) already records materialized partitions of this code location's "
+            f"assets: {counts}. Adopting a lake is for a new instance: give an empty DAGSTER_HOME, or pass "
+            "--only-missing to record only the stored partitions it does not record. Nothing was recorded"
+        )
+    if not any(stored.values()):
+        if is_s3(lake.root_url):
+            require_bucket(lake.root_url, "list")
+        names = ", ".join(asset.name for asset in location)
+        raise AdoptionRefused(
+            f"{lake.root_url} stores no partition of any asset ({names}: no {{asset}}/date=…/{TABLE_FILE} nor "
+            f"model/month=…/{CARD_FILE}): is CHURN_DATA_URL the lake to adopt? Nothing was recorded"
+        )
+    _refuse_another_app(lake, instance, location)
+
+
+def _refuse_another_app(lake: Lake, instance: dg.DagsterInstance, location: Sequence[AssetOfLocation]) -> None:
+    """Refuses a lake the instance already records under another key of the same asset (another ``CHURN_APP``, or
+    none): its materializations' ``dagster/uri`` lie under this lake's root."""
+    order = {asset.name: n for n, asset in enumerate(location)}
+    ours = {asset_key(name) for name in order}
+    others = [key for key in instance.get_asset_keys() if key not in ours and key.path[-1] in order]
+    for key in sorted(others, key=lambda key: (order[key.path[-1]], key.to_user_string())):
+        page = instance.fetch_materializations(key, limit=1)
+        materialization = page.records[0].asset_materialization if page.records else None
+        uri = materialization.metadata.get("dagster/uri") if materialization else None
+        if uri is not None and str(getattr(uri, "value", uri)).startswith(lake.root_url.rstrip("/") + "/"):
+            app = "/".join(key.path[:-1])
+            setting = f"CHURN_APP={app}" if app else "CHURN_APP unset"
+            mine = f"CHURN_APP={APP}" if APP else "CHURN_APP unset"
+            raise AdoptionRefused(
+                f"the instance records {key.to_user_string()} stored under {lake.root_url}: the lake is that of the "
+                f"code location with {setting}, not {mine} (docs/operations.md, \"More than one app\": keys are <app>/<asset>, one "
+                "lake per app): set CHURN_APP to the lake's app, or CHURN_DATA_URL to this app's lake. "
+                "Nothing was recorded"
+            )
+
+
+def _describe(
+    lake: Lake, asset: AssetOfLocation, partitions: list[Stored], listed: Mapping[str, float],
+    landing_days: Mapping[str, str], cards: dict[str, dict[str, Any]], report: AdoptionReport,
+) -> list[tuple[str, dict[str, Any], str]]:
+    """Each partition's materialization metadata and its own version (content hash, or a model's card hash), in key
+    order, each file read once, a few at a time; a model whose artifacts do not match its card is left out."""
+    if asset.is_model:
+        manager = ModelIOManager(base_url=lake.root_url)
+        described = []
+        for partition in partitions:
+            try:
+                card_data = manager.verified_card(asset.name, partition.key)
+            except ModelArtifactError as exc:
+                report.unreadable[f"{asset.name}[{partition.key}]"] = str(exc)
+                continue
+            cards[partition.key] = json.loads(card_data)
+            metadata = artifact_metadata(lake.partition_url(asset.name, asset.column, partition.key), card_data)
+            metadata |= card_metadata(cards[partition.key])
+            described.append((partition.key, metadata, str(metadata["card_sha256"])[:32]))
+        return described
+    extra = _extra_metadata(lake, asset, partitions, listed, landing_days, report)
+
+    def describe(partition: Stored) -> tuple[str, dict[str, Any], str]:
+        data = lake.read_bytes(partition.url)
+        written = WrittenFile(url=partition.url, content_hash=content_hash(data), size_bytes=len(data))
+        scan = pl.scan_parquet(io.BytesIO(data))
+        shape = pl.DataFrame(schema=scan.collect_schema())
+        metadata = table_metadata(shape, written, asset.declared, scan.select(pl.len()).collect().item())
+        if asset.name == "raw_events":  # as the run counts them: the null attributes of the day's events
+            present = [column for column in ATTRIBUTES if column in shape.columns]
+            nulls = scan.select(pl.col(present).null_count()).collect().row(0) if present else ()
+            metadata |= {f"events_without/{column}": n for column, n in zip(present, nulls, strict=True)}
+        if asset.name == "predictions":
+            metadata |= _predictions_metadata(pl.read_parquet(io.BytesIO(data)), partition.key, cards)
+        return partition.key, metadata | extra(partition), written.content_hash[:32]
+
+    return list(ordered_map(describe, partitions, workers=4 if is_s3(lake.root_url) else 2))
+
+
+def _extra_metadata(
+    lake: Lake, asset: AssetOfLocation, partitions: list[Stored], listed: Mapping[str, float],
+    landing_days: Mapping[str, str], report: AdoptionReport,
+) -> Callable[[Stored], dict[str, Any]]:
+    """A function giving each partition of ``asset`` what its run recorded beside its table that the lake tells:
+    raw_events' landing version and quarantine counts (noting in ``report`` the days left for the landing sensor),
+    drift_report's verdict from the summary beside it (in its folder's listing, ``listed``)."""
+    if asset.name == "raw_events":
+        quarantines = _quarantine_counts(lake)
+        for partition in partitions:
+            version = landing_days.get(partition.key)
+            if version is None:
+                report.no_marker.append(partition.key)
+            elif not _built_from(partition, version):
+                report.stale_landing.append(partition.key)
+
+        def raw_events(partition: Stored) -> dict[str, Any]:
+            version = landing_days.get(partition.key)
+            current = {"landing_version": version} if version is not None and _built_from(partition, version) else {}
+            url = lake.table_url(QUARANTINE_ASSET, "date", partition.key)
+            counts = quarantines.get(url)
+            if counts is None:
+                return current
+            return current | {
+                "quarantined": sum(counts.values()),
+                **{f"quarantined/{reason}": n for reason, n in sorted(counts.items())},
+                "quarantine_uri": url,
+            }
+
+        return raw_events
+    if asset.name == "drift_report":
+        def drift_report(partition: Stored) -> dict[str, Any]:
+            folder = lake.partition_url(asset.name, asset.column, partition.key)
+            url = f"{folder}/{SUMMARY_FILE}"
+            if url not in listed:
+                return {}
+            return drift_metadata(json.loads(lake.read_bytes(url)), folder)
+
+        return drift_report
+    return lambda partition: {}
+
+
+def _built_from(partition: Stored, marker_version: str) -> bool:
+    """Whether raw_events' stored ``partition`` was surely built from the landing delivery whose ``_SUCCESS`` has
+    ``marker_version``: written after that marker (strictly: S3 keeps times to the second). A partition written
+    before it was built from an earlier delivery (the day was re-delivered since) and is left for the sensor."""
+    return partition.modified > marker_time(marker_version)
+
+
+def _quarantine_counts(lake: Lake) -> dict[str, dict[str, int]]:
+    """Each stored quarantine table (URL) with its rows per reason: one listing, then the reason column alone."""
+    urls = [url for url in _listing(lake, QUARANTINE_ASSET) if url.endswith("/" + TABLE_FILE)]
+    if not urls:
+        return {}
+    counts = (
+        pl.scan_parquet(
+            urls, schema={"reason": pl.String()}, extra_columns="ignore", hive_partitioning=False,
+            include_file_paths="_url", storage_options=polars_storage_options(urls[0]),
+        )
+        .group_by("_url", "reason")
+        .len()
+        .collect()
+    )
+    found: dict[str, dict[str, int]] = {url: {} for url in urls}
+    for url, reason, rows in counts.iter_rows():
+        found.setdefault(url, {})[reason] = rows
+    return found
+
+
+def _predictions_metadata(scored: pl.DataFrame, day: str, cards: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """What a day of predictions recorded of its scores: with the card of the model that scored them when the lake
+    still holds it (the month's model of the version the scores name), else what the table alone says."""
+    card = cards.get(day[:7])
+    versions = scored.get_column("model_version").unique().to_list() if "model_version" in scored.columns else []
+    metadata: dict[str, Any] = {"users": scored.height, "highest_risk": highest_risk(scored)}
+    if versions:
+        metadata["model_version"] = versions[0]
+    if card is not None and versions == [card.get("model_version")]:
+        metadata = scored_metadata(scored, card) | metadata
+    return metadata
+
+
+def _provenance(
+    asset: AssetOfLocation, versions: Mapping[str, str], pointers: Mapping[str, int | None]
+) -> dict[str, str]:
+    """The tags a run gives a materialization of what its inputs were (Dagster's data provenance): each asset read
+    at its data version and its latest event's storage id when it was read. Without them Dagster judges an input
+    newer by time, and a day run again over the same bytes showed everything that reads it as Unsynced."""
+    tags = {CODE_VERSION_TAG: CODE_VERSION, ADOPTED_TAG: "true"}
+    for parent in asset.parents:
+        pointer = pointers.get(parent)
+        tags[get_input_data_version_tag(asset_key(parent))] = versions.get(parent, NULL_DATA_VERSION.value)
+        tags[get_input_event_pointer_tag(asset_key(parent))] = NULL_EVENT_POINTER if pointer is None else str(pointer)
+    return tags
+
+
+def _latest_storage_id(instance: dg.DagsterInstance, name: str) -> int | None:
+    records = instance.fetch_materializations(asset_key(name), limit=1).records
+    return records[0].storage_id if records else None

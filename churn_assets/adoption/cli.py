@@ -1,0 +1,49 @@
+"""The ``churn-assets adopt`` subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_subcommand(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "adopt",
+        help="record in a new Dagster instance every partition the lake already stores (a move to another instance, "
+        "or an instance lost)",
+        description="Record in the Dagster instance (DAGSTER_HOME) every partition the lake (CHURN_DATA_URL) stores of "
+        "each asset of this code location (CHURN_APP's keys), as materializations outside a run with the metadata "
+        "and data version their runs would have given them, so that the schedules and the landing sensor go on from "
+        "the lake's history instead of computing it again. A raw_events day stored before its landing day's current "
+        "_SUCCESS is recorded without its landing version: the landing sensor refreshes it. Refused when the instance "
+        "already records any partition of these assets, unless --only-missing. Run it with no run of the lake in "
+        "progress and the sensors and schedules stopped.",
+    )
+    parser.add_argument("--only-missing", action="store_true",
+                        help="record only the stored partitions the instance does not record yet (an instance that "
+                        "ran for a while before the lake's history was adopted); the others are left as they are")
+    parser.set_defaults(func=run, parser=parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if not os.environ.get("DAGSTER_HOME"):
+        args.parser.error("DAGSTER_HOME is not set: set it to the instance that is to run this lake's assets")
+    import dagster as dg
+
+    from churn_assets.adoption.adopt import AdoptionRefused, adopt
+    from churn_assets.config import SETTINGS
+    from churn_assets.definitions import all_assets
+    from churn_assets.resources import LandingZone
+    from churn_assets.resources.lake import Lake
+
+    try:
+        landing_days, _ = LandingZone(url=SETTINGS.landing_url).days()
+        with dg.DagsterInstance.get() as instance:
+            report = adopt(Lake(SETTINGS.data_url), instance, all_assets, landing_days, only_missing=args.only_missing)
+    except AdoptionRefused as exc:
+        sys.stderr.write(f"churn-assets adopt: {exc}\n")
+        return 2
+    print("\n".join(report.lines()))
+    return 0

@@ -1,0 +1,216 @@
+"""A new Dagster instance over a lake that already holds data (``churn-assets adopt``): a history materialized through
+one instance, then a fresh instance adopting the lake through the real CLI. The partitions show materialized with the
+old instance's content hashes and data versions, nothing shows Unsynced, the landing sensor requests only a day whose
+delivery is newer than its stored partition, the daily schedule asks for what it asked on the old instance, a day run
+again keeps what reads it in sync, and the next month's model finds the adopted champion. Refused, before anything is
+recorded: an instance that records the assets already, an empty lake, another app's lake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from churn_assets.automation.sensors.drift_retraining_sensor import build_drift_retraining_sensor
+from churn_assets.automation.sensors.landing_sensor import build_landing_sensor
+from churn_assets.config import ChurnSettings
+from churn_assets.definitions import all_assets, defs
+from churn_assets.outside_runs import ADOPTED_TAG, record_outside_run
+from churn_assets.resources import AlertWebhook, LandingZone, build_resources
+from churn_assets.resources.model_io_manager import ModelIOManager
+from churn_assets.simulate import simulate
+
+from churn_assets_tests.dagster_processes import executable, instance_home
+from churn_assets_tests.helpers import data_versions, materialize_selected, stale_partitions
+from churn_assets_tests.ml_frames import APRIL, MARCH, lake_with_models, synthetic_training_set, training_set_stub
+from churn_assets_tests.postgres_server import postgres_available
+
+START = dt.date(2025, 1, 1)
+DAYS = 18
+DAY_KEYS = [(START + dt.timedelta(days=i)).isoformat() for i in range(DAYS)]
+CHAIN = ["raw_events", "install_times", "user_daily", "features", "labels"]
+REPOSITORY = defs.get_repository_def()
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory) -> Path:
+    """150 users over 18 days (with quarantined rows) through raw_events → labels in one run, recorded by the old
+    instance (``old_home``): ``landing``, ``lake``, ``old_home`` under the returned folder."""
+    root = tmp_path_factory.mktemp("adopt")
+    simulate(str(root / "landing"), users=150, days=DAYS, start=START, seed=7, dirty=True, progress=False)
+    settings = ChurnSettings(data_url=str(root / "lake"), landing_url=str(root / "landing"))
+    with dg.DagsterInstance.from_config(str(instance_home(root / "old_home", create_storage=True))) as instance:
+        result = materialize_selected(CHAIN, build_resources(settings), instance, DAY_KEYS[0], DAY_KEYS[-1])
+        assert result.success
+    return root
+
+
+def _adopt(home: Path, lake: str, landing: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``churn-assets adopt`` as a user runs it, on the instance at ``home`` (a new process, the real CLI)."""
+    environment = {**os.environ, "DAGSTER_HOME": str(home), "CHURN_DATA_URL": lake, "CHURN_LANDING_URL": landing,
+                   "CHURN_START_DATE": START.isoformat(), **env}
+    environment.pop("CHURN_APP", None) if "CHURN_APP" not in env else None
+    return subprocess.run([executable("churn-assets"), "adopt", *args], env=environment, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _landing_sensor(instance: dg.DagsterInstance, landing: str) -> list[str]:
+    """The days the landing sensor's first evaluation on ``instance`` requests."""
+    context = dg.build_sensor_context(
+        instance=instance, resources={"landing": LandingZone(url=landing), "alerts": AlertWebhook(url=None)},
+        repository_def=REPOSITORY,
+    )
+    return [request.partition_key for request in build_landing_sensor().evaluate_tick(context).run_requests or []]
+
+
+def _schedule(instance: dg.DagsterInstance, name: str, tick: dt.datetime) -> tuple:
+    """What the schedule's tick at ``tick`` asks for on ``instance``: (partition, range tags) or its skip reason."""
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=tick, repository_def=REPOSITORY) as ctx:
+        data = REPOSITORY.get_schedule_def(name).evaluate_tick(ctx)
+    if data.skip_message:
+        return ("skipped", data.skip_message)
+    return tuple((r.partition_key, {k: v for k, v in r.tags.items() if "range" in k}) for r in data.run_requests)
+
+
+def _redeliver(landing: Path, day: str, later: float) -> None:
+    """The day's ``_SUCCESS`` written again ``later`` seconds after now, as an exporter re-sending the day does."""
+    marker = landing / "events" / f"date={day}" / "_SUCCESS"
+    stamp = dt.datetime.now().timestamp() + later
+    os.utime(marker, (stamp, stamp))
+
+
+def test_a_new_instance_adopts_the_lake_as_the_old_one_recorded_it(history, tmp_path):
+    lake = str(history / "lake")
+    landing = tmp_path / "landing"
+    shutil.copytree(history / "landing", landing)  # (copy2: the markers keep their times, hence their versions)
+    _redeliver(landing, DAY_KEYS[4], later=5)  # re-delivered before the move: its stored partition is older
+    home = instance_home(tmp_path / "new_home", create_storage=True)
+
+    adopted = _adopt(home, lake, str(landing))
+
+    assert adopted.returncode == 0, adopted.stderr
+    for asset in CHAIN:
+        assert f"  {asset}: {DAYS} partition(s): {DAY_KEYS[0]} .. {DAY_KEYS[-1]}" in adopted.stdout
+    assert f"left for the landing sensor to refresh: 1 day(s) of raw_events stored before their landing day's " \
+           f"current _SUCCESS, or not surely after it: {DAY_KEYS[4]}" in adopted.stdout
+    with (dg.DagsterInstance.from_config(str(history / "old_home")) as old,
+          dg.DagsterInstance.from_config(str(home)) as new):
+        for asset in CHAIN:
+            assert new.get_materialized_partitions(dg.AssetKey(asset)) == set(DAY_KEYS)
+            assert data_versions(new, asset, DAY_KEYS) == data_versions(old, asset, DAY_KEYS)
+            assert stale_partitions(new, all_assets, asset, DAY_KEYS) == []
+        latest = new.fetch_materializations(dg.AssetKey("raw_events"), limit=1).records[0].asset_materialization
+        before = old.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_events"), asset_partitions=[latest.partition]), limit=1
+        ).records[0].asset_materialization
+        for name in ("dagster/row_count", "content_hash", "size_bytes", "landing_version", "quarantined"):
+            assert latest.metadata[name] == before.metadata[name], name
+
+        # Only the day delivered again since its partition was stored; then a day re-delivered after the move.
+        assert _landing_sensor(old, str(landing)) == [DAY_KEYS[4]]
+        assert _landing_sensor(new, str(landing)) == [DAY_KEYS[4]]
+        _redeliver(landing, DAY_KEYS[11], later=10)
+        assert _landing_sensor(new, str(landing)) == [DAY_KEYS[4], DAY_KEYS[11]]
+
+        # The schedules ask for what they asked on the old instance: yesterday, the days missed, a skip too early.
+        for name, tick in (
+            ("daily_refresh", dt.datetime(2025, 1, 19, 2, tzinfo=dt.UTC)),
+            ("daily_refresh", dt.datetime(2025, 1, 21, 2, tzinfo=dt.UTC)),
+            ("weekly_scoring", dt.datetime(2025, 1, 13, 3, tzinfo=dt.UTC)),
+        ):
+            assert _schedule(new, name, tick) == _schedule(old, name, tick), (name, tick)
+
+        # A day run again from the same delivery: the same bytes, the same data versions, nothing Unsynced.
+        settings = ChurnSettings(data_url=lake, landing_url=str(history / "landing"))
+        versions = {asset: data_versions(new, asset, DAY_KEYS) for asset in CHAIN}
+        result = materialize_selected(CHAIN, build_resources(settings), new, DAY_KEYS[9])
+        assert result.success
+        for asset in CHAIN:
+            assert data_versions(new, asset, DAY_KEYS) == versions[asset], asset
+            assert stale_partitions(new, all_assets, asset, DAY_KEYS) == [], asset
+
+
+def test_adopt_refuses_what_it_cannot_adopt_and_follows_churn_app(history, tmp_path):
+    lake, landing = str(history / "lake"), str(history / "landing")
+    home = instance_home(tmp_path / "home", create_storage=True)
+    assert _adopt(home, lake, landing).returncode == 0
+
+    again = _adopt(home, lake, landing)
+    assert again.returncode == 2
+    assert "already records materialized partitions of this code location's assets: raw_events (18)" in again.stderr
+    assert "--only-missing" in again.stderr and "Nothing was recorded" in again.stderr
+    missing_only = _adopt(home, lake, landing, "--only-missing")
+    assert missing_only.returncode == 0, missing_only.stderr
+    assert "  raw_events: 0 partition(s) (18 recorded before, left as they were)" in missing_only.stdout
+
+    empty = _adopt(instance_home(tmp_path / "empty_home"), str(tmp_path / "no_lake"), landing)
+    assert empty.returncode == 2
+    assert f"{tmp_path / 'no_lake'} stores no partition of any asset" in empty.stderr
+
+    other_app = _adopt(home, lake, landing, "--only-missing", CHURN_APP="puzzle")
+    assert other_app.returncode == 2
+    assert f"the instance records raw_events stored under {lake}" in other_app.stderr
+    assert "CHURN_APP unset, not CHURN_APP=puzzle" in other_app.stderr
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_materialized_partitions(dg.AssetKey(["puzzle", "raw_events"])) == set()
+
+    puzzle_home = instance_home(tmp_path / "puzzle_home", create_storage=True)
+    puzzle = _adopt(puzzle_home, lake, landing, CHURN_APP="puzzle")
+    assert puzzle.returncode == 0, puzzle.stderr
+    assert f"  puzzle/raw_events: {DAYS} partition(s)" in puzzle.stdout
+    with dg.DagsterInstance.from_config(str(puzzle_home)) as instance:
+        assert instance.get_materialized_partitions(dg.AssetKey(["puzzle", "labels"])) == set(DAY_KEYS)
+        assert instance.get_materialized_partitions(dg.AssetKey("labels")) == set()
+
+
+def test_the_next_months_model_finds_the_adopted_champion(tmp_path):
+    lake = lake_with_models(tmp_path / "models", {MARCH: synthetic_training_set(MARCH, seed=21)})
+    home = instance_home(tmp_path / "home", create_storage=True)
+    adopted = _adopt(home, lake, str(tmp_path / "no_landing"))
+    assert adopted.returncode == 0, adopted.stderr
+    assert f"  model: 1 partition(s): {MARCH} .. {MARCH}" in adopted.stdout
+    champion = ModelIOManager(base_url=lake).read("model", MARCH).card
+    from churn_assets.assets.ml.model import model
+
+    settings = ChurnSettings(data_url=lake, landing_url=str(tmp_path / "no_landing"))
+    assets = [training_set_stub({APRIL: synthetic_training_set(APRIL, seed=22)}), model]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        recorded = instance.fetch_materializations(dg.AssetKey("model"), limit=1).records[0].asset_materialization
+        assert recorded.metadata["model_version"].value == champion["model_version"]
+        assert recorded.metadata["decision"].value == champion["selection"]["decision"]
+        result = dg.materialize(assets, resources=build_resources(settings), instance=instance, partition_key=APRIL)
+        assert result.success
+        april = ModelIOManager(base_url=lake).read("model", APRIL).card
+        assert april["selection"]["champion_version"] == champion["model_version"]
+        assert stale_partitions(instance, assets, "model", [MARCH, APRIL]) == []
+
+
+def test_the_drift_sensor_passes_over_adopted_reports(instance):
+    verdict = {"share_of_drifted_columns": 0.9, "dataset_drift": True}
+    record_outside_run(instance, "drift_report", "2025-03-10", verdict, "v1", "adopted", {ADOPTED_TAG: "true"})
+    sensor = build_drift_retraining_sensor()
+    first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
+    assert not first.run_requests
+    record_outside_run(instance, "drift_report", "2025-03-11", verdict, "v2", "a run's")
+    second = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor, repository_def=REPOSITORY))
+    assert [r.partition_key for r in second.run_requests] == ["2025-03"]
+
+
+@pytest.mark.s3
+@pytest.mark.skipif(not postgres_available(), reason="PostgreSQL 15 binaries are not installed")
+def test_adopt_into_the_production_instance(history, production_home):
+    adopted = _adopt(production_home, str(history / "lake"), str(history / "landing"))
+    assert adopted.returncode == 0, adopted.stderr
+    with dg.DagsterInstance.from_config(str(production_home)) as instance:
+        for asset in CHAIN:
+            assert instance.get_materialized_partitions(dg.AssetKey(asset)) == set(DAY_KEYS)
+            assert stale_partitions(instance, all_assets, asset, DAY_KEYS) == []
+        assert _landing_sensor(instance, str(history / "landing")) == []
+
+
+from churn_assets_tests.test_instance_postgres import postgres, production_home  # noqa: E402, F401  (fixtures)
