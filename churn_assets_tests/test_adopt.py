@@ -213,4 +213,23 @@ def test_adopt_into_the_production_instance(history, production_home):
         assert _landing_sensor(instance, str(history / "landing")) == []
 
 
+@pytest.mark.s3
+def test_adopt_a_lake_on_s3(history, s3_server, tmp_path):
+    lake = f"s3://lake/{tmp_path.name}"
+    settings = ChurnSettings(data_url=lake, landing_url=str(history / "landing"))
+    keys = DAY_KEYS[:8]
+    with dg.DagsterInstance.from_config(str(instance_home(tmp_path / "old_home", create_storage=True))) as old:
+        assert materialize_selected(CHAIN, build_resources(settings), old, keys[0], keys[-1]).success
+        home = instance_home(tmp_path / "new_home", create_storage=True)
+        adopted = _adopt(home, lake, str(history / "landing"))
+        assert adopted.returncode == 0, adopted.stderr
+        assert "left for the landing sensor to refresh: none" in adopted.stdout
+        with dg.DagsterInstance.from_config(str(home)) as new:
+            for asset in CHAIN:
+                assert new.get_materialized_partitions(dg.AssetKey(asset)) == set(keys)
+                assert data_versions(new, asset, keys) == data_versions(old, asset, keys)
+                assert stale_partitions(new, all_assets, asset, keys) == []
+            assert _landing_sensor(new, str(history / "landing")) == DAY_KEYS[8:]  # the days never stored
+
+
 from churn_assets_tests.test_instance_postgres import postgres, production_home  # noqa: E402, F401  (fixtures)
