@@ -52,9 +52,9 @@ def history(tmp_path_factory) -> Path:
 
 def _adopt(home: Path, lake: str, landing: str, *args: str, **env: str) -> subprocess.CompletedProcess:
     """``churn-assets adopt`` as a user runs it, on the instance at ``home`` (a new process, the real CLI)."""
-    environment = {**os.environ, "DAGSTER_HOME": str(home), "CHURN_DATA_URL": lake, "CHURN_LANDING_URL": landing,
-                   "CHURN_START_DATE": START.isoformat(), **env}
-    environment.pop("CHURN_APP", None) if "CHURN_APP" not in env else None
+    environment = {key: value for key, value in os.environ.items() if key != "CHURN_APP"}
+    environment |= {"DAGSTER_HOME": str(home), "CHURN_DATA_URL": lake, "CHURN_LANDING_URL": landing,
+                    "CHURN_START_DATE": START.isoformat(), **env}
     return subprocess.run([executable("churn-assets"), "adopt", *args], env=environment, capture_output=True,
                           text=True, timeout=300)
 

@@ -73,6 +73,7 @@ class AssetOfLocation:
     name: str
     column: str
     parents: tuple[str, ...]
+    partitions_def: dg.PartitionsDefinition | None = None
     declared: Any = None
     is_model: bool = False
 
@@ -131,13 +132,20 @@ def adopt(
     location = _location(assets)
     listings = {asset.name: _listing(lake, asset.name) for asset in location}
     stored = {asset.name: _stored_partitions(lake, asset, listings[asset.name]) for asset in location}
+    outside = {name: [p.key for p in found if not _is_partition(location, name, p.key)] for name, found in stored.items()}
+    stored = {name: [p for p in found if p.key not in outside[name]] for name, found in stored.items()}
     already = {asset.name: instance.get_materialized_partitions(asset_key(asset.name)) for asset in location}
     _refuse(lake, instance, location, stored, already, only_missing)
     report = AdoptionReport(lake.root_url, already={name: len(keys) for name, keys in already.items() if keys})
+    report.unreadable |= {
+        f"{name}[{some_keys(keys)}]": "not partitions of the asset (before CHURN_START_DATE, or after today?)"
+        for name, keys in outside.items() if keys
+    }
     versions: dict[str, str] = {}
     pointers: dict[str, int | None] = {asset.name: _latest_storage_id(instance, asset.name) for asset in location}
     cards: dict[str, dict[str, Any]] = {}
-    described = {}  # every file read before anything is recorded: a file that fails to read leaves the instance as it was
+    # Every file is read before anything is recorded: one that cannot be read leaves the instance as it was.
+    described = {}
     for asset in location:
         partitions = [p for p in stored[asset.name] if p.key not in already[asset.name]]
         described[asset.name] = _describe(lake, asset, partitions, listings[asset.name], landing_days, cards, report)
@@ -169,6 +177,7 @@ def _location(assets: Iterable[dg.AssetsDefinition]) -> list[AssetOfLocation]:
                 name=name,
                 column=partition_column(definition.partitions_def),
                 parents=tuple(sorted(asset_name(dep) for dep in definition.asset_deps[key])),
+                partitions_def=definition.partitions_def,
                 declared=declared,
                 is_model=definition.get_io_manager_key_for_asset_key(key) == "model_io_manager",
             )
@@ -176,6 +185,12 @@ def _location(assets: Iterable[dg.AssetsDefinition]) -> list[AssetOfLocation]:
         {name: [p for p in asset.parents if p != name and p in found] for name, asset in found.items()}
     )
     return [found[name] for name in order.static_order()]
+
+
+def _is_partition(location: Sequence[AssetOfLocation], name: str, key: str) -> bool:
+    """Whether ``key`` is a partition of the asset ``name`` now (not before CHURN_START_DATE, nor in the future)."""
+    partitions_def = next(asset.partitions_def for asset in location if asset.name == name)
+    return partitions_def is not None and partitions_def.has_partition_key(key)
 
 
 def _stored_partitions(lake: Lake, asset: AssetOfLocation, listed: Mapping[str, float]) -> list[Stored]:
