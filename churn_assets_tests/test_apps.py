@@ -384,3 +384,66 @@ def _this_venv(tmp_path: Path) -> Path:
         (venv / "bin" / name).symlink_to(executable(name))
     (venv / ".churn-installed").touch()
     return venv
+
+
+# What a user under an app reads, one message of each kind, from a process with the app's settings: a step's failure
+# (the parquet IO manager's, the model IO manager's), a check's description, a schedule's skip reason and a sensor's
+# description, each naming the asset or job as the user types it.
+MESSAGES_UNDER_AN_APP = """
+import datetime as dt, json
+import dagster as dg, polars as pl
+from churn_assets.config import SETTINGS
+from churn_assets.definitions import all_asset_checks, all_assets, defs
+from churn_assets.resources import build_resources
+from churn_assets.resources.lake import Lake
+from churn_assets.automation.sensors.run_failure_alert import step_error
+from churn_assets.resources.model_io_manager import ModelIOManager
+
+def key(name):
+    return dg.AssetKey(["puzzle", name])
+
+found, resources, repository = {}, build_resources(SETTINGS), defs.get_repository_def()
+with dg.DagsterInstance.get() as instance:
+    result = dg.materialize(all_assets, selection=[key("user_daily")], partition_key="2025-01-05",
+                            resources=resources, instance=instance, raise_on_error=False)
+    found["parquet"] = [step_error(e.step_failure_data.error) for e in result.all_events if e.is_step_failure]
+    try:
+        ModelIOManager(base_url=SETTINGS.data_url).read("model", "2030-01")
+    except Exception as exc:
+        found["model"] = str(exc)
+    # A training set whose one label was made under another horizon (7 days, not 28).
+    Lake(SETTINGS.data_url).write_table(Lake(SETTINGS.data_url).table_url("training_set", "month", "2025-03"), pl.DataFrame({
+        "user_id": ["u1", "u2"], "churned": [0, 1], "snapshot_date": [dt.date(2025, 1, 1), dt.date(2025, 2, 3)],
+        "label_date": [dt.date(2025, 1, 29), dt.date(2025, 2, 10)]}))
+    check = dg.AssetCheckKey(key("training_set"), "training_set_is_sound")
+    result = dg.materialize([*all_assets, *all_asset_checks], selection=dg.AssetSelection.checks(check),
+                            resources=resources,
+                            instance=instance, tags={"dagster/partition": "2025-03"}, raise_on_error=False)
+    found["check"] = [e.description for e in result.get_asset_check_evaluations()]
+    with dg.build_schedule_context(instance=instance, repository_def=repository,
+                                   scheduled_execution_time=dt.datetime(2025, 3, 10, 3, tzinfo=dt.UTC)) as context:
+        found["skip"] = repository.get_schedule_def("puzzle_weekly_scoring").evaluate_tick(context).skip_message
+found["sensor"] = repository.get_sensor_def("puzzle_drift_retraining_sensor").description
+print(json.dumps(found))
+"""
+
+
+def test_what_a_message_tells_a_user_under_an_app_to_select_is_the_apps(tmp_path):
+    """Under CHURN_APP every asset is puzzle/NAME and every job puzzle_NAME: a message that told the user to
+    materialize user_daily, model or labels, or named weekly scoring's inputs, the drift sensor's job, gave a
+    selection no asset of the location answers to (`dagster asset materialize --select user_daily`: no such asset)."""
+    env = run_env(instance_home(tmp_path / "home"), CHURN_APP="puzzle", CHURN_DATA_URL=str(tmp_path / "lake"),
+                  CHURN_LANDING_URL=str(tmp_path / "landing"))
+    done = subprocess.run([sys.executable, "-c", MESSAGES_UNDER_AN_APP], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.splitlines()[-1])
+    (failure,) = found["parquet"]
+    assert "install_times has no stored partition 2025-01-05" in failure, failure
+    assert "materialize puzzle/install_times for those partitions first" in failure, failure
+    assert found["model"].endswith("materialize puzzle/model for 2030-01 first"), found["model"]
+    (check,) = found["check"]
+    assert "materialize puzzle/labels again over the label days of training_set[2025-03], then " \
+           "puzzle/training_set" in check, check
+    assert found["skip"].startswith("2025-03-09 waits for puzzle/features[2025-03-09], not stored yet"), found["skip"]
+    assert found["sensor"].startswith("Requests puzzle_monthly_retraining for the month of a puzzle/drift_report")

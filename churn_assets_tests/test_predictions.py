@@ -268,7 +268,7 @@ def test_features_lacking_a_model_feature_fail_naming_the_day_the_model_and_what
     # Both causes (the event types, the feature catalog) and both ways out.
     assert "other event types (CHURN_EVENT_TYPES) or another feature catalog" in message
     assert f"Materialize features[{DAY}] again with the model's" in message
-    assert f"or train model[{MARCH}] on the current features (training_set and model for {MARCH})" in message
+    assert f"or train model[{MARCH}] on the current features (training_set,model for {MARCH})" in message
     assert failure.step_failure_data.user_failure_data is not None  # a dg.Failure: not retried
     assert not Lake(lake).exists(Lake(lake).partition_url(name, "date", DAY.isoformat()))
 

@@ -25,7 +25,7 @@ from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGra
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 from dagster._core.storage.tags import RUN_KEY_TAG, SCHEDULED_EXECUTION_TIME_TAG
 
-from churn_assets.apps import asset_key
+from churn_assets.apps import asset_key, key_string
 from churn_assets.assets.ml.training_set import too_early_to_train
 from churn_assets.automation.jobs import SERIAL_TAG, daily_refresh, monthly_retraining, weekly_scoring
 from churn_assets.partitions import (
@@ -121,7 +121,7 @@ def _with_missed_days(
     # Should that fail, the next tick finds the day missed.
     in_flight = _days_in_flight(instance, asset_graph)
     if request.partition_key in in_flight:  # the last day of a backfill queued before the tick, say
-        what = in_flight[request.partition_key] or "a daily_refresh run or backfill"
+        what = in_flight[request.partition_key] or f"a {daily_refresh.name} run or backfill"
         return dg.SkipReason(f"{request.partition_key} is already queued or running: refreshed by {what}")
     missed = []
     for earlier in before:  # newest first
@@ -130,8 +130,9 @@ def _with_missed_days(
             if key not in stored and (outside := in_flight[key]):
                 # Outside the serial lane, a run queued now would not wait for install_times[key]: it would fail.
                 return dg.SkipReason(
-                    f"{request.partition_key} waits: install_times[{key}] is being refreshed by {outside}, outside "
-                    f"the daily_refresh lane; the next tick refreshes the days after it with its yesterday"
+                    f"{request.partition_key} waits: {key_string('install_times')}[{key}] is being refreshed by "
+                    f"{outside}, outside the {daily_refresh.name} lane; the next tick refreshes the days after it "
+                    "with its yesterday"
                 )
             break
         missed.append(earlier)
@@ -213,7 +214,7 @@ def _once_stored(
     stored = [latest_materializations(instance, asset_key(asset), [key]).get(key) for asset in job_assets]
     if tick > first_tick and all(record and record.timestamp >= first_tick.timestamp() for record in stored):
         stored_by = f"stored since {first_tick:%H:%M} UTC by another run"
-        return dg.SkipReason(f"{', '.join(job_assets)} of {key} were {stored_by}")
+        return dg.SkipReason(f"{', '.join(map(key_string, job_assets))} of {key} were {stored_by}")
     asset, partition = needs
     if latest_materializations(instance, asset_key(asset), [partition]):
         return request
@@ -228,8 +229,9 @@ def _once_stored(
     if tick.hour >= LAST_WAITING_HOUR:
         return request
     return dg.SkipReason(
-        f"{key} waits for {asset}[{partition}], not stored yet (its daily refresh is late, queued or failed): every "
-        f"tick until {LAST_WAITING_HOUR}:00 UTC asks for {key} once it is stored, and the last one asks regardless"
+        f"{key} waits for {key_string(asset)}[{partition}], not stored yet (its daily refresh is late, queued or "
+        f"failed): every tick until {LAST_WAITING_HOUR}:00 UTC asks for {key} once it is stored, and the last one "
+        "asks regardless"
     )
 
 
@@ -254,7 +256,9 @@ def weekly_scoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequ
     if (why := too_early_to_train(month)) and not latest_materializations(
         context.instance, asset_key("model"), [month]
     ):
-        return dg.SkipReason(f"predictions and drift_report of {day} need a model of {month}: {why}")
+        return dg.SkipReason(
+            f"{key_string('predictions')} and {key_string('drift_report')} of {day} need a model of {month}: {why}"
+        )
     # Scoring has no lane of its own, so it can queue in the refresh's; a retraining keeps to its own (model[M]
     # reads model[M-1]) and waits for the next tick instead.
     return _once_stored(

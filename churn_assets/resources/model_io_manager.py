@@ -33,7 +33,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from churn_assets.apps import asset_name
+from churn_assets.apps import asset_name, key_string
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.parquet_io_manager import (
     MissingPartitionError,
@@ -175,7 +175,7 @@ def _verify_card(card: dict[str, Any], model_bytes: bytes, card_url: str) -> Non
         raise ModelArtifactError(
             f"{card_url}: its threshold, risk-band cut-offs or feature categories are not the ones its model_version "
             f"{stored} was stored with (edited by hand?); refusing to load it. Restore the card, or materialize "
-            f"model[{card.get('month')}] again."
+            f"{key_string('model')}[{card.get('month')}] again."
         )
 
 
@@ -321,7 +321,7 @@ class ModelIOManager(dg.ConfigurableIOManager):
         if not stored:  # (raised outside the handler: not shown "during handling of" the card's absence)
             raise MissingPartitionError(
                 f"{asset} has no stored partition {key} under {self.lake.root_url} ({card_url} does not exist): "
-                + (_never_trained(key) or f"materialize {asset} for {key} first")
+                + (_never_trained(key) or f"materialize {key_string(asset)} for {key} first")
             )
         try:
             return self._read_set(f"{folder}/{STAGING}")

@@ -35,7 +35,7 @@ import polars as pl
 from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
 from pydantic import Field
 
-from churn_assets.apps import asset_name
+from churn_assets.apps import asset_name, key_string
 from churn_assets.partitions import DATE_FORMAT, MONTH_FORMAT, latest_materializations, partition_column
 from churn_assets.resources.filesystems import is_s3, polars_storage_options
 from churn_assets.resources.lake import (
@@ -251,7 +251,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 )
             raise MissingPartitionError(
                 f"{asset} has no stored partition {some_keys(missing)} under {self.lake.root_url}: "
-                f"materialize {asset} for those partitions first{hint}"
+                f"materialize {key_string(asset)} for those partitions first{hint}"
             )
         partition = {column: _HIVE_TYPES[column]}
         recent = RECENT.get(asset, urls[0], self.lake, found[urls[0]]) if len(urls) == 1 else None

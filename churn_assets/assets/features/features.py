@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from churn_assets.apps import key_string
 from churn_assets.assets.features.catalog import (
     CATEGORICAL_COLUMNS,
     LOOKBACK_DAYS,
@@ -87,7 +88,7 @@ def features(
         return dg.Failure(
             f"user_daily has no column {missing} for the tracked event types {list(churn.event_types)} in some of "
             f"the days {window} that features reads: CHURN_EVENT_TYPES changed since they were materialized; "
-            f"rematerialize user_daily for them first (--partition-range {window})",
+            f"rematerialize {key_string('user_daily')} for them first (--partition-range {window})",
             allow_retries=False,
         )
 

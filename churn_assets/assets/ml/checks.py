@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
+from churn_assets.apps import key_string
 from churn_assets.assets.check_days import check_result, compare_keys, each_partition, partition_check, without_rows
 from churn_assets.assets.features.labels import HORIZON_DAYS
 from churn_assets.assets.ml.model import SCORE_COLUMN, model
@@ -66,8 +67,8 @@ def training_set_is_sound(
         if failures["snapshots_not_h_days_before_label"]:  # labels made under another CHURN_HORIZON_DAYS
             hint["cause"] = (
                 f"labels whose snapshot is not {HORIZON_DAYS} days (CHURN_HORIZON_DAYS) before them were made "
-                f"with another horizon: materialize labels again over the label days of training_set[{month}], "
-                "then training_set"
+                f"with another horizon: materialize {key_string('labels')} again over the label days of "
+                f"training_set[{month}], then {key_string('training_set')}"
             )
         results[month] = check_result(failures, label_rate=rate, rows=row["rows"], **hint)
     yield from each_partition(context, results)

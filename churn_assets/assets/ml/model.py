@@ -143,9 +143,9 @@ def require_labels_of_horizon(month: str, frame: pl.DataFrame, horizon_days: int
         raise dg.Failure(
             f"model[{month}]: training_set[{month}] holds labels resolved {resolved} days after their snapshot, "
             f"but CHURN_HORIZON_DAYS is {horizon_days}: they were made with another horizon. Nothing is stored: "
-            f"materialize labels again over the label days of training_set[{month}] "
+            f"materialize {key_string('labels')} again over the label days of training_set[{month}] "
             f"(--select {key_string('labels')} --partition-range {first}...{window.last_label_day}), then "
-            f"training_set and model for {month}.",
+            f"{key_string('training_set')},{key_string('model')} for {month}.",
             metadata={"label_horizons_days": dg.MetadataValue.json(gaps), "horizon_days": horizon_days},
             allow_retries=False,
         )

@@ -6,6 +6,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from churn_assets.apps import key_string
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, days_in_range
 from churn_assets.resources.model_io_manager import CARD_FILE, ChurnModel, card_problems
 from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema, preview_markdown
@@ -124,7 +125,8 @@ def warn_of_unseen_categories(
                 f"({churn_model.version}) was not trained on ({', '.join(map(repr, values))}), scored as missing. "
                 f"If a release changed how the export writes it (renamed, respelt), fix the export and re-deliver "
                 f"its days; if the app has a new {name}, the next monthly model learns it (or materialize "
-                f"training_set and model for {month} again). drift_report[{day}] shows the column."
+                f"{key_string('training_set')},{key_string('model')} for {month} again). drift_report[{day}] shows "
+                "the column."
             )
 
 
@@ -138,8 +140,9 @@ def require_model_features(asset: str, day: dt.date, churn_model: ChurnModel, fe
             f"{asset}[{day}]: features[{day}] lacks columns {missing} that model[{month}] "
             f"({churn_model.version}, trained for {churn_model.card['trained_for_month']}) needs: features[{day}] "
             "and the model were made with other event types (CHURN_EVENT_TYPES) or another feature catalog. "
-            f"Materialize features[{day}] again with the model's (a new event type needs user_daily of its window "
-            f"first), or train model[{month}] on the current features (training_set and model for {month}).",
+            f"Materialize {key_string('features')}[{day}] again with the model's (a new event type needs "
+            f"user_daily of its window first), or train model[{month}] on the current features "
+            f"({key_string('training_set')},{key_string('model')} for {month}).",
             metadata={"missing_features": dg.MetadataValue.json(missing)},
             allow_retries=False,
         )
@@ -156,7 +159,7 @@ def require_sound_cards(models: dict[str, ChurnModel]) -> None:
             raise dg.Failure(
                 f"predictions: the card of model[{month}] ({CARD_FILE} of {churn_model.card.get('model_version')}) "
                 f"cannot be scored with: {'; '.join(found)}. Nothing is stored. Restore the card, or materialize "
-                f"model[{month}] again.",
+                f"{key_string('model')}[{month}] again.",
                 metadata={"problems": dg.MetadataValue.json(found)},
                 allow_retries=False,
             )

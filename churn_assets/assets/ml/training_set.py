@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
+from churn_assets.apps import key_string
 from churn_assets.assets.features.catalog import features_schema, table_schema
 from churn_assets.assets.features.labels import HORIZON_DAYS, LABELS_SCHEMA
 from churn_assets.config import SETTINGS
@@ -255,8 +256,8 @@ def with_snapshot_features(
     if missing:
         raise dg.Failure(
             f"training_set[{window.month}]: features has no stored partition {some_keys(missing)} under "
-            f"{lake.root_url}, the snapshots of labels of this window: materialize features (then labels) for "
-            "those days first",
+            f"{lake.root_url}, the snapshots of labels of this window: materialize {key_string('features')} "
+            f"(then {key_string('labels')}) for those days first",
             allow_retries=False,
         )
     # rows is never empty: the month passed _require_enough_labels. The days are read as they were when the
@@ -279,9 +280,9 @@ def with_snapshot_features(
         raise dg.Failure(
             f"training_set[{window.month}]: features of snapshot days {some_keys(days)} ({len(days)} days) lack "
             f"the feature columns {some_keys(missing)}: they were materialized before the feature catalog or "
-            f"CHURN_EVENT_TYPES gained them. Materialize features again for those days (--partition-range "
-            f"{days[0]}...{days[-1]}; a new event type needs user_daily of their windows first, which features "
-            "names), then this month.",
+            f"CHURN_EVENT_TYPES gained them. Materialize {key_string('features')} again for those days "
+            f"(--partition-range {days[0]}...{days[-1]}; a new event type needs user_daily of their windows first, "
+            "which features names), then this month.",
             metadata={"features_days_lacking_columns": len(days), "missing_columns": dg.MetadataValue.json(missing)},
             allow_retries=False,
         ) from exc
@@ -292,8 +293,8 @@ def with_snapshot_features(
         raise dg.Failure(
             f"training_set[{window.month}]: labels whose user has no row in their snapshot's features: "
             f"{lost.height} (snapshot days {some_keys(lost_days)}); "
-            "features were rematerialized after those labels. Materialize labels again for the label days "
-            f"(snapshot day + {HORIZON_DAYS} days), then this month.",
+            f"features were rematerialized after those labels. Materialize {key_string('labels')} again for the "
+            f"label days (snapshot day + {HORIZON_DAYS} days), then this month.",
             metadata={"labels_without_features": lost.height},
             allow_retries=False,
         )
@@ -328,7 +329,7 @@ def _require_enough_labels(window: MonthWindow, counts: dict[int, int]) -> None:
         problem = f"a class has fewer than {MIN_CLASS_ROWS} rows"
     if problem:
         early = too_early_to_train(window.month)
-        todo = f"{early}." if early else "Materialize labels for those days, or train a later month."
+        todo = f"{early}." if early else f"Materialize {key_string('labels')} for those days, or train a later month."
         raise dg.Failure(
             f"training_set[{window.month}]: {problem}: {total} labelled rows in label days {window} "
             f"(churned=1: {counts[1]}, churned=0: {counts[0]}). {todo}",

@@ -18,7 +18,7 @@ from typing import Any
 
 import dagster as dg
 
-from churn_assets.apps import asset_key, automation_name
+from churn_assets.apps import asset_key, automation_name, key_string
 from churn_assets.automation.jobs import monthly_retraining
 from churn_assets.config import SETTINGS
 from churn_assets.outside_runs import ADOPTED_TAG
@@ -63,8 +63,8 @@ def build_drift_retraining_sensor(
         job=monthly_retraining,
         minimum_interval_seconds=minimum_interval_seconds,
         description=(
-            f"Requests monthly_retraining for the month of a drift_report whose share of drifted columns is "
-            f"at least {threshold:g}, at most once per {_days(cooldown)}."
+            f"Requests {monthly_retraining.name} for the month of a {key_string('drift_report')} whose share of "
+            f"drifted columns is at least {threshold:g}, at most once per {_days(cooldown)}."
         ),
     )
     def drift_retraining_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from churn_assets.apps import asset_key, automation_name
+from churn_assets.apps import asset_key, automation_name, key_string
 from churn_assets.automation.jobs import daily_refresh
 from churn_assets.automation.schedules import partition_exists
 from churn_assets.config import SETTINGS
@@ -237,8 +237,9 @@ def _unfinished_message(days: list[str]) -> str:
 def _held_message(held: dict[str, str]) -> str:
     first = min(held)
     return (
-        f"{len(held)} complete landing day(s) from {first} wait for {held[first]}: install_times[{held[first]}] "
-        "is not stored (its landing day is not complete, or its refresh has not finished or failed); they are "
+        f"{len(held)} complete landing day(s) from {first} wait for {held[first]}: "
+        f"{key_string('install_times')}[{held[first]}] is not stored (its landing day is not complete, or its refresh "
+        "has not finished or failed); they are "
         "requested once it is"
     )
 
