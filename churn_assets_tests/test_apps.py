@@ -447,3 +447,45 @@ def test_what_a_message_tells_a_user_under_an_app_to_select_is_the_apps(tmp_path
            "puzzle/training_set" in check, check
     assert found["skip"].startswith("2025-03-09 waits for puzzle/features[2025-03-09], not stored yet"), found["skip"]
     assert found["sensor"].startswith("Requests puzzle_monthly_retraining for the month of a puzzle/drift_report")
+
+
+# puzzle's run_failure_alert over a run of puzzle's that failed, posting to the test's webhook (CHURN_ALERT_WEBHOOK),
+# and the alert puzzle's landing sensor makes of a late day, as JSON.
+ALERTS_UNDER_AN_APP = """
+import datetime as dt, json, subprocess
+import dagster as dg
+from churn_assets.automation.sensors.landing_sensor import late_landing_alerts
+from churn_assets.config import SETTINGS
+from churn_assets.definitions import defs
+from churn_assets.resources import build_resources
+
+resources, repository = build_resources(SETTINGS), defs.get_repository_def()
+sensor = repository.get_sensor_def("puzzle_run_failure_alert")
+with dg.DagsterInstance.get() as instance:
+    def tick(cursor):
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"alerts": resources["alerts"]},
+                                     repository_def=repository) as context:
+            return sensor.evaluate_tick(context).cursor or cursor
+
+    cursor = tick(None)  # the first tick watches from now
+    # Run as a user runs it (a CLI run names no job of the app: its asset keys do), failing: nothing is stored.
+    subprocess.run(["dagster", "asset", "materialize", "-m", "churn_assets.definitions", "--select",
+                    "puzzle/user_daily", "--partition", "2025-01-05"], capture_output=True, check=False)
+    tick(cursor)
+print(json.dumps(late_landing_alerts(["2025-01-05"], {}, [], dt.datetime(2025, 1, 7, tzinfo=dt.UTC), 6)))
+"""
+
+
+def test_an_apps_alerts_say_which_app(tmp_path, webhook):
+    """Two apps posting to one webhook: the JSON said the job (puzzle_daily_refresh, or __ASSET_JOB for a CLI run,
+    which names no app) and not the app, so a team told them apart by parsing names. It carries CHURN_APP now."""
+    handler, url = webhook
+    env = run_env(instance_home(tmp_path / "home"), CHURN_APP="puzzle", CHURN_DATA_URL=str(tmp_path / "lake"),
+                  CHURN_LANDING_URL=str(tmp_path / "landing"), CHURN_ALERT_WEBHOOK=url)
+    done = subprocess.run([sys.executable, "-c", ALERTS_UNDER_AN_APP], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ((content_type, alert),) = handler.received
+    assert (alert["app"], alert["partition"], alert["failed_steps"]) == ("puzzle", "2025-01-05", ["user_daily"]), alert
+    (late,) = json.loads(done.stdout.splitlines()[-1])
+    assert (late["app"], late["job"], late["dagster_event"]) == ("puzzle", "puzzle_daily_refresh", "LANDING_DAY_LATE")

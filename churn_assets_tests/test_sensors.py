@@ -466,8 +466,8 @@ def test_landing_sensor_posts_a_late_landing_day_once_and_goes_on_requesting(ins
     data = tick(now - dt.timedelta(days=1))
     assert [r.partition_key for r in data.run_requests] == [(late - dt.timedelta(days=1)).isoformat()]
     ((content_type, alert),) = handler.received
-    assert (alert["dagster_event"], alert["partition"], alert["job"], alert["run_id"]) == (
-        "LANDING_DAY_LATE", late.isoformat(), "daily_refresh", None
+    assert (alert["dagster_event"], alert["partition"], alert["job"], alert["run_id"], alert["app"]) == (
+        "LANDING_DAY_LATE", late.isoformat(), "daily_refresh", None, None  # no CHURN_APP: test_apps.py sets one
     )
     assert f"landing day {late} has no _SUCCESS 1 h after its end (CHURN_LANDING_DEADLINE_HOURS)" in alert["error"]
     assert alert["error"].endswith("(it has files: an export that stopped before its marker?)")
@@ -691,6 +691,7 @@ def test_run_failure_alert_posts_to_the_webhook(instance, local_resources, webho
 
     ((content_type, alert),) = handler.received
     assert content_type == "application/json"
+    assert alert["app"] is None  # no CHURN_APP (test_apps.py sets one)
     assert alert["run_id"] == result.run_id
     assert alert["job"] == result.job_def.name
     assert alert["partition"] == "2025-01-03"

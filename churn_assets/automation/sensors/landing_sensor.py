@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from churn_assets.apps import asset_key, automation_name, key_string
+from churn_assets.apps import APP, asset_key, automation_name, key_string
 from churn_assets.automation.jobs import daily_refresh
 from churn_assets.automation.schedules import partition_exists
 from churn_assets.config import SETTINGS
@@ -274,6 +274,7 @@ def late_landing_alerts(
             continue
         why = "it has files: an export that stopped before its marker?" if day in unfinished else "it has no files"
         alerts.append({
+            "app": APP,
             "run_id": None,
             "job": daily_refresh.name,
             "partition": day,

@@ -1,6 +1,7 @@
 """``run_failure_alert``: every failed run is logged and, when ``CHURN_ALERT_WEBHOOK`` is set, posted there.
 
-The JSON posted: ``{"run_id", "job", "partition", "failed_steps", "error", "dagster_event"}`` — the error
+The JSON posted: ``{"app", "run_id", "job", "partition", "failed_steps", "error", "dagster_event"}`` — ``app`` is
+``CHURN_APP`` (null without one), so that a team whose instance holds several apps need not parse the job; the error
 is the first failed step's own error (what the step raised, not Dagster's wrapper around it), followed by
 its innermost cause when that says more; or the run's own failure message when no step failed, e.g. a run
 worker that crashed. On by default: an alert that needs someone to turn it on is no alert.
@@ -11,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from churn_assets.apps import automation_name, is_this_apps_run
+from churn_assets.apps import APP, automation_name, is_this_apps_run
 from churn_assets.partitions import RANGE_END_TAG, RANGE_START_TAG
 from churn_assets.resources.alerts import AlertWebhook
 
@@ -75,6 +76,7 @@ def failure_alert(context: dg.RunFailureSensorContext) -> dict[str, Any]:
         # quarantined), which a range run's alert otherwise leaves to the UI.
         errors[0] = _with_failed_checks(errors[0], context.instance, run.run_id, step_failures[0].step_key)
     return {
+        "app": APP,
         "run_id": run.run_id,
         "job": run.job_name,
         "partition": run.tags.get("dagster/partition")
@@ -117,7 +119,7 @@ def _range(start: str | None, end: str | None) -> str | None:
     description=(
         "Logs every failed run of the instance (of this app's, with CHURN_APP) and, when CHURN_ALERT_WEBHOOK is "
         "set, posts "
-        "{run_id, job, partition, failed_steps, error, dagster_event} to it as JSON."
+        "{app, run_id, job, partition, failed_steps, error, dagster_event} to it as JSON."
     ),
 )
 def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertWebhook) -> None:
