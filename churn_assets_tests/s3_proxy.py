@@ -62,13 +62,15 @@ class HoldingProxy:
     covers). After :meth:`hold` of an object key, the first GET of a range of that key that is not its end
     (polars reads a Parquet file's footer, ``bytes=-N``, then its row groups) waits until :meth:`release`;
     ``held`` is set while it waits. A download of the whole object (no range) is not held. After :meth:`refuse`
-    of a key, its writes are denied."""
+    of a key, its writes are denied; after :meth:`hold_writes` of a key, its first write waits until :meth:`release`
+    (``held`` set), then is forwarded or, refused meanwhile, denied."""
 
     def __init__(self, endpoint: str):
         target = urlsplit(endpoint)
         self._target = (target.hostname, target.port)
         self._key: str | None = None
         self._refused: str | None = None
+        self._held_write: str | None = None
         self._ranged_gets = 0
         self._lock = threading.Lock()
         self.held = threading.Event()
@@ -86,6 +88,7 @@ class HoldingProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 proxy._record(Request(self.command, unquote(self.path), self.headers.get("Range"),
                                       "x-amz-copy-source" in self.headers, time.time()))
+                proxy._maybe_hold_write(self.command, unquote(self.path))
                 if proxy._refuses(self.command, unquote(self.path)):
                     denied = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
                     self.send_response(403, "Forbidden")
@@ -132,6 +135,20 @@ class HoldingProxy:
         its policy denies (None: forward them all again)."""
         with self._lock:
             self._refused = key
+
+    def hold_writes(self, key: str) -> None:
+        """Holds the first PUT of an object whose key ends with ``key`` until :meth:`release`: a process caught
+        in the middle of that write."""
+        with self._lock:
+            self._held_write = key
+
+    def _maybe_hold_write(self, method: str, path: str) -> None:
+        with self._lock:
+            if method != "PUT" or self._held_write is None or not path.split("?")[0].endswith(self._held_write):
+                return
+            self._held_write = None
+        self.held.set()
+        self._released.wait(60)
 
     def _refuses(self, method: str, path: str) -> bool:
         with self._lock:

@@ -42,6 +42,7 @@ from churn_assets.resources.lake import Lake, parquet_bytes
 from churn_assets.resources.parquet_io_manager import preview_markdown
 from churn_assets.simulate import simulate
 
+from churn_assets_tests.dagster_processes import instance_home
 from churn_assets_tests.helpers import data_versions, materialize_selected
 from churn_assets_tests.landing_helpers import partition_metadata, tree_digest
 from churn_assets_tests.postgres_server import SUPERUSER, PostgresServer, postgres_available
@@ -308,6 +309,56 @@ def test_an_erasure_refused_part_way_records_what_it_rewrote_and_running_it_agai
     after = _tables(lake)
     assert all(victim not in frame.get_column("user_id").to_list() for frame in after.values())
     assert _recorded_rows_differ(instance, after) == []
+
+
+@pytest.mark.s3
+def test_the_erase_command_stopped_part_way_says_what_it_did_and_what_to_do(landing, tmp_path, s3_server):
+    """Through the command: SIGTERM in the middle of a write (a container stopped) killed it, recording nothing of the
+    table it was rewriting, and a write S3 refused printed a traceback. Now SIGTERM stops it as Ctrl-C does, and both
+    print where it stopped and why, what it rewrote (recorded), and to run it again with the same ids."""
+    home = instance_home(tmp_path / "home")
+    settings = ChurnSettings(data_url=f"s3://lake/{tmp_path.name}", landing_url=landing)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        _build_lake(settings, instance)
+    lake = Lake(settings.data_url)
+    before = _tables(lake)
+    victim = _victim(before)
+    features_days = sorted(key for (table, key), frame in before.items()
+                           if table == "features" and victim in frame.get_column("user_id").to_list())
+    held = lake.table_url("features", "date", features_days[1]).removeprefix("s3://")
+    proxy = HoldingProxy(s3_server.endpoint)
+    env = {**os.environ, "CHURN_DATA_URL": settings.data_url, "DAGSTER_HOME": str(home),
+           "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_MAX_ATTEMPTS": "1"}
+    env.pop("CHURN_APP", None)
+    command = [str(Path(sys.executable).parent / "churn-assets"), "erase", "--user-id", victim]
+    try:
+        proxy.hold_writes(held)
+        erasing = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proxy.held.wait(120), erasing.communicate(timeout=60)
+        erasing.terminate()  # SIGTERM, while the write of features' second day is under way
+        proxy.refuse(held)  # (the write held is not forwarded once the proxy lets it go: its client is gone)
+        _, stopped = erasing.communicate(timeout=60)
+        assert erasing.returncode == 130, stopped
+        assert f"stopped part-way, at features[{features_days[1]}]: interrupted (Ctrl-C or SIGTERM)" in stopped
+        assert "features: 1 partition(s)" in stopped and "run churn-assets erase again with the same ids" in stopped
+        assert "Traceback" not in stopped
+        # Run again, with the write of that day refused by S3.
+        refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        proxy.close()
+    assert refused.returncode == 1, refused.stderr
+    assert f"stopped part-way, at features[{features_days[1]}]: StorageAccessDeniedError: " in refused.stderr
+    assert "no partition was rewritten before it" in refused.stderr, refused.stderr
+    assert "run churn-assets erase again with the same ids" in refused.stderr and "Traceback" not in refused.stderr
+    after = _tables(lake)
+    assert victim not in after["features", features_days[0]].get_column("user_id").to_list()
+    assert victim in after["features", features_days[1]].get_column("user_id").to_list()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert _recorded_rows_differ(instance, after) == []
+    done = subprocess.run(command, env={**env, "AWS_ENDPOINT_URL": s3_server.endpoint}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert all(victim not in frame.get_column("user_id").to_list() for frame in _tables(lake).values())
 
 
 def _recorded_rows_differ(instance: dg.DagsterInstance, tables: dict[tuple[str, str], pl.DataFrame]) -> list:

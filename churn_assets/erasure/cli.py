@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 
@@ -28,7 +29,7 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from churn_assets.erasure.erase import ErasureRefused, erase, read_user_ids_file
+    from churn_assets.erasure.erase import ErasureRefused, ErasureStopped, erase, read_user_ids_file
 
     if not args.user_ids and not args.user_ids_file:
         args.parser.error("give the users to erase: --user-id ID (repeatable) or --user-ids-file FILE")
@@ -45,10 +46,15 @@ def run(args: argparse.Namespace) -> int:
         user_ids = list(args.user_ids)
         if args.user_ids_file:
             user_ids += read_user_ids_file(args.user_ids_file)
+        # SIGTERM (a container or CI job stopped) stops it as Ctrl-C does: what it rewrote so far is recorded.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         with dg.DagsterInstance.get() as instance:
             report = erase(Lake(SETTINGS.data_url), user_ids, instance, all_assets, allow_unseen=args.allow_unseen)
     except ErasureRefused as exc:
         sys.stderr.write(f"churn-assets erase: {exc}\n")
         return 2
+    except ErasureStopped as exc:
+        sys.stderr.write("".join(f"churn-assets erase: {line}\n" for line in exc.lines()))
+        return 130 if exc.interrupted else 1
     print("\n".join(report.lines()))
     return 0

@@ -57,6 +57,30 @@ class ErasureRefused(ValueError):
     nothing was written."""
 
 
+class ErasureStopped(RuntimeError):
+    """An erasure stopped part-way, at partition ``partition`` of ``table``, by ``error`` (a write the storage
+    refused, or Ctrl-C or SIGTERM: ``interrupted``): the users are listed, and ``report`` holds the partitions
+    rewritten before it, all recorded in the instance (the assets'). The erasure run again erases the rest."""
+
+    def __init__(self, report: ErasureReport, table: str, partition: str, error: BaseException):
+        self.report, self.table, self.partition = report, table, partition
+        self.interrupted = isinstance(error, KeyboardInterrupt)
+        why = "interrupted (Ctrl-C or SIGTERM)" if self.interrupted else f"{type(error).__name__}: {error}"
+        super().__init__(f"stopped part-way, at {table}[{partition}]: {why}")
+
+    def lines(self) -> list[str]:
+        """What the command prints: where and why it stopped, what was rewritten before, and what to do."""
+        done = [f"  {table}: {len(keys)} partition(s), {self.report.rows[table]:,} row(s) erased"
+                for table, keys in self.report.partitions.items() if keys]
+        return [
+            str(self),
+            *(["rewritten before it (each asset's partitions recorded in the Dagster instance):", *done] if done else
+              ["no partition was rewritten before it"]),
+            "the users are on the erased-users list (raw_events keeps them out); the partitions not reached still "
+            "hold them: run churn-assets erase again with the same ids",
+        ]
+
+
 @dataclass
 class ErasureReport:
     """What an erasure changed: per table the partitions rewritten and the rows taken out."""
@@ -104,7 +128,8 @@ def erase(
     partition of :data:`USER_TABLES` that holds them without their rows, and records the rewritten partitions of
     assets in ``instance`` (``assets``: the code location's, for each asset's row-group size). Refused, before any
     write, when an id is empty or no stored partition holds it and it is not listed yet (a typo? ``allow_unseen``
-    lists it all the same: a user whose events have not been ingested yet)."""
+    lists it all the same: a user whose events have not been ingested yet). Stopped part-way (a write refused,
+    ``KeyboardInterrupt``): :class:`ErasureStopped`, once the partitions rewritten so far are recorded."""
     began = dt.datetime.now(dt.UTC)
     user_ids = sorted(set(user_ids))
     if not user_ids:
@@ -147,15 +172,19 @@ def erase(
                 report.partitions[table].append(key)
                 report.rows[table] += removed
                 rewritten[key] = (frame, written, removed)
-        except BaseException:
-            # A write refused (or Ctrl-C) after some of the table's partitions were rewritten: they no longer hold
-            # the users, so the erasure run again would not find them, and the instance would go on describing the
-            # old files (row count, content hash, data version). Each is recorded under its own content hash, as a
-            # run that fails part-way records what it stored (parquet_io_manager.record_stored_before_failure).
+        except BaseException as exc:
+            # A write refused (or Ctrl-C, or SIGTERM: the command makes it one) after some of the table's partitions
+            # were rewritten: they no longer hold the users, so the erasure run again would not find them, and the
+            # instance would go on describing the old files (row count, content hash, data version). Each is recorded
+            # under its own content hash, as a run that fails part-way records what it stored
+            # (parquet_io_manager.record_stored_before_failure).
+            stopped_at = partition_key(url, column)
             if table not in NOT_ASSETS:
                 for key, (frame, written, removed) in rewritten.items():
                     _record(instance, table, key, previous.get(key), frame, written, removed,
                             written.content_hash[:32])
+            if isinstance(exc, (Exception, KeyboardInterrupt)):
+                raise ErasureStopped(report, table, stopped_at, exc) from exc
             raise
         if table not in NOT_ASSETS and rewritten:
             # One data version for the asset's rewritten partitions, as a range run gives its own: a range run again
