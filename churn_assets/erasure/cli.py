@@ -47,9 +47,12 @@ def run(args: argparse.Namespace) -> int:
         if args.user_ids_file:
             user_ids += read_user_ids_file(args.user_ids_file)
         # SIGTERM (a container or CI job stopped) stops it as Ctrl-C does: what it rewrote so far is recorded.
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-        with dg.DagsterInstance.get() as instance:
-            report = erase(Lake(SETTINGS.data_url), user_ids, instance, all_assets, allow_unseen=args.allow_unseen)
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            with dg.DagsterInstance.get() as instance:
+                report = erase(Lake(SETTINGS.data_url), user_ids, instance, all_assets, allow_unseen=args.allow_unseen)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     except ErasureRefused as exc:
         sys.stderr.write(f"churn-assets erase: {exc}\n")
         return 2
