@@ -13,7 +13,7 @@ import polars as pl
 
 from churn_assets.apps import asset_key, asset_name, is_this_apps_run, key_string
 from churn_assets.assets.ingest.landing_files import quoted
-from churn_assets.outside_runs import record_rewritten as _record
+from churn_assets.outside_runs import record_rewritten
 from churn_assets.partitions import latest_materializations
 from churn_assets.resources.erased_users import add_erased_users, read_erased_users, without_erased
 from churn_assets.resources.filesystems import is_s3, join, polars_storage_options
@@ -150,7 +150,7 @@ def erase(
             f" under {lake.root_url}: check the id (ids are matched exactly); for a user whose events have not been "
             "ingested yet, pass --allow-unseen to keep them out all the same. Nothing was changed"
         )
-    recorded = {  # each asset's latest materialization of each partition holding them, which _record carries on
+    recorded = {  # each asset's latest materialization of each partition holding them, carried on
         table: latest_materializations(instance, asset_key(table), [partition_key(u, USER_TABLES[table]) for u in found])
         for table, found in holding.items() if table not in NOT_ASSETS and found
     }
@@ -181,8 +181,8 @@ def erase(
             stopped_at = partition_key(url, column)
             if table not in NOT_ASSETS:
                 for key, (frame, written, removed) in rewritten.items():
-                    _record(instance, table, key, previous.get(key), frame, written, removed,
-                            written.content_hash[:32])
+                    record_rewritten(instance, table, key, previous.get(key), frame, written, removed,
+                                     written.content_hash[:32])
             if isinstance(exc, (Exception, KeyboardInterrupt)):
                 raise ErasureStopped(report, table, stopped_at, exc) from exc
             raise
@@ -191,7 +191,7 @@ def erase(
             # over some of them, which finds the same bytes, keeps it, and nothing that reads them shows Unsynced.
             version = shared_data_version({key: written.content_hash[:32] for key, (_, written, _) in rewritten.items()})
             for key, (frame, written, removed) in rewritten.items():
-                _record(instance, table, key, previous.get(key), frame, written, removed, version)
+                record_rewritten(instance, table, key, previous.get(key), frame, written, removed, version)
     report.metadata_events = _naming_events(instance, user_ids)
     report.running = _runs_during(instance, began)
     return report
