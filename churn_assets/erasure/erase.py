@@ -70,8 +70,7 @@ class ErasureStopped(RuntimeError):
 
     def lines(self) -> list[str]:
         """What the command prints: where and why it stopped, what was rewritten before, and what to do."""
-        done = [f"  {table}: {len(keys)} partition(s), {self.report.rows[table]:,} row(s) erased"
-                for table, keys in self.report.partitions.items() if keys]
+        done = [f"  {line}" for line in self.report.table_lines()]
         return [
             str(self),
             *(["rewritten before it (each asset's partitions recorded in the Dagster instance):", *done] if done else
@@ -99,14 +98,18 @@ class ErasureReport:
         if not any(self.rows.values()):
             return [f"nothing to erase: no stored partition holds {', '.join(self.user_ids)} "
                     f"(on the erased-users list: raw_events keeps them out)", *self._running_lines()]
-        lines = [f"{table}: {len(keys)} partition(s), {self.rows[table]:,} row(s) erased"
-                 for table, keys in self.partitions.items() if keys]
+        lines = self.table_lines()
         lines.append("not erased:")
         lines += [f"  {what}: {why}" for what, why in NOT_ERASED.items()]
         if self.model_months:
             lines.append(f"  models trained on the users' rows: model of {', '.join(self.model_months)}")
         lines.append(f"  predictions materializations in the instance naming them in highest_risk: {self.metadata_events}")
         return lines + self._running_lines()
+
+    def table_lines(self) -> list[str]:
+        """A line per table it rewrote partitions of: how many, and the rows taken out."""
+        return [f"{table}: {len(keys)} partition(s), {self.rows[table]:,} row(s) erased"
+                for table, keys in self.partitions.items() if keys]
 
     def _running_lines(self) -> list[str]:
         if not self.running:
