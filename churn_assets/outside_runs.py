@@ -8,12 +8,11 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
-from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
 
 from churn_assets.apps import asset_key
 from churn_assets.assets.ml.predictions import highest_risk
 from churn_assets.resources.lake import WrittenFile
-from churn_assets.resources.parquet_io_manager import table_metadata
+from churn_assets.resources.parquet_io_manager import data_version_tags, table_metadata
 
 # On a materialization churn-assets adopt recorded: a partition stored before the instance knew it, already acted
 # upon by the automation of the instance before (drift_retraining_sensor passes such drift reports over).
@@ -29,7 +28,7 @@ def record_outside_run(
     instance.report_runless_asset_event(
         dg.AssetMaterialization(
             asset_key=asset_key(asset), partition=key, metadata=dict(metadata), description=description,
-            tags={**(tags or {}), DATA_VERSION_TAG: version, DATA_VERSION_IS_USER_PROVIDED_TAG: "true"},
+            tags={**(tags or {}), **data_version_tags(version)},
         )
     )
 

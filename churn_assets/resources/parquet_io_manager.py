@@ -309,6 +309,13 @@ def _version_of_unchanged(
     return versions.pop() if len(versions) == 1 and None not in versions else None
 
 
+def data_version_tags(version: str) -> dict[str, str]:
+    """The tags that give a materialization recorded by hand (outside a run's output, or outside any run) the data
+    version ``version``, as an output's ``dg.DataVersion`` does: Dagster has no public API for it, so this module
+    alone names its tags."""
+    return {DATA_VERSION_TAG: version, DATA_VERSION_IS_USER_PROVIDED_TAG: "true"}
+
+
 def record_stored_before_failure(
     context: dg.OutputContext, stored: Mapping[str, Mapping[str, Any]], version_key: str = "content_hash"
 ) -> None:
@@ -326,7 +333,7 @@ def record_stored_before_failure(
             asset_key=context.asset_key,
             partition=key,
             metadata={**of_body, **metadata},
-            tags={DATA_VERSION_TAG: str(metadata[version_key])[:32], DATA_VERSION_IS_USER_PROVIDED_TAG: "true"},
+            tags=data_version_tags(str(metadata[version_key])[:32]),
         )
         dg.DagsterEvent.asset_materialization(step, materialization)  # stored as it is made
     if stored:
