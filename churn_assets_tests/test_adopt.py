@@ -168,6 +168,19 @@ def test_adopt_refuses_what_it_cannot_adopt_and_follows_churn_app(history, tmp_p
         assert instance.get_materialized_partitions(dg.AssetKey("labels")) == set()
 
 
+def test_adopt_leaves_out_and_names_the_stored_days_before_churn_start_date(history, tmp_path):
+    """A lake kept from before CHURN_START_DATE moved later: its first days are no partition of the assets now, and
+    Dagster recorded them all the same, under keys the UI and the schedules never show."""
+    home = instance_home(tmp_path / "home", create_storage=True)
+    adopted = _adopt(home, str(history / "lake"), str(history / "landing"), CHURN_START_DATE=DAY_KEYS[2])
+    assert adopted.returncode == 0, adopted.stderr
+    assert f"  raw_events: {DAYS - 2} partition(s): {DAY_KEYS[2]} .. {DAY_KEYS[-1]}" in adopted.stdout
+    assert f"not recorded: raw_events[{DAY_KEYS[0]}, {DAY_KEYS[1]}]: not partitions of the asset" in adopted.stdout
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for asset in CHAIN:
+            assert instance.get_materialized_partitions(dg.AssetKey(asset)) == set(DAY_KEYS[2:]), asset
+
+
 def test_the_next_months_model_finds_the_adopted_champion(tmp_path):
     lake = lake_with_models(tmp_path / "models", {MARCH: synthetic_training_set(MARCH, seed=21)})
     home = instance_home(tmp_path / "home", create_storage=True)
