@@ -74,17 +74,22 @@ def build_drift_retraining_sensor(
             return dg.SensorResult(skip_reason=dg.SkipReason("no new drift report"))
         state["after"] = records[0].storage_id
 
-        over = []
+        over, adopted = [], 0
         for record in records:
             materialization = record.asset_materialization
             if materialization and (materialization.tags or {}).get(ADOPTED_TAG):
-                continue  # history churn-assets adopt recorded: the instance before acted upon it
+                adopted += 1  # history churn-assets adopt recorded: the instance before acted upon it
+                continue
             share = drift_share(dict(materialization.metadata)) if materialization else None
             if share is not None and share >= threshold and materialization.partition:
                 over.append((materialization.partition, share, record.storage_id))
         if not over:
             return dg.SensorResult(
-                skip_reason=dg.SkipReason(f"{len(records)} new drift report(s), none at or over {threshold:g}"),
+                skip_reason=dg.SkipReason(
+                    f"{len(records)} new drift report(s), none at or over {threshold:g}"
+                    + (f" ({adopted} recorded by churn-assets adopt, passed over whatever their share)"
+                       if adopted else "")
+                ),
                 cursor=json.dumps(state),
             )
 
