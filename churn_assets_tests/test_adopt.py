@@ -181,6 +181,30 @@ def test_adopt_leaves_out_and_names_the_stored_days_before_churn_start_date(hist
             assert instance.get_materialized_partitions(dg.AssetKey(asset)) == set(DAY_KEYS[2:]), asset
 
 
+def test_only_missing_after_a_partial_adoption_gives_the_versions_of_one_adoption(history, tmp_path):
+    # An instance that records part of labels (an adoption stopped part-way), then --only-missing records the rest
+    # under the data version one clean adoption gives them, as the old instance's range run did.
+    lake = tmp_path / "lake"
+    shutil.copytree(history / "lake", lake)
+    later = tmp_path / "later"
+    later.mkdir()
+    for day in DAY_KEYS[10:]:
+        shutil.move(lake / "labels" / f"date={day}", later / f"date={day}")
+    home = instance_home(tmp_path / "home", create_storage=True)
+    assert _adopt(home, str(lake), str(history / "landing")).returncode == 0
+    for day in DAY_KEYS[10:]:
+        shutil.move(later / f"date={day}", lake / "labels" / f"date={day}")
+
+    rest = _adopt(home, str(lake), str(history / "landing"), "--only-missing")
+
+    assert rest.returncode == 0, rest.stderr
+    assert f"  labels: 8 partition(s): {DAY_KEYS[10]} .. {DAY_KEYS[-1]} (10 recorded before" in rest.stdout
+    with (dg.DagsterInstance.from_config(str(history / "old_home")) as old,
+          dg.DagsterInstance.from_config(str(home)) as new):
+        assert data_versions(new, "labels", DAY_KEYS[10:]) == data_versions(old, "labels", DAY_KEYS[10:])
+        assert stale_partitions(new, all_assets, "labels", DAY_KEYS) == []
+
+
 def test_the_next_months_model_finds_the_adopted_champion(tmp_path):
     lake = lake_with_models(tmp_path / "models", {MARCH: synthetic_training_set(MARCH, seed=21)})
     home = instance_home(tmp_path / "home", create_storage=True)

@@ -144,17 +144,23 @@ def adopt(
     versions: dict[str, str] = {}
     pointers: dict[str, int | None] = {asset.name: _latest_storage_id(instance, asset.name) for asset in location}
     cards: dict[str, dict[str, Any]] = {}
-    # Every file is read before anything is recorded: one that cannot be read leaves the instance as it was.
+    # Every file is read before anything is recorded: one that cannot be read leaves the instance as it was. Those of
+    # partitions recorded before too (--only-missing): the data version hashes every stored partition, as one clean
+    # adoption's does, and predictions find their model's card (after an adoption stopped part-way, the rest got a
+    # version of their own, and a range run again over both kept neither: what reads them showed Unsynced).
     described = {}
     for asset in location:
-        partitions = [p for p in stored[asset.name] if p.key not in already[asset.name]]
-        described[asset.name] = _describe(lake, asset, partitions, listings[asset.name], landing_days, cards, report)
-        report.recorded[asset.name] = [key for key, _, _ in described[asset.name]]
+        described[asset.name] = _describe(
+            lake, asset, stored[asset.name], listings[asset.name], landing_days, cards, report, already[asset.name]
+        )
+        report.recorded[asset.name] = [key for key, _, _ in described[asset.name] if key not in already[asset.name]]
     for asset in location:
         if not described[asset.name]:
             continue
         versions[asset.name] = shared_data_version({key: version for key, _, version in described[asset.name]})
         for key, metadata, _ in described[asset.name]:
+            if key in already[asset.name]:
+                continue
             tags = _provenance(asset, versions, pointers)
             record_outside_run(instance, asset.name, key, metadata, versions[asset.name], DESCRIPTION, tags)
             if asset.name in asset.parents:  # the next partition builds on this one
@@ -277,9 +283,12 @@ def _refuse_another_app(lake: Lake, instance: dg.DagsterInstance, location: Sequ
 def _describe(
     lake: Lake, asset: AssetOfLocation, partitions: list[Stored], listed: Mapping[str, float],
     landing_days: Mapping[str, str], cards: dict[str, dict[str, Any]], report: AdoptionReport,
+    recorded_before: set[str],
 ) -> list[tuple[str, dict[str, Any], str]]:
     """Each partition's materialization metadata and its own version (content hash, or a model's card hash), in key
-    order, each file read once, a few at a time; a model whose artifacts do not match its card is left out."""
+    order, each file read once, a few at a time; a model whose artifacts do not match its card is left out.
+    ``recorded_before``: the keys the instance records, read for the asset's data version alone (``report`` names
+    none of them as left for the landing sensor, nor as not recorded)."""
     if asset.is_model:
         manager = ModelIOManager(base_url=lake.root_url)
         described = []
@@ -287,14 +296,17 @@ def _describe(
             try:
                 card_data = manager.verified_card(asset.name, partition.key)
             except ModelArtifactError as exc:
-                report.unreadable[f"{asset.name}[{partition.key}]"] = str(exc)
+                if partition.key not in recorded_before:
+                    report.unreadable[f"{asset.name}[{partition.key}]"] = str(exc)
                 continue
             cards[partition.key] = json.loads(card_data)
             metadata = artifact_metadata(lake.partition_url(asset.name, asset.column, partition.key), card_data)
             metadata |= card_metadata(cards[partition.key])
             described.append((partition.key, metadata, str(metadata["card_sha256"])[:32]))
         return described
-    extra = _extra_metadata(lake, asset, partitions, listed, landing_days, report)
+    extra = _extra_metadata(
+        lake, asset, [p for p in partitions if p.key not in recorded_before], listed, landing_days, report
+    )
 
     def describe(partition: Stored) -> tuple[str, dict[str, Any], str]:
         data = lake.read_bytes(partition.url)
