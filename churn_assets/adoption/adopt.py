@@ -286,9 +286,9 @@ def _describe(
     recorded_before: set[str],
 ) -> list[tuple[str, dict[str, Any], str]]:
     """Each partition's materialization metadata and its own version (content hash, or a model's card hash), in key
-    order, each file read once, a few at a time; a model whose artifacts do not match its card is left out.
-    ``recorded_before``: the keys the instance records, read for the asset's data version alone (``report`` names
-    none of them as left for the landing sensor, nor as not recorded)."""
+    order, each file read once, a few at a time; a model whose artifacts do not match its card, or a table that is
+    not Parquet, is left out (named in ``report``). ``recorded_before``: the keys the instance records, read for the
+    asset's data version alone (``report`` names none of them as left for the landing sensor, nor as not recorded)."""
     if asset.is_model:
         manager = ModelIOManager(base_url=lake.root_url)
         described = []
@@ -308,11 +308,19 @@ def _describe(
         lake, asset, [p for p in partitions if p.key not in recorded_before], listed, landing_days, report
     )
 
-    def describe(partition: Stored) -> tuple[str, dict[str, Any], str]:
+    def describe(partition: Stored) -> tuple[str, dict[str, Any], str] | None:
         data = lake.read_bytes(partition.url)
         written = WrittenFile(url=partition.url, content_hash=content_hash(data), size_bytes=len(data))
         scan = pl.scan_parquet(io.BytesIO(data))
-        shape = pl.DataFrame(schema=scan.collect_schema())
+        try:
+            shape = pl.DataFrame(schema=scan.collect_schema())
+        except pl.exceptions.PolarsError as exc:
+            if partition.key in recorded_before:
+                return None
+            report.unreadable[f"{asset.name}[{partition.key}]"] = (
+                f"{partition.url} is not a Parquet table ({exc}): materialize the partition again"
+            )
+            return None
         metadata = table_metadata(shape, written, asset.declared, scan.select(pl.len()).collect().item())
         if asset.name == "raw_events":  # as the run counts them: the null attributes of the day's events
             present = [column for column in ATTRIBUTES if column in shape.columns]
@@ -322,7 +330,8 @@ def _describe(
             metadata |= _predictions_metadata(pl.read_parquet(io.BytesIO(data)), partition.key, cards)
         return partition.key, metadata | extra(partition), written.content_hash[:32]
 
-    return list(ordered_map(describe, partitions, workers=4 if is_s3(lake.root_url) else 2))
+    described = ordered_map(describe, partitions, workers=4 if is_s3(lake.root_url) else 2)
+    return [found for found in described if found is not None]
 
 
 def _extra_metadata(
