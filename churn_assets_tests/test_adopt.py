@@ -205,17 +205,20 @@ def test_only_missing_after_a_partial_adoption_gives_the_versions_of_one_adoptio
         assert stale_partitions(new, all_assets, "labels", DAY_KEYS) == []
 
 
-def test_a_partition_file_that_is_not_parquet_is_named_and_left_out(history, tmp_path):
+def test_what_adopt_cannot_record_is_named_and_the_rest_recorded(history, tmp_path):
+    # A partition file that is not Parquet; the folder of an asset an older release wrote and this one dropped.
     lake = tmp_path / "lake"
     shutil.copytree(history / "lake", lake)
     broken = lake / "features" / f"date={DAY_KEYS[3]}" / "data.parquet"
     broken.write_bytes(b"not parquet")
+    shutil.copytree(lake / "labels", lake / "sessions")
     home = instance_home(tmp_path / "home", create_storage=True)
 
     adopted = _adopt(home, str(lake), str(history / "landing"))
 
     assert adopted.returncode == 0, adopted.stderr
     assert f"  not recorded: features[{DAY_KEYS[3]}]: {broken} is not a Parquet table" in adopted.stdout
+    assert "  not recorded: sessions: folders of the lake that are no asset of this code location" in adopted.stdout
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_materialized_partitions(dg.AssetKey("features")) == set(DAY_KEYS) - {DAY_KEYS[3]}
         assert instance.get_materialized_partitions(dg.AssetKey("labels")) == set(DAY_KEYS)

@@ -88,6 +88,7 @@ class AdoptionReport:
     unreadable: dict[str, str] = field(default_factory=dict)  # "asset[key]" -> why it was not recorded
     stale_landing: list[str] = field(default_factory=list)  # days stored before their landing day's current marker
     no_marker: list[str] = field(default_factory=list)  # raw_events days whose landing day has no _SUCCESS
+    other_folders: list[str] = field(default_factory=list)  # folders of the lake's root that hold no asset of the code
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
@@ -101,6 +102,9 @@ class AdoptionReport:
             lines.append(f"  {key_string(asset)}: {len(keys)} partition(s){span}{before}")
         for where, why in self.unreadable.items():
             lines.append(f"  not recorded: {where}: {why}")
+        if self.other_folders:
+            lines.append(f"  not recorded: {', '.join(self.other_folders)}: folders of the lake that are no asset of "
+                         "this code location (written by another release of churn-assets?)")
         if self.stale_landing:
             lines.append(
                 f"left for the landing sensor to refresh: {len(self.stale_landing)} day(s) of raw_events stored before "
@@ -137,6 +141,7 @@ def adopt(
     already = {asset.name: instance.get_materialized_partitions(asset_key(asset.name)) for asset in location}
     _refuse(lake, instance, location, stored, already, only_missing)
     report = AdoptionReport(lake.root_url, already={name: len(keys) for name, keys in already.items() if keys})
+    report.other_folders = _other_folders(lake, location)
     report.unreadable |= {
         f"{name}[{some_keys(keys)}]": "not partitions of the asset (before CHURN_START_DATE, or after today?)"
         for name, keys in outside.items() if keys
@@ -231,6 +236,19 @@ def _listing(lake: Lake, folder: str) -> dict[str, float]:
         modified = info.get("LastModified") or info.get("mtime") or 0.0
         found[url] = modified.timestamp() if hasattr(modified, "timestamp") else float(modified)
     return found
+
+
+def _other_folders(lake: Lake, location: Sequence[AssetOfLocation]) -> list[str]:
+    """The folders of the lake's root that hold no asset of the code location (nor raw_events' quarantine): an asset
+    an older release wrote and this one dropped. One listing of the root."""
+    known = {asset.name for asset in location} | {QUARANTINE_ASSET}
+    try:
+        with reaching(lake.root_url, "list"):
+            listed = lake.fs.ls(lake.root_url, detail=True)
+    except FileNotFoundError:
+        return []
+    folders = {entry["name"].rstrip("/").rpartition("/")[2] for entry in listed if entry.get("type") == "directory"}
+    return sorted(folders - known)
 
 
 def _refuse(
