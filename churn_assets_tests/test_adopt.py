@@ -212,16 +212,21 @@ def test_what_adopt_cannot_record_is_named_and_the_rest_recorded(history, tmp_pa
     broken = lake / "features" / f"date={DAY_KEYS[3]}" / "data.parquet"
     broken.write_bytes(b"not parquet")
     shutil.copytree(lake / "labels", lake / "sessions")
+    quarantine = sorted((lake / "raw_events_quarantine").glob("date=*/data.parquet"))[0]
+    quarantine.write_bytes(b"not parquet either")
     home = instance_home(tmp_path / "home", create_storage=True)
 
     adopted = _adopt(home, str(lake), str(history / "landing"))
 
     assert adopted.returncode == 0, adopted.stderr
     assert f"  not recorded: features[{DAY_KEYS[3]}]: {broken} is not a Parquet table" in adopted.stdout
+    assert f"  not recorded: raw_events_quarantine[{quarantine.parent.name[5:]}]: {quarantine} is not a Parquet table" \
+        in adopted.stdout
     assert "  not recorded: sessions: folders of the lake that are no asset of this code location" in adopted.stdout
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_materialized_partitions(dg.AssetKey("features")) == set(DAY_KEYS) - {DAY_KEYS[3]}
         assert instance.get_materialized_partitions(dg.AssetKey("labels")) == set(DAY_KEYS)
+        assert instance.get_materialized_partitions(dg.AssetKey("raw_events")) == set(DAY_KEYS)
 
 
 def test_the_next_months_model_finds_the_adopted_champion(tmp_path):

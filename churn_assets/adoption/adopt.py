@@ -360,7 +360,7 @@ def _extra_metadata(
     raw_events' landing version and quarantine counts (noting in ``report`` the days left for the landing sensor),
     drift_report's verdict from the summary beside it (in its folder's listing, ``listed``)."""
     if asset.name == "raw_events":
-        quarantines = _quarantine_counts(lake)
+        quarantines = _quarantine_counts(lake, report)
         for partition in partitions:
             version = landing_days.get(partition.key)
             if version is None:
@@ -401,12 +401,34 @@ def _built_from(partition: Stored, marker_version: str) -> bool:
     return partition.modified > marker_time(marker_version)
 
 
-def _quarantine_counts(lake: Lake) -> dict[str, dict[str, int]]:
-    """Each stored quarantine table (URL) with its rows per reason: one listing, then the reason column alone."""
+def _quarantine_counts(lake: Lake, report: AdoptionReport) -> dict[str, dict[str, int]]:
+    """Each stored quarantine table (URL) with its rows per reason: one listing, then the reason column alone (file
+    by file when one is not Parquet: it is named in ``report``, its day recorded without quarantine counts)."""
     urls = [url for url in _listing(lake, QUARANTINE_ASSET) if url.endswith("/" + TABLE_FILE)]
+    try:
+        counts = _reasons(urls)
+    except pl.exceptions.PolarsError:
+        readable = []
+        for url in urls:
+            try:
+                _reasons([url])
+                readable.append(url)
+            except pl.exceptions.PolarsError as exc:
+                report.unreadable[f"{QUARANTINE_ASSET}[{partition_key(url, 'date')}]"] = (
+                    f"{url} is not a Parquet table ({exc}): its raw_events day is recorded without quarantine counts"
+                )
+        urls, counts = readable, _reasons(readable)
+    found: dict[str, dict[str, int]] = {url: {} for url in urls}
+    for url, reason, rows in counts.iter_rows():
+        found.setdefault(url, {})[reason] = rows
+    return found
+
+
+def _reasons(urls: list[str]) -> pl.DataFrame:
+    """The rows of the quarantine tables ``urls`` per table (``_url``) and reason."""
     if not urls:
-        return {}
-    counts = (
+        return pl.DataFrame(schema={"_url": pl.String(), "reason": pl.String(), "len": pl.UInt32()})
+    return (
         pl.scan_parquet(
             urls, schema={"reason": pl.String()}, extra_columns="ignore", hive_partitioning=False,
             include_file_paths="_url", storage_options=polars_storage_options(urls[0]),
@@ -415,10 +437,6 @@ def _quarantine_counts(lake: Lake) -> dict[str, dict[str, int]]:
         .len()
         .collect()
     )
-    found: dict[str, dict[str, int]] = {url: {} for url in urls}
-    for url, reason, rows in counts.iter_rows():
-        found.setdefault(url, {})[reason] = rows
-    return found
 
 
 def _predictions_metadata(scored: pl.DataFrame, day: str, cards: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
