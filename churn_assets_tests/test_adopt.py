@@ -3,7 +3,9 @@ one instance, then a fresh instance adopting the lake through the real CLI. The 
 old instance's content hashes and data versions, nothing shows Unsynced, the landing sensor requests only a day whose
 delivery is newer than its stored partition, the daily schedule asks for what it asked on the old instance, a day run
 again keeps what reads it in sync, and the next month's model finds the adopted champion. Refused, before anything is
-recorded: an instance that records the assets already, an empty lake, another app's lake."""
+recorded: an instance that records the assets already, an empty lake, another app's lake. --only-missing over a
+partial adoption records the rest under the versions of one adoption; what adopt cannot record (a file that is not
+Parquet, a folder of no asset) is named, the rest recorded."""
 
 from __future__ import annotations
 
