@@ -158,6 +158,23 @@ def test_adopt_refuses_what_it_cannot_adopt_and_follows_churn_app(history, tmp_p
     assert other_app.returncode == 2
     assert f"the instance records raw_events stored under {lake}" in other_app.stderr
     assert "CHURN_APP unset, not CHURN_APP=puzzle" in other_app.stderr
+
+    # A wrong CHURN_LANDING_URL: recorded without landing versions, every day would be requested again once it is
+    # set right. Refused, unless the user says the zone no longer holds the days.
+    wrong = str(tmp_path / "no_landing")
+    new_home = instance_home(tmp_path / "new_home", create_storage=True)
+    no_landing = _adopt(new_home, lake, wrong)
+    assert no_landing.returncode == 2
+    assert (f"none of the {DAYS} stored day(s) of raw_events ({DAY_KEYS[0]} .. {DAY_KEYS[-1]}) has a complete "
+            f"landing day (a _SUCCESS) under CHURN_LANDING_URL ({wrong})") in no_landing.stderr
+    assert "--without-landing" in no_landing.stderr and "Nothing was recorded" in no_landing.stderr
+    with dg.DagsterInstance.from_config(str(new_home)) as instance:
+        assert instance.get_materialized_partitions(dg.AssetKey("raw_events")) == set()
+    without = _adopt(new_home, lake, wrong, "--without-landing")
+    assert without.returncode == 0, without.stderr
+    assert f"raw_events days whose landing day has no _SUCCESS under CHURN_LANDING_URL: {DAYS}" in without.stdout
+    with dg.DagsterInstance.from_config(str(new_home)) as instance:
+        assert instance.get_materialized_partitions(dg.AssetKey("raw_events")) == set(DAY_KEYS)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_materialized_partitions(dg.AssetKey(["puzzle", "raw_events"])) == set()
 

@@ -22,27 +22,21 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
-from dagster._core.definitions.data_version import (
-    CODE_VERSION_TAG,
-    NULL_DATA_VERSION,
-    NULL_EVENT_POINTER,
-    get_input_data_version_tag,
-    get_input_event_pointer_tag,
-)
 
-from churn_assets.apps import APP, asset_key, asset_name, key_string
+from churn_assets.apps import APP, asset_key, asset_name, automation_name, key_string
 from churn_assets.assets.ingest.landing_files import ATTRIBUTES
 from churn_assets.assets.ingest.raw_events import QUARANTINE_ASSET
 from churn_assets.assets.ml.model import card_metadata
 from churn_assets.assets.ml.predictions import highest_risk, scored_metadata
 from churn_assets.assets.monitoring.drift_report import SUMMARY_FILE, drift_metadata
+from churn_assets.config import SETTINGS
 from churn_assets.outside_runs import ADOPTED_TAG, record_outside_run
 from churn_assets.partitions import partition_column
 from churn_assets.resources.filesystems import is_s3, join, polars_storage_options, reaching, require_bucket
 from churn_assets.resources.lake import TABLE_FILE, Lake, WrittenFile, content_hash, partition_key, some_keys
 from churn_assets.resources.landing import marker_time
 from churn_assets.resources.model_io_manager import CARD_FILE, ModelArtifactError, ModelIOManager, artifact_metadata
-from churn_assets.resources.parquet_io_manager import shared_data_version, table_metadata
+from churn_assets.resources.parquet_io_manager import provenance_tags, shared_data_version, table_metadata
 from churn_assets.threads import ordered_map
 
 # The code version the adopted materializations' provenance names: the assets declare none, so Dagster compares only
@@ -107,15 +101,15 @@ class AdoptionReport:
                          "this code location (written by another release of churn-assets?)")
         if self.stale_landing:
             lines.append(
-                f"left for the landing sensor to refresh: {len(self.stale_landing)} day(s) of raw_events stored before "
+                f"left for the landing sensor to refresh: {len(self.stale_landing)} day(s) of {key_string('raw_events')} stored before "
                 f"their landing day's current _SUCCESS, or not surely after it: {some_keys(self.stale_landing)} (recorded "
-                "without landing_version: once turned on, the sensor requests their daily_refresh)"
+                f"without landing_version: once turned on, the sensor requests their {automation_name('daily_refresh')})"
             )
         else:
             lines.append("left for the landing sensor to refresh: none (every stored day was built from its "
                          "landing day's current delivery)")
         if self.no_marker:
-            lines.append(f"raw_events days whose landing day has no _SUCCESS under CHURN_LANDING_URL: "
+            lines.append(f"{key_string('raw_events')} days whose landing day has no _SUCCESS under CHURN_LANDING_URL: "
                          f"{len(self.no_marker)} ({some_keys(self.no_marker)}): nothing for the sensor to refresh")
         return lines
 
@@ -126,12 +120,14 @@ def adopt(
     assets: Iterable[dg.AssetsDefinition],
     landing_days: Mapping[str, str],
     only_missing: bool = False,
+    without_landing: bool = False,
 ) -> AdoptionReport:
     """Records in ``instance`` every partition ``lake`` stores of each of ``assets`` (the code location's), upstream
     first. ``landing_days``: the complete landing days and their ``_SUCCESS`` versions (``LandingZone.days``), for
     raw_events' ``landing_version``. Refused, before anything is recorded, when the instance already records any
     partition of these assets (unless ``only_missing``: then only the partitions it does not record are), when the
-    lake stores nothing, or when the instance records the lake under another app's keys (``CHURN_APP``)."""
+    lake stores nothing, when the instance records the lake under another app's keys (``CHURN_APP``), or when no
+    stored raw_events day has a complete landing day (a wrong ``CHURN_LANDING_URL``?) unless ``without_landing``."""
     began = time.perf_counter()
     location = _location(assets)
     listings = {asset.name: _listing(lake, asset.name) for asset in location}
@@ -140,10 +136,12 @@ def adopt(
     stored = {name: [p for p in found if p.key not in outside[name]] for name, found in stored.items()}
     already = {asset.name: instance.get_materialized_partitions(asset_key(asset.name)) for asset in location}
     _refuse(lake, instance, location, stored, already, only_missing)
+    if not without_landing:
+        _refuse_no_landing(stored.get("raw_events", []), landing_days)
     report = AdoptionReport(lake.root_url, already={name: len(keys) for name, keys in already.items() if keys})
     report.other_folders = _other_folders(lake, location)
     report.unreadable |= {
-        f"{name}[{some_keys(keys)}]": "not partitions of the asset (before CHURN_START_DATE, or after today?)"
+        f"{key_string(name)}[{some_keys(keys)}]": "not partitions of the asset (before CHURN_START_DATE, or after today?)"
         for name, keys in outside.items() if keys
     }
     versions: dict[str, str] = {}
@@ -276,6 +274,20 @@ def _refuse(
     _refuse_another_app(lake, instance, location)
 
 
+def _refuse_no_landing(stored: Sequence[Stored], landing_days: Mapping[str, str]) -> None:
+    """Refuses a lake whose stored raw_events days have no complete landing day among ``landing_days``: every day would
+    be recorded without its landing version, and once ``CHURN_LANDING_URL`` is set right the landing sensor would
+    request every one of them again, the work adopting is there to spare."""
+    if stored and not any(partition.key in landing_days for partition in stored):
+        raise AdoptionRefused(
+            f"none of the {len(stored)} stored day(s) of {key_string('raw_events')} ({stored[0].key} .. "
+            f"{stored[-1].key}) has a complete landing day (a _SUCCESS) under CHURN_LANDING_URL "
+            f"({SETTINGS.landing_url}): is it the app's landing zone? Set it to the one its runs read; if that zone "
+            "no longer holds those days, pass --without-landing (the days are recorded without a landing version, "
+            "and the landing sensor requests only days landed again). Nothing was recorded"
+        )
+
+
 def _refuse_another_app(lake: Lake, instance: dg.DagsterInstance, location: Sequence[AssetOfLocation]) -> None:
     """Refuses a lake the instance already records under another key of the same asset (another ``CHURN_APP``, or
     none): its materializations' ``dagster/uri`` lie under this lake's root."""
@@ -315,7 +327,7 @@ def _describe(
                 card_data = manager.verified_card(asset.name, partition.key)
             except ModelArtifactError as exc:
                 if partition.key not in recorded_before:
-                    report.unreadable[f"{asset.name}[{partition.key}]"] = str(exc)
+                    report.unreadable[f"{key_string(asset.name)}[{partition.key}]"] = str(exc)
                 continue
             cards[partition.key] = json.loads(card_data)
             metadata = artifact_metadata(lake.partition_url(asset.name, asset.column, partition.key), card_data)
@@ -335,7 +347,7 @@ def _describe(
         except pl.exceptions.PolarsError as exc:
             if partition.key in recorded_before:
                 return None
-            report.unreadable[f"{asset.name}[{partition.key}]"] = (
+            report.unreadable[f"{key_string(asset.name)}[{partition.key}]"] = (
                 f"{partition.url} is not a Parquet table ({exc}): materialize the partition again"
             )
             return None
@@ -458,12 +470,8 @@ def _provenance(
     """The tags a run gives a materialization of what its inputs were (Dagster's data provenance): each asset read
     at its data version and its latest event's storage id when it was read. Without them Dagster judges an input
     newer by time, and a day run again over the same bytes showed everything that reads it as Unsynced."""
-    tags = {CODE_VERSION_TAG: CODE_VERSION, ADOPTED_TAG: "true"}
-    for parent in asset.parents:
-        pointer = pointers.get(parent)
-        tags[get_input_data_version_tag(asset_key(parent))] = versions.get(parent, NULL_DATA_VERSION.value)
-        tags[get_input_event_pointer_tag(asset_key(parent))] = NULL_EVENT_POINTER if pointer is None else str(pointer)
-    return tags
+    inputs = {asset_key(parent): (versions.get(parent), pointers.get(parent)) for parent in asset.parents}
+    return provenance_tags(CODE_VERSION, inputs) | {ADOPTED_TAG: "true"}
 
 
 def _latest_storage_id(instance: dg.DagsterInstance, name: str) -> int | None:

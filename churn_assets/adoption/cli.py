@@ -23,6 +23,10 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--only-missing", action="store_true",
                         help="record only the stored partitions the instance does not record yet (an instance that "
                         "ran for a while before the lake's history was adopted); the others are left as they are")
+    parser.add_argument("--without-landing", action="store_true",
+                        help="adopt a lake none of whose raw_events days has a complete landing day under "
+                        "CHURN_LANDING_URL (the landing zone no longer holds them); refused otherwise, as a wrong "
+                        "CHURN_LANDING_URL would leave every day for the landing sensor to request again")
     parser.set_defaults(func=run, parser=parser)
     return parser
 
@@ -41,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         landing_days, _ = LandingZone(url=SETTINGS.landing_url).days()
         with dg.DagsterInstance.get() as instance:
-            report = adopt(Lake(SETTINGS.data_url), instance, all_assets, landing_days, only_missing=args.only_missing)
+            report = adopt(Lake(SETTINGS.data_url), instance, all_assets, landing_days, only_missing=args.only_missing,
+                           without_landing=args.without_landing)
     except AdoptionRefused as exc:
         sys.stderr.write(f"churn-assets adopt: {exc}\n")
         return 2

@@ -32,7 +32,15 @@ from typing import Any, TypeVar
 
 import dagster as dg
 import polars as pl
-from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
+from dagster._core.definitions.data_version import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_IS_USER_PROVIDED_TAG,
+    DATA_VERSION_TAG,
+    NULL_DATA_VERSION,
+    NULL_EVENT_POINTER,
+    get_input_data_version_tag,
+    get_input_event_pointer_tag,
+)
 from pydantic import Field
 
 from churn_assets.apps import asset_name, key_string
@@ -314,6 +322,18 @@ def data_version_tags(version: str) -> dict[str, str]:
     version ``version``, as an output's ``dg.DataVersion`` does: Dagster has no public API for it, so this module
     alone names its tags."""
     return {DATA_VERSION_TAG: version, DATA_VERSION_IS_USER_PROVIDED_TAG: "true"}
+
+
+def provenance_tags(code_version: str, inputs: Mapping[dg.AssetKey, tuple[str | None, int | None]]) -> dict[str, str]:
+    """The tags a run gives a materialization of what it was computed from (Dagster's data provenance): the code
+    version, and each input asset's data version and the storage id of its latest event when it was read (``None``:
+    none recorded). For a materialization recorded outside a run (``churn-assets adopt``); Dagster has no public API
+    to build them, so this module alone names its tags."""
+    tags = {CODE_VERSION_TAG: code_version}
+    for key, (version, pointer) in inputs.items():
+        tags[get_input_data_version_tag(key)] = NULL_DATA_VERSION.value if version is None else version
+        tags[get_input_event_pointer_tag(key)] = NULL_EVENT_POINTER if pointer is None else str(pointer)
+    return tags
 
 
 def record_stored_before_failure(
