@@ -279,7 +279,9 @@ def test_the_drift_sensor_passes_over_adopted_reports(instance):
     # The skip says why a report over the threshold asked for nothing (it said "none at or over 0.5").
     assert first.skip_message.endswith("(1 recorded by churn-assets adopt, passed over whatever their share)")
     record_outside_run(instance, "drift_report", "2025-03-11", verdict, "v2", "a run's")
-    second = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor, repository_def=REPOSITORY))
+    second = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, cursor=first.cursor, repository_def=REPOSITORY)
+    )
     assert [r.partition_key for r in second.run_requests] == ["2025-03"]
 
 

@@ -101,9 +101,10 @@ class AdoptionReport:
                          "this code location (written by another release of churn-assets?)")
         if self.stale_landing:
             lines.append(
-                f"left for the landing sensor to refresh: {len(self.stale_landing)} day(s) of {key_string('raw_events')} stored before "
-                f"their landing day's current _SUCCESS, or not surely after it: {some_keys(self.stale_landing)} (recorded "
-                f"without landing_version: once turned on, the sensor requests their {automation_name('daily_refresh')})"
+                f"left for the landing sensor to refresh: {len(self.stale_landing)} day(s) of "
+                f"{key_string('raw_events')} stored before their landing day's current _SUCCESS, or not surely after "
+                f"it: {some_keys(self.stale_landing)} (recorded without landing_version: once turned on, the sensor "
+                f"requests their {automation_name('daily_refresh')})"
             )
         else:
             lines.append("left for the landing sensor to refresh: none (every stored day was built from its "
@@ -132,7 +133,9 @@ def adopt(
     location = _location(assets)
     listings = {asset.name: _listing(lake, asset.name) for asset in location}
     stored = {asset.name: _stored_partitions(lake, asset, listings[asset.name]) for asset in location}
-    outside = {name: [p.key for p in found if not _is_partition(location, name, p.key)] for name, found in stored.items()}
+    outside = {
+        name: [p.key for p in found if not _is_partition(location, name, p.key)] for name, found in stored.items()
+    }
     stored = {name: [p for p in found if p.key not in outside[name]] for name, found in stored.items()}
     already = {asset.name: instance.get_materialized_partitions(asset_key(asset.name)) for asset in location}
     _refuse(lake, instance, location, stored, already, only_missing)
@@ -141,7 +144,8 @@ def adopt(
     report = AdoptionReport(lake.root_url, already={name: len(keys) for name, keys in already.items() if keys})
     report.other_folders = _other_folders(lake, location)
     report.unreadable |= {
-        f"{key_string(name)}[{some_keys(keys)}]": "not partitions of the asset (before CHURN_START_DATE, or after today?)"
+        f"{key_string(name)}[{some_keys(keys)}]":
+            "not partitions of the asset (before CHURN_START_DATE, or after today?)"
         for name, keys in outside.items() if keys
     }
     versions: dict[str, str] = {}
@@ -304,9 +308,9 @@ def _refuse_another_app(lake: Lake, instance: dg.DagsterInstance, location: Sequ
             mine = f"CHURN_APP={APP}" if APP else "CHURN_APP unset"
             raise AdoptionRefused(
                 f"the instance records {key.to_user_string()} stored under {lake.root_url}: the lake is that of the "
-                f"code location with {setting}, not {mine} (docs/operations.md, \"More than one app\": keys are <app>/<asset>, one "
-                "lake per app): set CHURN_APP to the lake's app, or CHURN_DATA_URL to this app's lake. "
-                "Nothing was recorded"
+                f"code location with {setting}, not {mine} (docs/operations.md, \"More than one app\": keys are "
+                "<app>/<asset>, one lake per app): set CHURN_APP to the lake's app, or CHURN_DATA_URL to this app's "
+                "lake. Nothing was recorded"
             )
 
 
