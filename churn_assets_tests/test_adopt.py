@@ -2,7 +2,8 @@
 one instance, then a fresh instance adopting the lake through the real CLI. The partitions show materialized with the
 old instance's content hashes and data versions, nothing shows Unsynced, the landing sensor requests only a day whose
 delivery is newer than its stored partition, the daily schedule asks for what it asked on the old instance, a day run
-again keeps what reads it in sync, and the next month's model finds the adopted champion. Refused, before anything is
+again keeps what reads it in sync, the next month's model finds the adopted champion, and predictions and drift
+reports show the scores (with their model's card) and the verdict their run recorded. Refused, before anything is
 recorded: an instance that records the assets already, an empty lake, another app's lake. --only-missing over a
 partial adoption records the rest under the versions of one adoption; what adopt cannot record (a file that is not
 Parquet, a folder of no asset) is named, the rest recorded."""
@@ -18,6 +19,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from churn_assets.assets.ml.scoring import RISK_BANDS
 from churn_assets.automation.sensors.drift_retraining_sensor import build_drift_retraining_sensor
 from churn_assets.automation.sensors.landing_sensor import build_landing_sensor
 from churn_assets.config import ChurnSettings
@@ -29,7 +31,9 @@ from churn_assets.simulate import simulate
 
 from churn_assets_tests.dagster_processes import executable, instance_home
 from churn_assets_tests.helpers import data_versions, materialize_selected, stale_partitions
-from churn_assets_tests.ml_frames import APRIL, MARCH, lake_with_models, synthetic_training_set, training_set_stub
+from churn_assets_tests.ml_frames import (
+    APRIL, MARCH, features_stub, lake_with_models, synthetic_features, synthetic_training_set, training_set_stub,
+)
 from churn_assets_tests.postgres_server import postgres_available
 
 START = dt.date(2025, 1, 1)
@@ -37,6 +41,22 @@ DAYS = 18
 DAY_KEYS = [(START + dt.timedelta(days=i)).isoformat() for i in range(DAYS)]
 CHAIN = ["raw_events", "install_times", "user_daily", "features", "labels"]
 REPOSITORY = defs.get_repository_def()
+
+
+# What adopt restores of a run's materialization beside the table's own (rows, content hash, size), from the stored
+# scores and the card of the model that scored them, and from drift_report's summary.json.
+PREDICTIONS_RESTORED = ("users", "highest_risk", "model_version", "horizon_days", "mean_churn_probability",
+                        "flagged_share", *(f"band/{band}" for band in RISK_BANDS))
+DRIFT_RESTORED = ("share_of_drifted_columns", "dataset_drift", "drifted_columns", "score_drift_score", "score_drifted",
+                  "model_version", "compared_rows", "columns", "report", "summary")
+
+
+def _latest_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> dict:
+    """The metadata of the latest materialization ``instance`` records of partition ``key`` of ``asset``."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1
+    ).records
+    return dict(records[0].asset_materialization.metadata)
 
 
 @pytest.fixture(scope="module")
@@ -283,6 +303,44 @@ def test_the_drift_sensor_passes_over_adopted_reports(instance):
         dg.build_sensor_context(instance=instance, cursor=first.cursor, repository_def=REPOSITORY)
     )
     assert [r.partition_key for r in second.run_requests] == ["2025-03"]
+
+
+def test_adopted_predictions_and_drift_reports_keep_what_their_run_recorded(tmp_path):
+    """model[M] trained, then predictions and drift_report of two days of M scored in one run through the old
+    instance; adopted into a new one, each day shows the run's scores (users, highest_risk, the model's version and
+    card: horizon, bands) and drift verdict, its data version, and nothing Unsynced."""
+    from churn_assets.assets.ml.model import model
+    from churn_assets.assets.ml.predictions import predictions
+    from churn_assets.assets.monitoring.drift_report import drift_report
+
+    days = ["2025-03-10", "2025-03-11"]
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "no_landing"))
+    features = {day: synthetic_features(dt.date.fromisoformat(day), users=300, seed=n) for n, day in enumerate(days)}
+    assets = [training_set_stub({MARCH: synthetic_training_set(MARCH, seed=21)}), model, features_stub(features),
+              predictions, drift_report]
+    with dg.DagsterInstance.from_config(str(instance_home(tmp_path / "old_home", create_storage=True))) as old:
+        assert materialize_selected(["training_set", "model"], build_resources(settings), old, MARCH,
+                                    assets=assets).success
+        assert materialize_selected(["features", "predictions", "drift_report"], build_resources(settings), old,
+                                    days[0], days[-1], assets=assets).success
+    home = instance_home(tmp_path / "new_home", create_storage=True)
+
+    adopted = _adopt(home, settings.data_url, settings.landing_url)
+
+    assert adopted.returncode == 0, adopted.stderr
+    with (dg.DagsterInstance.from_config(str(tmp_path / "old_home")) as old,
+          dg.DagsterInstance.from_config(str(home)) as new):
+        for asset, restored in (("predictions", PREDICTIONS_RESTORED), ("drift_report", DRIFT_RESTORED)):
+            assert new.get_materialized_partitions(dg.AssetKey(asset)) == set(days), asset
+            versions = data_versions(old, asset, days)
+            assert None not in versions.values() and data_versions(new, asset, days) == versions, asset
+            assert stale_partitions(new, assets, asset, days) == [], asset
+            for day in days:
+                ran, kept = (_latest_metadata(instance, asset, day) for instance in (old, new))
+                for name in restored:
+                    assert name in ran, f"{asset}[{day}]: its run recorded no {name}"
+                    assert kept.get(name) == ran[name], \
+                        f"{asset}[{day}] {name}: adopted {kept.get(name)}, its run recorded {ran[name]}"
 
 
 @pytest.mark.s3
