@@ -32,7 +32,7 @@ from churn_assets.assets.monitoring.drift_report import SUMMARY_FILE, drift_meta
 from churn_assets.config import SETTINGS
 from churn_assets.outside_runs import ADOPTED_TAG, record_outside_run
 from churn_assets.partitions import partition_column
-from churn_assets.resources.filesystems import is_s3, join, polars_storage_options, reaching, require_bucket
+from churn_assets.resources.filesystems import is_s3, join, reaching, require_bucket
 from churn_assets.resources.lake import TABLE_FILE, Lake, WrittenFile, content_hash, partition_key, some_keys
 from churn_assets.resources.landing import marker_time
 from churn_assets.resources.model_io_manager import CARD_FILE, ModelArtifactError, ModelIOManager, artifact_metadata
@@ -420,39 +420,19 @@ def _built_from(partition: Stored, marker_version: str) -> bool:
 def _quarantine_counts(lake: Lake, report: AdoptionReport) -> dict[str, dict[str, int]]:
     """Each stored quarantine table (URL) with its rows per reason: one listing, then the reason column alone (file
     by file when one is not Parquet: it is named in ``report``, its day recorded without quarantine counts)."""
-    urls = [url for url in _listing(lake, QUARANTINE_ASSET) if url.endswith("/" + TABLE_FILE)]
+    urls = lake.partition_tables(QUARANTINE_ASSET, "date")
     try:
-        counts = _reasons(urls)
-    except pl.exceptions.PolarsError:
-        readable = []
+        return {url: {} for url in urls} | lake.rows_by_value(urls, "reason")
+    except pl.exceptions.PolarsError:  # a file that is not Parquet: which one, read one at a time
+        found: dict[str, dict[str, int]] = {}
         for url in urls:
             try:
-                _reasons([url])
-                readable.append(url)
+                found[url] = lake.rows_by_value([url], "reason").get(url, {})
             except pl.exceptions.PolarsError as exc:
                 report.unreadable[f"{QUARANTINE_ASSET}[{partition_key(url, 'date')}]"] = (
                     f"{url} is not a Parquet table ({exc}): its raw_events day is recorded without quarantine counts"
                 )
-        urls, counts = readable, _reasons(readable)
-    found: dict[str, dict[str, int]] = {url: {} for url in urls}
-    for url, reason, rows in counts.iter_rows():
-        found.setdefault(url, {})[reason] = rows
-    return found
-
-
-def _reasons(urls: list[str]) -> pl.DataFrame:
-    """The rows of the quarantine tables ``urls`` per table (``_url``) and reason."""
-    if not urls:
-        return pl.DataFrame(schema={"_url": pl.String(), "reason": pl.String(), "len": pl.UInt32()})
-    return (
-        pl.scan_parquet(
-            urls, schema={"reason": pl.String()}, extra_columns="ignore", hive_partitioning=False,
-            include_file_paths="_url", storage_options=polars_storage_options(urls[0]),
-        )
-        .group_by("_url", "reason")
-        .len()
-        .collect()
-    )
+        return found
 
 
 def _predictions_metadata(scored: pl.DataFrame, day: str, cards: Mapping[str, dict[str, Any]]) -> dict[str, Any]:

@@ -16,8 +16,7 @@ from churn_assets.assets.ingest.landing_files import quoted
 from churn_assets.outside_runs import record_rewritten
 from churn_assets.partitions import latest_materializations
 from churn_assets.resources.erased_users import add_erased_users, read_erased_users, without_erased
-from churn_assets.resources.filesystems import is_s3, join, polars_storage_options
-from churn_assets.resources.lake import TABLE_FILE, Lake, WrittenFile, partition_key
+from churn_assets.resources.lake import Lake, WrittenFile, partition_key
 from churn_assets.resources.parquet_io_manager import (
     ROW_GROUP_ROWS,
     markdown_code,
@@ -235,24 +234,7 @@ def _refuse_another_instance(
 def _tables_holding(lake: Lake, table: str, column: str, user_ids: list[str]) -> dict[str, dict[str, int]]:
     """The stored partition tables of ``table`` that hold any of ``user_ids``: URL -> {user id: rows}. One listing of
     the table's partitions, then their ``user_id`` column alone."""
-    pattern = join(lake.root_url, table, f"{column}=*", TABLE_FILE)
-    urls = sorted(lake.fs.unstrip_protocol(p) if is_s3(lake.root_url) else p for p in lake.fs.glob(pattern))
-    if not urls:
-        return {}
-    counts = (
-        pl.scan_parquet(
-            urls, schema={"user_id": pl.String()}, extra_columns="ignore", hive_partitioning=False,
-            include_file_paths="_url", storage_options=polars_storage_options(urls[0]),
-        )
-        .filter(pl.col("user_id").is_in(pl.Series(user_ids, dtype=pl.String()).implode()))
-        .group_by("_url", "user_id")
-        .len()
-        .collect()
-    )
-    found: dict[str, dict[str, int]] = {}
-    for url, user_id, rows in counts.iter_rows():
-        found.setdefault(url, {})[user_id] = rows
-    return found
+    return lake.rows_by_value(lake.partition_tables(table, column), "user_id", user_ids)
 
 
 def _users_in(found: Mapping[str, Mapping[str, int]]) -> set[str]:

@@ -232,6 +232,33 @@ class Lake:
         """The columns a stored table holds, from its footer."""
         return pl.scan_parquet(url, glob=False, storage_options=polars_storage_options(url)).collect_schema()
 
+    def partition_tables(self, asset: str, column: str) -> list[str]:
+        """The URLs of every stored partition table of ``asset`` (``{asset}/{column}=…/data.parquet``), in key
+        order: one listing (on S3, a request per 1,000 files)."""
+        pattern = join(self.root_url, asset, f"{column}=*", TABLE_FILE)
+        with reaching(pattern, "list"):
+            found = self.fs.glob(pattern)
+        return sorted(self.fs.unstrip_protocol(path) if is_s3(self.root_url) else path for path in found)
+
+    def rows_by_value(
+        self, urls: list[str], column: str, values: list[str] | None = None
+    ) -> dict[str, dict[str, int]]:
+        """The partition tables ``urls`` that hold rows (of ``values`` alone, when given), each (URL) with its rows
+        per value of its string ``column``: that column alone read, every table in one scan. Raises polars' error
+        when one of them is not Parquet."""
+        if not urls:
+            return {}
+        scan = pl.scan_parquet(
+            urls, schema={column: pl.String()}, extra_columns="ignore", hive_partitioning=False,
+            include_file_paths="_url", storage_options=polars_storage_options(urls[0]),
+        )
+        if values is not None:
+            scan = scan.filter(pl.col(column).is_in(pl.Series(values, dtype=pl.String()).implode()))
+        found: dict[str, dict[str, int]] = {}
+        for url, value, rows in scan.group_by("_url", column).len().collect().iter_rows():
+            found.setdefault(url, {})[value] = rows
+        return found
+
 
 def scan_linked_tables(folder: str, partition: dict[str, pl.DataType]) -> pl.LazyFrame:
     """A lazy scan of the tables a folder of links holds (:meth:`LocalCopies.links`), with the partition column
