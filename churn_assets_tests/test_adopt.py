@@ -178,6 +178,15 @@ def test_adopt_refuses_what_it_cannot_adopt_and_follows_churn_app(history, tmp_p
     assert other_app.returncode == 2
     assert f"the instance records raw_events stored under {lake}" in other_app.stderr
     assert "CHURN_APP unset, not CHURN_APP=puzzle" in other_app.stderr
+    assert "pass --new-app-keys" in other_app.stderr
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_materialized_partitions(dg.AssetKey(["puzzle", "raw_events"])) == set()
+    # The lake's own app, given CHURN_APP from now on: its history recorded under the new keys, as told.
+    renamed = _adopt(home, lake, landing, "--new-app-keys", CHURN_APP="puzzle")
+    assert renamed.returncode == 0, renamed.stderr
+    assert f"  puzzle/raw_events: {DAYS} partition(s)" in renamed.stdout
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_materialized_partitions(dg.AssetKey(["puzzle", "labels"])) == set(DAY_KEYS)
 
     # A wrong CHURN_LANDING_URL: recorded without landing versions, every day would be requested again once it is
     # set right. Refused, unless the user says the zone no longer holds the days.
@@ -195,8 +204,6 @@ def test_adopt_refuses_what_it_cannot_adopt_and_follows_churn_app(history, tmp_p
     assert f"raw_events days whose landing day has no _SUCCESS under CHURN_LANDING_URL: {DAYS}" in without.stdout
     with dg.DagsterInstance.from_config(str(new_home)) as instance:
         assert instance.get_materialized_partitions(dg.AssetKey("raw_events")) == set(DAY_KEYS)
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        assert instance.get_materialized_partitions(dg.AssetKey(["puzzle", "raw_events"])) == set()
 
     puzzle_home = instance_home(tmp_path / "puzzle_home", create_storage=True)
     puzzle = _adopt(puzzle_home, lake, landing, CHURN_APP="puzzle")

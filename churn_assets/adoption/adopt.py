@@ -122,13 +122,15 @@ def adopt(
     landing_days: Mapping[str, str],
     only_missing: bool = False,
     without_landing: bool = False,
+    new_app_keys: bool = False,
 ) -> AdoptionReport:
     """Records in ``instance`` every partition ``lake`` stores of each of ``assets`` (the code location's), upstream
     first. ``landing_days``: the complete landing days and their ``_SUCCESS`` versions (``LandingZone.days``), for
     raw_events' ``landing_version``. Refused, before anything is recorded, when the instance already records any
     partition of these assets (unless ``only_missing``: then only the partitions it does not record are), when the
-    lake stores nothing, when the instance records the lake under another app's keys (``CHURN_APP``), or when no
-    stored raw_events day has a complete landing day (a wrong ``CHURN_LANDING_URL``?) unless ``without_landing``."""
+    lake stores nothing, when the instance records the lake under another app's keys (``CHURN_APP``) unless
+    ``new_app_keys`` (the app's history recorded again under this ``CHURN_APP``'s keys), or when no stored raw_events
+    day has a complete landing day (a wrong ``CHURN_LANDING_URL``?) unless ``without_landing``."""
     began = time.perf_counter()
     location = _location(assets)
     listings = {asset.name: _listing(lake, asset.name) for asset in location}
@@ -139,6 +141,8 @@ def adopt(
     stored = {name: [p for p in found if p.key not in outside[name]] for name, found in stored.items()}
     already = {asset.name: instance.get_materialized_partitions(asset_key(asset.name)) for asset in location}
     _refuse(lake, instance, location, stored, already, only_missing)
+    if not new_app_keys:
+        _refuse_another_app(lake, instance, location)
     if not without_landing:
         _refuse_no_landing(stored.get("raw_events", []), landing_days)
     report = AdoptionReport(lake.root_url, already={name: len(keys) for name, keys in already.items() if keys})
@@ -258,7 +262,7 @@ def _refuse(
     already: Mapping[str, set[str]], only_missing: bool,
 ) -> None:
     """Refuses, before anything is recorded: an instance that records partitions of the location's assets (unless
-    ``only_missing``), a lake that stores none, a lake the instance records under another app's keys."""
+    ``only_missing``), a lake that stores none."""
     recorded = {name: keys for name, keys in already.items() if keys}
     if recorded and not only_missing:
         counts = ", ".join(f"{key_string(name)} ({len(keys)})" for name, keys in recorded.items())
@@ -275,7 +279,6 @@ def _refuse(
             f"{lake.root_url} stores no partition of any asset ({names}: no {{asset}}/date=…/{TABLE_FILE} nor "
             f"model/month=…/{CARD_FILE}): is CHURN_DATA_URL the lake to adopt? Nothing was recorded"
         )
-    _refuse_another_app(lake, instance, location)
 
 
 def _refuse_no_landing(stored: Sequence[Stored], landing_days: Mapping[str, str]) -> None:
@@ -310,7 +313,8 @@ def _refuse_another_app(lake: Lake, instance: dg.DagsterInstance, location: Sequ
                 f"the instance records {key.to_user_string()} stored under {lake.root_url}: the lake is that of the "
                 f"code location with {setting}, not {mine} (docs/operations.md, \"More than one app\": keys are "
                 "<app>/<asset>, one lake per app): set CHURN_APP to the lake's app, or CHURN_DATA_URL to this app's "
-                "lake. Nothing was recorded"
+                f"lake. If this is the lake's app, now under {mine} (its history to be recorded under the new keys), "
+                "pass --new-app-keys. Nothing was recorded"
             )
 
 

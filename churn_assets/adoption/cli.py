@@ -27,6 +27,10 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
                         help="adopt a lake none of whose raw_events days has a complete landing day under "
                         "CHURN_LANDING_URL (the landing zone no longer holds them); refused otherwise, as a wrong "
                         "CHURN_LANDING_URL would leave every day for the landing sensor to request again")
+    parser.add_argument("--new-app-keys", action="store_true",
+                        help="record the lake under this CHURN_APP's keys although the instance records it under "
+                        "other keys (an app that ran without CHURN_APP, or under another name); refused otherwise, as "
+                        "a wrong CHURN_APP would record the lake under keys of another app")
     parser.set_defaults(func=run, parser=parser)
     return parser
 
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         landing_days, _ = LandingZone(url=SETTINGS.landing_url).days()
         with dg.DagsterInstance.get() as instance:
             report = adopt(Lake(SETTINGS.data_url), instance, all_assets, landing_days, only_missing=args.only_missing,
-                           without_landing=args.without_landing)
+                           without_landing=args.without_landing, new_app_keys=args.new_app_keys)
     except AdoptionRefused as exc:
         sys.stderr.write(f"churn-assets adopt: {exc}\n")
         return 2
