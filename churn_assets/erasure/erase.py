@@ -13,7 +13,8 @@ import polars as pl
 
 from churn_assets.apps import asset_key, asset_name, is_this_apps_run, key_string
 from churn_assets.assets.ingest.landing_files import quoted
-from churn_assets.outside_runs import record_rewritten
+from churn_assets.assets.ml.predictions import highest_risk
+from churn_assets.outside_runs import record_outside_run
 from churn_assets.partitions import latest_materializations
 from churn_assets.resources.erased_users import add_erased_users, read_erased_users, without_erased
 from churn_assets.resources.lake import Lake, WrittenFile, partition_key
@@ -22,6 +23,7 @@ from churn_assets.resources.parquet_io_manager import (
     markdown_code,
     shared_data_version,
     table_cell,
+    table_metadata,
 )
 
 # The lake's tables that hold a user_id column, upstream first, and their partition column. raw_events_quarantine is
@@ -152,7 +154,7 @@ def erase(
             f" under {lake.root_url}: check the id (ids are matched exactly); for a user whose events have not been "
             "ingested yet, pass --allow-unseen to keep them out all the same. Nothing was changed"
         )
-    recorded = {  # each asset's latest materialization of each partition holding them, carried on
+    recorded = {  # each asset's latest materialization of each partition holding them, which _record carries on
         table: latest_materializations(instance, asset_key(table), [partition_key(u, USER_TABLES[table]) for u in found])
         for table, found in holding.items() if table not in NOT_ASSETS and found
     }
@@ -183,8 +185,8 @@ def erase(
             stopped_at = partition_key(url, column)
             if table not in NOT_ASSETS:
                 for key, (frame, written, removed) in rewritten.items():
-                    record_rewritten(instance, table, key, previous.get(key), frame, written, removed,
-                                     written.content_hash[:32])
+                    _record(instance, table, key, previous.get(key), frame, written, removed,
+                            written.content_hash[:32])
             if isinstance(exc, (Exception, KeyboardInterrupt)):
                 raise ErasureStopped(report, table, stopped_at, exc) from exc
             raise
@@ -193,7 +195,7 @@ def erase(
             # over some of them, which finds the same bytes, keeps it, and nothing that reads them shows Unsynced.
             version = shared_data_version({key: written.content_hash[:32] for key, (_, written, _) in rewritten.items()})
             for key, (frame, written, removed) in rewritten.items():
-                record_rewritten(instance, table, key, previous.get(key), frame, written, removed, version)
+                _record(instance, table, key, previous.get(key), frame, written, removed, version)
     report.metadata_events = _naming_events(instance, user_ids)
     report.running = _runs_during(instance, began)
     return report
@@ -251,6 +253,24 @@ def _rewrite(
     if table == "predictions":
         kept = kept.with_columns(pl.int_range(1, kept.height + 1, dtype=frame.schema["rank"]).alias("rank"))
     return kept, lake.write_table(url, kept, row_group_rows), frame.height - kept.height
+
+
+def _record(
+    instance: dg.DagsterInstance, asset: str, key: str, previous: dg.EventLogRecord | None, table: pl.DataFrame,
+    written: WrittenFile, removed: int, version: str,
+) -> None:
+    """Records the rewritten partition ``key`` of ``asset`` as a materialization outside a run: the metadata of its
+    latest one (the run's counts, raw_events' landing_version, which the landing sensor compares) with the table's
+    own (rows, content hash, size) and ``erased_rows``; its data version ``version``. ``predictions``'
+    ``highest_risk`` is that of the rewritten table."""
+    before = dict(previous.asset_materialization.metadata) if previous and previous.asset_materialization else {}
+    metadata = before | table_metadata(table, written) | {"erased_rows": removed}
+    metadata.pop("dagster/column_schema", None)  # the declared one holds (the columns are those of the run)
+    if asset == "predictions" and "highest_risk" in before:
+        metadata |= {"users": table.height, "highest_risk": highest_risk(table)}
+    record_outside_run(
+        instance, asset, key, metadata, version, f"churn-assets erase: {removed} row(s) of erased users taken out"
+    )
 
 
 def _row_group_rows(assets: Iterable[dg.AssetsDefinition]) -> dict[str, int]:
