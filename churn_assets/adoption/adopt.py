@@ -381,16 +381,19 @@ def _extra_metadata(
     drift_report's verdict from the summary beside it (in its folder's listing, ``listed``)."""
     if asset.name == "raw_events":
         quarantines = _quarantine_counts(lake, report)
+        built_from: dict[str, str] = {}  # day -> the version of the landing delivery it was surely built from
         for partition in partitions:
             version = landing_days.get(partition.key)
             if version is None:
                 report.no_marker.append(partition.key)
-            elif not _built_from(partition, version):
+            elif _built_from(partition, version):
+                built_from[partition.key] = version
+            else:
                 report.stale_landing.append(partition.key)
 
         def raw_events(partition: Stored) -> dict[str, Any]:
-            version = landing_days.get(partition.key)
-            current = {"landing_version": version} if version is not None and _built_from(partition, version) else {}
+            version = built_from.get(partition.key)
+            current = {"landing_version": version} if version is not None else {}
             url = lake.table_url(QUARANTINE_ASSET, "date", partition.key)
             counts = quarantines.get(url)
             if counts is None:
