@@ -357,25 +357,8 @@ def train_and_select(
             allow_retries=False,
         )
 
-    winner = chosen.card
-    metadata = {
-        "decision": selection["decision"],
-        "reason": reason,
-        "model_version": winner["model_version"],
-        "trained_for_month": winner["trained_for_month"],
-        "threshold": float(winner["threshold"]),
-        "risk_bands": dg.MetadataValue.json(winner["risk_bands"]),
-        "metrics": dg.MetadataValue.md(
-            metrics.metrics_markdown(
-                {"challenger": challenger_eval, "champion": champion_eval, "logistic baseline": baseline_eval}
-            )
-        ),
-        "challenger/roc_auc": _metric(challenger_eval, "roc_auc"),
-        "challenger/pr_auc": _metric(challenger_eval, "pr_auc"),
-        "champion/pr_auc": _metric(champion_eval, "pr_auc"),
-        "baseline/pr_auc": _metric(baseline_eval, "pr_auc"),
-        "beats_baseline": selection["beats_baseline"],
-        "feature_importance": dg.MetadataValue.md(_importance_markdown(winner["feature_importance"])),
+    metadata = {  # what the chosen model's card keeps (its selection is this run's), then the run's own counts
+        **card_metadata(chosen.card),
         "training_window": dg.MetadataValue.json(split.to_card()),
         "training_rows": frame.height,
         "training_seconds": training_seconds,
@@ -486,13 +469,21 @@ def _f(value: float | None) -> str:
 
 
 def card_metadata(card: dict[str, Any]) -> dict[str, Any]:
-    """What a run of ``model`` records of the model it chose that the model's stored card keeps (for
-    ``churn-assets adopt``): the decision and why, the holdout metrics it was chosen on, threshold, risk bands, the
-    feature importance. Not the run's own counts (training rows and seconds)."""
+    """What a run of ``model`` records of the model it chose that the model's card keeps (the run builds its
+    metadata from it, and ``churn-assets adopt`` from the stored card): the decision and why, the holdout metrics it
+    was chosen on (``None`` where the run had no evaluation: no champion), threshold, risk bands, the feature
+    importance. Not the run's own counts (training window, rows and seconds). A field an older card lacks is left
+    out."""
     from churn_assets.assets.ml import metrics  # where used, as train_and_select does (it imports scikit-learn)
 
     selection = card.get("selection") or {}
     challenger, champion, baseline = (selection.get(who) for who in ("challenger", "champion", "baseline"))
+    evaluated = {
+        "challenger/roc_auc": _metric(challenger, "roc_auc"),
+        "challenger/pr_auc": _metric(challenger, "pr_auc"),
+        "champion/pr_auc": _metric(champion, "pr_auc"),
+        "baseline/pr_auc": _metric(baseline, "pr_auc"),
+    }
     found = {
         "decision": selection.get("decision"),
         "reason": selection.get("reason"),
@@ -503,15 +494,12 @@ def card_metadata(card: dict[str, Any]) -> dict[str, Any]:
         "metrics": dg.MetadataValue.md(
             metrics.metrics_markdown({"challenger": challenger, "champion": champion, "logistic baseline": baseline})
         ) if challenger and baseline else None,
-        "challenger/roc_auc": _metric(challenger, "roc_auc"),
-        "challenger/pr_auc": _metric(challenger, "pr_auc"),
-        "champion/pr_auc": _metric(champion, "pr_auc"),
-        "baseline/pr_auc": _metric(baseline, "pr_auc"),
+        **(evaluated if challenger and baseline else {}),
         "beats_baseline": selection.get("beats_baseline"),
         "feature_importance": dg.MetadataValue.md(_importance_markdown(card["feature_importance"]))
         if "feature_importance" in card else None,
     }
-    return {name: value for name, value in found.items() if value is not None}
+    return {name: value for name, value in found.items() if value is not None or name in evaluated}
 
 
 def _metric(evaluation: dict[str, Any] | None, name: str) -> float | None:
