@@ -94,6 +94,12 @@ def _tables(lake: Lake) -> dict[tuple[str, str], pl.DataFrame]:
     return found
 
 
+def _days_holding(tables: dict[tuple[str, str], pl.DataFrame], table: str, user_id: str) -> list[str]:
+    """The partition keys of ``table`` (among ``tables``, as ``_tables`` reads them) that hold ``user_id``, in order."""
+    return sorted(key for (name, key), frame in tables.items()
+                  if name == table and user_id in frame.get_column("user_id").to_list())
+
+
 def _victim(tables: dict[tuple[str, str], pl.DataFrame]) -> str:
     """The user with events on the most days among those with a quarantined row, in predictions and training_set."""
     quarantined = pl.concat([f for (t, _), f in tables.items() if t == "raw_events_quarantine"]).get_column("user_id")
@@ -284,8 +290,7 @@ def test_an_erasure_refused_part_way_records_what_it_rewrote_and_running_it_agai
     lake = Lake(settings.data_url)
     before = _tables(lake)
     victim = _victim(before)
-    features_days = sorted(key for (table, key), frame in before.items()
-                           if table == "features" and victim in frame.get_column("user_id").to_list())
+    features_days = _days_holding(before, "features", victim)
     refused = lake.table_url("features", "date", features_days[1]).removeprefix("s3://")
     proxy = HoldingProxy(s3_server.endpoint)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
@@ -323,8 +328,7 @@ def test_the_erase_command_stopped_part_way_says_what_it_did_and_what_to_do(land
     lake = Lake(settings.data_url)
     before = _tables(lake)
     victim = _victim(before)
-    features_days = sorted(key for (table, key), frame in before.items()
-                           if table == "features" and victim in frame.get_column("user_id").to_list())
+    features_days = _days_holding(before, "features", victim)
     held = lake.table_url("features", "date", features_days[1]).removeprefix("s3://")
     proxy = HoldingProxy(s3_server.endpoint)
     env = {**os.environ, "CHURN_DATA_URL": settings.data_url, "DAGSTER_HOME": str(home),
