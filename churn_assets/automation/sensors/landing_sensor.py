@@ -239,8 +239,7 @@ def _held_message(held: dict[str, str]) -> str:
     return (
         f"{len(held)} complete landing day(s) from {first} wait for {held[first]}: "
         f"{key_string('install_times')}[{held[first]}] is not stored (its landing day is not complete, or its refresh "
-        "has not finished or failed); they are "
-        "requested once it is"
+        "has not finished or failed); they are requested once it is"
     )
 
 
