@@ -15,14 +15,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /opt/dagster/app
 
-# Dependencies first, pinned by constraints.txt, so code changes do not reinstall them.
-COPY pyproject.toml constraints.txt README.md ./
-RUN mkdir churn_assets && touch churn_assets/__init__.py \
-    && pip install -c constraints.txt . \
-    && pip uninstall -y churn_assets && rm -rf churn_assets build
+# Dependencies first, pinned by constraints.txt, so code changes do not reinstall them. The package is built in
+# /tmp/src and installed into site-packages, and its sources removed: the processes run in the workdir, which
+# Dagster puts first on sys.path, so a churn_assets/ folder there would be what they import, not the install.
+COPY pyproject.toml constraints.txt README.md /tmp/src/
+RUN mkdir /tmp/src/churn_assets && touch /tmp/src/churn_assets/__init__.py \
+    && pip install -c /tmp/src/constraints.txt /tmp/src \
+    && pip uninstall -y churn_assets && rm -rf /tmp/src/churn_assets /tmp/src/build /tmp/src/churn_assets.egg-info
 
-COPY churn_assets ./churn_assets
-RUN pip install --no-deps -c constraints.txt . && rm -rf build
+COPY churn_assets /tmp/src/churn_assets
+RUN pip install --no-deps -c /tmp/src/constraints.txt /tmp/src && rm -rf /tmp/src
 
 COPY dagster.yaml workspace.yaml ./
 COPY deploy ./deploy

@@ -1,6 +1,7 @@
 """What an install of the built package (a wheel, the Docker image) gets: pyproject.toml's dependencies name every
 distribution the package and its instance files import, pinned as constraints.txt pins them, and none only the
-development extra installs."""
+development extra installs; the Dockerfile's processes import the installed package. The wheel itself, installed into
+a fresh virtualenv and run from an empty folder, is checked by scripts/check_wheel.sh (a few minutes: .ci/run)."""
 
 from __future__ import annotations
 
@@ -90,3 +91,34 @@ def test_dependencies_are_pinned_as_constraints_pins_them():
         assert pin.split("==")[1] == constraints[_name(pin)].split("==")[1], (
             f"pyproject.toml pins {pin!r}, constraints.txt {constraints[_name(pin)]!r}: make them agree"
         )
+
+
+def _image_files() -> tuple[str, list[str]]:
+    """The Dockerfile's last WORKDIR and where each COPY puts its sources, as absolute paths (a relative
+    destination is under the WORKDIR in force at that line)."""
+    workdir, destinations = "/", []
+    for line in (ROOT / "Dockerfile").read_text().replace("\\\n", " ").splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] == "WORKDIR":
+            workdir = words[1] if words[1].startswith("/") else f"{workdir.rstrip('/')}/{words[1]}"
+        elif words[0] == "COPY":
+            *sources, destination = [w for w in words[1:] if not w.startswith("--")]
+            if not destination.startswith("/"):
+                destination = f"{workdir.rstrip('/')}/{destination.removeprefix('./')}"
+            into_folder = destination.endswith("/") or len(sources) > 1
+            destinations += [f"{destination.rstrip('/')}/{Path(s).name}" if into_folder else destination
+                             for s in sources]
+    return workdir, destinations
+
+
+def test_the_image_runs_the_installed_package_not_a_copy_in_its_workdir():
+    """The code server (the image's command) runs in the WORKDIR, and ``dagster code-server start -m`` puts its
+    working directory first on sys.path: a churn_assets/ folder there is imported instead of site-packages'."""
+    workdir, destinations = _image_files()
+    shadowing = [d for d in destinations if d == f"{workdir.rstrip('/')}/churn_assets"]
+    assert not shadowing, (
+        f"the Dockerfile copies {shadowing} into its WORKDIR {workdir}: the code server would import that "
+        "source tree, not the installed package; build and install it from a folder outside the WORKDIR"
+    )
