@@ -16,8 +16,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/dagster/app
 
 # Dependencies first, pinned by constraints.txt, so code changes do not reinstall them. The package is built in
-# /tmp/src and installed into site-packages, and its sources removed: the processes run in the workdir, which
-# Dagster puts first on sys.path, so a churn_assets/ folder there would be what they import, not the install.
+# /tmp/src and installed into site-packages, and its sources removed: the code server runs in the workdir, and
+# `dagster code-server start -m` puts it first on sys.path, so a churn_assets/ folder there is what it imports.
 COPY pyproject.toml constraints.txt README.md /tmp/src/
 RUN mkdir /tmp/src/churn_assets && touch /tmp/src/churn_assets/__init__.py \
     && pip install -c /tmp/src/constraints.txt /tmp/src \
