@@ -6,7 +6,8 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from churn_assets.assets.ingest.landing_files import ATTRIBUTES
+from churn_assets.apps import key_string
+from churn_assets.assets.ingest.landing_files import ATTRIBUTES, MAX_REVENUE
 from churn_assets.config import SETTINGS, event_type_column
 from churn_assets.partitions import daily_partitions, days_in_range, largest_window
 from churn_assets.resources import ChurnParameters
@@ -21,6 +22,11 @@ TOTAL_COLUMNS: dict[str, pl.DataType] = {
     "revenue": pl.Float64(),
     "n_purchases": pl.Int64(),
 }
+# One user's revenue in a day above this is no purchases but a load-test or bot user replaying a purchase, or prices
+# in a minor unit: user_daily and features sum revenue exactly in whole millionths as 64-bit integers, and a day's
+# sum of events each under MAX_REVENUE (~9,000 of them at 10^9) wrapped round to a wrong value, negative or not,
+# which features summed into 28 days. 28 days of this much still fit those integers.
+MAX_USER_DAY_REVENUE = 1e11
 # The events' attributes, each the last seen that day (summarize_user_day), and days since install.
 ATTRIBUTE_COLUMNS: dict[str, pl.DataType] = {
     **{column: pl.String() for column in ATTRIBUTES},
@@ -82,7 +88,9 @@ def user_daily(
     def of_day(day: dt.date) -> tuple[str, pl.DataFrame]:
         events = raw_events.filter(pl.col("date") == day).collect()
         installs = install_times.filter(pl.col("date") == day).drop("date").collect()
-        return day.isoformat(), summarize_user_day(events, installs, day, churn.event_types)
+        summary = summarize_user_day(events, installs, day, churn.event_types)
+        require_revenue_in_range(events, summary, day)
+        return day.isoformat(), summary
 
     largest_day = largest_window(raw_events, days, 1)
     return PartitionStream(ordered_map(of_day, days, workers=workers_for(largest_day)))
@@ -141,6 +149,36 @@ def summarize_user_day(
         .cast(user_daily_schema(event_types))
         .sort("user_id")
         .collect(engine=engine_for(events.height))
+    )
+
+
+def require_revenue_in_range(events: pl.DataFrame, summary: pl.DataFrame, day: dt.date) -> None:
+    """Fails ``user_daily[day]`` naming the users whose revenue of the day (``events``: ``raw_events[day]``) is above
+    ``MAX_USER_DAY_REVENUE``, whose sums in ``summary`` may have wrapped round. Each event's revenue is at most
+    ``MAX_REVENUE`` (raw_events quarantines the rest), so only users with that many purchases in ``summary`` can
+    reach it: their events alone are summed again, as floats (usually nobody's: nothing is read again)."""
+    can_exceed = summary.filter(pl.col("n_purchases") > MAX_USER_DAY_REVENUE / MAX_REVENUE).select("user_id")
+    if can_exceed.is_empty():
+        return
+    over = (
+        events.join(can_exceed, on="user_id", how="semi")
+        .group_by("user_id")
+        .agg(pl.col("revenue").sum(), (pl.col("revenue") > 0).sum().alias("purchases"))
+        .filter(pl.col("revenue") > MAX_USER_DAY_REVENUE)
+        .sort("user_id")
+    )
+    if over.is_empty():
+        return
+    users = "; ".join(f"{u!r}: {r:,.0f} over {n:,} purchases" for u, r, n in over.head(5).iter_rows())
+    raise dg.Failure(
+        f"{key_string('user_daily')}[{day}]: {over.height} user(s) with more revenue on {day} than "
+        f"{MAX_USER_DAY_REVENUE:,.0f} for one user in a day ({users}): no real purchases add up to that (a load-test "
+        "or bot user replaying a purchase, or prices in a minor unit), and features could not sum it exactly. Remove "
+        "those events from the landing day and deliver it again, or keep a test user out for good with "
+        "`churn-assets erase --user-id ID`; then materialize raw_events and what follows for the day again "
+        "(docs/operations.md, 'The quarantine').",
+        metadata={"users_over_revenue_limit": over.height},
+        allow_retries=False,
     )
 
 

@@ -1,0 +1,54 @@
+"""What real event data does that simulated data does not: a bot's day, a whale's revenue, a day the app was down."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from churn_assets_tests.landing_helpers import (
+    amplitude_row as row,
+    jsonl,
+    materialize_ingest,
+    read_partition,
+    write_landing_day,
+)
+
+DAY = "2025-01-01"
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def _failure_text(result: dg.ExecuteInProcessResult) -> str:
+    return "\n".join(
+        str(event.event_specific_data.error.message) for event in result.all_events if event.is_step_failure
+    )
+
+
+def test_a_users_day_of_revenue_too_large_to_sum_exactly_fails_user_daily_naming_the_user(
+    local_settings, local_resources, instance
+):
+    """10,000 purchases of 10^9 each (a load-test user replaying a purchase with a broken price: each event is under
+    the per-event limit) summed to -8.4 x 10^12 in whole millionths as int64, and features summed that into 28 days.
+    A whale's 150 purchases of 10^8 (more than any real day, under the limit) are kept to the cent."""
+    bot = [row(f"b{i}", "bot", f"{DAY} 10:00:00.000000", "purchase", 1, revenue=1e9) for i in range(10_000)]
+    whale = [row(f"w{i}", "whale", f"{DAY} 11:00:00.000000", "purchase", 2, revenue=1e8 + 0.01) for i in range(150)]
+    write_landing_day(local_settings.landing_url, DAY, {"a.jsonl": jsonl(bot + whale)})
+
+    result = materialize_ingest(local_resources, instance, DAY, raise_on_error=False)
+
+    assert not result.success
+    failure = _failure_text(result)
+    assert f"user_daily[{DAY}]: 1 user(s) with more revenue on {DAY} than 100,000,000,000 for one user in a day" in failure
+    assert "'bot': 10,000,000,000,000 over 10,000 purchases" in failure and "whale" not in failure
+    assert "churn-assets erase --user-id ID" in failure
+
+    # Without the bot, the day goes through and the whale's revenue is exact.
+    write_landing_day(local_settings.landing_url, DAY, {"a.jsonl": jsonl(whale)})
+    assert materialize_ingest(local_resources, instance, DAY).success
+    user_daily = read_partition(local_settings.data_url, "user_daily", DAY)
+    assert user_daily.select("user_id", "revenue", "n_purchases").rows() == [("whale", 15_000_000_001.5, 150)]
