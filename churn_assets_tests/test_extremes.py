@@ -52,3 +52,27 @@ def test_a_users_day_of_revenue_too_large_to_sum_exactly_fails_user_daily_naming
     assert materialize_ingest(local_resources, instance, DAY).success
     user_daily = read_partition(local_settings.data_url, "user_daily", DAY)
     assert user_daily.select("user_id", "revenue", "n_purchases").rows() == [("whale", 15_000_000_001.5, 150)]
+
+
+def test_a_delivered_day_without_events_is_stored_empty_and_warned_of(local_settings, local_resources, instance):
+    """A day the app was down (or whose export failed) arrives as empty files: raw_events, install_times and
+    user_daily are stored, and the run's log says the day holds no event and what features make of it."""
+    write_landing_day(local_settings.landing_url, DAY, {"a.jsonl": jsonl([row("e1", "u1", f"{DAY} 10:00:00.000000")])})
+    write_landing_day(local_settings.landing_url, "2025-01-02", {"a.jsonl": b"", "b.jsonl.gz": jsonl([], gz=True)})
+
+    first = materialize_ingest(local_resources, instance, DAY)
+    result = materialize_ingest(local_resources, instance, "2025-01-02")
+
+    assert result.success
+    assert read_partition(local_settings.data_url, "raw_events", "2025-01-02").height == 0
+    assert read_partition(local_settings.data_url, "user_daily", "2025-01-02").height == 0
+    assert read_partition(local_settings.data_url, "install_times", "2025-01-02").get_column("user_id").to_list() == ["u1"]
+    said = [e.user_message for e in instance.all_logs(result.run_id) if "hold no event" in e.user_message]
+    assert said == [
+        "2025-01-02: the landing day is complete but its 2 files hold no event: if the app was not down that day, the "
+        "export failed; re-deliver the day with its events. Until then features count 2025-01-02 as a day without "
+        "activity for every user, and predictions of it and the days after score them as more at risk "
+        "(docs/operations.md, 'A day without events')."
+    ]
+    # A day with events says nothing of the kind.
+    assert not [e for e in instance.all_logs(first.run_id) if "hold no event" in e.user_message]

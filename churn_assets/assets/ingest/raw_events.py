@@ -216,7 +216,20 @@ def _vet_day(
             f"{day}: {vetted.quarantine.height} rows quarantined at {quarantine_url}: {counts}; {example}"
         )
     _warn_of_attributes_gone(context, day, vetted.events.height, without)
+    if not vetted.rows_read:
+        _warn_of_a_day_without_events(context, day, len(landing_day.files))
     return vetted.events
+
+
+def _warn_of_a_day_without_events(context: dg.AssetExecutionContext, day: dt.date, files: int) -> None:
+    """A complete day whose files hold no event is a day the app was down, or an export that failed and wrote empty
+    files: nothing else says which, and every user looks a day less active in features (docs/operations.md)."""
+    context.log.warning(
+        f"{day}: the landing day is complete but its {files} file{'s' if files != 1 else ''} hold no event: if the "
+        "app was not down that day, the export failed; re-deliver the day with its events. Until then features count "
+        f"{day} as a day without activity for every user, and predictions of it and the days after score them as "
+        "more at risk (docs/operations.md, 'A day without events')."
+    )
 
 
 def _without_erased(vetted: VettedDay, erased: pl.Series) -> tuple[VettedDay, dict[str, int]]:
