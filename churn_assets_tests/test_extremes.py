@@ -6,6 +6,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from churn_assets.resources.model_io_manager import ModelIOManager
+from churn_assets.resources.parquet_io_manager import MissingPartitionError
 from churn_assets_tests.landing_helpers import (
     amplitude_row as row,
     jsonl,
@@ -76,3 +78,14 @@ def test_a_delivered_day_without_events_is_stored_empty_and_warned_of(local_sett
     ]
     # A day with events says nothing of the kind.
     assert not [e for e in instance.all_logs(first.run_id) if "hold no event" in e.user_message]
+
+
+def test_a_month_without_a_model_says_to_materialize_its_training_set_too(tmp_path):
+    """A month whose training_set failed (too few labels, one class) has no model: its predictions named only
+    model as the thing to materialize, which fails again on the same training set."""
+    with pytest.raises(MissingPartitionError) as raised:
+        ModelIOManager(base_url=str(tmp_path / "lake")).read("model", "2030-01")
+    assert str(raised.value).endswith(
+        "materialize training_set,model for 2030-01 first (a month whose training set has too few labels, or one "
+        "class, fails and has no model: docs/operations.md, 'Too few labels')"
+    )

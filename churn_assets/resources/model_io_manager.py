@@ -321,7 +321,12 @@ class ModelIOManager(dg.ConfigurableIOManager):
         if not stored:  # (raised outside the handler: not shown "during handling of" the card's absence)
             raise MissingPartitionError(
                 f"{asset} has no stored partition {key} under {self.lake.root_url} ({card_url} does not exist): "
-                + (_never_trained(key) or f"materialize {key_string(asset)} for {key} first")
+                + (
+                    _never_trained(key)
+                    or f"materialize {key_string('training_set')},{key_string(asset)} for {key} first (a month whose "
+                    "training set has too few labels, or one class, fails and has no model: docs/operations.md, "
+                    "'Too few labels')"
+                )
             )
         try:
             return self._read_set(f"{folder}/{STAGING}")
