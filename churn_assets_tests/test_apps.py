@@ -441,7 +441,7 @@ def test_what_a_message_tells_a_user_under_an_app_to_select_is_the_apps(tmp_path
     (failure,) = found["parquet"]
     assert "install_times has no stored partition 2025-01-05" in failure, failure
     assert "materialize puzzle/install_times for those partitions first" in failure, failure
-    assert found["model"].endswith("materialize puzzle/model for 2030-01 first"), found["model"]
+    assert "materialize puzzle/training_set,puzzle/model for 2030-01 first (" in found["model"], found["model"]
     (check,) = found["check"]
     assert "materialize puzzle/labels again over the label days of training_set[2025-03], then " \
            "puzzle/training_set" in check, check
