@@ -17,8 +17,10 @@ import subprocess
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
+from churn_assets.adoption.adopt import AdoptionRefused, adopt
 from churn_assets.assets.ml.scoring import RISK_BANDS
 from churn_assets.automation.sensors.drift_retraining_sensor import build_drift_retraining_sensor
 from churn_assets.automation.sensors.landing_sensor import build_landing_sensor
@@ -26,6 +28,7 @@ from churn_assets.config import ChurnSettings
 from churn_assets.definitions import all_assets, defs
 from churn_assets.outside_runs import ADOPTED_TAG, record_outside_run
 from churn_assets.resources import AlertWebhook, LandingZone, build_resources
+from churn_assets.resources.lake import Lake
 from churn_assets.resources.model_io_manager import ModelIOManager
 from churn_assets.simulate import simulate
 
@@ -47,6 +50,8 @@ REPOSITORY = defs.get_repository_def()
 # scores and the card of the model that scored them, and from drift_report's summary.json.
 PREDICTIONS_RESTORED = ("users", "highest_risk", "model_version", "horizon_days", "mean_churn_probability",
                         "flagged_share", *(f"band/{band}" for band in RISK_BANDS))
+# What raw_events' run recorded that only the landing files tell, not the lake: adopt leaves it out.
+RUN_ONLY = ("landing_files", "rows_read", "duplicates_dropped", "quarantine_example")
 DRIFT_RESTORED = ("share_of_drifted_columns", "dataset_drift", "drifted_columns", "score_drift_score", "score_drifted",
                   "model_version", "compared_rows", "columns", "report", "summary")
 
@@ -126,12 +131,15 @@ def test_a_new_instance_adopts_the_lake_as_the_old_one_recorded_it(history, tmp_
             assert new.get_materialized_partitions(dg.AssetKey(asset)) == set(DAY_KEYS)
             assert data_versions(new, asset, DAY_KEYS) == data_versions(old, asset, DAY_KEYS)
             assert stale_partitions(new, all_assets, asset, DAY_KEYS) == []
-        latest = new.fetch_materializations(dg.AssetKey("raw_events"), limit=1).records[0].asset_materialization
-        before = old.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_events"), asset_partitions=[latest.partition]), limit=1
-        ).records[0].asset_materialization
-        for name in ("dagster/row_count", "content_hash", "size_bytes", "landing_version", "quarantined"):
-            assert latest.metadata[name] == before.metadata[name], name
+            # Each day shows what its run recorded (raw_events: its quarantine counts per reason, its events
+            # without each attribute, its landing version), but what only the landing files told the run.
+            for day in DAY_KEYS:
+                ran, kept = (_latest_metadata(instance, asset, day) for instance in (old, new))
+                told = {name: value for name, value in ran.items() if name not in RUN_ONLY}
+                if day == DAY_KEYS[4]:  # stored before its re-delivery: left for the landing sensor
+                    assert "landing_version" not in kept
+                    told.pop("landing_version", None)
+                assert kept == told, (asset, day)
 
         # Only the day delivered again since its partition was stored; then a day re-delivered after the move.
         assert _landing_sensor(old, str(landing)) == [DAY_KEYS[4]]
@@ -205,12 +213,25 @@ def test_adopt_refuses_what_it_cannot_adopt_and_follows_churn_app(history, tmp_p
     with dg.DagsterInstance.from_config(str(new_home)) as instance:
         assert instance.get_materialized_partitions(dg.AssetKey("raw_events")) == set(DAY_KEYS)
 
+    # Under CHURN_APP, over a landing zone that no longer holds the last day and delivered another again since it was
+    # stored, and a CHURN_START_DATE after the first day: not refused (some days have their landing day), and what is
+    # left out or left for the sensor is named by the app's keys and job, the names a user selects them by.
+    pruned = tmp_path / "pruned_landing"
+    shutil.copytree(history / "landing", pruned)
+    shutil.rmtree(pruned / "events" / f"date={DAY_KEYS[-1]}")
+    _redeliver(pruned, DAY_KEYS[4], later=5)
     puzzle_home = instance_home(tmp_path / "puzzle_home", create_storage=True)
-    puzzle = _adopt(puzzle_home, lake, landing, CHURN_APP="puzzle")
+    puzzle = _adopt(puzzle_home, lake, str(pruned), CHURN_APP="puzzle", CHURN_START_DATE=DAY_KEYS[1])
     assert puzzle.returncode == 0, puzzle.stderr
-    assert f"  puzzle/raw_events: {DAYS} partition(s)" in puzzle.stdout
+    assert f"  puzzle/raw_events: {DAYS - 1} partition(s)" in puzzle.stdout
+    assert f"  not recorded: puzzle/raw_events[{DAY_KEYS[0]}]: not partitions of the asset" in puzzle.stdout
+    assert (f"left for the landing sensor to refresh: 1 day(s) of puzzle/raw_events stored before their landing "
+            f"day's current _SUCCESS, or not surely after it: {DAY_KEYS[4]} (recorded without landing_version: once "
+            "turned on, the sensor requests their puzzle_daily_refresh)") in puzzle.stdout
+    assert (f"puzzle/raw_events days whose landing day has no _SUCCESS under CHURN_LANDING_URL: 1 ({DAY_KEYS[-1]})"
+            in puzzle.stdout)
     with dg.DagsterInstance.from_config(str(puzzle_home)) as instance:
-        assert instance.get_materialized_partitions(dg.AssetKey(["puzzle", "labels"])) == set(DAY_KEYS)
+        assert instance.get_materialized_partitions(dg.AssetKey(["puzzle", "labels"])) == set(DAY_KEYS[1:])
         assert instance.get_materialized_partitions(dg.AssetKey("labels")) == set()
 
 
@@ -236,14 +257,20 @@ def test_only_missing_after_a_partial_adoption_gives_the_versions_of_one_adoptio
     later.mkdir()
     for day in DAY_KEYS[10:]:
         shutil.move(lake / "labels" / f"date={day}", later / f"date={day}")
+    landing = tmp_path / "landing"
+    shutil.copytree(history / "landing", landing)
+    _redeliver(landing, DAY_KEYS[4], later=5)
     home = instance_home(tmp_path / "home", create_storage=True)
-    assert _adopt(home, str(lake), str(history / "landing")).returncode == 0
+    first = _adopt(home, str(lake), str(landing))
+    assert first.returncode == 0 and "left for the landing sensor to refresh: 1 day(s)" in first.stdout, first.stdout
     for day in DAY_KEYS[10:]:
         shutil.move(later / f"date={day}", lake / "labels" / f"date={day}")
 
-    rest = _adopt(home, str(lake), str(history / "landing"), "--only-missing")
+    rest = _adopt(home, str(lake), str(landing), "--only-missing")
 
     assert rest.returncode == 0, rest.stderr
+    # The day left for the sensor was recorded by the first adoption: this one left nothing more for it.
+    assert "left for the landing sensor to refresh: none" in rest.stdout
     assert f"  labels: 8 partition(s): {DAY_KEYS[10]} .. {DAY_KEYS[-1]} (10 recorded before" in rest.stdout
     with (dg.DagsterInstance.from_config(str(history / "old_home")) as old,
           dg.DagsterInstance.from_config(str(home)) as new):
@@ -275,6 +302,25 @@ def test_what_adopt_cannot_record_is_named_and_the_rest_recorded(history, tmp_pa
         assert instance.get_materialized_partitions(dg.AssetKey("raw_events")) == set(DAY_KEYS)
 
 
+def test_another_apps_lake_is_one_under_this_lake_not_one_whose_path_starts_alike(instance, tmp_path):
+    """The instance records fitness/labels stored in ``lake_old``, a sibling whose path starts with this lake's: that
+    is no sign this lake is fitness's, so it is adopted; a fitness/labels stored under this lake is, and is refused."""
+    lake = Lake(str(tmp_path / "lake"))
+    lake.write_table(lake.table_url("labels", "date", "2025-01-05"), pl.DataFrame({"user_id": ["u1"]}))
+    sibling = f"{tmp_path / 'lake_old'}/labels/date=2025-01-05/data.parquet"
+
+    def fitness_stored(uri: str) -> None:
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            asset_key=dg.AssetKey(["fitness", "labels"]), partition="2025-01-05", metadata={"dagster/uri": uri}))
+
+    fitness_stored(sibling)
+    report = adopt(lake, instance, all_assets, {}, without_landing=True)
+    assert report.recorded["labels"] == ["2025-01-05"]
+    fitness_stored(lake.table_url("labels", "date", "2025-01-05"))
+    with pytest.raises(AdoptionRefused, match=f"the instance records fitness/labels stored under {lake.root_url}"):
+        adopt(lake, instance, all_assets, {}, only_missing=True, without_landing=True)
+
+
 def test_the_next_months_model_finds_the_adopted_champion(tmp_path):
     lake = lake_with_models(tmp_path / "models", {MARCH: synthetic_training_set(MARCH, seed=21)})
     home = instance_home(tmp_path / "home", create_storage=True)
@@ -299,12 +345,15 @@ def test_the_next_months_model_finds_the_adopted_champion(tmp_path):
 
 def test_the_drift_sensor_passes_over_adopted_reports(instance):
     verdict = {"share_of_drifted_columns": 0.9, "dataset_drift": True}
+    record_outside_run(instance, "drift_report", "2025-03-09", {"share_of_drifted_columns": 0.1}, "v0", "a run's")
     record_outside_run(instance, "drift_report", "2025-03-10", verdict, "v1", "adopted", {ADOPTED_TAG: "true"})
     sensor = build_drift_retraining_sensor()
     first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
     assert not first.run_requests
-    # The skip says why a report over the threshold asked for nothing (it said "none at or over 0.5").
-    assert first.skip_message.endswith("(1 recorded by churn-assets adopt, passed over whatever their share)")
+    # The skip says why a report over the threshold asked for nothing (it said "none at or over 0.5"), and how many
+    # of the new reports were adopted ones.
+    assert first.skip_message == ("2 new drift report(s), none at or over 0.5 "
+                                  "(1 recorded by churn-assets adopt, passed over whatever their share)")
     record_outside_run(instance, "drift_report", "2025-03-11", verdict, "v2", "a run's")
     second = sensor.evaluate_tick(
         dg.build_sensor_context(instance=instance, cursor=first.cursor, repository_def=REPOSITORY)
@@ -335,8 +384,18 @@ def test_adopted_predictions_and_drift_reports_keep_what_their_run_recorded(tmp_
     adopted = _adopt(home, settings.data_url, settings.landing_url)
 
     assert adopted.returncode == 0, adopted.stderr
+    assert "not recorded" not in adopted.stdout  # (a drift report's summary.json beside its table is no partition)
     with (dg.DagsterInstance.from_config(str(tmp_path / "old_home")) as old,
           dg.DagsterInstance.from_config(str(home)) as new):
+        assert data_versions(new, "model", [MARCH]) == data_versions(old, "model", [MARCH])
+        assert stale_partitions(new, assets, "model", [MARCH]) == []
+        # The drift sensor, turned on over the new instance, passes over the adopted reports: the instance before
+        # acted upon them (else a report over the threshold requested a retraining again).
+        tick = build_drift_retraining_sensor().evaluate_tick(
+            dg.build_sensor_context(instance=new, repository_def=REPOSITORY)
+        )
+        assert not tick.run_requests
+        assert tick.skip_message.endswith("(2 recorded by churn-assets adopt, passed over whatever their share)")
         for asset, restored in (("predictions", PREDICTIONS_RESTORED), ("drift_report", DRIFT_RESTORED)):
             assert new.get_materialized_partitions(dg.AssetKey(asset)) == set(days), asset
             versions = data_versions(old, asset, days)
