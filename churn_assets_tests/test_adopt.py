@@ -342,6 +342,19 @@ def test_the_next_months_model_finds_the_adopted_champion(tmp_path):
         assert april["selection"]["champion_version"] == champion["model_version"]
         assert stale_partitions(instance, assets, "model", [MARCH, APRIL]) == []
 
+    # A model whose file no longer matches its card: named and left out by a new instance's adoption; not named by
+    # --only-missing over the instance that records it already (it is not left out there).
+    (Path(lake) / "model" / f"month={MARCH}" / "model.ubj").write_bytes(b"not the model its card describes")
+    fresh = instance_home(tmp_path / "fresh_home", create_storage=True)
+    broken = _adopt(fresh, lake, str(tmp_path / "no_landing"))
+    assert broken.returncode == 0, broken.stderr
+    assert f"  not recorded: model[{MARCH}]: " in broken.stdout
+    with dg.DagsterInstance.from_config(str(fresh)) as instance:
+        assert instance.get_materialized_partitions(dg.AssetKey("model")) == {APRIL}
+    again = _adopt(home, lake, str(tmp_path / "no_landing"), "--only-missing")
+    assert again.returncode == 0, again.stderr
+    assert "not recorded" not in again.stdout
+
 
 def test_the_drift_sensor_passes_over_adopted_reports(instance):
     verdict = {"share_of_drifted_columns": 0.9, "dataset_drift": True}
