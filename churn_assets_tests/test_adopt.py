@@ -11,6 +11,7 @@ Parquet, a folder of no asset) is named, the rest recorded."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -420,6 +421,17 @@ def test_adopted_predictions_and_drift_reports_keep_what_their_run_recorded(tmp_
                     assert name in ran, f"{asset}[{day}]: its run recorded no {name}"
                     assert kept.get(name) == ran[name], \
                         f"{asset}[{day}] {name}: adopted {kept.get(name)}, its run recorded {ran[name]}"
+
+    # model[M] trained again after those days were scored (its card names another version): the days keep the
+    # version that scored them, and nothing of the new card (its horizon, threshold and bands are not theirs).
+    card = tmp_path / "lake" / "model" / f"month={MARCH}" / "model_card.json"
+    card.write_text(json.dumps(json.loads(card.read_text()) | {"model_version": "trained-again"}))
+    later = instance_home(tmp_path / "later_home", create_storage=True)
+    again = _adopt(later, settings.data_url, settings.landing_url)
+    assert again.returncode == 0 and "not recorded" not in again.stdout, again.stdout + again.stderr
+    with dg.DagsterInstance.from_config(str(later)) as instance:
+        kept = _latest_metadata(instance, "predictions", days[0])
+    assert kept["model_version"] != "trained-again" and "horizon_days" not in kept, kept
 
 
 @pytest.mark.s3
