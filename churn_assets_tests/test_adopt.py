@@ -288,6 +288,10 @@ def test_what_adopt_cannot_record_is_named_and_the_rest_recorded(history, tmp_pa
     shutil.copytree(lake / "labels", lake / "sessions")
     quarantine = sorted((lake / "raw_events_quarantine").glob("date=*/data.parquet"))[0]
     quarantine.write_bytes(b"not parquet either")
+    clean = lake / "raw_events_quarantine" / f"date={DAY_KEYS[6]}" / "data.parquet"  # as a day with no bad row
+    pl.read_parquet(clean).clear().write_parquet(clean)
+    for folder in (clean.parent, lake / "features" / f"date={DAY_KEYS[7]}"):  # beside a table: no table, no partition
+        (folder / "data.parquet.tmp").write_bytes(b"a write that stopped")
     home = instance_home(tmp_path / "home", create_storage=True)
 
     adopted = _adopt(home, str(lake), str(history / "landing"))
@@ -297,10 +301,14 @@ def test_what_adopt_cannot_record_is_named_and_the_rest_recorded(history, tmp_pa
     assert f"  not recorded: raw_events_quarantine[{quarantine.parent.name[5:]}]: {quarantine} is not a Parquet table" \
         in adopted.stdout
     assert "  not recorded: sessions: folders of the lake that are no asset of this code location" in adopted.stdout
+    assert adopted.stdout.count("not recorded") == 3, adopted.stdout
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_materialized_partitions(dg.AssetKey("features")) == set(DAY_KEYS) - {DAY_KEYS[3]}
         assert instance.get_materialized_partitions(dg.AssetKey("labels")) == set(DAY_KEYS)
         assert instance.get_materialized_partitions(dg.AssetKey("raw_events")) == set(DAY_KEYS)
+        # The day whose quarantine is empty shows 0 quarantined rows, as its run records it, not no count at all.
+        kept = _latest_metadata(instance, "raw_events", DAY_KEYS[6])
+        assert kept["quarantined"].value == 0 and not any(name.startswith("quarantined/") for name in kept), kept
 
 
 def test_another_apps_lake_is_one_under_this_lake_not_one_whose_path_starts_alike(instance, tmp_path):
