@@ -254,6 +254,8 @@ def test_only_missing_after_a_partial_adoption_gives_the_versions_of_one_adoptio
     # under the data version one clean adoption gives them, as the old instance's range run did.
     lake = tmp_path / "lake"
     shutil.copytree(history / "lake", lake)
+    clean = lake / "raw_events_quarantine" / f"date={DAY_KEYS[6]}" / "data.parquet"  # as a day with no bad row
+    pl.read_parquet(clean).clear().write_parquet(clean)
     later = tmp_path / "later"
     later.mkdir()
     for day in DAY_KEYS[10:]:
@@ -277,6 +279,9 @@ def test_only_missing_after_a_partial_adoption_gives_the_versions_of_one_adoptio
           dg.DagsterInstance.from_config(str(home)) as new):
         assert data_versions(new, "labels", DAY_KEYS[10:]) == data_versions(old, "labels", DAY_KEYS[10:])
         assert stale_partitions(new, all_assets, "labels", DAY_KEYS) == []
+        # The day whose quarantine is empty shows 0 quarantined rows, as its run records it, not no count at all.
+        kept = _latest_metadata(new, "raw_events", DAY_KEYS[6])
+        assert kept["quarantined"].value == 0 and not any(name.startswith("quarantined/") for name in kept), kept
 
 
 def test_what_adopt_cannot_record_is_named_and_the_rest_recorded(history, tmp_path):
