@@ -6,7 +6,7 @@ again keeps what reads it in sync, the next month's model finds the adopted cham
 reports show the scores (with their model's card) and the verdict their run recorded. Refused, before anything is
 recorded: an instance that records the assets already, an empty lake, another app's lake. --only-missing over a
 partial adoption records the rest under the versions of one adoption; what adopt cannot record (a file that is not
-Parquet, a folder of no asset) is named, the rest recorded."""
+Parquet, a folder of no asset, a model that does not match its card) is named, the rest recorded."""
 
 from __future__ import annotations
 
