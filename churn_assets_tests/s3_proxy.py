@@ -63,7 +63,8 @@ class HoldingProxy:
     (polars reads a Parquet file's footer, ``bytes=-N``, then its row groups) waits until :meth:`release`;
     ``held`` is set while it waits. A download of the whole object (no range) is not held. After :meth:`refuse`
     of a key, its writes are denied; after :meth:`hold_writes` of a key, its first write waits until :meth:`release`
-    (``held`` set), then is forwarded or, refused meanwhile, denied."""
+    (``held`` set), then is forwarded or, refused meanwhile, denied; after :meth:`hold_reads` of a key, its first
+    GET of any kind (a footer, a range, the whole object) waits until :meth:`release` (``held`` set)."""
 
     def __init__(self, endpoint: str):
         target = urlsplit(endpoint)
@@ -71,6 +72,7 @@ class HoldingProxy:
         self._key: str | None = None
         self._refused: str | None = None
         self._held_write: str | None = None
+        self._held_read: str | None = None
         self._ranged_gets = 0
         self._lock = threading.Lock()
         self.held = threading.Event()
@@ -89,6 +91,7 @@ class HoldingProxy:
                 proxy._record(Request(self.command, unquote(self.path), self.headers.get("Range"),
                                       "x-amz-copy-source" in self.headers, time.time()))
                 proxy._maybe_hold_write(self.command, unquote(self.path))
+                proxy._maybe_hold_read(self.command, unquote(self.path))
                 if proxy._refuses(self.command, unquote(self.path)):
                     denied = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
                     self.send_response(403, "Forbidden")
@@ -141,6 +144,20 @@ class HoldingProxy:
         in the middle of that write."""
         with self._lock:
             self._held_write = key
+
+    def hold_reads(self, key: str) -> None:
+        """Holds the first GET of an object whose key ends with ``key`` until :meth:`release`: a process caught in
+        the middle of reading it (a small table polars reads whole with its footer, which :meth:`hold` passes)."""
+        with self._lock:
+            self._held_read = key
+
+    def _maybe_hold_read(self, method: str, path: str) -> None:
+        with self._lock:
+            if method != "GET" or self._held_read is None or not path.split("?")[0].endswith(self._held_read):
+                return
+            self._held_read = None
+        self.held.set()
+        self._released.wait(60)
 
     def _maybe_hold_write(self, method: str, path: str) -> None:
         with self._lock:

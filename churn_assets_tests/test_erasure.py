@@ -530,3 +530,136 @@ def test_a_run_in_progress_during_the_erasure_is_named_with_what_to_do(erased_la
     instance.report_run_canceled(running)
     again = erase(lake, [victim], instance, all_assets)  # it ended since: nothing came back here
     assert again.lines()[0].startswith("nothing to erase") and again.running == []
+
+
+@pytest.mark.s3
+def test_the_erase_command_stopped_before_its_rewrites_says_what_stands(landing, tmp_path, s3_server):
+    """Through the command, stops before the first partition is rewritten ended in a traceback: S3 refusing the write
+    of the erased-users list (exit 1), SIGTERM while that list was written (the process killed by the signal between
+    the list and the rewrites), SIGTERM during the scan of the lake. Now each says what stands (nothing changed, or
+    the users listed and no partition rewritten), to run it again with the same ids, and exits 1 or 130."""
+    home = instance_home(tmp_path / "home")
+    settings = ChurnSettings(data_url=f"s3://lake/{tmp_path.name}", landing_url=landing)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        _build_lake(settings, instance)
+    lake = Lake(settings.data_url)
+    before = _tables(lake)
+    victim = _victim(before)
+    listed = lake.table_url("erased_users").removeprefix("s3://")
+    proxy = HoldingProxy(s3_server.endpoint)
+    env = {**os.environ, "CHURN_DATA_URL": settings.data_url, "DAGSTER_HOME": str(home),
+           "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_MAX_ATTEMPTS": "1"}
+    env.pop("CHURN_APP", None)
+    command = [str(Path(sys.executable).parent / "churn-assets"), "erase", "--user-id", victim]
+
+    def digest() -> dict[str, str]:  # every partition of the lake, by its ETag (the erased-users list aside)
+        lake.fs.invalidate_cache()
+        return {path: tag for path, tag in _digest(lake).items() if "/erased_users/" not in path}
+
+    untouched = digest()
+    try:
+        proxy.refuse(listed)
+        refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 1, refused.stderr
+        assert ("stopped before changing anything, while writing the erased-users list: StorageAccessDeniedError: "
+                in refused.stderr), refused.stderr
+        assert "nothing was changed" in refused.stderr and "run churn-assets erase again with the same ids" in (
+            refused.stderr)
+        assert "Traceback" not in refused.stderr and digest() == untouched
+        assert read_erased_users(lake) is None
+        proxy.refuse(None)
+        proxy.hold_writes(listed)
+        erasing = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proxy.held.wait(120), erasing.communicate(timeout=60)
+        erasing.terminate()  # SIGTERM, while the erased-users list is written: the write goes through
+        proxy.release()
+        _, stopped = erasing.communicate(timeout=60)
+    finally:
+        proxy.close()
+    assert erasing.returncode == 130, stopped
+    assert ("stopped part-way, after listing the users, before rewriting any partition: interrupted (Ctrl-C or "
+            "SIGTERM)" in stopped), stopped
+    assert "no partition was rewritten before it" in stopped and "Traceback" not in stopped
+    assert "run churn-assets erase again with the same ids" in stopped
+    assert read_erased_users(lake).get_column("user_id").to_list() == [victim]
+    assert digest() == untouched  # no partition rewritten
+
+    held = lake.table_url("raw_events", "date", DAY_KEYS[0]).removeprefix("s3://")
+    proxy = HoldingProxy(s3_server.endpoint)
+    try:
+        proxy.hold_reads(held)  # the scan of raw_events for the users
+        erasing = subprocess.Popen(command, env={**env, "AWS_ENDPOINT_URL": proxy.endpoint}, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        assert proxy.held.wait(120), erasing.communicate(timeout=60)
+        erasing.terminate()
+        proxy.release()
+        _, stopped = erasing.communicate(timeout=60)
+    finally:
+        proxy.close()
+    assert erasing.returncode == 130, stopped
+    assert ("stopped before changing anything, while looking for the users in the lake and the instance: "
+            "interrupted (Ctrl-C or SIGTERM)" in stopped), stopped
+    assert "nothing was changed" in stopped and "Traceback" not in stopped
+    assert digest() == untouched
+    done = subprocess.run(command, env={**env, "AWS_ENDPOINT_URL": s3_server.endpoint}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert all(victim not in frame.get_column("user_id").to_list() for frame in _tables(lake).values())
+
+
+import signal  # noqa: E402
+import time  # noqa: E402
+
+from churn_assets_tests.test_instance_postgres import postgres, production_home  # noqa: E402, F401  (fixtures)
+
+
+@pytest.mark.s3
+@pytest.mark.skipif(not postgres_available(), reason="PostgreSQL 15 binaries are not installed")
+def test_the_erase_command_stopped_while_it_records_a_table_records_all_of_it(
+    landing, tmp_path, production_home, postgres
+):
+    """SIGTERM while erase recorded raw_events' rewritten days (its first record waiting on a lock the test holds on
+    the event log) printed a traceback after the first record: the other rewritten days, which no longer hold the
+    user, stayed described as their old files, and the erasure run again does not find them. Now the table's records
+    are finished first; it says what it rewrote and to run it again, exits 130, and the run again finishes."""
+    import psycopg2
+
+    settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=landing)
+    with dg.DagsterInstance.from_config(str(production_home)) as instance:
+        _build_lake(settings, instance)
+    lake = Lake(settings.data_url)
+    before = _tables(lake)
+    victim = _victim(before)
+    env = {**os.environ, "CHURN_DATA_URL": settings.data_url, "DAGSTER_HOME": str(production_home)}
+    env.pop("CHURN_APP", None)
+    command = [str(Path(sys.executable).parent / "churn-assets"), "erase", "--user-id", victim]
+    lock = psycopg2.connect(host=postgres.host, port=postgres.port, user=SUPERUSER, dbname=postgres.db_name)
+    try:
+        with lock.cursor() as cursor:
+            cursor.execute("LOCK TABLE event_logs IN SHARE MODE")  # reads go on, writes wait
+        erasing = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not postgres.query("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                 "AND query ILIKE 'INSERT INTO event_logs%%'")[0][0]:
+            assert erasing.poll() is None and time.monotonic() < deadline, erasing.communicate(timeout=60)
+            time.sleep(0.05)  # (a wait for the state, not a guess of how long it takes)
+        erasing.send_signal(signal.SIGTERM)  # while raw_events' first record waits
+    finally:
+        lock.rollback()
+        lock.close()
+    _, stopped = erasing.communicate(timeout=120)
+    assert erasing.returncode == 130, stopped
+    raw_days = _days_holding(before, "raw_events", victim)
+    assert "stopped part-way, after raw_events: interrupted (Ctrl-C or SIGTERM)" in stopped, stopped
+    assert f"raw_events: {len(raw_days)} partition(s)" in stopped and "Traceback" not in stopped
+    assert "run churn-assets erase again with the same ids" in stopped
+    after = _tables(lake)
+    assert _days_holding(after, "raw_events", victim) == [] and _days_holding(after, "features", victim)
+    with dg.DagsterInstance.from_config(str(production_home)) as instance:
+        assert _recorded_rows_differ(instance, after) == []  # every rewritten day recorded as stored
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    after = _tables(lake)
+    assert all(victim not in frame.get_column("user_id").to_list() for frame in after.values())
+    with dg.DagsterInstance.from_config(str(production_home)) as instance:
+        assert _recorded_rows_differ(instance, after) == []

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
+
+from churn_assets.stops import INTERRUPTED, sigterm_as_ctrl_c
 
 
 def add_subcommand(subparsers) -> argparse.ArgumentParser:
@@ -29,6 +30,17 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    # SIGTERM (a container or CI job stopped) stops it as Ctrl-C does: what it rewrote so far is recorded.
+    with sigterm_as_ctrl_c():
+        try:
+            return _run(args)
+        except KeyboardInterrupt:  # before the erasure began (reading the ids, opening the instance)
+            sys.stderr.write("churn-assets erase: stopped before changing anything: interrupted (Ctrl-C or SIGTERM): "
+                             "nothing was changed: run churn-assets erase again with the same ids\n")
+            return INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
     from churn_assets.erasure.erase import ErasureRefused, ErasureStopped, erase, read_user_ids_file
 
     if not args.user_ids and not args.user_ids_file:
@@ -46,18 +58,13 @@ def run(args: argparse.Namespace) -> int:
         user_ids = list(args.user_ids)
         if args.user_ids_file:
             user_ids += read_user_ids_file(args.user_ids_file)
-        # SIGTERM (a container or CI job stopped) stops it as Ctrl-C does: what it rewrote so far is recorded.
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-        try:
-            with dg.DagsterInstance.get() as instance:
-                report = erase(Lake(SETTINGS.data_url), user_ids, instance, all_assets, allow_unseen=args.allow_unseen)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        with dg.DagsterInstance.get() as instance:
+            report = erase(Lake(SETTINGS.data_url), user_ids, instance, all_assets, allow_unseen=args.allow_unseen)
     except ErasureRefused as exc:
         sys.stderr.write(f"churn-assets erase: {exc}\n")
         return 2
     except ErasureStopped as exc:
         sys.stderr.write("".join(f"churn-assets erase: {line}\n" for line in exc.lines()))
-        return 130 if exc.interrupted else 1
+        return exc.exit_status
     print("\n".join(report.lines()))
     return 0

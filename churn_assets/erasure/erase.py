@@ -16,8 +16,9 @@ from churn_assets.assets.ingest.landing_files import quoted
 from churn_assets.assets.ml.predictions import highest_risk
 from churn_assets.outside_runs import record_outside_run
 from churn_assets.partitions import latest_materializations
+from churn_assets.stops import exit_status, is_stop, uninterrupted, why
 from churn_assets.resources.erased_users import add_erased_users, read_erased_users, without_erased
-from churn_assets.resources.lake import Lake, WrittenFile, partition_key
+from churn_assets.resources.lake import Lake, WrittenFile, partition_key, some_keys
 from churn_assets.resources.parquet_io_manager import (
     ROW_GROUP_ROWS,
     markdown_code,
@@ -59,23 +60,41 @@ class ErasureRefused(ValueError):
 
 
 class ErasureStopped(RuntimeError):
-    """An erasure stopped part-way, at partition ``partition`` of ``table``, by ``error`` (a write the storage
-    refused, or Ctrl-C or SIGTERM: ``interrupted``): the users are listed, and ``report`` holds the partitions
-    rewritten before it, all recorded in the instance (the assets'). The erasure run again erases the rest."""
+    """An erasure stopped by ``error`` (a read or write the storage or the instance refused, or Ctrl-C or SIGTERM:
+    ``interrupted``) ``where`` it was (``part-way, at features[2025-01-02]``). ``report`` holds the partitions
+    rewritten before it, each recorded in the instance (the assets') unless in ``unrecorded`` (table -> keys).
+    ``listed``: the users are on the erased-users list (before it, nothing was changed); ``finished``: every
+    partition that held them was rewritten and recorded (only the report's counts were cut short)."""
 
-    def __init__(self, report: ErasureReport, table: str, partition: str, error: BaseException):
-        self.report, self.table, self.partition = report, table, partition
+    def __init__(
+        self, report: ErasureReport | None, where: str, error: BaseException, listed: bool = True,
+        finished: bool = False, unrecorded: Mapping[str, list[str]] | None = None,
+    ):
+        self.report, self.where, self.listed, self.finished = report, where, listed, finished
+        self.unrecorded = {table: keys for table, keys in (unrecorded or {}).items() if keys}
         self.interrupted = isinstance(error, KeyboardInterrupt)
-        why = "interrupted (Ctrl-C or SIGTERM)" if self.interrupted else f"{type(error).__name__}: {error}"
-        super().__init__(f"stopped part-way, at {table}[{partition}]: {why}")
+        self.exit_status = exit_status(error)
+        super().__init__(f"stopped {where}: {why(error)}")
 
     def lines(self) -> list[str]:
-        """What the command prints: where and why it stopped, what was rewritten before, and what to do."""
-        done = [f"  {line}" for line in self.report.table_lines()]
-        return [
-            str(self),
-            *(["rewritten before it (each asset's partitions recorded in the Dagster instance):", *done] if done else
-              ["no partition was rewritten before it"]),
+        """What the command prints: where and why it stopped, what stands, and what to run next."""
+        if not self.listed:
+            return [str(self), "nothing was changed (the erased-users list and every partition are as they were): "
+                    "run churn-assets erase again with the same ids"]
+        done = [f"  {line}" for line in self.report.table_lines()] if self.report else []
+        if self.finished:
+            return [str(self), "every partition that held the users was rewritten and recorded in the Dagster "
+                    "instance:", *done, "the erasure is complete (only its report was cut short): churn-assets erase "
+                    "again with the same ids finds nothing left to erase"]
+        lines = [str(self), *(["rewritten before it (each asset's partitions recorded in the Dagster instance):", *done]
+                              if done else ["no partition was rewritten before it"])]
+        if self.unrecorded:
+            lines.append(
+                "rewritten without the users but not recorded in the Dagster instance, which still describes their "
+                f"old files: {'; '.join(f'{t}[{some_keys(keys)}]' for t, keys in self.unrecorded.items())}: once the "
+                "instance takes writes again, materialize those partitions again (their runs leave the users out)"
+            )
+        return lines + [
             "the users are on the erased-users list (raw_events keeps them out); the partitions not reached still "
             "hold them: run churn-assets erase again with the same ids",
         ]
@@ -133,7 +152,8 @@ def erase(
     assets in ``instance`` (``assets``: the code location's, for each asset's row-group size). Refused, before any
     write, when an id is empty or no stored partition holds it and it is not listed yet (a typo? ``allow_unseen``
     lists it all the same: a user whose events have not been ingested yet). Stopped part-way (a write refused,
-    ``KeyboardInterrupt``): :class:`ErasureStopped`, once the partitions rewritten so far are recorded."""
+    ``KeyboardInterrupt``, a read that failed before any write): :class:`ErasureStopped`, once the partitions
+    rewritten so far are recorded."""
     began = dt.datetime.now(dt.UTC)
     user_ids = sorted(set(user_ids))
     if not user_ids:
@@ -143,62 +163,133 @@ def erase(
             "an empty or blank user id was given (--user-id '' or spaces only?): give each user id as raw_events "
             "stores it. Nothing was changed"
         )
-    holding = {table: _tables_holding(lake, table, column, user_ids) for table, column in USER_TABLES.items()}
-    listed = read_erased_users(lake)
-    already = set() if listed is None else set(listed.get_column("user_id").to_list())
-    seen = set().union(*(_users_in(found) for found in holding.values()))
-    unseen = [user_id for user_id in user_ids if user_id not in seen]
-    if unseen and not allow_unseen and set(unseen) - already:
-        raise ErasureRefused(
-            f"no stored partition holds user id {', '.join(quoted(repr(u), 100) for u in sorted(set(unseen) - already))}"
-            f" under {lake.root_url}: check the id (ids are matched exactly); for a user whose events have not been "
-            "ingested yet, pass --allow-unseen to keep them out all the same. Nothing was changed"
-        )
-    recorded = {  # each asset's latest materialization of each partition holding them, which _record carries on
-        table: latest_materializations(instance, asset_key(table), [partition_key(u, USER_TABLES[table]) for u in found])
-        for table, found in holding.items() if table not in NOT_ASSETS and found
-    }
-    _refuse_another_instance(lake, holding, recorded)
-    add_erased_users(lake, user_ids, now or dt.datetime.now(dt.UTC))
+    try:
+        holding = {table: _tables_holding(lake, table, column, user_ids) for table, column in USER_TABLES.items()}
+        listed = read_erased_users(lake)
+        already = set() if listed is None else set(listed.get_column("user_id").to_list())
+        seen = set().union(*(_users_in(found) for found in holding.values()))
+        unseen = [user_id for user_id in user_ids if user_id not in seen]
+        if unseen and not allow_unseen and set(unseen) - already:
+            raise ErasureRefused(
+                f"no stored partition holds user id "
+                f"{', '.join(quoted(repr(u), 100) for u in sorted(set(unseen) - already))} under {lake.root_url}: "
+                "check the id (ids are matched exactly); for a user whose events have not been ingested yet, pass "
+                "--allow-unseen to keep them out all the same. Nothing was changed"
+            )
+        recorded = {  # each asset's latest materialization of each partition holding them, which _record carries on
+            table: latest_materializations(instance, asset_key(table), [partition_key(u, USER_TABLES[table]) for u in found])
+            for table, found in holding.items() if table not in NOT_ASSETS and found
+        }
+        _refuse_another_instance(lake, holding, recorded)
+    except ErasureRefused:
+        raise
+    except BaseException as exc:  # a read the storage or the instance failed, Ctrl-C, SIGTERM
+        if not is_stop(exc):
+            raise
+        raise ErasureStopped(None, "before changing anything, while looking for the users in the lake and the "
+                             "instance", exc, listed=False) from exc
     report = ErasureReport(user_ids, sorted(set(user_ids) - already), unseen)
+    _list_users(lake, user_ids, now or dt.datetime.now(dt.UTC), report)
     erased = pl.Series("user_id", user_ids, pl.String())
     row_groups = _row_group_rows(assets)
     report.model_months = sorted(partition_key(url, "month") for url in holding["training_set"])
-    for table, found in holding.items():
-        column = USER_TABLES[table]
-        previous = recorded.get(table, {})
-        report.partitions[table], report.rows[table] = [], 0
-        rewritten = {}
-        try:
-            for url in sorted(found):
-                key = partition_key(url, column)
-                frame, written, removed = _rewrite(lake, table, url, erased, row_groups.get(table))
-                report.partitions[table].append(key)
-                report.rows[table] += removed
-                rewritten[key] = (frame, written, removed)
-        except BaseException as exc:
-            # A write refused (or Ctrl-C, or SIGTERM: the command makes it one) after some of the table's partitions
-            # were rewritten: they no longer hold the users, so the erasure run again would not find them, and the
-            # instance would go on describing the old files (row count, content hash, data version). Each is recorded
-            # under its own content hash, as a run that fails part-way records what it stored
-            # (parquet_io_manager.record_stored_before_failure).
-            stopped_at = partition_key(url, column)
-            if table not in NOT_ASSETS:
-                for key, (frame, written, removed) in rewritten.items():
-                    _record(instance, table, key, previous.get(key), frame, written, removed,
-                            written.content_hash[:32])
-            if isinstance(exc, (Exception, KeyboardInterrupt)):
-                raise ErasureStopped(report, table, stopped_at, exc) from exc
+    try:
+        for table, found in holding.items():
+            _erase_table(lake, instance, table, found, erased, row_groups.get(table), recorded.get(table, {}), report)
+    except ErasureStopped:
+        raise
+    except BaseException as exc:  # Ctrl-C or SIGTERM between two tables
+        if not is_stop(exc):
             raise
-        if table not in NOT_ASSETS and rewritten:
-            # One data version for the asset's rewritten partitions, as a range run gives its own: a range run again
-            # over some of them, which finds the same bytes, keeps it, and nothing that reads them shows Unsynced.
-            version = shared_data_version({key: written.content_hash[:32] for key, (_, written, _) in rewritten.items()})
-            for key, (frame, written, removed) in rewritten.items():
-                _record(instance, table, key, previous.get(key), frame, written, removed, version)
-    report.metadata_events = _naming_events(instance, user_ids)
-    report.running = _runs_during(instance, began)
+        raise ErasureStopped(report, f"part-way, after {table}", exc) from exc
+    try:
+        report.metadata_events = _naming_events(instance, user_ids)
+        report.running = _runs_during(instance, began)
+    except BaseException as exc:
+        if not is_stop(exc):
+            raise
+        raise ErasureStopped(report, "after rewriting and recording every partition that held the users, while "
+                             "counting what the instance still names them in", exc, finished=True) from exc
     return report
+
+
+def _list_users(lake: Lake, user_ids: list[str], now: dt.datetime, report: ErasureReport) -> None:
+    """Adds ``user_ids`` to the erased-users list (one atomic write; Ctrl-C or SIGTERM held until it is written or
+    failed). Stopped: :class:`ErasureStopped`, which says whether the list was written."""
+    written = False
+    try:
+        with uninterrupted():
+            add_erased_users(lake, user_ids, now)
+            written = True
+    except BaseException as exc:
+        if not is_stop(exc):
+            raise
+        if written:  # Ctrl-C or SIGTERM while it wrote the list
+            raise ErasureStopped(report, "part-way, after listing the users, before rewriting any partition",
+                                 exc) from exc
+        raise ErasureStopped(None, "before changing anything, while writing the erased-users list", exc,
+                             listed=False) from exc
+
+
+def _erase_table(
+    lake: Lake, instance: dg.DagsterInstance, table: str, found: Mapping[str, Mapping[str, int]], erased: pl.Series,
+    row_group_rows: int | None, previous: Mapping[str, dg.EventLogRecord], report: ErasureReport,
+) -> None:
+    """Rewrites each partition of ``table`` in ``found`` without the users ``erased``, notes it in ``report`` and
+    records it in ``instance`` (an asset's, carrying on ``previous``: its latest materialization of each). Stopped
+    part-way: :class:`ErasureStopped`, once the partitions rewritten so far are recorded."""
+    column = USER_TABLES[table]
+    report.partitions[table], report.rows[table] = [], 0
+    rewritten: dict[str, tuple[pl.DataFrame, WrittenFile, int]] = {}
+    key = None
+    try:
+        for url in sorted(found):
+            key = partition_key(url, column)
+            frame, written, removed = _rewrite(lake, table, url, erased, row_group_rows)
+            report.partitions[table].append(key)
+            report.rows[table] += removed
+            rewritten[key] = (frame, written, removed)
+    except BaseException as exc:
+        # A write refused (or Ctrl-C, or SIGTERM: the command makes it one) after some of the table's partitions
+        # were rewritten: they no longer hold the users, so the erasure run again would not find them, and the
+        # instance would go on describing the old files (row count, content hash, data version). Each is recorded
+        # under its own content hash, as a run that fails part-way records what it stored
+        # (parquet_io_manager.record_stored_before_failure).
+        left, _ = _record_rewritten(instance, table, previous, rewritten, shared=False)
+        if is_stop(exc):
+            raise ErasureStopped(report, f"part-way, at {table}[{key}]", exc, unrecorded={table: left}) from exc
+        raise
+    left, stopped = _record_rewritten(instance, table, previous, rewritten, shared=True)
+    if stopped is not None:
+        where = f"part-way, recording {table}[{left[0]}] in the Dagster instance" if left else f"part-way, after {table}"
+        raise ErasureStopped(report, where, stopped, unrecorded={table: left}) from stopped
+
+
+def _record_rewritten(
+    instance: dg.DagsterInstance, table: str, previous: Mapping[str, dg.EventLogRecord],
+    rewritten: Mapping[str, tuple[pl.DataFrame, WrittenFile, int]], shared: bool,
+) -> tuple[list[str], BaseException | None]:
+    """Records each rewritten partition of asset ``table`` (none of :data:`NOT_ASSETS`), Ctrl-C and SIGTERM held
+    until all are: none half-recorded, none left out that the erasure run again would not find (they no longer hold
+    the users). Their data version: ``shared``, one for them all, as a range run gives its own (a range run again over
+    some of them, which finds the same bytes, keeps it, and nothing that reads them shows Unsynced); else each its
+    own content hash, as a run that fails part-way records what it stored. Returns the keys not recorded and what
+    stopped it (an error of the instance, or Ctrl-C or SIGTERM once all were recorded), or None."""
+    left = [] if table in NOT_ASSETS else sorted(rewritten)
+    try:
+        with uninterrupted():
+            versions = {key: written.content_hash[:32] for key, (_, written, _) in rewritten.items()}
+            if shared and versions:
+                versions = dict.fromkeys(versions, shared_data_version(versions))
+            while left:
+                frame, written, removed = rewritten[left[0]]
+                _record(instance, table, left[0], previous.get(left[0]), frame, written, removed, versions[left[0]])
+                left.pop(0)
+    except BaseException as exc:
+        if not is_stop(exc):
+            raise
+        return left, exc
+    return left, None
 
 
 # What a run does before it starts: nothing of the lake read or written yet, and the list read once it does.
