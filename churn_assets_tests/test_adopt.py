@@ -479,3 +479,105 @@ def test_adopt_a_lake_on_s3(history, s3_server, tmp_path):
 
 
 from churn_assets_tests.test_instance_postgres import postgres, production_home  # noqa: E402, F401  (fixtures)
+
+
+import signal  # noqa: E402
+import time  # noqa: E402
+
+from churn_assets_tests.postgres_server import SUPERUSER  # noqa: E402
+from churn_assets_tests.s3_proxy import HoldingProxy  # noqa: E402
+
+
+def _adopting(home: Path, lake: str, landing: str, *args: str, **env: str) -> subprocess.Popen:
+    """``churn-assets adopt`` started as :func:`_adopt` runs it, left running."""
+    environment = {key: value for key, value in os.environ.items() if key != "CHURN_APP"}
+    environment |= {"DAGSTER_HOME": str(home), "CHURN_DATA_URL": lake, "CHURN_LANDING_URL": landing,
+                    "CHURN_START_DATE": START.isoformat(), **env}
+    return subprocess.Popen([executable("churn-assets"), "adopt", *args], env=environment, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.s3
+def test_adopt_stopped_while_it_reads_the_lake_says_nothing_was_recorded(history, s3_server, tmp_path):
+    """SIGTERM while adopt read the lake's files (a Kubernetes Job evicted) ended it at once (exit 143, no word of what
+    stood); S3 unreachable for the landing zone printed a traceback. Now each says that nothing was recorded and to
+    run it again, and exits 130 or 1; the instance records nothing."""
+    lake = f"s3://lake/{tmp_path.name}"
+    settings = ChurnSettings(data_url=lake, landing_url=str(history / "landing"))
+    keys = DAY_KEYS[:4]
+    home = instance_home(tmp_path / "new_home", create_storage=True)
+    with dg.DagsterInstance.from_config(str(instance_home(tmp_path / "old_home", create_storage=True))) as old:
+        assert materialize_selected(CHAIN, build_resources(settings), old, keys[0], keys[-1]).success
+    proxy = HoldingProxy(s3_server.endpoint)
+    try:
+        proxy.hold_reads(f"{tmp_path.name}/features/date={keys[1]}/data.parquet")
+        adopting = _adopting(home, lake, str(history / "landing"), AWS_ENDPOINT_URL=proxy.endpoint,
+                             AWS_MAX_ATTEMPTS="1")
+        assert proxy.held.wait(120), adopting.communicate(timeout=60)
+        adopting.terminate()  # SIGTERM, while a features day is read
+        proxy.release()
+        _, stopped = adopting.communicate(timeout=120)
+    finally:
+        proxy.close()
+    assert adopting.returncode == 130, stopped
+    assert "churn-assets adopt: stopped before recording anything, while reading the lake: interrupted (Ctrl-C or " \
+           "SIGTERM)" in stopped, stopped
+    assert "nothing was recorded (the instance is as it was): run churn-assets adopt again" in stopped
+    assert "Traceback" not in stopped
+    landing = "s3://landing/nowhere"  # the landing zone on an S3 that does not answer
+    refused = _adopt(home, lake, landing, AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_MAX_ATTEMPTS="1")
+    assert refused.returncode == 1, refused.stderr
+    assert "stopped before recording anything, while reading the landing zone: StorageUnreachableError" in \
+        refused.stderr, refused.stderr
+    assert "nothing was recorded" in refused.stderr and "Traceback" not in refused.stderr
+    with dg.DagsterInstance.from_config(str(home)) as new:
+        assert all(not new.get_materialized_partitions(dg.AssetKey(asset)) for asset in CHAIN)
+    adopted = _adopt(home, lake, str(history / "landing"), AWS_ENDPOINT_URL=s3_server.endpoint)
+    assert adopted.returncode == 0, adopted.stderr
+
+
+@pytest.mark.s3
+@pytest.mark.skipif(not postgres_available(), reason="PostgreSQL 15 binaries are not installed")
+def test_adopt_stopped_while_it_records_says_what_it_recorded_and_only_missing_finishes(
+    history, production_home, postgres
+):
+    """SIGTERM while adopt recorded the lake (its first write waiting on a lock the test holds on the event log)
+    ended it at once, exit 143, with no word of what it had recorded. Now the record under way is finished, it says
+    what it recorded and to run it again with --only-missing, and exits 130; --only-missing then records the rest as
+    one whole adoption would have."""
+    import psycopg2
+
+    with dg.DagsterInstance.from_config(str(production_home)):
+        pass  # the instance's tables created
+    lock = psycopg2.connect(host=postgres.host, port=postgres.port, user=SUPERUSER, dbname=postgres.db_name)
+    try:
+        with lock.cursor() as cursor:
+            cursor.execute("LOCK TABLE event_logs IN SHARE MODE")  # reads go on, writes wait
+        adopting = _adopting(production_home, str(history / "lake"), str(history / "landing"))
+        deadline = time.monotonic() + 120
+        while not postgres.query("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                 "AND query ILIKE 'INSERT INTO event_logs%%'")[0][0]:
+            assert adopting.poll() is None and time.monotonic() < deadline, adopting.communicate(timeout=60)
+            time.sleep(0.05)  # (a wait for the state, not a guess of how long it takes)
+        adopting.send_signal(signal.SIGTERM)  # while its first record waits
+    finally:
+        lock.rollback()
+        lock.close()
+    _, stopped = adopting.communicate(timeout=120)
+    assert adopting.returncode == 130, stopped
+    first = f"raw_events[{DAY_KEYS[0]}]"
+    assert f"stopped part-way, after recording {first} in the Dagster instance: interrupted" in stopped, stopped
+    assert f"raw_events: 1 partition(s): {DAY_KEYS[0]} .. {DAY_KEYS[0]}" in stopped
+    assert "run churn-assets adopt again with --only-missing" in stopped and "Traceback" not in stopped
+    with dg.DagsterInstance.from_config(str(production_home)) as instance:
+        assert instance.get_materialized_partitions(dg.AssetKey("raw_events")) == {DAY_KEYS[0]}
+        assert all(not instance.get_materialized_partitions(dg.AssetKey(asset)) for asset in CHAIN[1:])
+        assert data_versions(instance, "raw_events", DAY_KEYS[:1])[DAY_KEYS[0]] is not None  # recorded whole
+    rest = _adopt(production_home, str(history / "lake"), str(history / "landing"), "--only-missing")
+    assert rest.returncode == 0, rest.stderr
+    with dg.DagsterInstance.from_config(str(history / "old_home")) as old, \
+            dg.DagsterInstance.from_config(str(production_home)) as instance:
+        for asset in CHAIN:
+            assert instance.get_materialized_partitions(dg.AssetKey(asset)) == set(DAY_KEYS)
+            assert data_versions(instance, asset, DAY_KEYS) == data_versions(old, asset, DAY_KEYS)
+            assert stale_partitions(instance, all_assets, asset, DAY_KEYS) == []

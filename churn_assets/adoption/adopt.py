@@ -37,6 +37,7 @@ from churn_assets.resources.lake import TABLE_FILE, Lake, WrittenFile, content_h
 from churn_assets.resources.landing import marker_time
 from churn_assets.resources.model_io_manager import CARD_FILE, ModelArtifactError, ModelIOManager, artifact_metadata
 from churn_assets.resources.parquet_io_manager import provenance_tags, shared_data_version, table_metadata
+from churn_assets.stops import exit_status, is_stop, uninterrupted, why
 from churn_assets.threads import ordered_map
 
 # The code version the adopted materializations' provenance names: the assets declare none, so Dagster compares only
@@ -47,6 +48,32 @@ DESCRIPTION = "churn-assets adopt: stored in the lake before this instance recor
 
 class AdoptionRefused(ValueError):
     """A lake that cannot be adopted into this instance as asked: nothing was recorded."""
+
+
+class AdoptionStopped(RuntimeError):
+    """An adoption stopped by ``error`` (a read the storage refused or failed, a write the instance refused, or Ctrl-C
+    or SIGTERM) ``where`` it was. ``report`` holds the partitions recorded before it (None: it stopped before
+    recording any, while it read the lake, and the instance is as it was)."""
+
+    def __init__(self, report: AdoptionReport | None, where: str, error: BaseException):
+        self.report, self.where = report, where
+        self.exit_status = exit_status(error)
+        super().__init__(f"stopped {where}: {why(error)}")
+
+    def lines(self) -> list[str]:
+        """What the command prints: where and why it stopped, what it recorded, and what to run next."""
+        recorded = {asset: keys for asset, keys in (self.report.recorded if self.report else {}).items() if keys}
+        if not recorded:
+            return [str(self), "nothing was recorded (the instance is as it was): run churn-assets adopt again with "
+                    "the same options"]
+        return [
+            str(self),
+            "recorded before it (each a whole materialization):",
+            *(f"  {key_string(asset)}: {len(keys)} partition(s): {keys[0]} .. {keys[-1]}"
+              for asset, keys in recorded.items()),
+            "the other stored partitions are not recorded yet: run churn-assets adopt again with --only-missing (and "
+            "the same other options): it records the rest as one whole adoption would have",
+        ]
 
 
 @dataclass(frozen=True)
@@ -130,9 +157,30 @@ def adopt(
     partition of these assets (unless ``only_missing``: then only the partitions it does not record are), when the
     lake stores nothing, when the instance records the lake under another app's keys (``CHURN_APP``) unless
     ``new_app_keys`` (the app's history recorded again under this ``CHURN_APP``'s keys), or when no stored raw_events
-    day has a complete landing day (a wrong ``CHURN_LANDING_URL``?) unless ``without_landing``."""
+    day has a complete landing day (a wrong ``CHURN_LANDING_URL``?) unless ``without_landing``. Stopped (a read or
+    a record that failed, ``KeyboardInterrupt``): :class:`AdoptionStopped`, which says what it recorded before."""
     began = time.perf_counter()
     location = _location(assets)
+    try:
+        report, described = _read_lake(lake, instance, location, landing_days, only_missing, without_landing,
+                                       new_app_keys)
+    except AdoptionRefused:
+        raise
+    except BaseException as exc:  # a read the storage or the instance failed, Ctrl-C, SIGTERM
+        if not is_stop(exc):
+            raise
+        raise AdoptionStopped(None, "before recording anything, while reading the lake", exc) from exc
+    _record_all(instance, location, described, report)
+    report.seconds = time.perf_counter() - began
+    return report
+
+
+def _read_lake(
+    lake: Lake, instance: dg.DagsterInstance, location: Sequence[AssetOfLocation], landing_days: Mapping[str, str],
+    only_missing: bool, without_landing: bool, new_app_keys: bool,
+) -> tuple[AdoptionReport, dict[str, list[tuple[str, dict[str, Any], str]]]]:
+    """What :func:`adopt` records, read before anything is (refused as it says): the report of what it will record,
+    and per asset each stored partition's metadata and own version (:func:`_describe`)."""
     listings = {asset.name: _listing(lake, asset.name) for asset in location}
     stored = {asset.name: _stored_partitions(lake, asset, listings[asset.name]) for asset in location}
     outside = {
@@ -152,8 +200,6 @@ def adopt(
             "not partitions of the asset (before CHURN_START_DATE, or after today?)"
         for name, keys in outside.items() if keys
     }
-    versions: dict[str, str] = {}
-    pointers: dict[str, int | None] = {asset.name: _latest_storage_id(instance, asset.name) for asset in location}
     cards: dict[str, dict[str, Any]] = {}
     # Every file is read before anything is recorded: one that cannot be read leaves the instance as it was. Those of
     # partitions recorded before too (--only-missing): the data version hashes every stored partition, as one clean
@@ -165,20 +211,42 @@ def adopt(
             lake, asset, stored[asset.name], listings[asset.name], landing_days, cards, report, already[asset.name]
         )
         report.recorded[asset.name] = [key for key, _, _ in described[asset.name] if key not in already[asset.name]]
-    for asset in location:
-        if not described[asset.name]:
-            continue
-        versions[asset.name] = shared_data_version({key: version for key, _, version in described[asset.name]})
-        for key, metadata, _ in described[asset.name]:
-            if key in already[asset.name]:
+    return report, described
+
+
+def _record_all(
+    instance: dg.DagsterInstance, location: Sequence[AssetOfLocation],
+    described: Mapping[str, list[tuple[str, dict[str, Any], str]]], report: AdoptionReport,
+) -> None:
+    """Records in ``instance`` the partitions ``report`` lists, upstream first, each with its metadata of
+    ``described``, the asset's data version and its inputs' provenance; each record whole (Ctrl-C and SIGTERM held
+    until it is written). Stopped: :class:`AdoptionStopped`, ``report`` then listing those recorded before it."""
+    to_record, report.recorded = report.recorded, {asset.name: [] for asset in location}
+    versions: dict[str, str] = {}
+    pointers: dict[str, int | None] = {}
+    where = "before recording anything"
+    try:
+        pointers |= {asset.name: _latest_storage_id(instance, asset.name) for asset in location}
+        for asset in location:
+            if not described[asset.name]:
                 continue
-            tags = _provenance(asset, versions, pointers)
-            record_outside_run(instance, asset.name, key, metadata, versions[asset.name], DESCRIPTION, tags)
-            if asset.name in asset.parents:  # the next partition builds on this one
-                pointers[asset.name] = _latest_storage_id(instance, asset.name)
-        pointers[asset.name] = _latest_storage_id(instance, asset.name)
-    report.seconds = time.perf_counter() - began
-    return report
+            versions[asset.name] = shared_data_version({key: version for key, _, version in described[asset.name]})
+            for key, metadata, _ in described[asset.name]:
+                if key not in to_record[asset.name]:
+                    continue
+                where = f"part-way, recording {key_string(asset.name)}[{key}] in the Dagster instance"
+                tags = _provenance(asset, versions, pointers)
+                with uninterrupted():
+                    record_outside_run(instance, asset.name, key, metadata, versions[asset.name], DESCRIPTION, tags)
+                    report.recorded[asset.name].append(key)
+                    where = f"part-way, after recording {key_string(asset.name)}[{key}] in the Dagster instance"
+                if asset.name in asset.parents:  # the next partition builds on this one
+                    pointers[asset.name] = _latest_storage_id(instance, asset.name)
+            pointers[asset.name] = _latest_storage_id(instance, asset.name)
+    except BaseException as exc:
+        if not is_stop(exc):
+            raise
+        raise AdoptionStopped(report, where, exc) from exc
 
 
 def _location(assets: Iterable[dg.AssetsDefinition]) -> list[AssetOfLocation]:

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from churn_assets.stops import INTERRUPTED, sigterm_as_ctrl_c
+
 
 def add_subcommand(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -36,23 +38,40 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    # SIGTERM (a container or a Kubernetes Job stopped) stops it as Ctrl-C does: what it recorded so far stands.
+    with sigterm_as_ctrl_c():
+        try:
+            return _run(args)
+        except KeyboardInterrupt:  # before the adoption began (reading the landing zone, opening the instance)
+            sys.stderr.write("churn-assets adopt: stopped before recording anything: interrupted (Ctrl-C or "
+                             "SIGTERM): nothing was recorded: run churn-assets adopt again with the same options\n")
+            return INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
     if not os.environ.get("DAGSTER_HOME"):
         args.parser.error("DAGSTER_HOME is not set: set it to the instance that is to run this lake's assets")
     import dagster as dg
 
-    from churn_assets.adoption.adopt import AdoptionRefused, adopt
+    from churn_assets.adoption.adopt import AdoptionRefused, AdoptionStopped, adopt
     from churn_assets.config import SETTINGS
     from churn_assets.definitions import all_assets
     from churn_assets.resources import LandingZone
     from churn_assets.resources.lake import Lake
 
     try:
-        landing_days, _ = LandingZone(url=SETTINGS.landing_url).days()
+        try:
+            landing_days, _ = LandingZone(url=SETTINGS.landing_url).days()
+        except OSError as exc:  # the landing zone unreachable, or access denied
+            raise AdoptionStopped(None, "before recording anything, while reading the landing zone", exc) from exc
         with dg.DagsterInstance.get() as instance:
             report = adopt(Lake(SETTINGS.data_url), instance, all_assets, landing_days, only_missing=args.only_missing,
                            without_landing=args.without_landing, new_app_keys=args.new_app_keys)
     except AdoptionRefused as exc:
         sys.stderr.write(f"churn-assets adopt: {exc}\n")
         return 2
+    except AdoptionStopped as exc:
+        sys.stderr.write("".join(f"churn-assets adopt: {line}\n" for line in exc.lines()))
+        return exc.exit_status
     print("\n".join(report.lines()))
     return 0
