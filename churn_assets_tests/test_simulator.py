@@ -534,3 +534,38 @@ def test_writes_to_s3(s3_server, tmp_path):
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
     for name, data in _files(tmp_path).items():
         assert fs.cat_file(f"landing/sim/{name}") == data
+
+
+@pytest.mark.s3
+def test_a_write_refused_part_way_leaves_no_day_marked_complete_without_its_files(s3_server, tmp_path):
+    """S3 refused the write of the third day's file: the writer went on with the day's _SUCCESS (and the days after),
+    so the landing sensor took a day without its events as complete. Now nothing more is written once a write
+    failed: the days before stand complete, that day and the later ones have no _SUCCESS, and a run again completes
+    them."""
+    import os
+    import subprocess
+    import sys
+
+    from churn_assets.resources import LandingZone
+
+    from churn_assets_tests.s3_proxy import HoldingProxy
+
+    out = f"s3://landing/{tmp_path.name}"
+    command = [str(Path(sys.executable).parent / "churn-assets"), "simulate", "--out", out, "--users", "50",
+               "--days", "5", "--no-progress"]
+    proxy = HoldingProxy(s3_server.endpoint)
+    try:
+        proxy.refuse(f"{tmp_path.name}/events/date=2025-01-03/part-00000.jsonl.gz")
+        refused = subprocess.run(command, env={**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint,
+                                               "AWS_MAX_ATTEMPTS": "1"}, capture_output=True, text=True, timeout=300)
+    finally:
+        proxy.close()
+    assert refused.returncode != 0
+    markers = sorted(key.split("/")[-2] for key in s3_server.keys("landing", tmp_path.name) if key.endswith("/_SUCCESS"))
+    assert markers == ["date=2025-01-01", "date=2025-01-02"], markers
+    complete, _ = LandingZone(url=out).days()
+    assert sorted(complete) == ["2025-01-01", "2025-01-02"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    complete, _ = LandingZone(url=out).days()
+    assert sorted(complete) == [f"2025-01-0{n}" for n in range(1, 6)]

@@ -301,7 +301,9 @@ def render_table(frames: list[pl.DataFrame], file_format: str) -> bytes:
 
 
 class BackgroundWriter:
-    """Runs compression and writes on one worker thread, FIFO, with a bound on work in flight."""
+    """Runs compression and writes on one worker thread, FIFO, with a bound on work in flight. Once a task failed
+    (a write the storage refused), every later one is skipped: a day's ``_SUCCESS``, queued after its files, is never
+    written over a file that was not."""
 
     def __init__(self, out_url: str, max_pending: int = 24):
         self.out_url = out_url
@@ -312,13 +314,23 @@ class BackgroundWriter:
         self.max_pending = max_pending
         self.bytes_written = 0
         self.files_written = 0
+        self.failed: BaseException | None = None  # the first task's error, after which nothing more is written
 
     def submit(self, fn, *args) -> Future:
         while len(self.pending) >= self.max_pending:
             self.pending.popleft().result()
-        future = self.pool.submit(fn, *args)
+        future = self.pool.submit(self._unless_failed, fn, *args)
         self.pending.append(future)
         return future
+
+    def _unless_failed(self, fn, *args):
+        if self.failed is not None:
+            raise RuntimeError("not done: an earlier write of the simulation failed") from self.failed
+        try:
+            return fn(*args)
+        except BaseException as exc:
+            self.failed = exc
+            raise
 
     def write_file(self, path: str, pieces) -> Future:
         """Write ``pieces`` (bytes or futures of bytes) as one file, after everything submitted before."""
