@@ -23,7 +23,9 @@ def exit_status(error: BaseException) -> int:
 
 def why(error: BaseException) -> str:
     """What stopped a command, as its message says it."""
-    return "interrupted (Ctrl-C or SIGTERM)" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (Ctrl-C or SIGTERM)"
+    return f"{type(error).__name__}: {error}"
 
 
 def is_stop(error: BaseException) -> bool:

@@ -561,7 +561,8 @@ def test_a_write_refused_part_way_leaves_no_day_marked_complete_without_its_file
     finally:
         proxy.close()
     assert refused.returncode != 0
-    markers = sorted(key.split("/")[-2] for key in s3_server.keys("landing", tmp_path.name) if key.endswith("/_SUCCESS"))
+    keys = s3_server.keys("landing", tmp_path.name)
+    markers = sorted(key.split("/")[-2] for key in keys if key.endswith("/_SUCCESS"))
     assert markers == ["date=2025-01-01", "date=2025-01-02"], markers
     complete, _ = LandingZone(url=out).days()
     assert sorted(complete) == ["2025-01-01", "2025-01-02"]

@@ -177,7 +177,9 @@ def erase(
                 "--allow-unseen to keep them out all the same. Nothing was changed"
             )
         recorded = {  # each asset's latest materialization of each partition holding them, which _record carries on
-            table: latest_materializations(instance, asset_key(table), [partition_key(u, USER_TABLES[table]) for u in found])
+            table: latest_materializations(
+                instance, asset_key(table), [partition_key(u, USER_TABLES[table]) for u in found]
+            )
             for table, found in holding.items() if table not in NOT_ASSETS and found
         }
         _refuse_another_instance(lake, holding, recorded)
@@ -261,7 +263,8 @@ def _erase_table(
         raise
     left, stopped = _record_rewritten(instance, table, previous, rewritten, shared=True)
     if stopped is not None:
-        where = f"part-way, recording {table}[{left[0]}] in the Dagster instance" if left else f"part-way, after {table}"
+        where = (f"part-way, recording {table}[{left[0]}] in the Dagster instance" if left
+                 else f"part-way, after {table}")
         raise ErasureStopped(report, where, stopped, unrecorded={table: left}) from stopped
 
 
