@@ -539,7 +539,7 @@ def test_adopt_stopped_while_it_reads_the_lake_says_nothing_was_recorded(history
 @pytest.mark.s3
 @pytest.mark.skipif(not postgres_available(), reason="PostgreSQL 15 binaries are not installed")
 def test_adopt_stopped_while_it_records_says_what_it_recorded_and_only_missing_finishes(
-    history, production_home, postgres
+    history, production_home, postgres, monkeypatch
 ):
     """SIGTERM while adopt recorded the lake (its first write waiting on a lock the test holds on the event log)
     ended it at once, exit 143, with no word of what it had recorded. Now the record under way is finished, it says
@@ -547,9 +547,15 @@ def test_adopt_stopped_while_it_records_says_what_it_recorded_and_only_missing_f
     one whole adoption would have."""
     import psycopg2
 
+    created = psycopg2.connect(host=postgres.host, port=postgres.port, user=SUPERUSER, dbname=postgres.db_name)
+    created.autocommit = True
+    with created.cursor() as cursor:  # a database of its own: the module's server holds other tests' adoptions
+        cursor.execute("CREATE DATABASE adopt_stopped")
+    created.close()
+    monkeypatch.setenv("DAGSTER_PG_DB", "adopt_stopped")
     with dg.DagsterInstance.from_config(str(production_home)):
         pass  # the instance's tables created
-    lock = psycopg2.connect(host=postgres.host, port=postgres.port, user=SUPERUSER, dbname=postgres.db_name)
+    lock = psycopg2.connect(host=postgres.host, port=postgres.port, user=SUPERUSER, dbname="adopt_stopped")
     try:
         with lock.cursor() as cursor:
             cursor.execute("LOCK TABLE event_logs IN SHARE MODE")  # reads go on, writes wait
