@@ -12,11 +12,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import build_resources
-
 from churn_assets_tests.ml_frames import shared_models_lake
+from churn_assets_tests.postgres_server import PRODUCTION_YAML, PostgresServer
 from churn_assets_tests.s3_server import SeaweedS3, local_or_s3_url
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -153,3 +154,32 @@ def webhook():
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A private PostgreSQL server for the module's tests (churn_assets_tests/postgres_server.py)."""
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def production_home(tmp_path, postgres, s3_server, monkeypatch) -> Path:
+    """A DAGSTER_HOME holding deploy/dagster.yaml, minus the ECS run launcher (no ECS on loopback), its compute
+    logs staged under the test's folder: the file's local_dir, /tmp/dagster-compute-logs, keeps a folder per run and
+    every log shown, which a test would leave behind."""
+    for name, value in postgres.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DAGSTER_COMPUTE_LOG_BUCKET", "lake")
+    monkeypatch.setenv("DAGSTER_COMPUTE_LOG_PREFIX", f"compute-logs/{tmp_path.name}")
+    config = yaml.safe_load(PRODUCTION_YAML.read_text())
+    del config["run_launcher"]
+    config["compute_logs"]["config"]["local_dir"] = str(tmp_path / "compute_logs")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    return home

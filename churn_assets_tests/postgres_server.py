@@ -13,6 +13,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+# The production instance file, which tests point at a PostgreSQL server of their own (conftest.production_home).
+PRODUCTION_YAML = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
 PG_BIN = Path(os.environ.get("CHURN_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SUPERUSER = "dagster"
 

@@ -13,8 +13,8 @@ import dagster as dg
 from dagster._core.scheduler.instigation import InstigatorType, TickData, TickStatus
 from dagster._core.test_utils import create_test_daemon_workspace_context
 from dagster._core.workspace.load_target import WorkspaceFileTarget
-from dagster._utils.error import SerializableErrorInfo
 from dagster._daemon.sensor import execute_sensor_iteration
+from dagster._utils.error import SerializableErrorInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 24 * 3600

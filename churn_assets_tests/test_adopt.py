@@ -32,11 +32,16 @@ from churn_assets.resources import AlertWebhook, LandingZone, build_resources
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.model_io_manager import ModelIOManager
 from churn_assets.simulate import simulate
-
 from churn_assets_tests.dagster_processes import executable, instance_home
 from churn_assets_tests.helpers import data_versions, materialize_selected, stale_partitions
 from churn_assets_tests.ml_frames import (
-    APRIL, MARCH, features_stub, lake_with_models, synthetic_features, synthetic_training_set, training_set_stub,
+    APRIL,
+    MARCH,
+    features_stub,
+    lake_with_models,
+    synthetic_features,
+    synthetic_training_set,
+    training_set_stub,
 )
 from churn_assets_tests.postgres_server import postgres_available
 
@@ -476,9 +481,6 @@ def test_adopt_a_lake_on_s3(history, s3_server, tmp_path):
                 assert data_versions(new, asset, keys) == data_versions(old, asset, keys)
                 assert stale_partitions(new, all_assets, asset, keys) == []
             assert _landing_sensor(new, str(history / "landing")) == DAY_KEYS[8:]  # the days never stored
-
-
-from churn_assets_tests.test_instance_postgres import postgres, production_home  # noqa: E402, F401  (fixtures)
 
 
 import signal  # noqa: E402

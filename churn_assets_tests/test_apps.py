@@ -15,7 +15,6 @@ import polars as pl
 import pytest
 
 from churn_assets.simulate import simulate
-
 from churn_assets_tests.dagster_processes import (
     ROOT,
     DagsterProcess,

@@ -16,7 +16,6 @@ import yaml
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import build_resources
 from churn_assets.simulate import simulate
-
 from churn_assets_tests.landing_helpers import materialize_ingest, read_partition, tree_digest
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,6 @@ from dagster._core.scheduler.instigation import InstigatorStatus
 from churn_assets.automation.sensors.landing_sensor import load_cursor, overdue_days
 from churn_assets.partitions import daily_partitions
 from churn_assets.resources.lake import Lake
-
 from churn_assets_tests.dagster_processes import (
     ROOT,
     DagsterProcess,

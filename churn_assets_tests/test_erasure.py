@@ -41,7 +41,6 @@ from churn_assets.resources.erased_users import read_erased_users
 from churn_assets.resources.lake import Lake, parquet_bytes
 from churn_assets.resources.parquet_io_manager import preview_markdown
 from churn_assets.simulate import simulate
-
 from churn_assets_tests.dagster_processes import instance_home
 from churn_assets_tests.helpers import data_versions, materialize_selected
 from churn_assets_tests.landing_helpers import partition_metadata, tree_digest
@@ -609,8 +608,6 @@ def test_the_erase_command_stopped_before_its_rewrites_says_what_stands(landing,
 
 import signal  # noqa: E402
 import time  # noqa: E402
-
-from churn_assets_tests.test_instance_postgres import postgres, production_home  # noqa: E402, F401  (fixtures)
 
 
 @pytest.mark.s3

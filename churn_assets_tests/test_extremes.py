@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dagster as dg
-import polars as pl
 import pytest
 
 from churn_assets.resources.model_io_manager import ModelIOManager
 from churn_assets.resources.parquet_io_manager import MissingPartitionError
 from churn_assets_tests.landing_helpers import (
     amplitude_row as row,
+)
+from churn_assets_tests.landing_helpers import (
     jsonl,
     materialize_ingest,
     read_partition,

@@ -16,7 +16,6 @@ from s3fs import S3FileSystem
 from churn_assets.assets.ingest.raw_events import raw_events
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import build_resources
-
 from churn_assets_tests.landing_helpers import (
     GATES,
     INGEST,

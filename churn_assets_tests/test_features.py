@@ -28,7 +28,6 @@ from churn_assets.config import DEFAULT_EVENT_TYPES, ChurnSettings
 from churn_assets.resources import build_resources
 from churn_assets.resources.lake import Lake
 from churn_assets.simulate import simulate
-
 from churn_assets_tests.helpers import (
     INGEST_AND_FEATURES,
     START,
@@ -593,7 +592,7 @@ def test_a_type_added_to_the_event_types_names_the_days_to_rematerialize(known_l
         lake.write_table(url, pl.read_parquet(url).with_columns(pl.lit(0, pl.Int64).alias("n_level_up")))
     window = f"{(D - dt.timedelta(days=27)).isoformat()}...{D.isoformat()}"
     with dg.DagsterInstance.ephemeral() as instance:
-        with pytest.raises(dg.Failure, match=re.escape(f"no column n_level_up") + ".*" + re.escape(f"--partition-range {window}")):
+        with pytest.raises(dg.Failure, match=re.escape("no column n_level_up") + ".*" + re.escape(f"--partition-range {window}")):
             materialize_selected(["features"], build_resources(settings_), instance, D.isoformat())
 
 

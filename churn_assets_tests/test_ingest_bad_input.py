@@ -22,12 +22,10 @@ import pytest
 from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import LandingZone, build_resources
-
 from churn_assets_tests.helpers import evaluations_by_partition
 from churn_assets_tests.landing_helpers import (
     GATES,
     Gate,
-    amplitude_row as row,
     gated,
     jsonl,
     materialize_ingest,
@@ -35,6 +33,9 @@ from churn_assets_tests.landing_helpers import (
     read_partition,
     tree_digest,
     write_landing_day,
+)
+from churn_assets_tests.landing_helpers import (
+    amplitude_row as row,
 )
 
 

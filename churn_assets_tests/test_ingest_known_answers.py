@@ -20,15 +20,16 @@ from churn_assets.config import DEFAULT_EVENT_TYPES, TOTAL_COUNT_COLUMNS, ChurnS
 from churn_assets.definitions import defs
 from churn_assets.partitions import largest_window, window_sizes
 from churn_assets.resources import build_resources
-
 from churn_assets_tests.landing_helpers import (
     INGEST,
-    amplitude_row as row,
     jsonl,
     materialize_ingest,
     partition_metadata,
     read_partition,
     write_landing_day,
+)
+from churn_assets_tests.landing_helpers import (
+    amplitude_row as row,
 )
 
 UTC = dt.UTC
@@ -365,7 +366,7 @@ def test_event_times_parse_in_every_export_shape():
         # A CSV field padded with blanks (fixed-width exports) is the time it holds.
         "2025-03-01 00:01:24.230633 ", " 2025-03-01T02:01:24+02:00\t", "2025-03-01 00:01   ",
     ])
-    utc = dt.timezone.utc
+    utc = dt.UTC
     assert parse_event_times(texts).to_list() == [
         dt.datetime(2025, 3, 1, 0, 1, 24, 230633, tzinfo=utc), dt.datetime(2025, 3, 1, 0, 1, 24, 500000, tzinfo=utc),
         dt.datetime(2025, 3, 1, 0, 1, 24, tzinfo=utc), dt.datetime(2025, 3, 1, 0, 1, 24, 230633, tzinfo=utc),
@@ -389,7 +390,7 @@ def test_an_iso_time_to_the_minute_with_z_or_an_offset_is_that_instant():
         "2025-03-01T00:01Z", "2025-03-01T02:01+02:00", "2025-02-28T16:01-0800", "2025-03-01 02:01+02:00",
         " 2025-03-01T00:01Z ", "2025-03-01T00:01+25:00",
     ])
-    at = dt.datetime(2025, 3, 1, 0, 1, tzinfo=dt.timezone.utc)
+    at = dt.datetime(2025, 3, 1, 0, 1, tzinfo=dt.UTC)
     assert parse_event_times(texts).to_list() == [at, at, at, at, at, None]
 
 

@@ -11,9 +11,10 @@ import pytest
 
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import build_resources
-
 from churn_assets_tests.landing_helpers import (
     amplitude_row as row,
+)
+from churn_assets_tests.landing_helpers import (
     jsonl,
     materialize_ingest,
     partition_metadata,

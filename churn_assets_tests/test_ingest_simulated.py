@@ -15,7 +15,6 @@ import pytest
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import build_resources
 from churn_assets.simulate import simulate
-
 from churn_assets_tests.landing_helpers import (
     materialize_ingest,
     partition_metadata,

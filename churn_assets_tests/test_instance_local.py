@@ -15,7 +15,6 @@ from sqlalchemy.exc import OperationalError
 
 from churn_assets.assets import check_days
 from churn_assets.instance import RUN_SHARDS_KEPT, PooledSqliteEventLogStorage
-
 from churn_assets_tests.counted_asset import RANGE, check_rows, counted, counted_each_day, counted_is_positive
 from churn_assets_tests.dagster_processes import instance_home
 

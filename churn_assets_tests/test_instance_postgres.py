@@ -18,47 +18,15 @@ from dagster_postgres import PostgresRunStorage, PostgresScheduleStorage
 from sqlalchemy import event
 
 from churn_assets.instance.postgres import PooledPostgresEventLogStorage
-
 from churn_assets_tests.counted_asset import RANGE, check_rows, counted, counted_each_day
 from churn_assets_tests.landing_helpers import INGEST, amplitude_row, jsonl, write_landing_day
-from churn_assets_tests.postgres_server import PostgresServer, postgres_available
+from churn_assets_tests.postgres_server import PRODUCTION_YAML, PostgresServer, postgres_available
 from churn_assets_tests.retention import EXPECTED, ticks_kept_after_a_daemon_tick
-
-ROOT = Path(__file__).resolve().parents[1]
-PRODUCTION_YAML = ROOT / "deploy" / "dagster.yaml"
 
 pytestmark = [
     pytest.mark.s3,
     pytest.mark.skipif(not postgres_available(), reason="PostgreSQL 15 binaries are not installed"),
 ]
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    server = PostgresServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def production_home(tmp_path, postgres, s3_server, monkeypatch) -> Path:
-    """A DAGSTER_HOME holding deploy/dagster.yaml, minus the ECS run launcher (no ECS on loopback), its compute
-    logs staged under the test's folder: the file's local_dir, /tmp/dagster-compute-logs, keeps a folder per run and
-    every log shown, which a test would leave behind."""
-    for name, value in postgres.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("DAGSTER_COMPUTE_LOG_BUCKET", "lake")
-    monkeypatch.setenv("DAGSTER_COMPUTE_LOG_PREFIX", f"compute-logs/{tmp_path.name}")
-    config = yaml.safe_load(PRODUCTION_YAML.read_text())
-    del config["run_launcher"]
-    config["compute_logs"]["config"]["local_dir"] = str(tmp_path / "compute_logs")
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    return home
 
 
 @pytest.fixture

@@ -44,8 +44,8 @@ from churn_assets.resources.parquet_io_manager import (
     column_schema,
     each_partition_once,
 )
-from churn_assets_tests.landing_helpers import amplitude_row, jsonl, materialize_ingest, write_landing_day
 from churn_assets_tests.helpers import data_versions, scan_tables, stale_partitions
+from churn_assets_tests.landing_helpers import amplitude_row, jsonl, materialize_ingest, write_landing_day
 from churn_assets_tests.s3_server import ACCESS_KEY, SECRET_KEY, _free_port, local_or_s3_url, s3_calls
 
 days = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", fmt="%Y-%m-%d")

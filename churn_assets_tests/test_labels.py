@@ -16,7 +16,6 @@ from churn_assets.assets.features.labels import HORIZON_DAYS, LABELS_SCHEMA
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import ChurnParameters, build_resources
 from churn_assets.resources.lake import Lake
-
 from churn_assets_tests.helpers import (
     INGEST_AND_FEATURES,
     day,

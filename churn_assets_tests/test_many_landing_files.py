@@ -19,9 +19,10 @@ from churn_assets.config import ChurnSettings
 from churn_assets.resources import LandingZone, build_resources
 from churn_assets.resources import landing as landing_module
 from churn_assets.resources.filesystems import filesystem
-
 from churn_assets_tests.landing_helpers import (
     amplitude_row as row,
+)
+from churn_assets_tests.landing_helpers import (
     jsonl,
     materialize_ingest,
     partition_metadata,
@@ -198,6 +199,7 @@ def test_a_day_of_one_s3_file_is_read_in_blocks_without_a_look_up(s3_server, tmp
     finally:
         fs.s3.meta.events.unregister("before-parameter-build.s3", before)
 
+    assert result.success
     assert [(name, bool(ranged)) for name, ranged in calls if name != "ListObjectsV2"] == [("GetObject", True)], calls
     assert read_partition(settings.data_url, "raw_events", DAY).height == 300
     landing = LandingZone(url=settings.landing_url)

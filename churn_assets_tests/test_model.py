@@ -23,7 +23,6 @@ from churn_assets.assets.ml.model import ModelConfig, decide, model
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import build_resources
 from churn_assets.resources.lake import Lake, parquet_bytes
-from churn_assets.resources.parquet_io_manager import MissingPartitionError
 from churn_assets.resources.model_io_manager import (
     CARD_FILE,
     MODEL_FILE,
@@ -38,6 +37,7 @@ from churn_assets.resources.model_io_manager import (
     model_version,
     sha256,
 )
+from churn_assets.resources.parquet_io_manager import MissingPartitionError
 from churn_assets_tests.helpers import data_versions
 from churn_assets_tests.ml_frames import (
     HORIZON,
@@ -986,7 +986,6 @@ def test_end_to_end_on_simulated_data(tmp_path, instance):
     reads after its cutoff (the day before its month, or its day)."""
     from churn_assets.assets import features, ingest, ml, monitoring
     from churn_assets.simulate import simulate
-
     from churn_assets_tests.helpers import materialize_selected
 
     settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))

@@ -16,7 +16,6 @@ import polars as pl
 from churn_assets.config import DEFAULT_EVENT_TYPES, ChurnSettings
 from churn_assets.resources import build_resources
 from churn_assets.simulate import simulate
-
 from churn_assets_tests import duckdb_oracle
 from churn_assets_tests.helpers import START, day, materialize_selected, read_partition
 from churn_assets_tests.landing_helpers import amplitude_row, jsonl, write_landing_day

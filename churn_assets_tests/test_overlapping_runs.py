@@ -9,9 +9,8 @@ from s3fs import S3FileSystem
 
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.parquet_io_manager import RECENT, PartitionedParquetIOManager
-
-from churn_assets_tests.s3_proxy import HoldingProxy
 from churn_assets_tests.helpers import scan_tables
+from churn_assets_tests.s3_proxy import HoldingProxy
 from churn_assets_tests.s3_server import local_or_s3_url
 
 days = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", fmt="%Y-%m-%d")

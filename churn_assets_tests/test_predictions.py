@@ -13,11 +13,16 @@ import pytest
 
 from churn_assets.assets.ml.checks import predictions_cover_every_user
 from churn_assets.assets.ml.predictions import PREDICTIONS_SCHEMA, predict_day, predictions
-from churn_assets.assets.monitoring.drift_report import drift_report
 from churn_assets.assets.ml.scoring import (
-    RECOMMENDED_ACTIONS, RISK_BANDS, _top_positive, model_specs, risk_bands, score,
+    RECOMMENDED_ACTIONS,
+    RISK_BANDS,
+    _top_positive,
+    model_specs,
+    risk_bands,
+    score,
 )
 from churn_assets.assets.ml.training import to_dmatrix
+from churn_assets.assets.monitoring.drift_report import drift_report
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.model_io_manager import MODEL_FILE, ModelIOManager, card_bytes, sha256
 from churn_assets_tests.ml_frames import MARCH, features_stub, stored_model, synthetic_features

@@ -7,8 +7,8 @@ import pytest
 from dagster._core.storage.tags import RUN_KEY_TAG, SCHEDULED_EXECUTION_TIME_TAG
 
 from churn_assets.automation.schedules import partition_exists
-from churn_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, daily_partitions, monthly_partitions
 from churn_assets.definitions import defs
+from churn_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, daily_partitions, monthly_partitions
 
 UTC = dt.UTC
 

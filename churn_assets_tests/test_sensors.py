@@ -22,11 +22,10 @@ from churn_assets.automation.sensors.landing_sensor import (
     version_digest,
 )
 from churn_assets.automation.sensors.run_failure_alert import run_failure_alert, step_error
-from churn_assets.definitions import defs
 from churn_assets.config import ChurnSettings
+from churn_assets.definitions import defs
 from churn_assets.resources import AlertWebhook, LandingZone, build_resources
 from churn_assets.resources.filesystems import filesystem, join
-
 from churn_assets_tests.landing_helpers import INGEST, amplitude_row, jsonl, materialize_ingest, write_landing_day
 
 REPOSITORY = defs.get_repository_def()

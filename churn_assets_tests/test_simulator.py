@@ -419,8 +419,8 @@ def test_dirty_parquet_and_csv(tmp_path):
     assert frame["event_id"].is_null().sum() >= 1
     assert frame["event_time"].is_null().sum() >= 1  # the unparsable time
     assert (frame["revenue"] < 0).sum() >= 1
-    assert (frame["event_time"] >= dt.datetime(2025, 1, 3, tzinfo=dt.timezone.utc)).sum() >= 1
-    assert (frame["event_time"] < dt.datetime(2024, 12, 26, tzinfo=dt.timezone.utc)).sum() >= 1
+    assert (frame["event_time"] >= dt.datetime(2025, 1, 3, tzinfo=dt.UTC)).sum() >= 1
+    assert (frame["event_time"] < dt.datetime(2024, 12, 26, tzinfo=dt.UTC)).sum() >= 1
     csv = pl.read_csv(tmp_path / "c" / "events" / "date=2025-01-02" / "part-00000.csv", infer_schema=False)
     assert (csv["event_time"] == "not-a-time").sum() >= 1
 
@@ -547,7 +547,6 @@ def test_a_write_refused_part_way_leaves_no_day_marked_complete_without_its_file
     import sys
 
     from churn_assets.resources import LandingZone
-
     from churn_assets_tests.s3_proxy import HoldingProxy
 
     out = f"s3://landing/{tmp_path.name}"

@@ -16,6 +16,7 @@ from churn_assets.assets.features.catalog import feature_catalog
 from churn_assets.assets.features.features import features
 from churn_assets.assets.features.labels import HORIZON_DAYS, LABELS_SCHEMA, labels
 from churn_assets.assets.ml import training
+from churn_assets.assets.ml.checks import training_set_is_sound
 from churn_assets.assets.ml.training_set import (
     LOOKBACK_MONTHS,
     SAMPLE_SEED,
@@ -27,13 +28,11 @@ from churn_assets.assets.ml.training_set import (
     training_set,
     training_set_schema,
 )
-from churn_assets.assets.ml.checks import training_set_is_sound
 from churn_assets.config import DEFAULT_EVENT_TYPES, ChurnSettings
 from churn_assets.partitions import daily_partitions, monthly_partitions
 from churn_assets.resources import ChurnParameters, build_resources
 from churn_assets.resources.lake import Lake
 from churn_assets.simulate import simulate
-
 from churn_assets_tests.helpers import INGEST_AND_FEATURES, day, materialize_selected, read_partition
 
 ASSETS = [*INGEST_AND_FEATURES, training_set, training_set_is_sound]

@@ -4,7 +4,6 @@
 import pytest
 
 from churn_assets.definitions import defs
-
 from churn_assets_tests.dagster_processes import (
     ROOT,
     DagsterProcess,

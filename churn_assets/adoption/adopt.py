@@ -121,8 +121,8 @@ class AdoptionReport:
             span = f": {keys[0]} .. {keys[-1]}" if keys else ""
             before = f" ({self.already[asset]} recorded before, left as they were)" if self.already.get(asset) else ""
             lines.append(f"  {key_string(asset)}: {len(keys)} partition(s){span}{before}")
-        for where, why in self.unreadable.items():
-            lines.append(f"  not recorded: {where}: {why}")
+        for where, reason in self.unreadable.items():
+            lines.append(f"  not recorded: {where}: {reason}")
         if self.other_folders:
             lines.append(f"  not recorded: {', '.join(self.other_folders)}: folders of the lake that are no asset of "
                          "this code location (written by another release of churn-assets?)")

@@ -50,8 +50,8 @@ def _run(args: argparse.Namespace) -> int:
                           "records of the rewritten partitions the erasure updates")
     import dagster as dg
 
-    from churn_assets.definitions import all_assets
     from churn_assets.config import SETTINGS
+    from churn_assets.definitions import all_assets
     from churn_assets.resources.lake import Lake
 
     try:

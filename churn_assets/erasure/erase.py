@@ -16,7 +16,6 @@ from churn_assets.assets.ingest.landing_files import quoted
 from churn_assets.assets.ml.predictions import highest_risk
 from churn_assets.outside_runs import record_outside_run
 from churn_assets.partitions import latest_materializations
-from churn_assets.stops import exit_status, is_stop, uninterrupted, why
 from churn_assets.resources.erased_users import add_erased_users, read_erased_users, without_erased
 from churn_assets.resources.lake import Lake, WrittenFile, partition_key, some_keys
 from churn_assets.resources.parquet_io_manager import (
@@ -26,6 +25,7 @@ from churn_assets.resources.parquet_io_manager import (
     table_cell,
     table_metadata,
 )
+from churn_assets.stops import exit_status, is_stop, uninterrupted, why
 
 # The lake's tables that hold a user_id column, upstream first, and their partition column. raw_events_quarantine is
 # no asset (the quarantine beside raw_events); the others are assets, whose rewritten partitions the instance records.

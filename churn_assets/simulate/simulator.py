@@ -372,7 +372,7 @@ def _write_day(writer: BackgroundWriter, out_url: str, day: dt.date, export: Day
         path = filesystems.join(folder, f"part-{part:05d}.{file_format}")
 
         if renderer is not None:
-            def pieces():
+            def pieces(segments):
                 for lo, hi, before in segments:
                     if before:
                         yield b"".join(jsonl_line(r) for r in before)
@@ -380,12 +380,12 @@ def _write_day(writer: BackgroundWriter, out_url: str, day: dt.date, export: Day
 
             if file_format == "jsonl.gz":
                 stream = GzipStream(writer, level=1)
-                for piece in pieces():
+                for piece in pieces(segments):
                     if piece:
                         stream.add(piece)
                 writer.write_file(path, stream.finish())
             else:
-                writer.write_file(path, list(pieces()))
+                writer.write_file(path, list(pieces(segments)))
         else:
             frames = []
             for lo, hi, before in segments:

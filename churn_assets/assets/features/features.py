@@ -14,8 +14,8 @@ from churn_assets.assets.features.catalog import (
     LOOKBACK_DAYS,
     TREND_DAYS,
     TYPE_WINDOWS,
-    WINDOWS,
     WINDOW_SUMS,
+    WINDOWS,
     features_schema,
     table_schema,
 )
@@ -26,7 +26,6 @@ from churn_assets.partitions import daily_partitions, days_in_range, window_size
 from churn_assets.resources import ChurnParameters
 from churn_assets.resources.parquet_io_manager import PartitionStream
 from churn_assets.threads import ordered_map, workers_for
-
 
 # features_of_days holds a window's rows and ~25 of their columns, sorted by user, before summing them.
 # A window of more rows than MAX_WINDOW_ROWS (28 days of ~70k daily users) is computed in slices of
@@ -124,9 +123,10 @@ def features(
             slices = user_ranges(installs.get_column("user_id"), math.ceil(largest / SLICE_ROWS))
             first = day - dt.timedelta(days=LOOKBACK_DAYS - 1)
 
+            # (of_slice reads this iteration's day, first and installs: ordered_map is done with it before the next)
             def of_slice(users: pl.Expr) -> pl.DataFrame:
-                window = user_daily.filter(pl.col("date").is_between(first, day) & users).collect()
-                return compute_features(window, installs.filter(users), day, first_day, churn.event_types)
+                window = user_daily.filter(pl.col("date").is_between(first, day) & users).collect()  # noqa: B023
+                return compute_features(window, installs.filter(users), day, first_day, churn.event_types)  # noqa: B023
 
             # Slices are small partitions of their own: two at a time, reading one's files while summing another.
             yield day.isoformat(), pl.concat(ordered_map(of_slice, slices, workers=workers_for(SLICE_ROWS)))

@@ -15,7 +15,6 @@ from churn_assets.assets.ml.predictions import predictions
 from churn_assets.assets.ml.training_set import training_set
 from churn_assets.resources.model_io_manager import ChurnModel, card_problems
 
-
 LABEL_RATE_BAND = (0.01, 0.9)
 _CUTOFF_COUNTS = ["labels_after_cutoff", "snapshots_after_cutoff", "snapshots_not_h_days_before_label"]
 
