@@ -74,8 +74,9 @@ def _measure(work: Path, users: int, days: int, latency_ms: float, repeat: int) 
         (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         print(f"code: {Path(churn_assets.__file__).parent}")
         print(f"simulating {users:,} users × {days} days to {env['CHURN_LANDING_URL']}", flush=True)
-        subprocess.run([str(Path(sys.executable).with_name("churn-assets")), "simulate", "--out", env["CHURN_LANDING_URL"],
-                        "--users", str(users), "--days", str(days), "--no-progress"], env=env, check=True)
+        subprocess.run([str(Path(sys.executable).with_name("churn-assets")), "simulate", "--out",
+                        env["CHURN_LANDING_URL"], "--users", str(users), "--days", str(days), "--no-progress"],
+                       env=env, check=True)
         month = last.strftime("%Y-%m")
         pieces = [
             ("backfill of 30 days (one range run)", f"range:{START}:{START + dt.timedelta(days=29)}"),

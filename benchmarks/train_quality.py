@@ -40,7 +40,11 @@ TARGETS = {"train_s": 60.0, "score_users_per_10s": 1_000_000, "drift_100k_s": 30
 
 def model_month(last_day: dt.date) -> str:
     """The latest month whose training labels are all simulated: the next one when the days end a month."""
-    return (last_day + dt.timedelta(days=1)).strftime("%Y-%m") if (last_day + dt.timedelta(days=1)).day == 1 else last_day.strftime("%Y-%m")
+    return (
+        (last_day + dt.timedelta(days=1)).strftime("%Y-%m")
+        if (last_day + dt.timedelta(days=1)).day == 1
+        else last_day.strftime("%Y-%m")
+    )
 
 
 def peak_rss_mb() -> float:
@@ -80,7 +84,8 @@ def step_partition(selection: str, key: str) -> dict:
     dg, assets, resources, instance = _graph()
     started = time.perf_counter()
     result = dg.materialize(
-        assets, selection=dg.AssetSelection.assets(*selection.split(",")), resources=resources, instance=instance, partition_key=key
+        assets, selection=dg.AssetSelection.assets(*selection.split(",")), resources=resources, instance=instance,
+        partition_key=key
     )
     return {"ok": result.success, "wall_s": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()}
 
@@ -95,7 +100,10 @@ def _replicated_features(day: str, users: int):
     day_frame = pl.read_parquet(lake.read_bytes(lake.table_url("features", "date", day)))
     copies = -(-users // day_frame.height)
     frame = pl.concat(
-        [day_frame.with_columns(pl.format("{}-{}", pl.col("user_id"), pl.lit(i)).alias("user_id")) for i in range(copies)]
+        [
+            day_frame.with_columns(pl.format("{}-{}", pl.col("user_id"), pl.lit(i)).alias("user_id"))
+            for i in range(copies)
+        ]
     )
     return frame.head(users).rechunk(), day_frame.height
 
@@ -175,7 +183,9 @@ def quality(data_url: str, landing_url: str, month: str) -> dict:
         "all": classification_metrics(labels, oracle, 1.0),
         "active_7d": classification_metrics(labels[recent], oracle[recent], 1.0),
     }
-    metrics = card["selection"]["challenger"] if card["selection"]["decision"] == "promoted" else card["metrics"]["holdout"]
+    metrics = (
+        card["selection"]["challenger"] if card["selection"]["decision"] == "promoted" else card["metrics"]["holdout"]
+    )
     return {
         "model": metrics,
         "baseline": card["selection"]["baseline"],
@@ -213,7 +223,10 @@ def main() -> None:
     signature = {"users": args.users, "days": args.days, "seed": SEED, "start": START.isoformat()}
     marker = DATA / "simulation.json"
     reuse = args.reuse and marker.exists() and json.loads(marker.read_text()) == signature
-    env = {**os.environ, "CHURN_DATA_URL": str(lake), "CHURN_LANDING_URL": str(landing), "CHURN_START_DATE": START.isoformat()}
+    env = {
+        **os.environ, "CHURN_DATA_URL": str(lake), "CHURN_LANDING_URL": str(landing),
+        "CHURN_START_DATE": START.isoformat(),
+    }
     print(f"train_quality: {args.users:,} users × {args.days} days from {START}; model of {month}; data in {DATA}")
 
     if not reuse:
@@ -228,18 +241,27 @@ def main() -> None:
     training_set = run_step(env, "partition", "training_set", month)
     print(f"  training_set      {training_set['wall_s']:7.1f} s   peak {training_set['peak_rss_mb']:,.0f} MB")
     trained = run_step(env, "partition", "model", month)
-    print(f"  model (one run)   {trained['wall_s']:7.1f} s   peak {trained['peak_rss_mb']:,.0f} MB   target < {TARGETS['train_s']:.0f} s")
+    print(
+        f"  model (one run)   {trained['wall_s']:7.1f} s   peak {trained['peak_rss_mb']:,.0f} MB   "
+        f"target < {TARGETS['train_s']:.0f} s"
+    )
 
     figures = quality(str(lake), str(landing), month)
     print(
-        f"\nholdout {figures['holdout_window']}: {figures['holdout_rows']:,} rows, churn rate {figures['churn_rate']:.3f}; "
-        f"trained on {figures['training_rows']['train']:,} rows, {figures['rounds']} rounds, threshold {figures['threshold']:.3f}"
+        f"\nholdout {figures['holdout_window']}: {figures['holdout_rows']:,} rows, "
+        f"churn rate {figures['churn_rate']:.3f}; "
+        f"trained on {figures['training_rows']['train']:,} rows, {figures['rounds']} rounds, "
+        f"threshold {figures['threshold']:.3f}"
     )
-    print(f"  {'scorer':<20} {'ROC-AUC':>8} {'PR-AUC':>8} {'ROC-AUC 7d':>11} {'PR-AUC 7d':>10}  (7d: users active in the last 7 days)")
+    print(
+        f"  {'scorer':<20} {'ROC-AUC':>8} {'PR-AUC':>8} {'ROC-AUC 7d':>11} {'PR-AUC 7d':>10}"
+        "  (7d: users active in the last 7 days)"
+    )
     for name, key in (("XGBoost (model)", "model"), ("logistic baseline", "baseline"), ("oracle (truth)", "oracle")):
         every, recent = figures[key]["all"], figures[key]["active_7d"]
         print(
-            f"  {name:<20} {every['roc_auc']:8.4f} {every['pr_auc']:8.4f} {recent['roc_auc']:11.4f} {recent['pr_auc']:10.4f}"
+            f"  {name:<20} {every['roc_auc']:8.4f} {every['pr_auc']:8.4f} "
+            f"{recent['roc_auc']:11.4f} {recent['pr_auc']:10.4f}"
         )
 
     last = last_day.isoformat()
@@ -249,12 +271,14 @@ def main() -> None:
     rate = scored["users"] / scored["wall_s"] * 10
     print(
         f"\nscoring {scored['users']:,} users (features of {last} ×{-(-scored['users'] // scored['day_users'])}): "
-        f"{scored['wall_s']:.1f} s = {rate:,.0f} users per 10 s   peak {scored['peak_rss_mb']:,.0f} MB   target ≥ {TARGETS['score_users_per_10s']:,}"
+        f"{scored['wall_s']:.1f} s = {rate:,.0f} users per 10 s   peak {scored['peak_rss_mb']:,.0f} MB   "
+        f"target ≥ {TARGETS['score_users_per_10s']:,}"
     )
     drift = run_step(env, "drift", last, month, args.drift_users)
     print(
         f"drift report of {drift['users']:,} users: {drift['wall_s']:.1f} s (HTML {drift['html_mb']:.1f} MB, "
-        f"{drift['share_of_drifted_columns']:.0%} columns drifted)   peak {drift['peak_rss_mb']:,.0f} MB   target < {TARGETS['drift_100k_s']:.0f} s"
+        f"{drift['share_of_drifted_columns']:.0%} columns drifted)   peak {drift['peak_rss_mb']:,.0f} MB   "
+        f"target < {TARGETS['drift_100k_s']:.0f} s"
     )
 
 

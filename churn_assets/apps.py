@@ -33,7 +33,8 @@ def key_string(name: str) -> str:
 
 
 def automation_name(name: str) -> str:
-    """The name of the job, schedule or sensor DESIGN.md calls ``name`` (``daily_refresh`` → ``puzzle_daily_refresh``)."""
+    """The name of the job, schedule or sensor DESIGN.md calls ``name``
+    (``daily_refresh`` → ``puzzle_daily_refresh``)."""
     return f"{APP}_{name}" if APP else name
 
 

@@ -18,8 +18,8 @@ import polars as pl
 
 # raw_events (DESIGN.md, "Landing zone"): the landing rows of complete days, each typed to the canonical columns;
 # untrustworthy rows left out (DESIGN.md's list, and docs/operations.md's "The quarantine": a blank id or type,
-# revenue above 10^9 or not a finite number, a session id not a whole number), then each event id once per export day: its first trusted copy, in the order of the files'
-# names and of their lines.
+# revenue above 10^9 or not a finite number, a session id not a whole number), then each event id once per export
+# day: its first trusted copy, in the order of the files' names and of their lines.
 RAW_EVENTS = """
 CREATE TABLE raw_events AS
 WITH landing AS (

@@ -102,7 +102,9 @@ def materialize_selected(
     selected = dg.AssetSelection.assets(*selection)  # includes the checks of the selected assets
     if last is None:
         return dg.materialize(assets, resources=resources, instance=instance, partition_key=first, selection=selected)
-    return dg.materialize(assets, resources=resources, instance=instance, tags=range_tags(first, last), selection=selected)
+    return dg.materialize(
+        assets, resources=resources, instance=instance, tags=range_tags(first, last), selection=selected
+    )
 
 
 def read_partition(lake_url: str, asset: str, key: str | dt.date, column: str = "date") -> pl.DataFrame:

@@ -411,9 +411,12 @@ with dg.DagsterInstance.get() as instance:
     except Exception as exc:
         found["model"] = str(exc)
     # A training set whose one label was made under another horizon (7 days, not 28).
-    Lake(SETTINGS.data_url).write_table(Lake(SETTINGS.data_url).table_url("training_set", "month", "2025-03"), pl.DataFrame({
-        "user_id": ["u1", "u2"], "churned": [0, 1], "snapshot_date": [dt.date(2025, 1, 1), dt.date(2025, 2, 3)],
-        "label_date": [dt.date(2025, 1, 29), dt.date(2025, 2, 10)]}))
+    Lake(SETTINGS.data_url).write_table(
+        Lake(SETTINGS.data_url).table_url("training_set", "month", "2025-03"),
+        pl.DataFrame({
+            "user_id": ["u1", "u2"], "churned": [0, 1], "snapshot_date": [dt.date(2025, 1, 1), dt.date(2025, 2, 3)],
+            "label_date": [dt.date(2025, 1, 29), dt.date(2025, 2, 10)]}),
+    )
     check = dg.AssetCheckKey(key("training_set"), "training_set_is_sound")
     result = dg.materialize([*all_assets, *all_asset_checks], selection=dg.AssetSelection.checks(check),
                             resources=resources,

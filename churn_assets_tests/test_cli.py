@@ -181,7 +181,9 @@ def test_loading_the_code_location_imports_no_library_a_local_run_does_not_use()
     assert not loaded & {"botocore", "boto3", "s3fs", "xgboost", "evidently", "pandas", "sklearn", "scipy"}
 
 
-@pytest.mark.parametrize(("variable", "value"), [("CHURN_HORIZON_DAYS", "abc"), ("CHURN_EVENT_TYPES", " , "), ("CHURN_APP", "Puzzle-2")])
+@pytest.mark.parametrize(
+    ("variable", "value"), [("CHURN_HORIZON_DAYS", "abc"), ("CHURN_EVENT_TYPES", " , "), ("CHURN_APP", "Puzzle-2")]
+)
 def test_a_bad_setting_stops_churn_assets_with_one_line_naming_it(tmp_path, variable, value):
     """Every subcommand imports the package, which reads the CHURN_* settings: a bad one printed a traceback
     of the settings' parsing; it is now one line naming the variable, and the exit status of a usage error."""

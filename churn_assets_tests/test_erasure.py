@@ -105,7 +105,9 @@ def _victim(tables: dict[tuple[str, str], pl.DataFrame]) -> str:
     candidates = set(quarantined.drop_nulls().to_list())
     for table in ("predictions", "training_set"):
         candidates &= set(next(f for (t, _), f in tables.items() if t == table).get_column("user_id").to_list())
-    days = pl.concat([f.select("user_id") for (t, _), f in tables.items() if t == "raw_events"]).group_by("user_id").len()
+    days = (
+        pl.concat([f.select("user_id") for (t, _), f in tables.items() if t == "raw_events"]).group_by("user_id").len()
+    )
     return days.filter(pl.col("user_id").is_in(sorted(candidates))).sort(["len", "user_id"]).get_column("user_id")[-1]
 
 
@@ -179,7 +181,10 @@ def test_erasing_a_user_takes_them_out_of_every_table_and_keeps_them_out(landing
 
 
 def _digest(lake: Lake) -> dict[str, str]:
-    return {path: str(info.get("ETag") or info.get("mtime")) for path, info in lake.fs.find(lake.root_url, detail=True).items()}
+    return {
+        path: str(info.get("ETag") or info.get("mtime"))
+        for path, info in lake.fs.find(lake.root_url, detail=True).items()
+    }
 
 
 @pytest.fixture

@@ -46,7 +46,10 @@ def test_a_users_day_of_revenue_too_large_to_sum_exactly_fails_user_daily_naming
 
     assert not result.success
     failure = _failure_text(result)
-    assert f"user_daily[{DAY}]: 1 user(s) with more revenue on {DAY} than 100,000,000,000 for one user in a day" in failure
+    assert (
+        f"user_daily[{DAY}]: 1 user(s) with more revenue on {DAY} than 100,000,000,000 for one user in a day"
+        in failure
+    )
     assert "'bot': 10,000,000,000,000 over 10,000 purchases" in failure and "whale" not in failure
     assert "churn-assets erase --user-id ID" in failure
 
@@ -69,7 +72,9 @@ def test_a_delivered_day_without_events_is_stored_empty_and_warned_of(local_sett
     assert result.success
     assert read_partition(local_settings.data_url, "raw_events", "2025-01-02").height == 0
     assert read_partition(local_settings.data_url, "user_daily", "2025-01-02").height == 0
-    assert read_partition(local_settings.data_url, "install_times", "2025-01-02").get_column("user_id").to_list() == ["u1"]
+    assert (
+        read_partition(local_settings.data_url, "install_times", "2025-01-02").get_column("user_id").to_list() == ["u1"]
+    )
     said = [e.user_message for e in instance.all_logs(result.run_id) if "hold no event" in e.user_message]
     assert said == [
         "2025-01-02: the landing day is complete but its 2 files hold no event: if the app was not down that day, the "

@@ -194,7 +194,9 @@ from churn_assets.resources import build_resources
 from churn_assets_tests.landing_helpers import GATES, Gate, amplitude_row, gated, jsonl, write_landing_day
 
 root = sys.argv[1]
-folder = write_landing_day(root + "/landing", "2025-01-01", {"a.jsonl": jsonl([amplitude_row("e1", "u1", "2025-01-01 10:00:00.000000")])})
+folder = write_landing_day(
+    root + "/landing", "2025-01-01", {"a.jsonl": jsonl([amplitude_row("e1", "u1", "2025-01-01 10:00:00.000000")])}
+)
 gate = GATES[folder + "/a.jsonl"] = Gate()
 threading.Thread(target=lambda: (gate.reached.wait(), print("reading", flush=True)), daemon=True).start()
 resources = gated(build_resources(ChurnSettings(data_url=root + "/lake", landing_url=root + "/landing")))

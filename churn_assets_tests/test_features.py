@@ -85,7 +85,9 @@ def test_catalog_columns_kinds_and_metadata():
     schema = features.specs_by_key[dg.AssetKey("features")].metadata["dagster/column_schema"]
     described = {c.name: c.description for c in schema.columns}
     assert list(described) == ["user_id", *names]
-    assert described["days_since_last_active"] == next(f.definition for f in catalog if f.name == "days_since_last_active")
+    assert described["days_since_last_active"] == next(
+        f.definition for f in catalog if f.name == "days_since_last_active"
+    )
 
 
 # -- known answers ------------------------------------------------------------------------------------
@@ -281,7 +283,9 @@ def _loop_features(history: dict, day_d: dt.date, first_day: dt.date) -> dict[st
         recent = [v for d, v in window.items() if (day_d - d).days < 7]
         before = [v for d, v in window.items() if 7 <= (day_d - d).days < 14]
         f["active_days_trend_7d"] = len(recent) - len(before)
-        f["n_events_trend_7d"] = math.log((1 + sum(v["n_events"] for v in recent)) / (1 + sum(v["n_events"] for v in before)))
+        f["n_events_trend_7d"] = math.log(
+            (1 + sum(v["n_events"] for v in recent)) / (1 + sum(v["n_events"] for v in before))
+        )
         ys = {history_days - 1 - (day_d - d).days: math.log1p(v["n_events"]) for d, v in window.items()}
         f["activity_slope_28d"] = _ols_slope(ys, history_days) if history_days >= 2 else None
         for col in ("platform", "country", "app_version"):
@@ -331,7 +335,9 @@ def test_rolling_windows_match_a_per_user_loop(history: dict, offset: int):
         schema={"user_id": pl.String, "install_time": pl.Datetime("us", "UTC")},
     )
     got = {r["user_id"]: r for r in compute_features(window, installs, day_d, START, TYPES).iter_rows(named=True)}
-    expected = _loop_features({u: {d: v for d, v in days.items() if d <= day_d} for u, days in history.items()}, day_d, START)
+    expected = _loop_features(
+        {u: {d: v for d, v in days.items() if d <= day_d} for u, days in history.items()}, day_d, START
+    )
     assert set(got) == set(expected)
     for user, want in expected.items():
         for name, value in want.items():
@@ -560,7 +566,9 @@ def test_features_are_the_same_in_any_row_order(simulated_lake: ChurnSettings):
                            in_memory, check_exact=True)
 
 
-def test_a_type_dropped_from_the_event_types_leaves_older_user_daily_readable(known_lake: ChurnSettings, tmp_path: Path):
+def test_a_type_dropped_from_the_event_types_leaves_older_user_daily_readable(
+    known_lake: ChurnSettings, tmp_path: Path
+):
     """CHURN_EVENT_TYPES loses a type, and the next daily refresh writes user_daily[D] without its column:
     features[D] reads its window of older partitions that still have it. It failed with polars' "did not
     find column n_screen_view", a column no longer tracked."""
@@ -592,7 +600,9 @@ def test_a_type_added_to_the_event_types_names_the_days_to_rematerialize(known_l
         lake.write_table(url, pl.read_parquet(url).with_columns(pl.lit(0, pl.Int64).alias("n_level_up")))
     window = f"{(D - dt.timedelta(days=27)).isoformat()}...{D.isoformat()}"
     with dg.DagsterInstance.ephemeral() as instance:
-        with pytest.raises(dg.Failure, match=re.escape("no column n_level_up") + ".*" + re.escape(f"--partition-range {window}")):
+        with pytest.raises(
+            dg.Failure, match=re.escape("no column n_level_up") + ".*" + re.escape(f"--partition-range {window}")
+        ):
             materialize_selected(["features"], build_resources(settings_), instance, D.isoformat())
 
 
@@ -607,6 +617,12 @@ def test_only_a_tracked_types_missing_column_is_blamed_on_CHURN_EVENT_TYPES():
         return pl.exceptions.ColumnNotFoundError(text)
 
     types = ("session_start", "level_up")
-    assert tracked_column_missing(error("did not find column n_level_up, consider passing `missing_columns='insert'`"), types) == "n_level_up"
-    assert tracked_column_missing(error("did not find column install_time, consider passing `missing_columns='insert'`"), types) is None
-    assert tracked_column_missing(error('unable to find column "days_since_install"; valid columns: ["a"]'), types) is None
+    assert tracked_column_missing(
+        error("did not find column n_level_up, consider passing `missing_columns='insert'`"), types
+    ) == "n_level_up"
+    assert tracked_column_missing(
+        error("did not find column install_time, consider passing `missing_columns='insert'`"), types
+    ) is None
+    assert tracked_column_missing(
+        error('unable to find column "days_since_install"; valid columns: ["a"]'), types
+    ) is None

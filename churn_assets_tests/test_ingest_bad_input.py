@@ -311,8 +311,9 @@ def test_a_line_too_long_to_be_an_event_fails_the_file_by_name(local_settings, l
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
 
     assert not result.success
-    assert f"cannot read landing file {Path(local_settings.landing_url, 'events', f'date={day}', name)}: a line of more than 6" in (
-        _failure_text(result)
+    assert (
+        f"cannot read landing file {Path(local_settings.landing_url, 'events', f'date={day}', name)}: "
+        "a line of more than 6" in _failure_text(result)
     )
     assert "(the limit is 64 MB)" in _failure_text(result)
     assert _lake_files(local_settings.data_url) == {}
@@ -652,11 +653,16 @@ def test_a_day_mostly_quarantined_stops_what_reads_it(local_settings, local_reso
     [check] = evaluations_by_partition(result, "raw_events_are_valid").values()
     assert not check.passed and check.partition == day
     metadata = {key: value.value for key, value in check.metadata.items()}
-    assert metadata["days_mostly_quarantined"] == 1 and metadata["mostly_quarantined"] == why_mostly_quarantined(local_settings)
+    assert (
+        metadata["days_mostly_quarantined"] == 1
+        and metadata["mostly_quarantined"] == why_mostly_quarantined(local_settings)
+    )
     assert metadata["quarantined_share"] == pytest.approx(4 / 7)
     # What the CLI prints and the UI shows beside the day says why, not only which check failed: the share
     # quarantined and the limit it passed (the day itself is the evaluation's partition), and what changed where.
-    assert check.description == f"failed: days_mostly_quarantined = 1 (mostly_quarantined: {why_mostly_quarantined(local_settings)})"
+    assert check.description == (
+        f"failed: days_mostly_quarantined = 1 (mostly_quarantined: {why_mostly_quarantined(local_settings)})"
+    )
     errors = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.level == logging.ERROR]
     assert check.description in errors
     assert read_partition(local_settings.data_url, "raw_events", day).height == 3
@@ -682,7 +688,9 @@ def test_a_range_with_a_mostly_quarantined_day_fails_that_day_only(local_setting
     assert sorted(evaluations) == [day, next_day.isoformat()]
     broken, good = evaluations[day], evaluations[next_day.isoformat()]
     assert not broken.passed and broken.metadata["rows"].value == 3
-    assert broken.description == f"failed: days_mostly_quarantined = 1 (mostly_quarantined: {why_mostly_quarantined(local_settings)})"
+    assert broken.description == (
+        f"failed: days_mostly_quarantined = 1 (mostly_quarantined: {why_mostly_quarantined(local_settings)})"
+    )
     assert good.passed and good.metadata["rows"].value == 3 and good.description is None
     assert good.metadata["days_mostly_quarantined"].value == 0
     # A passing day's metadata holds its counts, not empty texts (no reason, no wrong column) the UI lists blank.
@@ -808,7 +816,9 @@ def test_an_event_nested_too_deeply_is_quarantined_by_its_line(local_settings, l
     deep = jsonl([row("deep", "u9", f"{day} 10:00:00.000000")]).replace(
         b"}\n", b', "event_properties": ' + b"[" * depth + b"]" * depth + b"}\n"
     )
-    write_landing_day(local_settings.landing_url, day, {"a.jsonl": jsonl([ok[0]]) + deep + b"{not json\n" + jsonl([ok[1]])})
+    write_landing_day(
+        local_settings.landing_url, day, {"a.jsonl": jsonl([ok[0]]) + deep + b"{not json\n" + jsonl([ok[1]])}
+    )
 
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
 
@@ -954,7 +964,9 @@ def test_a_first_run_after_the_first_partition_says_where_install_times_starts(
     """Landing data that starts after CHURN_START_DATE (a team that forgot to set it): install_times[D] needs
     install_times[D-1], and the error says where the chain starts and which setting moves it."""
     day = (FIRST_DAY + dt.timedelta(days=2)).isoformat()
-    write_landing_day(local_settings.landing_url, day, {"a.jsonl": jsonl(_valid_rows(FIRST_DAY + dt.timedelta(days=2)))})
+    write_landing_day(
+        local_settings.landing_url, day, {"a.jsonl": jsonl(_valid_rows(FIRST_DAY + dt.timedelta(days=2)))}
+    )
 
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
 

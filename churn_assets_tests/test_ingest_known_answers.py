@@ -89,7 +89,8 @@ def ingested(tmp_path_factory):
     write_landing_day(settings.landing_url, "2025-01-03", {"late.jsonl": jsonl(DAY3)})
     instance = dg.DagsterInstance.ephemeral()
     results = [
-        materialize_ingest(build_resources(settings), instance, day) for day in ("2025-01-01", "2025-01-02", "2025-01-03")
+        materialize_ingest(build_resources(settings), instance, day)
+        for day in ("2025-01-01", "2025-01-02", "2025-01-03")
     ]
     return settings.data_url, results
 
@@ -276,7 +277,10 @@ def test_each_setting_is_read_from_its_variable():
     ("CHURN_LANDING_URL", "s3:bucket/landing", "CHURN_LANDING_URL: storage URL 's3:bucket/landing' is not s3://"),
     # Found out only when the first failed run's alert could not be posted (and was lost), before.
     # Without echoing the path: it is the webhook's token, and this error is the code location's load error in the UI.
-    ("CHURN_ALERT_WEBHOOK", "hooks.example.com/x/SECRET", "CHURN_ALERT_WEBHOOK='hooks.example.com/…' is not an http:// or https:// URL"),
+    (
+        "CHURN_ALERT_WEBHOOK", "hooks.example.com/x/SECRET",
+        "CHURN_ALERT_WEBHOOK='hooks.example.com/…' is not an http:// or https:// URL",
+    ),
     ("CHURN_ALERT_WEBHOOK", "https://", "CHURN_ALERT_WEBHOOK='https://' is not an http:// or https:// URL"),
     # A user:password@ before the host is a credential too: the message names the host alone.
     ("CHURN_ALERT_WEBHOOK", "bot:SECRET@hooks.example.com/x", "CHURN_ALERT_WEBHOOK='hooks.example.com/…' is not"),
@@ -322,7 +326,9 @@ def test_a_setting_at_either_end_of_its_range_is_taken():
 def test_a_variable_set_empty_takes_its_default():
     """An env file's ``CHURN_HORIZON_DAYS=`` (or Compose's ``${CHURN_HORIZON_DAYS:-}``) passes the variable empty:
     it means the default (ChurnSettings.from_env), not an error that stops every command."""
-    names = set(re.findall(r'"(CHURN_[A-Z_]+)"', (Path(__file__).parents[1] / "churn_assets" / "config.py").read_text()))
+    names = set(
+        re.findall(r'"(CHURN_[A-Z_]+)"', (Path(__file__).parents[1] / "churn_assets" / "config.py").read_text())
+    )
     assert len(names) >= 13, names
     assert ChurnSettings.from_env(dict.fromkeys(names, "")) == ChurnSettings.from_env({})
 
@@ -847,7 +853,10 @@ def test_a_quoted_or_blank_empty_revenue_or_session_id_is_none_not_unparsable():
     assert vetted.events.select("event_id", "session_id", "revenue").rows() == [
         ("q1", None, None), ("q2", None, None), ("q3", 4000, 4.99)
     ]
-    json_line = b'{"$insert_id":"j1","user_id":"u1","event_time":"2025-01-02 10:00:00","event_type":"a","session_id":"","revenue":""}\n'
+    json_line = (
+        b'{"$insert_id":"j1","user_id":"u1","event_time":"2025-01-02 10:00:00","event_type":"a",'
+        b'"session_id":"","revenue":""}\n'
+    )
     vetted = _vetted("a.jsonl", json_line, "2025-01-02")
     assert vetted.quarantine.height == 0
     assert vetted.events.select("session_id", "revenue").rows() == [(None, None)]
@@ -917,7 +926,9 @@ def test_a_quoted_empty_platform_country_or_version_is_missing_as_an_unquoted_on
         b'"e2","u1","2025-03-01 09:00:00.000000","purchase","","","","","4.5"\n'
     )
     unquoted = quoted.replace(b',""', b",")
-    vetted = [vet_export_day(decode_piece(LandingPiece("a.csv", data, 1, 3)), day).events for data in (quoted, unquoted)]
+    vetted = [
+        vet_export_day(decode_piece(LandingPiece("a.csv", data, 1, 3)), day).events for data in (quoted, unquoted)
+    ]
     assert vetted[0].equals(vetted[1])
     assert vetted[0].get_column("platform").to_list() == ["ios", None]
     installs = pl.DataFrame({"user_id": ["u1"], "install_time": [t("2025-03-01 08:00:00.000000")]})

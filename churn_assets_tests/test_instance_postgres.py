@@ -72,7 +72,9 @@ def test_ecs_run_launcher_config_is_valid(monkeypatch):
     assert "CHURN_DATA_URL" in result.value["env_vars"]
 
 
-def test_materialize_through_the_production_instance(production_home, postgres, s3_server, local_resources, local_settings):
+def test_materialize_through_the_production_instance(
+    production_home, postgres, s3_server, local_resources, local_settings
+):
     day = "2025-01-01"
     rows = [amplitude_row(f"e{i}", f"u{i % 3}", f"{day} 0{i}:00:00.000000") for i in range(6)]
     write_landing_day(local_settings.landing_url, day, {"part-00000.jsonl": jsonl(rows)})

@@ -173,7 +173,9 @@ class Offset(dg.Config):
 @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
 def offset_numbers(context: dg.AssetExecutionContext, config: Offset) -> PartitionStream:
     """``day.day + plus`` for each day of the run, one partition at a time (as the data assets write a range)."""
-    return PartitionStream((day.isoformat(), pl.DataFrame({"value": [day.day + config.plus]})) for day in _days_of(context))
+    return PartitionStream(
+        (day.isoformat(), pl.DataFrame({"value": [day.day + config.plus]})) for day in _days_of(context)
+    )
 
 
 @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
@@ -242,7 +244,9 @@ def test_the_same_rows_computed_in_other_pieces_are_the_same_file_and_data_versi
 
 
 def test_input_across_partitions_is_one_frame_whatever_their_count(tmp_path, instance):
-    dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-03"))
+    dg.materialize(
+        [daily_numbers], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-03")
+    )
 
     @dg.asset(partitions_def=days, ins={"daily_numbers": dg.AssetIn(
         partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-2))})
@@ -275,7 +279,9 @@ def test_stream_output_writes_each_partition_as_it_comes(tmp_path, instance):
                 yield day.isoformat(), pl.DataFrame({"day": [day.day], "three_before_written": [three_before.exists()]})
         return PartitionStream(frames())
 
-    result = dg.materialize([streamed], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-05"))
+    result = dg.materialize(
+        [streamed], resources=_lake(tmp_path), instance=instance, tags=_range("2025-01-01", "2025-01-05")
+    )
     assert result.success
     assert [_table(tmp_path, "streamed", f"2025-01-0{d}").row(0) for d in (1, 2, 3, 4, 5)] == [
         (1, False), (2, False), (3, False), (4, True), (5, True)
@@ -430,7 +436,9 @@ def test_lazy_input_prunes_to_the_filtered_partition(tmp_path, instance, root):
 def test_missing_upstream_partition_is_named(tmp_path, instance):
     dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance, partition_key="2025-01-01")
     dg.materialize([daily_numbers], resources=_lake(tmp_path), instance=instance, partition_key="2025-01-03")
-    with pytest.raises(MissingPartitionError, match=r"daily_numbers has no stored partition 2025-01-02 under") as raised:
+    with pytest.raises(
+        MissingPartitionError, match=r"daily_numbers has no stored partition 2025-01-02 under"
+    ) as raised:
         dg.materialize([daily_numbers, daily_total], resources=_lake(tmp_path), instance=instance,
                        tags=_range("2025-01-01", "2025-01-03"), selection=[daily_total])
     # daily_total reads another asset, not its own day before: no advice about the first partition or

@@ -259,7 +259,9 @@ def test_the_labels_check_of_a_range_run_on_s3_reads_the_snapshots_the_run_wrote
     lake.write_table(lake.table_url("features", "date", keys[1]), pl.DataFrame({"user_id": ["other"]}))
     lake.fs.connect()
     gets: list[str] = []
-    lake.fs.s3.meta.events.register("before-parameter-build.s3.GetObject", lambda params, **_: gets.append(params["Key"]))
+    lake.fs.s3.meta.events.register(
+        "before-parameter-build.s3.GetObject", lambda params, **_: gets.append(params["Key"])
+    )
     label_days = [day + dt.timedelta(days=HORIZON_DAYS) for day in snapshot_days]
 
     snapshots, lacking = _snapshots(label_days, lake, owner=f"{result.run_id}/labels_match_snapshots")  # the run's

@@ -476,7 +476,9 @@ def test_a_model_on_s3_is_read_a_get_a_file_with_nothing_looked_up_first(s3_serv
     with s3_calls(fs) as calls:
         assert remote.read("model", M1).model_bytes == local.model_bytes
         assert calls == ["GetObject"] * 4, calls
-        with pytest.raises(MissingPartitionError, match=f"has no stored partition 2030-01 .*{CARD_FILE} does not exist"):
+        with pytest.raises(
+            MissingPartitionError, match=f"has no stored partition 2030-01 .*{CARD_FILE} does not exist"
+        ):
             remote.read("model", "2030-01")
         fs.rm_file(f"{remote.folder('model', M1)}/{REPORT_FILE}")
         with pytest.raises(ModelArtifactError, match=f"{REPORT_FILE} is missing: the model card .* lists it"):
@@ -518,7 +520,10 @@ def test_a_first_model_far_under_the_baseline_fails_naming_both_figures_and_the_
     assert found, message
     gap = float(found.group(2)) - float(found.group(1))
     assert "read the holdout report and the features first" in message
-    advised = f'--config-json \'{{"ops": {{"model": {{"config": {{"baseline_pr_auc_tolerance": {math.ceil(gap * 100 + 0.5) / 100}}}}}}}}}\''
+    advised = (
+        f'--config-json \'{{"ops": {{"model": {{"config": {{"baseline_pr_auc_tolerance": '
+        f'{math.ceil(gap * 100 + 0.5) / 100}}}}}}}}}\''
+    )
     assert advised in message
     assert "Nothing is stored" in message
     assert not Lake(local_settings.data_url).exists(Lake(local_settings.data_url).partition_url("model", "month", M1))
@@ -991,7 +996,9 @@ def test_end_to_end_on_simulated_data(tmp_path, instance):
     settings = ChurnSettings(data_url=str(tmp_path / "lake"), landing_url=str(tmp_path / "landing"))
     resources = build_resources(settings)
     last_day = dt.date(2025, 3, 2)
-    simulate(settings.landing_url, users=400, days=(last_day - dt.date(2025, 1, 1)).days + 1, seed=5, file_format="parquet")
+    simulate(
+        settings.landing_url, users=400, days=(last_day - dt.date(2025, 1, 1)).days + 1, seed=5, file_format="parquet"
+    )
     graph = [
         *ingest.assets, *features.assets, *ml.assets, *monitoring.assets,
         *ingest.asset_checks, *features.asset_checks, *ml.asset_checks, *monitoring.asset_checks,
@@ -1009,10 +1016,15 @@ def test_end_to_end_on_simulated_data(tmp_path, instance):
     training_rows = pl.read_parquet(Lake(settings.data_url).table_url("training_set", "month", M1))
     holdout_start = dt.date.fromisoformat(card["training_window"]["holdout"][0])
     train_end = dt.date.fromisoformat(card["training_window"]["train"][1])
-    assert training_rows.filter(pl.col("snapshot_date") >= holdout_start).height == card["training_window"]["rows"]["holdout"]
+    assert (
+        training_rows.filter(pl.col("snapshot_date") >= holdout_start).height
+        == card["training_window"]["rows"]["holdout"]
+    )
     assert (holdout_start - train_end).days > card["training_window"]["embargo_days"] == HORIZON
 
-    scored = materialize_selected(["predictions", "drift_report"], resources, instance, last_day.isoformat(), assets=graph)
+    scored = materialize_selected(
+        ["predictions", "drift_report"], resources, instance, last_day.isoformat(), assets=graph
+    )
     assert scored.success
     lake = Lake(settings.data_url)
     snapshot = pl.read_parquet(lake.table_url("features", "date", last_day.isoformat()))
@@ -1050,7 +1062,9 @@ def test_end_to_end_on_simulated_data(tmp_path, instance):
     before_march = changed_after(dt.date(2025, 2, 28))
     for name in ("training_set/month=2025-03", "model/month=2025-03"):
         shutil.rmtree(os.path.join(before_march.data_url, name))
-    assert materialize_selected(["training_set", "model"], build_resources(before_march), instance, M1, assets=graph).success
+    assert materialize_selected(
+        ["training_set", "model"], build_resources(before_march), instance, M1, assets=graph
+    ).success
     assert artifact_bytes(before_march.data_url, M1) == artifact_bytes(settings.data_url, M1)
     day = "2025-03-01"
     scored_after = changed_after(dt.date.fromisoformat(day))

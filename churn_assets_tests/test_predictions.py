@@ -72,7 +72,12 @@ def test_every_user_is_scored_ranked_banded_and_explained(lake, local_resources,
     cut = churn_model.card["risk_bands"]
     for row in out.iter_rows(named=True):
         p = row["churn_probability"]
-        band = "Critical" if p >= cut["Critical"] else "High" if p >= cut["High"] else "Medium" if p >= cut["Medium"] else "Low"
+        band = (
+            "Critical" if p >= cut["Critical"]
+            else "High" if p >= cut["High"]
+            else "Medium" if p >= cut["Medium"]
+            else "Low"
+        )
         assert row["risk_band"] == band
         assert row["recommended_action"] == RECOMMENDED_ACTIONS[band]
     assert set(out.get_column("risk_band")) >= {"Low", "High", "Critical"}
@@ -142,7 +147,9 @@ def test_user_ids_are_shown_as_text_in_the_preview(lake, local_resources, instan
     of whoever opened the run, or showed a link: the preview shows each id as the text it is."""
     from markdown_it import MarkdownIt
 
-    hostile = "{} | ![x](https://evil.example/pixel.png)\n| [sign in](https://evil.example) <https://evil.example> `*b*`"
+    hostile = (
+        "{} | ![x](https://evil.example/pixel.png)\n| [sign in](https://evil.example) <https://evil.example> `*b*`"
+    )
     features = synthetic_features(DAY, users=300).with_columns(
         pl.format(hostile, pl.col("user_id")).alias("user_id")
     )
@@ -155,7 +162,10 @@ def test_user_ids_are_shown_as_text_in_the_preview(lake, local_resources, instan
     body = page.split("<tbody>")[1]
     assert body.count("<tr>") == 10
     assert all(row.count("<td>") == 7 for row in body.split("<tr>")[1:])
-    assert "<code>" + html.escape(stored(lake, DAY).get_column("user_id")[0].replace("\n", " ")[:100], quote=False) in page
+    assert (
+        "<code>" + html.escape(stored(lake, DAY).get_column("user_id")[0].replace("\n", " ")[:100], quote=False)
+        in page
+    )
 
 
 def test_a_probability_at_a_cut_off_is_in_the_band_that_cut_off_starts(lake):
@@ -230,7 +240,10 @@ def test_a_range_across_months_scores_each_day_with_its_months_model(lake, local
         local_resources,
         instance,
         frames,
-        tags={"dagster/asset_partition_range_start": days[0].isoformat(), "dagster/asset_partition_range_end": days[-1].isoformat()},
+        tags={
+            "dagster/asset_partition_range_start": days[0].isoformat(),
+            "dagster/asset_partition_range_end": days[-1].isoformat(),
+        },
     )
     assert result.success
     manager = ModelIOManager(base_url=lake)

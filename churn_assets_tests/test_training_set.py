@@ -434,7 +434,9 @@ def test_declared_dependencies_are_the_true_ones():
     daily, monthly = daily_partitions, monthly_partitions
     window = _upstream_keys(features, "user_daily", "2025-03-10", daily, daily)
     assert (window[0], window[-1], len(window)) == ("2025-02-11", "2025-03-10", 28)
-    assert _upstream_keys(features, "user_daily", "2025-01-03", daily, daily) == ["2025-01-01", "2025-01-02", "2025-01-03"]
+    assert (
+        _upstream_keys(features, "user_daily", "2025-01-03", daily, daily) == ["2025-01-01", "2025-01-02", "2025-01-03"]
+    )
     assert _upstream_keys(features, "install_times", "2025-03-10", daily, daily) == ["2025-03-10"]
     assert _upstream_keys(labels, "features", "2025-03-10", daily, daily) == ["2025-02-24"]
     assert _upstream_keys(labels, "features", "2025-01-10", daily, daily) == []  # before the start: empty

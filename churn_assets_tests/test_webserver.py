@@ -190,7 +190,10 @@ def test_webserver_serves_the_asset_graph_schedules_and_sensors(webserver):
     assert sensors["run_failure_alert"]["defaultStatus"] == "RUNNING"
     assert all(s["description"] for s in sensors.values())
     # The alert's fields as the README states them and the sensor posts them.
-    assert "{app, run_id, job, partition, failed_steps, error, dagster_event}" in sensors["run_failure_alert"]["description"]
+    assert (
+        "{app, run_id, job, partition, failed_steps, error, dagster_event}"
+        in sensors["run_failure_alert"]["description"]
+    )
 
     selector = {"repositoryName": repo["name"], "repositoryLocationName": "churn_assets"}
     details = graphql(webserver, RESOURCES, {"selector": selector})["allTopLevelResourceDetailsOrError"]

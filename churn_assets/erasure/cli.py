@@ -19,8 +19,8 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
         "and rows changed, and what it does not change. Run it with no run of the lake in progress.",
     )
     parser.add_argument("--user-id", dest="user_ids", action="append", default=[], metavar="ID",
-                        help="a user id to erase, exactly as raw_events stores it: case, spaces and accents as exported, "
-                        "a JSON number 12345 or 12345.0 as 12345 (repeat for more)")
+                        help="a user id to erase, exactly as raw_events stores it: case, spaces and accents "
+                        "as exported, a JSON number 12345 or 12345.0 as 12345 (repeat for more)")
     parser.add_argument("--user-ids-file", metavar="FILE", help="a UTF-8 text file of user ids, one a line")
     parser.add_argument("--allow-unseen", action="store_true",
                         help="list ids no stored partition holds (a user whose events are not ingested yet) "

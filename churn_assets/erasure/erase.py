@@ -123,7 +123,9 @@ class ErasureReport:
         lines += [f"  {what}: {why}" for what, why in NOT_ERASED.items()]
         if self.model_months:
             lines.append(f"  models trained on the users' rows: model of {', '.join(self.model_months)}")
-        lines.append(f"  predictions materializations in the instance naming them in highest_risk: {self.metadata_events}")
+        lines.append(
+            f"  predictions materializations in the instance naming them in highest_risk: {self.metadata_events}"
+        )
         return lines + self._running_lines()
 
     def table_lines(self) -> list[str]:

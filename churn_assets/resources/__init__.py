@@ -35,7 +35,9 @@ class ChurnParameters(dg.ConfigurableResource):
     lookback_months: int = Field(default=3, description="L: months of labels a monthly training set covers.")
     max_training_rows: int = Field(
         default=500_000,
-        description="Cap on a monthly training set's rows; beyond it a seeded, stratified sample (CHURN_MAX_TRAINING_ROWS).",
+        description=(
+            "Cap on a monthly training set's rows; beyond it a seeded, stratified sample (CHURN_MAX_TRAINING_ROWS)."
+        ),
     )
 
 

@@ -27,7 +27,9 @@ class AlertWebhook(dg.ConfigurableResource):
         default=None,
         description="URL that alerts (failed runs, late landing days) are POSTed to as JSON (CHURN_ALERT_WEBHOOK).",
     )
-    timeout_seconds: float = Field(default=5.0, description="How long one POST may take; a slow webhook must not stall the sensor.")
+    timeout_seconds: float = Field(
+        default=5.0, description="How long one POST may take; a slow webhook must not stall the sensor."
+    )
 
     @property
     def enabled(self) -> bool:

@@ -61,7 +61,9 @@ def install_times(
     return PartitionStream(_stream(days, raw_events, state))
 
 
-def _stream(days: list[dt.date], raw_events: pl.LazyFrame, state: pl.DataFrame | None) -> Iterator[tuple[str, pl.DataFrame]]:
+def _stream(
+    days: list[dt.date], raw_events: pl.LazyFrame, state: pl.DataFrame | None
+) -> Iterator[tuple[str, pl.DataFrame]]:
     def earliest_of(day: dt.date) -> tuple[dt.date, pl.DataFrame]:
         # Each user's earliest event of the day, on a worker thread while the previous day is merged into
         # the state. Aggregated as it is read: polars' streaming engine takes 1.2 s for a day of 27.7 M

@@ -94,7 +94,8 @@ def _stream(
             try:
                 landing_day = _next_for(items, day)
                 vetted = vet_export_day(_coalesced(_until_end_of(items, day)), day)
-                events = _vet_day(context, day, landing_day, vetted, lake, erased)  # its quarantine is the lake's first write
+                # Its quarantine is the lake's first write.
+                events = _vet_day(context, day, landing_day, vetted, lake, erased)
             except _NOT_RETRIED as exc:
                 # Retrying cannot make a corrupt file readable, a pipe or a folder a file, an incomplete day
                 # complete, a misspelt bucket exist, credentials right or an endpoint whole: fail at once.
@@ -105,7 +106,8 @@ def _stream(
 _END = object()
 # What fails the step at once: no retry makes a file readable or a bucket exist (below).
 _NOT_RETRIED = (
-    LandingFileError, NotARegularFileError, FileNotFoundError, BucketNotFoundError, PermissionError, StorageSettingsError,
+    LandingFileError, NotARegularFileError, FileNotFoundError, BucketNotFoundError, PermissionError,
+    StorageSettingsError,
 )
 
 
@@ -237,7 +239,10 @@ def _without_erased(vetted: VettedDay, erased: pl.Series) -> tuple[VettedDay, di
     of it: how many users the list holds, and how many of the day's rows it left out."""
     events, quarantine = without_erased(vetted.events, erased), without_erased(vetted.quarantine, erased)
     left_out = vetted.events.height - events.height + vetted.quarantine.height - quarantine.height
-    return replace(vetted, events=events, quarantine=quarantine), {"erased_users": erased.len(), "erased_rows": left_out}
+    return (
+        replace(vetted, events=events, quarantine=quarantine),
+        {"erased_users": erased.len(), "erased_rows": left_out},
+    )
 
 
 def _events_without(events: pl.DataFrame) -> dict[str, int]:

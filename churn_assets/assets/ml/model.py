@@ -25,7 +25,10 @@ MODEL_POOL = automation_name("model")
 
 class ModelConfig(dg.Config):
     target_recall: float = Field(
-        default=0.80, description="Recall the decision threshold reaches on validation: a missed churner costs more than a wasted nudge."
+        default=0.80,
+        description=(
+            "Recall the decision threshold reaches on validation: a missed churner costs more than a wasted nudge."
+        ),
     )
     pr_auc_tolerance: float = Field(
         default=0.0, description="The challenger is promoted when its holdout PR-AUC ≥ the champion's minus this."
@@ -39,9 +42,13 @@ class ModelConfig(dg.Config):
         ),
     )
     roc_auc_floor: float = Field(default=0.65, description="Gate: the challenger's holdout ROC-AUC must reach this.")
-    validation_share: float = Field(default=0.15, description="Share of snapshot days (after embargoes) for validation.")
+    validation_share: float = Field(
+        default=0.15, description="Share of snapshot days (after embargoes) for validation."
+    )
     holdout_share: float = Field(default=0.15, description="Share of snapshot days (after embargoes) for the holdout.")
-    max_boost_rounds: int = Field(default=500, description="Boosting rounds at most; early stopping usually ends sooner.")
+    max_boost_rounds: int = Field(
+        default=500, description="Boosting rounds at most; early stopping usually ends sooner."
+    )
     early_stopping_rounds: int = Field(default=30, description="Rounds without validation improvement before stopping.")
     seed: int = Field(default=7, description="Seed of XGBoost's row/column sampling and of every sample drawn.")
     reference_rows: int = Field(default=10_000, description="Rows of the reference sample kept for drift reports.")
@@ -79,13 +86,13 @@ def model(
     """The model in production during month M, stored as XGBoost's own format with a JSON card, a
     reference sample for drift and a holdout report (HTML). A challenger is trained on
     ``training_set[M]`` (time-based train / validation / holdout blocks, H-day embargoes between them),
-    and promoted only when it passes the gates (holdout PR-AUC within a tolerance of a logistic baseline's, ROC-AUC above a floor) and is
-    at least as good on holdout PR-AUC as the champion ``model[M-1]`` scored on the same holdout;
-    otherwise the champion's artifacts are carried forward unchanged. A champion that needs features
-    ``training_set[M]`` lacks, or that was trained for another label horizon (``CHURN_HORIZON_DAYS``), is
-    never carried forward: when the challenger fails too, the step fails and stores nothing. Reads
-    ``training_set[M]`` and ``model[M-1]`` (none for the first model). A range run carries the champion from
-    month to month.
+    and promoted only when it passes the gates (holdout PR-AUC within a tolerance of a logistic baseline's,
+    ROC-AUC above a floor) and is at least as good on holdout PR-AUC as the champion ``model[M-1]`` scored
+    on the same holdout; otherwise the champion's artifacts are carried forward unchanged. A champion that
+    needs features ``training_set[M]`` lacks, or that was trained for another label horizon
+    (``CHURN_HORIZON_DAYS``), is never carried forward: when the challenger fails too, the step fails and
+    stores nothing. Reads ``training_set[M]`` and ``model[M-1]`` (none for the first model). A range run
+    carries the champion from month to month.
     """
     warn_without_pool_limit(context)
     previous = None if not champion else champion[max(champion)]
@@ -353,7 +360,11 @@ def train_and_select(
         raise dg.Failure(
             f"model[{month}]: no champion to fall back on and the challenger fails: {reason}. Nothing is stored"
             f"{_gate_advice(challenger_eval, baseline_eval, config)}.",
-            metadata={"metrics": dg.MetadataValue.md(metrics.metrics_markdown({"challenger": challenger_eval, "baseline": baseline_eval}))},
+            metadata={
+                "metrics": dg.MetadataValue.md(
+                    metrics.metrics_markdown({"challenger": challenger_eval, "baseline": baseline_eval})
+                )
+            },
             allow_retries=False,
         )
 

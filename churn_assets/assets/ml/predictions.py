@@ -210,5 +210,7 @@ def highest_risk(scored: pl.DataFrame) -> dg.MetadataValue:
     """The metadata ``highest_risk``: the first rows of a day's scores (ranked, riskiest first) as a Markdown
     table of rank, user, probability, band and top reasons. ``churn-assets erase`` rebuilds it the same way."""
     return preview_markdown(
-        scored.select("rank", "user_id", "churn_probability", "risk_band", "top_reason_1", "top_reason_2", "top_reason_3")
+        scored.select(
+            "rank", "user_id", "churn_probability", "risk_band", "top_reason_1", "top_reason_2", "top_reason_3"
+        )
     )

@@ -78,7 +78,9 @@ def drift_report(
             folder = store.partition_url("drift_report", "date", day.isoformat())
             report = store.write_bytes(f"{folder}/{REPORT_FILE}", html.encode())
             summary = {"date": day.isoformat(), **summary, "report": report.url}
-            store.write_bytes(f"{folder}/{SUMMARY_FILE}", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+            store.write_bytes(
+                f"{folder}/{SUMMARY_FILE}", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
+            )
             context.add_asset_metadata(drift_metadata(summary, folder), partition_key=day.isoformat())
             if summary["dataset_drift"]:
                 context.log.warning(
@@ -117,7 +119,13 @@ def measure_drift(features: pl.DataFrame, churn_model: ChurnModel) -> tuple[pl.D
     kinds = {f["name"]: f["kind"] for f in specs} | {SCORE_COLUMN: "score"}
     # Evidently refuses a column with no values; such a column is reported without a test: drifted when
     # only one side is empty (a feature that stopped arriving, or started), not drifted when both are.
-    empty = {c: (current.get_column(c).null_count() == current.height, reference.get_column(c).null_count() == reference.height) for c in current.columns}
+    empty = {
+        c: (
+            current.get_column(c).null_count() == current.height,
+            reference.get_column(c).null_count() == reference.height,
+        )
+        for c in current.columns
+    }
     tested = [c for c, (now, then) in empty.items() if not now and not then]
     mapping = ColumnMapping(
         target=None,
@@ -133,7 +141,9 @@ def measure_drift(features: pl.DataFrame, churn_model: ChurnModel) -> tuple[pl.D
     report = Report(metrics=[SnapshotDriftTable(columns=tested)], options={"render": {"raw_data": True}})
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        report.run(reference_data=_pandas(reference, kinds), current_data=_pandas(current, kinds), column_mapping=mapping)
+        report.run(
+            reference_data=_pandas(reference, kinds), current_data=_pandas(current, kinds), column_mapping=mapping
+        )
         results = _column_results(report.as_dict(), tested)
         html = script_safe(report.get_html())
 
