@@ -14,7 +14,9 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -43,7 +45,8 @@ from churn_assets_tests.ml_frames import (
     synthetic_training_set,
     training_set_stub,
 )
-from churn_assets_tests.postgres_server import postgres_available
+from churn_assets_tests.postgres_server import SUPERUSER, postgres_available
+from churn_assets_tests.s3_proxy import HoldingProxy
 
 START = dt.date(2025, 1, 1)
 DAYS = 18
@@ -481,13 +484,6 @@ def test_adopt_a_lake_on_s3(history, s3_server, tmp_path):
                 assert data_versions(new, asset, keys) == data_versions(old, asset, keys)
                 assert stale_partitions(new, all_assets, asset, keys) == []
             assert _landing_sensor(new, str(history / "landing")) == DAY_KEYS[8:]  # the days never stored
-
-
-import signal  # noqa: E402
-import time  # noqa: E402
-
-from churn_assets_tests.postgres_server import SUPERUSER  # noqa: E402
-from churn_assets_tests.s3_proxy import HoldingProxy  # noqa: E402
 
 
 def _adopting(home: Path, lake: str, landing: str, *args: str, **env: str) -> subprocess.Popen:
