@@ -88,11 +88,15 @@ def history(tmp_path_factory) -> Path:
 
 def _adopt(home: Path, lake: str, landing: str, *args: str, **env: str) -> subprocess.CompletedProcess:
     """``churn-assets adopt`` as a user runs it, on the instance at ``home`` (a new process, the real CLI)."""
+    return subprocess.run([executable("churn-assets"), "adopt", *args], env=_adopt_env(home, lake, landing, env),
+                          capture_output=True, text=True, timeout=300)
+
+
+def _adopt_env(home: Path, lake: str, landing: str, env: dict[str, str]) -> dict[str, str]:
+    """The environment :func:`_adopt` runs the command in: this one without CHURN_APP, with ``env``."""
     environment = {key: value for key, value in os.environ.items() if key != "CHURN_APP"}
-    environment |= {"DAGSTER_HOME": str(home), "CHURN_DATA_URL": lake, "CHURN_LANDING_URL": landing,
-                    "CHURN_START_DATE": START.isoformat(), **env}
-    return subprocess.run([executable("churn-assets"), "adopt", *args], env=environment, capture_output=True,
-                          text=True, timeout=300)
+    return environment | {"DAGSTER_HOME": str(home), "CHURN_DATA_URL": lake, "CHURN_LANDING_URL": landing,
+                          "CHURN_START_DATE": START.isoformat(), **env}
 
 
 def _landing_sensor(instance: dg.DagsterInstance, landing: str) -> list[str]:
@@ -488,11 +492,8 @@ def test_adopt_a_lake_on_s3(history, s3_server, tmp_path):
 
 def _adopting(home: Path, lake: str, landing: str, *args: str, **env: str) -> subprocess.Popen:
     """``churn-assets adopt`` started as :func:`_adopt` runs it, left running."""
-    environment = {key: value for key, value in os.environ.items() if key != "CHURN_APP"}
-    environment |= {"DAGSTER_HOME": str(home), "CHURN_DATA_URL": lake, "CHURN_LANDING_URL": landing,
-                    "CHURN_START_DATE": START.isoformat(), **env}
-    return subprocess.Popen([executable("churn-assets"), "adopt", *args], env=environment, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([executable("churn-assets"), "adopt", *args], env=_adopt_env(home, lake, landing, env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.s3
