@@ -540,8 +540,8 @@ def test_writes_to_s3(s3_server, tmp_path):
 def test_a_write_refused_part_way_leaves_no_day_marked_complete_without_its_files(s3_server, tmp_path):
     """S3 refused the write of the third day's file: the writer went on with the day's _SUCCESS (and the days after),
     so the landing sensor took a day without its events as complete. Now nothing more is written once a write
-    failed: the days before stand complete, that day and the later ones have no _SUCCESS, and a run again completes
-    them."""
+    failed: the days before stand complete, that day and the later ones have no _SUCCESS, the command says so
+    (naming the file, no traceback), and a run again completes them."""
     import os
     import subprocess
     import sys
@@ -559,7 +559,10 @@ def test_a_write_refused_part_way_leaves_no_day_marked_complete_without_its_file
                                                "AWS_MAX_ATTEMPTS": "1"}, capture_output=True, text=True, timeout=300)
     finally:
         proxy.close()
-    assert refused.returncode != 0
+    assert refused.returncode == 1, refused.stderr
+    assert "Traceback" not in refused.stderr and "not done" not in refused.stderr, refused.stderr
+    assert (f"could not write {out}/events/date=2025-01-03/part-00000.jsonl.gz (Access Denied)" in refused.stderr
+            and "run the same command again" in refused.stderr), refused.stderr
     keys = s3_server.keys("landing", tmp_path.name)
     markers = sorted(key.split("/")[-2] for key in keys if key.endswith("/_SUCCESS"))
     assert markers == ["date=2025-01-01", "date=2025-01-02"], markers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 
 from churn_assets.simulate.writer import FORMATS
 
@@ -86,5 +87,12 @@ def run(args: argparse.Namespace) -> int:
         )
     except SimulationRefused as exc:  # an argument it refuses: a usage error (exit 2), not a traceback
         args.parser.error(str(exc))
+    except OSError as exc:  # a write the storage refused or failed: what stands, not a traceback
+        sys.stderr.write(
+            f"churn-assets simulate: stopped: {exc}\nnothing was written after it: no day with a file still to write "
+            "has its _SUCCESS (the landing sensor does not take it as complete), the days before stand complete: run "
+            "the same command again, which writes every day again\n"
+        )
+        return 1
     print(summary.line())
     return 0

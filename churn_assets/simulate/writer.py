@@ -340,7 +340,8 @@ class BackgroundWriter:
         data = [p.result() if isinstance(p, Future) else p for p in pieces]
         size = sum(len(p) for p in data)
         if self.s3:
-            self.fs.pipe(path, b"".join(data))
+            with filesystems.reaching(path, "write"):  # (its error names the file and what S3 said)
+                self.fs.pipe(path, b"".join(data))
         else:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
@@ -377,11 +378,18 @@ class BackgroundWriter:
                     os.remove(os.path.join(folder, name))
 
     def close(self) -> None:
+        """Waits for every task; raises the first that failed (those after it only say they were not done)."""
         try:
             while self.pending:
-                self.pending.popleft().result()
+                try:
+                    self.pending.popleft().result()
+                except Exception:
+                    if self.failed is None:
+                        raise
         finally:
             self.pool.shutdown(wait=True)
+        if self.failed is not None:
+            raise self.failed
 
 
 class GzipStream:
