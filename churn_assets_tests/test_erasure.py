@@ -12,9 +12,11 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -609,10 +611,6 @@ def test_the_erase_command_stopped_before_its_rewrites_says_what_stands(landing,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert all(victim not in frame.get_column("user_id").to_list() for frame in _tables(lake).values())
-
-
-import signal  # noqa: E402
-import time  # noqa: E402
 
 
 @pytest.mark.s3
