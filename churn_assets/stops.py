@@ -47,7 +47,8 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
 @contextmanager
 def uninterrupted() -> Iterator[None]:
     """Ctrl-C or SIGTERM received inside the block waits until it ends, then raises KeyboardInterrupt: the records it
-    writes are all written, or (an error) its caller says which are not. Blocks within it defer to it; off the main
+    writes are all written, or (an error) its caller says which are not; it is raised too when the block failed,
+    since the stop asked for is what the command reports (exit 130). Blocks within it defer to it; off the main
     thread (where no signal handler runs) it does nothing."""
     if getattr(_deferring, "on", False) or threading.current_thread() is not threading.main_thread():
         yield
@@ -61,5 +62,5 @@ def uninterrupted() -> Iterator[None]:
         _deferring.on = False
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if received:
-        raise KeyboardInterrupt(f"signal {received[0]}")
+        if received:  # (after an error too: it is the KeyboardInterrupt's context)
+            raise KeyboardInterrupt(f"signal {received[0]}")

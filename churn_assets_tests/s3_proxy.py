@@ -63,8 +63,9 @@ class HoldingProxy:
     (polars reads a Parquet file's footer, ``bytes=-N``, then its row groups) waits until :meth:`release`;
     ``held`` is set while it waits. A download of the whole object (no range) is not held. After :meth:`refuse`
     of a key, its writes are denied; after :meth:`hold_writes` of a key, its first write waits until :meth:`release`
-    (``held`` set), then is forwarded or, refused meanwhile, denied; after :meth:`hold_reads` of a key, its first
-    GET of any kind (a footer, a range, the whole object) waits until :meth:`release` (``held`` set)."""
+    (``held`` set), then is forwarded or, refused meanwhile, denied (``held_write_done`` set once answered); after
+    :meth:`hold_reads` of a key, its first GET of any kind (a footer, a range, the whole object) waits until
+    :meth:`release` (``held`` set)."""
 
     def __init__(self, endpoint: str):
         target = urlsplit(endpoint)
@@ -76,6 +77,7 @@ class HoldingProxy:
         self._ranged_gets = 0
         self._lock = threading.Lock()
         self.held = threading.Event()
+        self.held_write_done = threading.Event()  # the write held is forwarded (or denied) and answered
         self._released = threading.Event()
         self.requests: list[Request] = []
         proxy = self
@@ -90,8 +92,15 @@ class HoldingProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 proxy._record(Request(self.command, unquote(self.path), self.headers.get("Range"),
                                       "x-amz-copy-source" in self.headers, time.time()))
-                proxy._maybe_hold_write(self.command, unquote(self.path))
+                held_write = proxy._maybe_hold_write(self.command, unquote(self.path))
                 proxy._maybe_hold_read(self.command, unquote(self.path))
+                try:
+                    self._answer(body)
+                finally:
+                    if held_write:
+                        proxy.held_write_done.set()
+
+            def _answer(self, body: bytes):
                 if proxy._refuses(self.command, unquote(self.path)):
                     denied = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
                     self.send_response(403, "Forbidden")
@@ -159,13 +168,14 @@ class HoldingProxy:
         self.held.set()
         self._released.wait(60)
 
-    def _maybe_hold_write(self, method: str, path: str) -> None:
+    def _maybe_hold_write(self, method: str, path: str) -> bool:
         with self._lock:
             if method != "PUT" or self._held_write is None or not path.split("?")[0].endswith(self._held_write):
-                return
+                return False
             self._held_write = None
         self.held.set()
         self._released.wait(60)
+        return True
 
     def _refuses(self, method: str, path: str) -> bool:
         with self._lock:

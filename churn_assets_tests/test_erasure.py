@@ -346,7 +346,7 @@ def test_the_erase_command_stopped_part_way_says_what_it_did_and_what_to_do(land
         erasing = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proxy.held.wait(120), erasing.communicate(timeout=60)
         erasing.terminate()  # SIGTERM, while the write of features' second day is under way
-        proxy.refuse(held)  # (the write held is not forwarded once the proxy lets it go: its client is gone)
+        proxy.refuse(held)  # (the write it waits for is then refused: it stops interrupted, that day as it was)
         _, stopped = erasing.communicate(timeout=60)
         assert erasing.returncode == 130, stopped
         assert f"stopped part-way, at features[{features_days[1]}]: interrupted (Ctrl-C or SIGTERM)" in stopped
@@ -370,6 +370,45 @@ def test_the_erase_command_stopped_part_way_says_what_it_did_and_what_to_do(land
     assert done.returncode == 0, done.stderr
     assert all(victim not in frame.get_column("user_id").to_list() for frame in _tables(lake).values())
 
+
+
+@pytest.mark.s3
+def test_the_erase_command_stopped_while_s3_stores_a_partition_records_that_partition(landing, tmp_path, s3_server):
+    """SIGTERM while S3 stored features' second day (the PUT's body sent, its answer not back yet) stopped the command
+    at once: S3 stored the day without the user all the same, and the command recorded only the first day, so the
+    instance went on describing the second's old file, which the erasure run again no longer finds. Now the write's
+    answer is waited for: the day is rewritten, recorded and named among those rewritten."""
+    home = instance_home(tmp_path / "home")
+    settings = ChurnSettings(data_url=f"s3://lake/{tmp_path.name}", landing_url=landing)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        _build_lake(settings, instance)
+    lake = Lake(settings.data_url)
+    before = _tables(lake)
+    victim = _victim(before)
+    features_days = _days_holding(before, "features", victim)
+    held = lake.table_url("features", "date", features_days[1]).removeprefix("s3://")
+    proxy = HoldingProxy(s3_server.endpoint)
+    env = {**os.environ, "CHURN_DATA_URL": settings.data_url, "DAGSTER_HOME": str(home),
+           "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_MAX_ATTEMPTS": "1"}
+    env.pop("CHURN_APP", None)
+    command = [str(Path(sys.executable).parent / "churn-assets"), "erase", "--user-id", victim]
+    try:
+        proxy.hold_writes(held)
+        erasing = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proxy.held.wait(120), erasing.communicate(timeout=60)
+        erasing.terminate()  # SIGTERM, while the write of features' second day is under way
+        proxy.release()  # S3 stores it
+        _, stopped = erasing.communicate(timeout=60)
+        assert proxy.held_write_done.wait(60)  # (S3 answered it, whether or not anyone waits)
+    finally:
+        proxy.close()
+    assert erasing.returncode == 130, stopped
+    assert f"stopped part-way, after features[{features_days[1]}]: interrupted (Ctrl-C or SIGTERM)" in stopped
+    assert "features: 2 partition(s)" in stopped and "Traceback" not in stopped
+    after = _tables(lake)
+    assert victim not in after["features", features_days[1]].get_column("user_id").to_list()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert _recorded_rows_differ(instance, after) == []
 
 def _recorded_rows_differ(instance: dg.DagsterInstance, tables: dict[tuple[str, str], pl.DataFrame]) -> list:
     """The stored asset partitions whose latest materialization describes other rows than the file holds (its row

@@ -17,7 +17,7 @@ from churn_assets.assets.ml.predictions import highest_risk
 from churn_assets.outside_runs import record_outside_run
 from churn_assets.partitions import latest_materializations
 from churn_assets.resources.erased_users import add_erased_users, read_erased_users, without_erased
-from churn_assets.resources.lake import Lake, WrittenFile, partition_key, some_keys
+from churn_assets.resources.lake import Lake, WrittenFile, parquet_bytes, partition_key, some_keys
 from churn_assets.resources.parquet_io_manager import (
     ROW_GROUP_ROWS,
     markdown_code,
@@ -245,14 +245,22 @@ def _erase_table(
     column = USER_TABLES[table]
     report.partitions[table], report.rows[table] = [], 0
     rewritten: dict[str, tuple[pl.DataFrame, WrittenFile, int]] = {}
-    key = None
+    where = f"part-way, at {table}"
     try:
         for url in sorted(found):
             key = partition_key(url, column)
-            frame, written, removed = _rewrite(lake, table, url, erased, row_group_rows)
-            report.partitions[table].append(key)
-            report.rows[table] += removed
-            rewritten[key] = (frame, written, removed)
+            where = f"part-way, at {table}[{key}]"
+            frame, removed = _without_users(lake, table, url, erased)
+            data = parquet_bytes(frame, row_group_rows)
+            # Ctrl-C and SIGTERM wait for the write: S3 stores a PUT whose body it received, whether or not the
+            # process is still there for its answer, and a partition rewritten but not noted here would never be
+            # recorded (the erasure run again no longer finds the users in it).
+            with uninterrupted():
+                written = lake.write_bytes(url, data)
+                report.partitions[table].append(key)
+                report.rows[table] += removed
+                rewritten[key] = (frame, written, removed)
+                where = f"part-way, after {table}[{key}]"
     except BaseException as exc:
         # A write refused (or Ctrl-C, or SIGTERM: the command makes it one) after some of the table's partitions
         # were rewritten: they no longer hold the users, so the erasure run again would not find them, and the
@@ -261,7 +269,7 @@ def _erase_table(
         # (parquet_io_manager.record_stored_before_failure).
         left, _ = _record_rewritten(instance, table, previous, rewritten, shared=False)
         if is_stop(exc):
-            raise ErasureStopped(report, f"part-way, at {table}[{key}]", exc, unrecorded={table: left}) from exc
+            raise ErasureStopped(report, where, exc, unrecorded={table: left}) from exc
         raise
     left, stopped = _record_rewritten(instance, table, previous, rewritten, shared=True)
     if stopped is not None:
@@ -339,16 +347,14 @@ def _users_in(found: Mapping[str, Mapping[str, int]]) -> set[str]:
     return {user_id for users in found.values() for user_id in users}
 
 
-def _rewrite(
-    lake: Lake, table: str, url: str, erased: pl.Series, row_group_rows: int | None
-) -> tuple[pl.DataFrame, WrittenFile, int]:
-    """Stores the partition table at ``url`` again without the rows of ``erased``; returns it, its write and the rows
-    taken out. ``predictions`` is ranked again, 1..n without gaps, in its order (highest risk first)."""
+def _without_users(lake: Lake, table: str, url: str, erased: pl.Series) -> tuple[pl.DataFrame, int]:
+    """The partition table at ``url`` without the rows of ``erased``, and how many rows were taken out.
+    ``predictions`` is ranked again, 1..n without gaps, in its order (highest risk first)."""
     frame = pl.read_parquet(io.BytesIO(lake.read_bytes(url)))
     kept = without_erased(frame, erased)
     if table == "predictions":
         kept = kept.with_columns(pl.int_range(1, kept.height + 1, dtype=frame.schema["rank"]).alias("rank"))
-    return kept, lake.write_table(url, kept, row_group_rows), frame.height - kept.height
+    return kept, frame.height - kept.height
 
 
 def _record(
