@@ -164,3 +164,15 @@ def stale_partitions(instance: dg.DagsterInstance, assets: list, asset: str, key
 
     resolver = get_stale_status_resolver(instance, assets)
     return [key for key in keys if resolver.get_status(dg.AssetKey(asset), key) != StaleStatus.FRESH]
+
+
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    """Every step failure's error message in ``result``, with its causes: what the UI shows of a failed run."""
+    texts = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            while error is not None:
+                texts.append(error.message)
+                error = error.cause
+    return "\n".join(texts)

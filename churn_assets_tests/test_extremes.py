@@ -7,6 +7,7 @@ import pytest
 
 from churn_assets.resources.model_io_manager import ModelIOManager
 from churn_assets.resources.parquet_io_manager import MissingPartitionError
+from churn_assets_tests.helpers import failure_text
 from churn_assets_tests.landing_helpers import (
     amplitude_row as row,
 )
@@ -26,12 +27,6 @@ def instance():
         yield instance
 
 
-def _failure_text(result: dg.ExecuteInProcessResult) -> str:
-    return "\n".join(
-        str(event.event_specific_data.error.message) for event in result.all_events if event.is_step_failure
-    )
-
-
 def test_a_users_day_of_revenue_too_large_to_sum_exactly_fails_user_daily_naming_the_user(
     local_settings, local_resources, instance
 ):
@@ -45,7 +40,7 @@ def test_a_users_day_of_revenue_too_large_to_sum_exactly_fails_user_daily_naming
     result = materialize_ingest(local_resources, instance, DAY, raise_on_error=False)
 
     assert not result.success
-    failure = _failure_text(result)
+    failure = failure_text(result)
     assert (
         f"user_daily[{DAY}]: 1 user(s) with more revenue on {DAY} than 100,000,000,000 for one user in a day"
         in failure

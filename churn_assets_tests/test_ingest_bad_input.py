@@ -22,7 +22,7 @@ import pytest
 from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import LandingZone, build_resources
-from churn_assets_tests.helpers import evaluations_by_partition
+from churn_assets_tests.helpers import evaluations_by_partition, failure_text
 from churn_assets_tests.landing_helpers import (
     GATES,
     Gate,
@@ -254,18 +254,6 @@ def test_quarantine_boundaries_keep_edge_values(quarantined):
 # -- files that cannot be read at all ------------------------------------------------------------------
 
 
-def _failure_text(result: dg.ExecuteInProcessResult) -> str:
-    """Every step failure's error message, with its causes."""
-    texts = []
-    for event in result.all_events:
-        if event.is_step_failure:
-            error = event.step_failure_data.error
-            while error is not None:
-                texts.append(error.message)
-                error = error.cause
-    return "\n".join(texts)
-
-
 def _lake_files(lake: str) -> dict[str, str]:
     return tree_digest(lake) if Path(lake).exists() else {}
 
@@ -290,7 +278,7 @@ def test_unreadable_file_fails_the_run_by_name(local_settings, local_resources, 
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
 
     assert not result.success
-    assert name in _failure_text(result)
+    assert name in failure_text(result)
     assert tree_digest(local_settings.landing_url) == landing_before
     # Nothing written for the day: no partial raw_events, no downstream partition.
     assert _lake_files(local_settings.data_url) == {}
@@ -313,9 +301,9 @@ def test_a_line_too_long_to_be_an_event_fails_the_file_by_name(local_settings, l
     assert not result.success
     assert (
         f"cannot read landing file {Path(local_settings.landing_url, 'events', f'date={day}', name)}: "
-        "a line of more than 6" in _failure_text(result)
+        "a line of more than 6" in failure_text(result)
     )
-    assert "(the limit is 64 MB)" in _failure_text(result)
+    assert "(the limit is 64 MB)" in failure_text(result)
     assert _lake_files(local_settings.data_url) == {}
 
 
@@ -336,7 +324,7 @@ def test_a_landing_file_linked_to_a_file_outside_the_landing_zone_is_not_read(
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
 
     assert not result.success
-    failure = _failure_text(result)
+    failure = failure_text(result)
     assert f"landing file {folder / 'b.csv'} links to {outside / 'environ'}, outside the landing zone" in failure
     assert "SECRET" not in failure
     assert _lake_files(local_settings.data_url) == {}
@@ -347,7 +335,7 @@ def test_a_landing_file_linked_to_a_file_outside_the_landing_zone_is_not_read(
     (Path(local_settings.landing_url) / "kept.jsonl").write_bytes(jsonl(_valid_rows(FIRST_DAY, 5)[3:]))
     (folder / "b.jsonl").symlink_to(Path(local_settings.landing_url) / "kept.jsonl")
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
-    assert result.success, _failure_text(result)
+    assert result.success, failure_text(result)
     assert read_partition(local_settings.data_url, "raw_events", day).height == 5
 
 
@@ -434,7 +422,7 @@ def test_a_landing_entry_that_is_no_regular_file_fails_the_day_naming_it(
     assert not result.success
     assert time.monotonic() - started < 20
     assert f"landing file {entry} is {kind}, not a regular file: a landing day holds regular files only" in (
-        _failure_text(result)
+        failure_text(result)
     )
     assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
     assert _lake_files(local_settings.data_url) == {}
@@ -475,7 +463,7 @@ def test_a_link_changed_to_lead_out_of_the_landing_zone_after_the_day_is_listed_
         del GATES[str(link)]
 
     assert not result.success
-    failure = _failure_text(result)
+    failure = failure_text(result)
     assert f"landing file {link} links to {outside / 'secret.jsonl'}, outside the landing zone" in failure
     assert _lake_files(local_settings.data_url) == {}
 
@@ -492,7 +480,7 @@ def test_an_error_quotes_a_landing_file_s_header_only_so_far(local_settings, loc
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
 
     assert not result.success
-    failure = _failure_text(result)
+    failure = failure_text(result)
     assert f"cannot read landing file {folder}/b.csv: missing required columns [" in failure
     assert "more characters)" in failure
     assert len(failure) < 5_000, len(failure)
@@ -510,7 +498,7 @@ def test_a_csv_file_not_in_utf8_fails_naming_its_first_line_that_is_not(local_se
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
 
     assert not result.success
-    text = _failure_text(result)
+    text = failure_text(result)
     assert "export.csv" in text and "line 4 is not UTF-8 text (byte 0xe9)" in text and "iconv" in text
     assert _lake_files(local_settings.data_url) == {}
 
@@ -529,7 +517,7 @@ def test_a_csv_record_with_more_fields_than_its_header_fails_naming_its_line(
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
 
     assert not result.success
-    text = _failure_text(result)
+    text = failure_text(result)
     assert "export.csv: line 4 has 10 fields, the header 9" in text and "truncate_ragged_lines" not in text
     assert _lake_files(local_settings.data_url) == {}
 
@@ -552,7 +540,7 @@ def test_a_gz_file_that_is_not_whole_gzip_fails_saying_what_it_holds(local_setti
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
 
     assert not result.success
-    text = _failure_text(result)
+    text = failure_text(result)
     assert "b.jsonl.gz" in text and says in text
     assert "IsalError" not in text and "Error -" not in text
     assert _lake_files(local_settings.data_url) == {}
@@ -568,7 +556,7 @@ def test_a_gz_file_padded_with_zeros_is_read_as_gzip_reads_it(local_settings, lo
     result = materialize_ingest(local_resources, instance, day, selection=dg.AssetSelection.assets("raw_events"),
                                 raise_on_error=False)
 
-    assert result.success, _failure_text(result)
+    assert result.success, failure_text(result)
     assert read_partition(local_settings.data_url, "raw_events", day).height == 3
 
 
@@ -585,7 +573,7 @@ def test_previous_partition_survives_a_failed_rerun(local_settings, local_resour
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
 
     assert not result.success
-    assert "b-bad.jsonl.gz" in _failure_text(result)
+    assert "b-bad.jsonl.gz" in failure_text(result)
     assert _lake_files(local_settings.data_url) == lake_before
     assert read_partition(local_settings.data_url, "raw_events", day).height == 3
     assert tree_digest(local_settings.landing_url) == landing_before
@@ -595,7 +583,7 @@ def test_day_without_success_marker_fails_clearly(local_settings, local_resource
     write_landing_day(local_settings.landing_url, "2025-01-01", {"a-good.jsonl": GOOD_FILE}, complete=False)
     result = materialize_ingest(local_resources, instance, "2025-01-01", raise_on_error=False)
     assert not result.success
-    text = _failure_text(result)
+    text = failure_text(result)
     assert "2025-01-01 is not complete" in text and "_SUCCESS" in text
     assert _lake_files(local_settings.data_url) == {}
 
@@ -603,7 +591,7 @@ def test_day_without_success_marker_fails_clearly(local_settings, local_resource
 def test_missing_landing_day_fails_clearly(local_settings, local_resources, instance):
     result = materialize_ingest(local_resources, instance, "2025-01-02", raise_on_error=False)
     assert not result.success
-    assert "no landing folder for 2025-01-02" in _failure_text(result)
+    assert "no landing folder for 2025-01-02" in failure_text(result)
 
 
 def test_a_landing_url_that_is_a_file_fails_clearly_without_retrying(tmp_path, instance):
@@ -615,7 +603,7 @@ def test_a_landing_url_that_is_a_file_fails_clearly_without_retrying(tmp_path, i
     result = materialize_ingest(build_resources(settings), instance, "2025-01-02", raise_on_error=False)
 
     assert not result.success
-    text = _failure_text(result)
+    text = failure_text(result)
     assert "no landing folder for 2025-01-02" in text and "is CHURN_LANDING_URL a file?" in text
     assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
 
@@ -775,7 +763,7 @@ def test_a_complete_day_without_a_file_fails_clearly_and_an_empty_file_is_a_day_
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
 
     assert not result.success
-    assert f"landing day {day} is complete but holds no data file" in _failure_text(result)
+    assert f"landing day {day} is complete but holds no data file" in failure_text(result)
     assert _lake_files(local_settings.data_url) == {}
 
     write_landing_day(local_settings.landing_url, day, {"part-0.jsonl": b""})
@@ -799,7 +787,7 @@ def test_a_key_given_twice_keeps_its_first_value_whatever_the_other_lines(
     result = materialize_ingest(local_resources, instance, day, selection=dg.AssetSelection.assets("raw_events"),
                                 raise_on_error=False)
 
-    assert result.success, _failure_text(result)
+    assert result.success, failure_text(result)
     events = read_partition(local_settings.data_url, "raw_events", day)
     assert events.filter(pl.col("event_id") == "e1")["user_id"].to_list() == ["first"]
     assert partition_metadata(result, "raw_events")[day]["quarantined"] == int(broken_line)
@@ -822,7 +810,7 @@ def test_an_event_nested_too_deeply_is_quarantined_by_its_line(local_settings, l
 
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
 
-    assert result.success, _failure_text(result)
+    assert result.success, failure_text(result)
     events = read_partition(local_settings.data_url, "raw_events", day)
     assert sorted(events["event_id"]) == sorted([ok[0]["$insert_id"], ok[1]["$insert_id"]])
     quarantine = read_partition(local_settings.data_url, "raw_events_quarantine", day).sort("line")
@@ -846,7 +834,7 @@ def test_a_value_with_half_a_surrogate_pair_is_quarantined_by_its_line(local_set
 
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
 
-    assert result.success, _failure_text(result)
+    assert result.success, failure_text(result)
     events = read_partition(local_settings.data_url, "raw_events", day)
     assert sorted(events["event_id"]) == sorted([ok[0]["$insert_id"], ok[1]["$insert_id"], "emoji"])
     assert events.filter(pl.col("event_id") == "emoji")["country"].item() == "FR\U0001F600"
@@ -872,7 +860,7 @@ def test_hidden_files_and_markers_beside_the_data_are_not_read(local_settings, l
     result = materialize_ingest(local_resources, instance, day, selection=dg.AssetSelection.assets("raw_events"),
                                 raise_on_error=False)
 
-    assert result.success, _failure_text(result)
+    assert result.success, failure_text(result)
     assert read_partition(local_settings.data_url, "raw_events", day).height == 3
     meta = partition_metadata(result, "raw_events")[day]
     assert meta["rows_read"] == 3 and meta["quarantined"] == 0
@@ -891,7 +879,7 @@ def test_an_s3_folder_marker_object_is_not_a_landing_file(s3_server, tmp_path, i
     result = materialize_ingest(build_resources(settings), instance, day,
                                 selection=dg.AssetSelection.assets("raw_events"), raise_on_error=False)
 
-    assert result.success, _failure_text(result)
+    assert result.success, failure_text(result)
     assert partition_metadata(result, "raw_events")[day]["landing_files"] == 1
     assert read_partition(settings.data_url, "raw_events", day).height == 3
 
@@ -910,7 +898,7 @@ def test_an_s3_folder_named_like_a_data_file_fails_the_day_naming_it(s3_server, 
                                 selection=dg.AssetSelection.assets("raw_events"), raise_on_error=False)
 
     assert not result.success
-    assert f"landing file {folder}/events.json.gz is a folder, not a regular file" in _failure_text(result)
+    assert f"landing file {folder}/events.json.gz is a folder, not a regular file" in failure_text(result)
     assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
 
 
@@ -931,7 +919,7 @@ def test_a_range_that_fails_part_way_records_the_days_it_stored(local_settings, 
     result = materialize_ingest(local_resources, instance, days[0], days[2], selection=["raw_events"],
                                 raise_on_error=False)
 
-    assert not result.success and "corrupt.jsonl.gz" in _failure_text(result)
+    assert not result.success and "corrupt.jsonl.gz" in failure_text(result)
     assert read_partition(local_settings.data_url, "raw_events", days[0]).height == 5
     assert instance.get_materialized_partitions(dg.AssetKey("raw_events")) == set(days[:2])
     latest = {}
@@ -971,7 +959,7 @@ def test_a_first_run_after_the_first_partition_says_where_install_times_starts(
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
 
     assert not result.success
-    text = _failure_text(result)
+    text = failure_text(result)
     assert "install_times has no stored partition 2025-01-02" in text
     assert "from the first partition, 2025-01-01" in text and "set CHURN_START_DATE" in text
     assert "run the days from 2025-01-01 on as one range, --partition-range 2025-01-01...<the day>" in text
@@ -990,6 +978,6 @@ def test_a_day_after_a_gap_says_which_range_to_run(local_settings, local_resourc
     result = materialize_ingest(local_resources, instance, days[2].isoformat(), raise_on_error=False)
 
     assert not result.success
-    text = _failure_text(result)
+    text = failure_text(result)
     assert "install_times has no stored partition 2025-01-04" in text
     assert "run the days from 2025-01-03 on as one range, --partition-range 2025-01-03...<the day>" in text

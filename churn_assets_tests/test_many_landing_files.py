@@ -19,6 +19,7 @@ from churn_assets.config import ChurnSettings
 from churn_assets.resources import LandingZone, build_resources
 from churn_assets.resources import landing as landing_module
 from churn_assets.resources.filesystems import filesystem
+from churn_assets_tests.helpers import failure_text
 from churn_assets_tests.landing_helpers import (
     amplitude_row as row,
 )
@@ -51,10 +52,6 @@ def _firehose_day(events: list[dict], files: int) -> dict[str, bytes]:
     day["stream-1-0000b.jsonl.gz"] = gzip.compress(b"\n\n\n", mtime=0)
     day["STREAM-1-0000.jsonl.gz"] = day["stream-1-0000.jsonl.gz"]  # re-sent under another case: duplicates dropped
     return day
-
-
-def _failure_text(result: dg.ExecuteInProcessResult) -> str:
-    return "\n".join(event.step_failure_data.error.message for event in result.all_events if event.is_step_failure)
 
 
 @pytest.mark.s3
@@ -152,7 +149,7 @@ def test_one_bad_file_among_many_fails_the_whole_day_naming_it(storage, tmp_path
 
     assert not result.success
     assert f"cannot read landing file {folder}/stream-1-0017.jsonl.gz: BadGzipFile: truncated gzip stream" in (
-        _failure_text(result)
+        failure_text(result)
     )
     assert not (tmp_path / "lake" / "raw_events").exists()
 
@@ -316,7 +313,7 @@ def test_a_bad_file_parsed_with_others_fails_the_day_naming_it_and_the_first_of_
 
         assert not result.success
         assert f"cannot read landing file {folder}/stream-1-0005.jsonl.gz: not JSON lines: none of lines 1-3" in (
-            _failure_text(result)
+            failure_text(result)
         )
         assert not (tmp_path / "lake" / "raw_events").exists()
 
