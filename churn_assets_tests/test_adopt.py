@@ -61,8 +61,8 @@ PREDICTIONS_RESTORED = ("users", "highest_risk", "model_version", "horizon_days"
                         "flagged_share", *(f"band/{band}" for band in RISK_BANDS))
 # What raw_events' run recorded that only the landing files tell, not the lake: adopt leaves it out.
 RUN_ONLY = ("landing_files", "rows_read", "duplicates_dropped", "quarantine_example")
-DRIFT_RESTORED = ("share_of_drifted_columns", "dataset_drift", "drifted_columns", "score_drift_score", "score_drifted",
-                  "model_version", "compared_rows", "columns", "report", "summary")
+DRIFT_RESTORED = ("share_of_drifted_columns", "dataset_drift", "too_few_rows", "drifted_columns", "score_drift_score",
+                  "score_drifted", "model_version", "compared_rows", "columns", "report", "summary")
 
 
 def _latest_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> dict:

@@ -12,6 +12,9 @@ import pytest
 
 from churn_assets.assets.monitoring.checks import features_have_not_drifted
 from churn_assets.assets.monitoring.drift_report import DRIFT_SCHEMA, REPORT_FILE, SUMMARY_FILE, drift_report
+from churn_assets.automation.sensors.drift_retraining_sensor import build_drift_retraining_sensor
+from churn_assets.config import SETTINGS
+from churn_assets.definitions import defs
 from churn_assets.resources.lake import Lake, parquet_bytes
 from churn_assets.resources.model_io_manager import ModelIOManager
 from churn_assets_tests.ml_frames import MARCH, features_stub, stored_model, synthetic_features
@@ -199,3 +202,58 @@ def test_a_range_across_months_reports_each_day_against_its_months_model(setting
     expected = sorted((not r["drifted"], c) for c, r in scored.items())[:15]
     assert listed == [("no" if not_drifted else "yes", c) for not_drifted, c in expected]
     assert listed[0][0] == "yes" and listed == sorted(listed, key=lambda row: (row[0] != "yes", row[1]))
+
+
+def _retraining_requests(instance) -> tuple[list[str], str | None]:
+    """What drift_retraining_sensor's first tick over the instance's drift reports asks for, and its skip message."""
+    sensor = build_drift_retraining_sensor(threshold=0.5, cooldown=dt.timedelta(days=7))
+    context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
+    data = sensor.evaluate_tick(context)
+    return [r.partition_key for r in data.run_requests or []], data.skip_message
+
+
+def test_a_day_of_too_few_users_concludes_no_drift_and_asks_for_no_retraining(settings, local_resources, instance):
+    """Twenty users drawn from the reference sample itself: nothing moved, yet Evidently's distance tests call
+    most columns drifted on so few rows (measured: 90-98 % of the columns of 1-50 users). The day keeps its table
+    and report, but concludes nothing: no dataset drift, the check passes, the sensor passes it over, saying so."""
+    churn_model = ModelIOManager(base_url=settings.data_url).read("model", MONTH)
+    features = churn_model.reference_sample.drop("churn_probability").sample(20, seed=0).with_row_index(
+        "user_id"
+    ).with_columns(pl.format("u{}", pl.col("user_id")).alias("user_id"))
+    assert features.height < SETTINGS.drift_min_rows
+    result = report_day(local_resources, instance, features)
+    assert result.success
+
+    table, summary, html = outputs(settings.data_url)
+    assert table.schema == pl.Schema(DRIFT_SCHEMA) and table.height == len(churn_model.card["features"]) + 1
+    assert summary["share_of_drifted_columns"] >= 0.5  # chance, at this size
+    assert summary["too_few_rows"] is True and summary["min_compared_rows"] == SETTINGS.drift_min_rows
+    assert summary["dataset_drift"] is False and summary["compared_rows"] == 20
+    assert b"<html" in html[:2000].lower()
+    metadata = metadata_of(result)
+    assert metadata["too_few_rows"] is True and metadata["dataset_drift"] is False
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["too_few_rows"].value is True
+
+    months, skip = _retraining_requests(instance)
+    assert months == []
+    assert skip == (
+        "1 new drift report(s), none at or over 0.5 (1 of too few users to conclude, under CHURN_DRIFT_MIN_ROWS, "
+        "passed over whatever their share)"
+    )
+
+
+def test_a_drifted_day_of_the_minimum_of_users_still_asks_for_a_retraining(settings, local_resources, instance):
+    """A day of exactly CHURN_DRIFT_MIN_ROWS users whose features moved is dataset drift, and the sensor asks
+    for the retraining of its month: the minimum is "at least", as the threshold is."""
+    shifted = synthetic_features(DAY, users=SETTINGS.drift_min_rows, seed=4, shift=0.35)
+    result = report_day(local_resources, instance, shifted)
+    assert result.success
+
+    _, summary, _ = outputs(settings.data_url)
+    assert summary["compared_rows"] == SETTINGS.drift_min_rows and summary["too_few_rows"] is False
+    assert summary["dataset_drift"] is True
+    assert metadata_of(result)["too_few_rows"] is False
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed
+    assert _retraining_requests(instance)[0] == [MONTH]

@@ -256,12 +256,13 @@ def test_each_setting_is_read_from_its_variable():
         "CHURN_HORIZON_DAYS": "21", "CHURN_TRAINING_LOOKBACK_MONTHS": "4", "CHURN_MAX_TRAINING_ROWS": "1000",
         "CHURN_MAX_QUARANTINED_SHARE": "0.25", "CHURN_LANDING_SENSOR_INTERVAL": "5",
         "CHURN_DRIFT_THRESHOLD": "0.75", "CHURN_RETRAINING_COOLDOWN_DAYS": "0",  # 0: no cooldown
+        "CHURN_DRIFT_MIN_ROWS": "1000",
     })
     assert settings.start_date == dt.date(2024, 6, 1) and settings.event_types == ("open", "buy")
     assert settings.alert_webhook == "http://hook"
     assert (settings.horizon_days, settings.lookback_months, settings.max_training_rows) == (21, 4, 1000)
     assert (settings.max_quarantined_share, settings.landing_sensor_interval_seconds) == (0.25, 5)
-    assert (settings.drift_threshold, settings.retraining_cooldown_days) == (0.75, 0)
+    assert (settings.drift_threshold, settings.retraining_cooldown_days, settings.drift_min_rows) == (0.75, 0, 1000)
 
 
 @pytest.mark.parametrize("name, value, says", [
@@ -272,6 +273,7 @@ def test_each_setting_is_read_from_its_variable():
     ("CHURN_MAX_QUARANTINED_SHARE", "1.5", "CHURN_MAX_QUARANTINED_SHARE=1.5 must be between 0 and 1"),
     ("CHURN_DRIFT_THRESHOLD", "-0.1", "CHURN_DRIFT_THRESHOLD=-0.1 must be between 0 and 1"),
     ("CHURN_DRIFT_THRESHOLD", "half", "CHURN_DRIFT_THRESHOLD='half' is not a number"),
+    ("CHURN_DRIFT_MIN_ROWS", "0", "CHURN_DRIFT_MIN_ROWS=0 must be at least 1"),
     # A slash short of s3://: it was a folder "s3:" under the working directory, written without a word.
     ("CHURN_DATA_URL", "s3:/bucket/lake", "CHURN_DATA_URL: storage URL 's3:/bucket/lake' is not s3://"),
     ("CHURN_LANDING_URL", "s3:bucket/landing", "CHURN_LANDING_URL: storage URL 's3:bucket/landing' is not s3://"),

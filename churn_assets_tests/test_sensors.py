@@ -556,12 +556,16 @@ def test_the_landing_deadline_setting():
             ChurnSettings.from_env({"CHURN_LANDING_DEADLINE_HOURS": bad})
 
 
-def _drift_report(instance, day: str, share: float) -> None:
+def _drift_report(instance, day: str, share: float, too_few_rows: bool = False) -> None:
     instance.report_runless_asset_event(
         dg.AssetMaterialization(
             "drift_report",
             partition=day,
-            metadata={"share_of_drifted_columns": share, "dataset_drift": share >= 0.5},
+            metadata={
+                "share_of_drifted_columns": share,
+                "dataset_drift": share >= 0.5 and not too_few_rows,
+                "too_few_rows": too_few_rows,
+            },
         )
     )
 
@@ -607,6 +611,22 @@ def test_drift_sensor_takes_the_latest_day_of_a_batch_and_honours_the_threshold(
     context = dg.build_sensor_context(instance=instance, repository_def=REPOSITORY)
     (request,) = sensor.evaluate_tick(context).run_requests
     assert request.tags["churn/drift_day"] == "2025-03-01"
+
+
+def test_drift_sensor_passes_over_reports_of_too_few_users(instance):
+    """A day of a few users (under CHURN_DRIFT_MIN_ROWS) has most columns drifted by chance: its report is not
+    counted, whatever its share, and the skip says so; a later day of enough users that drifted is."""
+    sensor = build_drift_retraining_sensor(threshold=0.5, cooldown=dt.timedelta(days=7))
+    _drift_report(instance, "2025-03-09", 0.96, too_few_rows=True)
+    _drift_report(instance, "2025-03-02", 0.1)
+    months, cursor, skip = _drift_tick(sensor, instance, None)
+    assert months == []
+    assert skip == (
+        "2 new drift report(s), none at or over 0.5 (1 of too few users to conclude, under CHURN_DRIFT_MIN_ROWS, "
+        "passed over whatever their share)"
+    )
+    _drift_report(instance, "2025-03-16", 0.6)
+    assert _drift_tick(sensor, instance, cursor)[0] == ["2025-03"]
 
 
 def _latest_drift_report_id(instance) -> int:

@@ -91,7 +91,8 @@ card = json.load(open(f"{lake}/model/month={month}/model_card.json"))
 print(f"model[{month}]: {card['model_version']} — {card['selection']['decision']}: {card['selection']['reason']}")
 drift = json.load(open(f"{lake}/drift_report/date={day}/summary.json"))
 print(f"drift on {day}: {drift['share_of_drifted_columns']:.0%} of the feature columns drifted "
-      f"(dataset drift: {'yes' if drift['dataset_drift'] else 'no'})")
+      f"(dataset drift: {'yes' if drift['dataset_drift'] else 'no'}"
+      f"{', too few users to conclude' if drift.get('too_few_rows') else ''})")
 scores = pl.read_parquet(f"{lake}/predictions/date={day}/data.parquet")
 bands = dict(scores.group_by("risk_band").len().iter_rows())
 print(f"predictions for {day}: {scores.height} users at risk; risk bands "

@@ -8,6 +8,7 @@ import polars as pl
 
 from churn_assets.assets.check_days import each_partition, partition_check
 from churn_assets.assets.monitoring.drift_report import DATASET_DRIFT_SHARE, drift_report
+from churn_assets.partitions import latest_materializations
 
 
 @partition_check(
@@ -15,7 +16,8 @@ from churn_assets.assets.monitoring.drift_report import DATASET_DRIFT_SHARE, dri
     drift_report,
     (
         f"Warns when a day's features drifted from the model's reference sample: at least "
-        f"{DATASET_DRIFT_SHARE:.0%} of the feature columns drifted (Evidently's dataset drift)."
+        f"{DATASET_DRIFT_SHARE:.0%} of the feature columns drifted (Evidently's dataset drift), on a day with "
+        "at least CHURN_DRIFT_MIN_ROWS users compared (fewer conclude nothing)."
     ),
     blocking=False,
 )
@@ -23,17 +25,23 @@ def features_have_not_drifted(
     context: dg.AssetCheckExecutionContext, drift_report: pl.DataFrame
 ) -> Iterator[dg.AssetCheckEvaluation]:
     results = {}
+    # Whether each day had too few users to conclude: drift_report's metadata, as the table does not say.
+    latest = latest_materializations(context.instance, context.check_specs[0].asset_key, context.partition_keys)
     for key in context.partition_keys:
         of_day = drift_report.filter(pl.col("date") == dt.date.fromisoformat(key))
         columns = of_day.filter(pl.col("kind") != "score")
         share = float(columns.get_column("drifted").mean() or 0.0) if columns.height else 0.0
         drifted = columns.filter(pl.col("drifted")).get_column("column").to_list()
-        dataset_drift = share >= DATASET_DRIFT_SHARE
+        record = latest.get(key)
+        metadata = record.asset_materialization.metadata if record and record.asset_materialization else {}
+        too_few = bool(getattr(metadata.get("too_few_rows"), "value", False))
+        dataset_drift = share >= DATASET_DRIFT_SHARE and not too_few
         results[key] = dg.AssetCheckResult(
             passed=not dataset_drift,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={
                 "dataset_drift": dataset_drift,
+                "too_few_rows": too_few,
                 "share_of_drifted_columns": share,
                 "score_drifted": bool(of_day.filter(pl.col("kind") == "score").get_column("drifted").any()),
                 "drifted_columns": dg.MetadataValue.json(drifted),

@@ -9,6 +9,7 @@ import polars as pl
 
 from churn_assets.assets.ml.model import SCORE_COLUMN
 from churn_assets.assets.ml.predictions import SCORED_DAY_INS, require_model_features
+from churn_assets.config import SETTINGS
 from churn_assets.partitions import MONTH_FORMAT, daily_partitions, days_in_range
 from churn_assets.resources import LakeResource
 from churn_assets.resources.model_io_manager import ChurnModel
@@ -64,8 +65,10 @@ def drift_report(
     feature and one for the score: ``column``, ``kind``, ``stattest``, ``threshold``, ``drift_score``,
     ``drifted``. The HTML report and a JSON summary (share of drifted feature columns, dataset drift
     yes/no, per-column scores) sit beside the partition: ``drift_report/date=D/report.html`` and
-    ``summary.json``. Days above 20,000 users are compared on a seeded sample of 20,000. Reads
-    ``features[D]`` and ``model[month of D]``.
+    ``summary.json``. Days above 20,000 users are compared on a seeded sample of 20,000. A day with fewer
+    users than ``CHURN_DRIFT_MIN_ROWS`` gets its table and report all the same, but its summary and metadata say
+    ``too_few_rows`` and never ``dataset_drift``: on a few users Evidently's tests find most columns drifted by
+    chance. Reads ``features[D]`` and ``model[month of D]``.
     """
     store = lake.lake
 
@@ -82,7 +85,13 @@ def drift_report(
                 f"{folder}/{SUMMARY_FILE}", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
             )
             context.add_asset_metadata(drift_metadata(summary, folder), partition_key=day.isoformat())
-            if summary["dataset_drift"]:
+            if summary["too_few_rows"]:
+                context.log.info(
+                    f"{day}: {summary['compared_rows']} user(s) compared, fewer than CHURN_DRIFT_MIN_ROWS="
+                    f"{summary['min_compared_rows']}: too few to conclude on drift (at this size "
+                    f"{summary['share_of_drifted_columns']:.0%} drifted columns is chance), no dataset drift asserted"
+                )
+            elif summary["dataset_drift"]:
                 context.log.warning(
                     f"{day}: dataset drift — {summary['share_of_drifted_columns']:.0%} of the feature columns "
                     f"drifted ({', '.join(summary['drifted_columns'][:10])}); report at {report.url}"
@@ -92,8 +101,12 @@ def drift_report(
     return PartitionStream(stream())
 
 
-def measure_drift(features: pl.DataFrame, churn_model: ChurnModel) -> tuple[pl.DataFrame, dict[str, Any], str]:
-    """The drift table, the JSON summary and the Evidently HTML of one day's features against a model."""
+def measure_drift(
+    features: pl.DataFrame, churn_model: ChurnModel, min_rows: int = SETTINGS.drift_min_rows
+) -> tuple[pl.DataFrame, dict[str, Any], str]:
+    """The drift table, the JSON summary and the Evidently HTML of one day's features against a model. With
+    fewer than ``min_rows`` rows compared the summary says ``too_few_rows`` and no ``dataset_drift``, whatever
+    the share of drifted columns (which it still gives)."""
     # Imported where used: Evidently takes seconds to import.
     import warnings
 
@@ -168,14 +181,17 @@ def measure_drift(features: pl.DataFrame, churn_model: ChurnModel) -> tuple[pl.D
     drifted = feature_rows.filter(pl.col("drifted")).get_column("column").to_list()
     share = len(drifted) / feature_rows.height
     score_row = table.filter(pl.col("kind") == "score").row(0, named=True)
+    too_few = current.height < min_rows
     summary = {
         "model_version": churn_model.version,
         "current_rows": features.height,
         "compared_rows": current.height,
         "reference_rows": reference.height,
+        "min_compared_rows": min_rows,
+        "too_few_rows": too_few,
         "share_of_drifted_columns": share,
         "drifted_columns": drifted,
-        "dataset_drift": share >= DATASET_DRIFT_SHARE,
+        "dataset_drift": share >= DATASET_DRIFT_SHARE and not too_few,
         "dataset_drift_share": DATASET_DRIFT_SHARE,
         "score_drift": score_row,
         "columns": {r["column"]: {k: v for k, v in r.items() if k != "column"} for r in table.iter_rows(named=True)},
@@ -229,7 +245,8 @@ def _column_results(report: dict[str, Any], tested: list[str]) -> dict[str, dict
 
 
 def drift_metadata(summary: dict[str, Any], folder: str) -> dict[str, Any]:
-    """What a day's materialization records of its drift: the verdict (which drift_retraining_sensor reads), the most
+    """What a day's materialization records of its drift: the verdict and whether the day had too few rows to
+    conclude (which drift_retraining_sensor reads; a summary.json written before that key: not too few), the most
     drifted columns, where the report and the summary (``summary``, as summary.json holds it) are in ``folder``."""
     score = summary["score_drift"]
     top = sorted(
@@ -240,6 +257,7 @@ def drift_metadata(summary: dict[str, Any], folder: str) -> dict[str, Any]:
     return {
         "share_of_drifted_columns": float(summary["share_of_drifted_columns"]),
         "dataset_drift": bool(summary["dataset_drift"]),
+        "too_few_rows": bool(summary.get("too_few_rows", False)),
         "drifted_columns": len(summary["drifted_columns"]),
         "score_drift_score": score["drift_score"],
         "score_drifted": bool(score["drifted"]),

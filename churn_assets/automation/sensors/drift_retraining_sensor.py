@@ -8,7 +8,9 @@ cursor past all of them. A report is over the threshold when its share of drifte
 that are over the threshold, the latest day wins: ``monthly_retraining`` is requested for its month, unless
 the previous request was less than ``cooldown`` ago. Cursor: ``{"after": storage id, "last_request": epoch
 seconds or null}``. A report ``churn-assets adopt`` recorded (a partition stored before the instance) is read past,
-never acted upon: the instance that ran it had its own sensor, and a new one would retrain an old month.
+never acted upon: the instance that ran it had its own sensor, and a new one would retrain an old month. So is a
+report of a day with too few users to conclude (``too_few_rows``, under ``CHURN_DRIFT_MIN_ROWS``): on a handful of
+users most columns differ from the reference by chance, which says nothing of the population.
 """
 
 import datetime as dt
@@ -64,7 +66,8 @@ def build_drift_retraining_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         description=(
             f"Requests {monthly_retraining.name} for the month of a {key_string('drift_report')} whose share of "
-            f"drifted columns is at least {threshold:g}, at most once per {_days(cooldown)}."
+            f"drifted columns is at least {threshold:g}, at most once per {_days(cooldown)}; a report of fewer users "
+            "than CHURN_DRIFT_MIN_ROWS concludes nothing and is passed over."
         ),
     )
     def drift_retraining_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
@@ -74,11 +77,14 @@ def build_drift_retraining_sensor(
             return dg.SensorResult(skip_reason=dg.SkipReason("no new drift report"))
         state["after"] = records[0].storage_id
 
-        over, adopted = [], 0
+        over, adopted, too_few = [], 0, 0
         for record in records:
             materialization = record.asset_materialization
             if materialization and (materialization.tags or {}).get(ADOPTED_TAG):
                 adopted += 1  # history churn-assets adopt recorded: the instance before acted upon it
+                continue
+            if materialization and _value(materialization.metadata.get("too_few_rows")):
+                too_few += 1  # a day of a few users: its drifted columns are chance
                 continue
             share = drift_share(dict(materialization.metadata)) if materialization else None
             if share is not None and share >= threshold and materialization.partition:
@@ -89,6 +95,8 @@ def build_drift_retraining_sensor(
                     f"{len(records)} new drift report(s), none at or over {threshold:g}"
                     + (f" ({adopted} recorded by churn-assets adopt, passed over whatever their share)"
                        if adopted else "")
+                    + (f" ({too_few} of too few users to conclude, under CHURN_DRIFT_MIN_ROWS, passed over "
+                       "whatever their share)" if too_few else "")
                 ),
                 cursor=json.dumps(state),
             )
