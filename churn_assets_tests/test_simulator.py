@@ -572,3 +572,48 @@ def test_a_write_refused_part_way_leaves_no_day_marked_complete_without_its_file
     assert done.returncode == 0, done.stderr
     complete, _ = LandingZone(url=out).days()
     assert sorted(complete) == [f"2025-01-0{n}" for n in range(1, 6)]
+
+
+@pytest.mark.s3
+def test_simulate_stopped_by_sigterm_says_what_stands_and_marks_no_day_without_its_files(s3_server, tmp_path):
+    """SIGTERM (a CronJob or a container stopped) ended simulate at once, exit -15 and no word, whatever it was
+    writing. It now stops as Ctrl-C does: the files queued are written, every day marked complete holds all its
+    files, the command says so with exit 130 (no traceback), and a run again completes every day."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from churn_assets.resources import LandingZone
+    from churn_assets_tests.s3_proxy import HoldingProxy
+
+    out = f"s3://landing/{tmp_path.name}"
+    command = [str(Path(sys.executable).parent / "churn-assets"), "simulate", "--out", out, "--users", "50",
+               "--days", "5", "--no-progress"]
+    proxy = HoldingProxy(s3_server.endpoint)
+    try:
+        proxy.hold_writes(f"{tmp_path.name}/events/date=2025-01-03/part-00000.jsonl.gz")
+        process = subprocess.Popen(command, env={**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proxy.held.wait(120), "the third day's write never came"
+            process.send_signal(signal.SIGTERM)
+            proxy.release()
+            _, stderr = process.communicate(timeout=120)
+        finally:
+            process.kill()
+    finally:
+        proxy.close()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    assert ("stopped: interrupted (Ctrl-C or SIGTERM)" in stderr
+            and "run the same command again" in stderr), stderr
+    keys = s3_server.keys("landing", tmp_path.name)
+    markers = [key for key in keys if key.endswith("/_SUCCESS")]
+    assert {"date=2025-01-01", "date=2025-01-02"} <= {marker.split("/")[-2] for marker in markers}, markers
+    for marker in markers:
+        assert f"{marker.removesuffix('_SUCCESS')}part-00000.jsonl.gz" in keys, (marker, keys)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    complete, _ = LandingZone(url=out).days()
+    assert sorted(complete) == [f"2025-01-0{n}" for n in range(1, 6)]

@@ -69,6 +69,23 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from churn_assets.stops import INTERRUPTED, sigterm_as_ctrl_c
+
+    # SIGTERM (a container or a CronJob stopped) stops it as Ctrl-C does: the files queued are written, then it says
+    # what stands (without it, SIGTERM ended it at once, with no word).
+    with sigterm_as_ctrl_c():
+        try:
+            return _simulate(args)
+        except KeyboardInterrupt:
+            sys.stderr.write(
+                "churn-assets simulate: stopped: interrupted (Ctrl-C or SIGTERM): each day marked complete (its "
+                "_SUCCESS) holds all its files, and no other day is marked complete (the landing sensor does not take "
+                "it as complete): run the same command again, which writes every day again\n"
+            )
+            return INTERRUPTED
+
+
+def _simulate(args: argparse.Namespace) -> int:
     from churn_assets.simulate import SimulationRefused, simulate
 
     try:
