@@ -93,6 +93,14 @@ def test_dependencies_are_pinned_as_constraints_pins_them():
         )
 
 
+def test_the_build_tools_are_pinned():
+    """The wheel (scripts/check_wheel.sh) and the image (the Dockerfile's pip install) are built by the setuptools
+    and wheel pyproject.toml names: unpinned, a new release of either could change what a build holds."""
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    assert {_name(r) for r in requires} >= {"setuptools"}, requires
+    assert all("==" in r for r in requires), f"pyproject.toml's build-system requires {requires}: pin each with =="
+
+
 def _image_files() -> tuple[str, list[str]]:
     """The Dockerfile's last WORKDIR and where each COPY puts its sources, as absolute paths (a relative
     destination is under the WORKDIR in force at that line)."""
