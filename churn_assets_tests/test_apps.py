@@ -32,12 +32,14 @@ APPS = ("puzzle", "fitness")
 DAY = "2025-01-01"
 
 REPOSITORY = """query($selector: RepositorySelector!) {
-  repositoryOrError(repositorySelector: $selector) { ... on Repository {
+  repositoryOrError(repositorySelector: $selector) { __typename ... on PythonError { message } ... on Repository {
     assetNodes { assetKey { path } partitionStats { numMaterialized } }
     jobs { name } schedules { name } sensors { name }
   } }
 }"""
-LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"""
+LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries {
+  name loadStatus locationOrLoadError { __typename }
+} } } }"""
 
 
 def _workspace(ports: dict[str, int]) -> str:
@@ -77,7 +79,12 @@ def two_apps(tmp_path):
     try:
         def loaded():
             entries = graphql(web_port, LOCATIONS)["workspaceOrError"]["locationEntries"]
-            return len(entries) == 2 and all(e["loadStatus"] == "LOADED" for e in entries)
+            # LOADED with its repository, not with the error of a code server not listening yet (the webserver
+            # loads it again once it is: a test that went on at the first LOADED found no repository)
+            return len(entries) == 2 and all(
+                e["loadStatus"] == "LOADED" and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+                for e in entries
+            )
 
         wait_until(loaded, 90, "both code locations to load in the webserver", *processes)
         yield web_port, envs, web, workspace
@@ -101,6 +108,7 @@ def test_two_apps_in_one_instance_keep_their_assets_and_automation_apart(two_app
     materialized = {}
     for app in APPS:
         repository = _repository(port, app)
+        assert "assetNodes" in repository, repository
         nodes = {"/".join(n["assetKey"]["path"]): n for n in repository["assetNodes"]}
         # Every key under the app's own prefix: nothing the two locations share, so Dagster keeps each asset's
         # partitions, history, data versions and checks apart.
