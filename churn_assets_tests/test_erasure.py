@@ -327,20 +327,11 @@ def test_the_erase_command_stopped_part_way_says_what_it_did_and_what_to_do(land
     """Through the command: SIGTERM in the middle of a write (a container stopped) killed it, recording nothing of the
     table it was rewriting, and a write S3 refused printed a traceback. Now SIGTERM stops it as Ctrl-C does, and both
     print where it stopped and why, what it rewrote (recorded), and to run it again with the same ids."""
-    home = instance_home(tmp_path / "home")
-    settings = ChurnSettings(data_url=f"s3://lake/{tmp_path.name}", landing_url=landing)
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        _build_lake(settings, instance)
-    lake = Lake(settings.data_url)
-    before = _tables(lake)
-    victim = _victim(before)
+    home, lake, before, victim = _s3_lake_and_victim(landing, tmp_path)
     features_days = _days_holding(before, "features", victim)
     held = lake.table_url("features", "date", features_days[1]).removeprefix("s3://")
     proxy = HoldingProxy(s3_server.endpoint)
-    env = {**os.environ, "CHURN_DATA_URL": settings.data_url, "DAGSTER_HOME": str(home),
-           "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_MAX_ATTEMPTS": "1"}
-    env.pop("CHURN_APP", None)
-    command = [str(Path(sys.executable).parent / "churn-assets"), "erase", "--user-id", victim]
+    env, command = _erase_command(lake, home, victim, AWS_ENDPOINT_URL=proxy.endpoint, AWS_MAX_ATTEMPTS="1")
     try:
         proxy.hold_writes(held)
         erasing = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -378,20 +369,11 @@ def test_the_erase_command_stopped_while_s3_stores_a_partition_records_that_part
     at once: S3 stored the day without the user all the same, and the command recorded only the first day, so the
     instance went on describing the second's old file, which the erasure run again no longer finds. Now the write's
     answer is waited for: the day is rewritten, recorded and named among those rewritten."""
-    home = instance_home(tmp_path / "home")
-    settings = ChurnSettings(data_url=f"s3://lake/{tmp_path.name}", landing_url=landing)
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        _build_lake(settings, instance)
-    lake = Lake(settings.data_url)
-    before = _tables(lake)
-    victim = _victim(before)
+    home, lake, before, victim = _s3_lake_and_victim(landing, tmp_path)
     features_days = _days_holding(before, "features", victim)
     held = lake.table_url("features", "date", features_days[1]).removeprefix("s3://")
     proxy = HoldingProxy(s3_server.endpoint)
-    env = {**os.environ, "CHURN_DATA_URL": settings.data_url, "DAGSTER_HOME": str(home),
-           "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_MAX_ATTEMPTS": "1"}
-    env.pop("CHURN_APP", None)
-    command = [str(Path(sys.executable).parent / "churn-assets"), "erase", "--user-id", victim]
+    env, command = _erase_command(lake, home, victim, AWS_ENDPOINT_URL=proxy.endpoint, AWS_MAX_ATTEMPTS="1")
     try:
         proxy.hold_writes(held)
         erasing = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -409,6 +391,26 @@ def test_the_erase_command_stopped_while_s3_stores_a_partition_records_that_part
     assert victim not in after["features", features_days[1]].get_column("user_id").to_list()
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert _recorded_rows_differ(instance, after) == []
+
+
+def _s3_lake_and_victim(landing: str, tmp_path: Path) -> tuple[Path, Lake, dict, str]:
+    """An instance's home, the lake built in it on S3 (``s3://lake/<test folder>``), its tables and a user to erase."""
+    home = instance_home(tmp_path / "home")
+    settings = ChurnSettings(data_url=f"s3://lake/{tmp_path.name}", landing_url=landing)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        _build_lake(settings, instance)
+    lake = Lake(settings.data_url)
+    before = _tables(lake)
+    return home, lake, before, _victim(before)
+
+
+def _erase_command(lake: Lake, home: Path, victim: str, **env: str) -> tuple[dict[str, str], list[str]]:
+    """The environment (``lake``, the instance at ``home``, no CHURN_APP, and ``env``) and the command line of
+    ``churn-assets erase --user-id victim``."""
+    environment = {**os.environ, "CHURN_DATA_URL": lake.root_url, "DAGSTER_HOME": str(home), **env}
+    environment.pop("CHURN_APP", None)
+    return environment, [str(Path(sys.executable).parent / "churn-assets"), "erase", "--user-id", victim]
+
 
 def _recorded_rows_differ(instance: dg.DagsterInstance, tables: dict[tuple[str, str], pl.DataFrame]) -> list:
     """The stored asset partitions whose latest materialization describes other rows than the file holds (its row
@@ -583,19 +585,10 @@ def test_the_erase_command_stopped_before_its_rewrites_says_what_stands(landing,
     of the erased-users list (exit 1), SIGTERM while that list was written (the process killed by the signal between
     the list and the rewrites), SIGTERM during the scan of the lake. Now each says what stands (nothing changed, or
     the users listed and no partition rewritten), to run it again with the same ids, and exits 1 or 130."""
-    home = instance_home(tmp_path / "home")
-    settings = ChurnSettings(data_url=f"s3://lake/{tmp_path.name}", landing_url=landing)
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        _build_lake(settings, instance)
-    lake = Lake(settings.data_url)
-    before = _tables(lake)
-    victim = _victim(before)
+    home, lake, before, victim = _s3_lake_and_victim(landing, tmp_path)
     listed = lake.table_url("erased_users").removeprefix("s3://")
     proxy = HoldingProxy(s3_server.endpoint)
-    env = {**os.environ, "CHURN_DATA_URL": settings.data_url, "DAGSTER_HOME": str(home),
-           "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_MAX_ATTEMPTS": "1"}
-    env.pop("CHURN_APP", None)
-    command = [str(Path(sys.executable).parent / "churn-assets"), "erase", "--user-id", victim]
+    env, command = _erase_command(lake, home, victim, AWS_ENDPOINT_URL=proxy.endpoint, AWS_MAX_ATTEMPTS="1")
 
     def digest() -> dict[str, str]:  # every partition of the lake, by its ETag (the erased-users list aside)
         lake.fs.invalidate_cache()
@@ -669,9 +662,7 @@ def test_the_erase_command_stopped_while_it_records_a_table_records_all_of_it(
     lake = Lake(settings.data_url)
     before = _tables(lake)
     victim = _victim(before)
-    env = {**os.environ, "CHURN_DATA_URL": settings.data_url, "DAGSTER_HOME": str(production_home)}
-    env.pop("CHURN_APP", None)
-    command = [str(Path(sys.executable).parent / "churn-assets"), "erase", "--user-id", victim]
+    env, command = _erase_command(lake, production_home, victim)
     lock = psycopg2.connect(host=postgres.host, port=postgres.port, user=SUPERUSER, dbname=postgres.db_name)
     try:
         with lock.cursor() as cursor:
