@@ -544,14 +544,12 @@ def test_a_write_refused_part_way_leaves_no_day_marked_complete_without_its_file
     (naming the file, no traceback), and a run again completes them."""
     import os
     import subprocess
-    import sys
 
     from churn_assets.resources import LandingZone
     from churn_assets_tests.s3_proxy import HoldingProxy
 
     out = f"s3://landing/{tmp_path.name}"
-    command = [str(Path(sys.executable).parent / "churn-assets"), "simulate", "--out", out, "--users", "50",
-               "--days", "5", "--no-progress"]
+    command = _five_days_command(out)
     proxy = HoldingProxy(s3_server.endpoint)
     try:
         proxy.refuse(f"{tmp_path.name}/events/date=2025-01-03/part-00000.jsonl.gz")
@@ -582,14 +580,12 @@ def test_simulate_stopped_by_sigterm_says_what_stands_and_marks_no_day_without_i
     import os
     import signal
     import subprocess
-    import sys
 
     from churn_assets.resources import LandingZone
     from churn_assets_tests.s3_proxy import HoldingProxy
 
     out = f"s3://landing/{tmp_path.name}"
-    command = [str(Path(sys.executable).parent / "churn-assets"), "simulate", "--out", out, "--users", "50",
-               "--days", "5", "--no-progress"]
+    command = _five_days_command(out)
     proxy = HoldingProxy(s3_server.endpoint)
     try:
         proxy.hold_writes(f"{tmp_path.name}/events/date=2025-01-03/part-00000.jsonl.gz")
@@ -617,3 +613,11 @@ def test_simulate_stopped_by_sigterm_says_what_stands_and_marks_no_day_without_i
     assert done.returncode == 0, done.stderr
     complete, _ = LandingZone(url=out).days()
     assert sorted(complete) == [f"2025-01-0{n}" for n in range(1, 6)]
+
+
+def _five_days_command(out: str) -> list[str]:
+    """``churn-assets simulate`` of 50 users over 5 days into ``out``, as a user runs it."""
+    import sys
+
+    return [str(Path(sys.executable).parent / "churn-assets"), "simulate", "--out", out, "--users", "50", "--days",
+            "5", "--no-progress"]
