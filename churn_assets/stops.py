@@ -1,4 +1,4 @@
-"""How ``churn-assets erase`` and ``churn-assets adopt`` stop: SIGTERM (a container or CI job stopped, a Kubernetes
+"""How ``churn-assets erase``, ``adopt`` and ``simulate`` stop: SIGTERM (a container or CI job stopped, a Kubernetes
 Job evicted) taken as Ctrl-C, records that Ctrl-C or SIGTERM does not cut in two, and the exit statuses of a stop.
 Each command turns a stop into a short message of what stands and what to run next (no traceback)."""
 

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     from churn_assets.simulate import SimulationRefused, simulate
+    from churn_assets.stops import FAILED
 
     try:
         summary = simulate(
@@ -110,6 +111,6 @@ def _simulate(args: argparse.Namespace) -> int:
             "has its _SUCCESS (the landing sensor does not take it as complete), the days before stand complete: run "
             "the same command again, which writes every day again\n"
         )
-        return 1
+        return FAILED
     print(summary.line())
     return 0
