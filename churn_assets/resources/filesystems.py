@@ -1,7 +1,11 @@
 """One way to reach a storage URL, local or ``s3://``, for every part of the platform.
 
 S3 settings come only from the standard AWS variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
-``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``), which botocore and polars read themselves.
+``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``), which botocore and polars read themselves. An https:// endpoint's
+certificate is checked by each against its own trust: botocore's (s3fs: writes, listings, downloads) against
+``AWS_CA_BUNDLE`` (else ``REQUESTS_CA_BUNDLE``, else certifi's bundle, never the system's), polars' reads against the
+system trust store (or ``SSL_CERT_FILE``'s file, when set), never ``AWS_CA_BUNDLE``: polars 2.1 has no option for a
+CA (docs/operations.md, "S3 over HTTPS with a private CA").
 """
 
 from __future__ import annotations
@@ -9,10 +13,12 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -36,6 +42,11 @@ class StorageAccessDeniedError(PermissionError):
     """S3 refused a request: wrong credentials, or credentials without the permission."""
 
 
+class StorageCertificateError(ConnectionError):
+    """The S3 endpoint's TLS certificate was refused: signed by a CA the client does not trust, or not for the
+    endpoint's host. A setting to change, not an outage: not retried."""
+
+
 class StorageSettingsError(ValueError):
     """An S3 setting that cannot work (an endpoint without its scheme): no request is made, nothing retried."""
 
@@ -53,8 +64,12 @@ def reaching(url: str, action: str) -> Iterator[None]:
             f"no AWS credentials to {action} {url} at {_endpoint()}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
             "(or a profile or role that botocore finds)"
         ) from exc
-    except (*_botocore_errors("ConnectionError"), ConnectionRefusedError, ConnectionResetError) as exc:
-        if not is_s3(url):
+    except (*_botocore_errors("ConnectionError"), ConnectionError) as exc:
+        if not is_s3(url) or isinstance(exc, StorageCertificateError):
+            raise
+        if (problem := _certificate_problem(exc)) is not None:
+            raise certificate_refused(url, action, exc, problem) from exc
+        if not isinstance(exc, (*_botocore_errors("ConnectionError"), ConnectionRefusedError, ConnectionResetError)):
             raise
         raise StorageUnreachableError(f"S3 unreachable at {_endpoint()}: could not {action} {url}: {exc}") from exc
     except FileNotFoundError as exc:
@@ -68,6 +83,60 @@ def reaching(url: str, action: str) -> Iterator[None]:
             f"S3 at {_endpoint()} denied access: could not {action} {url} ({exc}); check the AWS credentials "
             f"(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and their permissions on bucket {bucket_of(url)!r}"
         ) from exc
+
+
+# What botocore's (Python's ssl) and polars' (rustls) errors say of a certificate refused: its host is not the
+# endpoint's, or it is not trusted (an unknown CA, expired, ...). The first that an error's text holds.
+_CERTIFICATE_PROBLEMS = (
+    ("mismatch, certificate is not valid for", "wrong host"),  # Python: "IP address mismatch", "Hostname mismatch"
+    ("certificate not valid for name", "wrong host"),  # rustls
+    ("CERTIFICATE_VERIFY_FAILED", "not trusted"),
+    ("invalid peer certificate", "not trusted"),
+)
+_CERTIFICATE_DETAIL = re.compile(r"certificate verify failed: (.+?)\.? \(_ssl|invalid peer certificate: ([^\n]+)")
+
+
+def _certificate_problem(exc: BaseException) -> str | None:
+    """``"wrong host"`` or ``"not trusted"`` when ``exc`` says the endpoint's certificate was refused, else None."""
+    text = str(exc)
+    return next((problem for marker, problem in _CERTIFICATE_PROBLEMS if marker in text), None)
+
+
+def certificate_refused(url: str, action: str, exc: BaseException, problem: str) -> StorageCertificateError:
+    """The error for a certificate refused by botocore (``exc`` one of its errors) or by polars: the endpoint, what
+    was refused, and what to set for the client that refused it."""
+    found = _CERTIFICATE_DETAIL.search(str(exc))
+    detail = (found.group(1) or found.group(2)).strip() if found else "refused"
+    by_botocore = isinstance(exc, _botocore_errors("BotoCoreError"))
+    where = f"S3 at {_endpoint()}: could not {action} {url}"
+    if problem == "wrong host":
+        host = urlsplit(endpoint_url() or "").hostname
+        return StorageCertificateError(
+            f"{where}: its TLS certificate is not valid for {host} ({detail}): write the endpoint with a host name "
+            f"the certificate names in {(_endpoint_setting() or ('AWS_ENDPOINT_URL',))[0]}"
+        )
+    if by_botocore:
+        fix = (
+            "botocore (writes, listings, downloads) trusts AWS_CA_BUNDLE's file, else REQUESTS_CA_BUNDLE's, else "
+            "certifi's public CAs, never the system trust store: set AWS_CA_BUNDLE to the PEM file of the CA that "
+            "signed the certificate" + _now_set("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE")
+        )
+    else:
+        fix = (
+            "polars' reads trust the system trust store, or SSL_CERT_FILE's file when it is set, never AWS_CA_BUNDLE: "
+            "add the CA that signed the certificate to the system trust store, or set SSL_CERT_FILE to a PEM bundle "
+            "that holds it" + _now_set("SSL_CERT_FILE")
+        )
+    return StorageCertificateError(
+        f"{where}: its TLS certificate is not trusted ({detail}); {fix} (docs/operations.md, "
+        '"S3 over HTTPS with a private CA")'
+    )
+
+
+def _now_set(*names: str) -> str:
+    """Which of the variables ``names`` are set, and to what, for a message (``""``: none)."""
+    found = [f"{name}={os.environ[name]}" for name in names if os.environ.get(name)]
+    return f" (now {', '.join(found)}, which does not hold it)" if found else ""
 
 
 def _botocore_errors(*names: str) -> tuple[type[BaseException], ...]:

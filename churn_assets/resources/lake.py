@@ -230,7 +230,8 @@ class Lake:
 
     def table_schema(self, url: str) -> pl.Schema:
         """The columns a stored table holds, from its footer."""
-        return pl.scan_parquet(url, glob=False, storage_options=polars_storage_options(url)).collect_schema()
+        with reaching(url, "read"):
+            return pl.scan_parquet(url, glob=False, storage_options=polars_storage_options(url)).collect_schema()
 
     def partition_tables(self, asset: str, column: str) -> list[str]:
         """The URLs of every stored partition table of ``asset`` (``{asset}/{column}=…/data.parquet``), in key
@@ -255,7 +256,9 @@ class Lake:
         if values is not None:
             scan = scan.filter(pl.col(column).is_in(pl.Series(values, dtype=pl.String()).implode()))
         found: dict[str, dict[str, int]] = {}
-        for url, value, rows in scan.group_by("_url", column).len().collect().iter_rows():
+        with reaching(urls[0], "read"):
+            counted = scan.group_by("_url", column).len().collect()
+        for url, value, rows in counted.iter_rows():
             found.setdefault(url, {})[value] = rows
         return found
 

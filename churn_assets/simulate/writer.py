@@ -358,7 +358,8 @@ class BackgroundWriter:
     def _clear(self, folder: str, prefix: str) -> None:
         if self.s3:
             try:
-                names = self.fs.ls(folder, detail=False)
+                with filesystems.reaching(folder, "list"):
+                    names = self.fs.ls(folder, detail=False)
             except FileNotFoundError:
                 return
             stale = [n for n in names if n.rsplit("/", 1)[-1] == "_SUCCESS"

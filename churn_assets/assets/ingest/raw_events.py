@@ -26,7 +26,7 @@ from churn_assets.assets.ingest.landing_files import (
 from churn_assets.partitions import daily_partitions, days_in_range
 from churn_assets.resources import LakeResource, LandingDay, LandingZone, NotARegularFileError
 from churn_assets.resources.erased_users import erased_user_ids, without_erased
-from churn_assets.resources.filesystems import BucketNotFoundError, StorageSettingsError
+from churn_assets.resources.filesystems import BucketNotFoundError, StorageCertificateError, StorageSettingsError
 from churn_assets.resources.parquet_io_manager import PartitionStream, column_schema
 from churn_assets.threads import Prefetched, ordered_map
 
@@ -98,16 +98,17 @@ def _stream(
                 events = _vet_day(context, day, landing_day, vetted, lake, erased)
             except _NOT_RETRIED as exc:
                 # Retrying cannot make a corrupt file readable, a pipe or a folder a file, an incomplete day
-                # complete, a misspelt bucket exist, credentials right or an endpoint whole: fail at once.
+                # complete, a misspelt bucket exist, credentials right, an endpoint whole or its certificate
+                # trusted: fail at once.
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
             yield day.isoformat(), events
 
 
 _END = object()
-# What fails the step at once: no retry makes a file readable or a bucket exist (below).
+# What fails the step at once: no retry makes a file readable, a bucket exist or a certificate trusted (below).
 _NOT_RETRIED = (
     LandingFileError, NotARegularFileError, FileNotFoundError, BucketNotFoundError, PermissionError,
-    StorageSettingsError,
+    StorageSettingsError, StorageCertificateError,
 )
 
 
