@@ -10,7 +10,7 @@ from s3fs import S3FileSystem
 from churn_assets.assets.ingest.raw_events import raw_events
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import build_resources
-from churn_assets.resources.filesystems import StorageCertificateError
+from churn_assets.resources.filesystems import StorageCertificateError, StorageSettingsError
 from churn_assets.resources.lake import Lake
 from churn_assets_tests.landing_helpers import amplitude_row, jsonl, write_landing_day
 from churn_assets_tests.tls_proxy import TlsProxy, private_ca
@@ -131,3 +131,26 @@ def test_raw_events_does_not_retry_an_untrusted_certificate(https_s3, tmp_path):
     error = failure.step_failure_data.error.to_string()
     assert "its TLS certificate is not trusted" in error and "AWS_CA_BUNDLE" in error, error
 
+
+def test_a_ca_variable_that_names_no_file_fails_naming_it(https_s3, tmp_path, monkeypatch):
+    """AWS_CA_BUNDLE naming no file made botocore say "An HTTP Client raised an unhandled exception: [Errno 2] No such
+    file or directory" (a traceback from simulate; raw_events retried it), SSL_CERT_FILE naming none made polars say
+    "No CA certificates were loaded from the system": neither named the variable or the file. Now both do, before
+    any request."""
+    ca = https_s3()
+    missing = str(tmp_path / "company-ca.pem")
+    root = f"s3://lake/{tmp_path.name}"
+    url = _table_url(tmp_path, "features")
+    monkeypatch.setenv("AWS_CA_BUNDLE", missing)
+    with pytest.raises(StorageSettingsError, match=f"AWS_CA_BUNDLE='{missing}' is not a file: botocore"):
+        Lake(root).write_table(url, pl.DataFrame({"user_id": ["u1"]}))
+    monkeypatch.delenv("AWS_CA_BUNDLE")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", missing)  # what botocore reads without AWS_CA_BUNDLE
+    with pytest.raises(StorageSettingsError, match=f"REQUESTS_CA_BUNDLE='{missing}' is not a file: botocore"):
+        Lake(root).exists(url)
+    monkeypatch.setenv("AWS_CA_BUNDLE", ca)  # botocore reads it, not REQUESTS_CA_BUNDLE
+    lake = Lake(root)
+    lake.write_table(url, pl.DataFrame({"user_id": ["u1"]}))
+    monkeypatch.setenv("SSL_CERT_FILE", missing)
+    with pytest.raises(StorageSettingsError, match=f"SSL_CERT_FILE='{missing}' is not a file: polars"):
+        lake.table_schema(url)

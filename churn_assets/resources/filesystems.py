@@ -208,6 +208,28 @@ def endpoint_url() -> str | None:
     return endpoint
 
 
+def require_ca_files(reader: str) -> None:
+    """Fails naming the variable when the file of CA certificates that ``reader`` (``"botocore"`` or ``"polars"``)
+    is told to read does not exist: botocore's AWS_CA_BUNDLE (else REQUESTS_CA_BUNDLE), polars' SSL_CERT_FILE.
+    botocore said "An HTTP Client raised an unhandled exception: [Errno 2] No such file or directory" (and
+    raw_events retried it), polars "No CA certificates were loaded from the system", naming neither the variable
+    nor the file."""
+    if reader == "polars":
+        name = "SSL_CERT_FILE"
+    else:  # botocore reads REQUESTS_CA_BUNDLE only without AWS_CA_BUNDLE
+        name = "AWS_CA_BUNDLE" if os.environ.get("AWS_CA_BUNDLE") else "REQUESTS_CA_BUNDLE"
+    path = os.environ.get(name)
+    if path and not os.path.isfile(path):
+        raise StorageSettingsError(
+            f"{name}={path!r} is not a file: {_READS[reader]} the certificates of the CAs it trusts from it; name "
+            "the PEM file of the CA that signed the S3 endpoint's certificate, or unset it (docs/operations.md, "
+            '"S3 over HTTPS with a private CA")'
+        )
+
+
+_READS = {"botocore": "botocore (S3 writes, listings, downloads) reads", "polars": "polars (S3 reads) reads"}
+
+
 def is_s3(url: str) -> bool:
     return url.startswith("s3://")
 
@@ -227,6 +249,7 @@ def filesystem(url: str) -> fsspec.AbstractFileSystem:
     """The fsspec filesystem for a URL; S3 clients are cached by fsspec and never listing-cached."""
     if is_s3(url):
         endpoint_url()  # checked before botocore reads it
+        require_ca_files("botocore")
         return fsspec.filesystem(
             "s3", use_listings_cache=False, skip_instance_cache=False,
             config_kwargs={"max_pool_connections": S3_CONNECTIONS},
@@ -259,6 +282,7 @@ def polars_storage_options(url: str) -> dict[str, str] | None:
         return None
     options: dict[str, str] = {}
     endpoint = endpoint_url()
+    require_ca_files("polars")
     if endpoint:
         options["aws_endpoint_url"] = endpoint
         if endpoint.startswith("http://"):

@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from churn_assets.resources.filesystems import StorageSettingsError
     from churn_assets.simulate import SimulationRefused, simulate
     from churn_assets.stops import FAILED
 
@@ -105,7 +106,7 @@ def _simulate(args: argparse.Namespace) -> int:
         )
     except SimulationRefused as exc:  # an argument it refuses: a usage error (exit 2), not a traceback
         args.parser.error(str(exc))
-    except OSError as exc:  # a write the storage refused or failed: what stands, not a traceback
+    except (OSError, StorageSettingsError) as exc:  # a write refused or failed, S3 set wrong: what stands
         sys.stderr.write(
             f"churn-assets simulate: stopped: {exc}\nnothing was written after it: no day with a file still to write "
             "has its _SUCCESS (the landing sensor does not take it as complete), the days before stand complete: run "
