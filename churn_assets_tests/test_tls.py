@@ -154,3 +154,6 @@ def test_a_ca_variable_that_names_no_file_fails_naming_it(https_s3, tmp_path, mo
     monkeypatch.setenv("SSL_CERT_FILE", missing)
     with pytest.raises(StorageSettingsError, match=f"SSL_CERT_FILE='{missing}' is not a file: polars"):
         lake.table_schema(url)
+    monkeypatch.setenv("SSL_CERT_FILE", "")  # (an env file's SSL_CERT_FILE=): polars takes it for a file name too
+    with pytest.raises(StorageSettingsError, match="SSL_CERT_FILE='' is not a file: polars"):
+        lake.table_schema(url)

@@ -219,12 +219,14 @@ def require_ca_files(reader: str) -> None:
     else:  # botocore reads REQUESTS_CA_BUNDLE only without AWS_CA_BUNDLE
         name = "AWS_CA_BUNDLE" if os.environ.get("AWS_CA_BUNDLE") else "REQUESTS_CA_BUNDLE"
     path = os.environ.get(name)
-    if path and not os.path.isfile(path):
-        raise StorageSettingsError(
-            f"{name}={path!r} is not a file: {_READS[reader]} the certificates of the CAs it trusts from it; name "
-            "the PEM file of the CA that signed the S3 endpoint's certificate, or unset it (docs/operations.md, "
-            '"S3 over HTTPS with a private CA")'
-        )
+    # An empty one too, for polars, which takes it for a file name (botocore says so of an empty one itself).
+    if path is None or (not path and reader == "botocore") or os.path.isfile(path):
+        return
+    raise StorageSettingsError(
+        f"{name}={path!r} is not a file: {_READS[reader]} the certificates of the CAs it trusts from it; name "
+        "the PEM file of the CA that signed the S3 endpoint's certificate, or unset it (docs/operations.md, "
+        '"S3 over HTTPS with a private CA")'
+    )
 
 
 _READS = {"botocore": "botocore (S3 writes, listings, downloads) reads", "polars": "polars (S3 reads) reads"}
