@@ -1,6 +1,7 @@
 """Sensors on real instances: the landing sensor on a local and an S3 landing zone, the drift sensor with
 its cool-down, and the run-failure alert posted to an HTTP server started by the test."""
 
+import contextlib
 import datetime as dt
 import gzip
 import json
@@ -337,6 +338,45 @@ def test_landing_sensor_leaves_days_without_a_partition_pending(instance, tmp_pa
     days, _, cursor = _tick(landing_sensor, instance, landing_url, None)
     assert days == []
     assert load_cursor(cursor) == {}  # no day recorded: today is requested once its partition exists
+
+
+@contextlib.contextmanager
+def _local_time_zone(zone: str):
+    """This process's local time zone is ``zone`` (``TZ`` and ``time.tzset()``: a host in that zone), then what it
+    was."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = zone
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
+def test_landing_sensor_judges_days_in_utc_on_a_host_in_another_time_zone(tmp_path):
+    """Days are UTC's (DESIGN.md) whatever the host's TZ (a laptop in Tokyo, a pod in California). On hosts whose
+    date is not UTC's (UTC+14 from 10:00 UTC, UTC-12 until 12:00 UTC: one of them at any time), a tick requests
+    UTC's yesterday, leaves UTC's today waiting for its partition, and checks the deadlines up to the day UTC's
+    clock has due."""
+    if dt.datetime.now(dt.UTC).time() > dt.time(23, 59, 30):  # today stays today while the test runs
+        time.sleep(31)
+    now, due = _latest_day_past_a_1h_deadline()
+    today = now.date()
+    yesterday = today - dt.timedelta(days=1)
+    sensor = build_landing_sensor(deadline_hours=1)
+    for zone in ("Pacific/Kiritimati", "Etc/GMT+12"):
+        landing_url = str(tmp_path / zone.replace("/", "_"))
+        for day in (yesterday, today):
+            _landing_day(landing_url, day.isoformat())
+        with dg.instance_for_test() as instance, _local_time_zone(zone):
+            _finished(instance, (yesterday - dt.timedelta(days=1)).isoformat())  # yesterday's day before: refreshed
+            days, _, cursor = _tick(sensor, instance, landing_url, None)
+        assert (zone, days, list(load_cursor(cursor))) == (zone, [yesterday.isoformat()], [yesterday.isoformat()])
+        assert (zone, json.loads(cursor)["deadlines_checked"]) == (zone, due.isoformat())
 
 
 def test_landing_sensor_names_landing_folders_that_name_no_day(instance, tmp_path):
