@@ -25,6 +25,7 @@ import pytest
 
 from churn_assets.adoption.adopt import AdoptionRefused, adopt
 from churn_assets.assets.ml.scoring import RISK_BANDS
+from churn_assets.assets.monitoring.drift_report import OLD_REPORT_FILE, OLD_SUMMARY_FILE, REPORT_FILE, SUMMARY_FILE
 from churn_assets.automation.sensors.drift_retraining_sensor import build_drift_retraining_sensor
 from churn_assets.automation.sensors.landing_sensor import build_landing_sensor
 from churn_assets.config import ChurnSettings
@@ -423,7 +424,7 @@ def test_adopted_predictions_and_drift_reports_keep_what_their_run_recorded(tmp_
     adopted = _adopt(home, settings.data_url, settings.landing_url)
 
     assert adopted.returncode == 0, adopted.stderr
-    assert "not recorded" not in adopted.stdout  # (a drift report's summary.json beside its table is no partition)
+    assert "not recorded" not in adopted.stdout  # (a drift report's summary beside its table is no partition)
     with (dg.DagsterInstance.from_config(str(tmp_path / "old_home")) as old,
           dg.DagsterInstance.from_config(str(home)) as new):
         assert data_versions(new, "model", [MARCH]) == data_versions(old, "model", [MARCH])
@@ -451,12 +452,23 @@ def test_adopted_predictions_and_drift_reports_keep_what_their_run_recorded(tmp_
     # version that scored them, and nothing of the new card (its horizon, threshold and bands are not theirs).
     card = tmp_path / "lake" / "model" / f"month={MARCH}" / "model_card.json"
     card.write_text(json.dumps(json.loads(card.read_text()) | {"model_version": "trained-again"}))
+    # And a drift report written before 2026-12-01, with report.html and summary.json beside its table: its verdict
+    # is read from the old summary, its links name the files it has.
+    folder = tmp_path / "lake" / "drift_report" / f"date={days[1]}"
+    (folder / REPORT_FILE).rename(folder / OLD_REPORT_FILE)
+    (folder / SUMMARY_FILE).rename(folder / OLD_SUMMARY_FILE)
     later = instance_home(tmp_path / "later_home", create_storage=True)
     again = _adopt(later, settings.data_url, settings.landing_url)
     assert again.returncode == 0 and "not recorded" not in again.stdout, again.stdout + again.stderr
-    with dg.DagsterInstance.from_config(str(later)) as instance:
+    with (dg.DagsterInstance.from_config(str(tmp_path / "old_home")) as old,
+          dg.DagsterInstance.from_config(str(later)) as instance):
         kept = _latest_metadata(instance, "predictions", days[0])
+        ran, drift = (_latest_metadata(each, "drift_report", days[1]) for each in (old, instance))
     assert kept["model_version"] != "trained-again" and "horizon_days" not in kept, kept
+    assert {name: drift.get(name) for name in DRIFT_RESTORED if name not in ("report", "summary")} == {
+        name: ran[name] for name in DRIFT_RESTORED if name not in ("report", "summary")}
+    assert (drift["report"].value, drift["summary"].value) == (
+        str(folder / OLD_REPORT_FILE), str(folder / OLD_SUMMARY_FILE))
 
 
 @pytest.mark.s3

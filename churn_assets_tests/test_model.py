@@ -990,6 +990,7 @@ def test_end_to_end_on_simulated_data(tmp_path, instance):
     """simulate → ingest → features → labels → training_set → model → predictions → drift_report, none of which
     reads after its cutoff (the day before its month, or its day)."""
     from churn_assets.assets import features, ingest, ml, monitoring
+    from churn_assets.assets.monitoring.drift_report import SUMMARY_FILE
     from churn_assets.simulate import simulate
     from churn_assets_tests.helpers import materialize_selected
 
@@ -1040,7 +1041,7 @@ def test_end_to_end_on_simulated_data(tmp_path, instance):
     assert silent > active
     drift = pl.read_parquet(lake.table_url("drift_report", "date", last_day.isoformat()))
     assert drift.height == len(feature_names) + 1
-    assert lake.exists(f"{lake.partition_url('drift_report', 'date', last_day.isoformat())}/summary.json")
+    assert lake.exists(f"{lake.partition_url('drift_report', 'date', last_day.isoformat())}/{SUMMARY_FILE}")
     checks = {e.check_name: e for e in scored.get_asset_check_evaluations()}
     assert checks["predictions_cover_every_user"].passed
     assert "features_have_not_drifted" in checks

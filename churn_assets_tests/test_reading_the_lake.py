@@ -3,20 +3,24 @@ real assets wrote, give what the project's own reads of each partition give; eve
 Parquet schema of types that hive readers (Spark, Athena, Trino) take; a day with no user at risk is a file."""
 
 import datetime as dt
+import json
 import re
 import shutil
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 import s3fs
 
 from churn_assets.assets.ml.checks import predictions_cover_every_user
 from churn_assets.assets.ml.predictions import PREDICTIONS_SCHEMA, predictions
-from churn_assets.assets.monitoring.drift_report import drift_report
+from churn_assets.assets.monitoring.drift_report import REPORT_FILE, SUMMARY_FILE, drift_report
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import build_resources
 from churn_assets.resources.lake import Lake
@@ -87,6 +91,7 @@ def test_the_docs_snippets_read_what_the_project_stored(lake: str, tmp_path: Pat
     assert critical.height == scores.filter(pl.col("risk_band") == "Critical").height > 0
     assert critical.schema["date"] == pl.Date
     assert len(namespace["predictions"]) == scores.height  # pandas, every day
+    assert len(namespace["drift"]) == stored(lake, "drift_report", SCORED_FROM, LAST).height  # its table alone
 
     labels = stored(lake, "labels", SCORED_FROM, LAST)  # every label of March has its snapshot's features row
     assert int(namespace["by_country"]["labels"].sum()) == labels.height > 0
@@ -127,6 +132,7 @@ def test_the_docs_snippets_read_the_lake_on_s3(lake: str, s3_server, tmp_path: P
     assert namespace["lake"] == remote
     assert namespace["critical"].height == scores.filter(pl.col("risk_band") == "Critical").height > 0
     assert len(namespace["predictions"]) == scores.height
+    assert len(namespace["drift"]) == stored(lake, "drift_report", SCORED_FROM, LAST).height
     assert int(namespace["by_country"]["labels"].sum()) == stored(lake, "labels", SCORED_FROM, LAST).height
     assert namespace["outcomes"].num_rows == scores.filter(pl.col("date") <= LAST - dt.timedelta(days=14)).height
 
@@ -154,10 +160,12 @@ def test_each_tables_partitions_share_one_schema_of_types_hive_readers_take(lake
         assert folders, table
         schemas = {}
         for folder in folders:
-            names = sorted(p.name for p in folder.iterdir() if not p.name.startswith((".", "_")))
-            # One table file per partition; drift_report's HTML and summary are the documented exception.
-            extra = ["report.html", "summary.json"] if table == "drift_report" else []
-            assert names == sorted(["data.parquet", *extra]), (folder, names)
+            names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+            # One table file per partition, and nothing else a hive reader reads: drift_report's HTML report and
+            # summary beside it have names readers skip.
+            hidden = sorted([REPORT_FILE, SUMMARY_FILE]) if table == "drift_report" else []
+            assert names == sorted(["data.parquet", *hidden]), (folder, names)
+            assert all(name.startswith("_") for name in hidden)
             schemas.setdefault(tuple(parquet_columns(folder / "data.parquet")), []).append(folder.name)
         assert len(schemas) == 1, f"{table}: partitions of different schemas {list(schemas.values())}"
         for name, physical, logical in next(iter(schemas)):
@@ -166,6 +174,30 @@ def test_each_tables_partitions_share_one_schema_of_types_hive_readers_take(lake
             assert "isSigned=false" not in logical or (table, name) == ("predictions", "rank"), (table, name, logical)
     # The first days' empty labels and quarantines are among the partitions compared above.
     assert read_partition(lake, "labels", FIRST).height == 0
+
+
+def test_the_drift_reports_folder_reads_as_a_table_of_its_rows_alone(lake: str):
+    """Each drift_report/date=D/ holds the day's HTML report and summary beside its table, under names that readers
+    of the folder as a hive-partitioned table skip (as Spark, Athena and Trino do): pyarrow's dataset and pandas read
+    the folder, and DuckDB and polars its Parquet glob, as the table's rows alone, each with its day."""
+    want = stored(lake, "drift_report", SCORED_FROM, LAST).sort("date", "column")
+    folder = f"{lake}/drift_report"
+    by_day = ds.partitioning(pa.schema([("date", pa.date32())]), flavor="hive")
+    read = {
+        "pyarrow": pl.from_arrow(ds.dataset(f"{folder}/", format="parquet", partitioning=by_day).to_table()),
+        "pandas": pl.from_pandas(pd.read_parquet(f"{folder}/")).with_columns(
+            pl.col("date").cast(pl.String).str.to_date()  # the partition as a category of text
+        ),
+        "duckdb": duckdb.sql(f"SELECT * FROM read_parquet('{folder}/*/*.parquet', hive_partitioning = true)").pl(),
+        "polars": pl.read_parquet(f"{folder}/**/*.parquet", hive_partitioning=True),
+    }
+    for reader, frame in read.items():
+        got = frame.select(want.columns).sort("date", "column")
+        assert got.equals(want), reader
+    for day in days(SCORED_FROM, LAST):
+        beside = Path(folder, f"date={day}")
+        assert json.loads((beside / SUMMARY_FILE).read_text())["date"] == day.isoformat()
+        assert b"<html" in (beside / REPORT_FILE).read_bytes()[:2000].lower()
 
 
 def test_a_day_with_no_user_at_risk_is_a_predictions_file_of_no_rows(local_settings, models_lake, instance):

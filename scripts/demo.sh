@@ -89,7 +89,7 @@ import polars as pl
 lake, day, month = sys.argv[1:]
 card = json.load(open(f"{lake}/model/month={month}/model_card.json"))
 print(f"model[{month}]: {card['model_version']} — {card['selection']['decision']}: {card['selection']['reason']}")
-drift = json.load(open(f"{lake}/drift_report/date={day}/summary.json"))
+drift = json.load(open(f"{lake}/drift_report/date={day}/_summary.json"))
 print(f"drift on {day}: {drift['share_of_drifted_columns']:.0%} of the feature columns drifted "
       f"(dataset drift: {'yes' if drift['dataset_drift'] else 'no'}"
       f"{', too few users to conclude' if drift.get('too_few_rows') else ''})")
@@ -107,7 +107,7 @@ cat <<MSG
 
 Done. The lake is at $CHURN_DATA_URL (hive-partitioned Parquet, e.g. user_daily/date=$LAST/data.parquet).
   predictions of $LAST:    $CHURN_DATA_URL/predictions/date=$LAST/data.parquet
-  drift report of $LAST:   $CHURN_DATA_URL/drift_report/date=$LAST/report.html (summary.json beside it)
+  drift report of $LAST:   $CHURN_DATA_URL/drift_report/date=$LAST/_report.html (_summary.json beside it)
   model in production $LAST_MONTH: $CHURN_DATA_URL/model/month=$LAST_MONTH/ (model_card.json, holdout_report.html, model.ubj)
 Query it directly, e.g. with polars (the date column comes from the folder names):
   $BIN/python -c "import polars as pl; print(pl.scan_parquet('$CHURN_DATA_URL/predictions/**/*.parquet', hive_partitioning=True).filter(pl.col('risk_band') == 'Critical').select('date', 'rank', 'user_id', 'churn_probability', 'top_reason_1').collect())"

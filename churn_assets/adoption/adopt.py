@@ -28,7 +28,7 @@ from churn_assets.assets.ingest.landing_files import ATTRIBUTES
 from churn_assets.assets.ingest.raw_events import QUARANTINE_ASSET
 from churn_assets.assets.ml.model import card_metadata
 from churn_assets.assets.ml.predictions import highest_risk, scored_metadata
-from churn_assets.assets.monitoring.drift_report import SUMMARY_FILE, drift_metadata
+from churn_assets.assets.monitoring.drift_report import OLD_SUMMARY_FILE, SUMMARY_FILE, drift_metadata
 from churn_assets.config import SETTINGS
 from churn_assets.outside_runs import ADOPTED_TAG, record_outside_run
 from churn_assets.partitions import partition_column
@@ -476,10 +476,11 @@ def _extra_metadata(
     if asset.name == "drift_report":
         def drift_report(partition: Stored) -> dict[str, Any]:
             folder = lake.partition_url(asset.name, asset.column, partition.key)
-            url = f"{folder}/{SUMMARY_FILE}"
-            if url not in listed:
-                return {}
-            return drift_metadata(json.loads(lake.read_bytes(url)), folder)
+            for name, old_names in ((SUMMARY_FILE, False), (OLD_SUMMARY_FILE, True)):  # a partition before 2026-12-01
+                url = f"{folder}/{name}"
+                if url in listed:
+                    return drift_metadata(json.loads(lake.read_bytes(url)), folder, old_names)
+            return {}
 
         return drift_report
     return lambda partition: {}

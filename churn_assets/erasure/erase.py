@@ -47,7 +47,7 @@ NOT_ERASED = {
     "model": "a model holds no user id (its reference sample is feature rows without one); the months whose "
     "training_set held the user are listed below: the model of the next month is trained without them, or "
     f"materialize {key_string('training_set')},{key_string('model')} of the current month again to retrain now",
-    "drift_report": "holds no user id: per-column statistics, and report.html's feature values of a sample of the "
+    "drift_report": "holds no user id: per-column statistics, and _report.html's feature values of a sample of the "
     "day's users without their ids",
     "Dagster instance": "past materializations' metadata stay in the event log: predictions' highest_risk names the "
     "day's ten riskiest users (counted below; docs/operations.md, \"Erasing a user\", says how to scrub them)",

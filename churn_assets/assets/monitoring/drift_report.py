@@ -21,8 +21,15 @@ DATASET_DRIFT_SHARE = 0.5
 # below it, and a 100k-user day stays within seconds.
 MAX_CURRENT_ROWS = 20_000
 SAMPLE_SEED = 7
-REPORT_FILE = "report.html"
-SUMMARY_FILE = "summary.json"
+# The report and the summary sit in the partition's folder beside its table under names that start with "_", which
+# every reader of the lake as a hive-partitioned table skips (Spark, Athena and Trino, pyarrow and pandas): the folder
+# reads as a table of its data.parquet alone.
+REPORT_FILE = "_report.html"
+SUMMARY_FILE = "_summary.json"
+# Their names before 2026-12-01, which those readers took for table files (and refused): a partition written then
+# holds these until renamed (docs/operations.md, "Upgrading"). What reads a partition back falls back to them.
+OLD_REPORT_FILE = "report.html"
+OLD_SUMMARY_FILE = "summary.json"
 
 DRIFT_SCHEMA: dict[str, pl.DataType] = {
     "column": pl.String(),
@@ -64,11 +71,11 @@ def drift_report(
     the sample's stored scores). One row per model
     feature and one for the score: ``column``, ``kind``, ``stattest``, ``threshold``, ``drift_score``,
     ``drifted``. The HTML report and a JSON summary (share of drifted feature columns, dataset drift
-    yes/no, per-column scores) sit beside the partition: ``drift_report/date=D/report.html`` and
-    ``summary.json``. Days above 20,000 users are compared on a seeded sample of 20,000. A day with fewer
-    users than ``CHURN_DRIFT_MIN_ROWS`` gets its table and report all the same, but its summary and metadata say
-    ``too_few_rows`` and never ``dataset_drift``: on a few users Evidently's tests find most columns drifted by
-    chance. Reads ``features[D]`` and ``model[month of D]``.
+    yes/no, per-column scores) sit beside the partition's table: ``drift_report/date=D/_report.html`` and
+    ``_summary.json``, names that readers of the folder as a table skip. Days above 20,000 users are compared on
+    a seeded sample of 20,000. A day with fewer users than ``CHURN_DRIFT_MIN_ROWS`` gets its table and report all
+    the same, but its summary and metadata say ``too_few_rows`` and never ``dataset_drift``: on a few users
+    Evidently's tests find most columns drifted by chance. Reads ``features[D]`` and ``model[month of D]``.
     """
     store = lake.lake
 
@@ -244,10 +251,11 @@ def _column_results(report: dict[str, Any], tested: list[str]) -> dict[str, dict
     }
 
 
-def drift_metadata(summary: dict[str, Any], folder: str) -> dict[str, Any]:
+def drift_metadata(summary: dict[str, Any], folder: str, old_names: bool = False) -> dict[str, Any]:
     """What a day's materialization records of its drift: the verdict and whether the day had too few rows to
-    conclude (which drift_retraining_sensor reads; a summary.json written before that key: not too few), the most
-    drifted columns, where the report and the summary (``summary``, as summary.json holds it) are in ``folder``."""
+    conclude (which drift_retraining_sensor reads; a summary written before that key: not too few), the most
+    drifted columns, where the report and the summary (``summary``, as the summary file holds it) are in ``folder``:
+    ``old_names``, under the names of a partition written before 2026-12-01 (``report.html``, ``summary.json``)."""
     score = summary["score_drift"]
     top = sorted(
         ((c, r) for c, r in summary["columns"].items() if r["drift_score"] is not None and r["kind"] != "score"),
@@ -264,6 +272,6 @@ def drift_metadata(summary: dict[str, Any], folder: str) -> dict[str, Any]:
         "model_version": summary["model_version"],
         "compared_rows": summary["compared_rows"],
         "columns": dg.MetadataValue.md(markdown_table(["column", "test", "score", "drifted"], rows)),
-        "report": dg.MetadataValue.path(f"{folder}/{REPORT_FILE}"),
-        "summary": dg.MetadataValue.path(f"{folder}/{SUMMARY_FILE}"),
+        "report": dg.MetadataValue.path(f"{folder}/{OLD_REPORT_FILE if old_names else REPORT_FILE}"),
+        "summary": dg.MetadataValue.path(f"{folder}/{OLD_SUMMARY_FILE if old_names else SUMMARY_FILE}"),
     }
