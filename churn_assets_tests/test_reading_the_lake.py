@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import re
 import shutil
+import textwrap
 from pathlib import Path
 
 import dagster as dg
@@ -198,6 +199,41 @@ def test_the_drift_reports_folder_reads_as_a_table_of_its_rows_alone(lake: str):
         beside = Path(folder, f"date={day}")
         assert json.loads((beside / SUMMARY_FILE).read_text())["date"] == day.isoformat()
         assert b"<html" in (beside / REPORT_FILE).read_bytes()[:2000].lower()
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def old_drift_reports(request, lake: str, tmp_path: Path) -> tuple[str, str]:
+    """A lake whose drift reports were written before 2026-12-01 (``report.html`` and ``summary.json`` beside the
+    table, the summary naming the report), on disk or on S3, and the lake of the same days as written now."""
+    old = tmp_path / "old"
+    shutil.copytree(Path(lake, "drift_report"), old / "drift_report")
+    for folder in (old / "drift_report").glob("date=*"):
+        (folder / REPORT_FILE).rename(folder / "report.html")
+        summary = (folder / SUMMARY_FILE).read_text().replace(f"/{REPORT_FILE}", "/report.html")
+        (folder / "summary.json").write_text(summary)
+        (folder / SUMMARY_FILE).unlink()
+    if request.param == "local":
+        return str(old), lake
+    request.getfixturevalue("s3_server")
+    Lake(f"s3://lake/{tmp_path.name}").fs.put(f"{old}/", f"s3://lake/{tmp_path.name}/", recursive=True)
+    return f"s3://lake/{tmp_path.name}", lake
+
+
+def test_the_upgrade_renames_old_drift_reports_as_written_now(old_drift_reports: tuple[str, str]):
+    """docs/operations.md, "Upgrading": its rename, run as written, leaves each old day's folder as this version
+    writes it: the table, _report.html and _summary.json (naming it), with nothing a hive reader would take."""
+    old, now = old_drift_reports
+    section = DOCS.read_text().split("\n## Upgrading\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    exec(compile(textwrap.dedent(block).replace('"data/lake"', repr(old)), str(DOCS), "exec"), {})  # noqa: S102
+    lake = Lake(old)
+    for folder in sorted(Path(now, "drift_report").glob("date=*")):
+        renamed = f"{old}/drift_report/{folder.name}"
+        assert sorted(p.rpartition("/")[2] for p in lake.fs.ls(renamed, detail=False)) == sorted(
+            ["data.parquet", REPORT_FILE, SUMMARY_FILE]
+        ), renamed
+        for name in (REPORT_FILE, SUMMARY_FILE):  # (the copies' summaries name the report where it was written)
+            assert lake.read_bytes(f"{renamed}/{name}") == (folder / name).read_bytes(), (renamed, name)
 
 
 def test_a_day_with_no_user_at_risk_is_a_predictions_file_of_no_rows(local_settings, models_lake, instance):

@@ -7,9 +7,10 @@ Spark is not a dependency of the project (pyspark is ~400 MB and needs Java 17+)
 
 For each table's folder: ``spark.read.parquet`` (partition discovery), the same with ``mergeSchema``, and a
 ``CREATE TABLE … USING parquet LOCATION`` with ``MSCK REPAIR TABLE``; each line gives the rows read and the
-columns' Spark types, or the error. ``drift_report`` (whose folders hold ``report.html`` and ``summary.json``)
-is also read with ``pathGlobFilter``. Spark keeps its tables' catalog in ``.spark-warehouse/`` beside the lake
-(remove it after). What was found is in docs/operations.md, "Reading the lake".
+columns' Spark types, or the error. ``drift_report``'s folders also hold ``_report.html`` and ``_summary.json``,
+which Spark skips (a lake written before 2026-12-01 has them as ``report.html`` and ``summary.json``, which it
+refuses until renamed: docs/operations.md, "Upgrading"). Spark keeps its tables' catalog in ``.spark-warehouse/``
+beside the lake (remove it after). What was found is in docs/operations.md, "Reading the lake".
 """
 
 import sys
@@ -31,8 +32,7 @@ def schema(frame) -> str:
 
 def read_table(spark: SparkSession, name: str, folder: Path) -> None:
     print(f"== {name}")
-    reads = [{}, {"mergeSchema": "true"}] + ([{"pathGlobFilter": "*.parquet"}] if name == "drift_report" else [])
-    for options in reads:
+    for options in ({}, {"mergeSchema": "true"}):
         try:
             frame = spark.read.options(**options).parquet(str(folder))
             print(f"  read {options or ''}: {frame.count()} rows; {schema(frame)}")
