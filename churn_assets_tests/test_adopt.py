@@ -57,7 +57,7 @@ REPOSITORY = defs.get_repository_def()
 
 
 # What adopt restores of a run's materialization beside the table's own (rows, content hash, size), from the stored
-# scores and the card of the model that scored them, and from drift_report's summary.json.
+# scores and the card of the model that scored them, and from drift_report's summary (_summary.json).
 PREDICTIONS_RESTORED = ("users", "highest_risk", "model_version", "horizon_days", "mean_churn_probability",
                         "flagged_share", *(f"band/{band}" for band in RISK_BANDS))
 # What raw_events' run recorded that only the landing files tell, not the lake: adopt leaves it out.
