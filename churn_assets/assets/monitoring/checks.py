@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 
 from churn_assets.assets.check_days import each_partition, partition_check
-from churn_assets.assets.monitoring.drift_report import DATASET_DRIFT_SHARE, drift_report
+from churn_assets.assets.monitoring.drift_report import DATASET_DRIFT_SHARE, drift_report, had_too_few_rows
 from churn_assets.partitions import latest_materializations
 
 
@@ -34,7 +34,7 @@ def features_have_not_drifted(
         drifted = columns.filter(pl.col("drifted")).get_column("column").to_list()
         record = latest.get(key)
         metadata = record.asset_materialization.metadata if record and record.asset_materialization else {}
-        too_few = bool(getattr(metadata.get("too_few_rows"), "value", False))
+        too_few = had_too_few_rows(metadata)
         dataset_drift = share >= DATASET_DRIFT_SHARE and not too_few
         results[key] = dg.AssetCheckResult(
             passed=not dataset_drift,

@@ -251,6 +251,13 @@ def _column_results(report: dict[str, Any], tested: list[str]) -> dict[str, dict
     }
 
 
+def had_too_few_rows(metadata: Any) -> bool:
+    """Whether a day's materialization ``metadata`` (as :func:`drift_metadata` records it) says the day had too few
+    rows to conclude; one recorded before that key: False."""
+    entry = metadata.get("too_few_rows")
+    return bool(getattr(entry, "value", entry))
+
+
 def drift_metadata(summary: dict[str, Any], folder: str, old_names: bool = False) -> dict[str, Any]:
     """What a day's materialization records of its drift: the verdict and whether the day had too few rows to
     conclude (which drift_retraining_sensor reads; a summary written before that key: not too few), the most

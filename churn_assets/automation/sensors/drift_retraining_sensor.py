@@ -21,6 +21,7 @@ from typing import Any
 import dagster as dg
 
 from churn_assets.apps import asset_key, automation_name, key_string
+from churn_assets.assets.monitoring.drift_report import had_too_few_rows
 from churn_assets.automation.jobs import monthly_retraining
 from churn_assets.config import SETTINGS
 from churn_assets.outside_runs import ADOPTED_TAG
@@ -83,7 +84,7 @@ def build_drift_retraining_sensor(
             if materialization and (materialization.tags or {}).get(ADOPTED_TAG):
                 adopted += 1  # history churn-assets adopt recorded: the instance before acted upon it
                 continue
-            if materialization and _value(materialization.metadata.get("too_few_rows")):
+            if materialization and had_too_few_rows(materialization.metadata):
                 too_few += 1  # a day of a few users: its drifted columns are chance
                 continue
             share = drift_share(dict(materialization.metadata)) if materialization else None
