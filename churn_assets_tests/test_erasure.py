@@ -6,6 +6,7 @@ out (the same bytes as the erasure left), and bad input is refused before anythi
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import os
@@ -18,6 +19,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -327,39 +329,28 @@ def test_the_erase_command_stopped_part_way_says_what_it_did_and_what_to_do(land
     """Through the command: SIGTERM in the middle of a write (a container stopped) killed it, recording nothing of the
     table it was rewriting, and a write S3 refused printed a traceback. Now SIGTERM stops it as Ctrl-C does, and both
     print where it stopped and why, what it rewrote (recorded), and to run it again with the same ids."""
-    home, lake, before, victim = _s3_lake_and_victim(landing, tmp_path)
-    features_days = _days_holding(before, "features", victim)
-    held = lake.table_url("features", "date", features_days[1]).removeprefix("s3://")
-    proxy = HoldingProxy(s3_server.endpoint)
-    env, command = _erase_command(lake, home, victim, AWS_ENDPOINT_URL=proxy.endpoint, AWS_MAX_ATTEMPTS="1")
-    try:
-        proxy.hold_writes(held)
-        erasing = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proxy.held.wait(120), erasing.communicate(timeout=60)
-        erasing.terminate()  # SIGTERM, while the write of features' second day is under way
-        proxy.refuse(held)  # (the write it waits for is then refused: it stops interrupted, that day as it was)
-        _, stopped = erasing.communicate(timeout=60)
-        assert erasing.returncode == 130, stopped
-        assert f"stopped part-way, at features[{features_days[1]}]: interrupted (Ctrl-C or SIGTERM)" in stopped
+    with _erase_signalled_while_s3_stores_features_second_day(landing, tmp_path, s3_server) as held:
+        held.proxy.refuse(held.key)  # (the write it waits for is refused: it stops interrupted, that day as it was)
+        _, stopped = held.erasing.communicate(timeout=60)
+        assert held.erasing.returncode == 130, stopped
+        assert f"stopped part-way, at features[{held.features_days[1]}]: interrupted (Ctrl-C or SIGTERM)" in stopped
         assert "features: 1 partition(s)" in stopped and "run churn-assets erase again with the same ids" in stopped
         assert "Traceback" not in stopped
         # Run again, with the write of that day refused by S3.
-        refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    finally:
-        proxy.close()
+        refused = subprocess.run(held.command, env=held.env, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 1, refused.stderr
-    assert f"stopped part-way, at features[{features_days[1]}]: StorageAccessDeniedError: " in refused.stderr
+    assert f"stopped part-way, at features[{held.features_days[1]}]: StorageAccessDeniedError: " in refused.stderr
     assert "no partition was rewritten before it" in refused.stderr, refused.stderr
     assert "run churn-assets erase again with the same ids" in refused.stderr and "Traceback" not in refused.stderr
-    after = _tables(lake)
-    assert victim not in after["features", features_days[0]].get_column("user_id").to_list()
-    assert victim in after["features", features_days[1]].get_column("user_id").to_list()
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    after = _tables(held.lake)
+    assert held.victim not in after["features", held.features_days[0]].get_column("user_id").to_list()
+    assert held.victim in after["features", held.features_days[1]].get_column("user_id").to_list()
+    with dg.DagsterInstance.from_config(str(held.home)) as instance:
         assert _recorded_rows_differ(instance, after) == []
-    done = subprocess.run(command, env={**env, "AWS_ENDPOINT_URL": s3_server.endpoint}, capture_output=True,
+    done = subprocess.run(held.command, env={**held.env, "AWS_ENDPOINT_URL": s3_server.endpoint}, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert all(victim not in frame.get_column("user_id").to_list() for frame in _tables(lake).values())
+    assert all(held.victim not in frame.get_column("user_id").to_list() for frame in _tables(held.lake).values())
 
 
 
@@ -369,28 +360,55 @@ def test_the_erase_command_stopped_while_s3_stores_a_partition_records_that_part
     at once: S3 stored the day without the user all the same, and the command recorded only the first day, so the
     instance went on describing the second's old file, which the erasure run again no longer finds. Now the write's
     answer is waited for: the day is rewritten, recorded and named among those rewritten."""
+    with _erase_signalled_while_s3_stores_features_second_day(landing, tmp_path, s3_server) as held:
+        held.proxy.release()  # S3 stores it
+        _, stopped = held.erasing.communicate(timeout=60)
+        assert held.proxy.held_write_done.wait(60)  # (S3 answered it, whether or not anyone waits)
+    assert held.erasing.returncode == 130, stopped
+    assert f"stopped part-way, after features[{held.features_days[1]}]: interrupted (Ctrl-C or SIGTERM)" in stopped
+    assert "features: 2 partition(s)" in stopped and "Traceback" not in stopped
+    after = _tables(held.lake)
+    assert held.victim not in after["features", held.features_days[1]].get_column("user_id").to_list()
+    with dg.DagsterInstance.from_config(str(held.home)) as instance:
+        assert _recorded_rows_differ(instance, after) == []
+
+
+@dataclass
+class _HeldErasure:
+    """An erase command (``erasing``) over an S3 lake reached through ``proxy``, stopped by SIGTERM while S3 holds its
+    write of ``key``: features' second day holding ``victim``."""
+
+    home: Path
+    lake: Lake
+    victim: str
+    features_days: list[str]
+    key: str
+    proxy: HoldingProxy
+    env: dict[str, str]
+    command: list[str]
+    erasing: subprocess.Popen
+
+
+@contextlib.contextmanager
+def _erase_signalled_while_s3_stores_features_second_day(
+    landing: str, tmp_path: Path, s3_server
+) -> Iterator[_HeldErasure]:
+    """The erase command of a victim over an S3 lake, sent SIGTERM while the write of features' second day holding
+    the victim is under way (held by the proxy); the block says what S3 does with that write. The proxy is closed
+    after the block."""
     home, lake, before, victim = _s3_lake_and_victim(landing, tmp_path)
     features_days = _days_holding(before, "features", victim)
-    held = lake.table_url("features", "date", features_days[1]).removeprefix("s3://")
+    key = lake.table_url("features", "date", features_days[1]).removeprefix("s3://")
     proxy = HoldingProxy(s3_server.endpoint)
     env, command = _erase_command(lake, home, victim, AWS_ENDPOINT_URL=proxy.endpoint, AWS_MAX_ATTEMPTS="1")
     try:
-        proxy.hold_writes(held)
+        proxy.hold_writes(key)
         erasing = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proxy.held.wait(120), erasing.communicate(timeout=60)
         erasing.terminate()  # SIGTERM, while the write of features' second day is under way
-        proxy.release()  # S3 stores it
-        _, stopped = erasing.communicate(timeout=60)
-        assert proxy.held_write_done.wait(60)  # (S3 answered it, whether or not anyone waits)
+        yield _HeldErasure(home, lake, victim, features_days, key, proxy, env, command, erasing)
     finally:
         proxy.close()
-    assert erasing.returncode == 130, stopped
-    assert f"stopped part-way, after features[{features_days[1]}]: interrupted (Ctrl-C or SIGTERM)" in stopped
-    assert "features: 2 partition(s)" in stopped and "Traceback" not in stopped
-    after = _tables(lake)
-    assert victim not in after["features", features_days[1]].get_column("user_id").to_list()
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        assert _recorded_rows_differ(instance, after) == []
 
 
 def _s3_lake_and_victim(landing: str, tmp_path: Path) -> tuple[Path, Lake, dict, str]:
