@@ -107,6 +107,23 @@ def linear_churn(frame: pl.DataFrame, seed: int = 1) -> pl.DataFrame:
     return frame.with_columns(pl.Series("churned", rng.random(frame.height) < churn_probability, dtype=pl.Int8))
 
 
+PLANTED = "n_push_open_28d"
+
+
+def planted_signal(frame: pl.DataFrame, seed: int = 2) -> pl.DataFrame:
+    """The frame with ``PLANTED`` redrawn as noise that owes nothing to the other columns (Poisson, mean 4) and,
+    when the frame has ``churned``, churn redrawn from it alone: the fewer pushes opened, the likelier the
+    user churns (logit 2 - PLANTED). Every other feature then carries no signal; ``PLANTED`` lowers the risk of
+    a user with many."""
+    rng = np.random.default_rng(seed)
+    planted = rng.poisson(4.0, frame.height)
+    out = frame.with_columns(pl.Series(PLANTED, planted).cast(frame.schema[PLANTED]))
+    if "churned" not in frame.columns:
+        return out
+    churned = rng.random(frame.height) < 1.0 / (1.0 + np.exp(-(2.0 - planted)))
+    return out.with_columns(pl.Series("churned", churned, dtype=pl.Int8))
+
+
 def training_set_stub(frames: dict[str, pl.DataFrame]) -> dg.AssetsDefinition:
     """A ``training_set`` asset that writes the given frames (by month) through the parquet IO manager."""
 

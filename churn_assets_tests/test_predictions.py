@@ -25,7 +25,16 @@ from churn_assets.assets.ml.training import to_dmatrix
 from churn_assets.assets.monitoring.drift_report import drift_report
 from churn_assets.resources.lake import Lake
 from churn_assets.resources.model_io_manager import MODEL_FILE, ModelIOManager, card_bytes, sha256
-from churn_assets_tests.ml_frames import MARCH, features_stub, stored_model, synthetic_features
+from churn_assets_tests.ml_frames import (
+    MARCH,
+    PLANTED,
+    features_stub,
+    lake_with_models,
+    planted_signal,
+    stored_model,
+    synthetic_features,
+    synthetic_training_set,
+)
 
 DAY = dt.date(2025, 3, 10)
 
@@ -139,6 +148,31 @@ def test_every_user_is_scored_ranked_banded_and_explained(lake, local_resources,
         "users_not_in_features": 0, "rows": out.height - 1,
     }
 
+
+
+def test_a_planted_signal_is_learnt_ranked_first_and_given_as_a_reason_only_where_it_raises_the_risk(
+    tmp_path, local_settings, local_resources, instance
+):
+    """Churn drawn from one feature alone (``planted_signal``: few pushes opened, high risk), every other
+    feature noise: the model ranks it first, beats the base rate on its out-of-time holdout, and each user's
+    reasons are their own. A user who opened few pushes gets it as the first reason; one who opened many (a
+    value that lowers the risk) never gets it as a reason, as a global importance or a contribution's size
+    without its sign would give it."""
+    lake_with_models(tmp_path, {MARCH: planted_signal(synthetic_training_set(MARCH, seed=31))})
+    card = ModelIOManager(base_url=local_settings.data_url).read("model", MARCH).card
+    assert next(iter(card["feature_importance"])) == PLANTED
+    holdout = card["metrics"]["holdout"]["all"]
+    assert holdout["pr_auc"] > holdout["churn_rate"] + 0.25 and holdout["roc_auc"] > 0.8
+
+    features = planted_signal(synthetic_features(DAY, users=1000, seed=7))
+    assert score_day(local_resources, instance, {DAY.isoformat(): features}, partition_key=DAY.isoformat()).success
+    out = stored(local_settings.data_url, DAY).join(features.select("user_id", PLANTED), on="user_id")
+    reasons = pl.concat_list("top_reason_1", "top_reason_2", "top_reason_3")
+    few, many = out.filter(pl.col(PLANTED) <= 1), out.filter(pl.col(PLANTED) >= 7)
+    assert few.height > 50 and many.height > 50
+    assert (few.get_column("top_reason_1") == PLANTED).mean() > 0.9
+    assert not many.select(reasons.list.contains(PLANTED).any()).item()
+    assert few.get_column("churn_probability").mean() > 3 * many.get_column("churn_probability").mean()
 
 
 def test_user_ids_are_shown_as_text_in_the_preview(lake, local_resources, instance):
