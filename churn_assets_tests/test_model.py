@@ -311,6 +311,23 @@ def test_gates_and_champion_comparison():
     assert decide(evaluation(0.8, 0.4), evaluation(0.7, 0.4), None, ModelConfig(baseline_pr_auc_tolerance=0))[0]
 
 
+def test_a_comparison_too_close_for_four_decimals_writes_the_decimals_that_tell_the_two_apart():
+    """model[2025-06] of 3,000 simulated users lost to its champion by 0.00005 and its card read "challenger
+    holdout PR-AUC 0.9544 < champion's 0.9544": the reason writes the figures it compared."""
+    config = ModelConfig()
+
+    def evaluation(roc, pr):
+        return {"all": {"roc_auc": roc, "pr_auc": pr}}
+
+    promote, reason = decide(evaluation(0.95, 0.95438), evaluation(0.9, 0.9), evaluation(0.95, 0.95443), config)
+    assert not promote and "PR-AUC 0.95438 < champion's 0.95443" in reason
+    promote, reason = decide(evaluation(0.95, 0.95443), evaluation(0.9, 0.95441), evaluation(0.95, 0.95438), config)
+    assert promote and "PR-AUC 0.95443 ≥ champion's 0.95438" in reason and "PR-AUC 0.95443 > baseline 0.95441" in reason
+    # Figures that differ at four decimals, or not at all, keep four.
+    promote, reason = decide(evaluation(0.95, 0.9), evaluation(0.9, 0.9), evaluation(0.95, 0.9), config)
+    assert promote and "PR-AUC 0.9000 ≥ champion's 0.9000" in reason and "0.9000 ≤ baseline 0.9000" in reason
+
+
 def test_a_challenger_just_under_the_baseline_passes_within_the_tolerance_and_says_so():
     """A sound challenger at a few thousand users scores a few hundredths under the logistic baseline as often
     as above it (docs/operations.md): a strict "beats" failed the first model of such apps at random. Within

@@ -400,19 +400,18 @@ def decide(
         return False, "the challenger fails the gates: " + "; ".join(failures)
     gates = (
         f"passes the gates (ROC-AUC {_f(ours['roc_auc'])} ≥ {config.roc_auc_floor}, "
-        f"PR-AUC {_f(ours['pr_auc'])} {_versus_baseline(challenger, baseline, config)})"
+        f"PR-AUC {_versus_baseline(challenger, baseline, config)})"
     )
     if champion is None:
         return True, f"no champion to compare with ({champion_note or 'first model'}); the challenger {gates}"
     best = champion["all"]["pr_auc"]
+    mine, theirs = _apart(ours["pr_auc"], best)
     if best is None or ours["pr_auc"] >= best - config.pr_auc_tolerance:
         return True, (
-            f"challenger holdout PR-AUC {_f(ours['pr_auc'])} ≥ champion's {_f(best)} − tolerance "
-            f"{config.pr_auc_tolerance}, and it {gates}"
+            f"challenger holdout PR-AUC {mine} ≥ champion's {theirs} − tolerance {config.pr_auc_tolerance}, "
+            f"and it {gates}"
         )
-    return False, (
-        f"challenger holdout PR-AUC {_f(ours['pr_auc'])} < champion's {_f(best)} − tolerance {config.pr_auc_tolerance}"
-    )
+    return False, f"challenger holdout PR-AUC {mine} < champion's {theirs} − tolerance {config.pr_auc_tolerance}"
 
 
 def _below_floor(challenger: dict[str, Any], config: ModelConfig) -> bool:
@@ -436,13 +435,13 @@ def _beats_baseline(challenger: dict[str, Any], baseline: dict[str, Any]) -> boo
 
 
 def _versus_baseline(challenger: dict[str, Any], baseline: dict[str, Any], config: ModelConfig) -> str:
-    """How a gate-passing challenger's holdout PR-AUC stands against the baseline's, for the reason: above it,
-    or under it within the tolerance (said, so that a reader sees the challenger did not beat it)."""
-    theirs = baseline["all"]["pr_auc"]
+    """A gate-passing challenger's holdout PR-AUC and how it stands against the baseline's, for the reason: above
+    it, or under it within the tolerance (said, so that a reader sees the challenger did not beat it)."""
+    ours, theirs = _apart(challenger["all"]["pr_auc"], baseline["all"]["pr_auc"])
     if _beats_baseline(challenger, baseline):
-        return f"> baseline {_f(theirs)}"
+        return f"{ours} > baseline {theirs}"
     return (
-        f"≤ baseline {_f(theirs)}, within baseline_pr_auc_tolerance {config.baseline_pr_auc_tolerance}: "
+        f"{ours} ≤ baseline {theirs}, within baseline_pr_auc_tolerance {config.baseline_pr_auc_tolerance}: "
         "the logistic baseline scores as well on this holdout"
     )
 
@@ -477,6 +476,15 @@ def _gate_advice(challenger: dict[str, Any], baseline: dict[str, Any], config: "
 
 def _f(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def _apart(a: float | None, b: float | None) -> tuple[str, str]:
+    """``a`` and ``b`` as ``_f`` writes them, with as many more decimals (10 at most) as it takes to write two
+    different values differently: a reason that compares them never reads "0.9544 < champion's 0.9544"."""
+    digits = 4
+    while a is not None and b is not None and a != b and digits < 10 and f"{a:.{digits}f}" == f"{b:.{digits}f}":
+        digits += 1
+    return tuple("n/a" if v is None else f"{v:.{digits}f}" for v in (a, b))
 
 
 def card_metadata(card: dict[str, Any]) -> dict[str, Any]:
