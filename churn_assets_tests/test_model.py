@@ -140,6 +140,26 @@ def test_a_training_set_too_short_for_the_split_fails_naming_the_month(frames, l
     assert failure.step_failure_data.user_failure_data is not None  # a dg.Failure: not retried
 
 
+def test_a_holdout_without_a_churner_fails_with_the_counts_and_the_label_days_to_redo(
+    frames, lake_with_first_model, local_resources, instance
+):
+    """A block of one class can neither train nor judge a challenger: the step fails, even with a champion, and
+    says how many churned and which label days to materialize again (a week without a churner is more likely
+    labels gone wrong than a quiet week)."""
+    dates = frames[M2].get_column("snapshot_date")
+    split = training.time_split(dates.min(), dates.max(), HORIZON, 0.15, 0.15)
+    in_holdout = pl.col("snapshot_date") >= split.holdout[0]
+    retained = frames[M2].with_columns(pl.when(in_holdout).then(0).otherwise("churned").cast(pl.Int8).alias("churned"))
+    failure = failed_model_step(M2, {**frames, M2: retained}, local_resources, instance)
+    message = failure.step_failure_data.error.message
+    rows = retained.filter(in_holdout).height
+    (h0, h1), horizon = split.holdout, dt.timedelta(days=HORIZON)
+    assert f"the holdout block {h0}..{h1} of training_set[{M2}] has {rows} rows, " in message
+    assert f"0 churned and {rows} retained" in message and "no champion is carried forward" in message
+    assert f"label days (--partition-range {h0 + horizon}...{h1 + horizon})" in message
+    assert not Lake(lake_with_first_model).exists(Lake(lake_with_first_model).partition_url("model", "month", M2))
+
+
 def test_threshold_reaches_the_target_recall():
     rng = np.random.default_rng(0)
     labels = (rng.random(5000) < 0.3).astype(int)

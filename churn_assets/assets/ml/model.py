@@ -1,5 +1,6 @@
 """``model``: the model in production during a month — this month's challenger or last month's champion."""
 
+import datetime as dt
 import json
 import math
 import time
@@ -194,12 +195,19 @@ def train_and_select(
         ) from error
     blocks = {name: split.rows(frame, name) for name in ("train", "validation", "holdout")}
     for name, rows in blocks.items():
-        classes = rows.get_column(training.LABEL).n_unique() if rows.height else 0
-        if classes < 2:
+        churners = int(rows.get_column(training.LABEL).sum())
+        if not 0 < churners < rows.height:
+            first, last = getattr(split, name)
+            horizon = dt.timedelta(days=horizon_days)
             raise dg.Failure(
-                f"model[{month}]: the {name} block {getattr(split, name)[0]}..{getattr(split, name)[1]} of "
-                f"training_set[{month}] has {rows.height} rows and {classes} class(es): both churners and "
-                "retained users are needed",
+                f"model[{month}]: the {name} block {first}..{last} of training_set[{month}] has {rows.height} rows, "
+                f"{churners} churned and {rows.height - churners} retained: both are needed to train and judge a "
+                "model. Nothing is stored, and no champion is carried forward on a block that cannot judge it. Days "
+                "of snapshots without a churner, or without a retained user, are more likely labels gone wrong than "
+                f"a quiet week: materialize {key_string('labels')} again for their label days (--partition-range "
+                f"{first + horizon}...{last + horizon}), then {key_string('training_set')},{key_string('model')} for "
+                f"{month}.",
+                metadata={"block": name, "rows": rows.height, "churned_rows": churners},
                 allow_retries=False,
             )
     train, validation, holdout = blocks["train"], blocks["validation"], blocks["holdout"]
