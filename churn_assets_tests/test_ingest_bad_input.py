@@ -19,7 +19,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA
+from churn_assets.assets.ingest.landing_files import CANONICAL_SCHEMA, MAX_JSON_NESTING
 from churn_assets.config import ChurnSettings
 from churn_assets.resources import LandingZone, build_resources
 from churn_assets_tests.helpers import evaluations_by_partition, failure_text
@@ -793,20 +793,27 @@ def test_a_key_given_twice_keeps_its_first_value_whatever_the_other_lines(
     assert partition_metadata(result, "raw_events")[day]["quarantined"] == int(broken_line)
 
 
-@pytest.mark.parametrize("depth", [1_000, 100_000])
-def test_an_event_nested_too_deeply_is_quarantined_by_its_line(local_settings, local_resources, instance, depth):
-    """One app user's event whose properties nest thousands of levels deep (``event_properties``, which the
-    platform ignores, is whatever the app sends) failed the whole landing file, and so the day, with
-    "RecursionError: maximum recursion depth exceeded": Python's json reads a file line by line once any of its
-    lines is broken, and polars refuses such a file. It is now its line's ``malformed_json``."""
-    day = FIRST_DAY.isoformat()
+def _file_with_a_deep_event(landing_url: str, day: str, depth: int) -> list[dict]:
+    """Writes day's landing file: a valid event, one (``deep``) whose ``event_properties`` are ``depth`` arrays
+    one in another (``depth`` + 1 levels with the event's object), a broken line (so the file is read line by
+    line, as polars refuses one too deep) and another valid event. Returns the two valid events."""
     ok = _valid_rows(FIRST_DAY, 2)
     deep = jsonl([row("deep", "u9", f"{day} 10:00:00.000000")]).replace(
         b"}\n", b', "event_properties": ' + b"[" * depth + b"]" * depth + b"}\n"
     )
-    write_landing_day(
-        local_settings.landing_url, day, {"a.jsonl": jsonl([ok[0]]) + deep + b"{not json\n" + jsonl([ok[1]])}
-    )
+    write_landing_day(landing_url, day, {"a.jsonl": jsonl([ok[0]]) + deep + b"{not json\n" + jsonl([ok[1]])})
+    return ok
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_NESTING, 1_000, 100_000])
+def test_an_event_nested_too_deeply_is_quarantined_by_its_line(local_settings, local_resources, instance, depth):
+    """One app user's event whose properties nest thousands of levels deep (``event_properties``, which the
+    platform ignores, is whatever the app sends) failed the whole landing file, and so the day, with
+    "RecursionError: maximum recursion depth exceeded": Python's json reads a file line by line once any of its
+    lines is broken, and polars refuses such a file. It is now its line's ``malformed_json``, from one level over
+    MAX_JSON_NESTING on, on every Python: json's own limit kept an event 1,000 levels deep on 3.12 and 3.13."""
+    day = FIRST_DAY.isoformat()
+    ok = _file_with_a_deep_event(local_settings.landing_url, day, depth)
 
     result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
 
@@ -815,7 +822,21 @@ def test_an_event_nested_too_deeply_is_quarantined_by_its_line(local_settings, l
     assert sorted(events["event_id"]) == sorted([ok[0]["$insert_id"], ok[1]["$insert_id"]])
     quarantine = read_partition(local_settings.data_url, "raw_events_quarantine", day).sort("line")
     assert quarantine.select("line", "reason").rows() == [(2, "malformed_json"), (3, "malformed_json")]
-    assert "nested too deeply" in quarantine["detail"][0]
+    assert f"nested too deeply: {depth + 1} levels" in quarantine["detail"][0]
+
+
+def test_an_event_nested_as_deep_as_allowed_is_read(local_settings, local_resources, instance):
+    """An event MAX_JSON_NESTING levels deep, in a file read line by line, is an event on every Python."""
+    day = FIRST_DAY.isoformat()
+    ok = _file_with_a_deep_event(local_settings.landing_url, day, MAX_JSON_NESTING - 1)
+
+    result = materialize_ingest(local_resources, instance, day, raise_on_error=False)
+
+    assert result.success, failure_text(result)
+    events = read_partition(local_settings.data_url, "raw_events", day)
+    assert sorted(events["event_id"]) == sorted([ok[0]["$insert_id"], "deep", ok[1]["$insert_id"]])
+    quarantine = read_partition(local_settings.data_url, "raw_events_quarantine", day)
+    assert quarantine.select("line", "reason").rows() == [(3, "malformed_json")]
 
 
 def test_a_value_with_half_a_surrogate_pair_is_quarantined_by_its_line(local_settings, local_resources, instance):

@@ -604,14 +604,15 @@ def _read_jsonl_line_by_line(data: bytes, first_line: int = 1) -> pl.DataFrame:
         if not line.strip():
             continue
         try:
+            _refuse_deep_nesting(line)
             obj = json.loads(line.decode("utf-8"), object_pairs_hook=_first_of_each_key)
             if not isinstance(obj, dict):
                 raise ValueError("not a JSON object")
             row = {col: _as_string(obj.get(key)) for key, col in AMPLITUDE_KEYS.items()}
             _refuse_surrogates(row)
             row["parse_error"] = None
-        # UnicodeDecodeError is a ValueError; a RecursionError is an event (event_properties: whatever the app
-        # sends) nested ~1,000 levels deep, which failed the whole file and so the day.
+        # UnicodeDecodeError is a ValueError; a RecursionError (a line within MAX_JSON_NESTING parsed on a stack
+        # already deep) would otherwise fail the whole file, and so the day.
         except (ValueError, RecursionError) as exc:
             row = dict.fromkeys(AMPLITUDE_KEYS.values())
             row["parse_error"] = (f"nested too deeply: {exc}" if isinstance(exc, RecursionError) else str(exc))[:200]
@@ -625,6 +626,30 @@ def _read_jsonl_line_by_line(data: bytes, first_line: int = 1) -> pl.DataFrame:
     schema = {col: pl.String for col in AMPLITUDE_KEYS.values()} | {"parse_error": pl.String, "line": pl.UInt32}
     frame = pl.DataFrame(rows, schema=schema, orient="row")
     return frame.select(["line", *AMPLITUDE_KEYS.values(), "parse_error"])
+
+
+# The deepest a JSON line's arrays and objects may nest (the event's own object is the first level) when its file is
+# read line by line. Python's json gives up at a depth of its own, which is not the same on every Python: near
+# 1,000 levels on 3.11 (less the caller's stack), 1,500 on 3.12, 10,000 on 3.13, so the same line was an event on
+# one and malformed_json on another. Every supported Python parses this deep. (polars, reading a file whole, keeps
+# an event up to 1,024 levels deep.)
+MAX_JSON_NESTING = 512
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def _refuse_deep_nesting(line: bytes) -> None:
+    """Refuses a line whose arrays and objects nest more than :data:`MAX_JSON_NESTING` levels deep (an event whose
+    ``event_properties``, which the platform ignores, are whatever the app sends). Brackets are counted only on a
+    line with more than that many opening ones; those inside strings are no nesting."""
+    if line.count(b"[") + line.count(b"{") <= MAX_JSON_NESTING:
+        return
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub(b"", line)):
+        depth += 1 if bracket in (b"[", b"{") else -1
+        deepest = max(deepest, depth)
+    if deepest > MAX_JSON_NESTING:
+        raise ValueError(f"nested too deeply: {deepest} levels of arrays and objects, more than {MAX_JSON_NESTING}")
 
 
 def _first_of_each_key(pairs: list[tuple[str, object]]) -> dict:
