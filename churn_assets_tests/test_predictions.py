@@ -14,6 +14,7 @@ import pytest
 from churn_assets.assets.ml.checks import predictions_cover_every_user
 from churn_assets.assets.ml.predictions import PREDICTIONS_SCHEMA, predict_day, predictions
 from churn_assets.assets.ml.scoring import (
+    LAPSED_ACTION,
     RECOMMENDED_ACTIONS,
     RISK_BANDS,
     _top_positive,
@@ -77,8 +78,11 @@ def test_every_user_is_scored_ranked_banded_and_explained(lake, local_resources,
     # Rank 1 is the highest risk; rows are in rank order, ties broken by user id.
     assert out.get_column("rank").to_list() == list(range(1, out.height + 1))
     assert out.equals(out.sort(["churn_probability", "user_id"], descending=[True, False]))
-    # Bands follow the card's cut-offs; actions follow bands; the version is the model's.
+    # Bands follow the card's cut-offs; actions follow bands, but for High and Critical users silent for 7 days or
+    # more (not for the success team's outreach: a win-back campaign); the version is the model's.
     cut = churn_model.card["risk_bands"]
+    silent = dict(features.select("user_id", "days_since_last_active").iter_rows())
+    actions = []
     for row in out.iter_rows(named=True):
         p = row["churn_probability"]
         band = (
@@ -88,7 +92,11 @@ def test_every_user_is_scored_ranked_banded_and_explained(lake, local_resources,
             else "Low"
         )
         assert row["risk_band"] == band
-        assert row["recommended_action"] == RECOMMENDED_ACTIONS[band]
+        lapsed = band in ("High", "Critical") and silent[row["user_id"]] >= 7
+        assert row["recommended_action"] == (LAPSED_ACTION if lapsed else RECOMMENDED_ACTIONS[band])
+        actions.append((band, lapsed))
+    # The day has a Critical user silent for 7 days or more and a High one active in them: both rules were tested.
+    assert {("Critical", True), ("High", False)} <= set(actions), set(actions)
     assert set(out.get_column("risk_band")) >= {"Low", "High", "Critical"}
     assert set(out.get_column("model_version")) == {churn_model.version}
     # The UI shows the ten highest-risk users of the day, in rank order.

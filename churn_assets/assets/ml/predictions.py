@@ -49,7 +49,10 @@ PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
                 "top_reason_1": "The feature that raised the user's score most (XGBoost contributions).",
                 "top_reason_2": "The feature that raised it second most; null when fewer raised it.",
                 "top_reason_3": "The feature that raised it third most; null when fewer raised it.",
-                "recommended_action": "What the retention team does for the risk band.",
+                "recommended_action": (
+                    "What the retention team does: the risk band's action, or a win-back campaign for a High or "
+                    "Critical user silent for the last 7 days or more."
+                ),
                 "model_version": "The version of the model that scored the day (its model card's).",
             },
             key="user_id",
@@ -63,8 +66,9 @@ def predictions(
     """Every user of ``features[D]`` scored by ``model[month of D]``, one row each, highest risk first:
     ``churn_probability``, ``risk_band`` (Low / Medium / High / Critical, cut-offs from the model card),
     ``rank`` (1 = highest probability; ties by user_id), ``top_reason_1..3`` (the features that raised this
-    user's score the most, by XGBoost's per-feature contributions; null when fewer did), the band's
-    ``recommended_action`` and the ``model_version``. Reads ``features[D]`` and ``model[month of D]``.
+    user's score the most, by XGBoost's per-feature contributions; null when fewer did), the
+    ``recommended_action`` (the band's, or a win-back campaign for a High or Critical user silent for 7 days or
+    more) and the ``model_version``. Reads ``features[D]`` and ``model[month of D]``.
     """
 
     require_sound_cards(model)
@@ -167,9 +171,11 @@ def require_sound_cards(models: dict[str, ChurnModel]) -> None:
 
 def predict_day(churn_model: ChurnModel, features: pl.DataFrame) -> pl.DataFrame:
     """``predictions[D]`` from ``features[D]``: one row per feature row, in rank order."""
-    from churn_assets.assets.ml.scoring import RECOMMENDED_ACTIONS, risk_bands, score_with_reasons
+    from churn_assets.assets.ml.metrics import recently_active
+    from churn_assets.assets.ml.scoring import LAPSED_ACTION, RECOMMENDED_ACTIONS, risk_bands, score_with_reasons
 
     probabilities, reasons = score_with_reasons(churn_model, features)
+    band = pl.col("risk_band")
     return (
         pl.DataFrame(
             {
@@ -177,12 +183,16 @@ def predict_day(churn_model: ChurnModel, features: pl.DataFrame) -> pl.DataFrame
                 "churn_probability": probabilities,
                 "risk_band": risk_bands(probabilities, churn_model.card["risk_bands"]),
                 **{f"top_reason_{i + 1}": reason for i, reason in enumerate(reasons)},
+                "recent": recently_active(features),
             }
         )
         .sort(["churn_probability", "user_id"], descending=[True, False])
         .with_row_index("rank", offset=1)
         .with_columns(
-            pl.col("risk_band").replace_strict(RECOMMENDED_ACTIONS, return_dtype=pl.String).alias("recommended_action"),
+            pl.when(~pl.col("recent") & band.is_in(["High", "Critical"]))
+            .then(pl.lit(LAPSED_ACTION))
+            .otherwise(band.replace_strict(RECOMMENDED_ACTIONS, return_dtype=pl.String))
+            .alias("recommended_action"),
             pl.lit(churn_model.version, dtype=pl.String).alias("model_version"),
         )
         .select(list(PREDICTIONS_SCHEMA))

@@ -8,12 +8,17 @@ from churn_assets.assets.ml.training import FeatureSpec, to_dmatrix
 from churn_assets.resources.model_io_manager import ChurnModel
 
 RISK_BANDS = ("Low", "Medium", "High", "Critical")
+# What the retention team does for a user of each band who was active in the last 7 days of D (metrics'
+# recently_active): those its actions can still reach.
 RECOMMENDED_ACTIONS = {
-    "Critical": "Personal win-back: retention offer and outreach from the success team within 24 hours",
+    "Critical": "Personal outreach: retention offer and contact from the success team within 24 hours",
     "High": "Targeted re-engagement: push and email on the features the user relies on, time-limited offer",
     "Medium": "Nurture: add to the weekly re-engagement email sequence",
     "Low": "No action: regular lifecycle messaging",
 }
+# For a High or Critical user silent for the last 7 days or more: most of the top ranks on a real day (users at
+# risk may have been silent for 27 days, and nearly all of those churn), whom the success team's time would not reach.
+LAPSED_ACTION = "Win-back: silent for 7 days or more; reactivation campaign by email and re-targeting, not outreach"
 TOP_REASONS = 3
 # Rows scored at a time: bounds the memory of the contribution matrix (rows × features) on big days.
 _CHUNK_ROWS = 250_000
